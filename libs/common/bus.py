@@ -1,0 +1,375 @@
+"""The event bus: `pm.events` topology, consumers with bounded retries and DLQs, DLQ replay.
+
+Topology, per consumer queue `<service>.<purpose>`:
+- the queue itself: durable quorum queue bound to `pm.events` by the consumer's patterns;
+- `<queue>.retry.<ms>`: one durable delay queue per retry delay; a message waits out the TTL
+  there, then is dead-lettered (at-least-once) back to `<queue>` through the default exchange;
+- `<queue>.dlq`: where a message lands, with its error in headers, after the last attempt
+  or on a permanent error. `python -m libs.common.bus replay-dlq <queue>` re-delivers it.
+
+Handlers receive the parsed `Envelope`, and, when the consumer uses the inbox, a connection
+inside the transaction that also records `(consumer, event_id)`: the handler's writes and
+the dedup mark commit together, so a redelivered event has no second effect. A message is
+acknowledged only after its outcome (done, scheduled for retry, dead-lettered) is durable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+from faststream import AckPolicy
+from faststream.rabbit import (
+    ExchangeType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitQueue,
+)
+from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from faststream.rabbit.schemas import Channel, QueueType
+from opentelemetry import trace
+from prometheus_client import REGISTRY, Counter
+
+from libs.common.events import Envelope, parse_event
+from libs.common.inbox import claim_event
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_HEADER = "x-pm-attempt"
+ERROR_HEADER = "x-pm-error"
+ROUTING_KEY_HEADER = "x-pm-routing-key"
+
+HANDLED = Counter("pm_events_handled_total", "Events handled", ["queue", "outcome"])
+
+Handler = Callable[[Envelope, asyncpg.Connection | None], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """The event can never be handled (bad data, unknown reference): dead-letter it now."""
+
+
+class RetryLater(Exception):
+    """A transient failure; the event is retried after the next delay."""
+
+
+def retry_queue_name(queue: str, delay_ms: int) -> str:
+    return f"{queue}.retry.{delay_ms}"
+
+
+def dlq_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def events_exchange(name: str = "pm.events") -> RabbitExchange:
+    return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True)
+
+
+def main_queue(name: str, routing_key: str = "") -> RabbitQueue:
+    return RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True, routing_key=routing_key)
+
+
+@dataclass
+class Subscription:
+    queue: str
+    patterns: list[str]
+    handler: Handler
+    inbox: bool = True
+    delays_ms: list[int] = field(default_factory=list)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.delays_ms) + 1
+
+
+class EventBus:
+    """One service process's consumers on `pm.events`, built on FastStream's RabbitBroker."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        amqp_url: str,
+        pool: asyncpg.Pool | None = None,
+        exchange: str = "pm.events",
+        retry_delays_ms: list[int] | None = None,
+        prefetch: int = 32,
+    ) -> None:
+        self.service = service
+        self.pool = pool
+        self.exchange_name = exchange
+        self.retry_delays_ms = list(retry_delays_ms or [1000, 5000, 30000, 120000])
+        self.prefetch = prefetch
+        self.subscriptions: list[Subscription] = []
+        self.broker = RabbitBroker(
+            amqp_url,
+            app_id=f"pm-{service}",
+            graceful_timeout=25.0,
+            default_channel=Channel(prefetch_count=prefetch),
+            middlewares=(
+                RabbitTelemetryMiddleware(tracer_provider=trace.get_tracer_provider()),
+                RabbitPrometheusMiddleware(registry=REGISTRY, app_name=f"pm-{service}"),
+            ),
+            log_level=logging.DEBUG,
+        )
+        self._started = False
+
+    def subscribe(
+        self,
+        purpose: str,
+        patterns: list[str],
+        *,
+        inbox: bool = True,
+        retry_delays_ms: list[int] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register `handler` on queue `<service>.<purpose>` bound to `patterns`."""
+
+        def register(handler: Handler) -> Handler:
+            sub = Subscription(
+                queue=f"{self.service}.{purpose}",
+                patterns=patterns,
+                handler=handler,
+                inbox=inbox,
+                delays_ms=list(retry_delays_ms or self.retry_delays_ms),
+            )
+            if sub.inbox and self.pool is None:
+                raise ValueError("an inbox consumer needs a database pool")
+            self.subscriptions.append(sub)
+            self._attach(sub)
+            return handler
+
+        return register
+
+    def _attach(self, sub: Subscription) -> None:
+        @self.broker.subscriber(
+            main_queue(sub.queue, sub.patterns[0]),
+            events_exchange(self.exchange_name),
+            ack_policy=AckPolicy.MANUAL,
+            title=sub.queue,
+            description=f"{sub.handler.__doc__ or sub.handler.__name__}",
+        )
+        async def consume(message: RabbitMessage) -> None:
+            await self._process(sub, message)
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        await self.declare_topology()
+        await self.broker.start()
+        self._started = True
+
+    async def declare_topology(self) -> None:
+        exchange = await self.broker.declare_exchange(events_exchange(self.exchange_name))
+        for sub in self.subscriptions:
+            queue = await self.broker.declare_queue(main_queue(sub.queue))
+            for pattern in sub.patterns:
+                await queue.bind(exchange, routing_key=pattern)
+            for delay in sorted(set(sub.delays_ms)):
+                await self.broker.declare_queue(
+                    RabbitQueue(
+                        retry_queue_name(sub.queue, delay),
+                        queue_type=QueueType.QUORUM,
+                        durable=True,
+                        arguments={
+                            "x-message-ttl": delay,
+                            "x-dead-letter-exchange": "",
+                            "x-dead-letter-routing-key": sub.queue,
+                            "x-dead-letter-strategy": "at-least-once",
+                            "x-overflow": "reject-publish",
+                        },
+                    )
+                )
+            await self.broker.declare_queue(
+                RabbitQueue(dlq_name(sub.queue), queue_type=QueueType.QUORUM, durable=True)
+            )
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self.broker.stop()
+
+    async def is_ready(self) -> bool:
+        return bool(self._started and await self.broker.ping(timeout=2.0))
+
+    async def _process(self, sub: Subscription, message: RabbitMessage) -> None:
+        raw = message.raw_message
+        headers: dict[str, Any] = dict(raw.headers or {})
+        attempt = int(headers.get(ATTEMPT_HEADER, 0) or 0) + 1
+        try:
+            event = parse_event(raw.body)
+        except ValueError as exc:
+            await self._dead_letter(sub, raw, headers, attempt, f"unparseable event: {exc}")
+            await message.ack()
+            HANDLED.labels(sub.queue, "dead_lettered").inc()
+            return
+        try:
+            await self._handle(sub, event)
+        except PermanentError as exc:
+            await self._dead_letter(sub, raw, headers, attempt, _describe(exc))
+            HANDLED.labels(sub.queue, "dead_lettered").inc()
+        except Exception as exc:
+            if attempt < sub.max_attempts:
+                await self._schedule_retry(sub, raw, headers, attempt, exc)
+                HANDLED.labels(sub.queue, "retried").inc()
+            else:
+                await self._dead_letter(sub, raw, headers, attempt, _describe(exc))
+                HANDLED.labels(sub.queue, "dead_lettered").inc()
+        else:
+            HANDLED.labels(sub.queue, "ok").inc()
+        await message.ack()
+
+    async def _handle(self, sub: Subscription, event: Envelope) -> None:
+        if not sub.inbox:
+            await sub.handler(event, None)
+            return
+        assert self.pool is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await claim_event(conn, sub.queue, event):
+                log.info("duplicate event skipped", extra={"event_id": str(event.id)})
+                HANDLED.labels(sub.queue, "duplicate").inc()
+                return
+            await sub.handler(event, conn)
+
+    async def _schedule_retry(
+        self,
+        sub: Subscription,
+        raw: aio_pika.IncomingMessage,
+        headers: dict[str, Any],
+        attempt: int,
+        exc: BaseException,
+    ) -> None:
+        delay = sub.delays_ms[attempt - 1]
+        log.warning(
+            "event handler failed; retrying",
+            extra={
+                "queue": sub.queue,
+                "attempt": attempt,
+                "delay_ms": delay,
+                "error": _describe(exc),
+            },
+        )
+        await self._republish(
+            raw,
+            retry_queue_name(sub.queue, delay),
+            {**headers, ATTEMPT_HEADER: attempt, ERROR_HEADER: _describe(exc)},
+        )
+
+    async def _dead_letter(
+        self,
+        sub: Subscription,
+        raw: aio_pika.IncomingMessage,
+        headers: dict[str, Any],
+        attempt: int,
+        error: str,
+    ) -> None:
+        log.error(
+            "event dead-lettered",
+            extra={"queue": sub.queue, "attempt": attempt, "error": error},
+        )
+        await self._republish(
+            raw,
+            dlq_name(sub.queue),
+            {
+                **headers,
+                ATTEMPT_HEADER: attempt,
+                ERROR_HEADER: error,
+                "x-pm-failed-at": datetime.now(UTC).isoformat(),
+            },
+        )
+
+    async def _republish(
+        self, raw: aio_pika.IncomingMessage, queue: str, headers: dict[str, Any]
+    ) -> None:
+        headers.setdefault(ROUTING_KEY_HEADER, raw.routing_key or "")
+        await self.broker.publish(
+            raw.body,
+            queue=queue,
+            headers=headers,
+            message_id=raw.message_id,
+            content_type=raw.content_type,
+            message_type=raw.type,
+            persist=True,
+            mandatory=True,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+# ---------------------------------------------------------------- DLQ tools
+
+
+async def dlq_depth(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.declare_queue(dlq_name(queue), passive=True)
+        return int(q.declaration_result.message_count or 0)
+
+
+async def replay_dlq(amqp_url: str, queue: str, *, limit: int | None = None) -> int:
+    """Move messages from `<queue>.dlq` back to `<queue>` with a fresh attempt budget.
+
+    Each message is published (confirmed) before it is acked on the DLQ, so a crash mid-way
+    can duplicate a message (consumers deduplicate) but never lose one.
+    """
+    connection = await aio_pika.connect(amqp_url)
+    moved = 0
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        dlq = await channel.declare_queue(dlq_name(queue), passive=True)
+        await channel.declare_queue(queue, passive=True)
+        while limit is None or moved < limit:
+            msg = await dlq.get(no_ack=False, fail=False)
+            if msg is None:
+                break
+            headers = dict(msg.headers or {})
+            headers[ATTEMPT_HEADER] = 0
+            headers["x-pm-replayed"] = int(headers.get("x-pm-replayed", 0) or 0) + 1
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body=msg.body,
+                    headers=headers,
+                    message_id=msg.message_id,
+                    content_type=msg.content_type,
+                    type=msg.type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=queue,
+            )
+            await msg.ack()
+            moved += 1
+    return moved
+
+
+def main(argv: list[str] | None = None) -> int:
+    from libs.common.settings import ServiceSettings
+
+    parser = argparse.ArgumentParser(prog="python -m libs.common.bus")
+    sub = parser.add_subparsers(dest="command", required=True)
+    replay = sub.add_parser("replay-dlq", help="re-deliver a consumer queue's dead letters")
+    replay.add_argument("queue", help="the consumer queue, e.g. webhooks.fanout")
+    replay.add_argument("--limit", type=int, default=None)
+    depth = sub.add_parser("dlq-depth", help="how many messages wait in a queue's DLQ")
+    depth.add_argument("queue")
+    args = parser.parse_args(argv)
+    amqp_url = ServiceSettings().amqp_url
+    if args.command == "replay-dlq":
+        moved = asyncio.run(replay_dlq(amqp_url, args.queue, limit=args.limit))
+        print(f"replayed {moved} message(s) from {dlq_name(args.queue)} to {args.queue}")
+    else:
+        print(asyncio.run(dlq_depth(amqp_url, args.queue)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The event catalog: every fact published on `pm.events`, and its CloudEvents-style envelope.
+
+One pydantic model per event type carries the `data`; `Envelope` carries the attributes
+(`id` UUIDv7, `type`, `source`, `time`, `subject`, `tenant_id`, `data`, `specversion`).
+The routing key of an event is its type. Types are never renamed once published: add
+fields (optional, with defaults) or add a new type instead.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+from uuid import UUID
+
+import orjson
+import uuid_utils
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SPEC_VERSION = "1.0"
+
+
+def new_event_id() -> UUID:
+    """A time-ordered UUIDv7, so ids sort by creation time."""
+    return UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+class EventData(BaseModel):
+    """Base of every event's `data`. Subclasses set `event_type`."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    event_type: ClassVar[str]
+    public: ClassVar[bool] = True  # may be delivered to customer webhooks
+
+
+class Envelope(BaseModel):
+    """CloudEvents attributes around one event's data (the `data` is kept as a dict)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID = Field(default_factory=new_event_id)
+    type: str
+    source: str
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    subject: str | None = None
+    tenant_id: str
+    specversion: Literal["1.0"] = SPEC_VERSION
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+    def payload(self) -> EventData:
+        """The typed data model of this event."""
+        return EVENT_TYPES[self.type].model_validate(self.data)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @property
+    def routing_key(self) -> str:
+        return self.type
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {}
+
+
+def register(cls: type[EventData]) -> type[EventData]:
+    if cls.event_type in EVENT_TYPES:
+        raise ValueError(f"event type {cls.event_type} registered twice")
+    EVENT_TYPES[cls.event_type] = cls
+    return cls
+
+
+def make_event(
+    data: EventData, *, tenant_id: str, source: str, subject: str | None = None
+) -> Envelope:
+    return Envelope(
+        type=data.event_type,
+        source=source,
+        subject=subject,
+        tenant_id=tenant_id,
+        data=data.model_dump(mode="json"),
+    )
+
+
+def parse_event(raw: bytes | str) -> Envelope:
+    """Parse and validate an envelope and its typed data; raises ValueError when invalid."""
+    try:
+        env = Envelope.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid event envelope: {exc.error_count()} error(s)") from exc
+    if env.type not in EVENT_TYPES:
+        raise UnknownEventType(f"unknown event type {env.type!r}")
+    env.payload()  # validates data against the catalog model
+    return env
+
+
+# ---------------------------------------------------------------- email.* (delivery)
+
+
+class _EmailEvent(EventData):
+    message_id: str
+    to: str
+    campaign_id: str | None = None
+    contact_id: str | None = None
+    step: int | None = None
+    occurred_at: datetime | None = None
+
+
+@register
+class EmailRequested(EventData):
+    """A send was asked for (campaign runner → delivery). Internal: not sent to webhooks."""
+
+    event_type = "email.requested"
+    public = False
+    request_id: str
+    to: str
+    from_: str = Field(alias="from")
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    template_id: str | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+    campaign_id: str | None = None
+    contact_id: str | None = None
+    step: int | None = None
+    category: Literal["marketing", "transactional"] = "marketing"
+    track_opens: bool = True
+    track_clicks: bool = True
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+
+@register
+class EmailQueued(_EmailEvent):
+    event_type = "email.queued"
+
+
+@register
+class EmailSent(_EmailEvent):
+    event_type = "email.sent"
+    provider: str
+    provider_message_id: str | None = None
+
+
+@register
+class EmailDelivered(_EmailEvent):
+    event_type = "email.delivered"
+    provider: str | None = None
+
+
+@register
+class EmailOpened(_EmailEvent):
+    event_type = "email.opened"
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+@register
+class EmailClicked(_EmailEvent):
+    event_type = "email.clicked"
+    url: str
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+@register
+class EmailReplied(_EmailEvent):
+    event_type = "email.replied"
+    reply_snippet: str | None = None
+
+
+@register
+class EmailBounced(_EmailEvent):
+    event_type = "email.bounced"
+    bounce_type: Literal["hard", "soft"]
+    reason: str | None = None
+
+
+@register
+class EmailComplained(_EmailEvent):
+    event_type = "email.complained"
+    feedback_type: str | None = None
+
+
+@register
+class EmailUnsubscribed(_EmailEvent):
+    event_type = "email.unsubscribed"
+    method: Literal["link", "one_click", "reply", "manual", "provider"] = "link"
+
+
+@register
+class EmailFailed(_EmailEvent):
+    event_type = "email.failed"
+    provider: str | None = None
+    reason: str
+
+
+# ---------------------------------------------------------------- campaign.* (campaigns)
+
+
+class _CampaignEvent(EventData):
+    campaign_id: str
+    name: str | None = None
+
+
+@register
+class CampaignStarted(_CampaignEvent):
+    event_type = "campaign.started"
+    recipients: int = 0
+
+
+@register
+class CampaignPaused(_CampaignEvent):
+    event_type = "campaign.paused"
+
+
+@register
+class CampaignResumed(_CampaignEvent):
+    event_type = "campaign.resumed"
+
+
+@register
+class CampaignCompleted(_CampaignEvent):
+    event_type = "campaign.completed"
+
+
+@register
+class CampaignCancelled(_CampaignEvent):
+    event_type = "campaign.cancelled"
+
+
+# ---------------------------------------------------------------- contact.* (campaigns)
+
+
+class _ContactEvent(EventData):
+    contact_id: str
+    email: str
+
+
+@register
+class ContactCreated(_ContactEvent):
+    event_type = "contact.created"
+
+
+@register
+class ContactUpdated(_ContactEvent):
+    event_type = "contact.updated"
+    changed: list[str] = Field(default_factory=list)
+
+
+@register
+class ContactDeleted(_ContactEvent):
+    event_type = "contact.deleted"
+
+
+# ---------------------------------------------------------------- keys / tenants / billing
+
+
+@register
+class ApiKeyCreated(EventData):
+    event_type = "api_key.created"
+    public = False
+    key_id: str
+    lookup_id: str
+    mode: Literal["live", "test"]
+    scopes: list[str]
+
+
+@register
+class ApiKeyRevoked(EventData):
+    event_type = "api_key.revoked"
+    public = False
+    key_id: str
+    lookup_id: str
+
+
+@register
+class TenantCreated(EventData):
+    event_type = "tenant.created"
+    public = False
+    name: str
+    plan: str
+
+
+@register
+class TenantPlanChanged(EventData):
+    event_type = "tenant.plan_changed"
+    public = False
+    old_plan: str | None
+    new_plan: str
+    reason: str | None = None
+
+
+@register
+class WebhookEndpointDisabled(EventData):
+    event_type = "webhook.endpoint_disabled"
+    endpoint_id: str
+    url: str
+    reason: str
+
+
+PUBLIC_EVENT_TYPES: tuple[str, ...] = tuple(t for t, m in EVENT_TYPES.items() if m.public)

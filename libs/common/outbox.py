@@ -1,0 +1,303 @@
+"""Transactional outbox: events are written with the domain change, a relay publishes them.
+
+`enqueue` inserts the event rows on the caller's connection, inside the caller's transaction,
+so a fact is published if and only if the change that caused it committed. `OutboxRelay`
+claims pending rows with `FOR UPDATE SKIP LOCKED` (several relays never publish the same
+row), publishes them to `pm.events` with publisher confirms, then marks them published in
+the same transaction. It wakes on LISTEN/NOTIFY and polls as a fallback.
+
+Delivery is at-least-once: a relay killed after the broker confirmed a batch but before its
+commit republishes that batch. Every message carries the event id as `message_id`, and
+consumers deduplicate on it (see `libs.common.inbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+import asyncpg
+import orjson
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from prometheus_client import Counter, Gauge, Histogram
+
+from libs.common.events import Envelope
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("pm.outbox")
+
+RELAY_PUBLISHED = Counter(
+    "pm_outbox_published_total", "Outbox events published to the broker", ["schema"]
+)
+RELAY_FAILURES = Counter(
+    "pm_outbox_publish_failures_total", "Outbox batches that failed to publish", ["schema"]
+)
+RELAY_LAG = Histogram(
+    "pm_outbox_commit_to_publish_seconds",
+    "Time from the outbox row's creation to its broker confirm",
+    ["schema"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RELAY_PENDING = Gauge("pm_outbox_pending", "Unpublished outbox rows", ["schema"])
+
+_INSERT = (
+    "INSERT INTO outbox (id, event_type, routing_key, tenant_id, payload, headers)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+def _trace_headers() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
+    """Write events to the outbox on `conn`; call it inside the domain change's transaction."""
+    await enqueue_many(conn, events)
+
+
+async def enqueue_many(conn: asyncpg.Connection, events: Iterable[Envelope]) -> None:
+    headers = _trace_headers()
+    rows = [
+        (e.id, e.type, e.routing_key, e.tenant_id, e.model_dump(mode="json"), headers)
+        for e in events
+    ]
+    if not rows:
+        return
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.enqueue must run inside the domain change's transaction")
+    await conn.executemany(_INSERT, rows)
+
+
+# What a relay survives by retrying: broker and database outages, confirm time-outs, a channel
+# closed under it while the robust connection reconnects.
+_RELAY_ERRORS = (
+    TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.AMQPError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    RuntimeError,
+)
+
+
+def notify_channel(schema: str) -> str:
+    return f"{schema}_outbox"
+
+
+class OutboxRelay:
+    """Publishes one schema's outbox to the events exchange. Safe to run several at once."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        amqp_url: str,
+        *,
+        exchange: str = "pm.events",
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        retention_hours: int = 24,
+    ) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.amqp_url = amqp_url
+        self.exchange_name = exchange
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retention_hours = retention_hours
+        self._wake = asyncio.Event()
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self.connected = False
+        self.published = 0
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self.amqp_url, client_properties={"connection_name": f"{self.schema}-relay"}
+        )
+        channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self.connected = True
+
+    async def close(self) -> None:
+        self.connected = False
+        if self._connection is not None:
+            await self._connection.close()
+
+    def is_ready(self) -> bool:
+        return bool(self._connection is not None and not self._connection.is_closed)
+
+    async def publish_batch(self) -> int:
+        """Claim, publish and mark one batch; returns how many rows were published."""
+        assert self._exchange is not None, "connect() first"
+        rows: list[asyncpg.Record] = []
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "SELECT id, routing_key, payload::text AS payload, headers, created_at"
+                    " FROM outbox WHERE published_at IS NULL ORDER BY created_at LIMIT $1"
+                    " FOR UPDATE SKIP LOCKED",
+                    self.batch_size,
+                )
+                if not rows:
+                    return 0
+                await asyncio.gather(*(self._publish_row(r) for r in rows))
+                await conn.execute(
+                    "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
+                    [r["id"] for r in rows],
+                )
+        except (asyncpg.PostgresError, OSError):
+            raise
+        except Exception as exc:
+            RELAY_FAILURES.labels(self.schema).inc()
+            await self._record_failure(rows, exc)
+            raise
+        now = time.time()
+        lag = RELAY_LAG.labels(self.schema)
+        for r in rows:
+            lag.observe(max(0.0, now - r["created_at"].timestamp()))
+        RELAY_PUBLISHED.labels(self.schema).inc(len(rows))
+        self.published += len(rows)
+        return len(rows)
+
+    async def _record_failure(self, rows: Sequence[asyncpg.Record], exc: BaseException) -> None:
+        """Keep the reason on the rows for operators (the claim was released by the rollback)."""
+        with contextlib.suppress(asyncpg.PostgresError, OSError):
+            await self.pool.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
+                [r["id"] for r in rows],
+                f"{type(exc).__name__}: {exc}"[:500],
+            )
+
+    async def _publish_row(self, row: asyncpg.Record) -> None:
+        assert self._exchange is not None
+        stored: dict[str, Any] = row["headers"] or {}
+        parent = propagate.extract(stored)
+        token = otel_context.attach(parent)
+        try:
+            with tracer.start_as_current_span(
+                f"{row['routing_key']} publish", kind=trace.SpanKind.PRODUCER
+            ) as span:
+                span.set_attribute("messaging.system", "rabbitmq")
+                span.set_attribute("messaging.destination.name", self.exchange_name)
+                span.set_attribute("messaging.message.id", str(row["id"]))
+                headers: dict[str, Any] = dict(stored)
+                propagate.inject(headers)  # the publish span becomes the consumer's parent
+                message = aio_pika.Message(
+                    body=_json_bytes(row["payload"]),
+                    message_id=str(row["id"]),
+                    content_type="application/cloudevents+json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers=headers,
+                    type=row["routing_key"],
+                )
+                await self._exchange.publish(
+                    message, routing_key=row["routing_key"], mandatory=False, timeout=10
+                )
+        finally:
+            otel_context.detach(token)
+
+    async def purge_published(self) -> int:
+        result: str = await self.pool.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)",
+            self.retention_hours,
+        )
+        return int(result.split()[-1])
+
+    async def pending(self) -> int:
+        n: int = await self.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        RELAY_PENDING.labels(self.schema).set(n)
+        return n
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set; survives broker and database outages."""
+        listener = asyncio.create_task(self._listen(stop), name=f"{self.schema}-outbox-listen")
+        backoff = 0.2
+        last_purge = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    if self._exchange is None:
+                        await self.connect()
+                    n = await self.publish_batch()
+                    backoff = 0.2
+                except _RELAY_ERRORS as exc:
+                    log.warning(
+                        "outbox relay: publish failed, retrying",
+                        extra={"schema": self.schema, "error": f"{type(exc).__name__}: {exc}"},
+                    )
+                    await _wait(stop, backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if n >= self.batch_size:
+                    continue  # more is waiting: no sleep
+                if time.monotonic() - last_purge > 600:
+                    last_purge = time.monotonic()
+                    with contextlib.suppress(asyncpg.PostgresError, OSError):
+                        await self.purge_published()
+                        await self.pending()
+                self._wake.clear()
+                await _wait_any(stop, self._wake, self.poll_interval)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await self.close()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Hold a LISTEN connection; reconnect on loss (polling covers the gap)."""
+        channel = notify_channel(self.schema)
+
+        def _on_notify(*_: object) -> None:
+            self._wake.set()
+
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.add_listener(channel, _on_notify)
+                    try:
+                        while not stop.is_set() and not conn.is_closed():
+                            await _wait(stop, 5.0)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(channel, _on_notify)
+            except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+                log.warning("outbox relay: LISTEN lost (%s), polling meanwhile", exc)
+                await _wait(stop, 1.0)
+
+
+def _json_bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    return orjson.dumps(payload)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters: Sequence[asyncio.Task[Any]] = [
+        asyncio.create_task(stop.wait()),
+        asyncio.create_task(wake.wait()),
+    ]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

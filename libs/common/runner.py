@@ -1,0 +1,135 @@
+"""Process entry points: `python -m services.<name> <process>` and graceful shutdown.
+
+Every process serves HTTP (the API, or just /healthz, /readyz and /metrics for workers and
+relays) and may run a background body (a consumer, a relay). On SIGTERM or SIGINT the body
+is told to stop and awaited first (consumers stop fetching and settle in-flight messages;
+relays finish their batch), then the HTTP server stops accepting and drains in-flight
+requests. `terminationGracePeriodSeconds` in deploy/k8s leaves room for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any, TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+
+from libs.common.app import create_app
+from libs.common.db import migrate
+from libs.common.outbox import OutboxRelay
+from libs.common.resources import Resources
+from libs.common.settings import ServiceSettings
+from libs.common.telemetry import configure_logging
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=ServiceSettings)
+Body = Callable[[asyncio.Event], Awaitable[None]]
+Process = Callable[[Any], Awaitable[None]]
+Command = Callable[[Any, list[str]], int]
+
+HTTP_DRAIN_SECONDS = 20
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def run_process(
+    settings: ServiceSettings, process: str, app: FastAPI, body: Body | None = None
+) -> None:
+    """Serve `app` (and run `body`) until SIGTERM/SIGINT, then shut down in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.port_for(process),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
+        lifespan="on",
+    )
+    server = _Server(config)
+    server_task = asyncio.create_task(server.serve(), name="http")
+    body_task = asyncio.create_task(body(stop), name="body") if body else None
+    waiters: list[asyncio.Task[Any]] = [server_task, asyncio.create_task(stop.wait())]
+    if body_task:
+        waiters.append(body_task)
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    log.info("shutting down", extra={"process": process})
+    if body_task:
+        # The body watches `stop`; it finishes its in-flight work before we stop serving probes.
+        with contextlib.suppress(asyncio.CancelledError):
+            await body_task
+    server.should_exit = True
+    await server_task
+    for task in done:
+        if task.exception() is not None and task is not server_task:
+            raise task.exception()  # type: ignore[misc]
+
+
+def relay_process(schema: str) -> Process:
+    """The outbox relay of one service's schema, as a process."""
+
+    async def run(settings: ServiceSettings) -> None:
+        resources = Resources(settings, schema=schema, amqp=False)
+        await resources.open()
+        relay = OutboxRelay(
+            resources.pool, schema, settings.amqp_url, exchange=settings.events_exchange
+        )
+
+        async def rabbitmq() -> bool:
+            return relay.is_ready()
+
+        app = create_app(
+            settings, process="relay", readiness={**resources.readiness(), "rabbitmq": rabbitmq}
+        )
+        try:
+            await run_process(settings, "relay", app, relay.run)
+        finally:
+            await resources.close()
+
+    return run
+
+
+def migrate_command(schema: str) -> Command:
+    def run(settings: ServiceSettings, _args: list[str]) -> int:
+        print(migrate(schema, settings.database_url) or f"{schema}: up to date")
+        return 0
+
+    return run
+
+
+def run_cli(
+    service: str,
+    settings_cls: type[S],
+    processes: Mapping[str, Process],
+    commands: Mapping[str, Command] | None = None,
+    argv: list[str] | None = None,
+) -> int:
+    """`python -m services.<service> <process|command> [args]`."""
+    commands = dict(commands or {})
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
+    parser.add_argument("what", choices=sorted([*processes, *commands]))
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    settings = settings_cls()
+    configure_logging(f"{service}-{ns.what}", settings.log_level)
+    if ns.what in commands:
+        return commands[ns.what](settings, ns.args)
+    asyncio.run(processes[ns.what](settings))
+    return 0

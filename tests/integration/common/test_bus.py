@@ -1,0 +1,161 @@
+"""Consumers on `pm.events`: retries through delay queues, DLQ, replay, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+
+from libs.common.bus import (
+    ATTEMPT_HEADER,
+    ERROR_HEADER,
+    EventBus,
+    PermanentError,
+    dlq_depth,
+    dlq_name,
+    replay_dlq,
+)
+from libs.common.events import ContactUpdated, Envelope, make_event
+from tests.integration.common.amqp_tools import eventually, publish_raw
+
+
+def updated(tenant: str, contact: str = "ct_1") -> Envelope:
+    return make_event(
+        ContactUpdated(contact_id=contact, email="ada@example.com", changed=["tags"]),
+        tenant_id=tenant,
+        source="/tests",
+    )
+
+
+@pytest.fixture(scope="module")
+async def effects(keys_pool: asyncpg.Pool) -> str:
+    await keys_pool.execute(
+        "CREATE TABLE IF NOT EXISTS test_effects (event_id uuid, consumer text, at timestamptz"
+        " DEFAULT clock_timestamp())"
+    )
+    return "test_effects"
+
+
+@pytest.fixture
+async def bus(
+    amqp_url: str, keys_pool: asyncpg.Pool, unique: str
+) -> AsyncIterator[EventBus]:
+    b = EventBus(
+        service=f"t{unique}", amqp_url=amqp_url, pool=keys_pool, retry_delays_ms=[200, 400]
+    )
+    yield b
+    await b.stop()
+
+
+async def count_effects(pool: asyncpg.Pool, event: Envelope) -> int:
+    n: int = await pool.fetchval("SELECT count(*) FROM test_effects WHERE event_id = $1", event.id)
+    return n
+
+
+async def test_transient_failure_retries_then_dead_letters_then_replays(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str
+) -> None:
+    attempts: list[float] = []
+    healthy = asyncio.Event()
+
+    @bus.subscribe("flaky", ["contact.updated"])
+    async def handle(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        if event.tenant_id != f"t_{unique}":
+            return
+        attempts.append(time.monotonic())
+        assert conn is not None
+        await conn.execute(
+            "INSERT INTO test_effects (event_id, consumer) VALUES ($1, 'flaky')", event.id
+        )
+        if not healthy.is_set():
+            raise ConnectionError("downstream unavailable")
+
+    await bus.start()
+    event = updated(f"t_{unique}")
+    await publish_raw(amqp_url, event)
+    queue = bus.subscriptions[0].queue
+
+    await eventually(lambda: dlq_depth(amqp_url, queue), timeout=20)
+    assert len(attempts) == 3, "first delivery + 2 bounded retries"
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert gaps[0] >= 0.18 and gaps[1] >= 0.38, f"retry spacing follows the delays: {gaps}"
+    assert await count_effects(keys_pool, event) == 0, "failed attempts roll their writes back"
+
+    # The dead letter keeps the error and the attempt count.
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(dlq_name(queue), passive=True)
+        msg = await dlq.get(no_ack=False)
+        assert msg.message_id == str(event.id)
+        assert "ConnectionError: downstream unavailable" in msg.headers[ERROR_HEADER]
+        assert msg.headers[ATTEMPT_HEADER] == 3
+        await msg.nack(requeue=True)
+
+    healthy.set()
+    assert await replay_dlq(amqp_url, queue) == 1
+    await eventually(lambda: count_effects(keys_pool, event), timeout=10)
+    assert len(attempts) == 4
+    assert await dlq_depth(amqp_url, queue) == 0
+
+
+async def test_duplicate_delivery_is_acked_without_second_effect(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str
+) -> None:
+    calls: list[str] = []
+
+    @bus.subscribe("dedup", ["contact.updated"])
+    async def handle(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        if event.tenant_id != f"t_{unique}":
+            return
+        calls.append(str(event.id))
+        assert conn is not None
+        await conn.execute(
+            "INSERT INTO test_effects (event_id, consumer) VALUES ($1, 'dedup')", event.id
+        )
+
+    await bus.start()
+    event = updated(f"t_{unique}")
+    for _ in range(3):
+        await publish_raw(amqp_url, event)
+    other = updated(f"t_{unique}", "ct_2")
+    await publish_raw(amqp_url, other)
+    await eventually(lambda: count_effects(keys_pool, other), timeout=10)
+    await asyncio.sleep(0.3)
+    assert await count_effects(keys_pool, event) == 1
+    assert calls.count(str(event.id)) == 1
+    assert await dlq_depth(amqp_url, bus.subscriptions[0].queue) == 0
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.declare_queue(bus.subscriptions[0].queue, passive=True)
+        assert q.declaration_result.message_count == 0, "duplicates were acknowledged"
+
+
+async def test_permanent_and_unparseable_go_straight_to_the_dlq(
+    bus: EventBus, amqp_url: str, unique: str
+) -> None:
+    calls = 0
+
+    @bus.subscribe("strict", ["contact.updated", "contact.deleted"])
+    async def handle(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        nonlocal calls
+        if event.tenant_id == f"t_{unique}":
+            calls += 1
+            raise PermanentError("contact belongs to no campaign")
+
+    await bus.start()
+    await publish_raw(amqp_url, updated(f"t_{unique}"))
+    bogus = Envelope(type="contact.deleted", source="/x", tenant_id=f"t_{unique}", data={})
+    await publish_raw(amqp_url, bogus)  # contact.deleted without its required fields
+    queue = bus.subscriptions[0].queue
+    await eventually(lambda: _depth_is(amqp_url, queue, 2), timeout=10)
+    assert calls == 1, "a permanent error is not retried"
+
+
+async def _depth_is(amqp_url: str, queue: str, n: int) -> bool:
+    return await dlq_depth(amqp_url, queue) == n
