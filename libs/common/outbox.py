@@ -24,8 +24,8 @@ import aio_pika
 import aiormq
 import asyncpg
 import orjson
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from pamqp import commands as spec
 from prometheus_client import Counter, Gauge, Histogram
 
 from libs.common.events import Envelope
@@ -107,6 +107,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         retention_hours: int = 24,
+        concurrency: int = 2,
     ) -> None:
         self.pool = pool
         self.schema = schema
@@ -115,8 +116,11 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.retention_hours = retention_hours
+        self.concurrency = concurrency
         self._wake = asyncio.Event()
+        self._connect_lock = asyncio.Lock()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self.connected = False
         self.published = 0
@@ -125,8 +129,8 @@ class OutboxRelay:
         self._connection = await aio_pika.connect_robust(
             self.amqp_url, client_properties={"connection_name": f"{self.schema}-relay"}
         )
-        channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await channel.declare_exchange(
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._channel.declare_exchange(
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
         self.connected = True
@@ -141,7 +145,6 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Claim, publish and mark one batch; returns how many rows were published."""
-        assert self._exchange is not None, "connect() first"
         rows: list[asyncpg.Record] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -153,7 +156,11 @@ class OutboxRelay:
                 )
                 if not rows:
                     return 0
-                await asyncio.gather(*(self._publish_row(r) for r in rows))
+                # aiormq's channel under aio-pika's robust one: the same connection and
+                # confirms, without aio-pika's per-message wrappers (about 1.5x the rate).
+                assert self._channel is not None
+                amqp = await self._channel.get_underlay_channel()
+                await asyncio.gather(*(self._publish_row(amqp, r) for r in rows))
                 await conn.execute(
                     "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
                     [r["id"] for r in rows],
@@ -181,33 +188,40 @@ class OutboxRelay:
                 f"{type(exc).__name__}: {exc}"[:500],
             )
 
-    async def _publish_row(self, row: asyncpg.Record) -> None:
-        assert self._exchange is not None
+    async def _publish_row(self, amqp: aiormq.abc.AbstractChannel, row: asyncpg.Record) -> None:
         stored: dict[str, Any] = row["headers"] or {}
-        parent = propagate.extract(stored)
-        token = otel_context.attach(parent)
+        # The publish span is a child of the request that wrote the row, and becomes the
+        # parent of the consumer's span: one trace from HTTP through outbox and broker.
+        span = tracer.start_span(
+            f"{row['routing_key']} publish",
+            context=propagate.extract(stored),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": self.exchange_name,
+                "messaging.message.id": str(row["id"]),
+            },
+        )
         try:
-            with tracer.start_as_current_span(
-                f"{row['routing_key']} publish", kind=trace.SpanKind.PRODUCER
-            ) as span:
-                span.set_attribute("messaging.system", "rabbitmq")
-                span.set_attribute("messaging.destination.name", self.exchange_name)
-                span.set_attribute("messaging.message.id", str(row["id"]))
-                headers: dict[str, Any] = dict(stored)
-                propagate.inject(headers)  # the publish span becomes the consumer's parent
-                message = aio_pika.Message(
-                    body=_json_bytes(row["payload"]),
+            headers: dict[str, Any] = dict(stored)
+            propagate.inject(headers, context=trace.set_span_in_context(span))
+            # A broker nack raises aiormq's DeliveryError: the batch is not marked.
+            await amqp.basic_publish(
+                _json_bytes(row["payload"]),
+                exchange=self.exchange_name,
+                routing_key=row["routing_key"],
+                properties=spec.Basic.Properties(
                     message_id=str(row["id"]),
                     content_type="application/cloudevents+json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    delivery_mode=2,  # persistent
                     headers=headers,
-                    type=row["routing_key"],
-                )
-                await self._exchange.publish(
-                    message, routing_key=row["routing_key"], mandatory=False, timeout=10
-                )
+                    message_type=row["routing_key"],
+                ),
+                mandatory=False,
+                timeout=10,
+            )
         finally:
-            otel_context.detach(token)
+            span.end()
 
     async def purge_published(self) -> int:
         result: str = await self.pool.execute(
@@ -222,39 +236,51 @@ class OutboxRelay:
         return n
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; survives broker and database outages."""
+        """Publish until `stop` is set; survives broker and database outages.
+
+        `concurrency` batches are in flight at once (each its own claim, with SKIP LOCKED),
+        so one batch's wait for broker confirms overlaps the next batch's claim and publish.
+        """
         listener = asyncio.create_task(self._listen(stop), name=f"{self.schema}-outbox-listen")
-        backoff = 0.2
-        last_purge = 0.0
+        workers = [
+            asyncio.create_task(self._work(stop), name=f"{self.schema}-outbox-{i}")
+            for i in range(self.concurrency)
+        ]
         try:
             while not stop.is_set():
-                try:
-                    if self._exchange is None:
-                        await self.connect()
-                    n = await self.publish_batch()
-                    backoff = 0.2
-                except _RELAY_ERRORS as exc:
-                    log.warning(
-                        "outbox relay: publish failed, retrying",
-                        extra={"schema": self.schema, "error": f"{type(exc).__name__}: {exc}"},
-                    )
-                    await _wait(stop, backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                if n >= self.batch_size:
-                    continue  # more is waiting: no sleep
-                if time.monotonic() - last_purge > 600:
-                    last_purge = time.monotonic()
-                    with contextlib.suppress(asyncpg.PostgresError, OSError):
-                        await self.purge_published()
-                        await self.pending()
-                self._wake.clear()
-                await _wait_any(stop, self._wake, self.poll_interval)
+                with contextlib.suppress(asyncpg.PostgresError, OSError):
+                    await self.pending()
+                    await self.purge_published()
+                await _wait(stop, 60.0)
         finally:
+            await asyncio.gather(*workers, return_exceptions=True)
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await self.close()
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            self._wake.clear()  # before looking: a NOTIFY from now on wakes the wait below
+            try:
+                if self._exchange is None:
+                    async with self._connect_lock:
+                        if self._exchange is None:
+                            await self.connect()
+                n = await self.publish_batch()
+                backoff = 0.2
+            except _RELAY_ERRORS as exc:
+                log.warning(
+                    "outbox relay: publish failed, retrying",
+                    extra={"schema": self.schema, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if n >= self.batch_size:
+                continue  # more is waiting: no sleep
+            await _wait_any(stop, self._wake, self.poll_interval)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """Hold a LISTEN connection; reconnect on loss (polling covers the gap)."""
