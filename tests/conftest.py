@@ -1,8 +1,9 @@
 """Shared fixtures: the real Postgres, Redis, RabbitMQ and OpenBao servers, isolated for tests.
 
-Isolation from a running dev stack (`make up`): tests use database `pm_test` (recreated per
-session, provisioned and migrated like the real one), RabbitMQ vhost `pm_test` (recreated
-per session) and Redis database 15.
+Isolation from a running dev stack (`make up`) and from other test runs on the same machine:
+each pytest session gets its own database `pm_test_<pid>` (provisioned and migrated like the
+real one) and RabbitMQ vhost `pm_test_<pid>`, both removed at the end (and leftovers of dead
+sessions removed at the start), and Redis database 15.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -32,8 +34,8 @@ except ModuleNotFoundError:  # TEMP
 REPO = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("PM_TEST_PG_HOST", "127.0.0.1")
 ADMIN_DSN = os.environ.get("PM_TEST_ADMIN_DSN", f"postgresql://postgres@{PG_HOST}:5432/postgres")
-TEST_DB = "pm_test"
-TEST_VHOST = "pm_test"
+TEST_DB = f"pm_test_{os.getpid()}"
+TEST_VHOST = TEST_DB
 AMQP_BASE = os.environ.get("PM_TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 REDIS_URL = os.environ.get("PM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -47,34 +49,63 @@ def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, "-q", *args], capture_output=True, text=True, timeout=60)
 
 
+def _dead_session(name: str) -> bool:
+    """`pm_test_<pid>` of a process that no longer exists."""
+    pid = name.removeprefix("pm_test_")
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @pytest.fixture(scope="session")
-def amqp_url() -> str:
+def amqp_url() -> Iterator[str]:
     """A fresh RabbitMQ vhost for this test session."""
-    _rabbitmqctl("delete_vhost", TEST_VHOST)
+    listed = _rabbitmqctl("list_vhosts", "name")
+    for vhost in listed.stdout.split():
+        if vhost.startswith("pm_test_") and _dead_session(vhost):
+            _rabbitmqctl("delete_vhost", vhost)
     created = _rabbitmqctl("add_vhost", TEST_VHOST)
     if created.returncode != 0:
         pytest.fail(f"cannot create RabbitMQ vhost {TEST_VHOST}: {created.stderr.strip()}")
     _rabbitmqctl("set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*")
-    return f"{AMQP_BASE}/{TEST_VHOST}"
+    yield f"{AMQP_BASE}/{TEST_VHOST}"
+    _rabbitmqctl("delete_vhost", TEST_VHOST)
+
+
+async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+    )
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture(scope="session")
-async def test_database() -> str:
-    """`pm_test`, recreated, provisioned (roles, schemas) and migrated for every service."""
+async def test_database() -> AsyncIterator[str]:
+    """This session's database, provisioned (roles, schemas) and migrated for every service."""
     from libs.common.provision import provision_database
 
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", TEST_DB
-        )
-        await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
+        for row in await admin.fetch("SELECT datname FROM pg_database"):
+            if row["datname"].startswith("pm_test_") and _dead_session(row["datname"]):
+                await _drop_database(admin, row["datname"])
     finally:
         await admin.close()
     await provision_database(ADMIN_DSN, database=TEST_DB)
     for svc in SCHEMA_SERVICES:
         await asyncio.to_thread(migrate, svc, service_dsn(svc))
-    return TEST_DB
+    yield TEST_DB
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await _drop_database(admin, TEST_DB)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +193,12 @@ class ServiceProcess:
         self._log.close()
 
 
-_next_port = iter(range(18100, 18999))
+def free_port() -> int:
+    """A port nobody listens on now (the kernel's pick, so parallel sessions do not clash)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.fixture
@@ -171,7 +207,9 @@ def spawn(amqp_url: str, test_database: str) -> Iterator[object]:
     started: list[ServiceProcess] = []
 
     def _spawn(service: str, process: str, **env: str) -> ServiceProcess:
-        p = ServiceProcess(service, process, service_env(service, amqp_url, **env), next(_next_port))
+        p = ServiceProcess(
+            service, process, service_env(service, amqp_url, **env), next(_next_port)
+        )
         started.append(p)
         return p
 

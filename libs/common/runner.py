@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from libs.common.app import create_app
+from libs.common.bus import EventBus
 from libs.common.db import migrate
 from libs.common.outbox import OutboxRelay
 from libs.common.resources import Resources
@@ -100,6 +101,54 @@ def relay_process(schema: str) -> Process:
         )
         try:
             await run_process(settings, "relay", app, relay.run)
+        finally:
+            await resources.close()
+
+    return run
+
+
+def worker_process(
+    service: str,
+    setup: Callable[[EventBus, Resources], None],
+    *,
+    schema: str | None,
+    redis: bool = False,
+    vault: bool = False,
+    process: str = "worker",
+) -> Process:
+    """A consumer process: `setup` registers the service's handlers on the bus.
+
+    On SIGTERM the broker stops fetching, in-flight handlers finish (FastStream's graceful
+    timeout), and only completed messages are acknowledged; the rest are redelivered.
+    """
+
+    async def run(settings: ServiceSettings) -> None:
+        resources = Resources(settings, schema=schema, redis=redis, vault=vault, amqp=False)
+        await resources.open()
+        bus = EventBus(
+            service=service,
+            amqp_url=settings.amqp_url,
+            pool=resources.pool if schema else None,
+            exchange=settings.events_exchange,
+            retry_delays_ms=settings.retry_delays_ms,
+            prefetch=settings.consumer_prefetch,
+        )
+        setup(bus, resources)
+
+        async def body(stop: asyncio.Event) -> None:
+            await bus.start()
+            try:
+                await stop.wait()
+            finally:
+                await bus.stop()
+
+        app = create_app(
+            settings,
+            process=process,
+            readiness={**resources.readiness(), "rabbitmq": bus.is_ready},
+        )
+        try:
+            await run_process(settings, process, app, body)
         finally:
             await resources.close()
 
