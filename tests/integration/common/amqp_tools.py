@@ -71,7 +71,9 @@ async def publish_raw(amqp_url: str, env: Envelope, headers: dict[str, Any] | No
         )
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+async def eventually(
+    check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+) -> Any:
     """Poll `check` (sync or async) until it returns a truthy value; fail after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None

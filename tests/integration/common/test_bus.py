@@ -41,9 +41,7 @@ async def effects(keys_pool: asyncpg.Pool) -> str:
 
 
 @pytest.fixture
-async def bus(
-    amqp_url: str, keys_pool: asyncpg.Pool, unique: str
-) -> AsyncIterator[EventBus]:
+async def bus(amqp_url: str, keys_pool: asyncpg.Pool, unique: str) -> AsyncIterator[EventBus]:
     b = EventBus(
         service=f"t{unique}", amqp_url=amqp_url, pool=keys_pool, retry_delays_ms=[200, 400]
     )

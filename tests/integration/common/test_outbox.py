@@ -84,8 +84,7 @@ async def test_two_relays_publish_every_event_exactly_once(
 ) -> None:
     tenant = f"t_{unique}"
     relays = [
-        OutboxRelay(keys_pool, "keys", amqp_url, batch_size=50, poll_interval=0.2)
-        for _ in range(2)
+        OutboxRelay(keys_pool, "keys", amqp_url, batch_size=50, poll_interval=0.2) for _ in range(2)
     ]
     async with Collector(amqp_url, "contact.created") as seen:
         async with running(relays[0]), running(relays[1]):
