@@ -334,7 +334,7 @@ async def replay_dlq(amqp_url: str, queue: str, *, limit: int | None = None) -> 
                 break
             headers = dict(msg.headers or {})
             headers[ATTEMPT_HEADER] = 0
-            headers["x-pm-replayed"] = int(headers.get("x-pm-replayed", 0) or 0) + 1
+            headers["x-pm-replayed"] = int(str(headers.get("x-pm-replayed") or 0)) + 1
             await channel.default_exchange.publish(
                 aio_pika.Message(
                     body=msg.body,

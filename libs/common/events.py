@@ -16,7 +16,7 @@ import orjson
 import uuid_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION: Literal["1.0"] = "1.0"
 
 
 def new_event_id() -> UUID:
@@ -107,6 +107,8 @@ class _EmailEvent(EventData):
     contact_id: str | None = None
     step: int | None = None
     occurred_at: datetime | None = None
+    # Tags of the contact at the time of the event: webhook endpoints filter on them.
+    contact_tags: list[str] = Field(default_factory=list)
 
 
 @register
@@ -131,6 +133,11 @@ class EmailRequested(EventData):
     track_clicks: bool = True
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Display name and Reply-To of the sender (campaign settings).
+    from_name: str | None = None
+    reply_to: str | None = None
+    # "test" for sandbox (pm_test_ key) campaigns: never reaches a real ESP.
+    mode: Literal["live", "test"] = "live"
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 
@@ -158,6 +165,7 @@ class EmailOpened(_EmailEvent):
     event_type = "email.opened"
     user_agent: str | None = None
     ip: str | None = None
+    unique: bool | None = None  # first open of this message
 
 
 @register
@@ -166,6 +174,7 @@ class EmailClicked(_EmailEvent):
     url: str
     user_agent: str | None = None
     ip: str | None = None
+    unique: bool | None = None  # first click of this URL in this message
 
 
 @register
@@ -198,6 +207,17 @@ class EmailFailed(_EmailEvent):
     event_type = "email.failed"
     provider: str | None = None
     reason: str
+
+
+@register
+class EmailBatchQueued(EventData):
+    """Messages accepted by delivery wait to be sent (delivery API/consumer → delivery
+    workers). Internal: the work item of the one send pipeline, not sent to webhooks."""
+
+    event_type = "email_batch.queued"
+    public = False
+    message_ids: list[str]
+    batch_id: str | None = None
 
 
 # ---------------------------------------------------------------- campaign.* (campaigns)
@@ -240,6 +260,8 @@ class CampaignCancelled(_CampaignEvent):
 class _ContactEvent(EventData):
     contact_id: str
     email: str
+    # The contact's tags: webhook endpoints filter on them.
+    contact_tags: list[str] = Field(default_factory=list)
 
 
 @register
@@ -277,6 +299,19 @@ class ApiKeyRevoked(EventData):
     public = False
     key_id: str
     lookup_id: str
+
+
+@register
+class ApiKeyRegenerated(EventData):
+    """A key got a new secret; the old one stays valid until `previous_valid_until` (or not
+    at all when it is null). Caches of the old secret must be dropped."""
+
+    event_type = "api_key.regenerated"
+    public = False
+    key_id: str
+    lookup_id: str
+    previous_lookup_id: str
+    previous_valid_until: datetime | None = None
 
 
 @register

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, TypeVar
 
 import uvicorn
@@ -31,8 +31,8 @@ from libs.common.telemetry import configure_logging
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=ServiceSettings)
-Body = Callable[[asyncio.Event], Awaitable[None]]
-Process = Callable[[Any], Awaitable[None]]
+Body = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+Process = Callable[[Any], Coroutine[Any, Any, None]]
 Command = Callable[[Any, list[str]], int]
 
 HTTP_DRAIN_SECONDS = 20

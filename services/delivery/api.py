@@ -1,21 +1,259 @@
-"""HTTP API of the delivery service: every message's lifecycle: sending through ESPs, tracking,
-bounces and suppression.
+"""HTTP API of the delivery service: the emails API (`/api/v1/emails...`, behind the gateway's
+signed principal), and the unauthenticated-but-verified edges: open pixel and click redirect
+(`/t/...`), unsubscribe page and RFC 8058 one-click (`/unsubscribe/...`), ESP webhooks and
+inbound replies (`/hooks/esp/{provider}`).
 """
 
-from fastapi import FastAPI
-from libs.common.app import create_app
+import contextlib
+import html
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from libs.common.app import create_app
+from libs.common.http import ok
+from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
+from services.delivery.connectors.base import WebhookRequest
+from services.delivery.schemas import (
+    BulkAccepted,
+    RoutingRuleIn,
+    SendAccepted,
+    SendBulkRequest,
+    SendEmailRequest,
+    SendingCapIn,
+    SuppressionIn,
+)
+from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings
+
+# 43-byte transparent GIF.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+_NO_STORE = {"Cache-Control": "no-store, max-age=0", "Referrer-Policy": "no-referrer"}
+StatusFilter = Literal[
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "replied",
+    "bounced",
+    "complained",
+    "unsubscribed",
+    "failed",
+]
+
+
+def _service(request: Request) -> DeliveryService:
+    svc: DeliveryService = request.app.state.delivery
+    return svc
+
+
+Service = Annotated[DeliveryService, Depends(_service)]
+
+
+def build_routers(settings: DeliverySettings) -> list[APIRouter]:
+    principal = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    Sender = Annotated[Principal, Depends(require_scope("send_email", principal))]
+    Reader = Annotated[Principal, Depends(require_scope("read_analytics", principal))]
+    api = APIRouter(prefix="/api/v1/emails", tags=["emails"])
+
+    @api.post("/send", status_code=202)
+    async def send_email(body: SendEmailRequest, p: Sender, svc: Service) -> dict[str, Any]:
+        message_id = await svc.send_single(p.tenant_id, p.mode, body)
+        return ok(SendAccepted(message_id=message_id))
+
+    @api.post("/send-bulk", status_code=202)
+    async def send_bulk(body: SendBulkRequest, p: Sender, svc: Service) -> dict[str, Any]:
+        batch_id, accepted, batches = await svc.send_bulk(p.tenant_id, p.mode, body)
+        return ok(BulkAccepted(batch_id=batch_id, accepted=accepted, batches=batches))
+
+    @api.get("")
+    async def list_emails(
+        p: Reader,
+        svc: Service,
+        status: StatusFilter | None = None,
+        campaign_id: str | None = None,
+        batch_id: str | None = None,
+        recipient: str | None = Query(default=None, max_length=320),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = Query(default=25, ge=1, le=100),
+        cursor: str | None = Query(default=None, max_length=512),
+    ) -> dict[str, Any]:
+        items, next_cursor = await svc.list_emails(
+            p.tenant_id,
+            p.mode,
+            limit=limit,
+            cursor=cursor,
+            status=status,
+            campaign_id=campaign_id,
+            batch_id=batch_id,
+            recipient=recipient,
+            created_from=created_after,
+            created_to=created_before,
+        )
+        return ok(
+            [_public(i) for i in items],
+            pagination={
+                "limit": limit,
+                "next_cursor": next_cursor,
+                "has_more": next_cursor is not None,
+            },
+        )
+
+    @api.get("/suppressions")
+    async def list_suppressions(
+        p: Reader,
+        svc: Service,
+        limit: int = Query(default=100, ge=1, le=1000),
+        cursor: str | None = Query(default=None, max_length=320),
+    ) -> dict[str, Any]:
+        rows = await svc.list_suppressions(p.tenant_id, limit + 1, cursor)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return ok(
+            [dict(r) for r in rows],
+            pagination={
+                "limit": limit,
+                "next_cursor": rows[-1]["email"] if more else None,
+                "has_more": more,
+            },
+        )
+
+    @api.post("/suppressions", status_code=201)
+    async def add_suppression(body: SuppressionIn, p: Sender, svc: Service) -> dict[str, Any]:
+        await svc.suppress(p.tenant_id, str(body.email))
+        return ok({"email": str(body.email).lower(), "reason": "manual"})
+
+    @api.delete("/suppressions/{email}", status_code=204)
+    async def delete_suppression(email: str, p: Sender, svc: Service) -> Response:
+        await svc.unsuppress(p.tenant_id, email)
+        return Response(status_code=204)
+
+    @api.get("/routing-rules")
+    async def list_rules(p: Reader, svc: Service) -> dict[str, Any]:
+        return ok(await svc.routing_rules(p.tenant_id))
+
+    @api.post("/routing-rules", status_code=201)
+    async def add_rule(body: RoutingRuleIn, p: Sender, svc: Service) -> dict[str, Any]:
+        return ok(await svc.add_routing_rule(p.tenant_id, body))
+
+    @api.delete("/routing-rules/{rule_id}", status_code=204)
+    async def delete_rule(rule_id: str, p: Sender, svc: Service) -> Response:
+        await svc.delete_routing_rule(p.tenant_id, rule_id)
+        return Response(status_code=204)
+
+    @api.get("/sending-caps")
+    async def list_caps(p: Reader, svc: Service) -> dict[str, Any]:
+        return ok(await svc.sending_caps(p.tenant_id))
+
+    @api.put("/sending-caps")
+    async def set_cap(body: SendingCapIn, p: Sender, svc: Service) -> dict[str, Any]:
+        await svc.set_sending_cap(p.tenant_id, body)
+        return ok(body)
+
+    @api.get("/{message_id}")
+    async def get_email(message_id: str, p: Reader, svc: Service) -> dict[str, Any]:
+        return ok(_public(await svc.get_email(p.tenant_id, p.mode, message_id)))
+
+    edges = APIRouter(include_in_schema=True, tags=["tracking"])
+
+    @edges.get("/t/o/{token}")
+    async def open_pixel(token: str, request: Request, svc: Service) -> Response:
+        await svc.track_open(token, request.headers.get("user-agent"), _client_ip(request))
+        return Response(PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)
+
+    @edges.get("/t/c/{token}")
+    async def click(token: str, request: Request, svc: Service) -> Response:
+        url = await svc.track_click(token, request.headers.get("user-agent"), _client_ip(request))
+        return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
+    @edges.get("/unsubscribe/{token}")
+    async def unsubscribe_page(token: str, svc: Service) -> HTMLResponse:
+        # GET never unsubscribes: mail scanners prefetch links.
+        email = await svc.check_unsubscribe(token)
+        return HTMLResponse(
+            _PAGE.format(
+                body=(
+                    f"<p>Stop emails to <b>{html.escape(email)}</b>?</p>"
+                    '<form method="post"><button type="submit">Unsubscribe</button></form>'
+                )
+            ),
+            headers=_NO_STORE,
+        )
+
+    @edges.post("/unsubscribe/{token}")
+    async def unsubscribe(token: str, request: Request, svc: Service) -> HTMLResponse:
+        body = (await request.body())[:1024]
+        method = "one_click" if b"List-Unsubscribe=One-Click" in body else "link"
+        await svc.unsubscribe(token, method)
+        return HTMLResponse(_PAGE.format(body="<p>You are unsubscribed.</p>"), headers=_NO_STORE)
+
+    @edges.post("/hooks/esp/{provider}")
+    async def esp_webhook(provider: str, request: Request, svc: Service) -> JSONResponse:
+        applied = await svc.provider_webhook(provider, await _webhook_request(request))
+        return JSONResponse(ok({"applied": applied}))
+
+    @edges.post("/hooks/esp/{provider}/inbound")
+    async def esp_inbound(provider: str, request: Request, svc: Service) -> JSONResponse:
+        applied = await svc.provider_webhook(
+            provider, await _webhook_request(request), inbound=True
+        )
+        return JSONResponse(ok({"applied": applied}))
+
+    return [api, edges]
+
+
+_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>Unsubscribe</title>"
+    "<meta name='robots' content='noindex'></head><body>{body}</body></html>"
+)
+
+
+def _public(item: dict[str, Any]) -> dict[str, Any]:
+    out = dict(item)
+    out["from"] = out.pop("from_")
+    return out
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _webhook_request(request: Request) -> WebhookRequest:
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return WebhookRequest(headers=headers, body=body, url=str(request.url))
 
 
 def create_api(settings: DeliverySettings | None = None) -> FastAPI:
     settings = settings or DeliverySettings()
     resources = Resources(settings, schema="delivery", redis=True, vault=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with resources.lifespan(app):
+            app.state.delivery = DeliveryService(
+                settings, resources.pool, resources.redis, resources.vault
+            )
+            try:
+                yield
+            finally:
+                await app.state.delivery.close()
+
     return create_app(
         settings,
         process="api",
         readiness=resources.readiness(),
-        lifespan=resources.lifespan,
+        lifespan=lifespan,
+        routers=build_routers(settings),
         title="PenguinMails delivery service",
     )

@@ -1,4 +1,11 @@
-"""Settings of the delivery service (environment variables with the PM_ prefix)."""
+"""Settings of the delivery service (environment variables with the PM_ prefix).
+
+Secrets (the tracking key, ESP credentials) never come from the environment in clear: the
+tracking key is a `vault:` reference in production, and ESP credentials are read from Vault
+at send time (see `services.delivery.credentials`).
+"""
+
+from pydantic import Field, SecretStr
 
 from libs.common.settings import ServiceSettings
 
@@ -6,3 +13,65 @@ from libs.common.settings import ServiceSettings
 class DeliverySettings(ServiceSettings):
     service_name: str = "delivery"
     database_url: str = "postgresql://pm_delivery@127.0.0.1:5432/pm"
+
+    # Public base URL of the open pixel, click redirect and unsubscribe routes (the gateway).
+    tracking_base_url: str = "http://127.0.0.1:8000"
+    # HMAC key of tracking/unsubscribe tokens; `vault:secret/delivery/tracking#key` in prod.
+    tracking_signing_key: SecretStr = SecretStr("dev-only-tracking-key-change-me-0123456789")
+
+    # Where ESP credentials live in Vault (KV v2 mount `vault_kv_mount`): platform-wide at
+    # `<esp_credentials_path>/<provider>`, per tenant at
+    # `<tenant_credentials_path>/<tenant>/<provider>`.
+    esp_credentials_path: str = "penguinmails/api-keys"
+    tenant_credentials_path: str = "delivery/tenants"
+    credentials_cache_seconds: float = 60.0
+
+    # None: the sandbox captures every send when environment == "dev" (make up), else never.
+    force_sandbox: bool | None = None
+    sandbox_dir: str = ".dev/sandbox-mail"
+
+    # Provider API base URLs: the real providers; tests point them at tests/fakes/.
+    postmark_base_url: str = "https://api.postmarkapp.com"
+    mailgun_base_url: str = "https://api.mailgun.net"
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    ses_base_url: str | None = None  # None: https://email.<region>.amazonaws.com
+    # SNS signing certificates are fetched only from URLs matching this pattern.
+    sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]+\.pem$"
+    provider_timeout_seconds: float = 20.0
+
+    # Default routes when a tenant has no rule: category -> [primary, secondary].
+    default_routes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "transactional": ["postmark", "mailgun"],
+            "marketing": ["mailgun", "postmark"],
+        }
+    )
+    # Provider limits shared by all workers through Redis: provider -> [rate/s, burst].
+    provider_limits: dict[str, list[float]] = Field(
+        default_factory=lambda: {
+            "postmark": [500, 1000],
+            "mailgun": [300, 500],
+            "sendgrid": [600, 1000],
+            "ses": [14, 28],
+            "smtp": [20, 40],
+        }
+    )
+    # Retry strategy per provider (seed 003): exponential or linear backoff, in seconds.
+    retry_strategies: dict[str, str] = Field(
+        default_factory=lambda: {"postmark": "exponential", "mailgun": "linear"}
+    )
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 600.0
+    max_attempts: int = 8
+
+    # Circuit breaker: this many consecutive failures open a provider's circuit for
+    # `circuit_open_seconds`; then one probe request decides whether it closes.
+    circuit_failure_threshold: int = 5
+    circuit_open_seconds: float = 30.0
+
+    # A claimed message whose worker vanished is looked at again after this lease.
+    send_lease_seconds: float = 120.0
+    sweep_interval_seconds: float = 1.0
+    worker_concurrency: int = 8
+
+    bulk_max_recipients: int = 10000

@@ -20,6 +20,7 @@ from libs.common.events import (
 _EMAIL = {"message_id": "msg_1", "to": "ada@example.com", "campaign_id": "cmp_1", "step": 1}
 
 SAMPLES: dict[str, dict[str, Any]] = {
+    "email_batch.queued": {"message_ids": ["msg_1", "msg_2"], "batch_id": "bat_1"},
     "email.requested": {
         "request_id": "req_1",
         "to": "ada@example.com",
@@ -47,8 +48,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "contact.created": {"contact_id": "ct_1", "email": "ada@example.com"},
     "contact.updated": {"contact_id": "ct_1", "email": "ada@example.com", "changed": ["tags"]},
     "contact.deleted": {"contact_id": "ct_1", "email": "ada@example.com"},
-    "api_key.created": {"key_id": "k1", "lookup_id": "abc", "mode": "live", "scopes": ["send_email"]},
+    "api_key.created": {
+        "key_id": "k1",
+        "lookup_id": "abc",
+        "mode": "live",
+        "scopes": ["send_email"],
+    },
     "api_key.revoked": {"key_id": "k1", "lookup_id": "abc"},
+    "api_key.regenerated": {
+        "key_id": "k1",
+        "lookup_id": "def",
+        "previous_lookup_id": "abc",
+        "previous_valid_until": None,
+    },
     "tenant.created": {"name": "Acme", "plan": "starter"},
     "tenant.plan_changed": {"old_plan": "starter", "new_plan": "pro", "reason": "checkout"},
     "webhook.endpoint_disabled": {"endpoint_id": "ep_1", "url": "https://x.test", "reason": "410"},

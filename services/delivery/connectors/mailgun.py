@@ -1,0 +1,235 @@
+"""Mailgun: `POST /v3/{domain}/messages` (batches of up to 1,000 recipients with
+`recipient-variables`), event webhooks signed with HMAC-SHA256, inbound replies from a
+route forwarding JSON.
+
+API: https://documentation.mailgun.com/docs/mailgun/api-reference/; errors: 400 with
+`{"message"}`, 401 bad key, 404 unknown domain, 429, 5xx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from services.delivery.connectors.base import (
+    Connector,
+    NormalizedEvent,
+    OutgoingEmail,
+    SendResult,
+    WebhookRejected,
+    WebhookRequest,
+    all_results,
+    classify_status,
+    constant_time_equal,
+    fill_slots,
+    network_failure,
+    retry_after_seconds,
+)
+from services.delivery.connectors.replies import our_message_id
+
+# Signed webhooks older than this are refused (replay protection on top of dedup).
+SIGNATURE_MAX_AGE_SECONDS = 15 * 60
+
+
+def _recipient_var(name: str) -> str:
+    return f"%recipient.{name}%"
+
+
+class MailgunConnector(Connector):
+    id = "mailgun"
+    name = "Mailgun"
+    batch_limit = 1000
+
+    def __init__(self, credentials: dict[str, Any], client: httpx.AsyncClient, base_url: str):
+        super().__init__(credentials, client)
+        self.base_url = base_url.rstrip("/")
+
+    def _auth(self) -> tuple[str, str]:
+        return ("api", str(self.credentials.get("api_key", "")))
+
+    def _domain(self, m: OutgoingEmail) -> str:
+        return str(self.credentials.get("domain") or m.from_domain)
+
+    async def send(self, messages: list[OutgoingEmail]) -> list[SendResult]:
+        groups: dict[tuple[str, ...], list[OutgoingEmail]] = defaultdict(list)
+        singles: list[OutgoingEmail] = []
+        for m in messages:
+            if m.template is not None:
+                groups[(self._domain(m), m.from_, *m.template.key)].append(m)
+            else:
+                singles.append(m)
+        results: dict[str, SendResult] = {}
+        for group in groups.values():
+            for r in await self._send_batch(group):
+                results[r.message_id] = r
+        for m in singles:
+            for r in await self._post(m, self._single_form(m), [m]):
+                results[r.message_id] = r
+        return [results[m.message_id] for m in messages]
+
+    def _single_form(self, m: OutgoingEmail) -> list[tuple[str, str]]:
+        form = [("from", m.from_), ("to", m.to), ("subject", m.subject)]
+        if m.html is not None:
+            form.append(("html", m.html))
+        if m.text is not None:
+            form.append(("text", m.text))
+        form += [(f"h:{k}", v) for k, v in m.headers.items()]
+        form += self._common(m)
+        form.append(("v:pm_message_id", m.message_id))
+        return form
+
+    @staticmethod
+    def _common(m: OutgoingEmail) -> list[tuple[str, str]]:
+        # Our own pixel and redirects do the tracking; Mailgun's would double count.
+        form = [("o:tracking", "no"), ("o:tracking-opens", "no"), ("o:tracking-clicks", "no")]
+        form += [("o:tag", t) for t in list(m.tags)[:3]]
+        form += [(f"v:{k}", v) for k, v in m.metadata.items()]
+        if m.reply_to:
+            form.append(("h:Reply-To", m.reply_to))
+        return form
+
+    async def _send_batch(self, group: list[OutgoingEmail]) -> list[SendResult]:
+        first = group[0]
+        t = first.template
+        assert t is not None
+        form = [("from", first.from_), ("subject", fill_slots(t.subject, _recipient_var))]
+        form += [("to", m.to) for m in group]
+        if t.html is not None:
+            form.append(("html", fill_slots(t.html, _recipient_var)))
+        if t.text is not None:
+            form.append(("text", fill_slots(t.text, _recipient_var)))
+        form += [(f"h:{k}", fill_slots(v, _recipient_var)) for k, v in t.headers.items()]
+        form += self._common(first)
+        form.append(("v:pm_message_id", _recipient_var("pm_message_id")))
+        variables = {
+            m.to: {**(m.template.values if m.template else {}), "pm_message_id": m.message_id}
+            for m in group
+        }
+        form.append(("recipient-variables", orjson.dumps(variables).decode()))
+        return await self._post(first, form, group)
+
+    async def _post(
+        self, first: OutgoingEmail, form: list[tuple[str, str]], group: list[OutgoingEmail]
+    ) -> list[SendResult]:
+        url = f"{self.base_url}/v3/{self._domain(first)}/messages"
+        try:
+            r = await self.client.post(url, data=_form(form), auth=self._auth())
+        except httpx.HTTPError as exc:
+            return network_failure(group, exc)
+        if r.status_code == 200:
+            provider_id = _json(r).get("id")
+            return [SendResult(m.message_id, "accepted", provider_id) for m in group]
+        reason = f"mailgun HTTP {r.status_code}: {_json(r).get('message') or r.text[:200]}"
+        return all_results(group, classify_status(r.status_code), reason, retry_after_seconds(r))
+
+    def _verify(self, timestamp: str, token: str, signature: str) -> None:
+        key = str(self.credentials.get("webhook_signing_key") or "")
+        if not key:
+            raise WebhookRejected("mailgun webhook signing key is not configured")
+        expected = hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256)
+        if not constant_time_equal(expected.hexdigest(), str(signature)):
+            raise WebhookRejected("mailgun webhook: bad signature")
+        try:
+            age = abs(time.time() - float(timestamp))
+        except ValueError as exc:
+            raise WebhookRejected("mailgun webhook: bad timestamp") from exc
+        if age > SIGNATURE_MAX_AGE_SECONDS:
+            raise WebhookRejected("mailgun webhook: signature too old")
+
+    async def on_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        body = _body(request)
+        sig = body.get("signature") or {}
+        self._verify(
+            str(sig.get("timestamp", "")), str(sig.get("token", "")), str(sig.get("signature", ""))
+        )
+        e = body.get("event-data") or {}
+        kind = e.get("event")
+        user_vars = e.get("user-variables") or {}
+        headers = (e.get("message") or {}).get("headers") or {}
+        provider_id = headers.get("message-id")
+        common: dict[str, Any] = {
+            "event_key": str(e.get("id") or sig.get("token")),
+            "message_id": user_vars.get("pm_message_id"),
+            "provider_message_id": f"<{provider_id}>" if provider_id else None,
+            "recipient": e.get("recipient"),
+            "occurred_at": _ts(e.get("timestamp")),
+        }
+        if kind == "delivered":
+            return [NormalizedEvent("delivered", **common)]
+        if kind == "failed":
+            status = e.get("delivery-status") or {}
+            reason = status.get("description") or status.get("message") or e.get("reason")
+            hard = e.get("severity") == "permanent"
+            return [
+                NormalizedEvent(
+                    "bounced", bounce_type="hard" if hard else "soft", reason=reason, **common
+                )
+            ]
+        if kind == "complained":
+            return [NormalizedEvent("complained", **common)]
+        if kind == "opened":
+            return [NormalizedEvent("opened", **common)]
+        if kind == "clicked":
+            return [NormalizedEvent("clicked", url=e.get("url"), **common)]
+        if kind == "unsubscribed":
+            return [NormalizedEvent("unsubscribed", **common)]
+        return []
+
+    async def on_inbound(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        body = _body(request)
+        self._verify(
+            str(body.get("timestamp", "")),
+            str(body.get("token", "")),
+            str(body.get("signature", "")),
+        )
+        refs = f"{body.get('In-Reply-To', '')} {body.get('References', '')}"
+        snippet = str(body.get("stripped-text") or body.get("body-plain") or "")[:200]
+        return [
+            NormalizedEvent(
+                "replied",
+                f"inbound:{body.get('Message-Id') or body['token']}",
+                message_id=our_message_id(refs),
+                recipient=body.get("sender"),
+                in_reply_to=refs.strip(),
+                snippet=snippet,
+            )
+        ]
+
+
+def _form(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for k, v in pairs:
+        grouped[k].append(v)
+    return dict(grouped)
+
+
+def _json(r: httpx.Response) -> dict[str, Any]:
+    try:
+        body = r.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _body(request: WebhookRequest) -> dict[str, Any]:
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise WebhookRejected("mailgun webhook: body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise WebhookRejected("mailgun webhook: body is not an object")
+    return body
+
+
+def _ts(raw: Any) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(raw), UTC)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,258 @@
+"""Amazon SES v2: SigV4-signed `SendEmail` (`POST /v2/email/outbound-emails`), one request
+per message sent concurrently (SES's `SendBulkEmail` only takes stored templates), and
+events arriving through SNS, whose message signature is verified with the signing
+certificate fetched from an allow-listed `SigningCertURL`.
+
+Errors (header `x-amzn-ErrorType`, body `{"message"}`): 400 `MessageRejected`,
+`BadRequestException`, `MailFromDomainNotVerifiedException`; 429 `TooManyRequestsException`,
+`LimitExceededException`; 5xx. Sending paused / account suspended are account-wide: they are
+retried (and count against the circuit) rather than failing the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from services.delivery.connectors.base import (
+    Connector,
+    NormalizedEvent,
+    OutgoingEmail,
+    SendResult,
+    WebhookRejected,
+    WebhookRequest,
+    classify_status,
+    network_failure,
+    retry_after_seconds,
+)
+from services.delivery.connectors.sigv4 import sign
+
+_ACCOUNT_WIDE = {"AccountSuspendedException", "SendingPausedException", "ThrottlingException"}
+_NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+_CONFIRMATION_FIELDS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
+# Certificates are few (one per region/rotation): keep them for the process lifetime.
+_CERT_CACHE: dict[str, rsa.RSAPublicKey] = {}
+
+
+class SesConnector(Connector):
+    id = "ses"
+    name = "Amazon SES"
+    batch_limit = 50
+
+    def __init__(
+        self,
+        credentials: dict[str, Any],
+        client: httpx.AsyncClient,
+        base_url: str | None,
+        cert_url_pattern: str,
+    ):
+        super().__init__(credentials, client)
+        self.region = str(credentials.get("region") or "us-east-1")
+        self.base_url = (base_url or f"https://email.{self.region}.amazonaws.com").rstrip("/")
+        self.cert_url_pattern = re.compile(cert_url_pattern)
+
+    def _request(self, m: OutgoingEmail) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if m.text is not None:
+            body["Text"] = {"Data": m.text, "Charset": "UTF-8"}
+        if m.html is not None:
+            body["Html"] = {"Data": m.html, "Charset": "UTF-8"}
+        req: dict[str, Any] = {
+            "FromEmailAddress": m.from_,
+            "Destination": {"ToAddresses": [m.to]},
+            "Content": {
+                "Simple": {
+                    "Subject": {"Data": m.subject, "Charset": "UTF-8"},
+                    "Body": body,
+                    "Headers": [{"Name": k, "Value": v} for k, v in m.headers.items()],
+                }
+            },
+            "EmailTags": [{"Name": "pm_message_id", "Value": m.message_id}],
+        }
+        if m.reply_to:
+            req["ReplyToAddresses"] = [m.reply_to]
+        if self.credentials.get("configuration_set"):
+            req["ConfigurationSetName"] = self.credentials["configuration_set"]
+        return req
+
+    async def send(self, messages: list[OutgoingEmail]) -> list[SendResult]:
+        return list(await asyncio.gather(*(self._send_one(m) for m in messages)))
+
+    async def _send_one(self, m: OutgoingEmail) -> SendResult:
+        url = f"{self.base_url}/v2/email/outbound-emails"
+        body = orjson.dumps(self._request(m))
+        headers = sign(
+            "POST",
+            url,
+            {"Content-Type": "application/json"},
+            body,
+            access_key=str(self.credentials.get("access_key_id", "")),
+            secret_key=str(self.credentials.get("secret_access_key", "")),
+            region=self.region,
+            service="ses",
+            session_token=self.credentials.get("session_token"),
+        )
+        try:
+            r = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return network_failure([m], exc)[0]
+        if r.status_code == 200:
+            return SendResult(m.message_id, "accepted", r.json().get("MessageId"))
+        kind = r.headers.get("x-amzn-errortype", "").split(":", 1)[0]
+        try:
+            detail = r.json().get("message") or r.json().get("Message") or ""
+        except ValueError:
+            detail = r.text[:200]
+        outcome = "retryable" if kind in _ACCOUNT_WIDE else classify_status(r.status_code)
+        reason = f"ses HTTP {r.status_code} {kind}: {detail}"[:500]
+        return SendResult(m.message_id, outcome, reason=reason, retry_after=retry_after_seconds(r))
+
+    async def _public_key(self, url: str) -> rsa.RSAPublicKey:
+        if not self.cert_url_pattern.match(url):
+            raise WebhookRejected("sns: SigningCertURL is not an allowed SNS certificate URL")
+        key = _CERT_CACHE.get(url)
+        if key is None:
+            try:
+                r = await self.client.get(url)
+                r.raise_for_status()
+                cert = x509.load_pem_x509_certificate(r.content)
+            except (httpx.HTTPError, ValueError) as exc:
+                raise WebhookRejected("sns: signing certificate unavailable") from exc
+            public = cert.public_key()
+            if not isinstance(public, rsa.RSAPublicKey):
+                raise WebhookRejected("sns: signing certificate is not RSA")
+            _CERT_CACHE[url] = key = public
+        return key
+
+    async def verify_sns(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("Type")
+        fields = _NOTIFICATION_FIELDS if kind == "Notification" else _CONFIRMATION_FIELDS
+        if kind not in ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"):
+            raise WebhookRejected("sns: unknown message type")
+        to_sign = "".join(f"{f}\n{msg[f]}\n" for f in fields if msg.get(f) is not None)
+        # SignatureVersion 1 is SHA1 by SNS's definition; 2 is SHA256.
+        v2 = str(msg.get("SignatureVersion")) == "2"
+        algorithm = hashes.SHA256() if v2 else hashes.SHA1()  # noqa: S303
+        try:
+            signature = base64.b64decode(str(msg.get("Signature", "")), validate=True)
+        except ValueError as exc:
+            raise WebhookRejected("sns: malformed signature") from exc
+        key = await self._public_key(str(msg.get("SigningCertURL", "")))
+        try:
+            key.verify(signature, to_sign.encode(), padding.PKCS1v15(), algorithm)
+        except InvalidSignature as exc:
+            raise WebhookRejected("sns: bad signature") from exc
+        expected_topic = self.credentials.get("sns_topic_arn")
+        if expected_topic and msg.get("TopicArn") != expected_topic:
+            raise WebhookRejected("sns: message from another topic")
+
+    async def on_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        try:
+            msg = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
+            raise WebhookRejected("sns: body is not JSON") from exc
+        if not isinstance(msg, dict):
+            raise WebhookRejected("sns: body is not an object")
+        await self.verify_sns(msg)
+        if msg["Type"] == "SubscriptionConfirmation":
+            await self._confirm(str(msg.get("SubscribeURL", "")), str(msg["SigningCertURL"]))
+            return []
+        if msg["Type"] != "Notification":
+            return []
+        try:
+            e = orjson.loads(msg["Message"])
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise WebhookRejected("sns: SES event is not JSON") from exc
+        return _ses_events(e, str(msg.get("MessageId")))
+
+    async def _confirm(self, subscribe_url: str, cert_url: str) -> None:
+        # Only follow a SubscribeURL on the same SNS endpoint that signed the message.
+        origin = "/".join(cert_url.split("/", 3)[:3])
+        if subscribe_url.startswith(origin + "/"):
+            # SNS resends the confirmation on failure; nothing is lost.
+            with contextlib.suppress(httpx.HTTPError):
+                await self.client.get(subscribe_url)
+
+
+def _ses_events(e: dict[str, Any], key: str) -> list[NormalizedEvent]:
+    kind = e.get("eventType") or e.get("notificationType")
+    mail = e.get("mail") or {}
+    tags = mail.get("tags") or {}
+    ours = (tags.get("pm_message_id") or [None])[0]
+    common: dict[str, Any] = {
+        "event_key": key,
+        "message_id": ours,
+        "provider_message_id": mail.get("messageId"),
+        "recipient": (mail.get("destination") or [None])[0],
+    }
+    if kind == "Delivery":
+        d = e.get("delivery") or {}
+        return [NormalizedEvent("delivered", occurred_at=_time(d.get("timestamp")), **common)]
+    if kind == "Bounce":
+        b = e.get("bounce") or {}
+        hard = b.get("bounceType") == "Permanent"
+        reason = "; ".join(
+            str(r.get("diagnosticCode") or r.get("emailAddress"))
+            for r in b.get("bouncedRecipients") or []
+        )
+        return [
+            NormalizedEvent(
+                "bounced",
+                bounce_type="hard" if hard else "soft",
+                reason=reason or b.get("bounceSubType"),
+                occurred_at=_time(b.get("timestamp")),
+                **common,
+            )
+        ]
+    if kind == "Complaint":
+        c = e.get("complaint") or {}
+        return [
+            NormalizedEvent(
+                "complained",
+                reason=c.get("complaintFeedbackType"),
+                occurred_at=_time(c.get("timestamp")),
+                **common,
+            )
+        ]
+    if kind == "Open":
+        return [
+            NormalizedEvent(
+                "opened", occurred_at=_time((e.get("open") or {}).get("timestamp")), **common
+            )
+        ]
+    if kind == "Click":
+        c = e.get("click") or {}
+        return [
+            NormalizedEvent(
+                "clicked", url=c.get("link"), occurred_at=_time(c.get("timestamp")), **common
+            )
+        ]
+    return []
+
+
+def _time(raw: Any) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -1,0 +1,35 @@
+"""Event handlers of delivery's worker: campaign send requests in, and the send work items.
+
+- `delivery.requests` (`email.requested`, inbox): the campaign runner's sends join the same
+  pipeline as the API's, in the inbox transaction (a redelivered request is a no-op).
+- `delivery.send` (`email_batch.queued`, no inbox): claims and sends the listed messages.
+  Idempotent by message state: a redelivered work item finds nothing queued to claim.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from libs.common.bus import EventBus, PermanentError
+from libs.common.events import EmailBatchQueued, EmailRequested, Envelope
+from services.delivery.service import DeliveryService, TemplateInvalid
+
+
+def setup(bus: EventBus, service: DeliveryService) -> None:
+    @bus.subscribe("requests", ["email.requested"])
+    async def on_email_requested(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        """Accept a campaign send request into the send pipeline."""
+        assert conn is not None
+        data = event.payload()
+        assert isinstance(data, EmailRequested)
+        try:
+            await service.accept_requested(conn, event.tenant_id, data)
+        except TemplateInvalid as exc:
+            raise PermanentError(f"template_invalid: {exc.message}") from exc
+
+    @bus.subscribe("send", ["email_batch.queued"], inbox=False)
+    async def on_batch_queued(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+        """Send the queued messages of one work item."""
+        data = event.payload()
+        assert isinstance(data, EmailBatchQueued)
+        await service.dispatch(data.message_ids)

@@ -1,0 +1,523 @@
+"""Every SQL statement of the delivery service (schema `delivery`).
+
+Tenant isolation: every read or write reached from the public API filters on `tenant_id`.
+Tracking tokens and ESP webhooks carry no tenant: there the message id (signed, or echoed
+by the provider) names the row, and the tenant comes from the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+# Lifecycle order: a later event never moves a message back (a late "delivered" after
+# "opened" is kept in the timeline but not as the status).
+STATUS_ORDER = (
+    "queued",
+    "sending",
+    "failed",
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "replied",
+    "unsubscribed",
+    "bounced",
+    "complained",
+)
+
+_CLAIMED_COLUMNS = """
+    claimed.id, claimed.tenant_id, claimed.mode, claimed.content_id, claimed.batch_id,
+    claimed.campaign_id, claimed.contact_id, claimed.step, claimed.to_email, claimed.variables,
+    claimed.category, claimed.tags, claimed.metadata, claimed.track_opens, claimed.track_clicks,
+    claimed.attempts, claimed.provider, c.from_email, c.subject, c.html, c.text_body, c.reply_to
+"""
+
+MESSAGE_COLUMNS = (
+    "id",
+    "tenant_id",
+    "mode",
+    "content_id",
+    "batch_id",
+    "request_id",
+    "campaign_id",
+    "contact_id",
+    "step",
+    "to_email",
+    "variables",
+    "category",
+    "tags",
+    "metadata",
+    "track_opens",
+    "track_clicks",
+    "status",
+    "next_attempt_at",
+)
+TIMELINE_COLUMNS = (
+    "message_id",
+    "tenant_id",
+    "status",
+    "provider",
+    "provider_message_id",
+    "detail",
+    "occurred_at",
+)
+
+
+# ---------------------------------------------------------------- accepting
+
+
+async def insert_content(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO contents (id, tenant_id, from_email, subject, html, text_body,"
+        " template_id, reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        row["id"],
+        row["tenant_id"],
+        row["from_email"],
+        row["subject"],
+        row["html"],
+        row["text_body"],
+        row["template_id"],
+        row["reply_to"],
+    )
+
+
+async def insert_batch(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO batches (id, tenant_id, mode, campaign_id, total, batch_size,"
+        " delay_between_batches) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        row["id"],
+        row["tenant_id"],
+        row["mode"],
+        row["campaign_id"],
+        row["total"],
+        row["batch_size"],
+        row["delay_between_batches"],
+    )
+
+
+async def insert_message(conn: asyncpg.Connection, row: Sequence[Any]) -> bool:
+    """One message; False when its (tenant, request_id) was accepted before."""
+    placeholders = ", ".join(f"${i}" for i in range(1, len(MESSAGE_COLUMNS) + 1))
+    inserted = await conn.fetchval(
+        f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({placeholders})"
+        " ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING"
+        " RETURNING true",
+        *row,
+    )
+    return bool(inserted)
+
+
+_JSON_COLUMNS = {"variables", "metadata", "detail"}
+_TYPES = {
+    "step": "int4",
+    "tags": "text",
+    "track_opens": "bool",
+    "track_clicks": "bool",
+    "next_attempt_at": "timestamptz",
+    "occurred_at": "timestamptz",
+}
+
+
+async def _insert_arrays(
+    conn: asyncpg.Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Many rows in one statement: one array per column (json as text, cast server-side).
+    `tags` (an array per row) travels as its JSON text and is cast back."""
+    arrays: list[list[Any]] = [[] for _ in columns]
+    for row in rows:
+        for i, (col, value) in enumerate(zip(columns, row, strict=True)):
+            if col in _JSON_COLUMNS or col == "tags":
+                value = orjson.dumps(value).decode()
+            arrays[i].append(value)
+    selects = []
+    for i, col in enumerate(columns, start=1):
+        if col in _JSON_COLUMNS:
+            selects.append(f"${i}::text[]")
+        else:
+            selects.append(f"${i}::{_TYPES.get(col, 'text')}[]")
+    exprs = []
+    for i, col in enumerate(columns, start=1):
+        if col in _JSON_COLUMNS:
+            exprs.append(f"c{i}::jsonb")
+        elif col == "tags":
+            exprs.append(f"ARRAY(SELECT jsonb_array_elements_text(c{i}::jsonb))")
+        else:
+            exprs.append(f"c{i}")
+    aliases = ", ".join(f"c{i}" for i in range(1, len(columns) + 1))
+    await conn.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)}"
+        f" FROM unnest({', '.join(selects)}) AS u({aliases})",
+        *arrays,
+    )
+
+
+async def copy_messages(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    await _insert_arrays(conn, "messages", MESSAGE_COLUMNS, rows)
+
+
+async def copy_timeline(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    if rows:
+        await _insert_arrays(conn, "message_events", TIMELINE_COLUMNS, rows)
+
+
+async def message_for_request(
+    conn: asyncpg.Connection, tenant_id: str, request_id: str
+) -> str | None:
+    found: str | None = await conn.fetchval(
+        "SELECT id FROM messages WHERE tenant_id = $1 AND request_id = $2", tenant_id, request_id
+    )
+    return found
+
+
+# ---------------------------------------------------------------- sending
+
+
+async def claim(
+    conn: asyncpg.Connection, ids: Sequence[str], lease_seconds: float
+) -> list[asyncpg.Record]:
+    """Claim the listed messages that are queued and due (other workers skip them)."""
+    return await conn.fetch(
+        "WITH claimed AS (UPDATE messages m SET status = 'sending', attempts = attempts + 1,"
+        " lease_until = now() + make_interval(secs => $2), call_started_at = NULL,"
+        " updated_at = now() WHERE m.id IN (SELECT id FROM messages WHERE id = ANY($1::text[])"
+        " AND status = 'queued' AND next_attempt_at <= now() FOR UPDATE SKIP LOCKED)"
+        f" RETURNING m.*) SELECT {_CLAIMED_COLUMNS} FROM claimed"
+        " JOIN contents c ON c.id = claimed.content_id ORDER BY claimed.id",
+        list(ids),
+        lease_seconds,
+    )
+
+
+async def claim_due(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float
+) -> list[asyncpg.Record]:
+    """Claim due queued messages (retries, delayed batches, work whose event was lost)."""
+    return await conn.fetch(
+        "WITH claimed AS (UPDATE messages m SET status = 'sending', attempts = attempts + 1,"
+        " lease_until = now() + make_interval(secs => $2), call_started_at = NULL,"
+        " updated_at = now() WHERE m.id IN (SELECT id FROM messages WHERE status = 'queued'"
+        " AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1"
+        f" FOR UPDATE SKIP LOCKED) RETURNING m.*) SELECT {_CLAIMED_COLUMNS} FROM claimed"
+        " JOIN contents c ON c.id = claimed.content_id ORDER BY claimed.id",
+        limit,
+        lease_seconds,
+    )
+
+
+async def mark_call_started(conn: asyncpg.Connection, ids: Sequence[str], provider: str) -> None:
+    await conn.execute(
+        "UPDATE messages SET call_started_at = now(), provider = $2"
+        " WHERE id = ANY($1::text[]) AND status = 'sending'",
+        list(ids),
+        provider,
+    )
+
+
+async def mark_sent(
+    conn: asyncpg.Connection, ids: Sequence[str], provider_ids: Sequence[str | None], provider: str
+) -> None:
+    await conn.execute(
+        "UPDATE messages m SET status = 'sent', provider = $3, provider_message_id = u.pid,"
+        " lease_until = NULL, last_error = NULL, updated_at = now()"
+        " FROM unnest($1::text[], $2::text[]) AS u(id, pid)"
+        " WHERE m.id = u.id AND m.status = 'sending'",
+        list(ids),
+        list(provider_ids),
+        provider,
+    )
+
+
+async def mark_retry(
+    conn: asyncpg.Connection,
+    ids: Sequence[str],
+    delays: Sequence[float],
+    reasons: Sequence[str],
+    *,
+    count_attempt: bool = True,
+) -> None:
+    await conn.execute(
+        "UPDATE messages m SET status = 'queued', lease_until = NULL, call_started_at = NULL,"
+        " next_attempt_at = now() + make_interval(secs => u.delay), last_error = u.reason,"
+        " attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END, updated_at = now()"
+        " FROM unnest($1::text[], $2::float8[], $3::text[]) AS u(id, delay, reason)"
+        " WHERE m.id = u.id AND m.status = 'sending'",
+        list(ids),
+        list(delays),
+        list(reasons),
+        count_attempt,
+    )
+
+
+async def mark_failed(
+    conn: asyncpg.Connection, ids: Sequence[str], reasons: Sequence[str], provider: str | None
+) -> None:
+    await conn.execute(
+        "UPDATE messages m SET status = 'failed', lease_until = NULL, last_error = u.reason,"
+        " provider = COALESCE($3, m.provider), updated_at = now()"
+        " FROM unnest($1::text[], $2::text[]) AS u(id, reason)"
+        " WHERE m.id = u.id AND m.status = 'sending'",
+        list(ids),
+        list(reasons),
+        provider,
+    )
+
+
+async def requeue_unsent_stale(conn: asyncpg.Connection) -> int:
+    """Claims of vanished workers that never reached the provider: safe to send again."""
+    result: str = await conn.execute(
+        "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = attempts - 1,"
+        " updated_at = now() WHERE status = 'sending' AND lease_until < now()"
+        " AND call_started_at IS NULL"
+    )
+    return int(result.split()[-1])
+
+
+async def fail_uncertain_stale(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Claims of vanished workers killed during the provider call: never resent."""
+    return await conn.fetch(
+        "WITH s AS (SELECT id FROM messages WHERE status = 'sending' AND lease_until < now()"
+        " AND call_started_at IS NOT NULL FOR UPDATE SKIP LOCKED)"
+        " UPDATE messages m SET status = 'failed', lease_until = NULL,"
+        " last_error = 'provider_outcome_unknown', updated_at = now() FROM s WHERE m.id = s.id"
+        " RETURNING m.id, m.tenant_id, m.to_email, m.campaign_id, m.contact_id, m.step,"
+        " m.provider"
+    )
+
+
+# ---------------------------------------------------------------- policy
+
+
+async def suppressed_among(
+    conn: asyncpg.Connection, tenant_id: str, emails: Iterable[str]
+) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT email, reason FROM suppressions WHERE tenant_id = $1 AND email = ANY($2::text[])",
+        tenant_id,
+        [e.lower() for e in emails],
+    )
+    return {r["email"]: r["reason"] for r in rows}
+
+
+async def add_suppression(
+    conn: asyncpg.Connection, tenant_id: str, email: str, reason: str, message_id: str | None
+) -> bool:
+    added = await conn.fetchval(
+        "INSERT INTO suppressions (tenant_id, email, reason, message_id) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        tenant_id,
+        email.lower(),
+        reason,
+        message_id,
+    )
+    return bool(added)
+
+
+async def delete_suppression(conn: asyncpg.Connection, tenant_id: str, email: str) -> bool:
+    result: str = await conn.execute(
+        "DELETE FROM suppressions WHERE tenant_id = $1 AND email = $2", tenant_id, email.lower()
+    )
+    return result.endswith(" 1")
+
+
+async def list_suppressions(
+    conn: asyncpg.Connection, tenant_id: str, limit: int, after: str | None
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT email, reason, message_id, created_at FROM suppressions WHERE tenant_id = $1"
+        " AND ($2::text IS NULL OR email > $2) ORDER BY email LIMIT $3",
+        tenant_id,
+        after,
+        limit,
+    )
+
+
+async def routing_rules(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, category, sending_domain, primary_provider, secondary_provider, priority"
+        " FROM routing_rules WHERE tenant_id = $1 ORDER BY priority, created_at",
+        tenant_id,
+    )
+
+
+async def insert_routing_rule(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO routing_rules (id, tenant_id, category, sending_domain, primary_provider,"
+        " secondary_provider, priority) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        row["id"],
+        row["tenant_id"],
+        row["category"],
+        row["sending_domain"],
+        row["primary_provider"],
+        row["secondary_provider"],
+        row["priority"],
+    )
+
+
+async def delete_routing_rule(conn: asyncpg.Connection, tenant_id: str, rule_id: str) -> bool:
+    result: str = await conn.execute(
+        "DELETE FROM routing_rules WHERE tenant_id = $1 AND id = $2", tenant_id, rule_id
+    )
+    return result.endswith(" 1")
+
+
+async def sending_caps(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT scope, value, daily_limit FROM sending_caps WHERE tenant_id = $1", tenant_id
+    )
+
+
+async def upsert_sending_cap(
+    conn: asyncpg.Connection, tenant_id: str, scope: str, value: str, daily_limit: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO sending_caps (tenant_id, scope, value, daily_limit) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (tenant_id, scope, value) DO UPDATE SET daily_limit = EXCLUDED.daily_limit",
+        tenant_id,
+        scope,
+        value.lower(),
+        daily_limit,
+    )
+
+
+# ---------------------------------------------------------------- lifecycle events
+
+
+async def message_by_id(conn: asyncpg.Connection, message_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, tenant_id, mode, to_email, campaign_id, contact_id, step, status, provider,"
+        " provider_message_id FROM messages WHERE id = $1",
+        message_id,
+    )
+
+
+async def message_by_provider_id(
+    conn: asyncpg.Connection, provider: str, provider_message_id: str, recipient: str | None
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, tenant_id, mode, to_email, campaign_id, contact_id, step, status, provider,"
+        " provider_message_id FROM messages WHERE provider_message_id = $1 AND provider = $2"
+        " AND ($3::text IS NULL OR lower(to_email) = lower($3)) ORDER BY created_at DESC LIMIT 1",
+        provider_message_id,
+        provider,
+        recipient,
+    )
+
+
+async def advance_status(conn: asyncpg.Connection, message_id: str, status: str) -> None:
+    await conn.execute(
+        "UPDATE messages SET status = $2, updated_at = now() WHERE id = $1"
+        " AND array_position($3::text[], status) < array_position($3::text[], $2)",
+        message_id,
+        status,
+        list(STATUS_ORDER),
+    )
+
+
+async def count_open(conn: asyncpg.Connection, message_id: str) -> bool:
+    """Count an open; True when it is the message's first."""
+    n: int = await conn.fetchval(
+        "UPDATE messages SET open_count = open_count + 1 WHERE id = $1 RETURNING open_count",
+        message_id,
+    )
+    return n == 1
+
+
+async def count_click(conn: asyncpg.Connection, message_id: str, url: str) -> bool:
+    """Count a click; True when it is the first click of `url` in this message."""
+    earlier = await conn.fetchval(
+        "SELECT true FROM message_events WHERE message_id = $1 AND status = 'clicked'"
+        " AND detail->>'url' = $2 LIMIT 1",
+        message_id,
+        url,
+    )
+    await conn.execute(
+        "UPDATE messages SET click_count = click_count + 1 WHERE id = $1", message_id
+    )
+    return not earlier
+
+
+async def claim_provider_event(conn: asyncpg.Connection, provider: str, key: str) -> bool:
+    claimed = await conn.fetchval(
+        "INSERT INTO provider_events (provider, event_key) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        provider,
+        key,
+    )
+    return bool(claimed)
+
+
+# ---------------------------------------------------------------- reading
+
+
+async def get_message(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, message_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT m.*, c.from_email, c.subject FROM messages m JOIN contents c"
+        " ON c.id = m.content_id WHERE m.tenant_id = $1 AND m.id = $2 AND m.mode = $3",
+        tenant_id,
+        message_id,
+        mode,
+    )
+
+
+async def timeline(conn: asyncpg.Connection, message_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT status, provider, provider_message_id, detail, occurred_at FROM message_events"
+        " WHERE message_id = $1 ORDER BY occurred_at, id",
+        message_id,
+    )
+
+
+async def unique_clicks(conn: asyncpg.Connection, message_id: str) -> int:
+    n: int = await conn.fetchval(
+        "SELECT count(DISTINCT detail->>'url') FROM message_events"
+        " WHERE message_id = $1 AND status = 'clicked'",
+        message_id,
+    )
+    return n
+
+
+async def list_messages(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    mode: str,
+    *,
+    status: str | None,
+    campaign_id: str | None,
+    batch_id: str | None,
+    recipient: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    cursor: tuple[datetime, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT m.id, m.to_email, m.status, m.category, m.campaign_id, m.contact_id, m.batch_id,"
+        " m.provider, m.provider_message_id, m.attempts, m.last_error, m.open_count,"
+        " m.click_count, m.created_at, m.updated_at, m.mode, c.from_email, c.subject"
+        " FROM messages m JOIN contents c ON c.id = m.content_id WHERE m.tenant_id = $1"
+        " AND ($2::text IS NULL OR m.status = $2) AND ($3::text IS NULL OR m.campaign_id = $3)"
+        " AND ($4::text IS NULL OR m.batch_id = $4)"
+        " AND ($5::text IS NULL OR lower(m.to_email) = lower($5))"
+        " AND ($6::timestamptz IS NULL OR m.created_at >= $6)"
+        " AND ($7::timestamptz IS NULL OR m.created_at < $7)"
+        " AND ($8::timestamptz IS NULL OR (m.created_at, m.id) < ($8, $9))"
+        " AND m.mode = $11 ORDER BY m.created_at DESC, m.id DESC LIMIT $10",
+        tenant_id,
+        status,
+        campaign_id,
+        batch_id,
+        recipient,
+        created_from,
+        created_to,
+        cursor[0] if cursor else None,
+        cursor[1] if cursor else None,
+        limit,
+        mode,
+    )

@@ -1,0 +1,156 @@
+"""Request and response models of the emails API (seed 004 shapes, issue 5 fields)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+Category = Literal["marketing", "transactional"]
+MAX_BULK = 10000
+
+
+class Content(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    html: str | None = None
+    text: str | None = None
+
+
+class Tracking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    track_opens: bool = True
+    track_clicks: bool = True
+
+
+class _SendBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: EmailStr = Field(alias="from")
+    reply_to: EmailStr | None = None
+    subject: str = Field(min_length=1, max_length=998)
+    # Seed 004 nests the body under `content`; the issue lists html/text at the top level.
+    content: Content | None = None
+    html: str | None = Field(default=None, max_length=2_000_000)
+    text: str | None = Field(default=None, max_length=2_000_000)
+    template_id: str | None = None
+    tracking: Tracking = Field(default_factory=Tracking)
+    category: Category = "marketing"
+    tags: list[str] = Field(default_factory=list, max_length=10)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    @model_validator(mode="after")
+    def _has_body(self) -> _SendBase:
+        if self.content is not None:
+            self.html = self.html if self.html is not None else self.content.html
+            self.text = self.text if self.text is not None else self.content.text
+        if self.html is None and self.text is None:
+            raise ValueError("give html or text (top level or under content)")
+        return self
+
+
+class SendEmailRequest(_SendBase):
+    to: EmailStr
+    variables: dict[str, Any] = Field(default_factory=dict)
+    campaign_id: str | None = None
+    contact_id: str | None = None
+
+
+class BulkRecipient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: EmailStr
+    personalization: dict[str, Any] = Field(default_factory=dict)
+    contact_id: str | None = None
+
+
+class SendBulkRequest(_SendBase):
+    campaign_id: str | None = None
+    recipients: list[BulkRecipient] = Field(min_length=1, max_length=MAX_BULK)
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    delay_between_batches: int = Field(default=0, ge=0, le=86400)
+
+
+class SendAccepted(BaseModel):
+    message_id: str
+    status: Literal["queued"] = "queued"
+
+
+class BulkAccepted(BaseModel):
+    batch_id: str
+    accepted: int
+    batches: int
+    status: Literal["queued"] = "queued"
+
+
+class TimelineEntry(BaseModel):
+    status: str
+    occurred_at: datetime
+    provider: str | None = None
+    provider_message_id: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Counts(BaseModel):
+    total: int
+    unique: int
+
+
+class EmailSummary(BaseModel):
+    id: str
+    to: str
+    from_: str = Field(serialization_alias="from")
+    subject: str
+    status: str
+    category: str
+    mode: str
+    campaign_id: str | None
+    contact_id: str | None
+    batch_id: str | None
+    provider: str | None
+    provider_message_id: str | None
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EmailDetail(EmailSummary):
+    opens: Counts
+    clicks: Counts
+    timeline: list[TimelineEntry]
+
+
+class SuppressionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: EmailStr
+
+
+class Suppression(BaseModel):
+    email: str
+    reason: str
+    message_id: str | None
+    created_at: datetime
+
+
+class RoutingRuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    category: Category | None = None
+    sending_domain: str | None = Field(default=None, max_length=253)
+    primary_provider: Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"]
+    secondary_provider: Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"] | None = None
+    priority: int = Field(default=100, ge=0, le=10000)
+
+
+class RoutingRule(RoutingRuleIn):
+    id: str
+
+
+class SendingCapIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["mailbox", "domain"]
+    value: str = Field(min_length=1, max_length=320)
+    daily_limit: int = Field(ge=0, le=1_000_000)
+
+
+class SendingCap(SendingCapIn):
+    pass

@@ -1,0 +1,1011 @@
+"""Domain logic of delivery: one send pipeline from accept to provider, and every later fact
+about a message (tracking, ESP webhooks, replies, suppression).
+
+Accept (API single/bulk, `email.requested` consumer) → messages `queued` + outbox
+`email.queued` and `email_batch.queued` in one transaction → a worker claims the messages
+(`sending`, leased), checks suppression and daily caps, renders, routes (tenant rules,
+defaults, circuit-breaker failover, sandbox for test mode), takes provider tokens, records
+`call_started_at` (committed) BEFORE the provider call and the outcome AFTER it. Retryable
+answers go back to `queued` with the provider's backoff; permanent ones fail the message.
+
+At most once per attempt decision: a claim whose worker vanished before `call_started_at`
+is requeued; one that vanished after it is failed as `provider_outcome_unknown`, never
+resent. Remaining window: killed between committing `call_started_at` and the request
+leaving the host, such a message was never sent yet is reported failed (not silently).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import redis.asyncio as aioredis
+import uuid_utils
+
+from libs.common import outbox
+from libs.common.events import (
+    EmailBatchQueued,
+    EmailBounced,
+    EmailClicked,
+    EmailComplained,
+    EmailDelivered,
+    EmailFailed,
+    EmailOpened,
+    EmailQueued,
+    EmailReplied,
+    EmailRequested,
+    EmailSent,
+    EmailUnsubscribed,
+    Envelope,
+    EventData,
+    make_event,
+)
+from libs.common.http import ApiError, BadRequest, NotFound, register_error_code
+from libs.common.vault import Vault
+from services.delivery import repository as repo
+from services.delivery.connectors.base import (
+    Connector,
+    NormalizedEvent,
+    OutgoingEmail,
+    SendResult,
+    WebhookRejected,
+    WebhookRequest,
+)
+from services.delivery.connectors.registry import PROVIDERS, build_connector
+from services.delivery.connectors.sandbox import SandboxConnector
+from services.delivery.content import Content, ContentError, MessageSpec, Renderer, check_template
+from services.delivery.credentials import CredentialStore
+from services.delivery.schemas import (
+    RoutingRuleIn,
+    SendBulkRequest,
+    SendEmailRequest,
+    SendingCapIn,
+)
+from services.delivery.settings import DeliverySettings
+from services.delivery.throttle import CircuitBreaker, DailyCaps, TokenBucket
+from services.delivery.tracking import InvalidToken, Kind, TokenSigner
+
+log = logging.getLogger(__name__)
+SOURCE = "/services/delivery"
+
+register_error_code("invalid_cursor", 400, "The pagination cursor is malformed or expired.")
+register_error_code("invalid_tracking_token", 404, "The tracking or unsubscribe link is not valid.")
+register_error_code(
+    "webhook_signature_invalid", 401, "The ESP webhook's signature or credentials are wrong."
+)
+register_error_code("unknown_provider", 404, "No ESP connector has this name.")
+register_error_code("template_invalid", 422, "The subject or body is not a valid template.")
+
+
+class TemplateInvalid(ApiError):
+    code = "template_invalid"
+
+
+class InvalidTokenError(ApiError):
+    code = "invalid_tracking_token"
+
+
+class WebhookUnauthorized(ApiError):
+    code = "webhook_signature_invalid"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid_utils.uuid7().hex}"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    to: str
+    variables: dict[str, Any]
+    contact_id: str | None = None
+    request_id: str | None = None
+    campaign_id: str | None = None
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    tenant_id: str
+    mode: str
+    category: str
+    tags: list[str]
+    metadata: dict[str, str]
+    track_opens: bool
+    track_clicks: bool
+
+
+def _event(data: EventData, tenant_id: str, subject: str | None = None) -> Envelope:
+    return make_event(data, tenant_id=tenant_id, source=SOURCE, subject=subject)
+
+
+def _email_fields(row: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "message_id": row["id"],
+        "to": row["to_email"],
+        "campaign_id": row["campaign_id"],
+        "contact_id": row["contact_id"],
+        "step": row["step"],
+        **extra,
+    }
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis | None,
+        vault: Vault | None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.client = client or httpx.AsyncClient(timeout=settings.provider_timeout_seconds)
+        self.signer = TokenSigner(settings.tracking_signing_key.get_secret_value())
+        self.renderer = Renderer(self.signer, settings.tracking_base_url)
+        self.credentials = CredentialStore(
+            vault,
+            settings.esp_credentials_path,
+            settings.tenant_credentials_path,
+            settings.credentials_cache_seconds,
+        )
+        force = settings.force_sandbox
+        self.force_sandbox = settings.environment == "dev" if force is None else force
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # ------------------------------------------------------------ accepting
+
+    async def send_single(self, tenant_id: str, mode: str, req: SendEmailRequest) -> str:
+        content = self._content(
+            tenant_id, req.from_, req.subject, req.html, req.text, req.template_id, req.reply_to
+        )
+        options = SendOptions(
+            tenant_id,
+            mode,
+            req.category,
+            req.tags,
+            req.metadata,
+            req.tracking.track_opens,
+            req.tracking.track_clicks,
+        )
+        recipient = Recipient(
+            str(req.to), req.variables, req.contact_id, campaign_id=req.campaign_id
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
+        return ids[0]
+
+    async def send_bulk(
+        self, tenant_id: str, mode: str, req: SendBulkRequest
+    ) -> tuple[str, int, int]:
+        seen: set[str] = set()
+        for i, r in enumerate(req.recipients):
+            key = str(r.email).lower()
+            if key in seen:
+                raise ApiError(
+                    "Each recipient may appear once per bulk send.",
+                    code="validation_error",
+                    details=[
+                        {"field": f"body.recipients.{i}.email", "message": "duplicate recipient"}
+                    ],
+                )
+            seen.add(key)
+        content = self._content(
+            tenant_id, req.from_, req.subject, req.html, req.text, req.template_id, req.reply_to
+        )
+        options = SendOptions(
+            tenant_id,
+            mode,
+            req.category,
+            req.tags,
+            req.metadata,
+            req.tracking.track_opens,
+            req.tracking.track_clicks,
+        )
+        recipients = [
+            Recipient(str(r.email), r.personalization, r.contact_id, campaign_id=req.campaign_id)
+            for r in req.recipients
+        ]
+        batch = {
+            "id": new_id("bat"),
+            "tenant_id": tenant_id,
+            "mode": mode,
+            "campaign_id": req.campaign_id,
+            "total": len(recipients),
+            "batch_size": req.batch_size,
+            "delay_between_batches": req.delay_between_batches,
+        }
+        async with self.pool.acquire() as conn, conn.transaction():
+            await repo.insert_batch(conn, batch)
+            await self._enqueue(
+                conn,
+                content,
+                options,
+                recipients,
+                batch["id"],
+                req.batch_size,
+                req.delay_between_batches,
+            )
+        chunks = -(-len(recipients) // req.batch_size)
+        return batch["id"], len(recipients), chunks
+
+    async def accept_requested(
+        self, conn: asyncpg.Connection, tenant_id: str, data: EmailRequested
+    ) -> str | None:
+        """The campaign runner's `email.requested`, in the consumer's inbox transaction."""
+        existing = await repo.message_for_request(conn, tenant_id, data.request_id)
+        if existing:
+            return existing
+        from_ = f"{data.from_name} <{data.from_}>" if data.from_name else data.from_
+        content = self._content(
+            tenant_id,
+            from_,
+            data.subject or "",
+            data.html,
+            data.text,
+            data.template_id,
+            data.reply_to,
+        )
+        options = SendOptions(
+            tenant_id,
+            data.mode,
+            data.category,
+            data.tags,
+            data.metadata,
+            data.track_opens,
+            data.track_clicks,
+        )
+        recipient = Recipient(
+            data.to, data.variables, data.contact_id, data.request_id, data.campaign_id, data.step
+        )
+        ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
+        return ids[0] if ids else None
+
+    def _content(
+        self,
+        tenant_id: str,
+        from_: str,
+        subject: str,
+        html: str | None,
+        text: str | None,
+        template_id: str | None,
+        reply_to: str | None,
+    ) -> dict[str, Any]:
+        for field, source in (("subject", subject), ("html", html), ("text", text)):
+            try:
+                check_template(source)
+            except ContentError as exc:
+                raise TemplateInvalid(
+                    "The content is not a valid template.",
+                    details=[{"field": f"body.{field}", "message": str(exc)}],
+                ) from exc
+        return {
+            "id": new_id("cnt"),
+            "tenant_id": tenant_id,
+            "from_email": str(from_),
+            "subject": subject,
+            "html": html,
+            "text_body": text,
+            "template_id": template_id,
+            "reply_to": str(reply_to) if reply_to else None,
+        }
+
+    async def _enqueue(
+        self,
+        conn: asyncpg.Connection,
+        content: dict[str, Any],
+        o: SendOptions,
+        recipients: Sequence[Recipient],
+        batch_id: str | None,
+        chunk_size: int,
+        delay: int,
+    ) -> list[str]:
+        await repo.insert_content(conn, content)
+        now = datetime.now(UTC)
+        rows: list[tuple[Any, ...]] = []
+        for i, r in enumerate(recipients):
+            due = now + timedelta(seconds=delay * (i // chunk_size))
+            rows.append(
+                (
+                    new_id("msg"),
+                    o.tenant_id,
+                    o.mode,
+                    content["id"],
+                    batch_id,
+                    r.request_id,
+                    r.campaign_id,
+                    r.contact_id,
+                    r.step,
+                    r.to,
+                    r.variables,
+                    o.category,
+                    o.tags,
+                    o.metadata,
+                    o.track_opens,
+                    o.track_clicks,
+                    "queued",
+                    due,
+                )
+            )
+        if len(rows) == 1 and rows[0][5] is not None:
+            if not await repo.insert_message(conn, rows[0]):
+                return []
+        else:
+            await repo.copy_messages(conn, rows)
+        ids = [row[0] for row in rows]
+        await repo.copy_timeline(
+            conn, [(row[0], o.tenant_id, "queued", None, None, {}, now) for row in rows]
+        )
+        events = [
+            _event(
+                EmailQueued(
+                    message_id=row[0],
+                    to=row[9],
+                    campaign_id=row[6],
+                    contact_id=row[7],
+                    step=row[8],
+                    occurred_at=now,
+                ),
+                o.tenant_id,
+                row[0],
+            )
+            for row in rows
+        ]
+        # Chunks due later still get their event now; the sweeper sends them when due.
+        for start in range(0, len(ids), chunk_size):
+            chunk = ids[start : start + chunk_size]
+            events.append(
+                _event(
+                    EmailBatchQueued(message_ids=chunk, batch_id=batch_id), o.tenant_id, batch_id
+                )
+            )
+        await outbox.enqueue_many(conn, events)
+        return ids
+
+    # ------------------------------------------------------------ sending
+
+    async def dispatch(self, message_ids: Sequence[str]) -> int:
+        """Send the listed messages that are still queued and due (an `email_batch.queued`)."""
+        async with self.pool.acquire() as conn:
+            rows = await repo.claim(conn, message_ids, self.settings.send_lease_seconds)
+        if rows:
+            await self._send_claimed(rows)
+        return len(rows)
+
+    async def sweep(self, limit: int = 500) -> int:
+        """Retries that are due, delayed batches, and claims of vanished workers."""
+        async with self.pool.acquire() as conn:
+            await repo.requeue_unsent_stale(conn)
+            async with conn.transaction():
+                uncertain = await repo.fail_uncertain_stale(conn)
+                if uncertain:
+                    now = datetime.now(UTC)
+                    await repo.copy_timeline(
+                        conn,
+                        [
+                            (
+                                r["id"],
+                                r["tenant_id"],
+                                "failed",
+                                r["provider"],
+                                None,
+                                {"reason": "provider_outcome_unknown"},
+                                now,
+                            )
+                            for r in uncertain
+                        ],
+                    )
+                    await outbox.enqueue_many(
+                        conn,
+                        [
+                            _event(
+                                EmailFailed(
+                                    **_email_fields(
+                                        r,
+                                        provider=r["provider"],
+                                        reason="provider_outcome_unknown",
+                                        occurred_at=now,
+                                    )
+                                ),
+                                r["tenant_id"],
+                                r["id"],
+                            )
+                            for r in uncertain
+                        ],
+                    )
+            rows = await repo.claim_due(conn, limit, self.settings.send_lease_seconds)
+        if rows:
+            await self._send_claimed(rows)
+        return len(rows)
+
+    async def _send_claimed(self, rows: Sequence[asyncpg.Record]) -> None:
+        by_tenant: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for r in rows:
+            by_tenant[r["tenant_id"]].append(r)
+        for tenant_id, tenant_rows in by_tenant.items():
+            try:
+                await self._send_tenant(tenant_id, tenant_rows)
+            except Exception as exc:
+                # Back to the queue with the error kept: never stuck in `sending`.
+                log.exception("send failed unexpectedly", extra={"tenant_id": tenant_id})
+                await self._settle(
+                    tenant_id,
+                    None,
+                    retry=[
+                        (
+                            r,
+                            self._backoff(None, r["attempts"], None),
+                            f"internal: {type(exc).__name__}",
+                        )
+                        for r in tenant_rows
+                    ],
+                )
+
+    async def _send_tenant(self, tenant_id: str, rows: list[asyncpg.Record]) -> None:
+        async with self.pool.acquire() as conn:
+            suppressed = await repo.suppressed_among(conn, tenant_id, [r["to_email"] for r in rows])
+            rules = await repo.routing_rules(conn, tenant_id)
+            caps = await repo.sending_caps(conn, tenant_id)
+        failed = [
+            (r, f"suppressed: {suppressed[r['to_email'].lower()]}")
+            for r in rows
+            if r["to_email"].lower() in suppressed
+        ]
+        rows = [r for r in rows if r["to_email"].lower() not in suppressed]
+        rows, deferred = await self._apply_caps(tenant_id, rows, caps)
+        rendered: list[tuple[asyncpg.Record, OutgoingEmail]] = []
+        for r in rows:
+            try:
+                rendered.append((r, self._render(r)))
+            except ContentError as exc:
+                failed.append((r, str(exc)))
+        if failed or deferred:
+            tomorrow = _seconds_to_next_utc_day()
+            await self._settle(
+                tenant_id,
+                None,
+                failed=failed,
+                retry=[(r, tomorrow, "daily_cap_reached") for r in deferred],
+                count_attempt=False,
+            )
+        routes: dict[tuple[str, str | None], list[tuple[asyncpg.Record, OutgoingEmail]]] = (
+            defaultdict(list)
+        )
+        for r, m in rendered:
+            routes[self._route(r, m, rules)].append((r, m))
+        for (primary, secondary), items in routes.items():
+            await self._send_routed(tenant_id, primary, secondary, items)
+
+    async def _apply_caps(
+        self, tenant_id: str, rows: list[asyncpg.Record], caps: Sequence[asyncpg.Record]
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        if not caps or self.redis is None:
+            return rows, []
+        daily = DailyCaps(self.redis)
+        limits = {(c["scope"], c["value"]): c["daily_limit"] for c in caps}
+        ok: list[asyncpg.Record] = []
+        deferred: list[asyncpg.Record] = []
+        for r in rows:
+            mailbox = _address(r["from_email"])
+            checks = [
+                (s, v)
+                for s, v in (("mailbox", mailbox), ("domain", mailbox.rpartition("@")[2]))
+                if (s, v) in limits
+            ]
+            taken: list[tuple[str, str]] = []
+            for scope, value in checks:
+                if await daily.take(tenant_id, scope, value, 1, limits[(scope, value)]):
+                    taken.append((scope, value))
+                else:
+                    for s, v in taken:
+                        await daily.give_back(tenant_id, s, v, 1)
+                    deferred.append(r)
+                    break
+            else:
+                ok.append(r)
+        return ok, deferred
+
+    def _render(self, r: asyncpg.Record) -> OutgoingEmail:
+        content = Content(
+            r["content_id"], r["from_email"], r["subject"], r["html"], r["text_body"], r["reply_to"]
+        )
+        spec = MessageSpec(
+            r["id"],
+            r["tenant_id"],
+            r["to_email"],
+            r["category"],
+            r["variables"] or {},
+            tuple(r["tags"] or ()),
+            r["metadata"] or {},
+            r["track_opens"],
+            r["track_clicks"],
+        )
+        return self.renderer.render(content, spec)
+
+    def _route(
+        self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[asyncpg.Record]
+    ) -> tuple[str, str | None]:
+        if r["mode"] == "test" or self.force_sandbox:
+            return "sandbox", None
+        for rule in rules:
+            if rule["category"] and rule["category"] != r["category"]:
+                continue
+            if rule["sending_domain"] and rule["sending_domain"].lower() != m.from_domain:
+                continue
+            return rule["primary_provider"], rule["secondary_provider"]
+        default = self.settings.default_routes.get(r["category"]) or ["postmark"]
+        return default[0], (default[1] if len(default) > 1 else None)
+
+    async def _connector(self, provider: str, tenant_id: str) -> tuple[Connector, str]:
+        owner, creds = (
+            ("platform", {})
+            if provider == "sandbox"
+            else (await self.credentials.get(provider, tenant_id))
+        )
+        return build_connector(provider, creds, self.client, self.settings), owner
+
+    def _breaker(self, provider: str, owner: str) -> CircuitBreaker | None:
+        if self.redis is None or provider == "sandbox":
+            return None
+        return CircuitBreaker(
+            self.redis,
+            f"{provider}:{owner}",
+            self.settings.circuit_failure_threshold,
+            self.settings.circuit_open_seconds,
+        )
+
+    async def _send_routed(
+        self,
+        tenant_id: str,
+        primary: str,
+        secondary: str | None,
+        items: list[tuple[asyncpg.Record, OutgoingEmail]],
+    ) -> None:
+        chosen: tuple[Connector, CircuitBreaker | None] | None = None
+        for provider in (primary, secondary):
+            if provider is None:
+                continue
+            connector, owner = await self._connector(provider, tenant_id)
+            breaker = self._breaker(provider, owner)
+            if breaker is None or await breaker.allow():
+                chosen = (connector, breaker)
+                break
+        if chosen is None:
+            wait = self.settings.circuit_open_seconds
+            await self._settle(
+                tenant_id,
+                None,
+                retry=[
+                    (r, wait, f"circuit_open: {primary}" + (f", {secondary}" if secondary else ""))
+                    for r, _ in items
+                ],
+                count_attempt=False,
+            )
+            return
+        connector, breaker = chosen
+        limit = connector.batch_limit
+        rate = self.settings.provider_limits.get(connector.id)
+        bucket = (
+            TokenBucket(self.redis, connector.id, rate[0], rate[1])
+            if rate and self.redis is not None and connector.id != "sandbox"
+            else None
+        )
+        if bucket is not None:
+            limit = min(limit, int(bucket.burst))
+        for start in range(0, len(items), limit):
+            part = items[start : start + limit]
+            if bucket is not None:
+                await bucket.acquire(len(part))
+            await self._call(tenant_id, connector, breaker, part)
+
+    async def _call(
+        self,
+        tenant_id: str,
+        connector: Connector,
+        breaker: CircuitBreaker | None,
+        items: list[tuple[asyncpg.Record, OutgoingEmail]],
+    ) -> None:
+        ids = [r["id"] for r, _ in items]
+        async with self.pool.acquire() as conn:
+            await repo.mark_call_started(conn, ids, connector.id)
+        try:
+            results = await connector.execute_action("send", {"messages": [m for _, m in items]})
+        except Exception as exc:  # a connector bug must not strand the claim
+            log.exception("connector raised", extra={"provider": connector.id})
+            results = [
+                SendResult(i, "retryable", reason=f"connector: {type(exc).__name__}") for i in ids
+            ]
+        by_id = {res.message_id: res for res in results}
+        accepted, failed, retry = [], [], []
+        for r, m in items:
+            res = by_id.get(r["id"]) or SendResult(r["id"], "retryable", reason="no result")
+            if res.outcome == "accepted":
+                accepted.append((r, m, res))
+            elif res.outcome == "permanent" or r["attempts"] >= self.settings.max_attempts:
+                failed.append((r, res.reason or "failed"))
+            else:
+                delay = self._backoff(connector.id, r["attempts"], res.retry_after)
+                retry.append((r, delay, res.reason or "retryable"))
+        if breaker is not None:
+            if accepted or (failed and not retry):
+                await breaker.record_success()
+            elif retry and await breaker.record_failure():
+                log.warning("circuit opened", extra={"provider": connector.id})
+        await self._settle(tenant_id, connector, accepted=accepted, failed=failed, retry=retry)
+
+    def _backoff(self, provider: str | None, attempt: int, retry_after: float | None) -> float:
+        s = self.settings
+        strategy = s.retry_strategies.get(provider or "", "exponential")
+        n = max(1, attempt)
+        base = s.retry_base_seconds * (n if strategy == "linear" else 2 ** (n - 1))
+        delay = min(s.retry_max_seconds, max(base, retry_after or 0.0))
+        return delay * (1 + random.random() * 0.1)  # jitter: workers do not retry in step
+
+    async def _settle(
+        self,
+        tenant_id: str,
+        connector: Connector | None,
+        *,
+        accepted: Sequence[tuple[asyncpg.Record, OutgoingEmail, SendResult]] = (),
+        failed: Sequence[tuple[asyncpg.Record, str]] = (),
+        retry: Sequence[tuple[asyncpg.Record, float, str]] = (),
+        count_attempt: bool = True,
+    ) -> None:
+        """Record the outcome of one provider call (or decision) in one transaction."""
+        provider = connector.id if connector else None
+        now = datetime.now(UTC)
+        timeline: list[tuple[Any, ...]] = []
+        events: list[Envelope] = []
+        simulated: list[NormalizedEvent] = []
+        for r, m, res in accepted:
+            timeline.append(
+                (r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now)
+            )
+            events.append(
+                _event(
+                    EmailSent(
+                        **_email_fields(
+                            r,
+                            provider=provider,
+                            provider_message_id=res.provider_message_id,
+                            occurred_at=now,
+                        )
+                    ),
+                    tenant_id,
+                    r["id"],
+                )
+            )
+            if isinstance(connector, SandboxConnector):
+                simulated.append(connector.simulate(m))
+        for r, reason in failed:
+            timeline.append((r["id"], tenant_id, "failed", provider, None, {"reason": reason}, now))
+            events.append(
+                _event(
+                    EmailFailed(
+                        **_email_fields(r, provider=provider, reason=reason, occurred_at=now)
+                    ),
+                    tenant_id,
+                    r["id"],
+                )
+            )
+        async with self.pool.acquire() as conn, conn.transaction():
+            if accepted:
+                await repo.mark_sent(
+                    conn,
+                    [r["id"] for r, _, _ in accepted],
+                    [res.provider_message_id for _, _, res in accepted],
+                    provider or "",
+                )
+            if failed:
+                await repo.mark_failed(
+                    conn, [r["id"] for r, _ in failed], [reason for _, reason in failed], provider
+                )
+            if retry:
+                await repo.mark_retry(
+                    conn,
+                    [r["id"] for r, _, _ in retry],
+                    [d for _, d, _ in retry],
+                    [x for _, _, x in retry],
+                    count_attempt=count_attempt,
+                )
+            await repo.copy_timeline(conn, timeline)
+            await outbox.enqueue_many(conn, events)
+            for ev in simulated:
+                await self._apply_event(conn, "sandbox", ev)
+
+    # ------------------------------------------------------------ provider events
+
+    async def provider_webhook(
+        self, provider: str, request: WebhookRequest, inbound: bool = False
+    ) -> int:
+        if provider not in PROVIDERS or provider in ("smtp", "sandbox"):
+            raise NotFound(f"No ESP webhook for provider {provider!r}.", code="unknown_provider")
+        connector, _ = await self._connector(provider, None)  # type: ignore[arg-type]
+        try:
+            events = await (
+                connector.on_inbound(request) if inbound else connector.on_webhook(request)
+            )
+        except WebhookRejected as exc:
+            log.warning("esp webhook rejected", extra={"provider": provider, "error": str(exc)})
+            raise WebhookUnauthorized("The webhook could not be verified.") from exc
+        applied = 0
+        async with self.pool.acquire() as conn:
+            for ev in events:
+                async with conn.transaction():
+                    applied += await self._apply_event(conn, provider, ev)
+        return applied
+
+    async def _apply_event(
+        self, conn: asyncpg.Connection, provider: str, ev: NormalizedEvent
+    ) -> int:
+        if not await repo.claim_provider_event(conn, provider, ev.event_key):
+            return 0
+        row = await repo.message_by_id(conn, ev.message_id) if ev.message_id else None
+        if row is None and ev.provider_message_id:
+            row = await repo.message_by_provider_id(
+                conn, provider, ev.provider_message_id, ev.recipient
+            )
+        if row is None:
+            log.info("esp event for an unknown message", extra={"provider": provider})
+            return 0
+        occurred = ev.occurred_at or datetime.now(UTC)
+        tenant_id = row["tenant_id"]
+        detail: dict[str, Any] = {"source": provider}
+        data: EventData
+        base = _email_fields(row, occurred_at=occurred)
+        if ev.status == "delivered":
+            data = EmailDelivered(**base, provider=provider)
+        elif ev.status == "bounced":
+            data = EmailBounced(**base, bounce_type=ev.bounce_type or "soft", reason=ev.reason)
+            detail.update(bounce_type=ev.bounce_type, reason=ev.reason)
+            if ev.bounce_type == "hard":
+                await repo.add_suppression(
+                    conn, tenant_id, row["to_email"], "hard_bounce", row["id"]
+                )
+        elif ev.status == "complained":
+            data = EmailComplained(**base, feedback_type=ev.reason)
+            await repo.add_suppression(conn, tenant_id, row["to_email"], "complaint", row["id"])
+        elif ev.status == "unsubscribed":
+            data = EmailUnsubscribed(**base, method="provider")
+            await repo.add_suppression(conn, tenant_id, row["to_email"], "unsubscribe", row["id"])
+        elif ev.status == "opened":
+            data = EmailOpened(**base, unique=await repo.count_open(conn, row["id"]))
+        elif ev.status == "clicked":
+            unique = await repo.count_click(conn, row["id"], ev.url or "")
+            data = EmailClicked(**base, url=ev.url or "", unique=unique)
+            detail["url"] = ev.url
+        else:
+            data = EmailReplied(**base, reply_snippet=ev.snippet)
+        await repo.copy_timeline(
+            conn,
+            [(row["id"], tenant_id, ev.status, provider, ev.provider_message_id, detail, occurred)],
+        )
+        await repo.advance_status(conn, row["id"], ev.status)
+        await outbox.enqueue(conn, _event(data, tenant_id, row["id"]))
+        return 1
+
+    # ------------------------------------------------------------ tracking
+
+    def _verify(self, token: str, kind: Kind) -> tuple[str, str | None]:
+        try:
+            t = self.signer.verify(token, kind)
+        except InvalidToken as exc:
+            raise InvalidTokenError("This link is not valid.") from exc
+        return t.message_id, t.url
+
+    async def track_open(self, token: str, user_agent: str | None, ip: str | None) -> None:
+        message_id, _ = self._verify(token, "o")
+        await self._track(message_id, "opened", None, user_agent, ip)
+
+    async def track_click(self, token: str, user_agent: str | None, ip: str | None) -> str:
+        message_id, url = self._verify(token, "c")
+        assert url is not None
+        await self._track(message_id, "clicked", url, user_agent, ip)
+        return url
+
+    async def _track(
+        self, message_id: str, status: str, url: str | None, ua: str | None, ip: str | None
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await repo.message_by_id(conn, message_id)
+            if row is None:
+                raise InvalidTokenError("This link is not valid.")
+            now = datetime.now(UTC)
+            base = _email_fields(row, occurred_at=now, user_agent=ua, ip=ip)
+            data: EventData
+            if status == "opened":
+                data = EmailOpened(**base, unique=await repo.count_open(conn, message_id))
+                detail: dict[str, Any] = {"user_agent": ua}
+            else:
+                unique = await repo.count_click(conn, message_id, url or "")
+                data = EmailClicked(**base, url=url or "", unique=unique)
+                detail = {"url": url, "user_agent": ua}
+            await repo.copy_timeline(
+                conn, [(message_id, row["tenant_id"], status, None, None, detail, now)]
+            )
+            await repo.advance_status(conn, message_id, status)
+            await outbox.enqueue(conn, _event(data, row["tenant_id"], message_id))
+
+    async def check_unsubscribe(self, token: str) -> str:
+        message_id, _ = self._verify(token, "u")
+        async with self.pool.acquire() as conn:
+            row = await repo.message_by_id(conn, message_id)
+        if row is None:
+            raise InvalidTokenError("This link is not valid.")
+        return str(row["to_email"])
+
+    async def unsubscribe(self, token: str, method: str) -> bool:
+        """Suppress the message's recipient; True the first time (one event per occurrence)."""
+        message_id, _ = self._verify(token, "u")
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await repo.message_by_id(conn, message_id)
+            if row is None:
+                raise InvalidTokenError("This link is not valid.")
+            if not await repo.add_suppression(
+                conn, row["tenant_id"], row["to_email"], "unsubscribe", message_id
+            ):
+                return False
+            now = datetime.now(UTC)
+            await repo.copy_timeline(
+                conn,
+                [
+                    (
+                        message_id,
+                        row["tenant_id"],
+                        "unsubscribed",
+                        None,
+                        None,
+                        {"method": method},
+                        now,
+                    )
+                ],
+            )
+            await repo.advance_status(conn, message_id, "unsubscribed")
+            await outbox.enqueue(
+                conn,
+                _event(
+                    EmailUnsubscribed(**_email_fields(row, occurred_at=now), method=method),
+                    row["tenant_id"],
+                    message_id,
+                ),
+            )
+        return True
+
+    # ------------------------------------------------------------ reading
+
+    async def get_email(self, tenant_id: str, mode: str, message_id: str) -> dict[str, Any]:
+        async with self.pool.acquire() as conn:
+            row = await repo.get_message(conn, tenant_id, mode, message_id)
+            if row is None:
+                raise NotFound("No email with this id.")
+            events = await repo.timeline(conn, message_id)
+            unique_clicks = await repo.unique_clicks(conn, message_id)
+        out = _summary(row)
+        out["opens"] = {"total": row["open_count"], "unique": min(1, row["open_count"])}
+        out["clicks"] = {"total": row["click_count"], "unique": unique_clicks}
+        out["timeline"] = [
+            {
+                "status": e["status"],
+                "occurred_at": e["occurred_at"],
+                "provider": e["provider"],
+                "provider_message_id": e["provider_message_id"],
+                "details": e["detail"] or {},
+            }
+            for e in events
+        ]
+        return out
+
+    async def list_emails(
+        self, tenant_id: str, mode: str, *, limit: int, cursor: str | None, **filters: Any
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        position = _decode_cursor(cursor) if cursor else None
+        async with self.pool.acquire() as conn:
+            rows = await repo.list_messages(
+                conn, tenant_id, mode, cursor=position, limit=limit + 1, **filters
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        return [_summary(r) for r in rows], next_cursor
+
+    # ------------------------------------------------------------ policy management
+
+    async def list_suppressions(
+        self, tenant_id: str, limit: int, after: str | None
+    ) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            return await repo.list_suppressions(conn, tenant_id, limit, after)
+
+    async def suppress(self, tenant_id: str, email: str) -> None:
+        async with self.pool.acquire() as conn:
+            await repo.add_suppression(conn, tenant_id, email, "manual", None)
+
+    async def unsuppress(self, tenant_id: str, email: str) -> None:
+        async with self.pool.acquire() as conn:
+            if not await repo.delete_suppression(conn, tenant_id, email):
+                raise NotFound("This address is not suppressed.")
+
+    async def routing_rules(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            return [dict(r) for r in await repo.routing_rules(conn, tenant_id)]
+
+    async def add_routing_rule(self, tenant_id: str, rule: RoutingRuleIn) -> dict[str, Any]:
+        row = {"id": new_id("rr"), "tenant_id": tenant_id, **rule.model_dump()}
+        if row["sending_domain"]:
+            row["sending_domain"] = row["sending_domain"].lower()
+        async with self.pool.acquire() as conn:
+            await repo.insert_routing_rule(conn, row)
+        row.pop("tenant_id")
+        return row
+
+    async def delete_routing_rule(self, tenant_id: str, rule_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            if not await repo.delete_routing_rule(conn, tenant_id, rule_id):
+                raise NotFound("No routing rule with this id.")
+
+    async def sending_caps(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            return [dict(r) for r in await repo.sending_caps(conn, tenant_id)]
+
+    async def set_sending_cap(self, tenant_id: str, cap: SendingCapIn) -> None:
+        async with self.pool.acquire() as conn:
+            await repo.upsert_sending_cap(conn, tenant_id, cap.scope, cap.value, cap.daily_limit)
+
+
+def _summary(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "to": r["to_email"],
+        "from_": r["from_email"],
+        "subject": r["subject"],
+        "status": r["status"],
+        "category": r["category"],
+        "mode": r["mode"],
+        "campaign_id": r["campaign_id"],
+        "contact_id": r["contact_id"],
+        "batch_id": r["batch_id"],
+        "provider": r["provider"],
+        "provider_message_id": r["provider_message_id"],
+        "attempts": r["attempts"],
+        "last_error": r["last_error"],
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+    }
+
+
+def _encode_cursor(created_at: datetime, message_id: str) -> str:
+    raw = orjson.dumps([created_at.isoformat(), message_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, message_id = orjson.loads(raw)
+        return datetime.fromisoformat(created), str(message_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise BadRequest("The cursor is not valid.", code="invalid_cursor") from exc
+
+
+def _address(from_email: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(from_email)[1].lower()
+
+
+def _seconds_to_next_utc_day() -> float:
+    now = datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
