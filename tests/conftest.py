@@ -207,9 +207,7 @@ def spawn(amqp_url: str, test_database: str) -> Iterator[object]:
     started: list[ServiceProcess] = []
 
     def _spawn(service: str, process: str, **env: str) -> ServiceProcess:
-        p = ServiceProcess(
-            service, process, service_env(service, amqp_url, **env), next(_next_port)
-        )
+        p = ServiceProcess(service, process, service_env(service, amqp_url, **env), free_port())
         started.append(p)
         return p
 

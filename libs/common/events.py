@@ -81,7 +81,7 @@ def make_event(
         source=source,
         subject=subject,
         tenant_id=tenant_id,
-        data=data.model_dump(mode="json"),
+        data=data.model_dump(mode="json", by_alias=True),
     )
 
 

@@ -1,12 +1,334 @@
 """HTTP API of the campaigns service: contacts, templates, campaigns with sequences and schedules,
-and analytics read models.
+and analytics read models. Thin: parse, check the principal's scope, call service.py, wrap
+the result in the envelope.
 """
 
-from fastapi import FastAPI
-from libs.common.app import create_app
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from libs.common.resources import Resources
+import asyncpg
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+
+from libs.common.app import create_app
+from libs.common.http import ApiError, ErrorDetail, ErrorEnvelope, NotFound, SuccessEnvelope, ok
+from libs.common.principal import Principal, principal_dependency, require_scope
+from libs.common.resources import Resources, resources_of
+from services.campaigns import service
+from services.campaigns.repository import ContactFilter, Owner
+from services.campaigns.schemas import (
+    Campaign,
+    CampaignCreate,
+    CampaignUpdate,
+    Contact,
+    ContactCreate,
+    ContactStatus,
+    ContactUpdate,
+    ImportReport,
+    Preview,
+    PreviewRequest,
+    Template,
+    TemplateCreate,
+    TemplateUpdate,
+)
 from services.campaigns.settings import CampaignsSettings
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 422)
+}
+MAX_LIMIT = 500
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    return resources_of(request.app).pool
+
+
+def _id(raw: str, what: str) -> UUID:
+    # A malformed id names no resource: same answer as an unknown one.
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound(f"{what} not found.") from None
+
+
+def _owner(p: Principal) -> Owner:
+    return Owner(p.tenant_id, p.mode)
+
+
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (1-500).")]
+Offset = Annotated[int | None, Query(ge=0, description="Rows to skip (limit/offset paging).")]
+Cursor = Annotated[
+    str | None, Query(description="`next_cursor` of the previous page (cursor paging).")
+]
+
+
+def build_router(settings: CampaignsSettings) -> APIRouter:
+    current = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    contacts_scope = Annotated[Principal, Depends(require_scope("manage_contacts", current))]
+    templates_scope = Annotated[Principal, Depends(require_scope("manage_templates", current))]
+    campaigns_scope = Annotated[Principal, Depends(require_scope("manage_campaigns", current))]
+    analytics_scope = Annotated[Principal, Depends(require_scope("read_analytics", current))]
+    router = APIRouter(prefix="/api/v1", responses=ERRORS)
+
+    # ------------------------------------------------------------ contacts
+
+    @router.get("/contacts", response_model=SuccessEnvelope[list[Contact]], tags=["contacts"])
+    async def list_contacts(
+        p: contacts_scope,
+        pool: Pool,
+        limit: Limit = 50,
+        offset: Offset = None,
+        cursor: Cursor = None,
+        sort_by: Literal["created_at", "updated_at", "email"] = "created_at",
+        order: Literal["asc", "desc"] = "desc",
+        email: Annotated[str | None, Query(description="Exact address, any case.")] = None,
+        tag: Annotated[list[str] | None, Query(description="Has every given tag.")] = None,
+        status: ContactStatus | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        custom_field: Annotated[
+            list[str] | None, Query(description="`key:value` equality, repeatable.")
+        ] = None,
+        include_total: bool = False,
+    ) -> dict[str, Any]:
+        query = service.ContactQuery(
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+            sort_by=sort_by,
+            order=order,
+            include_total=include_total,
+            filter=ContactFilter(
+                email=email,
+                tags=tag,
+                status=status,
+                created_after=created_after,
+                created_before=created_before,
+                custom_fields=service.parse_custom_field_filters(custom_field or []),
+            ),
+        )
+        page = await service.list_contacts(pool, _owner(p), query)
+        return ok(page.items, pagination=page.pagination)
+
+    @router.post(
+        "/contacts",
+        status_code=201,
+        response_model=SuccessEnvelope[Contact],
+        tags=["contacts"],
+    )
+    async def create_contact(p: contacts_scope, pool: Pool, body: ContactCreate) -> dict[str, Any]:
+        return ok(await service.create_contact(pool, _owner(p), body))
+
+    @router.post(
+        "/contacts/import",
+        response_model=SuccessEnvelope[ImportReport],
+        tags=["contacts"],
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+                "required": True,
+            }
+        },
+    )
+    async def import_contacts(request: Request, p: contacts_scope, pool: Pool) -> dict[str, Any]:
+        """Upsert up to 50,000 contacts (JSON array or CSV); bad rows are reported, not
+        dropped."""
+        body = await _read_limited(request, settings.import_max_bytes)
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if media in ("text/csv", "application/csv"):
+            items = service.parse_import_csv(body)
+        elif media in ("application/json", ""):
+            items = service.parse_import_json(body)
+        else:
+            raise ApiError(
+                "Send application/json or text/csv.",
+                code="unsupported_media_type",
+                details=[ErrorDetail(field="header.content-type", message=media)],
+            )
+        return ok(await service.import_contacts(pool, _owner(p), items, settings.import_max_rows))
+
+    @router.get(
+        "/contacts/{contact_id}", response_model=SuccessEnvelope[Contact], tags=["contacts"]
+    )
+    async def get_contact(contact_id: str, p: contacts_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.get_contact(pool, _owner(p), _id(contact_id, "Contact")))
+
+    @router.put(
+        "/contacts/{contact_id}", response_model=SuccessEnvelope[Contact], tags=["contacts"]
+    )
+    async def update_contact(
+        contact_id: str, p: contacts_scope, pool: Pool, body: ContactUpdate
+    ) -> dict[str, Any]:
+        cid = _id(contact_id, "Contact")
+        return ok(await service.update_contact(pool, _owner(p), cid, body))
+
+    @router.delete("/contacts/{contact_id}", tags=["contacts"])
+    async def delete_contact(contact_id: str, p: contacts_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.delete_contact(pool, _owner(p), _id(contact_id, "Contact")))
+
+    # ------------------------------------------------------------ templates
+
+    @router.get("/templates", response_model=SuccessEnvelope[list[Template]], tags=["templates"])
+    async def list_templates(
+        p: templates_scope,
+        pool: Pool,
+        limit: Limit = 50,
+        offset: Offset = None,
+        cursor: Cursor = None,
+    ) -> dict[str, Any]:
+        page = await service.list_templates(pool, _owner(p), limit, offset, cursor)
+        return ok(page.items, pagination=page.pagination)
+
+    @router.post(
+        "/templates", status_code=201, response_model=SuccessEnvelope[Template], tags=["templates"]
+    )
+    async def create_template(
+        p: templates_scope, pool: Pool, body: TemplateCreate
+    ) -> dict[str, Any]:
+        return ok(await service.create_template(pool, _owner(p), body))
+
+    @router.get(
+        "/templates/{template_id}", response_model=SuccessEnvelope[Template], tags=["templates"]
+    )
+    async def get_template(template_id: str, p: templates_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.get_template(pool, _owner(p), _id(template_id, "Template")))
+
+    @router.put(
+        "/templates/{template_id}", response_model=SuccessEnvelope[Template], tags=["templates"]
+    )
+    async def update_template(
+        template_id: str, p: templates_scope, pool: Pool, body: TemplateUpdate
+    ) -> dict[str, Any]:
+        tid = _id(template_id, "Template")
+        return ok(await service.update_template(pool, _owner(p), tid, body))
+
+    @router.delete("/templates/{template_id}", tags=["templates"])
+    async def delete_template(template_id: str, p: templates_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.delete_template(pool, _owner(p), _id(template_id, "Template")))
+
+    @router.post(
+        "/templates/{template_id}/preview",
+        response_model=SuccessEnvelope[Preview],
+        tags=["templates"],
+    )
+    async def preview_template(
+        template_id: str,
+        p: templates_scope,
+        pool: Pool,
+        body: Annotated[PreviewRequest | None, Body()] = None,
+    ) -> dict[str, Any]:
+        tid = _id(template_id, "Template")
+        return ok(await service.preview_template(pool, _owner(p), tid, body or PreviewRequest()))
+
+    # ------------------------------------------------------------ campaigns
+
+    @router.get("/campaigns", response_model=SuccessEnvelope[list[Campaign]], tags=["campaigns"])
+    async def list_campaigns(
+        p: campaigns_scope,
+        pool: Pool,
+        limit: Limit = 50,
+        offset: Offset = None,
+        cursor: Cursor = None,
+        status: Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
+        | None = None,
+    ) -> dict[str, Any]:
+        page = await service.list_campaigns(pool, _owner(p), limit, offset, cursor, status)
+        return ok(page.items, pagination=page.pagination)
+
+    @router.post(
+        "/campaigns", status_code=201, response_model=SuccessEnvelope[Campaign], tags=["campaigns"]
+    )
+    async def create_campaign(
+        p: campaigns_scope, pool: Pool, body: CampaignCreate
+    ) -> dict[str, Any]:
+        return ok(await service.create_campaign(pool, _owner(p), body))
+
+    @router.get(
+        "/campaigns/{campaign_id}", response_model=SuccessEnvelope[Campaign], tags=["campaigns"]
+    )
+    async def get_campaign(campaign_id: str, p: campaigns_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.get_campaign(pool, _owner(p), _id(campaign_id, "Campaign")))
+
+    @router.put(
+        "/campaigns/{campaign_id}", response_model=SuccessEnvelope[Campaign], tags=["campaigns"]
+    )
+    async def update_campaign(
+        campaign_id: str, p: campaigns_scope, pool: Pool, body: CampaignUpdate
+    ) -> dict[str, Any]:
+        cid = _id(campaign_id, "Campaign")
+        return ok(await service.update_campaign(pool, _owner(p), cid, body))
+
+    @router.delete("/campaigns/{campaign_id}", tags=["campaigns"])
+    async def delete_campaign(campaign_id: str, p: campaigns_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.delete_campaign(pool, _owner(p), _id(campaign_id, "Campaign")))
+
+    for action, handler in (
+        ("start", service.start_campaign),
+        ("pause", service.pause_campaign),
+        ("resume", service.resume_campaign),
+        ("cancel", service.cancel_campaign),
+    ):
+        router.add_api_route(
+            f"/campaigns/{{campaign_id}}/{action}",
+            _transition_route(handler, campaigns_scope),
+            methods=["POST"],
+            response_model=SuccessEnvelope[Campaign],
+            tags=["campaigns"],
+            name=f"{action}_campaign",
+        )
+
+    # ------------------------------------------------------------ analytics
+
+    @router.get("/analytics/emails", tags=["analytics"])
+    async def email_analytics(
+        p: analytics_scope,
+        pool: Pool,
+        period: Annotated[str, Query(description="Days back, `1d` to `90d`.")] = "7d",
+    ) -> dict[str, Any]:
+        return ok(await service.email_analytics(pool, _owner(p), period))
+
+    @router.get("/analytics/campaigns/{campaign_id}", tags=["analytics"])
+    async def campaign_analytics(
+        campaign_id: str, p: analytics_scope, pool: Pool
+    ) -> dict[str, Any]:
+        cid = _id(campaign_id, "Campaign")
+        return ok(await service.campaign_analytics(pool, _owner(p), cid))
+
+    @router.get("/analytics/contacts/{contact_id}", tags=["analytics"])
+    async def contact_analytics(
+        contact_id: str, p: analytics_scope, pool: Pool, limit: Limit = 50, cursor: Cursor = None
+    ) -> dict[str, Any]:
+        cid = _id(contact_id, "Contact")
+        data, pagination = await service.contact_analytics(pool, _owner(p), cid, limit, cursor)
+        return ok(data, pagination=pagination)
+
+    return router
+
+
+def _transition_route(handler: Any, scope: Any) -> Any:
+    async def route(campaign_id: str, p: scope, pool: Pool) -> dict[str, Any]:  # type: ignore[valid-type]
+        return ok(await handler(pool, _owner(p), _id(campaign_id, "Campaign")))
+
+    return route
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 past `max_bytes` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(f"The body is larger than {max_bytes} bytes.", code="payload_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(f"The body is larger than {max_bytes} bytes.", code="payload_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_api(settings: CampaignsSettings | None = None) -> FastAPI:
@@ -17,5 +339,9 @@ def create_api(settings: CampaignsSettings | None = None) -> FastAPI:
         process="api",
         readiness=resources.readiness(),
         lifespan=resources.lifespan,
+        routers=[build_router(settings)],
         title="PenguinMails campaigns service",
     )
+
+
+__all__ = ["build_router", "create_api"]

@@ -111,3 +111,11 @@ def test_envelope_time_is_utc() -> None:
     env = Envelope(type="campaign.paused", source="/x", tenant_id="t", data={"campaign_id": "c"})
     assert env.time.tzinfo is not None
     assert env.time <= datetime.now(UTC)
+
+
+def test_aliased_fields_travel_under_their_wire_name() -> None:
+    data = EVENT_TYPES["email.requested"].model_validate(SAMPLES["email.requested"])
+    env = make_event(data, tenant_id="t", source="/x")
+    assert env.data["from"] == "team@penguinmails.test"
+    assert "from_" not in env.data
+    assert parse_event(env.to_json()).payload() == data

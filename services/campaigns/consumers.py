@@ -1,0 +1,142 @@
+"""What the campaigns service does when delivery's `email.*` facts arrive.
+
+- `campaigns.analytics`: every email fact goes into the `email_events` read model (one row
+  per event id, so redeliveries and replays count once; counts are computed from the facts,
+  so arrival order does not matter).
+- `campaigns.engagement`: replies stop the contact's pending sequence steps; unsubscribes,
+  hard bounces and complaints move the contact's status (and publish `contact.updated`).
+
+Both use the inbox: the handler's writes and the dedup mark commit together.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from libs.common import outbox
+from libs.common.bus import EventBus, PermanentError
+from libs.common.events import ContactUpdated, Envelope, make_event
+from libs.common.resources import Resources
+from services.campaigns import repository as repo
+
+log = logging.getLogger(__name__)
+
+ANALYTICS_TYPES = [
+    "email.queued",
+    "email.sent",
+    "email.delivered",
+    "email.opened",
+    "email.clicked",
+    "email.replied",
+    "email.bounced",
+    "email.complained",
+    "email.unsubscribed",
+    "email.failed",
+]
+ENGAGEMENT_TYPES = ["email.replied", "email.unsubscribed", "email.bounced", "email.complained"]
+# Suppression strength: a contact only moves up (active < bounced < unsubscribed < complained).
+SUPPRESSION = {
+    "email.bounced": ("bounced", 1),
+    "email.unsubscribed": ("unsubscribed", 2),
+    "email.complained": ("complained", 3),
+}
+_DETAIL_FIELDS = (
+    "url",
+    "bounce_type",
+    "reason",
+    "feedback_type",
+    "method",
+    "provider",
+    "reply_snippet",
+    "user_agent",
+)
+
+
+def _uuid(value: Any) -> UUID | None:
+    if not value:
+        return None
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+async def record_email_event(event: Envelope, conn: asyncpg.Connection | None) -> None:
+    """Add an email fact to the analytics read model."""
+    assert conn is not None
+    data = event.payload().model_dump(mode="json", by_alias=True)
+    if not data.get("message_id"):
+        raise PermanentError(f"{event.type} without message_id")
+    occurred = event.payload().occurred_at or event.time  # type: ignore[attr-defined]
+    mode = data.get("mode") if data.get("mode") in ("live", "test") else None
+    await repo.insert_email_event(
+        conn,
+        {
+            "event_id": event.id,
+            "tenant_id": event.tenant_id,
+            "mode": mode,
+            "event_type": event.type,
+            "message_id": str(data["message_id"]),
+            "campaign_id": _uuid(data.get("campaign_id")),
+            "contact_id": _uuid(data.get("contact_id")),
+            "step": data.get("step"),
+            "recipient": data.get("to"),
+            "occurred_at": occurred,
+            "detail": {k: data[k] for k in _DETAIL_FIELDS if data.get(k) is not None},
+        },
+    )
+
+
+async def apply_engagement(event: Envelope, conn: asyncpg.Connection | None) -> None:
+    """Stop sequences on reply; suppress contacts on unsubscribe, hard bounce, complaint."""
+    assert conn is not None
+    data = event.payload().model_dump(mode="json", by_alias=True)
+    contact_id = _uuid(data.get("contact_id"))
+    email = data.get("to")
+    occurred = event.payload().occurred_at or event.time  # type: ignore[attr-defined]
+    contact_ids = (
+        [contact_id]
+        if contact_id is not None
+        else (await repo.contact_ids_by_email(conn, event.tenant_id, email) if email else [])
+    )
+    if event.type == "email.replied":
+        for cid in contact_ids:
+            await repo.mark_replied(
+                conn, event.tenant_id, cid, _uuid(data.get("campaign_id")), occurred
+            )
+        return
+    if event.type == "email.bounced" and data.get("bounce_type") != "hard":
+        return  # a soft bounce is retried by delivery; the address stays usable
+    status, rank = SUPPRESSION[event.type]
+    changed = await repo.suppress_contacts(
+        conn,
+        event.tenant_id,
+        status,
+        rank,
+        contact_id=contact_id,
+        email=None if contact_id else email,
+    )
+    for row in changed:
+        await outbox.enqueue(
+            conn,
+            make_event(
+                ContactUpdated(
+                    contact_id=str(row["id"]),
+                    email=row["email"],
+                    changed=["status"],
+                    contact_tags=list(row["tags"]),
+                ),
+                tenant_id=event.tenant_id,
+                source="/services/campaigns",
+                subject=f"contacts/{row['id']}",
+            ),
+        )
+
+
+def setup(bus: EventBus, resources: Resources) -> None:
+    bus.subscribe("analytics", ANALYTICS_TYPES)(record_email_event)
+    bus.subscribe("engagement", ENGAGEMENT_TYPES)(apply_engagement)

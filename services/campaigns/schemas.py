@@ -1,0 +1,416 @@
+"""Request and response models of the campaigns API, and the email address rule they share
+with the bulk importer."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.campaigns.scheduling import DAY_NAMES
+
+ContactStatus = Literal["active", "unsubscribed", "bounced", "complained"]
+CampaignStatus = Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+MAX_TAGS = 100
+MAX_TAG_CHARS = 64
+MAX_NAME_CHARS = 200
+MAX_CUSTOM_FIELDS_BYTES = 16 * 1024
+MAX_TEMPLATE_CHARS = 512 * 1024
+
+# WHATWG "valid e-mail address" (what browsers accept), plus RFC 5321 length limits and a
+# dotted domain. ASCII addresses take this fast path (imports check 50,000 at a time);
+# internationalised ones go through email-validator.
+_ASCII_EMAIL = re.compile(
+    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+"
+)
+
+
+def check_email(value: Any) -> str:
+    """The address, trimmed; raises ValueError naming what is wrong."""
+    if not isinstance(value, str):
+        raise ValueError("email must be a string")
+    email = value.strip()
+    if not email:
+        raise ValueError("email is required")
+    if len(email) > 254:
+        raise ValueError("email is longer than 254 characters")
+    if email.isascii():
+        if not _ASCII_EMAIL.fullmatch(email):
+            raise ValueError("email is not a valid address")
+        if len(email.rsplit("@", 1)[0]) > 64:
+            raise ValueError("email local part is longer than 64 characters")
+        if email.rsplit(".", 1)[1].isdigit():
+            raise ValueError("email domain has a numeric top-level label")
+        return email
+    try:
+        return str(validate_email(email, check_deliverability=False).normalized)
+    except EmailNotValidError as exc:
+        raise ValueError(f"email is not a valid address: {exc}") from exc
+
+
+def check_tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("tags must be a list of strings")
+    out: list[str] = []
+    for tag in value:
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValueError("each tag must be a non-empty string")
+        tag = tag.strip()
+        if len(tag) > MAX_TAG_CHARS:
+            raise ValueError(f"a tag is longer than {MAX_TAG_CHARS} characters")
+        if tag not in out:
+            out.append(tag)
+    if len(out) > MAX_TAGS:
+        raise ValueError(f"more than {MAX_TAGS} tags")
+    return out
+
+
+def check_custom_fields(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("custom_fields must be a JSON object")
+    if len(orjson.dumps(value)) > MAX_CUSTOM_FIELDS_BYTES:
+        raise ValueError(f"custom_fields is larger than {MAX_CUSTOM_FIELDS_BYTES} bytes")
+    return value
+
+
+def check_name(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string")
+    value = value.strip()
+    if len(value) > MAX_NAME_CHARS:
+        raise ValueError(f"{field} is longer than {MAX_NAME_CHARS} characters")
+    return value or None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- contacts
+
+
+class ContactCreate(_Strict):
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    status: ContactStatus = "active"
+
+    _email = field_validator("email", mode="before")(check_email)
+    _tags = field_validator("tags", mode="before")(check_tags)
+    _custom = field_validator("custom_fields", mode="before")(check_custom_fields)
+
+    @field_validator("first_name", "last_name", "company", mode="before")
+    @classmethod
+    def _names(cls, value: Any, info: Any) -> str | None:
+        return check_name(value, info.field_name)
+
+
+class ContactUpdate(_Strict):
+    """PUT body: only the fields present change (`custom_fields` replaces the whole object)."""
+
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    tags: list[str] | None = None
+    custom_fields: dict[str, Any] | None = None
+    status: ContactStatus | None = None
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> str | None:
+        return None if value is None else check_email(value)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str] | None:
+        return None if value is None else check_tags(value)
+
+    @field_validator("custom_fields", mode="before")
+    @classmethod
+    def _custom(cls, value: Any) -> dict[str, Any] | None:
+        return None if value is None else check_custom_fields(value)
+
+    @field_validator("first_name", "last_name", "company", mode="before")
+    @classmethod
+    def _names(cls, value: Any, info: Any) -> str | None:
+        return check_name(value, info.field_name)
+
+
+class Contact(BaseModel):
+    id: UUID
+    email: str
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    tags: list[str]
+    custom_fields: dict[str, Any]
+    status: ContactStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class ImportRowError(BaseModel):
+    row: int
+    email: str | None = None
+    field: str | None = None
+    message: str
+
+
+class ImportReport(BaseModel):
+    received: int
+    created: int
+    updated: int
+    failed: int
+    errors: list[ImportRowError]
+
+
+# ---------------------------------------------------------------- templates
+
+
+def _check_source(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_TEMPLATE_CHARS:
+        raise ValueError(f"longer than {MAX_TEMPLATE_CHARS} characters")
+    return value
+
+
+class TemplateCreate(_Strict):
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    subject: str = Field(min_length=1, max_length=998)
+    html: str | None = None
+    text: str | None = None
+    # Sample values used by preview when no contact or data is given.
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+    _sources = field_validator("html", "text")(_check_source)
+
+    @model_validator(mode="after")
+    def _has_body(self) -> TemplateCreate:
+        if not self.html and not self.text:
+            raise ValueError("a template needs html or text")
+        return self
+
+
+class TemplateUpdate(_Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    html: str | None = None
+    text: str | None = None
+    variables: dict[str, Any] | None = None
+
+    _sources = field_validator("html", "text")(_check_source)
+
+
+class Template(BaseModel):
+    id: UUID
+    name: str
+    subject: str
+    html: str | None
+    text: str | None
+    variables: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class PreviewRequest(_Strict):
+    """Render with a stored contact, or with `data`; neither: the template's `variables`."""
+
+    contact_id: UUID | None = None
+    data: dict[str, Any] | None = None
+
+
+class Preview(BaseModel):
+    subject: str
+    html: str | None
+    text: str | None
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+class CampaignContent(_Strict):
+    html: str | None = None
+    text: str | None = None
+    template_id: UUID | None = None
+
+    _sources = field_validator("html", "text")(_check_source)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CampaignContent:
+        if self.template_id is None and not self.html and not self.text:
+            raise ValueError("content needs html, text or a template_id")
+        if self.template_id is not None and (self.html or self.text):
+            raise ValueError("give either a template_id or inline html/text, not both")
+        return self
+
+
+class FollowUp(_Strict):
+    """A later step: sent `delay_days` after the previous step, to recipients who have not
+    replied. Without a subject it is sent as a reply: `Re: <first subject>`."""
+
+    delay_days: float = Field(gt=0, le=365)
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    content: CampaignContent
+
+
+class Recipients(_Strict):
+    contact_ids: list[UUID] | None = Field(default=None, max_length=100_000)
+    tags: list[str] | None = None
+    match: Literal["any", "all"] = "any"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Recipients:
+        if (self.contact_ids is None) == (self.tags is None):
+            raise ValueError("give either contact_ids or tags")
+        if self.tags is not None:
+            self.tags = check_tags(self.tags)
+            if not self.tags:
+                raise ValueError("tags must not be empty")
+        return self
+
+
+class CampaignSettings(_Strict):
+    track_opens: bool = True
+    track_clicks: bool = True
+    category: Literal["marketing", "transactional"] = "marketing"
+
+
+class Schedule(_Strict):
+    timezone: str = "UTC"
+    days: list[DayName] = Field(default_factory=lambda: list(DAY_NAMES), min_length=1)
+    start_hour: int = Field(default=0, ge=0, le=23)
+    end_hour: int = Field(default=24, ge=1, le=24)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _hours(self) -> Schedule:
+        if self.end_hour <= self.start_hour:
+            raise ValueError("end_hour must be after start_hour")
+        self.days = [d for d in DAY_NAMES if d in self.days]  # type: ignore[misc]
+        return self
+
+
+class Spacing(_Strict):
+    min_seconds: int = Field(ge=0, le=86_400)
+    max_seconds: int = Field(ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _order(self) -> Spacing:
+        if self.max_seconds < self.min_seconds:
+            raise ValueError("max_seconds must be at least min_seconds")
+        return self
+
+
+class CampaignCreate(_Strict):
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    from_email: str
+    from_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    reply_to: str | None = None
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    content: CampaignContent
+    recipients: Recipients
+    settings: CampaignSettings = Field(default_factory=CampaignSettings)
+    follow_ups: list[FollowUp] = Field(default_factory=list, max_length=20)
+    schedule: Schedule | None = None
+    daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
+    spacing: Spacing | None = None
+    scheduled_at: datetime | None = None
+
+    _from = field_validator("from_email", mode="before")(check_email)
+
+    @field_validator("reply_to", mode="before")
+    @classmethod
+    def _reply_to(cls, value: Any) -> str | None:
+        return None if value is None else check_email(value)
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("scheduled_at needs a timezone (e.g. 2026-01-05T09:00:00Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _subject(self) -> CampaignCreate:
+        if self.subject is None and self.content.template_id is None:
+            raise ValueError("subject is required unless the content uses a template")
+        return self
+
+
+class CampaignUpdate(_Strict):
+    """PUT body (draft campaigns only): the fields present replace the stored ones."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
+    from_email: str | None = None
+    from_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    reply_to: str | None = None
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    content: CampaignContent | None = None
+    recipients: Recipients | None = None
+    settings: CampaignSettings | None = None
+    follow_ups: list[FollowUp] | None = Field(default=None, max_length=20)
+    schedule: Schedule | None = None
+    daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
+    spacing: Spacing | None = None
+    scheduled_at: datetime | None = None
+
+    @field_validator("from_email", "reply_to", mode="before")
+    @classmethod
+    def _emails(cls, value: Any) -> str | None:
+        return None if value is None else check_email(value)
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("scheduled_at needs a timezone (e.g. 2026-01-05T09:00:00Z)")
+        return value
+
+
+class Campaign(BaseModel):
+    id: UUID
+    name: str
+    status: CampaignStatus
+    from_email: str
+    from_name: str | None
+    reply_to: str | None
+    subject: str | None
+    content: dict[str, Any]
+    recipients: dict[str, Any]
+    settings: dict[str, Any]
+    follow_ups: list[dict[str, Any]]
+    schedule: dict[str, Any] | None
+    daily_cap: int | None
+    spacing: dict[str, int] | None
+    scheduled_at: datetime | None
+    recipient_count: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime

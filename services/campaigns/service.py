@@ -1,0 +1,1102 @@
+"""Domain logic of the campaigns service: contacts (CRUD, lists, bulk import), templates and
+previews, campaigns and their status machine, and the analytics read models' answers.
+
+No SQL here (see repository.py) and no HTTP objects (see api.py): functions take the pool,
+the owner (tenant, mode) and validated input, and raise `ApiError`s the API turns into
+envelopes. Every change that is a fact (contact.*, campaign.*) is written to the outbox in
+the change's transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+import asyncpg
+import orjson
+from pydantic import ValidationError as PydanticValidationError
+
+from libs.common import outbox
+from libs.common.events import (
+    CampaignCancelled,
+    CampaignPaused,
+    CampaignResumed,
+    CampaignStarted,
+    ContactCreated,
+    ContactDeleted,
+    ContactUpdated,
+    EventData,
+    make_event,
+    new_event_id,
+)
+from libs.common.http import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    ErrorDetail,
+    NotFound,
+    ValidationFailed,
+    register_error_code,
+)
+from services.campaigns import repository as repo
+from services.campaigns.repository import ContactFilter, ImportRow, Keyset, Owner
+from services.campaigns.schemas import (
+    CampaignCreate,
+    CampaignUpdate,
+    ContactCreate,
+    ContactUpdate,
+    PreviewRequest,
+    TemplateCreate,
+    TemplateUpdate,
+    check_custom_fields,
+    check_email,
+    check_name,
+    check_tags,
+)
+from services.campaigns.templating import CompiledContent, TemplateProblem, check, contact_context
+
+SOURCE = "/services/campaigns"
+
+register_error_code("contact_exists", 409, "A contact with this email already exists.")
+register_error_code("invalid_cursor", 400, "The pagination cursor is malformed or expired.")
+register_error_code(
+    "invalid_status_transition", 409, "The campaign's current status does not allow this action."
+)
+register_error_code(
+    "campaign_not_editable", 409, "Only a draft campaign can be changed or deleted."
+)
+register_error_code("no_recipients", 422, "The campaign has no active recipient to send to.")
+register_error_code("template_syntax_error", 422, "The template does not compile.")
+register_error_code(
+    "template_unsafe", 422, "The template reaches outside the sandbox (internals, files)."
+)
+register_error_code("template_render_error", 422, "The template failed to render.")
+
+
+def _template_error(problem: TemplateProblem, field_prefix: str = "") -> ApiError:
+    code = {
+        "syntax": "template_syntax_error",
+        "unsafe": "template_unsafe",
+        "render": "template_render_error",
+    }[problem.kind]
+    field = f"{field_prefix}{problem.part}"
+    if problem.variable:
+        field = f"variables.{problem.variable}"
+    return ApiError(
+        problem.message, code=code, details=[ErrorDetail(field=field, message=problem.message)]
+    )
+
+
+def _event(owner: Owner, data: EventData, subject: str) -> Any:
+    return make_event(data, tenant_id=owner.tenant_id, source=SOURCE, subject=subject)
+
+
+# ---------------------------------------------------------------- pagination
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    pagination: dict[str, Any]
+
+
+def encode_cursor(kind: str, order: str, value: Any, row_id: UUID) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = orjson.dumps({"k": kind, "o": order, "v": value, "i": str(row_id)})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str, order: str) -> Keyset:
+    """The keyset a cursor points at; it must come from a list with the same sort."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = orjson.loads(raw)
+        if data["k"] != kind or data["o"] != order:
+            raise BadRequest(
+                "The cursor belongs to a list with another sort_by/order.",
+                code="invalid_cursor",
+                details=[ErrorDetail(field="query.cursor", message="sort does not match")],
+            )
+        value = data["v"]
+        if kind in ("created_at", "updated_at", "occurred_at"):
+            value = datetime.fromisoformat(value)
+        elif not isinstance(value, str):
+            raise ValueError("bad value")
+        return Keyset(value=value, id=UUID(data["i"]))
+    except ApiError:
+        raise
+    except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise BadRequest(
+            "The cursor is malformed.",
+            code="invalid_cursor",
+            details=[ErrorDetail(field="query.cursor", message="not a cursor from this API")],
+        ) from exc
+
+
+def _page(
+    rows: list[asyncpg.Record],
+    limit: int,
+    offset: int | None,
+    kind: str,
+    order: str,
+    shape: Any,
+) -> Page:
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (
+        encode_cursor(kind, order, rows[-1]["sort_value"], rows[-1]["id"])
+        if has_more and rows
+        else None
+    )
+    pagination: dict[str, Any] = {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}
+    if offset is not None:
+        pagination["offset"] = offset
+    return Page([shape(r) for r in rows], pagination)
+
+
+# ---------------------------------------------------------------- contacts
+
+
+def contact_out(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "email": row["email"],
+        "first_name": row["first_name"],
+        "last_name": row["last_name"],
+        "company": row["company"],
+        "tags": list(row["tags"]),
+        "custom_fields": row["custom_fields"],
+        "status": row["status"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _contact_event(row: Any, cls: type[EventData], **extra: Any) -> EventData:
+    return cls(
+        contact_id=str(row["id"]), email=row["email"], contact_tags=list(row["tags"]), **extra
+    )
+
+
+def _email_taken(email: str) -> Conflict:
+    return Conflict(
+        f"A contact with email {email} already exists.",
+        code="contact_exists",
+        details=[ErrorDetail(field="body.email", message="already used by another contact")],
+    )
+
+
+async def create_contact(pool: asyncpg.Pool, owner: Owner, body: ContactCreate) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repo.insert_contact(conn, owner, new_event_id(), body.model_dump())
+        if row is None:
+            raise _email_taken(body.email)
+        await outbox.enqueue(
+            conn,
+            _event(owner, _contact_event(row, ContactCreated), f"contacts/{row['id']}"),
+        )
+    return contact_out(row)
+
+
+async def get_contact(pool: asyncpg.Pool, owner: Owner, contact_id: UUID) -> dict[str, Any]:
+    row = await repo.get_contact(pool, owner, contact_id)
+    if row is None:
+        raise NotFound("Contact not found.")
+    return contact_out(row)
+
+
+async def update_contact(
+    pool: asyncpg.Pool, owner: Owner, contact_id: UUID, body: ContactUpdate
+) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    for key in ("email", "tags", "custom_fields", "status"):
+        if key in changes and changes[key] is None:
+            raise ValidationFailed(
+                details=[ErrorDetail(field=f"body.{key}", message="may not be null")]
+            )
+    async with pool.acquire() as conn, conn.transaction():
+        before = await repo.get_contact(conn, owner, contact_id, lock=True)
+        if before is None:
+            raise NotFound("Contact not found.")
+        try:
+            row = await repo.update_contact(conn, owner, contact_id, changes)
+        except asyncpg.UniqueViolationError:
+            raise _email_taken(changes["email"]) from None
+        assert row is not None
+        changed = sorted(k for k in changes if before[k] != row[k])
+        if changed:
+            await outbox.enqueue(
+                conn,
+                _event(
+                    owner,
+                    _contact_event(row, ContactUpdated, changed=changed),
+                    f"contacts/{row['id']}",
+                ),
+            )
+    return contact_out(row)
+
+
+async def delete_contact(pool: asyncpg.Pool, owner: Owner, contact_id: UUID) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repo.delete_contact(conn, owner, contact_id)
+        if row is None:
+            raise NotFound("Contact not found.")
+        await outbox.enqueue(
+            conn, _event(owner, _contact_event(row, ContactDeleted), f"contacts/{row['id']}")
+        )
+    return {"id": row["id"], "deleted": True}
+
+
+@dataclass
+class ContactQuery:
+    limit: int
+    offset: int | None
+    cursor: str | None
+    sort_by: Literal["created_at", "updated_at", "email"]
+    order: Literal["asc", "desc"]
+    include_total: bool
+    filter: ContactFilter
+
+
+def parse_custom_field_filters(raw: list[str]) -> list[tuple[str, list[Any]]]:
+    """`key:value` pairs; the value also matches as a JSON number/boolean (`seats:5`)."""
+    out: list[tuple[str, list[Any]]] = []
+    for i, item in enumerate(raw):
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ValidationFailed(
+                details=[
+                    ErrorDetail(
+                        field=f"query.custom_field.{i}", message="expected key:value, e.g. plan:pro"
+                    )
+                ]
+            )
+        values: list[Any] = [value]
+        with contextlib.suppress(orjson.JSONDecodeError):
+            parsed = orjson.loads(value)
+            if isinstance(parsed, bool | int | float) or parsed is None:
+                values.append(parsed)
+        out.append((key, values))
+    return out
+
+
+async def list_contacts(pool: asyncpg.Pool, owner: Owner, q: ContactQuery) -> Page:
+    if q.cursor is not None and q.offset:
+        raise ValidationFailed(
+            "Use either cursor or offset pagination, not both.",
+            details=[ErrorDetail(field="query.cursor", message="cannot be combined with offset")],
+        )
+    after = decode_cursor(q.cursor, q.sort_by, q.order) if q.cursor else None
+    rows = await repo.list_contacts(
+        pool,
+        owner,
+        q.filter,
+        sort_by=q.sort_by,
+        order=q.order,
+        limit=q.limit + 1,
+        offset=0 if after else (q.offset or 0),
+        after=after,
+    )
+    page = _page(rows, q.limit, None if after else (q.offset or 0), q.sort_by, q.order, contact_out)
+    if q.include_total:
+        page.pagination["total"] = await repo.count_contacts(pool, owner, q.filter)
+    return page
+
+
+# ---------------------------------------------------------------- contact import
+
+_CSV_FIELDS = ("email", "first_name", "last_name", "company", "tags", "status")
+_STATUSES = ("active", "unsubscribed", "bounced", "complained")
+
+
+class ImportTooLarge(ApiError):
+    code = "payload_too_large"
+
+
+def parse_import_json(body: bytes) -> list[Any]:
+    """A JSON array of contacts, or `{"contacts": [...]}`."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            code="invalid_json", details=[ErrorDetail(field="body", message=str(exc))]
+        ) from exc
+    if isinstance(data, dict) and isinstance(data.get("contacts"), list):
+        data = data["contacts"]
+    if not isinstance(data, list):
+        raise ValidationFailed(
+            "Send a JSON array of contacts (or an object with a `contacts` array).",
+            details=[ErrorDetail(field="body", message="expected an array of contacts")],
+        )
+    return data
+
+
+def parse_import_csv(body: bytes) -> list[Any]:
+    """CSV with a header row: email, first_name, last_name, company, tags (`;`-separated),
+    status; any other column becomes a custom field. Empty cells are absent values."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            "The CSV file is not UTF-8.", details=[ErrorDetail(field="body", message=str(exc))]
+        ) from exc
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        if not header:
+            return []
+        names = [h.strip() for h in header]
+        if "email" not in names:
+            raise ValidationFailed(
+                "The CSV header has no `email` column.",
+                details=[ErrorDetail(field="body", message="missing email column")],
+            )
+        rows: list[Any] = []
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                rows.append(None)  # keeps row numbers aligned; reported as an empty row
+                continue
+            row: dict[str, Any] = {}
+            custom: dict[str, Any] = {}
+            if len(cells) > len(names):
+                row["__error__"] = f"{len(cells)} cells for {len(names)} columns"
+            for name, cell in zip(names, cells, strict=False):
+                cell = cell.strip()
+                if not cell:
+                    continue
+                if name == "tags":
+                    row["tags"] = [t for t in (p.strip() for p in cell.split(";")) if t]
+                elif name in _CSV_FIELDS:
+                    row[name] = cell
+                elif name:
+                    custom[name] = cell
+            if custom:
+                row["custom_fields"] = custom
+            rows.append(row)
+        return rows
+    except csv.Error as exc:
+        raise BadRequest(
+            "The CSV file is malformed.",
+            details=[ErrorDetail(field="body", message=f"line {reader.line_num}: {exc}")],
+        ) from exc
+
+
+def _import_row(item: Any) -> tuple[ImportRow | None, str | None, str]:
+    """(row, field, message): a valid row, or the first problem with it."""
+    if not isinstance(item, dict):
+        return None, None, "row is not an object" if item is not None else "row is empty"
+    if "__error__" in item:
+        return None, None, item["__error__"]
+    unknown = set(item) - {*_CSV_FIELDS, "custom_fields"}
+    if unknown:
+        return None, sorted(unknown)[0], "unknown field"
+    field = "email"
+    try:
+        email = check_email(item.get("email"))
+        field = "tags"
+        tags = check_tags(item.get("tags"))
+        field = "custom_fields"
+        custom = check_custom_fields(item.get("custom_fields"))
+        names = []
+        for field in ("first_name", "last_name", "company"):
+            names.append(check_name(item.get(field), field))
+        field = "status"
+        status = item.get("status")
+        if status is not None and status not in _STATUSES:
+            raise ValueError(f"status must be one of {', '.join(_STATUSES)}")
+    except ValueError as exc:
+        return None, field, str(exc)
+    row = ImportRow(
+        new_event_id(),
+        email,
+        names[0],
+        names[1],
+        names[2],
+        tags,
+        orjson.dumps(custom).decode(),
+        status,
+    )
+    return row, None, ""
+
+
+async def import_contacts(
+    pool: asyncpg.Pool, owner: Owner, items: list[Any], max_rows: int
+) -> dict[str, Any]:
+    """Upsert every valid row in one transaction; every other row is in `errors` with its
+    1-based row number. Publishes contact.created / contact.updated per imported row."""
+    if len(items) > max_rows:
+        raise ImportTooLarge(
+            f"An import takes at most {max_rows} rows; this one has {len(items)}. Split it.",
+            details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
+        )
+    errors: list[dict[str, Any]] = []
+    rows: list[ImportRow] = []
+    first_row_of: dict[str, int] = {}
+    for number, item in enumerate(items, start=1):
+        row, field, message = _import_row(item)
+        if row is None:
+            email = item.get("email") if isinstance(item, dict) else None
+            errors.append(
+                {
+                    "row": number,
+                    "email": email if isinstance(email, str) else None,
+                    "field": field,
+                    "message": message,
+                }
+            )
+            continue
+        key = row.email.lower()
+        if key in first_row_of:
+            errors.append(
+                {
+                    "row": number,
+                    "email": row.email,
+                    "field": "email",
+                    "message": f"duplicate of row {first_row_of[key]} in this import",
+                }
+            )
+            continue
+        first_row_of[key] = number
+        rows.append(row)
+    created = updated = 0
+    if rows:
+        async with pool.acquire() as conn, conn.transaction():
+            results = await repo.upsert_contacts(conn, owner, rows)
+            template_created = _event(owner, ContactCreated(contact_id="-", email="-"), "-")
+            template_updated = _event(owner, ContactUpdated(contact_id="-", email="-"), "-")
+            base_created = template_created.model_dump(mode="json")
+            base_updated = template_updated.model_dump(mode="json")
+            tags_of = {r.email.lower(): r.tags for r in rows}
+            payloads = []
+            for r in results:
+                base = base_created if r["inserted"] else base_updated
+                data: dict[str, Any] = {
+                    **base["data"],
+                    "contact_id": str(r["id"]),
+                    "email": r["email"],
+                    "contact_tags": tags_of.get(r["email"].lower(), []),
+                }
+                if not r["inserted"]:
+                    data["changed"] = ["import"]
+                payloads.append(
+                    {
+                        **base,
+                        "id": str(new_event_id()),
+                        "subject": f"contacts/{r['id']}",
+                        "data": data,
+                    }
+                )
+                if r["inserted"]:
+                    created += 1
+                else:
+                    updated += 1
+            await repo.copy_events(conn, payloads)
+    return {
+        "received": len(items),
+        "created": created,
+        "updated": updated,
+        "failed": len(errors),
+        "errors": errors,
+    }
+
+
+# ---------------------------------------------------------------- templates
+
+
+def template_out(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        k: row[k]
+        for k in ("id", "name", "subject", "html", "text", "variables", "created_at", "updated_at")
+    }
+
+
+def _check_template_parts(parts: dict[str, str | None], prefix: str = "body.") -> None:
+    for part in ("subject", "html", "text"):
+        source = parts.get(part)
+        if source is None:
+            continue
+        try:
+            check(part, source)
+        except TemplateProblem as problem:
+            raise _template_error(problem, prefix) from problem
+
+
+async def create_template(pool: asyncpg.Pool, owner: Owner, body: TemplateCreate) -> dict[str, Any]:
+    _check_template_parts(body.model_dump())
+    return template_out(await repo.insert_template(pool, owner, new_event_id(), body.model_dump()))
+
+
+async def get_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -> dict[str, Any]:
+    row = await repo.get_template(pool, owner, template_id)
+    if row is None:
+        raise NotFound("Template not found.")
+    return template_out(row)
+
+
+async def update_template(
+    pool: asyncpg.Pool, owner: Owner, template_id: UUID, body: TemplateUpdate
+) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    for key in ("name", "subject", "variables"):
+        if key in changes and changes[key] is None:
+            raise ValidationFailed(
+                details=[ErrorDetail(field=f"body.{key}", message="may not be null")]
+            )
+    _check_template_parts(changes)
+    row = await repo.update_template(pool, owner, template_id, changes)
+    if row is None:
+        raise NotFound("Template not found.")
+    if not row["html"] and not row["text"]:
+        # Put back: a template keeps a body. (Rare; cheaper than locking for every update.)
+        raise ValidationFailed(
+            "A template needs html or text.",
+            details=[ErrorDetail(field="body", message="html and text cannot both be empty")],
+        )
+    return template_out(row)
+
+
+async def delete_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -> dict[str, Any]:
+    if not await repo.delete_template(pool, owner, template_id):
+        raise NotFound("Template not found.")
+    return {"id": template_id, "deleted": True}
+
+
+async def list_templates(
+    pool: asyncpg.Pool, owner: Owner, limit: int, offset: int | None, cursor: str | None
+) -> Page:
+    after = decode_cursor(cursor, "created_at", "desc") if cursor else None
+    rows = await repo.list_templates(
+        pool, owner, limit=limit + 1, offset=0 if after else (offset or 0), after=after
+    )
+    return _page(rows, limit, None if after else (offset or 0), "created_at", "desc", template_out)
+
+
+async def preview_template(
+    pool: asyncpg.Pool, owner: Owner, template_id: UUID, body: PreviewRequest
+) -> dict[str, Any]:
+    template = await repo.get_template(pool, owner, template_id)
+    if template is None:
+        raise NotFound("Template not found.")
+    if body.contact_id is not None:
+        contact = await repo.get_contact(pool, owner, body.contact_id)
+        if contact is None:
+            raise NotFound("Contact not found.")
+        context = contact_context(dict(contact), body.data)
+    else:
+        context = dict(body.data if body.data is not None else template["variables"])
+    try:
+        content = CompiledContent(template["subject"], template["html"], template["text"]).render(
+            context
+        )
+    except TemplateProblem as problem:
+        raise _template_error(problem) from problem
+    return {"subject": content.subject, "html": content.html, "text": content.text}
+
+
+# ---------------------------------------------------------------- campaigns
+
+_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "start": ("draft",),
+    "pause": ("running", "scheduled"),
+    "resume": ("paused",),
+    "cancel": ("draft", "scheduled", "running", "paused"),
+}
+
+
+def _content_dict(step: dict[str, Any]) -> dict[str, Any]:
+    return {k: step.get(k) for k in ("html", "text", "template_id") if step.get(k) is not None}
+
+
+def campaign_out(row: asyncpg.Record) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = row["steps"]
+    spacing = (
+        {"min_seconds": row["spacing_min_seconds"], "max_seconds": row["spacing_max_seconds"]}
+        if row["spacing_max_seconds"]
+        else None
+    )
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "from_email": row["from_email"],
+        "from_name": row["from_name"],
+        "reply_to": row["reply_to"],
+        "subject": steps[0].get("subject"),
+        "content": _content_dict(steps[0]),
+        "recipients": row["recipients"],
+        "settings": row["settings"],
+        "follow_ups": [
+            {
+                "delay_days": s["delay_days"],
+                "subject": s.get("subject"),
+                "content": _content_dict(s),
+            }
+            for s in steps[1:]
+        ],
+        "schedule": row["schedule"],
+        "daily_cap": row["daily_cap"],
+        "spacing": spacing,
+        "scheduled_at": row["scheduled_at"],
+        "recipient_count": row["recipient_count"],
+        "started_at": row["started_at"],
+        "completed_at": row["completed_at"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _steps(subject: str | None, content: Any, follow_ups: list[Any]) -> list[dict[str, Any]]:
+    steps = [{"step": 1, "delay_days": 0, "subject": subject, **content.model_dump(mode="json")}]
+    for i, f in enumerate(follow_ups, start=2):
+        steps.append(
+            {
+                "step": i,
+                "delay_days": f.delay_days,
+                "subject": f.subject,
+                **f.content.model_dump(mode="json"),
+            }
+        )
+    return steps
+
+
+def _check_steps(steps: list[dict[str, Any]]) -> None:
+    for i, step in enumerate(steps):
+        prefix = "body.content." if i == 0 else f"body.follow_ups.{i - 1}.content."
+        for part in ("html", "text"):
+            if step.get(part) is not None:
+                try:
+                    check(part, step[part])
+                except TemplateProblem as problem:
+                    raise _template_error(problem, prefix) from problem
+        if step.get("subject") is not None:
+            try:
+                check("subject", step["subject"])
+            except TemplateProblem as problem:
+                where = "body." if i == 0 else f"body.follow_ups.{i - 1}."
+                raise _template_error(problem, where) from problem
+
+
+async def _check_references(pool: asyncpg.Pool, owner: Owner, fields: dict[str, Any]) -> None:
+    details: list[ErrorDetail] = []
+    for i, step in enumerate(fields.get("steps") or []):
+        if (
+            step.get("template_id")
+            and await repo.get_template(pool, owner, UUID(step["template_id"])) is None
+        ):
+            where = "body.content" if i == 0 else f"body.follow_ups.{i - 1}.content"
+            details.append(ErrorDetail(field=f"{where}.template_id", message="no such template"))
+    ids = (fields.get("recipients") or {}).get("contact_ids")
+    if ids:
+        wanted = [UUID(x) for x in ids]
+        found = await repo.existing_contact_ids(pool, owner, wanted)
+        missing = [str(x) for x in wanted if x not in found]
+        for x in missing[:20]:
+            details.append(
+                ErrorDetail(field="body.recipients.contact_ids", message=f"no such contact: {x}")
+            )
+    if details:
+        raise ValidationFailed(details=details)
+
+
+def _campaign_fields(body: CampaignCreate) -> dict[str, Any]:
+    """Columns of a campaign from its validated input."""
+    sp = body.spacing
+    steps = _steps(body.subject, body.content, body.follow_ups)
+    return {
+        "name": body.name,
+        "from_email": body.from_email,
+        "from_name": body.from_name,
+        "reply_to": body.reply_to,
+        "steps": steps,
+        "recipients": body.recipients.model_dump(mode="json", exclude_none=True),
+        "settings": body.settings.model_dump(),
+        "schedule": body.schedule.model_dump() if body.schedule else None,
+        "daily_cap": body.daily_cap,
+        "spacing_min_seconds": sp.min_seconds if sp else 0,
+        "spacing_max_seconds": sp.max_seconds if sp else 0,
+        "scheduled_at": body.scheduled_at,
+    }
+
+
+def _campaign_input(current: asyncpg.Record) -> dict[str, Any]:
+    """A stored draft as the create body that would make it (to apply a PUT on top)."""
+    out = campaign_out(current)
+    keys = (
+        "name",
+        "from_email",
+        "from_name",
+        "reply_to",
+        "subject",
+        "content",
+        "recipients",
+        "settings",
+        "follow_ups",
+        "schedule",
+        "daily_cap",
+        "spacing",
+        "scheduled_at",
+    )
+    body = {k: out[k] for k in keys}
+    body["follow_ups"] = [{k: v for k, v in f.items() if v is not None} for f in body["follow_ups"]]
+    return {k: v for k, v in body.items() if v is not None}
+
+
+async def create_campaign(pool: asyncpg.Pool, owner: Owner, body: CampaignCreate) -> dict[str, Any]:
+    fields = _campaign_fields(body)
+    _check_steps(fields["steps"])
+    await _check_references(pool, owner, fields)
+    row = await repo.insert_campaign(pool, owner, new_event_id(), fields)
+    return campaign_out(row)
+
+
+async def get_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+    row = await repo.get_campaign(pool, owner, campaign_id)
+    if row is None:
+        raise NotFound("Campaign not found.")
+    return campaign_out(row)
+
+
+def _status_conflict(code: str, action: str, status: str) -> Conflict:
+    return Conflict(
+        f"Cannot {action} a campaign whose status is '{status}'.",
+        code=code,
+        details=[ErrorDetail(field="status", message=status)],
+    )
+
+
+async def update_campaign(
+    pool: asyncpg.Pool, owner: Owner, campaign_id: UUID, body: CampaignUpdate
+) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        current = await repo.get_campaign(conn, owner, campaign_id, lock=True)
+        if current is None:
+            raise NotFound("Campaign not found.")
+        if current["status"] != "draft":
+            raise _status_conflict("campaign_not_editable", "change", current["status"])
+        merged = {**_campaign_input(current), **body.model_dump(mode="json", exclude_unset=True)}
+        try:
+            full = CampaignCreate.model_validate(merged)
+        except PydanticValidationError as exc:
+            raise ValidationFailed(
+                details=[
+                    ErrorDetail(field=".".join(["body", *map(str, e["loc"])]), message=e["msg"])
+                    for e in exc.errors()
+                ]
+            ) from exc
+        fields = _campaign_fields(full)
+        _check_steps(fields["steps"])
+        await _check_references(pool, owner, fields)
+        row = await repo.update_campaign(conn, campaign_id, fields)
+    return campaign_out(row)
+
+
+async def delete_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        current = await repo.get_campaign(conn, owner, campaign_id, lock=True)
+        if current is None:
+            raise NotFound("Campaign not found.")
+        if current["status"] not in ("draft", "completed", "cancelled"):
+            raise _status_conflict("campaign_not_editable", "delete", current["status"])
+        await repo.delete_campaign(conn, campaign_id)
+    return {"id": campaign_id, "deleted": True}
+
+
+async def list_campaigns(
+    pool: asyncpg.Pool,
+    owner: Owner,
+    limit: int,
+    offset: int | None,
+    cursor: str | None,
+    status: str | None,
+) -> Page:
+    after = decode_cursor(cursor, "created_at", "desc") if cursor else None
+    rows = await repo.list_campaigns(
+        pool,
+        owner,
+        limit=limit + 1,
+        offset=0 if after else (offset or 0),
+        after=after,
+        status=status,
+    )
+    return _page(rows, limit, None if after else (offset or 0), "created_at", "desc", campaign_out)
+
+
+async def _resolve_steps(
+    conn: asyncpg.Connection, owner: Owner, steps: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Freeze each step's content (templates copied in) and prove it compiles."""
+    resolved: list[dict[str, Any]] = []
+    first_subject: str | None = None
+    for i, step in enumerate(steps):
+        where = "body.content" if i == 0 else f"follow_ups.{i - 1}.content"
+        s = dict(step)
+        if s.get("template_id"):
+            t = await repo.get_template(conn, owner, UUID(s["template_id"]))
+            if t is None:
+                raise ValidationFailed(
+                    "A template used by the campaign no longer exists.",
+                    details=[ErrorDetail(field=f"{where}.template_id", message="no such template")],
+                )
+            s["html"], s["text"] = t["html"], t["text"]
+            s["subject"] = s.get("subject") or t["subject"]
+        if not s.get("subject"):
+            s["subject"] = f"Re: {first_subject}"
+        if i == 0:
+            first_subject = s["subject"]
+        try:
+            CompiledContent(s["subject"], s.get("html"), s.get("text"))
+        except TemplateProblem as problem:
+            raise _template_error(problem, f"{where}.") from problem
+        resolved.append(s)
+    return resolved
+
+
+def _campaign_event(row: Any, cls: type[EventData], **extra: Any) -> Any:
+    owner = Owner(row["tenant_id"], row["mode"])
+    return _event(
+        owner, cls(campaign_id=str(row["id"]), name=row["name"], **extra), f"campaigns/{row['id']}"
+    )
+
+
+async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+    """Freeze recipients and content; running now, or scheduled until `scheduled_at`."""
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        current = await repo.get_campaign(conn, owner, campaign_id, lock=True)
+        if current is None:
+            raise NotFound("Campaign not found.")
+        if current["status"] not in _TRANSITIONS["start"]:
+            raise _status_conflict("invalid_status_transition", "start", current["status"])
+        steps = await _resolve_steps(conn, owner, current["steps"])
+        begin = max(now, current["scheduled_at"] or now)
+        spec = current["recipients"]
+        frozen = await repo.freeze_recipients(
+            conn,
+            owner,
+            campaign_id,
+            contact_ids=[UUID(x) for x in spec["contact_ids"]] if "contact_ids" in spec else None,
+            tags=spec.get("tags"),
+            match_all=spec.get("match") == "all",
+            due_at=begin,
+        )
+        if frozen == 0:
+            raise ApiError(
+                "No active contact matches the campaign's recipients.",
+                code="no_recipients",
+                details=[ErrorDetail(field="recipients", message="0 active contacts")],
+            )
+        status = "scheduled" if begin > now else "running"
+        row = await repo.update_campaign(
+            conn,
+            campaign_id,
+            {
+                "status": status,
+                "steps": steps,
+                "recipient_count": frozen,
+                "next_run_at": begin,
+                "started_at": now if status == "running" else None,
+            },
+        )
+        if status == "running":
+            await outbox.enqueue(conn, _campaign_event(row, CampaignStarted, recipients=frozen))
+    return campaign_out(row)
+
+
+async def pause_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+    return await _transition(pool, owner, campaign_id, "pause", "paused", CampaignPaused)
+
+
+async def resume_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+    return await _transition(pool, owner, campaign_id, "resume", None, CampaignResumed)
+
+
+async def cancel_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+    return await _transition(pool, owner, campaign_id, "cancel", "cancelled", CampaignCancelled)
+
+
+async def _transition(
+    pool: asyncpg.Pool,
+    owner: Owner,
+    campaign_id: UUID,
+    action: str,
+    target: str | None,
+    event: type[EventData],
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        # The row lock waits for a runner batch in flight on this campaign: once this
+        # commits, the runner claims nothing more for it.
+        current = await repo.get_campaign(conn, owner, campaign_id, lock=True)
+        if current is None:
+            raise NotFound("Campaign not found.")
+        if current["status"] not in _TRANSITIONS[action]:
+            raise _status_conflict("invalid_status_transition", action, current["status"])
+        changes: dict[str, Any] = {}
+        if action == "resume":
+            never_started = current["started_at"] is None
+            scheduled = current["scheduled_at"]
+            target = "scheduled" if never_started and scheduled and scheduled > now else "running"
+            changes["next_run_at"] = scheduled if target == "scheduled" else now
+        if action == "cancel":
+            changes["completed_at"] = now
+            await repo.stop_pending_recipients(conn, campaign_id, "cancelled")
+        changes["status"] = target
+        row = await repo.update_campaign(conn, campaign_id, changes)
+        if current["status"] != "draft":
+            await outbox.enqueue(conn, _campaign_event(row, event))
+    return campaign_out(row)
+
+
+# ---------------------------------------------------------------- analytics
+
+METRICS = (
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "replied",
+    "bounced",
+    "complained",
+    "unsubscribed",
+    "failed",
+)
+_PERIOD = re.compile(r"([1-9][0-9]?)d")
+
+
+def _metric(event_type: str) -> str | None:
+    name = event_type.removeprefix("email.")
+    return name if name in METRICS else None
+
+
+def _rate(n: int, d: int) -> float:
+    return round(n / d, 4) if d else 0.0
+
+
+def _rates(unique: dict[str, int]) -> dict[str, float]:
+    delivered = unique["delivered"] or unique["sent"]
+    return {
+        "delivery_rate": _rate(unique["delivered"], unique["sent"]),
+        "open_rate": _rate(unique["opened"], delivered),
+        "click_rate": _rate(unique["clicked"], delivered),
+        "click_to_open_rate": _rate(unique["clicked"], unique["opened"]),
+        "reply_rate": _rate(unique["replied"], unique["sent"]),
+        "bounce_rate": _rate(unique["bounced"], unique["sent"]),
+        "unsubscribe_rate": _rate(unique["unsubscribed"], delivered),
+        "complaint_rate": _rate(unique["complained"], delivered),
+    }
+
+
+def _fold(rows: list[asyncpg.Record]) -> dict[str, Any]:
+    total = dict.fromkeys(METRICS, 0)
+    unique = dict.fromkeys(METRICS, 0)
+    for r in rows:
+        m = _metric(r["event_type"])
+        if m:
+            total[m] += r["total"]
+            unique[m] += r["uniq"]
+    return {"total": total, "unique": unique, "rates": _rates(unique)}
+
+
+def parse_period(period: str) -> int:
+    found = _PERIOD.fullmatch(period)
+    if not found or int(found.group(1)) > 90:
+        raise ValidationFailed(
+            "period must be 1d to 90d.",
+            details=[ErrorDetail(field="query.period", message="expected <days>d, 1d..90d")],
+        )
+    return int(found.group(1))
+
+
+async def email_analytics(pool: asyncpg.Pool, owner: Owner, period: str) -> dict[str, Any]:
+    days = parse_period(period)
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    totals = await repo.tenant_event_totals(pool, owner, since)
+    daily = await repo.tenant_event_daily(pool, owner, since)
+    series = {first + timedelta(days=i): dict.fromkeys(METRICS, 0) for i in range(days)}
+    for r in daily:
+        m = _metric(r["event_type"])
+        if m and r["day"] in series:
+            series[r["day"]][m] += r["uniq"]
+    return {
+        "period": period,
+        "from": since,
+        "to": datetime.now(UTC),
+        **_fold(totals),
+        "daily": [{"date": d.isoformat(), **counts} for d, counts in series.items()],
+    }
+
+
+async def campaign_analytics(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+    campaign = await repo.get_campaign(pool, owner, campaign_id)
+    if campaign is None:
+        raise NotFound("Campaign not found.")
+    rows = await repo.campaign_event_counts(pool, owner.tenant_id, campaign_id)
+    by_step: dict[int, list[asyncpg.Record]] = {}
+    for r in rows:
+        if r["step"] is not None:
+            by_step.setdefault(r["step"], []).append(r)
+    return {
+        "campaign_id": campaign_id,
+        "status": campaign["status"],
+        "requested": await repo.requested_count(pool, campaign_id),
+        "recipients": {
+            "total": campaign["recipient_count"],
+            **{s: 0 for s in ("pending", "done", "replied", "stopped", "failed")},
+            **await repo.recipient_states(pool, campaign_id),
+        },
+        **_fold(rows),
+        "steps": [{"step": s, **_fold(by_step[s])} for s in sorted(by_step)],
+    }
+
+
+async def contact_analytics(
+    pool: asyncpg.Pool, owner: Owner, contact_id: UUID, limit: int, cursor: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Engagement of one contact: totals and a newest-first timeline (cursor pages)."""
+    contact = await repo.get_contact(pool, owner, contact_id)
+    if contact is None:
+        raise NotFound("Contact not found.")
+    after = decode_cursor(cursor, "occurred_at", "desc") if cursor else None
+    rows = await repo.contact_timeline(
+        pool, owner.tenant_id, contact_id, limit=limit + 1, after=after
+    )
+    page = _page(
+        rows,
+        limit,
+        None,
+        "occurred_at",
+        "desc",
+        lambda r: {
+            "event_id": r["event_id"],
+            "type": r["event_type"],
+            "occurred_at": r["occurred_at"],
+            "message_id": r["message_id"],
+            "campaign_id": r["campaign_id"],
+            "step": r["step"],
+            "detail": r["detail"],
+        },
+    )
+    counts = await repo.contact_event_counts(pool, owner.tenant_id, contact_id)
+    summary = _fold(counts)
+    last = max((r["last_at"] for r in counts), default=None)
+    data = {
+        "contact_id": contact_id,
+        "email": contact["email"],
+        "status": contact["status"],
+        "total": summary["total"],
+        "unique": summary["unique"],
+        "last_activity_at": last,
+        "timeline": page.items,
+    }
+    return data, page.pagination

@@ -1,0 +1,221 @@
+"""Analytics read models fed by delivery's email.* events through the real worker process:
+counts equal the facts fed in, with duplicated and reordered deliveries; contact status
+follows unsubscribes, hard bounces and complaints (never weakened by late events)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from libs.common.events import (
+    EmailBounced,
+    EmailClicked,
+    EmailComplained,
+    EmailDelivered,
+    EmailOpened,
+    EmailReplied,
+    EmailSent,
+    EmailUnsubscribed,
+    Envelope,
+    make_event,
+)
+from tests.conftest import ServiceProcess
+from tests.integration.campaigns.conftest import eventually, handled, principal_headers, publish
+
+
+def ev(tenant: str, data: Any) -> Envelope:
+    return make_event(data, tenant_id=tenant, source="/services/delivery")
+
+
+async def test_campaign_tenant_and_contact_analytics_equal_the_events(
+    api: httpx.AsyncClient, auth: dict[str, str], tenant: str, amqp_url: str, worker: ServiceProcess
+) -> None:
+    contacts = []
+    for i in range(3):
+        r = await api.post(
+            "/api/v1/contacts", json={"email": f"an{i}@x.io", "tags": ["an"]}, headers=auth
+        )
+        contacts.append(r.json()["data"])
+    r = await api.post(
+        "/api/v1/campaigns",
+        json={
+            "name": "A",
+            "from_email": "a@p.test",
+            "subject": "s",
+            "content": {"text": "t"},
+            "recipients": {"tags": ["an"]},
+        },
+        headers=auth,
+    )
+    cid = r.json()["data"]["id"]
+    now = datetime.now(UTC)
+    c = [x["id"] for x in contacts]
+    to = [x["email"] for x in contacts]
+
+    def common(i: int) -> dict[str, Any]:
+        return {
+            "message_id": f"m{i}-{cid}",
+            "to": to[i],
+            "campaign_id": cid,
+            "contact_id": c[i],
+            "step": 1,
+        }
+
+    sent = [
+        ev(tenant, EmailSent(**common(i), provider="postmark", occurred_at=now)) for i in range(3)
+    ]
+    delivered = [
+        ev(tenant, EmailDelivered(**common(i), occurred_at=now + timedelta(seconds=5)))
+        for i in range(2)
+    ]
+    opened = [
+        ev(tenant, EmailOpened(**common(0), occurred_at=now + timedelta(minutes=1))),
+        ev(tenant, EmailOpened(**common(0), occurred_at=now + timedelta(minutes=9))),
+        ev(tenant, EmailOpened(**common(1), occurred_at=now + timedelta(minutes=2))),
+    ]
+    clicked = ev(
+        tenant,
+        EmailClicked(**common(0), url="https://x.io/a", occurred_at=now + timedelta(minutes=10)),
+    )
+    replied = ev(tenant, EmailReplied(**common(1), occurred_at=now + timedelta(hours=1)))
+    bounced = ev(tenant, EmailBounced(**common(2), bounce_type="hard", occurred_at=now))
+    old = ev(
+        tenant,
+        EmailSent(
+            message_id="old", to=to[0], provider="smtp", occurred_at=now - timedelta(days=10)
+        ),
+    )
+    # Out of order (opens and the click before sends and deliveries) and with duplicates:
+    # the same envelopes published again, as a relay republish or a DLQ replay would.
+    feed = [*opened, clicked, replied, *delivered, *sent, bounced, old]
+    duplicates = [opened[0], clicked, sent[1], delivered[0]]
+    before = handled(worker, "campaigns.analytics", "duplicate")
+    await publish(amqp_url, *feed, *duplicates)
+
+    async def settled() -> bool:
+        return handled(worker, "campaigns.analytics", "duplicate") - before >= len(duplicates)
+
+    await eventually(settled, timeout=30)
+
+    async def stats() -> dict[str, Any]:
+        r = await api.get(f"/api/v1/analytics/campaigns/{cid}", headers=auth)
+        return dict(r.json()["data"])
+
+    data = await eventually(lambda: _when(stats, lambda d: d["total"]["bounced"] == 1), timeout=30)
+    assert data["total"] == {
+        "sent": 3,
+        "delivered": 2,
+        "opened": 3,
+        "clicked": 1,
+        "replied": 1,
+        "bounced": 1,
+        "complained": 0,
+        "unsubscribed": 0,
+        "failed": 0,
+    }
+    assert data["unique"]["opened"] == 2 and data["unique"]["sent"] == 3
+    assert data["rates"]["open_rate"] == 1.0  # 2 unique opens / 2 delivered
+    assert data["rates"]["click_rate"] == 0.5
+    assert data["rates"]["reply_rate"] == round(1 / 3, 4)
+    assert data["rates"]["bounce_rate"] == round(1 / 3, 4)
+    assert data["steps"][0]["step"] == 1 and data["steps"][0]["total"]["sent"] == 3
+
+    r = await api.get("/api/v1/analytics/emails", params={"period": "7d"}, headers=auth)
+    week = r.json()["data"]
+    assert week["total"]["sent"] == 3 and week["unique"]["opened"] == 2
+    assert len(week["daily"]) == 7
+    assert sum(d["sent"] for d in week["daily"]) == 3
+    r = await api.get("/api/v1/analytics/emails", params={"period": "30d"}, headers=auth)
+    assert r.json()["data"]["total"]["sent"] == 4  # the 10-day-old send counts in 30 days
+    r = await api.get("/api/v1/analytics/emails", params={"period": "1y"}, headers=auth)
+    assert r.status_code == 422
+    # Test-mode analytics are apart from live ones.
+    r = await api.get("/api/v1/analytics/emails", headers=principal_headers(tenant, mode="test"))
+    assert r.json()["data"]["total"]["sent"] == 0
+
+    r = await api.get(f"/api/v1/analytics/contacts/{c[0]}", params={"limit": 3}, headers=auth)
+    body = r.json()
+    timeline = body["data"]["timeline"]
+    assert [t["type"] for t in timeline] == ["email.clicked", "email.opened", "email.opened"]
+    assert timeline[0]["detail"] == {"url": "https://x.io/a"}
+    assert body["data"]["total"]["opened"] == 2 and body["data"]["unique"]["opened"] == 1
+    rest = await api.get(
+        f"/api/v1/analytics/contacts/{c[0]}",
+        params={"limit": 3, "cursor": body["meta"]["pagination"]["next_cursor"]},
+        headers=auth,
+    )
+    assert [t["type"] for t in rest.json()["data"]["timeline"]] == ["email.delivered", "email.sent"]
+    assert rest.json()["meta"]["pagination"]["has_more"] is False
+    other = principal_headers(f"{tenant}_o")
+    assert (await api.get(f"/api/v1/analytics/contacts/{c[0]}", headers=other)).status_code == 404
+    assert (await api.get(f"/api/v1/analytics/campaigns/{cid}", headers=other)).status_code == 404
+
+
+async def _when(fetch: Any, pred: Any) -> Any:
+    value = await fetch()
+    return value if pred(value) else None
+
+
+async def test_contact_status_follows_suppression_events(
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    tenant: str,
+    amqp_url: str,
+    worker: ServiceProcess,
+    campaigns_pool: asyncpg.Pool,
+) -> None:
+    ids = {}
+    for name in ("soft", "hard", "unsub", "complaint", "byemail"):
+        r = await api.post("/api/v1/contacts", json={"email": f"{name}@s.io"}, headers=auth)
+        ids[name] = r.json()["data"]["id"]
+
+    def base(name: str, with_id: bool = True) -> dict[str, Any]:
+        return {
+            "message_id": f"m-{name}",
+            "to": f"{name}@s.io",
+            **({"contact_id": ids[name]} if with_id else {}),
+        }
+
+    await publish(
+        amqp_url,
+        ev(tenant, EmailBounced(**base("soft"), bounce_type="soft")),
+        ev(tenant, EmailBounced(**base("hard"), bounce_type="hard")),
+        ev(tenant, EmailUnsubscribed(**base("unsub"))),
+        ev(tenant, EmailComplained(**base("complaint"))),
+        # A late hard bounce must not weaken the complaint.
+        ev(tenant, EmailBounced(**base("complaint"), bounce_type="hard")),
+        # Matched by address when delivery knows no contact id (case-insensitive).
+        ev(tenant, EmailUnsubscribed(message_id="m-x", to="ByEmail@S.io")),
+    )
+    # Another tenant's event about the same address changes nothing here.
+    await publish(amqp_url, ev(f"{tenant}_o", EmailUnsubscribed(message_id="m-o", to="soft@s.io")))
+
+    async def statuses() -> dict[str, str] | None:
+        out = {}
+        for name, cid in ids.items():
+            out[name] = (await api.get(f"/api/v1/contacts/{cid}", headers=auth)).json()["data"][
+                "status"
+            ]
+        return out if out["byemail"] != "active" and out["complaint"] == "complained" else None
+
+    got = await eventually(statuses, timeout=30)
+    await eventually(lambda: handled(worker, "campaigns.engagement", "ok") >= 1, timeout=10)
+    got = await statuses()
+    assert got == {
+        "soft": "active",
+        "hard": "bounced",
+        "unsub": "unsubscribed",
+        "complaint": "complained",
+        "byemail": "unsubscribed",
+    }
+    changed = await campaigns_pool.fetch(
+        "SELECT payload->'data'->>'contact_id' AS id FROM outbox WHERE tenant_id = $1"
+        " AND event_type = 'contact.updated'",
+        tenant,
+    )
+    assert sorted(r["id"] for r in changed) == sorted(
+        ids[n] for n in ("hard", "unsub", "complaint", "byemail")
+    )
