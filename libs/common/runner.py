@@ -71,7 +71,7 @@ async def run_process(
         waiters.append(body_task)
     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
-    log.info("shutting down", extra={"process": process})
+    log.info("shutting down", extra={"process_kind": process})  # `process` is a LogRecord field
     if body_task:
         # The body watches `stop`; it finishes its in-flight work before we stop serving probes.
         with contextlib.suppress(asyncio.CancelledError):
