@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from libs.common.db import create_pool, schema_ready
 from libs.common.settings import ServiceSettings
-from libs.common.vault import Vault, make_client
+from libs.common.vault import Vault
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -72,7 +72,7 @@ class Resources:
                 s.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
         if self._want_vault:
-            self._vault = Vault(make_client(**s.vault_client_kwargs()), mount=s.vault_kv_mount)
+            self._vault = Vault.connect(**s.vault_client_kwargs(), mount=s.vault_kv_mount)
         if self._want_amqp:
             # Robust: reconnects by itself; readiness reports the gap meanwhile.
             self._amqp = await aio_pika.connect_robust(

@@ -8,11 +8,17 @@ service, whose policy limits it to that service's own paths.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class VaultError(RuntimeError):
@@ -83,11 +89,54 @@ def read_secret_sync(client: hvac.Client, ref: VaultRef) -> str:
 
 
 class Vault:
-    """Async facade over one service's KV v2 mount."""
+    """Async facade over one service's KV v2 mount.
 
-    def __init__(self, client: hvac.Client, mount: str = "secret") -> None:
+    With AppRole credentials, an expired or revoked token is replaced by a fresh login on
+    the first refused call, so a long-lived process outlives its token's max TTL.
+    """
+
+    def __init__(
+        self,
+        client: hvac.Client,
+        mount: str = "secret",
+        *,
+        role_id: str | None = None,
+        secret_id: str | None = None,
+    ) -> None:
         self._client = client
         self.mount = mount
+        self._role_id = role_id
+        self._secret_id = secret_id
+        self._login_lock = threading.Lock()
+
+    @classmethod
+    def connect(
+        cls,
+        addr: str,
+        token: str | None = None,
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        *,
+        mount: str = "secret",
+    ) -> Vault:
+        client = make_client(addr, token=token, role_id=role_id, secret_id=secret_id)
+        if token:
+            return cls(client, mount)
+        return cls(client, mount, role_id=role_id, secret_id=secret_id)
+
+    def _with_login(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except hvac.exceptions.Forbidden:
+            if not self._role_id:
+                raise
+            with self._login_lock:
+                log.info("vault token refused; logging in again with the AppRole")
+                self._client.auth.approle.login(role_id=self._role_id, secret_id=self._secret_id)
+            return fn()
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(self._with_login, fn)
 
     async def read(self, path: str) -> dict[str, Any] | None:
         def _read() -> dict[str, Any] | None:
@@ -99,22 +148,21 @@ class Vault:
                 return None
             return dict(resp["data"]["data"])
 
-        return await asyncio.to_thread(_read)
+        return await self._run(_read)
 
     async def write(self, path: str, data: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self._client.secrets.kv.v2.create_or_update_secret,
-            path=path,
-            secret=data,
-            mount_point=self.mount,
+        await self._run(
+            lambda: self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=data, mount_point=self.mount
+            )
         )
 
     async def delete(self, path: str) -> None:
         """Delete every version and the metadata: the secret is gone for good."""
-        await asyncio.to_thread(
-            self._client.secrets.kv.v2.delete_metadata_and_all_versions,
-            path=path,
-            mount_point=self.mount,
+        await self._run(
+            lambda: self._client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=path, mount_point=self.mount
+            )
         )
 
     async def is_ready(self) -> bool:

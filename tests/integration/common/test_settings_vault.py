@@ -69,3 +69,30 @@ async def test_async_facade_round_trip(vault_dev: VaultDev, unique: str) -> None
     await vault.delete(path)
     assert await vault.read(path) is None
     assert await vault.is_ready()
+
+
+async def test_approle_client_logs_in_again_when_its_token_expires(
+    vault_dev: VaultDev, unique: str
+) -> None:
+    import asyncio
+
+    root = make_client(vault_dev.addr, token=vault_dev.token)
+    if "approle/" not in root.sys.list_auth_methods():
+        root.sys.enable_auth_method("approle")
+    root.sys.create_or_update_policy(
+        f"test-relogin-{unique}",
+        f'path "secret/data/tests/{unique}/*" {{ capabilities = ["create", "read", "update"] }}',
+    )
+    role = f"test-relogin-{unique}"
+    root.auth.approle.create_or_update_approle(
+        role, token_policies=[role], token_ttl="1s", token_max_ttl="1s"
+    )
+    role_id = root.auth.approle.read_role_id(role)["data"]["role_id"]
+    secret_id = root.auth.approle.generate_secret_id(role)["data"]["secret_id"]
+
+    vault = Vault.connect(vault_dev.addr, role_id=role_id, secret_id=secret_id)
+    await vault.write(f"tests/{unique}/a", {"v": "1"})
+    await asyncio.sleep(2.0)  # the first token is past its max TTL now
+    assert await vault.read(f"tests/{unique}/a") == {"v": "1"}
+    with pytest.raises(hvac.exceptions.Forbidden):
+        await vault.read(f"tests/other-{unique}")  # policy still applies after re-login
