@@ -1,13 +1,17 @@
 """What every benchmark needs: scratch infrastructure of its own and honest statistics.
 
-Benchmarks run against the real local Postgres and RabbitMQ, in database `pm_bench` and
-vhost `pm_bench`, recreated per run so a dev stack or test run is not disturbed. They print
+Benchmarks run against the real local Postgres and RabbitMQ, in a database and vhost of
+their own (`pm_bench_<pid>`), so a dev stack, a test run or another benchmark is not
+disturbed; both are removed when the benchmark exits. They print
 ratios against a baseline measured in the same run: absolute numbers drift on shared
 machines, ratios much less.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import os
 import shutil
 import statistics
@@ -19,8 +23,8 @@ from libs.common.db import migrate
 from libs.common.provision import provision_database
 
 ADMIN_DSN = os.environ.get("PM_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-BENCH_DB = "pm_bench"
-BENCH_VHOST = "pm_bench"
+BENCH_DB = f"pm_bench_{os.getpid()}"
+BENCH_VHOST = BENCH_DB
 AMQP_BASE = os.environ.get("PM_BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 
 
@@ -30,6 +34,19 @@ def service_dsn(service: str) -> str:
 
 
 async def fresh_database(*services: str) -> None:
+    await _drop_database()
+    atexit.register(_cleanup_database)
+    await provision_database(ADMIN_DSN, database=BENCH_DB)
+    for svc in services:
+        migrate(svc, service_dsn(svc))
+
+
+def _rabbitmqctl(*args: str, check: bool = True) -> None:
+    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([exe, "-q", *args], capture_output=True, check=check)
+
+
+async def _drop_database() -> None:
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         await admin.execute(
@@ -38,20 +55,19 @@ async def fresh_database(*services: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}"')
     finally:
         await admin.close()
-    await provision_database(ADMIN_DSN, database=BENCH_DB)
-    for svc in services:
-        migrate(svc, service_dsn(svc))
+
+
+def _cleanup_database() -> None:
+    """Drop this run's database at exit (registered by fresh_database)."""
+    with contextlib.suppress(OSError, asyncpg.PostgresError, RuntimeError):
+        asyncio.run(_drop_database())
 
 
 def fresh_vhost() -> str:
-    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([exe, "-q", "delete_vhost", BENCH_VHOST], capture_output=True, check=False)
-    subprocess.run([exe, "-q", "add_vhost", BENCH_VHOST], capture_output=True, check=True)
-    subprocess.run(
-        [exe, "-q", "set_permissions", "-p", BENCH_VHOST, "guest", ".*", ".*", ".*"],
-        capture_output=True,
-        check=True,
-    )
+    _rabbitmqctl("delete_vhost", BENCH_VHOST, check=False)
+    _rabbitmqctl("add_vhost", BENCH_VHOST)
+    atexit.register(_rabbitmqctl, "delete_vhost", BENCH_VHOST, check=False)
+    _rabbitmqctl("set_permissions", "-p", BENCH_VHOST, "guest", ".*", ".*", ".*")
     return f"{AMQP_BASE}/{BENCH_VHOST}"
 
 
@@ -64,11 +80,11 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def summary(values: list[float]) -> str:
-    return (
-        f"p50 {percentile(values, 50) * 1000:.1f} ms, p95 {percentile(values, 95) * 1000:.1f} ms,"
-        f" p99 {percentile(values, 99) * 1000:.1f} ms, mean {statistics.fmean(values) * 1000:.1f} ms"
-    )
+    p50, p95, p99 = (percentile(values, p) * 1000 for p in (50, 95, 99))
+    mean = statistics.fmean(values) * 1000
+    return f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, mean {mean:.1f} ms"
 
 
 def verdict(name: str, ratio: float, target: float) -> str:
-    return f"{name}: {ratio:.2f}x (target >= {target}x) {'OK' if ratio >= target else 'BELOW TARGET'}"
+    status = "OK" if ratio >= target else "BELOW TARGET"
+    return f"{name}: {ratio:.2f}x (target >= {target}x) {status}"

@@ -339,4 +339,16 @@ class WebhookEndpointDisabled(EventData):
     reason: str
 
 
+@register
+class StripeEventReceived(EventData):
+    """A Stripe event was stored by billing (webhook or reconciler); billing's worker applies
+    it. Internal: the work item of billing's Stripe pipeline, not sent to webhooks."""
+
+    event_type = "stripe_event.received"
+    public = False
+    stripe_event_id: str
+    stripe_event_type: str
+    mode: Literal["live", "test"] = "live"
+
+
 PUBLIC_EVENT_TYPES: tuple[str, ...] = tuple(t for t, m in EVENT_TYPES.items() if m.public)

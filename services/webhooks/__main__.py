@@ -1,4 +1,4 @@
-"""Processes of the webhooks service: `python -m services.webhooks api|relay|migrate`."""
+"""Processes of the webhooks service: `python -m services.webhooks api|worker|relay|migrate`."""
 
 import sys
 
@@ -12,13 +12,18 @@ from libs.common.runner import (
 )
 from services.webhooks.api import create_api
 from services.webhooks.settings import WebhooksSettings
+from services.webhooks.worker import run_worker
 
 
 async def api(settings: WebhooksSettings) -> None:
     await run_process(settings, "api", create_api(settings))
 
 
-PROCESSES: dict[str, Process] = {"api": api, "relay": relay_process("webhooks")}
+PROCESSES: dict[str, Process] = {
+    "api": api,
+    "worker": run_worker,
+    "relay": relay_process("webhooks"),
+}
 COMMANDS: dict[str, Command] = {"migrate": migrate_command("webhooks")}
 
 if __name__ == "__main__":

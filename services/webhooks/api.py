@@ -1,21 +1,215 @@
-"""HTTP API of the webhooks service: customer endpoints and the signed, retried fan-out of events
-to them.
+"""HTTP API of the webhooks service: customer endpoints, secrets, test sends, the delivery log,
+retry and recover, stats and health. Thin: parse, call `EndpointService`, shape the envelope.
+Every route needs the `manage_webhooks` scope. (No `from __future__ import annotations`:
+FastAPI must resolve the route annotations that name closure variables.)
 """
 
-from fastapi import FastAPI
-from libs.common.app import create_app
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+
+from libs.common.app import create_app
+from libs.common.http import ErrorEnvelope, ValidationFailed, ok
+from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
+from services.webhooks.address_guard import parse_networks
+from services.webhooks.schemas import (
+    DeliveryStatus,
+    EndpointCreate,
+    EndpointUpdate,
+    Recover,
+    RotateSecret,
+    TestSend,
+)
+from services.webhooks.secret_store import SecretStore
+from services.webhooks.service import AttemptContext, Caller, EndpointService, Page
 from services.webhooks.settings import WebhooksSettings
+from services.webhooks.transport import WebhookTransport
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 422)
+}
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def _service(request: Request) -> EndpointService:
+    service: EndpointService = request.app.state.webhooks
+    return service
+
+
+def _caller(p: Principal) -> Caller:
+    return Caller(tenant_id=p.tenant_id, mode=p.mode)
+
+
+def _page(page: Page) -> dict[str, Any]:
+    return ok(
+        page.items,
+        pagination={
+            "limit": page.limit,
+            "next_cursor": page.next_cursor,
+            "has_more": page.has_more,
+        },
+    )
+
+
+def _utc(value: datetime | None, field: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValidationFailed(details=[{"field": field, "message": "give a timezone (e.g. Z)"}])
+    return value.astimezone(UTC) if value is not None else None
+
+
+def build_router(settings: WebhooksSettings) -> APIRouter:
+    current = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    Scoped = Annotated[Principal, Depends(require_scope("manage_webhooks", current))]
+    Service = Annotated[EndpointService, Depends(_service)]
+    router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=ERRORS)
+
+    @router.post("", status_code=201, summary="Create an endpoint (the secret is shown once)")
+    async def create_endpoint(body: EndpointCreate, p: Scoped, svc: Service) -> dict[str, Any]:
+        spec = {
+            **body.model_dump(exclude={"secret", "filters"}),
+            "campaign_ids": body.filters.campaign_ids,
+            "contact_tags": body.filters.contact_tags,
+            "secret": body.secret.get_secret_value() if body.secret else None,
+        }
+        return ok(await svc.create(_caller(p), spec))
+
+    @router.get("", summary="List endpoints (newest first)")
+    async def list_endpoints(
+        p: Scoped, svc: Service, limit: Limit = 20, cursor: str | None = None
+    ) -> dict[str, Any]:
+        return _page(await svc.list(_caller(p), limit, cursor))
+
+    @router.get("/{endpoint_id}", summary="Get an endpoint")
+    async def get_endpoint(endpoint_id: str, p: Scoped, svc: Service) -> dict[str, Any]:
+        return ok(await svc.get(_caller(p), endpoint_id))
+
+    @router.put("/{endpoint_id}", summary="Update an endpoint (omitted fields are kept)")
+    async def update_endpoint(
+        endpoint_id: str, body: EndpointUpdate, p: Scoped, svc: Service
+    ) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        for name in body.model_fields_set:
+            value = getattr(body, name)
+            if name == "filters":
+                if value is not None:
+                    changes["campaign_ids"] = value.campaign_ids
+                    changes["contact_tags"] = value.contact_tags
+            elif value is not None or name in ("description", "retry_schedule"):
+                changes[name] = value
+        return ok(await svc.update(_caller(p), endpoint_id, changes))
+
+    @router.delete("/{endpoint_id}", summary="Delete an endpoint, its secret and its log")
+    async def delete_endpoint(endpoint_id: str, p: Scoped, svc: Service) -> dict[str, Any]:
+        await svc.delete(_caller(p), endpoint_id)
+        return ok({"id": endpoint_id, "deleted": True})
+
+    @router.post("/{endpoint_id}/rotate-secret", summary="New secret; the old one signs 24 h more")
+    async def rotate_secret(
+        endpoint_id: str, p: Scoped, svc: Service, body: RotateSecret | None = None
+    ) -> dict[str, Any]:
+        supplied = body.secret.get_secret_value() if body and body.secret else None
+        return ok(await svc.rotate_secret(_caller(p), endpoint_id, supplied))
+
+    @router.post("/{endpoint_id}/test", summary="Send a sample event now; returns the attempt")
+    async def send_test(
+        endpoint_id: str, p: Scoped, svc: Service, body: TestSend | None = None
+    ) -> dict[str, Any]:
+        event_type = body.event_type if body else "email.opened"
+        return ok(await svc.send_test(_caller(p), endpoint_id, event_type))
+
+    @router.get("/{endpoint_id}/deliveries", summary="The delivery log (newest first)")
+    async def list_deliveries(
+        endpoint_id: str,
+        p: Scoped,
+        svc: Service,
+        status: DeliveryStatus | None = None,
+        event_type: Annotated[str | None, Query(max_length=100)] = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: Limit = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        page = await svc.deliveries(
+            _caller(p),
+            endpoint_id,
+            status=status,
+            event_type=event_type,
+            created_after=_utc(created_after, "query.created_after"),
+            created_before=_utc(created_before, "query.created_before"),
+            limit=limit,
+            cursor=cursor,
+        )
+        return _page(page)
+
+    @router.get("/{endpoint_id}/deliveries/{delivery_id}", summary="A delivery and its attempts")
+    async def get_delivery(
+        endpoint_id: str, delivery_id: str, p: Scoped, svc: Service
+    ) -> dict[str, Any]:
+        return ok(await svc.delivery(_caller(p), endpoint_id, delivery_id))
+
+    @router.post(
+        "/{endpoint_id}/deliveries/{delivery_id}/retry",
+        status_code=202,
+        summary="Send a finished delivery again (fresh retry cycle, same id)",
+    )
+    async def retry_delivery(
+        endpoint_id: str, delivery_id: str, p: Scoped, svc: Service
+    ) -> dict[str, Any]:
+        return ok(await svc.retry(_caller(p), endpoint_id, delivery_id))
+
+    @router.post(
+        "/{endpoint_id}/recover",
+        status_code=202,
+        summary="Re-send every failed delivery created since a time",
+    )
+    async def recover(endpoint_id: str, body: Recover, p: Scoped, svc: Service) -> dict[str, Any]:
+        since = _utc(body.since, "body.since")
+        assert since is not None
+        return ok(await svc.recover(_caller(p), endpoint_id, since, _utc(body.until, "body.until")))
+
+    @router.get("/{endpoint_id}/stats", summary="Success and error rates, latency, health")
+    async def stats(endpoint_id: str, p: Scoped, svc: Service) -> dict[str, Any]:
+        return ok(await svc.stats(_caller(p), endpoint_id))
+
+    return router
 
 
 def create_api(settings: WebhooksSettings | None = None) -> FastAPI:
     settings = settings or WebhooksSettings()
     resources = Resources(settings, schema="webhooks", vault=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with resources.lifespan(app):
+            transport = WebhookTransport(
+                timeout=settings.webhooks_attempt_timeout_seconds,
+                body_limit=settings.webhooks_response_body_limit,
+                max_connections=100,
+            )
+            ctx = AttemptContext(
+                settings,
+                SecretStore(resources.vault),
+                transport,
+                parse_networks(settings.webhooks_allowed_networks),
+            )
+            app.state.webhooks = EndpointService(resources.pool, ctx)
+            try:
+                yield
+            finally:
+                await transport.close()
+
     return create_app(
         settings,
         process="api",
         readiness=resources.readiness(),
-        lifespan=resources.lifespan,
+        lifespan=lifespan,
+        routers=[build_router(settings)],
         title="PenguinMails webhooks service",
     )
+
+
+__all__ = ["build_router", "create_api"]

@@ -1,0 +1,72 @@
+"""Request models of the webhooks API (responses are the envelopes of `libs.common.http`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+Url = Annotated[str, Field(min_length=8, max_length=2048)]
+EventPattern = Annotated[str, Field(min_length=1, max_length=100)]
+FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
+RetryDelay = Annotated[float, Field(ge=0.1, le=86_400)]
+
+DeliveryStatus = Literal["pending", "sending", "retrying", "succeeded", "failed", "paused"]
+
+
+class EndpointFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_ids: list[FilterValue] = Field(default_factory=list, max_length=100)
+    contact_tags: list[FilterValue] = Field(default_factory=list, max_length=100)
+
+
+class EndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Url
+    description: str | None = Field(default=None, max_length=500)
+    events: list[EventPattern] = Field(min_length=1, max_length=64)
+    filters: EndpointFilters = Field(default_factory=EndpointFilters)
+    enabled: bool = True
+    retry_schedule: list[RetryDelay] | None = Field(
+        default=None,
+        max_length=20,
+        description="Seconds before each retry; attempts = 1 + len(retry_schedule).",
+    )
+    secret: SecretStr | None = Field(
+        default=None, description="Your own `whsec_<base64>` secret; generated when omitted."
+    )
+
+
+class EndpointUpdate(BaseModel):
+    """Fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Url | None = None
+    description: str | None = Field(default=None, max_length=500)
+    events: list[EventPattern] | None = Field(default=None, min_length=1, max_length=64)
+    filters: EndpointFilters | None = None
+    enabled: bool | None = None
+    retry_schedule: list[RetryDelay] | None = Field(default=None, max_length=20)
+
+
+class RotateSecret(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: SecretStr | None = None
+
+
+class TestSend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(default="email.opened", max_length=100)
+
+
+class Recover(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime
+    until: datetime | None = None

@@ -1,0 +1,70 @@
+"""The `worker` process: event fan-out consumer, attempt consumer, sweeper, outcome writer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from libs.common.app import create_app
+from libs.common.bus import EventBus
+from libs.common.resources import Resources
+from libs.common.runner import run_process
+from services.webhooks.address_guard import parse_networks
+from services.webhooks.attempt_queue import AttemptQueue
+from services.webhooks.consumers import setup
+from services.webhooks.dispatcher import Dispatcher
+from services.webhooks.secret_store import SecretStore
+from services.webhooks.service import AttemptContext
+from services.webhooks.settings import WebhooksSettings
+from services.webhooks.transport import WebhookTransport
+
+
+async def run_worker(settings: WebhooksSettings) -> None:
+    resources = Resources(settings, schema="webhooks", vault=True, amqp=False)
+    await resources.open()
+    transport = WebhookTransport(
+        timeout=settings.webhooks_attempt_timeout_seconds,
+        body_limit=settings.webhooks_response_body_limit,
+        max_connections=settings.webhooks_max_in_flight,
+    )
+    ctx = AttemptContext(
+        settings,
+        SecretStore(resources.vault),
+        transport,
+        parse_networks(settings.webhooks_allowed_networks),
+    )
+    queue = AttemptQueue(settings.amqp_url, prefetch=settings.webhooks_attempt_prefetch)
+    dispatcher = Dispatcher(settings, resources.pool, ctx, queue)
+    bus = EventBus(
+        service="webhooks",
+        amqp_url=settings.amqp_url,
+        pool=resources.pool,
+        exchange=settings.events_exchange,
+        retry_delays_ms=settings.retry_delays_ms,
+        prefetch=settings.consumer_prefetch,
+    )
+    setup(bus, dispatcher)
+
+    async def attempts_ready() -> bool:
+        return queue.is_ready()
+
+    async def body(stop: asyncio.Event) -> None:
+        await queue.connect()
+        await dispatcher.start()
+        await bus.start()
+        try:
+            await stop.wait()
+        finally:
+            await bus.stop()
+            await dispatcher.stop()
+            await queue.close()
+
+    app = create_app(
+        settings,
+        process="worker",
+        readiness={**resources.readiness(), "rabbitmq": bus.is_ready, "attempts": attempts_ready},
+    )
+    try:
+        await run_process(settings, "worker", app, body)
+    finally:
+        await transport.close()
+        await resources.close()

@@ -1,0 +1,215 @@
+"""Fixtures of the webhooks integration tests: the service's settings against the test
+infrastructure, its API app (lifespan run), an in-process delivery engine, event publishing
+on `pm.events` as the outbox relays do, and principals signed as the gateway signs them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+
+from libs.common.bus import EventBus
+from libs.common.db import create_pool
+from libs.common.events import EmailOpened, Envelope, EventData, make_event
+from libs.common.principal import Principal, sign_principal
+from libs.common.resources import Resources
+from services.webhooks.address_guard import parse_networks
+from services.webhooks.api import create_api
+from services.webhooks.attempt_queue import AttemptQueue
+from services.webhooks.consumers import setup
+from services.webhooks.dispatcher import Dispatcher
+from services.webhooks.secret_store import SecretStore
+from services.webhooks.service import AttemptContext
+from services.webhooks.settings import WebhooksSettings
+from services.webhooks.transport import WebhookTransport
+from tests.conftest import service_dsn
+
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+@pytest.fixture(scope="session")
+def base_settings(test_database: str, amqp_url: str, vault_dev: Any) -> WebhooksSettings:
+    return WebhooksSettings(
+        environment="test",
+        database_url=service_dsn("webhooks"),
+        amqp_url=amqp_url,
+        vault_addr=vault_dev.addr,
+        vault_token=vault_dev.token,
+        webhooks_allow_http=True,
+        webhooks_allowed_networks=LOOPBACK,
+        webhooks_retry_jitter=0.0,
+        webhooks_sweep_interval_seconds=0.5,
+        webhooks_sweep_grace_seconds=2.0,
+        webhooks_lease_margin_seconds=2.0,
+        db_pool_max=8,
+    )
+
+
+@pytest.fixture(scope="session")
+async def wh_pool(test_database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(service_dsn("webhooks"), "webhooks", min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+def principal_header(
+    settings: WebhooksSettings,
+    tenant_id: str,
+    *,
+    scopes: tuple[str, ...] = ("manage_webhooks",),
+    mode: str = "live",
+) -> dict[str, str]:
+    principal = Principal(
+        tenant_id=tenant_id,
+        subject_type="api_key",
+        subject_id="key_test",
+        scopes=list(scopes),
+        plan="pro",
+        mode=mode,  # type: ignore[arg-type]
+    )
+    token = sign_principal(principal, settings.principal_signing_key.get_secret_value(), 60)
+    return {"X-PM-Principal": token}
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    settings: WebhooksSettings
+
+    def as_tenant(self, tenant_id: str, **kwargs: Any) -> dict[str, str]:
+        return principal_header(self.settings, tenant_id, **kwargs)
+
+    async def create(self, tenant_id: str, **body: Any) -> dict[str, Any]:
+        r = await self.client.post("/api/v1/webhooks", json=body, headers=self.as_tenant(tenant_id))
+        assert r.status_code == 201, r.text
+        data: dict[str, Any] = r.json()["data"]
+        return data
+
+
+@pytest.fixture
+async def make_api() -> AsyncIterator[Callable[..., Any]]:
+    """`await make_api(settings)`: the service app with its lifespan running."""
+    stack: list[Any] = []
+
+    async def _make(settings: WebhooksSettings) -> Api:
+        app = create_api(settings)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+        stack.append((lifespan, client))
+        return Api(client, settings)
+
+    yield _make
+    for lifespan, client in reversed(stack):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def api(make_api: Callable[..., Any], base_settings: WebhooksSettings) -> Api:
+    result: Api = await make_api(base_settings)
+    return result
+
+
+@dataclass
+class Engine:
+    dispatcher: Dispatcher
+    settings: WebhooksSettings
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[Callable[..., Any]]:
+    """`await make_engine(settings)`: the worker's engine (fan-out consumer, attempt consumer,
+    sweeper, outcome writer) running in this process against the real servers."""
+    running: list[tuple[Resources, EventBus, Dispatcher, AttemptQueue, WebhookTransport]] = []
+
+    async def _make(settings: WebhooksSettings) -> Engine:
+        resources = Resources(settings, schema="webhooks", vault=True, amqp=False)
+        await resources.open()
+        transport = WebhookTransport(
+            timeout=settings.webhooks_attempt_timeout_seconds,
+            body_limit=settings.webhooks_response_body_limit,
+        )
+        ctx = AttemptContext(
+            settings,
+            SecretStore(resources.vault),
+            transport,
+            parse_networks(settings.webhooks_allowed_networks),
+        )
+        queue = AttemptQueue(settings.amqp_url, prefetch=settings.webhooks_attempt_prefetch)
+        dispatcher = Dispatcher(settings, resources.pool, ctx, queue)
+        bus = EventBus(service="webhooks", amqp_url=settings.amqp_url, pool=resources.pool)
+        setup(bus, dispatcher)
+        await queue.connect()
+        await dispatcher.start()
+        await bus.start()
+        running.append((resources, bus, dispatcher, queue, transport))
+        return Engine(dispatcher, settings)
+
+    yield _make
+    for resources, bus, dispatcher, queue, transport in reversed(running):
+        await bus.stop()
+        await dispatcher.stop(drain_seconds=2)
+        await queue.close()
+        await transport.close()
+        await resources.close()
+
+
+@pytest.fixture
+async def publish(amqp_url: str) -> AsyncIterator[Callable[..., Any]]:
+    """Publish envelopes on `pm.events` exactly as the outbox relay does."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.declare_exchange(
+        "pm.events", aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+    async def _publish(*events: Envelope) -> None:
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        e.to_json(),
+                        message_id=str(e.id),
+                        content_type="application/cloudevents+json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        type=e.type,
+                    ),
+                    routing_key=e.type,
+                )
+                for e in events
+            )
+        )
+
+    yield _publish
+    await connection.close()
+
+
+def event(data: EventData, tenant_id: str) -> Envelope:
+    return make_event(data, tenant_id=tenant_id, source="/services/delivery")
+
+
+def opened(tenant_id: str, n: int = 0, **extra: Any) -> Envelope:
+    fields: dict[str, Any] = {"message_id": f"em_{n}", "to": f"u{n}@example.com", **extra}
+    return event(EmailOpened(**fields), tenant_id)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `check` (sync or async) until it returns truthy; a safety net, not a threshold."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,192 @@
+"""The endpoints API through the service app, with principals signed as the gateway does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from libs.common.vault import Vault, make_client
+from services.webhooks.secret_store import secret_path
+from tests.fakes.webhook_receiver import WebhookReceiver
+
+BASE = "/api/v1/webhooks"
+
+
+async def test_crud_is_tenant_scoped_and_secret_lives_only_in_vault(
+    api, unique, wh_pool, vault_dev
+) -> None:
+    h = api.as_tenant(unique)
+    created = await api.create(
+        unique,
+        url="http://127.0.0.1:9/hooks",
+        description="crm",
+        events=["email.opened", "contact.*"],
+        filters={"campaign_ids": ["cmp_1"], "contact_tags": ["vip"]},
+        retry_schedule=[1, 5],
+    )
+    secret = created["secret"]
+    assert secret.startswith("whsec_")
+    ep_id = created["id"]
+    got = (await api.client.get(f"{BASE}/{ep_id}", headers=h)).json()["data"]
+    assert "secret" not in got and got["events"] == ["email.opened", "contact.*"]
+    assert got["filters"] == {"campaign_ids": ["cmp_1"], "contact_tags": ["vip"]}
+    assert got["retry_schedule"] == [1.0, 5.0]
+    # The secret is in Vault, nowhere in Postgres.
+    vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
+    assert (await vault.read(secret_path(ep_id)))["current"] == secret
+    row = await wh_pool.fetchrow("SELECT * FROM endpoints WHERE id = $1", ep_id)
+    assert secret not in str(dict(row))
+
+    other = api.as_tenant(f"{unique}-other")
+    assert (await api.client.get(f"{BASE}/{ep_id}", headers=other)).status_code == 404
+    assert (
+        await api.client.put(f"{BASE}/{ep_id}", json={"enabled": False}, headers=other)
+    ).status_code == 404
+    assert (await api.client.delete(f"{BASE}/{ep_id}", headers=other)).status_code == 404
+    assert (await api.client.get(f"{BASE}/{ep_id}/deliveries", headers=other)).status_code == 404
+    assert (await api.client.get(BASE, headers=other)).json()["data"] == []
+    # Test-mode keys see their own sandbox endpoints only.
+    test_mode = api.as_tenant(unique, mode="test")
+    assert (await api.client.get(f"{BASE}/{ep_id}", headers=test_mode)).status_code == 404
+
+    r = await api.client.put(
+        f"{BASE}/{ep_id}", json={"description": "new", "events": ["*"]}, headers=h
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["description"] == "new"
+    assert r.json()["data"]["filters"]["campaign_ids"] == ["cmp_1"]  # omitted: kept
+
+    assert (await api.client.delete(f"{BASE}/{ep_id}", headers=h)).status_code == 200
+    assert (await api.client.get(f"{BASE}/{ep_id}", headers=h)).status_code == 404
+    assert await vault.read(secret_path(ep_id)) is None
+
+
+async def test_list_paginates_with_a_cursor(api, unique) -> None:
+    h = api.as_tenant(unique)
+    ids = [
+        (await api.create(unique, url=f"http://127.0.0.1:9/{i}", events=["email.*"]))["id"]
+        for i in range(5)
+    ]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = (await api.client.get(BASE, params=params, headers=h)).json()
+        seen += [e["id"] for e in body["data"]]
+        page = body["meta"]["pagination"]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert seen == list(reversed(ids))
+    bad = await api.client.get(BASE, params={"cursor": "garbage!"}, headers=h)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
+
+
+_LOCAL = "http://127.0.0.1:9/x"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"url": _LOCAL, "events": ["email.nonsense"]}, "validation_error", "body.events"),
+        ({"url": _LOCAL, "events": ["api_key.*"]}, "validation_error", "body.events"),
+        ({"url": _LOCAL, "events": []}, "validation_error", "body.events"),
+        ({"url": "ftp://example.com/x", "events": ["*"]}, "webhook_url_refused", "body.url"),
+        ({"url": _LOCAL, "events": ["*"], "secret": "plain"}, "validation_error", "body.secret"),
+        (
+            {"url": _LOCAL, "events": ["*"], "retry_schedule": [0]},
+            "validation_error",
+            "body.retry_schedule.0",
+        ),
+        ({"url": _LOCAL, "events": ["*"], "surprise": 1}, "validation_error", "body.surprise"),
+    ],
+)
+async def test_bad_input_gets_the_error_envelope(api, unique, body, code, field) -> None:
+    r = await api.client.post(BASE, json=body, headers=api.as_tenant(unique))
+    err = r.json()["error"]
+    assert (r.status_code, err["code"]) == (422, code), r.text
+    assert field in {d["field"] for d in err["details"]}
+
+
+async def test_broken_json_and_auth_and_scope(api, unique) -> None:
+    r = await api.client.post(
+        BASE,
+        content=b"{nope",
+        headers={**api.as_tenant(unique), "content-type": "application/json"},
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_json")
+    r = await api.client.get(BASE)
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "principal_missing")
+    r = await api.client.get(BASE, headers={"X-PM-Principal": "forged.token.here"})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "principal_invalid")
+    r = await api.client.get(BASE, headers=api.as_tenant(unique, scopes=("send_email",)))
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_scope")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://10.1.2.3/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://[::ffff:10.0.0.1]/hook",
+        "http://localhost:8080/hook",
+        "https://192.168.0.10/hook",
+    ],
+)
+async def test_ssrf_guard_refuses_non_public_addresses(
+    make_api, base_settings, unique, url
+) -> None:
+    strict = await make_api(base_settings.model_copy(update={"webhooks_allowed_networks": []}))
+    r = await strict.client.post(
+        BASE, json={"url": url, "events": ["*"]}, headers=strict.as_tenant(unique)
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "webhook_url_refused"), r.text
+
+
+async def test_http_refused_unless_configured(make_api, base_settings, unique) -> None:
+    https_only = await make_api(base_settings.model_copy(update={"webhooks_allow_http": False}))
+    r = await https_only.client.post(
+        BASE,
+        json={"url": "http://127.0.0.1:9/x", "events": ["*"]},
+        headers=https_only.as_tenant(unique),
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "webhook_url_refused")
+
+
+async def test_test_send_rotation_and_stats(api, unique) -> None:
+    h = api.as_tenant(unique)
+    with WebhookReceiver() as rx:
+        ep = await api.create(unique, url=rx.url, events=["email.*"])
+        old = ep["secret"]
+        r = await api.client.post(
+            f"{BASE}/{ep['id']}/test", json={"event_type": "email.clicked"}, headers=h
+        )
+        assert r.status_code == 200, r.text
+        result = r.json()["data"]
+        assert result["attempt"]["succeeded"] is True and result["attempt"]["status_code"] == 200
+        (first,) = rx.snapshot()
+        assert Webhook(old).verify(first.body, first.headers)["type"] == "email.clicked"
+
+        rotated = await api.client.post(f"{BASE}/{ep['id']}/rotate-secret", headers=h)
+        new = rotated.json()["data"]["secret"]
+        assert new != old and new.startswith("whsec_")
+        await api.client.post(f"{BASE}/{ep['id']}/test", headers=h)
+        second = rx.snapshot()[1]
+        # Both secrets verify during the overlap: receivers switch at their own pace.
+        Webhook(new).verify(second.body, second.headers)
+        Webhook(old).verify(second.body, second.headers)
+        assert len(second.headers["webhook-signature"].split(" ")) == 2
+
+        bad = await api.client.post(
+            f"{BASE}/{ep['id']}/test", json={"event_type": "api_key.revoked"}, headers=h
+        )
+        assert bad.status_code == 422
+
+        stats = (await api.client.get(f"{BASE}/{ep['id']}/stats", headers=h)).json()["data"]
+        assert stats["24h"]["attempts"] == 2 and stats["24h"]["success_rate"] == 1.0
+        assert stats["health"] == "healthy"
+        log = (await api.client.get(f"{BASE}/{ep['id']}/deliveries", headers=h)).json()["data"]
+        assert [d["test"] for d in log] == [True, True]
