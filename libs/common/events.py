@@ -1,7 +1,8 @@
 """The event catalog: every fact published on `pm.events`, and its CloudEvents-style envelope.
 
 One pydantic model per event type carries the `data`; `Envelope` carries the attributes
-(`id` UUIDv7, `type`, `source`, `time`, `subject`, `tenant_id`, `data`, `specversion`).
+(`id` UUIDv7, `type`, `source`, `time`, `subject`, `tenant_id`, `mode`, `data`,
+`specversion`); `tenant_id` and `mode` are extension attributes.
 The routing key of an event is its type. Types are never renamed once published: add
 fields (optional, with defaults) or add a new type instead.
 """
@@ -43,6 +44,9 @@ class Envelope(BaseModel):
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
     subject: str | None = None
     tenant_id: str
+    # "test" for sandbox data (made with a pm_test_ key): never leaves for a real ESP,
+    # Stripe or a live webhook endpoint.
+    mode: Literal["live", "test"] = "live"
     specversion: Literal["1.0"] = SPEC_VERSION
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]
@@ -74,13 +78,19 @@ def register(cls: type[EventData]) -> type[EventData]:
 
 
 def make_event(
-    data: EventData, *, tenant_id: str, source: str, subject: str | None = None
+    data: EventData,
+    *,
+    tenant_id: str,
+    source: str,
+    subject: str | None = None,
+    mode: Literal["live", "test"] = "live",
 ) -> Envelope:
     return Envelope(
         type=data.event_type,
         source=source,
         subject=subject,
         tenant_id=tenant_id,
+        mode=mode,
         data=data.model_dump(mode="json", by_alias=True),
     )
 

@@ -86,8 +86,9 @@ def endpoint_matches(endpoint: Mapping[str, Any], event_type: str, data: Mapping
 
 
 def event_mode(event: Envelope) -> str:
-    """Sandbox (test-key) events say so in `data.mode`; everything else is live."""
-    return "test" if event.data.get("mode") == "test" else "live"
+    """Sandbox (test-key) events say so in the envelope's `mode` (older producers in
+    `data.mode`); everything else is live."""
+    return "test" if "test" in (event.mode, event.data.get("mode")) else "live"
 
 
 def delivery_id_for(endpoint_id: str, event_id: uuid.UUID) -> str:

@@ -63,6 +63,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "tenant.created": {"name": "Acme", "plan": "starter"},
     "tenant.plan_changed": {"old_plan": "starter", "new_plan": "pro", "reason": "checkout"},
+    "stripe_event.received": {
+        "stripe_event_id": "evt_1",
+        "stripe_event_type": "invoice.paid",
+        "mode": "live",
+    },
     "webhook.endpoint_disabled": {"endpoint_id": "ep_1", "url": "https://x.test", "reason": "410"},
 }
 
@@ -119,3 +124,10 @@ def test_aliased_fields_travel_under_their_wire_name() -> None:
     assert env.data["from"] == "team@penguinmails.test"
     assert "from_" not in env.data
     assert parse_event(env.to_json()).payload() == data
+
+
+def test_mode_travels_in_the_envelope() -> None:
+    data = EVENT_TYPES["contact.created"].model_validate(SAMPLES["contact.created"])
+    env = make_event(data, tenant_id="t", source="/x", mode="test")
+    assert parse_event(env.to_json()).mode == "test"
+    assert make_event(data, tenant_id="t", source="/x").mode == "live"
