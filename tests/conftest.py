@@ -26,10 +26,7 @@ import pytest
 from libs.common.db import create_pool, migrate
 from libs.common.settings import SCHEMA_SERVICES
 
-try:
-    from tests.fixtures_infra import *  # noqa: F403  (vault_dev)
-except ModuleNotFoundError:  # TEMP
-    pass
+from tests.fixtures_infra import *  # noqa: F403  (vault_dev)
 
 REPO = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("PM_TEST_PG_HOST", "127.0.0.1")

