@@ -25,7 +25,6 @@ import pytest
 
 from libs.common.db import create_pool, migrate
 from libs.common.settings import SCHEMA_SERVICES
-
 from tests.fixtures_infra import *  # noqa: F403  (vault_dev)
 
 REPO = Path(__file__).resolve().parents[1]

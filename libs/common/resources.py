@@ -65,7 +65,10 @@ class Resources:
         s = self.settings
         if self.schema:
             self._pool = await create_pool(
-                s.database_url, self.schema, min_size=s.db_pool_min, max_size=s.db_pool_max
+                s.require_database_url(),
+                self.schema,
+                min_size=s.db_pool_min,
+                max_size=s.db_pool_max,
             )
         if self._want_redis:
             self._redis = aioredis.from_url(

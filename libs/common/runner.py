@@ -157,7 +157,7 @@ def worker_process(
 
 def migrate_command(schema: str) -> Command:
     def run(settings: ServiceSettings, _args: list[str]) -> int:
-        print(migrate(schema, settings.database_url) or f"{schema}: up to date")
+        print(migrate(schema, settings.require_database_url()) or f"{schema}: up to date")
         return 0
 
     return run

@@ -19,12 +19,13 @@ SERVICE_NAMES = ("gateway", "keys", "campaigns", "delivery", "webhooks", "billin
 SCHEMA_SERVICES = ("keys", "campaigns", "delivery", "webhooks", "billing")
 
 # Port plan for local runs: process kind base + service index (gateway 0 ... billing 5).
+# 8200-8201 stay free for Vault/OpenBao (API and cluster listener).
 _PROCESS_PORT_BASE = {
     "api": 8000,
     "relay": 8100,
-    "worker": 8200,
     "runner": 8300,
     "reconciler": 8400,
+    "worker": 8600,
 }
 
 
@@ -49,7 +50,8 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0 = the port plan's default for this service/process
 
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/pm"
+    # Each service with a schema sets its own role's DSN as default; the gateway has none.
+    database_url: str | None = None
     db_pool_min: int = 1
     db_pool_max: int = 10
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -94,6 +96,11 @@ class ServiceSettings(BaseSettings):
             except (ValueError, VaultError) as exc:
                 raise SettingsError(f"setting PM_{key.upper()}: {exc}") from exc
         return resolved
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SettingsError(f"PM_DATABASE_URL is not set for {self.service_name}")
+        return self.database_url
 
     def port_for(self, process: str) -> int:
         return self.http_port or default_port(self.service_name, process)
