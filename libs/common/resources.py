@@ -72,7 +72,7 @@ class Resources:
             )
         if self._want_redis:
             self._redis = aioredis.from_url(
-                s.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+                s.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0
             )
         if self._want_vault:
             self._vault = Vault.connect(**s.vault_client_kwargs(), mount=s.vault_kv_mount)

@@ -7,6 +7,8 @@ by the provider) names the row, and the tenant comes from the row.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -112,57 +114,55 @@ async def insert_message(conn: asyncpg.Connection, row: Sequence[Any]) -> bool:
     return bool(inserted)
 
 
-_JSON_COLUMNS = {"variables", "metadata", "detail"}
-_TYPES = {
-    "step": "int4",
-    "tags": "text",
-    "track_opens": "bool",
-    "track_clicks": "bool",
-    "next_attempt_at": "timestamptz",
-    "occurred_at": "timestamptz",
-}
+_JSON_COLUMNS = frozenset({"variables", "metadata", "detail"})
+_ARRAY_COLUMNS = frozenset({"tags"})
 
 
-async def _insert_arrays(
+def _array_literal(values: Sequence[str]) -> str:
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
+
+
+async def _copy_rows(
     conn: asyncpg.Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """Many rows in one statement: one array per column (json as text, cast server-side).
-    `tags` (an array per row) travels as its JSON text and is cast back."""
-    arrays: list[list[Any]] = [[] for _ in columns]
+    """Many rows with one COPY (CSV: the pool's json codecs are text-only, so asyncpg's
+    binary COPY cannot carry jsonb). An empty or None value is NULL: callers never store ""."""
+    json_at = [i for i, c in enumerate(columns) if c in _JSON_COLUMNS]
+    array_at = [i for i, c in enumerate(columns) if c in _ARRAY_COLUMNS]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     for row in rows:
-        for i, (col, value) in enumerate(zip(columns, row, strict=True)):
-            if col in _JSON_COLUMNS or col == "tags":
-                value = orjson.dumps(value).decode()
-            arrays[i].append(value)
-    selects = []
-    for i, col in enumerate(columns, start=1):
-        if col in _JSON_COLUMNS:
-            selects.append(f"${i}::text[]")
-        else:
-            selects.append(f"${i}::{_TYPES.get(col, 'text')}[]")
-    exprs = []
-    for i, col in enumerate(columns, start=1):
-        if col in _JSON_COLUMNS:
-            exprs.append(f"c{i}::jsonb")
-        elif col == "tags":
-            exprs.append(f"ARRAY(SELECT jsonb_array_elements_text(c{i}::jsonb))")
-        else:
-            exprs.append(f"c{i}")
-    aliases = ", ".join(f"c{i}" for i in range(1, len(columns) + 1))
-    await conn.execute(
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)}"
-        f" FROM unnest({', '.join(selects)}) AS u({aliases})",
-        *arrays,
+        out = list(row)
+        for i in json_at:
+            out[i] = orjson.dumps(out[i]).decode()
+        for i in array_at:
+            out[i] = _array_literal(out[i])
+        writer.writerow(out)
+    await conn.copy_to_table(
+        table,
+        source=io.BytesIO(buffer.getvalue().encode()),
+        columns=list(columns),
+        format="csv",
     )
 
 
 async def copy_messages(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
-    await _insert_arrays(conn, "messages", MESSAGE_COLUMNS, rows)
+    await _copy_rows(conn, "messages", MESSAGE_COLUMNS, rows)
 
 
 async def copy_timeline(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
     if rows:
-        await _insert_arrays(conn, "message_events", TIMELINE_COLUMNS, rows)
+        await _copy_rows(conn, "message_events", TIMELINE_COLUMNS, rows)
+
+
+async def transaction_time(conn: asyncpg.Connection) -> datetime:
+    """`now()`: the current transaction's start, which column defaults also use."""
+    at: datetime = await conn.fetchval("SELECT now()")
+    return at
 
 
 async def message_for_request(
@@ -194,18 +194,23 @@ async def claim(
 
 
 async def claim_due(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float
+    conn: asyncpg.Connection, limit: int, lease_seconds: float, grace_seconds: float
 ) -> list[asyncpg.Record]:
-    """Claim due queued messages (retries, delayed batches, work whose event was lost)."""
+    """Claim due queued messages the sweeper owns: retries, requeued claims and delayed
+    chunks (due after their creation), and fresh messages whose work item is overdue by
+    `grace_seconds` (its event was dead-lettered, or no worker consumed it)."""
     return await conn.fetch(
         "WITH claimed AS (UPDATE messages m SET status = 'sending', attempts = attempts + 1,"
         " lease_until = now() + make_interval(secs => $2), call_started_at = NULL,"
         " updated_at = now() WHERE m.id IN (SELECT id FROM messages WHERE status = 'queued'"
-        " AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1"
+        " AND next_attempt_at <= now() AND (next_attempt_at > created_at"
+        " OR next_attempt_at < now() - make_interval(secs => $3))"
+        " ORDER BY next_attempt_at LIMIT $1"
         f" FOR UPDATE SKIP LOCKED) RETURNING m.*) SELECT {_CLAIMED_COLUMNS} FROM claimed"
         " JOIN contents c ON c.id = claimed.content_id ORDER BY claimed.id",
         limit,
         lease_seconds,
+        grace_seconds,
     )
 
 
@@ -239,17 +244,22 @@ async def mark_retry(
     reasons: Sequence[str],
     *,
     count_attempt: bool = True,
+    unstarted_only: bool = False,
 ) -> None:
+    """Back to the queue after a delay; `unstarted_only` spares claims whose provider
+    call had started (their outcome is unknown: they must not be sent again)."""
     await conn.execute(
         "UPDATE messages m SET status = 'queued', lease_until = NULL, call_started_at = NULL,"
         " next_attempt_at = now() + make_interval(secs => u.delay), last_error = u.reason,"
         " attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END, updated_at = now()"
         " FROM unnest($1::text[], $2::float8[], $3::text[]) AS u(id, delay, reason)"
-        " WHERE m.id = u.id AND m.status = 'sending'",
+        " WHERE m.id = u.id AND m.status = 'sending'"
+        " AND (NOT $5 OR m.call_started_at IS NULL)",
         list(ids),
         list(delays),
         list(reasons),
         count_attempt,
+        unstarted_only,
     )
 
 
@@ -271,7 +281,8 @@ async def requeue_unsent_stale(conn: asyncpg.Connection) -> int:
     """Claims of vanished workers that never reached the provider: safe to send again."""
     result: str = await conn.execute(
         "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = attempts - 1,"
-        " updated_at = now() WHERE status = 'sending' AND lease_until < now()"
+        " next_attempt_at = now(), updated_at = now() WHERE status = 'sending'"
+        " AND lease_until < now()"
         " AND call_started_at IS NULL"
     )
     return int(result.split()[-1])

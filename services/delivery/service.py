@@ -48,6 +48,7 @@ from libs.common.events import (
     Envelope,
     EventData,
     make_event,
+    new_event_id,
 )
 from libs.common.http import ApiError, BadRequest, NotFound, register_error_code
 from libs.common.vault import Vault
@@ -125,6 +126,38 @@ class SendOptions:
 
 def _event(data: EventData, tenant_id: str, subject: str | None = None) -> Envelope:
     return make_event(data, tenant_id=tenant_id, source=SOURCE, subject=subject)
+
+
+def queued_event(
+    tenant_id: str,
+    message_id: str,
+    to: str,
+    campaign_id: str | None,
+    contact_id: str | None,
+    step: int | None,
+    at: datetime,
+) -> Envelope:
+    """`email.queued` built without re-validating what was just validated: a bulk send
+    writes 10,000 of them in its accept transaction (same fields as `EmailQueued`)."""
+    return Envelope.model_construct(
+        id=new_event_id(),
+        type=EmailQueued.event_type,
+        source=SOURCE,
+        time=at,
+        subject=message_id,
+        tenant_id=tenant_id,
+        specversion="1.0",
+        datacontenttype="application/json",
+        data={
+            "message_id": message_id,
+            "to": to,
+            "campaign_id": campaign_id,
+            "contact_id": contact_id,
+            "step": step,
+            "occurred_at": at.isoformat(),
+            "contact_tags": [],
+        },
+    )
 
 
 def _email_fields(row: Any, **extra: Any) -> dict[str, Any]:
@@ -313,10 +346,12 @@ class DeliveryService:
         delay: int,
     ) -> list[str]:
         await repo.insert_content(conn, content)
-        now = datetime.now(UTC)
+        # The transaction's timestamp is every message's `created_at`: a message due exactly
+        # then is its work item's job; the sweeper takes it only if that is long overdue.
+        now = await repo.transaction_time(conn)
         rows: list[tuple[Any, ...]] = []
         for i, r in enumerate(recipients):
-            due = now + timedelta(seconds=delay * (i // chunk_size))
+            due = now + timedelta(seconds=delay * (i // chunk_size)) if delay else now
             rows.append(
                 (
                     new_id("msg"),
@@ -345,32 +380,20 @@ class DeliveryService:
         else:
             await repo.copy_messages(conn, rows)
         ids = [row[0] for row in rows]
-        await repo.copy_timeline(
-            conn, [(row[0], o.tenant_id, "queued", None, None, {}, now) for row in rows]
-        )
+        # Work items first: the relay publishes in insertion order, so sending starts before
+        # the per-message `email.queued` facts of a large bulk send are all out. Chunks due
+        # later get their item now too; it claims nothing early and the sweeper sends them.
         events = [
             _event(
-                EmailQueued(
-                    message_id=row[0],
-                    to=row[9],
-                    campaign_id=row[6],
-                    contact_id=row[7],
-                    step=row[8],
-                    occurred_at=now,
-                ),
+                EmailBatchQueued(message_ids=ids[lo : lo + chunk_size], batch_id=batch_id),
                 o.tenant_id,
-                row[0],
+                batch_id,
             )
-            for row in rows
+            for lo in range(0, len(ids), chunk_size)
         ]
-        # Chunks due later still get their event now; the sweeper sends them when due.
-        for start in range(0, len(ids), chunk_size):
-            chunk = ids[start : start + chunk_size]
-            events.append(
-                _event(
-                    EmailBatchQueued(message_ids=chunk, batch_id=batch_id), o.tenant_id, batch_id
-                )
-            )
+        events += [
+            queued_event(o.tenant_id, row[0], row[9], row[6], row[7], row[8], now) for row in rows
+        ]
         await outbox.enqueue_many(conn, events)
         return ids
 
@@ -425,7 +448,9 @@ class DeliveryService:
                             for r in uncertain
                         ],
                     )
-            rows = await repo.claim_due(conn, limit, self.settings.send_lease_seconds)
+            rows = await repo.claim_due(
+                conn, limit, self.settings.send_lease_seconds, self.settings.sweep_grace_seconds
+            )
         if rows:
             await self._send_claimed(rows)
         return len(rows)
@@ -440,6 +465,8 @@ class DeliveryService:
             except Exception as exc:
                 # Back to the queue with the error kept: never stuck in `sending`.
                 log.exception("send failed unexpectedly", extra={"tenant_id": tenant_id})
+                # Only claims whose provider call had not started go back to the queue; the
+                # others stay leased and are settled as outcome unknown (never resent).
                 await self._settle(
                     tenant_id,
                     None,
@@ -451,6 +478,7 @@ class DeliveryService:
                         )
                         for r in tenant_rows
                     ],
+                    unstarted_only=True,
                 )
 
     async def _send_tenant(self, tenant_id: str, rows: list[asyncpg.Record]) -> None:
@@ -629,21 +657,31 @@ class DeliveryService:
             ]
         by_id = {res.message_id: res for res in results}
         accepted, failed, retry = [], [], []
+        unknown = False
         for r, m in items:
             res = by_id.get(r["id"]) or SendResult(r["id"], "retryable", reason="no result")
             if res.outcome == "accepted":
                 accepted.append((r, m, res))
-            elif res.outcome == "permanent" or r["attempts"] >= self.settings.max_attempts:
+            elif (
+                res.outcome in ("permanent", "unknown")
+                or r["attempts"] >= self.settings.max_attempts
+            ):
                 failed.append((r, res.reason or "failed"))
+                unknown = unknown or res.outcome == "unknown"
             else:
                 delay = self._backoff(connector.id, r["attempts"], res.retry_after)
                 retry.append((r, delay, res.reason or "retryable"))
-        if breaker is not None:
-            if accepted or (failed and not retry):
-                await breaker.record_success()
-            elif retry and await breaker.record_failure():
-                log.warning("circuit opened", extra={"provider": connector.id})
+        # The outcome is committed before anything else may fail: an error after the
+        # provider answered must not put accepted messages back in the queue.
         await self._settle(tenant_id, connector, accepted=accepted, failed=failed, retry=retry)
+        if breaker is not None:
+            try:
+                if accepted or not (retry or unknown):
+                    await breaker.record_success()
+                elif await breaker.record_failure():
+                    log.warning("circuit opened", extra={"provider": connector.id})
+            except Exception:  # the circuit's bookkeeping is advisory; the send is settled
+                log.warning("circuit state not updated", extra={"provider": connector.id})
 
     def _backoff(self, provider: str | None, attempt: int, retry_after: float | None) -> float:
         s = self.settings
@@ -662,6 +700,7 @@ class DeliveryService:
         failed: Sequence[tuple[asyncpg.Record, str]] = (),
         retry: Sequence[tuple[asyncpg.Record, float, str]] = (),
         count_attempt: bool = True,
+        unstarted_only: bool = False,
     ) -> None:
         """Record the outcome of one provider call (or decision) in one transaction."""
         provider = connector.id if connector else None
@@ -719,6 +758,7 @@ class DeliveryService:
                     [d for _, d, _ in retry],
                     [x for _, _, x in retry],
                     count_attempt=count_attempt,
+                    unstarted_only=unstarted_only,
                 )
             await repo.copy_timeline(conn, timeline)
             await outbox.enqueue_many(conn, events)
@@ -895,7 +935,16 @@ class DeliveryService:
         out = _summary(row)
         out["opens"] = {"total": row["open_count"], "unique": min(1, row["open_count"])}
         out["clicks"] = {"total": row["click_count"], "unique": unique_clicks}
-        out["timeline"] = [
+        # `queued` is the message's creation: not stored as a row (a bulk send would write
+        # 10,000 of them in its accept transaction).
+        queued = {
+            "status": "queued",
+            "occurred_at": row["created_at"],
+            "provider": None,
+            "provider_message_id": None,
+            "details": {},
+        }
+        out["timeline"] = [queued] + [
             {
                 "status": e["status"],
                 "occurred_at": e["occurred_at"],

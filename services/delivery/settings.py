@@ -72,6 +72,7 @@ class DeliverySettings(ServiceSettings):
     # A claimed message whose worker vanished is looked at again after this lease.
     send_lease_seconds: float = 120.0
     sweep_interval_seconds: float = 1.0
-    worker_concurrency: int = 8
+    # A fresh message is its work item's job; the sweeper takes it only this long overdue.
+    sweep_grace_seconds: float = 60.0
 
     bulk_max_recipients: int = 10000

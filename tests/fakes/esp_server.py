@@ -31,6 +31,7 @@ class LoggedRequest:
     status: int
     recipients: list[str] = field(default_factory=list)
     json: Any = None
+    at: float = field(default_factory=time.time)  # when the request arrived (epoch seconds)
 
 
 class FakeEsp:
@@ -44,6 +45,7 @@ class FakeEsp:
         self.hold = threading.Event()
         self.hold.set()  # set = answer immediately
         self.held = 0
+        self._hold_after: int | None = None
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -52,6 +54,11 @@ class FakeEsp:
     def fail_next(self, *statuses: int) -> None:
         with self._lock:
             self._script.extend(statuses)
+
+    def hold_after(self, n: int | None) -> None:
+        """Answer the next `n` requests, then hold every later one until `hold` is set."""
+        with self._lock:
+            self._hold_after = None if n is None else len(self.log) + n
 
     def requests(self, path_prefix: str = "") -> list[LoggedRequest]:
         with self._lock:
@@ -89,6 +96,9 @@ class FakeEsp:
                     parsed,
                 )
             )
+            if self._hold_after is not None and len(self.log) > self._hold_after:
+                self._hold_after = None
+                self.hold.clear()
         if not self.hold.is_set():
             with self._lock:
                 self.held += 1

@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 import httpx
 
-Outcome = Literal["accepted", "retryable", "permanent"]
+# "unknown": the request may have reached the provider and no answer came (read timeout,
+# connection dropped after sending): never resent, the message fails as outcome unknown.
+Outcome = Literal["accepted", "retryable", "permanent", "unknown"]
 
 
 SLOT = re.compile("\x1e([a-z0-9_]+)\x1f")
@@ -195,5 +197,14 @@ def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+# The request never (completely) left: the provider cannot have acted on it.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError,
+             httpx.WriteTimeout, httpx.UnsupportedProtocol)  # fmt: skip
+
+
 def network_failure(messages: Sequence[OutgoingEmail], exc: Exception) -> list[SendResult]:
-    return all_results(messages, "retryable", f"network: {type(exc).__name__}", None)
+    """Retry what never reached the provider; an unanswered request may have been accepted,
+    and resending it could mail the recipient twice (at most once wins)."""
+    if isinstance(exc, _NOT_SENT):
+        return all_results(messages, "retryable", f"network: {type(exc).__name__}", None)
+    return all_results(messages, "unknown", f"provider_outcome_unknown: {type(exc).__name__}", None)

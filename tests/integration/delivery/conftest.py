@@ -44,7 +44,9 @@ def reset_fakes(fakes: dict[str, Any]) -> dict[str, Any]:
         f.log.clear()
         f._script.clear()
         f.down = False
+        f.hold_after(None)
         f.hold.set()
+        f.held = 0
     return fakes
 
 
@@ -86,6 +88,8 @@ def delivery_settings(fakes: dict[str, Any], creds_path: str, **overrides: Any) 
         "retry_base_seconds": 0.05,
         "circuit_open_seconds": 0.5,
         "circuit_failure_threshold": 2,
+        # No broker here: the tests drive sending through the sweeper (`Harness.drain`).
+        "sweep_grace_seconds": 0,
         "redis_url": REDIS_URL,
     }
     values.update(overrides)

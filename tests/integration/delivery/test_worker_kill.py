@@ -1,0 +1,180 @@
+"""The send pipeline as deployed: real `python -m services.delivery api|relay|worker` processes
+on the real broker. A worker is SIGKILLed in the middle of a 10,000-recipient bulk send while
+provider requests are in flight; a second worker finishes. Every recipient gets exactly one
+provider request (the fake ESP's log), and every message ends sent or, for the requests in
+flight at the kill, failed as `provider_outcome_unknown` (the provider got them; we never
+resend what it may have accepted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from libs.common.bus import dlq_depth
+from libs.common.principal import Principal, sign_principal
+from libs.common.vault import Vault, make_client
+from tests.conftest import ServiceProcess, free_port, service_env
+from tests.integration.delivery.conftest import PRINCIPAL_KEY, write_credentials
+
+N = 10_000
+BATCH = 250  # 40 work items
+PREFETCH = 4  # work items a worker handles at once
+ANSWERED_BEFORE_KILL = 12  # Mailgun calls answered before the fake starts holding
+
+
+@pytest.fixture
+def processes(amqp_url: str, test_database: str) -> Iterator[Any]:
+    """Like the shared `spawn` fixture (which names an undefined port counter today)."""
+    started: list[ServiceProcess] = []
+
+    def _spawn(process: str, **env: str) -> ServiceProcess:
+        p = ServiceProcess(
+            "delivery", process, service_env("delivery", amqp_url, **env), free_port()
+        )
+        started.append(p)
+        return p
+
+    yield _spawn
+    for p in started:
+        p.close()
+
+
+def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any) -> dict[str, str]:
+    return {
+        "PM_VAULT_ADDR": vault_dev.addr,
+        "PM_VAULT_TOKEN": vault_dev.token,
+        "PM_PRINCIPAL_SIGNING_KEY": PRINCIPAL_KEY,
+        "PM_TRACKING_SIGNING_KEY": "test-tracking-key-0123456789abcdef-0123456789",
+        "PM_TRACKING_BASE_URL": "http://track.test",
+        "PM_ESP_CREDENTIALS_PATH": f"{creds_path}/platform",
+        "PM_TENANT_CREDENTIALS_PATH": creds_path,
+        "PM_FORCE_SANDBOX": "false",
+        "PM_MAILGUN_BASE_URL": fakes["mailgun"].url,
+        "PM_POSTMARK_BASE_URL": fakes["postmark"].url,
+        # The fake is not rate limited; the seed's 300/s would only make the test slow.
+        "PM_PROVIDER_LIMITS": json.dumps({"mailgun": [1_000_000, 1_000_000]}),
+        "PM_CONSUMER_PREFETCH": str(PREFETCH),
+        "PM_SEND_LEASE_SECONDS": "3",
+        "PM_SWEEP_INTERVAL_SECONDS": "0.5",
+    }
+
+
+async def _counts(conn: asyncpg.Connection, batch_id: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status || CASE WHEN status = 'sending' AND call_started_at IS NOT NULL"
+        " THEN '+started' ELSE '' END AS s, count(*) AS n FROM delivery.messages"
+        " WHERE batch_id = $1 GROUP BY 1",
+        batch_id,
+    )
+    return {r["s"]: r["n"] for r in rows}
+
+
+@pytest.mark.slow
+async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
+    processes: Any,
+    reset_fakes: dict[str, Any],
+    creds_path: str,
+    vault_dev: Any,
+    amqp_url: str,
+    test_database: str,
+    unique: str,
+) -> None:
+    from tests.conftest import service_dsn
+
+    tenant = f"t_{unique}"
+    vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
+    await write_credentials(vault, creds_path, reset_fakes, tenant)
+    mailgun = reset_fakes["mailgun"]
+    env = _env(reset_fakes, creds_path, vault_dev)
+
+    api, relay, first = (
+        processes("api", **env),
+        processes("relay", **env),
+        processes("worker", **env),
+    )
+    for p in (api, relay, first):
+        await asyncio.to_thread(p.wait_ready)
+
+    mailgun.hold_after(ANSWERED_BEFORE_KILL)
+    principal = Principal(
+        tenant_id=tenant,
+        subject_type="api_key",
+        subject_id="key_kill",
+        scopes=["send_email", "read_analytics"],
+        plan="pro",
+        mode="live",
+    )  # type: ignore[arg-type]
+    recipients = [
+        {"email": f"r{i}@example.com", "personalization": {"name": f"R{i}"}} for i in range(N)
+    ]
+    async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+        r = await client.post(
+            "/api/v1/emails/send-bulk",
+            headers={"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)},
+            json={
+                "from": "news@acme.example.com",
+                "subject": "Hello {{ name }}",
+                "html": "<p>Hi {{ name }}</p>",
+                "category": "marketing",
+                "recipients": recipients,
+                "batch_size": BATCH,
+            },
+        )
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["data"]["batch_id"]
+
+    conn = await asyncpg.connect(service_dsn("delivery"))
+    try:
+        # Freeze: every work item the worker holds is a provider call the fake is holding.
+        # Nothing can move then, so the kill lands with requests in flight, not in between.
+        while mailgun.held < PREFETCH:
+            assert first.proc.poll() is None, first.logs()
+            await asyncio.sleep(0.05)
+        in_flight = {x for req in mailgun.requests()[ANSWERED_BEFORE_KILL:] for x in req.recipients}
+        counts = await _counts(conn, batch_id)
+        assert counts.get("sending+started") == len(in_flight) == PREFETCH * BATCH, counts
+        assert counts.get("sent") == ANSWERED_BEFORE_KILL * BATCH, counts
+        first.kill()  # SIGKILL: no drain; claims leased, work items unacked
+        mailgun.hold.set()
+
+        second = processes("worker", **env)
+        await asyncio.to_thread(second.wait_ready)
+        for _ in range(1500):  # a hang fails with the state, not the suite's timeout
+            counts = await _counts(conn, batch_id)
+            if not {"queued", "sending", "sending+started"} & counts.keys():
+                break
+            assert second.proc.poll() is None, second.logs()
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"not settled: {counts}\n{second.logs()}")
+
+        sent = Counter(mailgun.recipients())
+        assert len(sent) == N and set(sent.values()) == {1}  # each exactly once, none lost
+        assert counts == {"sent": N - len(in_flight), "failed": len(in_flight)}
+        unknown = await conn.fetch(
+            "SELECT to_email, last_error FROM delivery.messages WHERE batch_id = $1"
+            " AND status = 'failed'",
+            batch_id,
+        )
+        assert {r["to_email"] for r in unknown} == in_flight
+        assert {r["last_error"] for r in unknown} == {"provider_outcome_unknown"}
+        # Every message's facts reached the outbox, and the relay published them all.
+        facts = await conn.fetch(
+            "SELECT event_type, count(*) AS n, count(published_at) AS published"
+            " FROM delivery.outbox WHERE tenant_id = $1 GROUP BY 1",
+            tenant,
+        )
+    finally:
+        await conn.close()
+    by_type = {r["event_type"]: (r["n"], r["published"]) for r in facts}
+    assert by_type["email.queued"][0] == N
+    assert by_type["email.sent"][0] == N - len(in_flight)
+    assert by_type["email.failed"][0] == len(in_flight)
+    assert await dlq_depth(amqp_url, "delivery.send") == 0

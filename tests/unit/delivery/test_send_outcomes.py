@@ -1,0 +1,45 @@
+"""What a failed provider call means for a message, and the bulk accept's `email.queued`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from libs.common.events import EmailQueued, parse_event
+from services.delivery.connectors.base import OutgoingEmail, network_failure
+from services.delivery.service import queued_event
+
+MESSAGE = OutgoingEmail(
+    "msg_1", "t_1", "a@example.com", "b@acme.example.com", "s", None, "t", {}, "marketing"
+)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("busy")],
+)
+def test_a_request_that_never_left_is_retried(exc: Exception) -> None:
+    [result] = network_failure([MESSAGE], exc)
+    assert result.outcome == "retryable"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ReadTimeout("no answer"), httpx.RemoteProtocolError("closed"), httpx.ReadError("x")],
+)
+def test_an_unanswered_request_is_never_resent(exc: Exception) -> None:
+    [result] = network_failure([MESSAGE], exc)
+    assert result.outcome == "unknown"
+    assert result.reason is not None and result.reason.startswith("provider_outcome_unknown")
+
+
+def test_queued_event_is_a_valid_email_queued() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    env = queued_event("t_1", "msg_1", "a@example.com", "cmp_1", None, 2, at)
+    parsed = parse_event(env.to_json())
+    assert parsed.type == "email.queued" and parsed.subject == "msg_1"
+    assert parsed.payload() == EmailQueued(
+        message_id="msg_1", to="a@example.com", campaign_id="cmp_1", step=2, occurred_at=at
+    )
