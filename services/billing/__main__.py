@@ -1,7 +1,24 @@
-"""Processes of the billing service: `python -m services.billing api|relay|migrate`."""
+"""Processes of the billing service:
+`python -m services.billing api|relay|worker|reconciler|migrate|reconcile-once`.
 
+- `api`: the billing API and `POST /hooks/stripe` (verify, store once, outbox).
+- `relay`: publishes billing's outbox (`stripe_event.received`, `tenant.plan_changed`).
+- `worker`: applies Stripe events (queue `billing.stripe`); any number of replicas.
+- `reconciler`: every `PM_RECONCILE_INTERVAL_SECONDS`, lists Stripe events since its cursor
+  and every subscription, applies what was missed and records the drift. One replica is
+  enough; an advisory lock keeps concurrent runs apart anyway.
+- `reconcile-once [live|test]`: one run, printed as JSON (operations, tests).
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
 import sys
 
+from libs.common.app import create_app
+from libs.common.bus import EventBus
+from libs.common.resources import Resources
 from libs.common.runner import (
     Command,
     Process,
@@ -10,16 +27,106 @@ from libs.common.runner import (
     run_cli,
     run_process,
 )
+from services.billing import consumers
 from services.billing.api import create_api
-from services.billing.settings import BillingSettings
+from services.billing.service import BillingService
+from services.billing.settings import BillingSettings, Mode
+from services.billing.stripe_api import StripeApi
+
+log = logging.getLogger(__name__)
+MODES: tuple[Mode, ...] = ("live", "test")
 
 
 async def api(settings: BillingSettings) -> None:
     await run_process(settings, "api", create_api(settings))
 
 
-PROCESSES: dict[str, Process] = {"api": api, "relay": relay_process("billing")}
-COMMANDS: dict[str, Command] = {"migrate": migrate_command("billing")}
+async def worker(settings: BillingSettings) -> None:
+    resources = Resources(settings, schema="billing", amqp=False)
+    await resources.open()
+    stripe_api = StripeApi(settings)
+    service = BillingService(settings, resources.pool, stripe_api)
+    bus = EventBus(
+        service="billing",
+        amqp_url=settings.amqp_url,
+        pool=resources.pool,
+        exchange=settings.events_exchange,
+        retry_delays_ms=settings.retry_delays_ms,
+        prefetch=settings.consumer_prefetch,
+    )
+    consumers.setup(bus, service)
+
+    async def body(stop: asyncio.Event) -> None:
+        await bus.start()
+        try:
+            await stop.wait()
+        finally:
+            await bus.stop()
+
+    app = create_app(
+        settings, process="worker", readiness={**resources.readiness(), "rabbitmq": bus.is_ready}
+    )
+    try:
+        await run_process(settings, "worker", app, body)
+    finally:
+        await stripe_api.close()
+        await resources.close()
+
+
+async def reconciler(settings: BillingSettings) -> None:
+    resources = Resources(settings, schema="billing", amqp=False)
+    await resources.open()
+    stripe_api = StripeApi(settings)
+    service = BillingService(settings, resources.pool, stripe_api)
+
+    async def body(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for mode in MODES:
+                try:
+                    await service.reconcile(mode)
+                except Exception:
+                    # Recorded on the run's row; the next round starts from the same cursor.
+                    log.exception("reconciliation failed", extra={"mode": mode})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.reconcile_interval_seconds)
+
+    app = create_app(settings, process="reconciler", readiness=resources.readiness())
+    try:
+        await run_process(settings, "reconciler", app, body)
+    finally:
+        await stripe_api.close()
+        await resources.close()
+
+
+def reconcile_once(settings: BillingSettings, args: list[str]) -> int:
+    modes = [m for m in MODES if not args or m in args]
+
+    async def run() -> list[dict[str, object]]:
+        resources = Resources(settings, schema="billing", amqp=False)
+        await resources.open()
+        stripe_api = StripeApi(settings)
+        try:
+            service = BillingService(settings, resources.pool, stripe_api)
+            reports = [await service.reconcile(mode) for mode in modes]
+            return [r.as_dict() for r in reports if r is not None]
+        finally:
+            await stripe_api.close()
+            await resources.close()
+
+    print(json.dumps(asyncio.run(run()), default=str))
+    return 0
+
+
+PROCESSES: dict[str, Process] = {
+    "api": api,
+    "relay": relay_process("billing"),
+    "worker": worker,
+    "reconciler": reconciler,
+}
+COMMANDS: dict[str, Command] = {
+    "migrate": migrate_command("billing"),
+    "reconcile-once": reconcile_once,
+}
 
 if __name__ == "__main__":
     sys.exit(run_cli("billing", BillingSettings, PROCESSES, COMMANDS))

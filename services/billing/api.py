@@ -1,21 +1,140 @@
-"""HTTP API of the billing service: Stripe checkout, Stripe webhooks, reconciliation and plan
-changes.
-"""
+"""HTTP API of the billing service: `/api/v1/billing/*` for dashboard users (behind the
+gateway's signed principal) and `POST /hooks/stripe` for Stripe (no principal: the
+`Stripe-Signature` is verified instead)."""
 
-from fastapi import FastAPI
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
 from libs.common.app import create_app
-
+from libs.common.http import ApiError, ErrorEnvelope, Forbidden, SuccessEnvelope, ok
+from libs.common.principal import Principal, principal_dependency
 from libs.common.resources import Resources
+from services.billing.schemas import (
+    BillingStateOut,
+    CheckoutSessionIn,
+    CheckoutSessionOut,
+    PaymentOut,
+    PlanOut,
+    PortalSessionIn,
+    PortalSessionOut,
+    WebhookReceipt,
+)
+from services.billing.service import BillingService
 from services.billing.settings import BillingSettings
+from services.billing.stripe_api import StripeApi
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorEnvelope} for s in (400, 401, 403, 404, 409, 422, 502, 503)
+}
+
+
+def _service(request: Request) -> BillingService:
+    svc: BillingService = request.app.state.billing
+    return svc
+
+
+Service = Annotated[BillingService, Depends(_service)]
+
+
+def build_routers(settings: BillingSettings) -> list[APIRouter]:
+    principal = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+
+    async def dashboard_user(p: Annotated[Principal, Depends(principal)]) -> Principal:
+        # The gateway admits only owners' access tokens here; an API key never manages billing.
+        if p.subject_type != "user":
+            raise Forbidden("Billing is managed from the dashboard with a user access token.")
+        return p
+
+    Owner = Annotated[Principal, Depends(dashboard_user)]
+    api = APIRouter(prefix="/api/v1/billing", tags=["billing"], responses=_ERRORS)
+
+    @api.get("/plans", response_model=SuccessEnvelope[list[PlanOut]])
+    async def list_plans(p: Owner, svc: Service) -> dict[str, Any]:
+        return ok(svc.plans(p.mode))
+
+    @api.post(
+        "/checkout-sessions", status_code=201, response_model=SuccessEnvelope[CheckoutSessionOut]
+    )
+    async def create_checkout_session(
+        body: CheckoutSessionIn, p: Owner, svc: Service
+    ) -> dict[str, Any]:
+        return ok(await svc.create_checkout_session(p.tenant_id, p.mode, body.plan_id))
+
+    @api.post("/portal-sessions", status_code=201, response_model=SuccessEnvelope[PortalSessionOut])
+    async def create_portal_session(
+        p: Owner, svc: Service, body: PortalSessionIn | None = None
+    ) -> dict[str, Any]:
+        return ok(await svc.create_portal_session(p.tenant_id, p.mode))
+
+    @api.get("/subscription", response_model=SuccessEnvelope[BillingStateOut])
+    async def get_subscription(p: Owner, svc: Service) -> dict[str, Any]:
+        return ok(await svc.subscription_view(p.tenant_id, p.mode))
+
+    @api.get("/payments", response_model=SuccessEnvelope[list[PaymentOut]])
+    async def list_payments(
+        p: Owner,
+        svc: Service,
+        limit: int = Query(default=25, ge=1, le=100),
+        cursor: str | None = Query(default=None, max_length=200),
+    ) -> dict[str, Any]:
+        items, next_cursor = await svc.payments(p.tenant_id, p.mode, limit, cursor)
+        return ok(
+            items,
+            pagination={
+                "limit": limit,
+                "next_cursor": next_cursor,
+                "has_more": next_cursor is not None,
+            },
+        )
+
+    hooks = APIRouter(tags=["stripe"], responses=_ERRORS)
+
+    @hooks.post("/hooks/stripe", response_model=SuccessEnvelope[WebhookReceipt])
+    async def stripe_webhook(request: Request, svc: Service) -> JSONResponse:
+        payload = await _bounded_body(request, settings.stripe_webhook_max_bytes)
+        event_id, stored = await svc.receive_webhook(
+            payload, request.headers.get("stripe-signature")
+        )
+        return JSONResponse(ok({"received": True, "event_id": event_id, "duplicate": not stored}))
+
+    return [api, hooks]
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(code="payload_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(code="payload_too_large")
+    return bytes(body)
 
 
 def create_api(settings: BillingSettings | None = None) -> FastAPI:
     settings = settings or BillingSettings()
-    resources = Resources(settings, schema="billing", vault=True)
+    resources = Resources(settings, schema="billing")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with resources.lifespan(app):
+            stripe_api = StripeApi(settings)
+            app.state.billing = BillingService(settings, resources.pool, stripe_api)
+            try:
+                yield
+            finally:
+                await stripe_api.close()
+
     return create_app(
         settings,
         process="api",
         readiness=resources.readiness(),
-        lifespan=resources.lifespan,
+        lifespan=lifespan,
+        routers=build_routers(settings),
         title="PenguinMails billing service",
     )
