@@ -77,13 +77,20 @@ def check_tags(value: Any) -> list[str]:
 
 
 def check_custom_fields(value: Any) -> dict[str, Any]:
+    custom_fields_json(value)
+    return value if value is not None else {}
+
+
+def custom_fields_json(value: Any) -> bytes:
+    """The custom fields as JSON, after the size check that needs that serialisation anyway."""
     if value is None:
-        return {}
+        return b"{}"
     if not isinstance(value, dict):
         raise ValueError("custom_fields must be a JSON object")
-    if len(orjson.dumps(value)) > MAX_CUSTOM_FIELDS_BYTES:
+    encoded = orjson.dumps(value)
+    if len(encoded) > MAX_CUSTOM_FIELDS_BYTES:
         raise ValueError(f"custom_fields is larger than {MAX_CUSTOM_FIELDS_BYTES} bytes")
-    return value
+    return encoded
 
 
 def check_name(value: Any, field: str) -> str | None:

@@ -14,7 +14,9 @@ import binascii
 import contextlib
 import csv
 import io
+import itertools
 import re
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -22,6 +24,7 @@ from uuid import UUID
 
 import asyncpg
 import orjson
+import uuid_utils
 from pydantic import ValidationError as PydanticValidationError
 
 from libs.common import outbox
@@ -56,10 +59,10 @@ from services.campaigns.schemas import (
     PreviewRequest,
     TemplateCreate,
     TemplateUpdate,
-    check_custom_fields,
     check_email,
     check_name,
     check_tags,
+    custom_fields_json,
 )
 from services.campaigns.templating import CompiledContent, TemplateProblem, check, contact_context
 
@@ -390,25 +393,38 @@ def parse_import_csv(body: bytes) -> list[Any]:
         ) from exc
 
 
+_IMPORT_FIELDS = frozenset({*_CSV_FIELDS, "custom_fields"})
+
+
+def _new_id() -> str:
+    """A UUIDv7 as text: `new_event_id`'s generator without the stdlib UUID object, ten times
+    cheaper (an import of 50,000 rows makes 100,000 ids); asyncpg takes text for uuid."""
+    return str(uuid_utils.uuid7())
+
+
 def _import_row(item: Any) -> tuple[ImportRow | None, str | None, str]:
-    """(row, field, message): a valid row, or the first problem with it."""
+    """(row, field, message): a valid row, or the first problem with it. The API's rules
+    (schemas.check_*), with custom fields serialised once: the size check's JSON is what
+    COPY sends."""
     if not isinstance(item, dict):
         return None, None, "row is not an object" if item is not None else "row is empty"
-    if "__error__" in item:
-        return None, None, item["__error__"]
-    unknown = set(item) - {*_CSV_FIELDS, "custom_fields"}
-    if unknown:
-        return None, sorted(unknown)[0], "unknown field"
+    if not _IMPORT_FIELDS.issuperset(item):
+        if "__error__" in item:
+            return None, None, item["__error__"]
+        return None, sorted(set(item) - _IMPORT_FIELDS)[0], "unknown field"
     field = "email"
     try:
         email = check_email(item.get("email"))
         field = "tags"
         tags = check_tags(item.get("tags"))
         field = "custom_fields"
-        custom = check_custom_fields(item.get("custom_fields"))
-        names = []
-        for field in ("first_name", "last_name", "company"):
-            names.append(check_name(item.get(field), field))
+        custom = custom_fields_json(item.get("custom_fields"))
+        field = "first_name"
+        first_name = check_name(item.get("first_name"), field)
+        field = "last_name"
+        last_name = check_name(item.get("last_name"), field)
+        field = "company"
+        company = check_name(item.get("company"), field)
         field = "status"
         status = item.get("status")
         if status is not None and status not in _STATUSES:
@@ -416,36 +432,35 @@ def _import_row(item: Any) -> tuple[ImportRow | None, str | None, str]:
     except ValueError as exc:
         return None, field, str(exc)
     row = ImportRow(
-        new_event_id(),
+        _new_id(),
         email,
-        names[0],
-        names[1],
-        names[2],
+        first_name,
+        last_name,
+        company,
         tags,
-        orjson.dumps(custom).decode(),
+        orjson.Fragment(custom),
         status,
     )
     return row, None, ""
 
 
-async def import_contacts(
-    pool: asyncpg.Pool, owner: Owner, items: list[Any], max_rows: int
-) -> dict[str, Any]:
-    """Upsert every valid row in one transaction; every other row is in `errors` with its
-    1-based row number. Publishes contact.created / contact.updated per imported row."""
-    if len(items) > max_rows:
-        raise ImportTooLarge(
-            f"An import takes at most {max_rows} rows; this one has {len(items)}. Split it.",
-            details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
-        )
-    errors: list[dict[str, Any]] = []
-    rows: list[ImportRow] = []
-    first_row_of: dict[str, int] = {}
-    for number, item in enumerate(items, start=1):
+class _ImportBatch:
+    """One import's rows as they are checked: the valid rows, split into addresses the tenant
+    does not have (`fresh`, COPYed) and those it has (`known`, merged), and the error rows."""
+
+    def __init__(self, items: list[Any], taken: set[str]) -> None:
+        self.items = items
+        self.taken = taken
+        self.errors: list[dict[str, Any]] = []
+        self.fresh: list[ImportRow] = []
+        self.known: list[ImportRow] = []
+        self._first_row_of: dict[str, int] = {}
+
+    def _check(self, number: int, item: Any) -> None:
         row, field, message = _import_row(item)
         if row is None:
             email = item.get("email") if isinstance(item, dict) else None
-            errors.append(
+            self.errors.append(
                 {
                     "row": number,
                     "email": email if isinstance(email, str) else None,
@@ -453,59 +468,105 @@ async def import_contacts(
                     "message": message,
                 }
             )
-            continue
+            return
         key = row.email.lower()
-        if key in first_row_of:
-            errors.append(
+        first = self._first_row_of.setdefault(key, number)
+        if first != number:
+            self.errors.append(
                 {
                     "row": number,
                     "email": row.email,
                     "field": "email",
-                    "message": f"duplicate of row {first_row_of[key]} in this import",
+                    "message": f"duplicate of row {first} in this import",
                 }
             )
-            continue
-        first_row_of[key] = number
-        rows.append(row)
-    created = updated = 0
-    if rows:
-        async with pool.acquire() as conn, conn.transaction():
-            results = await repo.upsert_contacts(conn, owner, rows)
-            template_created = _event(owner, ContactCreated(contact_id="-", email="-"), "-")
-            template_updated = _event(owner, ContactUpdated(contact_id="-", email="-"), "-")
-            base_created = template_created.model_dump(mode="json")
-            base_updated = template_updated.model_dump(mode="json")
-            tags_of = {r.email.lower(): r.tags for r in rows}
-            payloads = []
-            for r in results:
-                base = base_created if r["inserted"] else base_updated
-                data: dict[str, Any] = {
-                    **base["data"],
-                    "contact_id": str(r["id"]),
-                    "email": r["email"],
-                    "contact_tags": tags_of.get(r["email"].lower(), []),
-                }
-                if not r["inserted"]:
-                    data["changed"] = ["import"]
-                payloads.append(
-                    {
-                        **base,
-                        "id": str(new_event_id()),
-                        "subject": f"contacts/{r['id']}",
-                        "data": data,
-                    }
-                )
-                if r["inserted"]:
-                    created += 1
-                else:
-                    updated += 1
-            await repo.copy_events(conn, payloads)
+        elif row.email in self.taken:
+            self.known.append(row)
+        else:
+            self.fresh.append(row)
+
+    async def fresh_rows(self) -> AsyncIterator[ImportRow]:
+        """Check every row, yielding the fresh ones as they come: the COPY streams them to
+        the server while the rest are still being checked."""
+        for number, item in enumerate(self.items, start=1):
+            before = len(self.fresh)
+            self._check(number, item)
+            if len(self.fresh) > before:
+                yield self.fresh[-1]
+
+    def check_all(self) -> None:
+        for number, item in enumerate(self.items, start=1):
+            self._check(number, item)
+
+
+def _raw_emails(items: list[Any]) -> list[str]:
+    """The addresses as sent (trimmed), before any check: enough to look up which exist."""
+    out = []
+    for item in items:
+        email = item.get("email") if isinstance(item, dict) else None
+        if isinstance(email, str):
+            out.append(email.strip())
+    return out
+
+
+def _import_events(
+    owner: Owner, fresh: list[ImportRow], merged: list[asyncpg.Record]
+) -> Iterator[dict[str, Any]]:
+    """One contact.created / contact.updated (`changed: ["import"]`) per imported row, as
+    envelopes in JSON form stamped from a template: a pydantic model per row would cost more
+    than the row's COPY. A generator: the outbox COPY streams them as they are made."""
+    created = _event(owner, ContactCreated(contact_id="-", email="-"), "-").model_dump(mode="json")
+    updated = _event(owner, ContactUpdated(contact_id="-", email="-"), "-").model_dump(mode="json")
+    rows = itertools.chain(
+        ((r.id, r.email, r.tags, True) for r in fresh),
+        ((m["id"], m["email"], m["tags"], m["inserted"]) for m in merged),
+    )
+    for contact_id, email, tags, inserted in rows:
+        base = created if inserted else updated
+        data: dict[str, Any] = {
+            **base["data"],
+            "contact_id": str(contact_id),
+            "email": email,
+            "contact_tags": list(tags),
+        }
+        if not inserted:
+            data["changed"] = ["import"]
+        yield {**base, "id": _new_id(), "subject": f"contacts/{contact_id}", "data": data}
+
+
+async def import_contacts(
+    pool: asyncpg.Pool, owner: Owner, items: list[Any], max_rows: int
+) -> dict[str, Any]:
+    """Upsert every valid row in one transaction; every other row is in `errors` with its
+    1-based row number. Publishes contact.created / contact.updated per imported row.
+
+    Fast path: look up which addresses exist, then COPY the new contacts straight into the
+    table while their rows are still being checked; only existing ones take the slower
+    merge (staging table, INSERT ... ON CONFLICT)."""
+    if len(items) > max_rows:
+        raise ImportTooLarge(
+            f"An import takes at most {max_rows} rows; this one has {len(items)}. Split it.",
+            details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        emails = _raw_emails(items)
+        taken = await repo.existing_contact_emails(conn, owner, emails) if emails else set()
+        batch = _ImportBatch(items, taken)
+        if not await repo.copy_new_contacts(conn, owner, batch.fresh_rows()):
+            # An address was taken since the look-up (a concurrent write, or a spelling the
+            # look-up could not match): merge every row instead.
+            batch = _ImportBatch(items, set())
+            batch.check_all()
+            batch.known, batch.fresh = batch.fresh, []
+        merged = await repo.upsert_contacts(conn, owner, batch.known) if batch.known else []
+        await outbox.enqueue_copy(conn, _import_events(owner, batch.fresh, merged))
+    inserted = sum(1 for m in merged if m["inserted"])
     return {
         "received": len(items),
-        "created": created,
-        "updated": updated,
-        "failed": len(errors),
-        "errors": errors,
+        "created": len(batch.fresh) + inserted,
+        "updated": len(merged) - inserted,
+        "failed": len(batch.errors),
+        "errors": batch.errors,
     }
 
 

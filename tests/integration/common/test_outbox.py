@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from libs.common.events import ContactCreated, Envelope, make_event
-from libs.common.outbox import OutboxRelay, enqueue, enqueue_many
+from libs.common.outbox import OutboxRelay, enqueue, enqueue_copy, enqueue_many
 from tests.integration.common.amqp_tools import Collector, eventually
 
 
@@ -130,3 +130,87 @@ async def test_relay_killed_between_commit_and_publish_loses_nothing(
         got = seen.ids(tenant)
     assert set(got) == set(ids)
     assert len(got) - len(ids) <= 500, "duplicates bounded by one relay batch"
+
+
+async def test_enqueue_copy_writes_what_enqueue_writes_notifies_and_rolls_back(
+    keys_pool: asyncpg.Pool, widgets: str, amqp_url: str, unique: str
+) -> None:
+    """The bulk COPY path stores the same row as `enqueue_many` (columns, envelope, trace
+    headers) for Envelopes and for pre-dumped envelopes, fires the relays' NOTIFY (the
+    statement trigger runs for COPY), commits with the domain change or not at all, and its
+    rows are published by an ordinary relay."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tenant = f"t_{unique}"
+    tracer = TracerProvider().get_tracer("test")
+    by_insert = contact_event(tenant, 0)
+    envelopes = [contact_event(tenant, i) for i in range(1, 1500)]
+    dumped = [contact_event(tenant, i).model_dump(mode="json") for i in range(1500, 3000)]
+    # Values COPY must escape: quotes, a newline, a tab, a backslash, `\N`, non-ASCII.
+    tricky = make_event(
+        ContactCreated(
+            contact_id='c,"q"\nx', email="ü@exämple.de", contact_tags=["a,b", '"', "\t\\N"]
+        ),
+        tenant_id=tenant,
+        source="/services/keys",
+    )
+    notified: list[str] = []
+
+    def on_notify(*args: object) -> None:
+        notified.append(str(args[2]))
+
+    listener = await keys_pool.acquire()
+    await listener.add_listener("keys_outbox", on_notify)
+    try:
+        with contextlib.suppress(RuntimeError):
+            async with keys_pool.acquire() as conn, conn.transaction():
+                await enqueue_copy(conn, [contact_event(tenant, 9999)])
+                raise RuntimeError("domain change aborted")
+        async with keys_pool.acquire() as conn:
+            with pytest.raises(RuntimeError, match="inside the domain change's transaction"):
+                await enqueue_copy(conn, [contact_event(tenant, 9998)])
+            assert await enqueue_copy(conn, []) == 0, "nothing to write needs no transaction"
+        with tracer.start_as_current_span("POST /import") as span:
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+            async with keys_pool.acquire() as conn, conn.transaction():
+                await enqueue_many(conn, [by_insert])
+            await eventually(lambda: len(notified) == 1, timeout=5)
+            # Postgres folds equal notifications of one transaction: COPY gets its own.
+            async with keys_pool.acquire() as conn, conn.transaction():
+                n = await enqueue_copy(conn, [*envelopes, *dumped, tricky])
+                await asyncio.sleep(0.2)
+                assert len(notified) == 1, "NOTIFY is delivered at commit, not before"
+        assert n == len(envelopes) + len(dumped) + 1
+        await eventually(lambda: len(notified) == 2, timeout=5)  # COPY fired the trigger
+        rows = {
+            str(r["id"]): r
+            for r in await keys_pool.fetch(
+                "SELECT id, event_type, routing_key, tenant_id, payload, headers,"
+                " published_at, created_at FROM outbox WHERE tenant_id = $1",
+                tenant,
+            )
+        }
+        expected = [by_insert, *envelopes, *(Envelope.model_validate(d) for d in dumped), tricky]
+        assert set(rows) == {str(e.id) for e in expected}, "every event once, none of the rollback"
+        reference = rows[str(by_insert.id)]
+        for e in expected:
+            r = rows[str(e.id)]
+            assert (r["event_type"], r["routing_key"], r["tenant_id"]) == (
+                e.type,
+                e.type,
+                tenant,
+            )
+            assert Envelope.model_validate(r["payload"]) == e
+            assert r["payload"] == e.model_dump(mode="json")
+            assert r["headers"] == reference["headers"]
+            assert r["published_at"] is None
+        assert trace_id in reference["headers"]["traceparent"]
+
+        relay = OutboxRelay(keys_pool, "keys", amqp_url, batch_size=500, poll_interval=0.2)
+        async with Collector(amqp_url, "contact.created") as seen, running(relay):
+            await eventually(lambda: len(seen.ids(tenant)) >= len(expected), timeout=60)
+        assert sorted(seen.ids(tenant)) == sorted(str(e.id) for e in expected)
+        assert await unpublished(keys_pool, tenant) == 0
+    finally:
+        await listener.remove_listener("keys_outbox", on_notify)
+        await keys_pool.release(listener)
