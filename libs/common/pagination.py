@@ -54,6 +54,12 @@ def decode_cursor(cursor: str, *, sort: str = "created_at", datetime_value: bool
     return Keyset(value=value, row_id=data["i"])
 
 
+def decode_keyset(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) position of a cursor from a list sorted by creation time."""
+    keyset = decode_cursor(cursor)
+    return keyset.value, keyset.row_id
+
+
 def _invalid(message: str) -> BadRequest:
     return BadRequest(
         message,

@@ -10,8 +10,6 @@ events converge on Stripe's current state.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from libs.common.http import (
     register_error_code,
 )
 from libs.common.inbox import claim_event
+from libs.common.pagination import decode_keyset, encode_cursor
 from services.billing import repository as repo
 from services.billing.catalog import (
     GOOD_STANDING,
@@ -290,7 +289,7 @@ class BillingService:
     async def payments(
         self, tenant_id: str, mode: Mode, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_keyset(cursor) if cursor else None
         rows = await repo.list_payments(self.pool, tenant_id, mode, limit + 1, after)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -313,7 +312,7 @@ class BillingService:
             for r in rows
         ]
         next_cursor = (
-            _encode_cursor(rows[-1]["stripe_created_at"], rows[-1]["stripe_invoice_id"])
+            encode_cursor(rows[-1]["stripe_created_at"], rows[-1]["stripe_invoice_id"])
             if more
             else None
         )
@@ -756,19 +755,3 @@ def _payment_row(
         "stripe_created_at": _ts(invoice.get("created")) or synced_at,
         "synced_at": synced_at,
     }
-
-
-def _encode_cursor(created: datetime, invoice_id: str) -> str:
-    raw = f"{created.isoformat()}|{invoice_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, invoice_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), invoice_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ValidationFailed(
-            details=[ErrorDetail(field="query.cursor", message="invalid cursor")]
-        ) from exc

@@ -16,7 +16,6 @@ leaving the host, such a message was never sent yet is reported failed (not sile
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 from collections import defaultdict
@@ -27,7 +26,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import redis.asyncio as aioredis
 import uuid_utils
 
@@ -50,7 +48,8 @@ from libs.common.events import (
     make_event,
     new_event_id,
 )
-from libs.common.http import ApiError, BadRequest, NotFound, register_error_code
+from libs.common.http import ApiError, NotFound, register_error_code
+from libs.common.pagination import decode_keyset, encode_cursor
 from libs.common.vault import Vault
 from services.delivery import repository as repo
 from services.delivery.connectors.base import (
@@ -959,14 +958,14 @@ class DeliveryService:
     async def list_emails(
         self, tenant_id: str, mode: str, *, limit: int, cursor: str | None, **filters: Any
     ) -> tuple[list[dict[str, Any]], str | None]:
-        position = _decode_cursor(cursor) if cursor else None
+        position = decode_keyset(cursor) if cursor else None
         async with self.pool.acquire() as conn:
             rows = await repo.list_messages(
                 conn, tenant_id, mode, cursor=position, limit=limit + 1, **filters
             )
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
         return [_summary(r) for r in rows], next_cursor
 
     # ------------------------------------------------------------ policy management
@@ -1032,20 +1031,6 @@ def _summary(r: Any) -> dict[str, Any]:
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
     }
-
-
-def _encode_cursor(created_at: datetime, message_id: str) -> str:
-    raw = orjson.dumps([created_at.isoformat(), message_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, message_id = orjson.loads(raw)
-        return datetime.fromisoformat(created), str(message_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise BadRequest("The cursor is not valid.", code="invalid_cursor") from exc
 
 
 def _address(from_email: str) -> str:

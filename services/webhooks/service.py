@@ -8,7 +8,6 @@ after it (retry when, give up, disable the endpoint), and how healthy an endpoin
 
 from __future__ import annotations
 
-import base64
 import random
 import time
 import uuid
@@ -30,6 +29,7 @@ from libs.common.events import (
     make_event,
 )
 from libs.common.http import ApiError, NotFound, ValidationFailed, register_error_code
+from libs.common.pagination import decode_keyset, encode_cursor
 from services.webhooks import repository as repo
 from services.webhooks.address_guard import IPNetwork, UrlRefused, resolve_url
 from services.webhooks.secret_store import SecretStore
@@ -363,22 +363,6 @@ class Caller:
     mode: str
 
 
-def _encode_cursor(created_at: datetime, row_id: str) -> str:
-    raw = orjson.dumps([created_at.isoformat(), row_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, row_id = orjson.loads(raw)
-        return datetime.fromisoformat(stamp), str(row_id)
-    except (ValueError, TypeError) as exc:
-        raise ValidationFailed(
-            details=[{"field": "query.cursor", "message": "not a cursor this API returned"}]
-        ) from exc
-
-
 @dataclass
 class Page:
     items: list[dict[str, Any]]
@@ -494,7 +478,7 @@ class EndpointService:
         return {**endpoint_view(row), "secret": secret}
 
     async def list(self, caller: Caller, limit: int, cursor: str | None) -> Page:
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_keyset(cursor) if cursor else None
         rows = await repo.list_endpoints(
             self.pool, caller.tenant_id, caller.mode, limit=limit + 1, after=after
         )
@@ -631,7 +615,7 @@ class EndpointService:
             event_type=event_type,
             created_after=created_after,
             created_before=created_before,
-            after=_decode_cursor(cursor) if cursor else None,
+            after=decode_keyset(cursor) if cursor else None,
             limit=limit + 1,
         )
         return _page(rows, limit, _delivery_view)
@@ -718,7 +702,7 @@ def _attempt_view(row: repo.OutcomeRow) -> dict[str, Any]:
 def _page(rows: Sequence[asyncpg.Record], limit: int, view: Any) -> Page:
     has_more = len(rows) > limit
     kept = list(rows[:limit])
-    cursor = _encode_cursor(kept[-1]["created_at"], kept[-1]["id"]) if has_more and kept else None
+    cursor = encode_cursor(kept[-1]["created_at"], kept[-1]["id"]) if has_more and kept else None
     return Page([view(r) for r in kept], cursor, has_more, limit)
 
 

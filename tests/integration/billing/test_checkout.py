@@ -160,7 +160,8 @@ async def test_portal_and_guards(billing: BillingStack, billing_pool: asyncpg.Po
         bad_cursor = await client.get(
             f"{url}/api/v1/billing/payments?cursor=%%%", headers=principal_headers(tenant)
         )
-        assert bad_cursor.status_code == 422
+        assert bad_cursor.status_code == 400
+        assert bad_cursor.json()["error"]["code"] == "invalid_cursor"
 
         # Stripe failing: a clear 503, nothing half-done to the tenant.
         billing.fake.fail_next(500)

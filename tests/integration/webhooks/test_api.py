@@ -81,7 +81,7 @@ async def test_list_paginates_with_a_cursor(api, unique) -> None:
         cursor = page["next_cursor"]
     assert seen == list(reversed(ids))
     bad = await api.client.get(BASE, params={"cursor": "garbage!"}, headers=h)
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
 
 
 _LOCAL = "http://127.0.0.1:9/x"
