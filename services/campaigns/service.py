@@ -9,8 +9,6 @@ the change's transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import csv
 import io
@@ -27,7 +25,7 @@ import orjson
 import uuid_utils
 from pydantic import ValidationError as PydanticValidationError
 
-from libs.common import outbox
+from libs.common import outbox, pagination
 from libs.common.events import (
     CampaignCancelled,
     CampaignPaused,
@@ -69,7 +67,6 @@ from services.campaigns.templating import CompiledContent, TemplateProblem, chec
 SOURCE = "/services/campaigns"
 
 register_error_code("contact_exists", 409, "A contact with this email already exists.")
-register_error_code("invalid_cursor", 400, "The pagination cursor is malformed or expired.")
 register_error_code(
     "invalid_status_transition", 409, "The campaign's current status does not allow this action."
 )
@@ -111,33 +108,23 @@ class Page:
     pagination: dict[str, Any]
 
 
+_DATETIME_SORTS = ("created_at", "updated_at", "occurred_at")
+
+
 def encode_cursor(kind: str, order: str, value: Any, row_id: UUID) -> str:
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    raw = orjson.dumps({"k": kind, "o": order, "v": value, "i": str(row_id)})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_cursor(value, row_id, sort=f"{kind}:{order}")
 
 
 def decode_cursor(cursor: str, kind: str, order: str) -> Keyset:
     """The keyset a cursor points at; it must come from a list with the same sort."""
+    keyset = pagination.decode_cursor(
+        cursor, sort=f"{kind}:{order}", datetime_value=kind in _DATETIME_SORTS
+    )
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = orjson.loads(raw)
-        if data["k"] != kind or data["o"] != order:
-            raise BadRequest(
-                "The cursor belongs to a list with another sort_by/order.",
-                code="invalid_cursor",
-                details=[ErrorDetail(field="query.cursor", message="sort does not match")],
-            )
-        value = data["v"]
-        if kind in ("created_at", "updated_at", "occurred_at"):
-            value = datetime.fromisoformat(value)
-        elif not isinstance(value, str):
+        if not isinstance(keyset.value, str | datetime):
             raise ValueError("bad value")
-        return Keyset(value=value, id=UUID(data["i"]))
-    except ApiError:
-        raise
-    except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        return Keyset(value=keyset.value, id=UUID(keyset.row_id))
+    except ValueError as exc:
         raise BadRequest(
             "The cursor is malformed.",
             code="invalid_cursor",

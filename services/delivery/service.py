@@ -77,7 +77,6 @@ from services.delivery.tracking import InvalidToken, Kind, TokenSigner
 log = logging.getLogger(__name__)
 SOURCE = "/services/delivery"
 
-register_error_code("invalid_cursor", 400, "The pagination cursor is malformed or expired.")
 register_error_code("invalid_tracking_token", 404, "The tracking or unsubscribe link is not valid.")
 register_error_code(
     "webhook_signature_invalid", 401, "The ESP webhook's signature or credentials are wrong."
