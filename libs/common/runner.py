@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
@@ -107,8 +107,64 @@ def relay_process(schema: str) -> Process:
     return run
 
 
+async def serve_bus(
+    settings: ServiceSettings,
+    resources: Resources,
+    register: Callable[[EventBus], None],
+    *,
+    process: str = "worker",
+    background: Sequence[Body] = (),
+) -> None:
+    """Run a consumer process: `register` adds the handlers, `background` bodies run beside.
+
+    On SIGTERM the broker stops fetching, in-flight handlers finish (FastStream's graceful
+    timeout) and only completed messages are acknowledged (the rest are redelivered); the
+    background bodies see `stop` and finish their round.
+    """
+    bus = EventBus(
+        service=settings.service_name,
+        amqp_url=settings.amqp_url,
+        pool=resources.pool if resources.schema else None,
+        exchange=settings.events_exchange,
+        retry_delays_ms=settings.retry_delays_ms,
+        prefetch=settings.consumer_prefetch,
+    )
+    register(bus)
+
+    async def body(stop: asyncio.Event) -> None:
+        await bus.start()
+        tasks = [asyncio.create_task(b(stop)) for b in background]
+        try:
+            await stop.wait()
+        finally:
+            await bus.stop()
+            await asyncio.gather(*tasks)
+
+    app = create_app(
+        settings, process=process, readiness={**resources.readiness(), "rabbitmq": bus.is_ready}
+    )
+    await run_process(settings, process, app, body)
+
+
+def periodic(
+    name: str, round_: Callable[[], Coroutine[Any, Any, object]], interval: Callable[[], float]
+) -> Body:
+    """A background body running `round_` every `interval()` seconds until stop; a failed
+    round is logged and the next one runs as planned."""
+
+    async def body(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await round_()
+            except Exception:
+                log.exception("%s failed; the next round continues", name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval())
+
+    return body
+
+
 def worker_process(
-    service: str,
     setup: Callable[[EventBus, Resources], None],
     *,
     schema: str | None,
@@ -116,39 +172,13 @@ def worker_process(
     vault: bool = False,
     process: str = "worker",
 ) -> Process:
-    """A consumer process: `setup` registers the service's handlers on the bus.
-
-    On SIGTERM the broker stops fetching, in-flight handlers finish (FastStream's graceful
-    timeout), and only completed messages are acknowledged; the rest are redelivered.
-    """
+    """A consumer process whose handlers `setup(bus, resources)` registers."""
 
     async def run(settings: ServiceSettings) -> None:
         resources = Resources(settings, schema=schema, redis=redis, vault=vault, amqp=False)
         await resources.open()
-        bus = EventBus(
-            service=service,
-            amqp_url=settings.amqp_url,
-            pool=resources.pool if schema else None,
-            exchange=settings.events_exchange,
-            retry_delays_ms=settings.retry_delays_ms,
-            prefetch=settings.consumer_prefetch,
-        )
-        setup(bus, resources)
-
-        async def body(stop: asyncio.Event) -> None:
-            await bus.start()
-            try:
-                await stop.wait()
-            finally:
-                await bus.stop()
-
-        app = create_app(
-            settings,
-            process=process,
-            readiness={**resources.readiness(), "rabbitmq": bus.is_ready},
-        )
         try:
-            await run_process(settings, process, app, body)
+            await serve_bus(settings, resources, lambda bus: setup(bus, resources), process=process)
         finally:
             await resources.close()
 

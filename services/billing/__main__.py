@@ -11,21 +11,21 @@
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
 
 from libs.common.app import create_app
-from libs.common.bus import EventBus
 from libs.common.resources import Resources
 from libs.common.runner import (
     Command,
     Process,
     migrate_command,
+    periodic,
     relay_process,
     run_cli,
     run_process,
+    serve_bus,
 )
 from services.billing import consumers
 from services.billing.api import create_api
@@ -46,28 +46,8 @@ async def worker(settings: BillingSettings) -> None:
     await resources.open()
     stripe_api = StripeApi(settings)
     service = BillingService(settings, resources.pool, stripe_api)
-    bus = EventBus(
-        service="billing",
-        amqp_url=settings.amqp_url,
-        pool=resources.pool,
-        exchange=settings.events_exchange,
-        retry_delays_ms=settings.retry_delays_ms,
-        prefetch=settings.consumer_prefetch,
-    )
-    consumers.setup(bus, service)
-
-    async def body(stop: asyncio.Event) -> None:
-        await bus.start()
-        try:
-            await stop.wait()
-        finally:
-            await bus.stop()
-
-    app = create_app(
-        settings, process="worker", readiness={**resources.readiness(), "rabbitmq": bus.is_ready}
-    )
     try:
-        await run_process(settings, "worker", app, body)
+        await serve_bus(settings, resources, lambda bus: consumers.setup(bus, service))
     finally:
         await stripe_api.close()
         await resources.close()
@@ -79,18 +59,16 @@ async def reconciler(settings: BillingSettings) -> None:
     stripe_api = StripeApi(settings)
     service = BillingService(settings, resources.pool, stripe_api)
 
-    async def body(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            for mode in MODES:
-                try:
-                    await service.reconcile(mode)
-                except Exception:
-                    # Recorded on the run's row; the next round starts from the same cursor.
-                    log.exception("reconciliation failed", extra={"mode": mode})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.reconcile_interval_seconds)
+    async def reconcile() -> None:
+        for mode in MODES:
+            try:
+                await service.reconcile(mode)
+            except Exception:
+                # Recorded on the run's row; the next round starts from the same cursor.
+                log.exception("reconciliation failed", extra={"mode": mode})
 
     app = create_app(settings, process="reconciler", readiness=resources.readiness())
+    body = periodic("reconcile", reconcile, lambda: settings.reconcile_interval_seconds)
     try:
         await run_process(settings, "reconciler", app, body)
     finally:

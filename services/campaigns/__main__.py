@@ -48,7 +48,7 @@ async def runner(settings: CampaignsSettings) -> None:
 PROCESSES: dict[str, Process] = {
     "api": api,
     "relay": relay_process("campaigns"),
-    "worker": worker_process("campaigns", setup, schema="campaigns"),
+    "worker": worker_process(setup, schema="campaigns"),
     "runner": runner,
 }
 COMMANDS: dict[str, Command] = {"migrate": migrate_command("campaigns")}

@@ -4,21 +4,19 @@
 retries, delayed batches, claims of vanished workers); run as many as the providers allow.
 """
 
-import asyncio
-import contextlib
 import logging
 import sys
 
-from libs.common.app import create_app
-from libs.common.bus import EventBus
 from libs.common.resources import Resources
 from libs.common.runner import (
     Command,
     Process,
     migrate_command,
+    periodic,
     relay_process,
     run_cli,
     run_process,
+    serve_bus,
 )
 from services.delivery import consumers
 from services.delivery.api import create_api
@@ -36,40 +34,18 @@ async def worker(settings: DeliverySettings) -> None:
     resources = Resources(settings, schema="delivery", redis=True, vault=True, amqp=False)
     await resources.open()
     service = DeliveryService(settings, resources.pool, resources.redis, resources.vault)
-    bus = EventBus(
-        service="delivery",
-        amqp_url=settings.amqp_url,
-        pool=resources.pool,
-        exchange=settings.events_exchange,
-        retry_delays_ms=settings.retry_delays_ms,
-        prefetch=settings.consumer_prefetch,
-    )
-    consumers.setup(bus, service)
 
-    async def sweeper(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                while await service.sweep() and not stop.is_set():
-                    pass
-            except Exception:
-                log.exception("sweep failed; next round continues")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.sweep_interval_seconds)
+    async def sweep() -> None:
+        while await service.sweep():
+            pass
 
-    async def body(stop: asyncio.Event) -> None:
-        await bus.start()
-        sweeping = asyncio.create_task(sweeper(stop))
-        try:
-            await stop.wait()
-        finally:
-            await bus.stop()
-            await sweeping
-
-    app = create_app(
-        settings, process="worker", readiness={**resources.readiness(), "rabbitmq": bus.is_ready}
-    )
     try:
-        await run_process(settings, "worker", app, body)
+        await serve_bus(
+            settings,
+            resources,
+            lambda bus: consumers.setup(bus, service),
+            background=[periodic("sweep", sweep, lambda: settings.sweep_interval_seconds)],
+        )
     finally:
         await service.close()
         await resources.close()
