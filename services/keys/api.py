@@ -1,21 +1,173 @@
 """HTTP API of the keys service: tenants, users, login and API keys (hashes in Vault, metadata in
-the keys schema).
+the keys schema), plus the internal routes the gateway uses to verify keys and read plans.
+
+No `from __future__ import annotations` here: FastAPI must resolve the route annotations
+that refer to dependencies defined inside `build_routers`.
 """
 
-from fastapi import FastAPI
-from libs.common.app import create_app
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+
+from libs.common.app import create_app
+from libs.common.http import Forbidden, ok
+from libs.common.principal import Principal, principal_dependency
 from libs.common.resources import Resources
+from libs.common.vault import Vault, make_client
+from services.keys.schemas import (
+    CreateApiKeyRequest,
+    LoginRequest,
+    RefreshRequest,
+    RegenerateApiKeyRequest,
+    SignupRequest,
+    VerifyRequest,
+)
+from services.keys.service import KeysService
 from services.keys.settings import KeysSettings
+
+# Scope a service principal needs for the internal routes (only the gateway signs it).
+INTERNAL_SCOPE = "internal:keys"
+
+
+def _service(request: Request) -> KeysService:
+    svc: KeysService = request.app.state.keys
+    return svc
+
+
+def _client_ip(request: Request) -> str:
+    # Only the gateway reaches this service (network policy); it sets X-Forwarded-For to the
+    # caller's address, overwriting whatever the caller sent.
+    forwarded = request.headers.get("x-forwarded-for", "")
+    first = forwarded.split(",", 1)[0].strip()
+    return first or (request.client.host if request.client else "unknown")
+
+
+def build_routers(settings: KeysSettings) -> list[APIRouter]:
+    current = principal_dependency(settings.principal_key)
+
+    async def user(p: Annotated[Principal, Depends(current)]) -> Principal:
+        if p.subject_type != "user":
+            raise Forbidden(
+                "Managing API keys needs a dashboard user session.", code="user_session_required"
+            )
+        return p
+
+    async def internal(p: Annotated[Principal, Depends(current)]) -> Principal:
+        if p.subject_type != "service" or not p.has_scope(INTERNAL_SCOPE):
+            raise Forbidden("Internal route.", code="insufficient_scope")
+        return p
+
+    User = Annotated[Principal, Depends(user)]
+    Svc = Annotated[KeysService, Depends(_service)]
+
+    auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+    @auth.post("/signup", status_code=201)
+    async def signup(body: SignupRequest, request: Request, svc: Svc) -> dict[str, Any]:
+        return ok(await svc.signup(body.email, body.password, body.company, _client_ip(request)))
+
+    @auth.post("/login")
+    async def login(body: LoginRequest, request: Request, svc: Svc) -> dict[str, Any]:
+        return ok(await svc.login(body.email, body.password, _client_ip(request)))
+
+    @auth.post("/refresh")
+    async def refresh(body: RefreshRequest, svc: Svc) -> dict[str, Any]:
+        return ok(await svc.refresh(body.refresh_token))
+
+    @auth.post("/logout")
+    async def logout(body: RefreshRequest, svc: Svc) -> dict[str, Any]:
+        await svc.logout(body.refresh_token)
+        return ok({"logged_out": True})
+
+    keys = APIRouter(prefix="/api/v1/platform/api-keys", tags=["api-keys"])
+
+    @keys.post("", status_code=201)
+    async def create_key(body: CreateApiKeyRequest, p: User, svc: Svc) -> dict[str, Any]:
+        return ok(await svc.create_key(p, body))
+
+    @keys.get("")
+    async def list_keys(
+        p: User,
+        svc: Svc,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        status: Literal["active", "revoked", "expired"] | None = None,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+    ) -> dict[str, Any]:
+        items, pagination = await svc.list_keys(p.tenant_id, limit, offset, status, cursor)
+        return ok(items, pagination=pagination)
+
+    @keys.get("/{key_id}")
+    async def get_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
+        return ok(await svc.get_key(p.tenant_id, key_id))
+
+    @keys.post("/{key_id}/regenerate")
+    async def regenerate_key(
+        key_id: str, p: User, svc: Svc, body: RegenerateApiKeyRequest | None = None
+    ) -> dict[str, Any]:
+        grace = body.grace_period_seconds if body else 0
+        return ok(await svc.regenerate_key(p.tenant_id, key_id, grace))
+
+    @keys.delete("/{key_id}")
+    async def revoke_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
+        return ok(await svc.revoke_key(p.tenant_id, key_id))
+
+    @keys.get("/{key_id}/usage")
+    async def key_usage(
+        key_id: str,
+        p: User,
+        svc: Svc,
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> dict[str, Any]:
+        return ok(await svc.usage(p.tenant_id, key_id, start, end))
+
+    internal_router = APIRouter(prefix="/internal/v1", include_in_schema=False)
+
+    @internal_router.post("/api-keys/verify")
+    async def verify_key(
+        body: VerifyRequest, _: Annotated[Principal, Depends(internal)], svc: Svc
+    ) -> dict[str, Any]:
+        return ok(await svc.verify(body.key))
+
+    @internal_router.get("/tenants/{tenant_id}/plan")
+    async def tenant_plan(
+        tenant_id: str, _: Annotated[Principal, Depends(internal)], svc: Svc
+    ) -> dict[str, Any]:
+        return ok({"tenant_id": tenant_id, "plan": await svc.tenant_plan(tenant_id)})
+
+    return [auth, keys, internal_router]
+
+
+def api_keys_vault(settings: KeysSettings) -> Vault:
+    return Vault(make_client(**settings.vault_client_kwargs()), mount=settings.api_keys_mount)
 
 
 def create_api(settings: KeysSettings | None = None) -> FastAPI:
     settings = settings or KeysSettings()
-    resources = Resources(settings, schema="keys", redis=True, vault=True)
+    resources = Resources(settings, schema="keys", redis=True, vault=False)
+    vault_holder: dict[str, Vault] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with resources.lifespan(app):
+            vault = api_keys_vault(settings)
+            vault_holder["vault"] = vault
+            app.state.keys = KeysService(settings, resources.pool, vault, resources.redis)
+            yield
+
+    async def vault_ready() -> bool:
+        vault = vault_holder.get("vault")
+        return vault is not None and await vault.is_ready()
+
     return create_app(
         settings,
         process="api",
-        readiness=resources.readiness(),
-        lifespan=resources.lifespan,
+        readiness={**resources.readiness(), "vault": vault_ready},
+        lifespan=lifespan,
+        routers=build_routers(settings),
         title="PenguinMails keys service",
     )

@@ -1,0 +1,139 @@
+"""Request and response models of the keys service's public and internal routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+SCOPES: tuple[str, ...] = (
+    "send_email",
+    "read_analytics",
+    "manage_contacts",
+    "manage_campaigns",
+    "manage_templates",
+    "manage_domains",
+    "read_inbox",
+    "manage_webhooks",
+)
+Scope = Literal[
+    "send_email",
+    "read_analytics",
+    "manage_contacts",
+    "manage_campaigns",
+    "manage_templates",
+    "manage_domains",
+    "read_inbox",
+    "manage_webhooks",
+]
+Plan = Literal["starter", "pro", "enterprise"]
+PLANS: tuple[str, ...] = ("starter", "pro", "enterprise")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignupRequest(_Strict):
+    email: EmailStr
+    password: str = Field(min_length=12, max_length=72)
+    company: str = Field(min_length=1, max_length=200)
+
+
+class LoginRequest(_Strict):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=72)
+
+
+class RefreshRequest(_Strict):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
+    expires_in: int
+    refresh_token: str
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    role: str
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    plan: str
+
+
+class SessionOut(TokenPair):
+    user: UserOut
+    tenant: TenantOut
+
+
+class CreateApiKeyRequest(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[Scope] = Field(min_length=1)
+    mode: Literal["live", "test"] = "live"
+    expires_at: datetime | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return sorted(set(value), key=SCOPES.index)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+        return value
+
+
+class RegenerateApiKeyRequest(_Strict):
+    # How long the replaced secret keeps working; 0 = it stops at once. At most 7 days.
+    grace_period_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    mode: str
+    masked_key: str
+    lookup_id: str
+    last4: str
+    scopes: list[str]
+    status: Literal["active", "revoked", "expired"]
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    regenerated_at: datetime | None
+    previous_valid_until: datetime | None
+    usage: dict[str, int | datetime | None]
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The full key. Shown once: store it now.")
+
+
+class VerifyRequest(_Strict):
+    key: str = Field(min_length=1, max_length=100)
+
+
+class VerifiedKey(BaseModel):
+    key_id: str
+    tenant_id: str
+    lookup_id: str
+    scopes: list[str]
+    mode: Literal["live", "test"]
+    plan: str
+    valid_until: datetime | None
+
+
+class PlanChangeRequest(_Strict):
+    plan: Plan
+    reason: str | None = Field(default=None, max_length=200)

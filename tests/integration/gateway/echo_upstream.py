@@ -1,0 +1,60 @@
+"""A stand-in upstream service for gateway tests: it checks the signed principal with
+libs.common.principal, exactly as a real service does, and echoes what it received.
+
+`python -m tests.integration.gateway.echo_upstream <port>`; `?delay=<seconds>` slows an answer
+(for concurrent Idempotency-Key tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+
+from libs.common.http import install_error_handlers, ok
+from libs.common.principal import Principal, principal_dependency
+
+KEY = os.environ.get("PM_PRINCIPAL_SIGNING_KEY", "dev-only-principal-key-change-me-0123456789")
+current = principal_dependency(lambda: KEY)
+app = FastAPI()
+install_error_handlers(app)
+calls = {"count": 0}
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/calls")
+async def count() -> dict[str, int]:
+    return calls
+
+
+@app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def echo(
+    path: str, request: Request, principal: Annotated[Principal, Depends(current)]
+) -> dict[str, Any]:
+    calls["count"] += 1
+    delay = float(request.query_params.get("delay", "0"))
+    if delay:
+        await asyncio.sleep(delay)
+    body = await request.body()
+    return ok(
+        {
+            "path": "/" + path,
+            "method": request.method,
+            "principal": principal.model_dump(),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body.decode(),
+            "call": calls["count"],
+        }
+    )
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

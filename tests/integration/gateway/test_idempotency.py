@@ -1,0 +1,69 @@
+"""Idempotency-Key on POST through the gateway (Stripe semantics, shared by replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.integration.keys.platform_stack import Platform, bearer, create_key, signup
+
+
+async def test_replayed_post_returns_the_stored_response_and_creates_nothing(
+    platform: Platform, unique: str
+) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        headers = {**bearer(owner["access_token"]), "Idempotency-Key": f"create-{unique}"}
+        body = {"name": "ci", "scopes": ["send_email"]}
+        url = f"{platform.gw}/api/v1/platform/api-keys"
+        first = await client.post(url, json=body, headers=headers)
+        # The retry lands on the other replica: the stored response is shared.
+        second = await client.post(
+            f"{platform.gateways[1].url}/api/v1/platform/api-keys", json=body, headers=headers
+        )
+        other_body = await client.post(url, json={**body, "name": "other"}, headers=headers)
+        listed = await client.get(url, headers=bearer(owner["access_token"]))
+    assert first.status_code == 201
+    assert first.headers["Idempotent-Replayed"] == "false"
+    assert second.status_code == 201
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.json() == first.json()  # same key id, same secret, same meta
+    assert other_body.status_code == 409
+    assert other_body.json()["error"]["code"] == "idempotency_key_reused"
+    assert [k["id"] for k in listed.json()["data"]] == [first.json()["data"]["id"]]
+
+
+async def test_concurrent_duplicate_is_409_while_the_first_runs(
+    platform: Platform, unique: str
+) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        key = (await create_key(client, platform.gw, owner["access_token"], ["manage_contacts"]))[
+            "key"
+        ]
+        headers = {**bearer(key), "Idempotency-Key": f"slow-{unique}"}
+        url = f"{platform.gw}/api/v1/contacts?delay=1"
+        slow = asyncio.create_task(client.post(url, json={"email": "a@b.c"}, headers=headers))
+        await asyncio.sleep(0.3)
+        duplicate = await client.post(url, json={"email": "a@b.c"}, headers=headers)
+        first = await slow
+        replay = await client.post(url, json={"email": "a@b.c"}, headers=headers)
+    assert first.status_code == 200
+    assert duplicate.status_code == 409
+    assert duplicate.json()["error"]["code"] == "idempotency_key_in_use"
+    assert replay.status_code == 200
+    assert replay.json()["data"]["call"] == first.json()["data"]["call"]  # upstream ran once
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_malformed_idempotency_key_is_400(platform: Platform, unique: str) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        resp = await client.post(
+            f"{platform.gw}/api/v1/platform/api-keys",
+            json={"name": "x", "scopes": ["send_email"]},
+            headers={**bearer(owner["access_token"]), "Idempotency-Key": "k" * 300},
+        )
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "invalid_idempotency_key"

@@ -1,0 +1,164 @@
+"""Rate limits through the gateway: the per-minute bucket and its headers, plan upgrades
+without restart, and serving on with local buckets when Redis is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import httpx
+import redis.asyncio as aioredis
+
+from services.gateway.ratelimit import PLAN_LIMITS, RedisLimiter
+from tests.conftest import REPO, free_port
+from tests.integration.keys.platform_stack import (
+    NAMESPACE,
+    Platform,
+    bearer,
+    create_key,
+    gateway_env,
+    signup,
+    start,
+)
+
+
+async def _burst(client: httpx.AsyncClient, url: str, key: str, n: int) -> list[httpx.Response]:
+    return list(await asyncio.gather(*(client.get(url, headers=bearer(key)) for _ in range(n))))
+
+
+async def test_lua_bucket_refuses_the_61st_request_in_a_minute(redis_url: str, unique: str) -> None:
+    """The Redis script with an explicit clock: exact counts, no timing in the test."""
+    redis = aioredis.from_url(redis_url)
+    limiter = RedisLimiter(redis, f"{NAMESPACE}:{unique}")
+    starter = PLAN_LIMITS["starter"]
+    now = 1_700_000_000_000
+    try:
+        decisions = [await limiter.hit("k", starter, now_ms=now) for _ in range(61)]
+        assert [d.allowed for d in decisions] == [True] * 60 + [False]
+        assert decisions[59].minute_remaining == 0
+        assert decisions[60].retry_after_ms == 1000
+        assert not (await limiter.hit("k", starter, now_ms=now + 999)).allowed
+        assert (await limiter.hit("k", starter, now_ms=now + 1000)).allowed
+        # An upgrade grants the larger burst at once.
+        pro = PLAN_LIMITS["pro"]
+        upgraded = [await limiter.hit("k", pro, now_ms=now + 1000) for _ in range(240)]
+        assert all(d.allowed for d in upgraded)
+        assert upgraded[-1].minute_limit == 300
+    finally:
+        await redis.aclose()
+
+
+async def test_hourly_quota_is_the_second_policy(redis_url: str, unique: str) -> None:
+    from services.gateway.ratelimit import PlanLimits
+
+    redis = aioredis.from_url(redis_url)
+    limiter = RedisLimiter(redis, f"{NAMESPACE}:{unique}")
+    tiny = PlanLimits(per_minute=100, per_hour=3)
+    now = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000 + 600_000  # 10 min into an hour
+    try:
+        results = [await limiter.hit("k", tiny, now_ms=now) for _ in range(4)]
+        assert [d.allowed for d in results] == [True, True, True, False]
+        assert results[3].retry_after_ms == 3_000_000  # until the hour ends
+        assert (await limiter.hit("k", tiny, now_ms=now + 3_000_000)).allowed
+    finally:
+        await redis.aclose()
+
+
+async def test_61st_request_gets_429_with_headers(platform: Platform, unique: str) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        key = (await create_key(client, platform.gw, owner["access_token"], ["manage_contacts"]))[
+            "key"
+        ]
+        url = f"{platform.gw}/api/v1/contacts"
+        first = await client.get(url, headers=bearer(key))  # verifies and caches the key
+        started = time.monotonic()
+        burst = await _burst(client, url, key, 70)
+        elapsed = time.monotonic() - started
+    assert first.headers["X-RateLimit-Remaining"] == "59"
+    assert first.headers["RateLimit-Policy"] == '"minute";q=60;w=60, "hour";q=10000;w=3600'
+    ok = [r for r in burst if r.status_code == 200]
+    limited = [r for r in burst if r.status_code == 429]
+    assert len(ok) + len(limited) == 70
+    # 59 tokens were left; the bucket refills one per second while the burst runs.
+    assert 59 <= len(ok) <= 59 + int(elapsed) + 1, (len(ok), elapsed)
+    refused = limited[0]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert refused.headers["X-RateLimit-Limit"] == "60"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert int(refused.headers["X-RateLimit-Reset"]) >= int(time.time())
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["RateLimit"].startswith('"minute";r=0;t=')
+
+
+async def test_plan_change_lifts_the_limit_without_restart(platform: Platform, unique: str) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        tenant = owner["tenant"]["id"]
+        key = (await create_key(client, platform.gw, owner["access_token"], ["manage_contacts"]))[
+            "key"
+        ]
+        url = f"{platform.gw}/api/v1/contacts"
+        burst = await _burst(client, url, key, 70)
+        assert any(r.status_code == 429 for r in burst)
+        # The admin command publishes tenant.plan_changed through the keys outbox, as
+        # billing will after a checkout.
+        done = subprocess.run(
+            [sys.executable, "-m", "services.keys", "change-plan", tenant, "pro"],
+            env=platform.keys_env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            resp = await client.get(url, headers=bearer(key))
+            if resp.headers.get("X-RateLimit-Limit") == "300":
+                break
+            await asyncio.sleep(0.1)
+        assert resp.headers["X-RateLimit-Limit"] == "300", "plan change never reached the gateway"
+        after = await _burst(client, url, key, 150)
+        # On starter at most a couple would pass; the pro burst admits them all.
+        assert [r.status_code for r in after] == [200] * 150
+        other = await client.get(f"{platform.gateways[1].url}/api/v1/contacts", headers=bearer(key))
+        assert other.headers["X-RateLimit-Limit"] == "300"
+
+
+async def test_gateway_serves_with_local_buckets_when_redis_is_unreachable(
+    platform: Platform, unique: str
+) -> None:
+    env = gateway_env(
+        platform.amqp_url,
+        platform.keys.url,
+        platform.echo_url,
+        PM_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    gw = start("gateway", "api", env)
+    try:
+        gw.wait_ready(60)
+        async with httpx.AsyncClient(timeout=20) as client:
+            owner = await signup(client, gw.url, unique)
+            key = (await create_key(client, gw.url, owner["access_token"], ["manage_contacts"]))[
+                "key"
+            ]
+            url = f"{gw.url}/api/v1/contacts"
+            idem = await client.post(
+                url, headers={**bearer(key), "Idempotency-Key": unique}, json={}
+            )
+            burst = await _burst(client, url, key, 70)
+            metrics = (await client.get(f"{gw.url}/metrics")).text
+        statuses = [r.status_code for r in burst]
+        assert 500 not in statuses and 503 not in statuses
+        assert statuses.count(200) >= 59
+        assert 429 in statuses  # the local bucket still enforces the plan
+        assert burst[0].headers["X-RateLimit-Limit"] == "60"
+        assert idem.status_code == 503  # idempotency cannot be guaranteed without Redis
+        assert 'pm_gateway_redis_fallback_total{component="rate_limit"}' in metrics
+        assert 'pm_gateway_rate_limit_total{backend="local",outcome="allowed"}' in metrics
+        assert "redis unreachable: serving with local fallbacks" in gw.log_path.read_text()
+    finally:
+        gw.close()

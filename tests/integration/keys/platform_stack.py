@@ -1,0 +1,210 @@
+"""Real processes for key and gateway tests: keys api/relay/worker, two gateway replicas and
+an echo upstream that stands in for the services still being built (campaigns, delivery,
+webhooks, billing). Started once per test session; imported by the gateway, keys and e2e
+tests (`from tests.integration.keys.platform_stack import platform`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from libs.common.provision import provision_vault
+from tests.conftest import REPO, ServiceProcess, free_port, service_env
+
+NAMESPACE = f"pmt{os.getpid()}"
+ALL_SCOPES = [
+    "send_email",
+    "read_analytics",
+    "manage_contacts",
+    "manage_campaigns",
+    "manage_templates",
+    "manage_domains",
+    "read_inbox",
+    "manage_webhooks",
+]
+
+
+@dataclass
+class Platform:
+    keys: ServiceProcess
+    gateways: list[ServiceProcess]
+    echo_url: str
+    amqp_url: str
+    keys_env: dict[str, str]
+    gateway_env: dict[str, str]
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def gw(self) -> str:
+        return self.gateways[0].url
+
+    def logs(self) -> str:
+        return "\n".join(p.log_path.read_text() for p in self.processes)
+
+
+class EchoUpstream:
+    def __init__(self) -> None:
+        self.port = free_port()
+        log = (REPO / ".dev" / "test-logs" / f"echo-{self.port}.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.gateway.echo_upstream", str(self.port)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("echo upstream did not start")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def start(service: str, process: str, env: dict[str, str]) -> ServiceProcess:
+    return ServiceProcess(service, process, env, free_port())
+
+
+def gateway_env(amqp_url: str, keys_url: str, echo_url: str, **extra: str) -> dict[str, str]:
+    return service_env(
+        "gateway",
+        amqp_url,
+        PM_KEYS_URL=keys_url,
+        PM_CAMPAIGNS_URL=echo_url,
+        PM_DELIVERY_URL=echo_url,
+        PM_WEBHOOKS_URL=echo_url,
+        PM_BILLING_URL=echo_url,
+        PM_REDIS_NAMESPACE=NAMESPACE,
+        PM_BAD_SECRET_LIMIT="5",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="session")
+def keys_vault(vault_dev: Any) -> dict[str, str]:
+    """Vault settings of the keys service: its own AppRole (the production policy)."""
+    creds = provision_vault(vault_dev.addr, vault_dev.token, ["keys"])
+    role_id, secret_id = creds["keys"]
+    return {
+        "PM_VAULT_ADDR": vault_dev.addr,
+        "PM_VAULT_ROLE_ID": role_id,
+        "PM_VAULT_SECRET_ID": secret_id,
+    }
+
+
+# The gateway, keys and e2e test directories each import the fixture, which makes three
+# fixture definitions: they share one set of processes, stopped when the last one ends.
+_shared: dict[str, Any] = {"platform": None, "users": 0}
+
+
+@pytest.fixture(scope="session")
+def platform(amqp_url: str, test_database: str, keys_vault: dict[str, str]) -> Iterator[Platform]:
+    if _shared["platform"] is None:
+        _shared["stack"] = _start_platform(amqp_url, keys_vault)
+        _shared["platform"] = next(_shared["stack"])
+    _shared["users"] += 1
+    try:
+        yield _shared["platform"]
+    finally:
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            _shared["platform"] = None
+            next(_shared["stack"], None)
+
+
+def _start_platform(amqp_url: str, keys_vault: dict[str, str]) -> Iterator[Platform]:
+    keys_env = service_env(
+        "keys",
+        amqp_url,
+        PM_BCRYPT_ROUNDS="4",
+        PM_REDIS_NAMESPACE=NAMESPACE,
+        PM_USAGE_FLUSH_INTERVAL_SECONDS="0.2",
+        PM_LOGIN_MAX_ATTEMPTS_PER_IP="100000",
+        **keys_vault,
+    )
+    echo = EchoUpstream()
+    keys = start("keys", "api", keys_env)
+    relay = start("keys", "relay", keys_env)
+    worker = start("keys", "worker", keys_env)
+    env = gateway_env(amqp_url, keys.url, echo.url)
+    gw1 = start("gateway", "api", env)
+    # The second replica's billing service is down: a prefix whose service is down → 503.
+    gw2 = start("gateway", "api", {**env, "PM_BILLING_URL": f"http://127.0.0.1:{free_port()}"})
+    processes = [keys, relay, worker, gw1, gw2]
+    try:
+        echo.wait_ready()
+        for p in processes:
+            p.wait_ready(60)
+        yield Platform(keys, [gw1, gw2], echo.url, amqp_url, keys_env, env, processes)
+    finally:
+        for p in processes:
+            p.close()
+        echo.close()
+        _forget_redis_keys(keys_env["PM_REDIS_URL"])
+
+
+def _forget_redis_keys(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for name in client.scan_iter(match=f"{NAMESPACE}:*", count=1000):
+            client.delete(name)
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------- API helpers
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def signup(client: httpx.AsyncClient, gw: str, unique: str) -> dict[str, Any]:
+    resp = await client.post(
+        f"{gw}/api/v1/auth/signup",
+        json={
+            "email": f"owner-{unique}@example.com",
+            "password": "correct horse battery",
+            "company": f"Acme {unique}",
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    data: dict[str, Any] = resp.json()["data"]
+    return data
+
+
+async def create_key(
+    client: httpx.AsyncClient,
+    gw: str,
+    token: str,
+    scopes: list[str],
+    mode: str = "live",
+    name: str = "test key",
+) -> dict[str, Any]:
+    resp = await client.post(
+        f"{gw}/api/v1/platform/api-keys",
+        json={"name": name, "scopes": scopes, "mode": mode},
+        headers=bearer(token),
+    )
+    assert resp.status_code == 201, resp.text
+    data: dict[str, Any] = resp.json()["data"]
+    return data

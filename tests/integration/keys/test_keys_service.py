@@ -1,0 +1,286 @@
+"""The keys service's domain logic against the real Postgres, Redis and OpenBao (its own
+AppRole): key storage, verification, login throttling, sessions, usage flushing, plans."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import bcrypt
+import pytest
+import redis.asyncio as aioredis
+
+from libs.common.apikeys import generate_api_key
+from libs.common.bus import PermanentError
+from libs.common.db import create_pool
+from libs.common.events import TenantPlanChanged, make_event
+from libs.common.http import ApiError
+from libs.common.principal import Principal
+from libs.common.vault import Vault, make_client
+from services.keys import repository as repo
+from services.keys.consumers import apply_plan_change
+from services.keys.schemas import CreateApiKeyRequest
+from services.keys.service import InvalidApiKey, KeysService, flush_usage, usage_key
+from services.keys.settings import KeysSettings
+from tests.conftest import REPO, service_dsn, service_env
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+async def pool(test_database: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(service_dsn("keys"), "keys", min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def make_service(
+    pool: asyncpg.Pool, keys_vault: dict[str, str], redis_url: str, unique: str
+) -> AsyncIterator[object]:
+    redis = aioredis.from_url(redis_url)
+    vault = Vault(
+        make_client(
+            keys_vault["PM_VAULT_ADDR"],
+            role_id=keys_vault["PM_VAULT_ROLE_ID"],
+            secret_id=keys_vault["PM_VAULT_SECRET_ID"],
+        ),
+        mount="api_keys",
+    )
+
+    def build(**overrides: object) -> KeysService:
+        values: dict[str, object] = {"bcrypt_rounds": 4, "redis_namespace": f"pmk{unique}"}
+        settings = KeysSettings(**{**values, **overrides})  # type: ignore[arg-type]
+        return KeysService(settings, pool, vault, redis)
+
+    yield build
+    await redis.aclose()
+
+
+def _user(tenant_id: str, user_id: str) -> Principal:
+    return Principal(
+        tenant_id=tenant_id,
+        subject_type="user",
+        subject_id=user_id,
+        scopes=[],
+        plan="starter",
+        mode="live",
+    )
+
+
+async def test_vault_holds_a_cost_12_bcrypt_hash_and_postgres_no_secret(
+    make_service: object, pool: asyncpg.Pool, unique: str
+) -> None:
+    svc: KeysService = make_service(bcrypt_rounds=12)  # type: ignore[operator]
+    tenant, user = await svc.create_tenant(f"v-{unique}@example.com", PASSWORD, "Vaulted")
+    created = await svc.create_key(
+        _user(tenant["id"], user["id"]),
+        CreateApiKeyRequest(name="prod", scopes=["send_email"]),
+    )
+    key: str = created["key"]
+    secret = key[16:34]
+    stored = await svc.vault.read(f"{tenant['id']}/{created['id']}")
+    assert stored is not None
+    assert stored["hash"].startswith("$2b$12$")
+    assert key not in str(stored) and secret not in str(stored)
+    assert bcrypt.checkpw(key.encode(), stored["hash"].encode())
+    # Nothing in the keys schema holds the key or its secret part (rows and outbox).
+    rows = []
+    for table in ("api_keys", "api_key_usage", "outbox", "tenants", "sessions"):
+        rows += await pool.fetch(f"SELECT * FROM {table}")
+    dump = "\n".join(str(dict(r)) for r in rows)
+    assert key not in dump and secret not in dump
+    assert created["masked_key"].startswith(f"pm_live_{created['lookup_id']}")
+    assert created["masked_key"].endswith(key[-4:]) and secret not in created["masked_key"]
+    verified = await svc.verify(key)
+    assert (verified.key_id, verified.tenant_id, verified.scopes) == (
+        created["id"],
+        tenant["id"],
+        ["send_email"],
+    )
+
+
+async def test_verify_rejects_wrong_revoked_expired_and_other_tenants_keys(
+    make_service: object, pool: asyncpg.Pool, unique: str
+) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    tenant, user = await svc.create_tenant(f"r-{unique}@example.com", PASSWORD, "Revoker")
+    who = _user(tenant["id"], user["id"])
+    created = await svc.create_key(who, CreateApiKeyRequest(name="a", scopes=["send_email"]))
+    forged = generate_api_key("live", lookup_id=created["lookup_id"]).raw
+    with pytest.raises(InvalidApiKey):
+        await svc.verify(forged)
+    with pytest.raises(InvalidApiKey):
+        await svc.verify(created["key"][:-1] + "x")  # checksum
+    other_tenant, _ = await svc.create_tenant(f"o-{unique}@example.com", PASSWORD, "Other")
+    with pytest.raises(ApiError) as not_found:
+        await svc.revoke_key(other_tenant["id"], created["id"])
+    assert not_found.value.status_code == 404
+    revoked = await svc.revoke_key(tenant["id"], created["id"])
+    assert revoked["status"] == "revoked"
+    assert await svc.vault.read(f"{tenant['id']}/{created['id']}") is None
+    with pytest.raises(InvalidApiKey):
+        await svc.verify(created["key"])
+    assert (await svc.revoke_key(tenant["id"], created["id"]))["status"] == "revoked"
+    events = await pool.fetch(
+        "SELECT event_type FROM outbox WHERE tenant_id = $1 ORDER BY created_at", tenant["id"]
+    )
+    assert [e["event_type"] for e in events] == [
+        "tenant.created",
+        "api_key.created",
+        "api_key.revoked",
+    ]
+    expiring = await svc.create_key(
+        who,
+        CreateApiKeyRequest(
+            name="e", scopes=["send_email"], expires_at=datetime.now(UTC) + timedelta(hours=1)
+        ),
+    )
+    await pool.execute(
+        "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1",
+        expiring["id"],
+    )
+    with pytest.raises(InvalidApiKey):
+        await svc.verify(expiring["key"])
+
+
+async def test_login_is_throttled_per_account_and_per_ip(make_service: object, unique: str) -> None:
+    svc: KeysService = make_service(  # type: ignore[operator]
+        login_max_failures_per_account=3, login_max_attempts_per_ip=8
+    )
+    email = f"l-{unique}@example.com"
+    await svc.create_tenant(email, PASSWORD, "Login")
+    assert (await svc.login(email, PASSWORD, "10.0.0.1"))["access_token"]
+    codes = []
+    for _ in range(4):
+        with pytest.raises(ApiError) as failed:
+            await svc.login(email, "wrong password!", "10.0.0.1")
+        codes.append(failed.value.code)
+    assert codes == ["invalid_credentials"] * 3 + ["login_throttled"]
+    with pytest.raises(ApiError) as locked:
+        await svc.login(email, PASSWORD, "10.0.0.2")  # right password, account locked
+    assert locked.value.code == "login_throttled"
+    assert int(locked.value.headers["Retry-After"]) >= 1  # type: ignore[index]
+    other = f"l2-{unique}@example.com"
+    await svc.create_tenant(other, PASSWORD, "Login2")
+    results = []
+    for _ in range(4):
+        try:
+            await svc.login(other, PASSWORD, "10.0.0.1")
+            results.append("ok")
+        except ApiError as exc:
+            results.append(exc.code)
+    # 10.0.0.1 had 5 attempts already; the IP budget of 8 allows 3 more.
+    assert results == ["ok", "ok", "ok", "login_throttled"]
+
+
+async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_session(
+    make_service: object, unique: str
+) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    email = f"s-{unique}@example.com"
+    await svc.create_tenant(email, PASSWORD, "Sessions")
+    session = await svc.login(email, PASSWORD, "10.0.0.9")
+    rotated = await svc.refresh(session["refresh_token"])
+    assert rotated["refresh_token"] != session["refresh_token"]
+    with pytest.raises(ApiError) as reused:
+        await svc.refresh(session["refresh_token"])
+    assert reused.value.code == "invalid_refresh_token"
+    # The theft signal revoked the whole session: the rotated token is dead too.
+    with pytest.raises(ApiError):
+        await svc.refresh(rotated["refresh_token"])
+
+
+async def test_signup_can_be_switched_off(make_service: object, unique: str) -> None:
+    svc: KeysService = make_service(signup_enabled=False)  # type: ignore[operator]
+    with pytest.raises(ApiError) as off:
+        await svc.signup(f"x-{unique}@example.com", PASSWORD, "Nope", "10.1.1.1")
+    assert (off.value.status_code, off.value.code) == (403, "signup_disabled")
+
+
+async def test_usage_flush_moves_counts_once_even_after_a_crash(
+    make_service: object, pool: asyncpg.Pool, unique: str
+) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    ns = svc.settings.redis_namespace
+    tenant, user = await svc.create_tenant(f"u-{unique}@example.com", PASSWORD, "Usage")
+    created = await svc.create_key(
+        _user(tenant["id"], user["id"]), CreateApiKeyRequest(name="u", scopes=["send_email"])
+    )
+    minute = int(datetime.now(UTC).timestamp()) // 60 * 60
+    # What the gateway's rate-limit script writes per request.
+    await svc.redis.hset(
+        usage_key(ns, created["id"]),
+        mapping={f"r:{minute}": 7, f"e:{minute}": 2, f"r:{minute - 60}": 3, "last": minute + 5},
+    )
+    await svc.redis.sadd(f"{ns}:usage:dirty", created["id"])
+    assert await flush_usage(pool, svc.redis, ns) == 1
+    # A flusher that died after its commit, before deleting its in-flight hash:
+    batch = uuid.uuid4().hex
+    inflight = f"{ns}:usage:inflight:{batch}:{created['id']}"
+    await svc.redis.hset(inflight, mapping={f"r:{minute}": 100})
+    async with pool.acquire() as conn:
+        await repo.claim_usage_batch(conn, f"{batch}:{created['id']}")
+    assert await flush_usage(pool, svc.redis, ns) == 1  # recovered: dropped, not re-applied
+    assert not await svc.redis.exists(inflight)
+    usage = await svc.usage(tenant["id"], created["id"], None, None)
+    assert usage["totals"]["request_count"] == 10
+    assert usage["totals"]["error_count"] == 2
+    assert [(b["requests"], b["errors"]) for b in usage["buckets"]] == [(3, 0), (7, 2)]
+
+
+async def test_plan_changed_event_updates_the_tenant(
+    make_service: object, pool: asyncpg.Pool, unique: str
+) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    tenant, _ = await svc.create_tenant(f"p-{unique}@example.com", PASSWORD, "Plans")
+    event = make_event(
+        TenantPlanChanged(old_plan="starter", new_plan="enterprise", reason="checkout"),
+        tenant_id=tenant["id"],
+        source="/services/billing",
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await apply_plan_change(event, conn)
+    assert await svc.tenant_plan(tenant["id"]) == "enterprise"
+    bad = make_event(
+        TenantPlanChanged(old_plan=None, new_plan="platinum"),
+        tenant_id=tenant["id"],
+        source="/services/billing",
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(PermanentError):
+            await apply_plan_change(bad, conn)
+
+
+def test_create_tenant_command(
+    amqp_url: str, test_database: str, keys_vault: dict[str, str], unique: str
+) -> None:
+    env = service_env("keys", amqp_url, PM_BCRYPT_ROUNDS="4", **keys_vault)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.keys",
+            "create-tenant",
+            "--email",
+            f"cli-{unique}@example.com",
+            "--company",
+            "Shell Co",
+            "--plan",
+            "pro",
+            "--password-stdin",
+        ],
+        input=PASSWORD + "\n",
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tenant_id=ten_")
+    assert "password=" not in done.stdout
