@@ -7,8 +7,6 @@ import getpass
 import secrets
 import sys
 
-from libs.common.app import create_app
-from libs.common.bus import EventBus
 from libs.common.db import create_pool
 from libs.common.resources import Resources
 from libs.common.runner import (
@@ -18,6 +16,7 @@ from libs.common.runner import (
     relay_process,
     run_cli,
     run_process,
+    serve_bus,
 )
 from services.keys.api import api_keys_vault, create_api
 from services.keys.consumers import setup
@@ -34,28 +33,14 @@ async def worker(settings: KeysSettings) -> None:
     """Consumes `tenant.plan_changed` and flushes key usage from Redis to Postgres."""
     resources = Resources(settings, schema="keys", redis=True, amqp=False)
     await resources.open()
-    bus = EventBus(
-        service="keys",
-        amqp_url=settings.amqp_url,
-        pool=resources.pool,
-        exchange=settings.events_exchange,
-        retry_delays_ms=settings.retry_delays_ms,
-        prefetch=settings.consumer_prefetch,
-    )
-    setup(bus, resources)
 
-    async def body(stop: asyncio.Event) -> None:
-        await bus.start()
-        try:
-            await run_usage_flusher(resources.pool, resources.redis, settings, stop)
-        finally:
-            await bus.stop()
+    async def flush_usage(stop: asyncio.Event) -> None:
+        await run_usage_flusher(resources.pool, resources.redis, settings, stop)
 
-    app = create_app(
-        settings, process="worker", readiness={**resources.readiness(), "rabbitmq": bus.is_ready}
-    )
     try:
-        await run_process(settings, "worker", app, body)
+        await serve_bus(
+            settings, resources, lambda bus: setup(bus, resources), background=[flush_usage]
+        )
     finally:
         await resources.close()
 
@@ -63,7 +48,7 @@ async def worker(settings: KeysSettings) -> None:
 async def _admin_service(settings: KeysSettings) -> KeysService:
     import redis.asyncio as aioredis
 
-    pool = await create_pool(settings.database_url, "keys", min_size=1, max_size=2)
+    pool = await create_pool(settings.require_database_url(), "keys", min_size=1, max_size=2)
     return KeysService(
         settings, pool, api_keys_vault(settings), aioredis.from_url(settings.redis_url)
     )

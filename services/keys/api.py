@@ -16,7 +16,7 @@ from libs.common.app import create_app
 from libs.common.http import Forbidden, ok
 from libs.common.principal import Principal, principal_dependency
 from libs.common.resources import Resources
-from libs.common.vault import Vault, make_client
+from libs.common.vault import Vault
 from services.keys.schemas import (
     CreateApiKeyRequest,
     LoginRequest,
@@ -143,7 +143,7 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
 
 
 def api_keys_vault(settings: KeysSettings) -> Vault:
-    return Vault(make_client(**settings.vault_client_kwargs()), mount=settings.api_keys_mount)
+    return Vault.connect(**settings.vault_client_kwargs(), mount=settings.api_keys_mount)
 
 
 def create_api(settings: KeysSettings | None = None) -> FastAPI:
