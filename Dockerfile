@@ -31,6 +31,8 @@ COPY libs ./libs
 COPY services ./services
 COPY scripts ./scripts
 COPY deploy/vault ./deploy/vault
+# The public OpenAPI document the gateway serves at /api/openapi.json and /api/docs.
+COPY docs/openapi.yaml ./docs/openapi.yaml
 # Bytecode at build time: the root filesystem is read-only at run time.
 RUN python -m compileall -q libs services scripts
 

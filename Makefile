@@ -18,7 +18,7 @@ PYTEST_ARGS := -q -p no:cacheprovider
 ARGS ?=
 QUEUE ?=
 
-.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra
+.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -58,6 +58,9 @@ lint: venv ## ruff, formatting, mypy, import contracts
 fmt: venv ## format and auto-fix
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
+
+fuzz: infra ## fuzz every documented operation through a real gateway (Schemathesis)
+	PM_FUZZ=full $(UV) run --frozen pytest $(PYTEST_ARGS) tests/e2e/test_docs_fuzz.py $(ARGS)
 
 migrate: venv ## provision the dev database and apply every service's migrations
 	@$(UV) run --frozen python -m scripts.dev.stack migrate

@@ -1,0 +1,129 @@
+"""The committed reference matches the code: the generated files are current, every route of
+every service under /api/v1 is documented and every documented operation and status exists,
+every error code is listed, and each operation carries the gateway's auth and scope."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from libs.common.http import ERROR_CODES
+from scripts.docs.collect import REPO
+from scripts.docs.openapi import METHODS
+from scripts.docs.render import render_all
+from services.gateway.routes import match_route
+
+
+def _documented(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (path, method): item[method]
+        for path, item in spec["paths"].items()
+        for method in METHODS
+        if method in item
+    }
+
+
+def _routes(collected: dict[str, dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (r["path"], r["method"]): {**r, "service": service}
+        for service, info in collected.items()
+        if service != "gateway"
+        for r in info["routes"]
+        if r["path"].startswith("/api/v1")
+    }
+
+
+def test_generated_files_are_current(collected: dict[str, dict[str, Any]]) -> None:
+    stale = [
+        rel
+        for rel, text in render_all(collected).items()
+        if not (REPO / rel).exists() or (REPO / rel).read_text() != text
+    ]
+    assert not stale, f"stale, run `uv run python -m scripts.docs`: {stale}"
+
+
+def test_no_leftover_example_files(collected: dict[str, dict[str, Any]]) -> None:
+    generated = set(render_all(collected))
+    on_disk = {str(p.relative_to(REPO)) for p in (REPO / "docs" / "examples").glob("*.md")}
+    assert on_disk <= generated
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(
+    collected: dict[str, dict[str, Any]], committed_spec: dict[str, Any]
+) -> None:
+    routes = _routes(collected)
+    documented = _documented(committed_spec)
+    assert len(routes) > 40  # the collector really saw the services' routes
+    assert sorted(set(routes) - set(documented)) == [], "routes without documentation"
+    assert sorted(set(documented) - set(routes)) == [], "documented routes that do not exist"
+
+
+def test_documented_status_codes_exist(
+    collected: dict[str, dict[str, Any]], committed_spec: dict[str, Any]
+) -> None:
+    routes = _routes(collected)
+    components = committed_spec["components"]["responses"]
+    registered_statuses = {v["status"] for v in committed_spec["x-error-codes"].values()}
+    for key, op in _documented(committed_spec).items():
+        statuses = set(op["responses"])
+        success = {s for s in statuses if s.startswith("2")}
+        # The one success status the handler answers with, and no other.
+        assert success == {str(routes[key]["status_code"])}, key
+        for status in statuses - success:
+            ref = op["responses"][status]["$ref"].rsplit("/", 1)[-1]
+            assert ref == f"Error{status}" and ref in components, (key, status)
+            # Every documented error status is one a registered error code answers with.
+            assert int(status) in registered_statuses, (key, status)
+
+
+def test_every_error_code_is_in_the_spec(
+    collected: dict[str, dict[str, Any]], committed_spec: dict[str, Any]
+) -> None:
+    registered: dict[str, list[Any]] = {}
+    for info in collected.values():
+        registered.update(info["error_codes"])
+    assert len(registered) > len(ERROR_CODES)  # services add their own codes
+    listed = committed_spec["x-error-codes"]
+    assert {c: [v["status"], v["meaning"]] for c, v in listed.items()} == registered
+    enum = committed_spec["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]
+    assert sorted(enum) == sorted(registered)
+    errors_md = (REPO / "docs" / "errors.md").read_text()
+    missing = [c for c in registered if not re.search(rf"`{re.escape(c)}`", errors_md)]
+    assert not missing, f"codes without a row in docs/errors.md: {missing}"
+
+
+def test_security_and_scope_follow_the_gateway_route_map(committed_spec: dict[str, Any]) -> None:
+    for (path, method), op in _documented(committed_spec).items():
+        rule = match_route(re.sub(r"\{[^}]+\}", "x", path))
+        assert rule is not None, f"the gateway forwards no rule for {path}"
+        if rule.auth == "none":
+            assert op["security"] == []
+        elif rule.auth == "user":
+            assert op["security"] == [{"Jwt": []}]
+            assert op["x-required-roles"] == sorted(rule.roles)
+        else:
+            scope = rule.scope_for(method.upper())
+            assert op["x-required-scope"] == scope
+            assert f"`{scope}`" in op["description"]
+            assert op["security"] == [{"ApiKey": []}, {"Jwt": []}]
+            ok = next(v for s, v in op["responses"].items() if s.startswith("2"))
+            assert "X-RateLimit-Remaining" in ok["headers"]
+            assert "429" in op["responses"]
+        params = [p.get("$ref", "") for p in op["parameters"]]
+        if method == "post" and rule.auth != "none":
+            assert "#/components/parameters/IdempotencyKey" in params
+        names = [p.get("name", "") for p in op["parameters"]]
+        assert not any(n.lower().startswith("x-pm-") for n in names), "internal header leaked"
+
+
+def test_document_is_openapi_3_0(committed_spec: dict[str, Any]) -> None:
+    import schemathesis
+
+    assert committed_spec["openapi"].startswith("3.0.")
+    text = (REPO / "docs" / "openapi.yaml").read_text()
+    for construct in ("type: 'null'", "type: null", "\n      const:", "PMPrincipal"):
+        assert construct not in text
+    schema = schemathesis.openapi.from_dict(committed_spec)
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert len(operations) == len(_documented(committed_spec))
+    assert {"ApiKey", "Jwt"} == set(committed_spec["components"]["securitySchemes"])
