@@ -133,6 +133,7 @@ async def apply_engagement(event: Envelope, conn: asyncpg.Connection | None) -> 
                 tenant_id=event.tenant_id,
                 source="/services/campaigns",
                 subject=f"contacts/{row['id']}",
+                mode=event.mode,
             ),
         )
 

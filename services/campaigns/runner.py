@@ -228,18 +228,12 @@ class CampaignRunner:
             tenant_id=campaign["tenant_id"],
             source=SOURCE,
             subject=f"campaigns/{campaign['id']}",
+            mode=campaign["mode"],
         )
 
 
 def _requested(data: EmailRequested, tenant_id: str, subject: str) -> Envelope:
-    # By alias: the wire name of the sender field is "from" (make_event would write "from_").
-    return Envelope(
-        type=data.event_type,
-        source=SOURCE,
-        subject=subject,
-        tenant_id=tenant_id,
-        data=data.model_dump(mode="json", by_alias=True),
-    )
+    return make_event(data, tenant_id=tenant_id, source=SOURCE, subject=subject, mode=data.mode)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -96,7 +96,9 @@ def _template_error(problem: TemplateProblem, field_prefix: str = "") -> ApiErro
 
 
 def _event(owner: Owner, data: EventData, subject: str) -> Any:
-    return make_event(data, tenant_id=owner.tenant_id, source=SOURCE, subject=subject)
+    return make_event(
+        data, tenant_id=owner.tenant_id, source=SOURCE, subject=subject, mode=owner.mode
+    )
 
 
 # ---------------------------------------------------------------- pagination

@@ -295,8 +295,8 @@ async def fail_uncertain_stale(conn: asyncpg.Connection) -> list[asyncpg.Record]
         " AND call_started_at IS NOT NULL FOR UPDATE SKIP LOCKED)"
         " UPDATE messages m SET status = 'failed', lease_until = NULL,"
         " last_error = 'provider_outcome_unknown', updated_at = now() FROM s WHERE m.id = s.id"
-        " RETURNING m.id, m.tenant_id, m.to_email, m.campaign_id, m.contact_id, m.step,"
-        " m.provider"
+        " RETURNING m.id, m.tenant_id, m.mode, m.to_email, m.campaign_id, m.contact_id,"
+        " m.step, m.provider"
     )
 
 

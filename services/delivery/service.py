@@ -122,8 +122,16 @@ class SendOptions:
     track_clicks: bool
 
 
-def _event(data: EventData, tenant_id: str, subject: str | None = None) -> Envelope:
-    return make_event(data, tenant_id=tenant_id, source=SOURCE, subject=subject)
+def _event(
+    data: EventData, tenant_id: str, subject: str | None = None, *, mode: str = "live"
+) -> Envelope:
+    return make_event(
+        data,
+        tenant_id=tenant_id,
+        source=SOURCE,
+        subject=subject,
+        mode="test" if mode == "test" else "live",
+    )
 
 
 def queued_event(
@@ -134,6 +142,7 @@ def queued_event(
     contact_id: str | None,
     step: int | None,
     at: datetime,
+    mode: str = "live",
 ) -> Envelope:
     """`email.queued` built without re-validating what was just validated: a bulk send
     writes 10,000 of them in its accept transaction (same fields as `EmailQueued`)."""
@@ -144,6 +153,7 @@ def queued_event(
         time=at,
         subject=message_id,
         tenant_id=tenant_id,
+        mode="test" if mode == "test" else "live",
         specversion="1.0",
         datacontenttype="application/json",
         data={
@@ -386,11 +396,13 @@ class DeliveryService:
                 EmailBatchQueued(message_ids=ids[lo : lo + chunk_size], batch_id=batch_id),
                 o.tenant_id,
                 batch_id,
+                mode=o.mode,
             )
             for lo in range(0, len(ids), chunk_size)
         ]
         events += [
-            queued_event(o.tenant_id, row[0], row[9], row[6], row[7], row[8], now) for row in rows
+            queued_event(o.tenant_id, row[0], row[9], row[6], row[7], row[8], now, o.mode)
+            for row in rows
         ]
         await outbox.enqueue_many(conn, events)
         return ids
@@ -442,6 +454,7 @@ class DeliveryService:
                                 ),
                                 r["tenant_id"],
                                 r["id"],
+                                mode=r["mode"],
                             )
                             for r in uncertain
                         ],
@@ -722,6 +735,7 @@ class DeliveryService:
                     ),
                     tenant_id,
                     r["id"],
+                    mode=r["mode"],
                 )
             )
             if isinstance(connector, SandboxConnector):
@@ -735,6 +749,7 @@ class DeliveryService:
                     ),
                     tenant_id,
                     r["id"],
+                    mode=r["mode"],
                 )
             )
         async with self.pool.acquire() as conn, conn.transaction():
@@ -831,7 +846,7 @@ class DeliveryService:
             [(row["id"], tenant_id, ev.status, provider, ev.provider_message_id, detail, occurred)],
         )
         await repo.advance_status(conn, row["id"], ev.status)
-        await outbox.enqueue(conn, _event(data, tenant_id, row["id"]))
+        await outbox.enqueue(conn, _event(data, tenant_id, row["id"], mode=row["mode"]))
         return 1
 
     # ------------------------------------------------------------ tracking
@@ -874,7 +889,7 @@ class DeliveryService:
                 conn, [(message_id, row["tenant_id"], status, None, None, detail, now)]
             )
             await repo.advance_status(conn, message_id, status)
-            await outbox.enqueue(conn, _event(data, row["tenant_id"], message_id))
+            await outbox.enqueue(conn, _event(data, row["tenant_id"], message_id, mode=row["mode"]))
 
     async def check_unsubscribe(self, token: str) -> str:
         message_id, _ = self._verify(token, "u")
@@ -917,6 +932,7 @@ class DeliveryService:
                     EmailUnsubscribed(**_email_fields(row, occurred_at=now), method=method),
                     row["tenant_id"],
                     message_id,
+                    mode=row["mode"],
                 ),
             )
         return True

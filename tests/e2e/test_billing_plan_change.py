@@ -37,6 +37,8 @@ def billing_gateway(platform: Platform, billing: BillingStack) -> Iterator[Servi
         billing.fake.add_endpoint(f"{gw.url}/hooks/stripe", LIVE_WHSEC, "live")
         yield gw
     finally:
+        # The session's fake Stripe outlives this module: stop it retrying a dead endpoint.
+        billing.fake.remove_endpoint(f"{gw.url}/hooks/stripe")
         gw.close()
 
 

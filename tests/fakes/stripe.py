@@ -199,6 +199,11 @@ class FakeStripe:
         with self._lock:
             self.endpoints.append(Endpoint(url, secret, mode))
 
+    def remove_endpoint(self, url: str) -> None:
+        """Stop delivering to `url` (its pending retries are dropped too)."""
+        with self._lock:
+            self.endpoints[:] = [e for e in self.endpoints if e.url != url]
+
     def fail_next(self, *statuses: int) -> None:
         """Answer the next API requests with these statuses (500, 429, ...)."""
         with self._lock:
@@ -532,6 +537,9 @@ class FakeStripe:
                 self._attempt(client, d)
 
     def _attempt(self, client: httpx.Client, d: Delivery) -> None:
+        with self._lock:
+            if d.endpoint not in self.endpoints:
+                return  # the endpoint was removed: Stripe stops delivering to it
         d.attempts += 1
         try:
             resp = client.post(

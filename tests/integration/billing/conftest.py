@@ -46,11 +46,39 @@ class BillingStack:
         return f"{self.api.url}/hooks/stripe"
 
 
-@pytest.fixture(scope="session")
-def fake_stripe() -> Iterator[FakeStripe]:
+# tests/e2e imports these fixtures too, which makes a second definition of each: without
+# sharing, a second billing worker (talking to a second fake Stripe) would compete for the
+# same `billing.stripe` queue. One set of processes, stopped when the last user ends.
+_shared: dict[str, Any] = {}
+
+
+def _acquire(name: str, start: Callable[[], Iterator[Any]]) -> Any:
+    entry = _shared.get(name)
+    if entry is None:
+        gen = start()
+        entry = _shared[name] = {"gen": gen, "value": next(gen), "users": 0}
+    entry["users"] += 1
+    return entry["value"]
+
+
+def _release(name: str) -> None:
+    entry = _shared[name]
+    entry["users"] -= 1
+    if entry["users"] == 0:
+        del _shared[name]
+        next(entry["gen"], None)
+
+
+def _fake_stripe() -> Iterator[FakeStripe]:
     fake = FakeStripe().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_stripe() -> Iterator[FakeStripe]:
+    yield _acquire("fake_stripe", _fake_stripe)
+    _release("fake_stripe")
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +126,7 @@ def billing_env(
     )
 
 
-@pytest.fixture(scope="session")
-def billing(billing_env: dict[str, str], fake_stripe: FakeStripe) -> Iterator[BillingStack]:
+def _billing_stack(billing_env: dict[str, str], fake_stripe: FakeStripe) -> Iterator[BillingStack]:
     api = ServiceProcess("billing", "api", billing_env, free_port())
     relay = ServiceProcess("billing", "relay", billing_env, free_port())
     worker = ServiceProcess("billing", "worker", billing_env, free_port())
@@ -113,6 +140,12 @@ def billing(billing_env: dict[str, str], fake_stripe: FakeStripe) -> Iterator[Bi
     finally:
         for p in (stack.api, relay, worker):
             p.close()
+
+
+@pytest.fixture(scope="session")
+def billing(billing_env: dict[str, str], fake_stripe: FakeStripe) -> Iterator[BillingStack]:
+    yield _acquire("billing", lambda: _billing_stack(billing_env, fake_stripe))
+    _release("billing")
 
 
 @pytest.fixture(scope="session")

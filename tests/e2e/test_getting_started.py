@@ -1,0 +1,203 @@
+"""docs/getting-started.md, executed step by step against a real stack.
+
+Every `curl` of the guide is parsed out of the guide itself (method, path, headers, JSON
+body) and sent to a real gateway in front of the real keys, campaigns and webhooks
+services, with the guide's shell variables bound to what the earlier steps returned. So a
+guide whose requests stop working fails this test. The only substitution: the guide's
+example receiver URL becomes a local receiver (loopback is allowed for this stack).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from scripts.docs.collect import REPO
+from tests.conftest import ServiceProcess, free_port, service_env
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.integration.common.amqp_tools import eventually
+from tests.integration.keys.platform_stack import Platform
+from tests.integration.keys.platform_stack import keys_vault as keys_vault
+from tests.integration.keys.platform_stack import platform as platform_fixture
+
+platform = platform_fixture
+GUIDE = REPO / "docs" / "getting-started.md"
+EXAMPLE_RECEIVER = "https://your-app.example/webhooks/penguinmails"
+
+
+@dataclass
+class Curl:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: Any | None
+
+
+def guide_steps() -> list[list[Curl]]:
+    """The curl commands of each ```bash block of the guide, in order."""
+    blocks = re.findall(r"```bash\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    steps = []
+    for block in blocks:
+        text = re.sub(r"\\\n\s*", " ", block)  # join continued lines
+        text = re.sub(r"^\s*#.*$", "", text, flags=re.M)  # drop comment lines
+        commands = [
+            _parse_curl(" ".join(chunk.split()))  # a JSON body may span lines
+            for chunk in re.split(r"\n(?=curl )", text)
+            if chunk.startswith("curl ")
+        ]
+        steps.append(commands)
+    return steps
+
+
+def _parse_curl(line: str) -> Curl:
+    words = shlex.split(line, posix=True)
+    method, url, headers, body = "GET", "", {}, None
+    it = iter(words[1:])
+    for word in it:
+        if word == "-X":
+            method = next(it)
+        elif word == "-H":
+            name, _, value = next(it).partition(":")
+            headers[name.strip()] = value.strip()
+        elif word == "-d":
+            body = json.loads(next(it))
+            method = "POST" if method == "GET" else method
+        elif word in ("-s", "-i"):
+            continue
+        else:
+            url = word
+    return Curl(method, url, headers, body)
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    text = text.replace("$(uuidgen)", str(uuid.uuid4()))
+    text = re.sub(r"<data\.id>", env.get("WEBHOOK_ID", ""), text)
+    return re.sub(r"\$([A-Z_]+)", lambda m: env[m.group(1)], text)
+
+
+def send(client: httpx.Client, cmd: Curl, env: dict[str, str]) -> httpx.Response:
+    body = cmd.body
+    if isinstance(body, dict) and body.get("url") == EXAMPLE_RECEIVER:
+        body = {**body, "url": env["RECEIVER_URL"]}
+    return client.request(
+        cmd.method,
+        expand(cmd.url, env),
+        headers={k: expand(v, env) for k, v in cmd.headers.items()},
+        json=body,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(platform: Platform, vault_dev: Any, amqp_url: str) -> Iterator[str]:
+    webhooks_env = service_env(
+        "webhooks",
+        amqp_url,
+        PM_VAULT_ADDR=vault_dev.addr,
+        PM_VAULT_TOKEN=vault_dev.token,
+        PM_WEBHOOKS_ALLOW_HTTP="true",
+        PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
+    )
+    campaigns = ServiceProcess("campaigns", "api", service_env("campaigns", amqp_url), free_port())
+    processes = [
+        campaigns,
+        ServiceProcess("campaigns", "relay", service_env("campaigns", amqp_url), free_port()),
+        webhooks := ServiceProcess("webhooks", "api", webhooks_env, free_port()),
+        ServiceProcess("webhooks", "worker", webhooks_env, free_port()),
+    ]
+    gateway = ServiceProcess(
+        "gateway",
+        "api",
+        {
+            **platform.gateway_env,
+            "PM_CAMPAIGNS_URL": campaigns.url,
+            "PM_WEBHOOKS_URL": webhooks.url,
+        },
+        free_port(),
+    )
+    processes.append(gateway)
+    try:
+        for p in processes:
+            p.wait_ready(90)
+        yield gateway.url
+    finally:
+        for p in processes:
+            p.close()
+
+
+def test_the_getting_started_guide_works(stack: str) -> None:
+    account, key, first_call, webhook = guide_steps()
+    assert [len(s) for s in (account, key, first_call, webhook)] == [1, 1, 2, 2]
+    env = {"PM": stack}
+    with httpx.Client(timeout=30) as client, WebhookReceiver() as receiver:
+        env["RECEIVER_URL"] = receiver.url
+
+        # 1. An account and a dashboard token.
+        email = f"getting-started-{uuid.uuid4().hex[:8]}@example.com"
+        signup = account[0]
+        signup.body = {**signup.body, "email": email}
+        r = send(client, signup, env)
+        assert r.status_code == 201, r.text
+        env["PM_ACCESS_TOKEN"] = r.json()["data"]["access_token"]
+
+        # 2. An API key (shown once).
+        r = send(client, key[0], env)
+        assert r.status_code == 201, r.text
+        env["PM_API_KEY"] = r.json()["data"]["key"]
+        assert env["PM_API_KEY"].startswith("pm_test_")
+
+        # 3. The first call, and the list with its rate-limit headers.
+        r = send(client, first_call[0], env)
+        assert r.status_code == 201, r.text
+        assert r.json()["success"] is True
+        r = send(client, first_call[1], env)
+        assert r.status_code == 200, r.text
+        assert [c["email"] for c in r.json()["data"]] == ["jane@example.com"]
+        assert "X-RateLimit-Remaining" in r.headers
+
+        # 4. The first webhook: register it, ask for a test event, verify its signature.
+        r = send(client, webhook[0], env)
+        assert r.status_code == 201, r.text
+        env["WEBHOOK_ID"] = r.json()["data"]["id"]
+        verifier = Webhook(r.json()["data"]["secret"])
+        r = send(client, webhook[1], env)
+        assert r.status_code in (200, 201, 202), r.text
+        test_event = receiver.wait_for(1, 30)[0]
+        verifier.verify(test_event.body, test_event.headers)
+
+        # "Creating a contact now (step 3) also delivers a contact.created event."
+        another = Curl(
+            first_call[0].method,
+            first_call[0].url,
+            first_call[0].headers,
+            {**first_call[0].body, "email": "joe@example.com"},
+        )
+        assert send(client, another, env).status_code == 201
+        delivered = eventually_sync(lambda: _contact_created(receiver), timeout=60)
+        verifier.verify(delivered.body, delivered.headers)
+        assert json.loads(delivered.body)["data"]["email"] == "joe@example.com"
+
+
+def _contact_created(receiver: WebhookReceiver) -> Any:
+    for req in list(receiver.requests):
+        payload = json.loads(req.body)
+        if (
+            payload["type"] == "contact.created"
+            and payload["data"].get("email") == "joe@example.com"
+        ):
+            return req
+    return None
+
+
+def eventually_sync(check: Any, timeout: float) -> Any:
+    import asyncio
+
+    return asyncio.run(eventually(check, timeout=timeout, interval=0.2))
