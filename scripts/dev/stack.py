@@ -700,8 +700,8 @@ def cmd_up(_args: argparse.Namespace) -> int:
         f"  try       curl -s {GATEWAY_URL}/readyz\n"
         f"  sign up   curl -s -X POST {GATEWAY_URL}/api/v1/auth/signup"
         " -H 'Content-Type: application/json'"
-        " -d '{\"email\": \"you@example.com\", \"password\": \"a-long-passphrase\","
-        " \"company\": \"Acme\"}'\n"
+        ' -d \'{"email": "you@example.com", "password": "a-long-passphrase",'
+        ' "company": "Acme"}\'\n'
         f"  next      docs/getting-started.md: log in, create an API key, first call, webhook\n"
         f"  logs      tail -f .dev/logs/<service>-<process>.log  (e.g. .dev/logs/gateway-api.log)\n"
         f"  env       set -a; . .dev/stack.env; set +a   (gateway URL, Vault, admin DSN)\n"

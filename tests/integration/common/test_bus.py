@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 
@@ -79,7 +80,7 @@ async def test_transient_failure_retries_then_dead_letters_then_replays(
 
     await eventually(lambda: dlq_depth(amqp_url, queue), timeout=20)
     assert len(attempts) == 3, "first delivery + 2 bounded retries"
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.18 and gaps[1] >= 0.38, f"retry spacing follows the delays: {gaps}"
     assert await count_effects(keys_pool, event) == 0, "failed attempts roll their writes back"
 
