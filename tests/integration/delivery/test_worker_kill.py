@@ -178,3 +178,93 @@ async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
     assert by_type["email.sent"][0] == N - len(in_flight)
     assert by_type["email.failed"][0] == len(in_flight)
     assert await dlq_depth(amqp_url, "delivery.send") == 0
+
+
+@pytest.mark.slow
+async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing(
+    processes: Any,
+    reset_fakes: dict[str, Any],
+    creds_path: str,
+    vault_dev: Any,
+    amqp_url: str,
+    test_database: str,
+    unique: str,
+) -> None:
+    """SIGTERM (a rollout, a scale-down) while provider calls are in flight: the worker stops
+    fetching, lets its in-flight calls finish and records them, exits 0 within the grace
+    period of its Deployment; the next worker sends the rest. Nothing is lost, nothing is
+    sent twice, and, unlike SIGKILL, nothing ends as `provider_outcome_unknown`."""
+    from tests.conftest import service_dsn
+    from tests.integration.deploy.conftest import grace_period
+
+    n, batch = 2_000, 100
+    tenant = f"t_{unique}"
+    vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
+    await write_credentials(vault, creds_path, reset_fakes, tenant)
+    mailgun = reset_fakes["mailgun"]
+    env = _env(reset_fakes, creds_path, vault_dev)
+    api, relay, first = (
+        processes("api", **env),
+        processes("relay", **env),
+        processes("worker", **env),
+    )
+    for p in (api, relay, first):
+        await asyncio.to_thread(p.wait_ready)
+
+    mailgun.hold_after(2)
+    principal = Principal(
+        tenant_id=tenant,
+        subject_type="api_key",
+        subject_id="key_term",
+        scopes=["send_email"],
+        plan="pro",
+        mode="live",
+    )  # type: ignore[arg-type]
+    async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+        r = await client.post(
+            "/api/v1/emails/send-bulk",
+            headers={"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)},
+            json={
+                "from": "news@acme.example.com",
+                "subject": "Hello {{ name }}",
+                "html": "<p>Hi {{ name }}</p>",
+                "category": "marketing",
+                "recipients": [
+                    {"email": f"t{i}@example.com", "personalization": {"name": f"T{i}"}}
+                    for i in range(n)
+                ],
+                "batch_size": batch,
+            },
+        )
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["data"]["batch_id"]
+
+    conn = await asyncpg.connect(service_dsn("delivery"))
+    try:
+        while mailgun.held < PREFETCH:  # the worker's every work item is an in-flight call
+            assert first.proc.poll() is None, first.logs()
+            await asyncio.sleep(0.05)
+        first.proc.terminate()
+        await asyncio.sleep(0.5)  # SIGTERM lands while the calls are still held
+        mailgun.hold.set()  # the provider answers: the in-flight calls complete
+        code = await asyncio.to_thread(first.proc.wait, grace_period("delivery", "worker"))
+        assert code == 0, first.logs()
+        after_first = await _counts(conn, batch_id)
+        assert "sending" not in after_first and "sending+started" not in after_first, after_first
+        assert after_first.get("sent") == (2 + PREFETCH) * batch, after_first
+
+        second = processes("worker", **env)
+        await asyncio.to_thread(second.wait_ready)
+        for _ in range(1500):
+            counts = await _counts(conn, batch_id)
+            if counts == {"sent": n}:
+                break
+            assert second.proc.poll() is None, second.logs()
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"not settled: {counts}\n{second.logs()}")
+    finally:
+        await conn.close()
+    sent = Counter(mailgun.recipients())
+    assert len(sent) == n and set(sent.values()) == {1}
+    assert await dlq_depth(amqp_url, "delivery.send") == 0
