@@ -46,8 +46,8 @@ def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _dead_session(name: str) -> bool:
-    """`pm_test_<pid>` of a process that no longer exists."""
-    pid = name.removeprefix("pm_test_")
+    """`pm_test_<pid>[_suffix]` of a process that no longer exists."""
+    pid = name.removeprefix("pm_test_").split("_", 1)[0]
     if not pid.isdigit():
         return False
     try:

@@ -7,8 +7,20 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import ServiceProcess, free_port, service_env
+from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_env
 from tests.unit.deploy.manifests import of_kind, pod_spec, render
+
+
+@pytest.fixture(scope="session")
+def amqp_url(amqp_url: str) -> Iterator[str]:
+    """A vhost of their own: session-long workers of other test folders (the campaigns
+    worker) consume the same queue names in the shared one and would take their messages."""
+    base, _, vhost = amqp_url.rpartition("/")
+    own = f"{vhost}_deploy"
+    _rabbitmqctl("add_vhost", own)
+    _rabbitmqctl("set_permissions", "-p", own, "guest", ".*", ".*", ".*")
+    yield f"{base}/{own}"
+    _rabbitmqctl("delete_vhost", own)
 
 
 @pytest.fixture
