@@ -293,6 +293,11 @@ class Dispatcher:
 
     async def on_job(self, job: AttemptJob) -> None:
         """A retry's wake-up came out of its delay queue."""
+        # Delay tiers hand a job over up to DUE_TOLERANCE_MS before it is due; wait out that
+        # remainder here so a retry never comes earlier than its schedule says.
+        early = job.due_ms / 1000 - time.time()
+        if early > 0:
+            await asyncio.sleep(min(early, DUE_TOLERANCE_MS / 1000))
         if not self._reserve(job.endpoint_id):
             self._mark_backlog(job.endpoint_id)
             return

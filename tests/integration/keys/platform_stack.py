@@ -53,7 +53,9 @@ class Platform:
 class EchoUpstream:
     def __init__(self) -> None:
         self.port = free_port()
-        log = (REPO / ".dev" / "test-logs" / f"echo-{self.port}.log").open("w")
+        log_path = REPO / ".dev" / "test-logs" / f"echo-{self.port}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .dev yet
+        log = log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.gateway.echo_upstream", str(self.port)],
             cwd=REPO,
