@@ -22,7 +22,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from scripts.docs.collect import REPO
-from tests.conftest import ServiceProcess, free_port, service_env
+from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_env
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.common.amqp_tools import eventually
 from tests.integration.keys.platform_stack import Platform
@@ -97,7 +97,21 @@ def send(client: httpx.Client, cmd: Curl, env: dict[str, str]) -> httpx.Response
 
 
 @pytest.fixture(scope="module")
-def stack(platform: Platform, vault_dev: Any, amqp_url: str) -> Iterator[str]:
+def own_vhost(amqp_url: str) -> Iterator[str]:
+    """Campaigns and webhooks talk through a vhost of their own: the durable queues this
+    stack declares (webhooks.fanout, ...) would otherwise collect every event the rest of the
+    session publishes, a backlog for the next test folder's consumers."""
+    base, _, vhost = amqp_url.rpartition("/")
+    own = f"{vhost}_guide"
+    _rabbitmqctl("add_vhost", own)
+    _rabbitmqctl("set_permissions", "-p", own, "guest", ".*", ".*", ".*")
+    yield f"{base}/{own}"
+    _rabbitmqctl("delete_vhost", own)
+
+
+@pytest.fixture(scope="module")
+def stack(platform: Platform, vault_dev: Any, own_vhost: str) -> Iterator[str]:
+    amqp_url = own_vhost
     webhooks_env = service_env(
         "webhooks",
         amqp_url,
