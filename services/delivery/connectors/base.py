@@ -208,3 +208,12 @@ def network_failure(messages: Sequence[OutgoingEmail], exc: Exception) -> list[S
     if isinstance(exc, _NOT_SENT):
         return all_results(messages, "retryable", f"network: {type(exc).__name__}", None)
     return all_results(messages, "unknown", f"provider_outcome_unknown: {type(exc).__name__}", None)
+
+
+class HttpApiConnector(Connector):
+    """A provider reached over its HTTP API at `base_url` (the real provider's in production,
+    a local fake in tests)."""
+
+    def __init__(self, credentials: Mapping[str, Any], client: httpx.AsyncClient, base_url: str):
+        super().__init__(credentials, client)
+        self.base_url = base_url.rstrip("/")

@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from services.delivery.connectors.base import (
-    Connector,
+    HttpApiConnector,
     NormalizedEvent,
     OutgoingEmail,
     SendResult,
@@ -42,14 +42,10 @@ def _recipient_var(name: str) -> str:
     return f"%recipient.{name}%"
 
 
-class MailgunConnector(Connector):
+class MailgunConnector(HttpApiConnector):
     id = "mailgun"
     name = "Mailgun"
     batch_limit = 1000
-
-    def __init__(self, credentials: dict[str, Any], client: httpx.AsyncClient, base_url: str):
-        super().__init__(credentials, client)
-        self.base_url = base_url.rstrip("/")
 
     def _auth(self) -> tuple[str, str]:
         return ("api", str(self.credentials.get("api_key", "")))

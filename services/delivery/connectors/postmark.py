@@ -15,8 +15,8 @@ import httpx
 import orjson
 
 from services.delivery.connectors.base import (
-    Connector,
     HealthStatus,
+    HttpApiConnector,
     NormalizedEvent,
     OutgoingEmail,
     SendResult,
@@ -35,14 +35,10 @@ _HARD_BOUNCE_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "B
 _RETRYABLE_CODES = {405, 429}
 
 
-class PostmarkConnector(Connector):
+class PostmarkConnector(HttpApiConnector):
     id = "postmark"
     name = "Postmark"
     batch_limit = 500
-
-    def __init__(self, credentials: dict[str, Any], client: httpx.AsyncClient, base_url: str):
-        super().__init__(credentials, client)
-        self.base_url = base_url.rstrip("/")
 
     def _headers(self) -> dict[str, str]:
         return {

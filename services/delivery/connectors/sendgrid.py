@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.delivery.connectors.base import (
-    Connector,
+    HttpApiConnector,
     NormalizedEvent,
     OutgoingEmail,
     SendResult,
@@ -42,14 +42,10 @@ def _substitution_key(name: str) -> str:
     return f"-{name}-"
 
 
-class SendGridConnector(Connector):
+class SendGridConnector(HttpApiConnector):
     id = "sendgrid"
     name = "SendGrid"
     batch_limit = 1000
-
-    def __init__(self, credentials: dict[str, Any], client: httpx.AsyncClient, base_url: str):
-        super().__init__(credentials, client)
-        self.base_url = base_url.rstrip("/")
 
     async def send(self, messages: list[OutgoingEmail]) -> list[SendResult]:
         groups: dict[tuple[str, ...], list[OutgoingEmail]] = defaultdict(list)

@@ -76,6 +76,35 @@ async def _counts(conn: asyncpg.Connection, batch_id: str) -> dict[str, int]:
     return {r["s"]: r["n"] for r in rows}
 
 
+async def _post_bulk(
+    api_url: str, tenant: str, recipients: list[dict[str, Any]], batch: int
+) -> str:
+    """A bulk send through the real delivery API, as the gateway would forward it."""
+    principal = Principal(
+        tenant_id=tenant,
+        subject_type="api_key",
+        subject_id="key_bulk",
+        scopes=["send_email"],
+        plan="pro",
+        mode="live",
+    )  # type: ignore[arg-type]
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+        r = await client.post(
+            "/api/v1/emails/send-bulk",
+            headers={"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)},
+            json={
+                "from": "news@acme.example.com",
+                "subject": "Hello {{ name }}",
+                "html": "<p>Hi {{ name }}</p>",
+                "category": "marketing",
+                "recipients": recipients,
+                "batch_size": batch,
+            },
+        )
+    assert r.status_code == 202, r.text
+    return str(r.json()["data"]["batch_id"])
+
+
 @pytest.mark.slow
 async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
     processes: Any,
@@ -103,32 +132,10 @@ async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
         await asyncio.to_thread(p.wait_ready)
 
     mailgun.hold_after(ANSWERED_BEFORE_KILL)
-    principal = Principal(
-        tenant_id=tenant,
-        subject_type="api_key",
-        subject_id="key_kill",
-        scopes=["send_email", "read_analytics"],
-        plan="pro",
-        mode="live",
-    )  # type: ignore[arg-type]
     recipients = [
         {"email": f"r{i}@example.com", "personalization": {"name": f"R{i}"}} for i in range(N)
     ]
-    async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
-        r = await client.post(
-            "/api/v1/emails/send-bulk",
-            headers={"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)},
-            json={
-                "from": "news@acme.example.com",
-                "subject": "Hello {{ name }}",
-                "html": "<p>Hi {{ name }}</p>",
-                "category": "marketing",
-                "recipients": recipients,
-                "batch_size": BATCH,
-            },
-        )
-    assert r.status_code == 202, r.text
-    batch_id = r.json()["data"]["batch_id"]
+    batch_id = await _post_bulk(api.url, tenant, recipients, BATCH)
 
     conn = await asyncpg.connect(service_dsn("delivery"))
     try:
@@ -212,32 +219,10 @@ async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing
         await asyncio.to_thread(p.wait_ready)
 
     mailgun.hold_after(2)
-    principal = Principal(
-        tenant_id=tenant,
-        subject_type="api_key",
-        subject_id="key_term",
-        scopes=["send_email"],
-        plan="pro",
-        mode="live",
-    )  # type: ignore[arg-type]
-    async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
-        r = await client.post(
-            "/api/v1/emails/send-bulk",
-            headers={"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)},
-            json={
-                "from": "news@acme.example.com",
-                "subject": "Hello {{ name }}",
-                "html": "<p>Hi {{ name }}</p>",
-                "category": "marketing",
-                "recipients": [
-                    {"email": f"t{i}@example.com", "personalization": {"name": f"T{i}"}}
-                    for i in range(n)
-                ],
-                "batch_size": batch,
-            },
-        )
-    assert r.status_code == 202, r.text
-    batch_id = r.json()["data"]["batch_id"]
+    recipients = [
+        {"email": f"t{i}@example.com", "personalization": {"name": f"T{i}"}} for i in range(n)
+    ]
+    batch_id = await _post_bulk(api.url, tenant, recipients, batch)
 
     conn = await asyncpg.connect(service_dsn("delivery"))
     try:
