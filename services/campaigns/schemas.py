@@ -3,16 +3,15 @@ with the bulk importer."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from libs.common.emails import InvalidEmail, normalize_email
 from services.campaigns.scheduling import DAY_NAMES
 
 ContactStatus = Literal["active", "unsubscribed", "bounced", "complained"]
@@ -25,35 +24,18 @@ MAX_NAME_CHARS = 200
 MAX_CUSTOM_FIELDS_BYTES = 16 * 1024
 MAX_TEMPLATE_CHARS = 512 * 1024
 
-# WHATWG "valid e-mail address" (what browsers accept), plus RFC 5321 length limits and a
-# dotted domain. ASCII addresses take this fast path (imports check 50,000 at a time);
-# internationalised ones go through email-validator.
-_ASCII_EMAIL = re.compile(
-    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+"
-)
-
 
 def check_email(value: Any) -> str:
-    """The address, trimmed; raises ValueError naming what is wrong."""
+    """The address, trimmed and normalised (`libs.common.emails`, the rule of every service);
+    raises ValueError naming what is wrong."""
     if not isinstance(value, str):
         raise ValueError("email must be a string")
     email = value.strip()
     if not email:
         raise ValueError("email is required")
-    if len(email) > 254:
-        raise ValueError("email is longer than 254 characters")
-    if email.isascii():
-        if not _ASCII_EMAIL.fullmatch(email):
-            raise ValueError("email is not a valid address")
-        if len(email.rsplit("@", 1)[0]) > 64:
-            raise ValueError("email local part is longer than 64 characters")
-        if email.rsplit(".", 1)[1].isdigit():
-            raise ValueError("email domain has a numeric top-level label")
-        return email
     try:
-        return str(validate_email(email, check_deliverability=False).normalized)
-    except EmailNotValidError as exc:
+        return normalize_email(email)
+    except InvalidEmail as exc:
         raise ValueError(f"email is not a valid address: {exc}") from exc
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from libs.common.emails import Email
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
@@ -26,8 +28,8 @@ class Tracking(BaseModel):
 class _SendBase(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: EmailStr = Field(alias="from")
-    reply_to: EmailStr | None = None
+    from_: Email = Field(alias="from")
+    reply_to: Email | None = None
     subject: str = Field(min_length=1, max_length=998)
     # Seed 004 nests the body under `content`; the issue lists html/text at the top level.
     content: Content | None = None
@@ -50,7 +52,7 @@ class _SendBase(BaseModel):
 
 
 class SendEmailRequest(_SendBase):
-    to: EmailStr
+    to: Email
     variables: dict[str, Any] = Field(default_factory=dict)
     campaign_id: str | None = None
     contact_id: str | None = None
@@ -58,7 +60,7 @@ class SendEmailRequest(_SendBase):
 
 class BulkRecipient(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: EmailStr
+    email: Email
     personalization: dict[str, Any] = Field(default_factory=dict)
     contact_id: str | None = None
 
@@ -122,7 +124,7 @@ class EmailDetail(EmailSummary):
 
 class SuppressionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: EmailStr
+    email: Email
 
 
 class Suppression(BaseModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from libs.common.emails import Email
 
 SCOPES: tuple[str, ...] = (
     "send_email",
@@ -36,13 +38,13 @@ class _Strict(BaseModel):
 
 
 class SignupRequest(_Strict):
-    email: EmailStr
+    email: Email
     password: str = Field(min_length=12, max_length=72)
     company: str = Field(min_length=1, max_length=200)
 
 
 class LoginRequest(_Strict):
-    email: EmailStr
+    email: Email
     password: str = Field(min_length=1, max_length=72)
 
 
