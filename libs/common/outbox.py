@@ -7,6 +7,10 @@ claims pending rows with `FOR UPDATE SKIP LOCKED` (several relays never publish 
 row), publishes them to `pm.events` with publisher confirms, then marks them published in
 the same transaction. It wakes on LISTEN/NOTIFY and polls as a fallback.
 
+Rows go out urgent first (`EventData.urgent`: work items and deadline-bound invalidations,
+outbox `priority` 1), then in creation order: a bulk write's 10,000 routine facts do not
+hold up the work items committed after them. Order within one priority is creation order.
+
 Delivery is at-least-once: a relay killed after the broker confirmed a batch but before its
 commit republishes that batch. Every message carries the event id as `message_id`, and
 consumers deduplicate on it (see `libs.common.inbox`).
@@ -30,7 +34,7 @@ from opentelemetry import propagate, trace
 from pamqp import commands as spec
 from prometheus_client import Counter, Gauge, Histogram
 
-from libs.common.events import Envelope
+from libs.common.events import Envelope, priority
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("pm.outbox")
@@ -50,8 +54,8 @@ RELAY_LAG = Histogram(
 RELAY_PENDING = Gauge("pm_outbox_pending", "Unpublished outbox rows", ["schema"])
 
 _INSERT = (
-    "INSERT INTO outbox (id, event_type, routing_key, tenant_id, payload, headers)"
-    " VALUES ($1, $2, $3, $4, $5, $6)"
+    "INSERT INTO outbox (id, event_type, routing_key, tenant_id, payload, headers, priority)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
 
 
@@ -69,7 +73,15 @@ async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
 async def enqueue_many(conn: asyncpg.Connection, events: Iterable[Envelope]) -> None:
     headers = _trace_headers()
     rows = [
-        (e.id, e.type, e.routing_key, e.tenant_id, e.model_dump(mode="json"), headers)
+        (
+            e.id,
+            e.type,
+            e.routing_key,
+            e.tenant_id,
+            e.model_dump(mode="json"),
+            headers,
+            priority(e.type),
+        )
         for e in events
     ]
     if not rows:
@@ -79,7 +91,7 @@ async def enqueue_many(conn: asyncpg.Connection, events: Iterable[Envelope]) -> 
     await conn.executemany(_INSERT, rows)
 
 
-_COPY_COLUMNS = ["id", "event_type", "routing_key", "tenant_id", "payload", "headers"]
+_COPY_COLUMNS = ["id", "event_type", "routing_key", "tenant_id", "payload", "headers", "priority"]
 _COPY_CHUNK_ROWS = 2000
 
 
@@ -119,7 +131,7 @@ async def enqueue_copy(
             fields = (str(e.id), e.type, e.routing_key, e.tenant_id, e.model_dump_json())
         else:
             fields = (str(e["id"]), e["type"], e["type"], e["tenant_id"], orjson.dumps(e).decode())
-        return "\t".join(map(_copy_text, fields)) + "\t" + headers + "\n"
+        return "\t".join(map(_copy_text, fields)) + f"\t{headers}\t{priority(fields[1])}\n"
 
     async def chunks() -> AsyncIterator[bytes]:
         nonlocal count
@@ -211,7 +223,8 @@ class OutboxRelay:
             async with self.pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(
                     "SELECT id, routing_key, payload::text AS payload, headers, created_at"
-                    " FROM outbox WHERE published_at IS NULL ORDER BY created_at LIMIT $1"
+                    " FROM outbox WHERE published_at IS NULL ORDER BY priority DESC, created_at"
+                    " LIMIT $1"
                     " FOR UPDATE SKIP LOCKED",
                     self.batch_size,
                 )

@@ -218,3 +218,54 @@ async def test_enqueue_copy_writes_what_enqueue_writes_notifies_and_rolls_back(
         await listener.remove_listener("keys_outbox", on_notify)
         await keys_pool.release(listener)
         await collecting.aclose()
+
+
+async def test_urgent_events_overtake_routine_facts_already_waiting(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """A work item committed after 1,000 routine facts is published in the relay's first
+    batch, not behind them; routine facts keep their creation order. In an outbox schema of
+    its own: no other relay of the session claims these rows."""
+    from libs.common.db import create_pool, migrate
+    from libs.common.events import EmailBatchQueued, priority
+
+    assert priority("email_batch.queued") == 1 and priority("contact.created") == 0
+    schema = f"outbox_order_{unique}"
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{test_database}"
+    await asyncio.to_thread(migrate, schema, dsn)  # the shared outbox migrations only
+    pool = await create_pool(dsn, schema, max_size=4)
+    tenant = f"t_{unique}"
+    routine = [contact_event(tenant, i) for i in range(1000)]
+    urgent = make_event(
+        EmailBatchQueued(message_ids=["msg_1"]), tenant_id=tenant, source="/services/delivery"
+    )
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue_copy(conn, routine)
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, urgent)
+        async with Collector(amqp_url, "#") as seen:
+            relay = OutboxRelay(pool, schema, amqp_url, batch_size=100)
+            await relay.connect()
+            try:
+                batches = []
+                while n := await relay.publish_batch():
+                    batches.append(n)
+                await eventually(lambda: len(seen.ids(tenant)) == 1001, timeout=10)
+            finally:
+                await relay.close()
+        ids = seen.ids(tenant)
+        assert batches == [100] * 10 + [1]
+        # Claimed urgent first, then oldest first: the first batch is the work item and the
+        # 99 oldest facts, each later batch the next 100 (order within a batch is the
+        # broker's; across batches it is the claim order).
+        claimed = [str(urgent.id), *(str(e.id) for e in routine)]
+        for lo in range(0, 1001, 100):
+            assert set(ids[lo : lo + 100]) == set(claimed[lo : lo + 100]), f"batch at {lo}"
+    finally:
+        await pool.close()
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        finally:
+            await admin.close()
