@@ -16,10 +16,11 @@ leaving the host, such a message was never sent yet is reported failed (not sile
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,7 +47,7 @@ from libs.common.events import (
     Envelope,
     EventData,
     make_event,
-    new_event_id,
+    stamp_events,
 )
 from libs.common.http import ApiError, NotFound, register_error_code
 from libs.common.pagination import decode_keyset, encode_cursor
@@ -134,37 +135,27 @@ def _event(
     )
 
 
-def queued_event(
-    tenant_id: str,
-    message_id: str,
-    to: str,
-    campaign_id: str | None,
-    contact_id: str | None,
-    step: int | None,
-    at: datetime,
-    mode: str = "live",
-) -> Envelope:
-    """`email.queued` built without re-validating what was just validated: a bulk send
-    writes 10,000 of them in its accept transaction (same fields as `EmailQueued`)."""
-    return Envelope.model_construct(
-        id=new_event_id(),
-        type=EmailQueued.event_type,
-        source=SOURCE,
-        time=at,
-        subject=message_id,
-        tenant_id=tenant_id,
-        mode="test" if mode == "test" else "live",
-        specversion="1.0",
-        datacontenttype="application/json",
-        data={
-            "message_id": message_id,
-            "to": to,
-            "campaign_id": campaign_id,
-            "contact_id": contact_id,
-            "step": step,
-            "occurred_at": at.isoformat(),
-            "contact_tags": [],
-        },
+def queued_events(
+    tenant_id: str, mode: str, rows: Sequence[Sequence[Any]], at: datetime
+) -> Iterator[dict[str, Any]]:
+    """One `email.queued` per message row (`MESSAGE_COLUMNS` order), stamped from one
+    template (`stamp_events`): a bulk send writes 10,000 in its accept transaction."""
+    template = _event(EmailQueued(message_id="-", to="-", occurred_at=at), tenant_id, mode=mode)
+    return stamp_events(
+        template,
+        (
+            (
+                row[0],
+                {
+                    "message_id": row[0],
+                    "to": row[9],
+                    "campaign_id": row[6],
+                    "contact_id": row[7],
+                    "step": row[8],
+                },
+            )
+            for row in rows
+        ),
     )
 
 
@@ -391,7 +382,7 @@ class DeliveryService:
         # Work items first: the relay publishes in insertion order, so sending starts before
         # the per-message `email.queued` facts of a large bulk send are all out. Chunks due
         # later get their item now too; it claims nothing early and the sweeper sends them.
-        events = [
+        work_items = (
             _event(
                 EmailBatchQueued(message_ids=ids[lo : lo + chunk_size], batch_id=batch_id),
                 o.tenant_id,
@@ -399,12 +390,10 @@ class DeliveryService:
                 mode=o.mode,
             )
             for lo in range(0, len(ids), chunk_size)
-        ]
-        events += [
-            queued_event(o.tenant_id, row[0], row[9], row[6], row[7], row[8], now, o.mode)
-            for row in rows
-        ]
-        await outbox.enqueue_many(conn, events)
+        )
+        await outbox.enqueue_copy(
+            conn, itertools.chain(work_items, queued_events(o.tenant_id, o.mode, rows, now))
+        )
         return ids
 
     # ------------------------------------------------------------ sending
@@ -717,41 +706,31 @@ class DeliveryService:
         provider = connector.id if connector else None
         now = datetime.now(UTC)
         timeline: list[tuple[Any, ...]] = []
-        events: list[Envelope] = []
+        # email.sent / email.failed per message, stamped from one template per mode: a batch
+        # settles up to 1,000 messages at once (`stamp_events`, one outbox COPY).
+        sent: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        fails: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         simulated: list[NormalizedEvent] = []
         for r, m, res in accepted:
             timeline.append(
                 (r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now)
             )
-            events.append(
-                _event(
-                    EmailSent(
-                        **_email_fields(
-                            r,
-                            provider=provider,
-                            provider_message_id=res.provider_message_id,
-                            occurred_at=now,
-                        )
-                    ),
-                    tenant_id,
-                    r["id"],
-                    mode=r["mode"],
-                )
-            )
+            fields = _email_fields(r, provider_message_id=res.provider_message_id)
+            sent[r["mode"]].append((r["id"], fields))
             if isinstance(connector, SandboxConnector):
                 simulated.append(connector.simulate(m))
         for r, reason in failed:
             timeline.append((r["id"], tenant_id, "failed", provider, None, {"reason": reason}, now))
-            events.append(
-                _event(
-                    EmailFailed(
-                        **_email_fields(r, provider=provider, reason=reason, occurred_at=now)
-                    ),
-                    tenant_id,
-                    r["id"],
-                    mode=r["mode"],
-                )
+            fails[r["mode"]].append((r["id"], _email_fields(r, reason=reason)))
+        events: list[Iterator[dict[str, Any]]] = []
+        for mode, items in sent.items():
+            template = EmailSent(message_id="-", to="-", provider=provider or "", occurred_at=now)
+            events.append(stamp_events(_event(template, tenant_id, mode=mode), items))
+        for mode, items in fails.items():
+            failure = EmailFailed(
+                message_id="-", to="-", provider=provider, reason="-", occurred_at=now
             )
+            events.append(stamp_events(_event(failure, tenant_id, mode=mode), items))
         async with self.pool.acquire() as conn, conn.transaction():
             if accepted:
                 await repo.mark_sent(
@@ -774,7 +753,7 @@ class DeliveryService:
                     unstarted_only=unstarted_only,
                 )
             await repo.copy_timeline(conn, timeline)
-            await outbox.enqueue_many(conn, events)
+            await outbox.enqueue_copy(conn, itertools.chain.from_iterable(events))
             for ev in simulated:
                 await self._apply_event(conn, "sandbox", ev)
 

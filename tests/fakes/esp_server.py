@@ -80,8 +80,15 @@ class FakeEsp:
     def routes(self) -> list[Route]:
         raise NotImplementedError
 
-    async def gate(self, request: Request, recipients: list[str], parsed: Any = None) -> int | None:
-        """Log the request; the scripted failure status to answer, if any."""
+    async def gate(
+        self,
+        request: Request,
+        recipients: list[str],
+        parsed: Any = None,
+        arrived: float | None = None,
+    ) -> int | None:
+        """Log the request (as arrived at `arrived`, by default now); the scripted failure
+        status to answer, if any."""
         body = await request.body()
         with self._lock:
             status = self._script.pop(0) if self._script else (503 if self.down else None)
@@ -94,6 +101,7 @@ class FakeEsp:
                     status or 200,
                     recipients,
                     parsed,
+                    arrived or time.time(),
                 )
             )
             if self._hold_after is not None and len(self.log) > self._hold_after:

@@ -1,13 +1,15 @@
-"""Fake Mailgun API: `POST /v3/{domain}/messages` (form data, basic auth `api:<key>`, up to
-1,000 `to` with `recipient-variables`); 200 `{"id", "message"}`, 400 `{"message"}` for a
-missing field or bad recipient-variables, 401 `Forbidden`, scripted 429/5xx.
+"""Fake Mailgun API: `POST /v3/{domain}/messages` (multipart/form-data, as Mailgun documents
+it, or urlencoded, which it also takes; basic auth `api:<key>`; up to 1,000 `to` with
+`recipient-variables`); 200 `{"id", "message"}`, 400 `{"message"}` for a missing field or bad
+recipient-variables, 401 `Forbidden`, scripted 429/5xx. Parsed with python-multipart (through
+Starlette's form parser); a request is logged as arrived before its body is parsed.
 """
 
 from __future__ import annotations
 
 import base64
+import time
 import uuid
-from urllib.parse import parse_qs
 
 import orjson
 from starlette.requests import Request
@@ -26,11 +28,14 @@ class FakeMailgun(FakeEsp):
         return [Route("/v3/{domain}/messages", self.messages, methods=["POST"])]
 
     async def messages(self, request: Request) -> Response:
-        # The connector posts application/x-www-form-urlencoded (Mailgun takes it and multipart).
-        parsed = parse_qs((await request.body()).decode(), keep_blank_values=True)
+        await request.body()
+        arrived = time.time()
+        # Mailgun's limit is the message size (25 MB), not a field count.
+        data = await request.form(max_fields=100_000, max_part_size=25 * 1024 * 1024)
+        parsed = {k: [str(v) for v in data.getlist(k)] for k in data}
         to = parsed.get("to", [])
         form = {k: v[0] for k, v in parsed.items()}
-        status = await self.gate(request, to, parsed)
+        status = await self.gate(request, to, parsed, arrived=arrived)
         if status:
             return self.failure(status, {"message": "Scripted failure"})
         expected = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import email.utils
+import functools
 import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,13 @@ SLOT = re.compile("\x1e([a-z0-9_]+)\x1f")
 def slot(name: str) -> str:
     """The marker a batch template holds where a per-recipient value goes."""
     return f"\x1e{name}\x1f"
+
+
+@functools.lru_cache(maxsize=1024)
+def _domain_of(address: str) -> str:
+    """The lower-cased domain of a From address (`Name <a@b>` or `a@b`); a batch asks it of
+    every message, with the same few senders."""
+    return email.utils.parseaddr(address)[1].rpartition("@")[2].lower()
 
 
 def fill_slots(template: str, fmt: Callable[[str], str]) -> str:
@@ -73,7 +81,7 @@ class OutgoingEmail:
 
     @property
     def from_domain(self) -> str:
-        return email.utils.parseaddr(self.from_)[1].rpartition("@")[2].lower()
+        return _domain_of(self.from_)
 
 
 @dataclass(frozen=True)

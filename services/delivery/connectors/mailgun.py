@@ -1,6 +1,10 @@
-"""Mailgun: `POST /v3/{domain}/messages` (batches of up to 1,000 recipients with
-`recipient-variables`), event webhooks signed with HMAC-SHA256, inbound replies from a
-route forwarding JSON.
+"""Mailgun: `POST /v3/{domain}/messages` as multipart/form-data (batches of up to 1,000
+recipients with `recipient-variables`), event webhooks signed with HMAC-SHA256, inbound
+replies from a route forwarding JSON.
+
+Multipart, not urlencoded: Mailgun documents and takes both, but percent-encoding a batch's
+`recipient-variables` (hundreds of KB of JSON with tracking URLs) costs ~85 ms of worker CPU
+a request; multipart sends the bytes as they are (~4 ms to render the body).
 
 API: https://documentation.mailgun.com/docs/mailgun/api-reference/; errors: 400 with
 `{"message"}`, 401 bad key, 404 unknown domain, 429, 5xx.
@@ -116,7 +120,11 @@ class MailgunConnector(HttpApiConnector):
     ) -> list[SendResult]:
         url = f"{self.base_url}/v3/{self._domain(first)}/messages"
         try:
-            r = await self.client.post(url, data=_form(form), auth=self._auth())
+            request = self.client.build_request("POST", url, files=_multipart(form))
+            # Rendered to one body first: httpcore writes a multipart stream part by part,
+            # thousands of socket writes for a 1,000-recipient batch.
+            request.read()
+            r = await self.client.send(request, auth=self._auth())
         except httpx.HTTPError as exc:
             return network_failure(group, exc)
         if r.status_code == 200:
@@ -199,11 +207,10 @@ class MailgunConnector(HttpApiConnector):
         ]
 
 
-def _form(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = defaultdict(list)
-    for k, v in pairs:
-        grouped[k].append(v)
-    return dict(grouped)
+def _multipart(pairs: list[tuple[str, str]]) -> list[tuple[str, tuple[None, bytes]]]:
+    """Form fields as httpx multipart parts: no filename, no part Content-Type (plain fields);
+    repeated names (`to`, `o:tag`) stay repeated, in order."""
+    return [(k, (None, v.encode())) for k, v in pairs]
 
 
 def _json(r: httpx.Response) -> dict[str, Any]:

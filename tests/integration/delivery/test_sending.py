@@ -58,7 +58,9 @@ async def test_each_provider_gets_its_wire_format(harness: Harness, reset_fakes:
     assert headers["Message-ID"] == f"<{ids['postmark']}@postmark.acme.example.com>"
     assert "http://track.test/t/c/c." in pm["HtmlBody"] and "/t/o/o." in pm["HtmlBody"]
 
-    mg = reset_fakes["mailgun"].requests("/v3/mailgun.acme.example.com/messages")[0].json
+    [mg_request] = reset_fakes["mailgun"].requests("/v3/mailgun.acme.example.com/messages")
+    assert mg_request.headers["content-type"].startswith("multipart/form-data; boundary=")
+    mg = mg_request.json
     assert mg["to"] == ["bob+mailgun@example.com"]
     assert mg["subject"] == ["Hello %recipient.name%"]
     variables = orjson.loads(mg["recipient-variables"][0])

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import httpx
+import orjson
 import pytest
 
 from libs.common.events import EmailQueued, parse_event
 from services.delivery.connectors.base import OutgoingEmail, network_failure
-from services.delivery.service import queued_event
+from services.delivery.service import queued_events
 
 MESSAGE = OutgoingEmail(
     "msg_1", "t_1", "a@example.com", "b@acme.example.com", "s", None, "t", {}, "marketing"
@@ -35,11 +36,14 @@ def test_an_unanswered_request_is_never_resent(exc: Exception) -> None:
     assert result.reason is not None and result.reason.startswith("provider_outcome_unknown")
 
 
-def test_queued_event_is_a_valid_email_queued() -> None:
+def test_queued_events_are_valid_email_queued() -> None:
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    env = queued_event("t_1", "msg_1", "a@example.com", "cmp_1", None, 2, at)
-    parsed = parse_event(env.to_json())
+    row = ["msg_1", "t_1", "test", "cnt_1", None, None, "cmp_1", None, 2, "a@example.com"]
+    [stamped, other] = queued_events("t_1", "test", [row, ["msg_2", *row[1:]]], at)
+    parsed = parse_event(orjson.dumps(stamped))
     assert parsed.type == "email.queued" and parsed.subject == "msg_1"
+    assert parsed.tenant_id == "t_1" and parsed.mode == "test"
     assert parsed.payload() == EmailQueued(
         message_id="msg_1", to="a@example.com", campaign_id="cmp_1", step=2, occurred_at=at
     )
+    assert other["id"] != stamped["id"] and other["data"]["message_id"] == "msg_2"
