@@ -14,13 +14,20 @@ import atexit
 import contextlib
 import os
 import shutil
+import socket
 import statistics
 import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
+import httpx
 
 from libs.common.db import migrate
-from libs.common.provision import provision_database
+from libs.common.provision import provision_database, provision_vault
 
 ADMIN_DSN = os.environ.get("PM_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = f"pm_bench_{os.getpid()}"
@@ -88,3 +95,130 @@ def summary(values: list[float]) -> str:
 def verdict(name: str, ratio: float, target: float) -> str:
     status = "OK" if ratio >= target else "BELOW TARGET"
     return f"{name}: {ratio:.2f}x (target >= {target}x) {status}"
+
+
+# ---------------------------------------------------------------- processes
+
+
+REPO = Path(__file__).resolve().parents[1]
+VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR", "http://127.0.0.1:8200")
+VAULT_TOKEN_FILE = REPO / ".dev" / "vault-root-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    """`python <args>` in the repository, its output in `.dev/bench-<name>.log`."""
+    (REPO / ".dev").mkdir(exist_ok=True)
+    log = (REPO / ".dev" / f"bench-{name}.log").open("w")
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def wait_ready(url: str, path: str = "/readyz") -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@dataclass
+class Gateway:
+    url: str
+    api_key: str
+    tenant_id: str
+
+
+@contextlib.asynccontextmanager
+async def gateway_stack(
+    *,
+    keys_dsn: str,
+    amqp_url: str,
+    signing_key: str,
+    upstreams: dict[str, str],
+    scopes: list[str],
+    plan: str = "enterprise",
+) -> AsyncIterator[Gateway]:
+    """A real keys api and gateway in front of `upstreams` (`{"delivery": url}` sets
+    `PM_DELIVERY_URL`), a tenant signed up through the gateway on `plan`, and one live API
+    key with `scopes`. `keys_dsn`'s database must have the keys schema migrated."""
+    role_id, secret_id = provision_vault(
+        VAULT_ADDR, VAULT_TOKEN_FILE.read_text().strip(), ["keys"]
+    )["keys"]
+    ns = f"pmbench{os.getpid()}"
+    common = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PM_")},
+        "PYTHONPATH": str(REPO),
+        "PM_ENVIRONMENT": "test",
+        "PM_LOG_LEVEL": "WARNING",
+        "PM_AMQP_URL": amqp_url,
+        "PM_REDIS_URL": "redis://127.0.0.1:6379/14",
+        "PM_REDIS_NAMESPACE": ns,
+        "PM_PRINCIPAL_SIGNING_KEY": signing_key,
+    }
+    keys_env = {
+        **common,
+        "PM_DATABASE_URL": keys_dsn,
+        "PM_VAULT_ADDR": VAULT_ADDR,
+        "PM_VAULT_ROLE_ID": role_id,
+        "PM_VAULT_SECRET_ID": secret_id,
+    }
+    keys_url, gw_url = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    routes = {f"PM_{name.upper()}_URL": url for name, url in upstreams.items()}
+    procs = [
+        spawn(
+            ["-m", "services.keys", "api"],
+            {**keys_env, "PM_HTTP_PORT": keys_url.rsplit(":", 1)[1]},
+            "gateway-stack-keys",
+        ),
+        spawn(
+            ["-m", "services.gateway", "api"],
+            {**common, **routes, "PM_HTTP_PORT": gw_url.rsplit(":", 1)[1], "PM_KEYS_URL": keys_url},
+            "gateway-stack-gateway",
+        ),
+    ]
+    try:
+        wait_ready(keys_url)
+        wait_ready(gw_url)
+        async with httpx.AsyncClient(timeout=30) as client:
+            account = {"email": f"{ns}@example.com", "password": "bench pass 123", "company": "B"}
+            signup = await client.post(f"{gw_url}/api/v1/auth/signup", json=account)
+            signup.raise_for_status()
+            owner = signup.json()["data"]
+            tenant_id = owner["tenant"]["id"]
+            subprocess.run(
+                [sys.executable, "-m", "services.keys", "change-plan", tenant_id, plan],
+                cwd=REPO,
+                env=keys_env,
+                capture_output=True,
+                check=True,
+            )
+            created = await client.post(
+                f"{gw_url}/api/v1/platform/api-keys",
+                json={"name": "bench", "scopes": scopes},
+                headers={"Authorization": f"Bearer {owner['access_token']}"},
+            )
+            created.raise_for_status()
+        yield Gateway(gw_url, created.json()["data"]["key"], tenant_id)
+    finally:
+        stop(procs)
