@@ -30,7 +30,15 @@ from typing import Annotated, Any
 
 import httpx
 
-from bench.harness import fresh_database, fresh_vhost, percentile, service_dsn, summary, verdict
+from bench.harness import (
+    cpu_seconds,
+    fresh_database,
+    fresh_vhost,
+    percentile,
+    service_dsn,
+    summary,
+    verdict,
+)
 from libs.common.provision import provision_vault
 from libs.common.settings import ServiceSettings
 
@@ -112,12 +120,6 @@ async def load(url: str, headers_for: Any, seconds: float) -> tuple[int, list[fl
 
         await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
     return len(latencies), latencies, errors
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc): robust to other load on the host."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def auth_metric(text: str, outcome: str) -> float:

@@ -142,11 +142,35 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): robust to other load on the host."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_command(*names: str) -> dict[str, float]:
+    """CPU seconds so far of every process whose command name starts with one of `names`
+    (e.g. the `postgres` backends, RabbitMQ's `beam.smp`), summed per name."""
+    totals = dict.fromkeys(names, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            for name in names:
+                if comm.startswith(name):
+                    totals[name] += cpu_seconds(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return totals
+
+
 @dataclass
 class Gateway:
     url: str
     api_key: str
     tenant_id: str
+    pids: dict[str, int]
 
 
 @contextlib.asynccontextmanager
@@ -219,6 +243,7 @@ async def gateway_stack(
                 headers={"Authorization": f"Bearer {owner['access_token']}"},
             )
             created.raise_for_status()
-        yield Gateway(gw_url, created.json()["data"]["key"], tenant_id)
+        pids = {"keys": procs[0].pid, "gateway": procs[1].pid}
+        yield Gateway(gw_url, created.json()["data"]["key"], tenant_id, pids)
     finally:
         stop(procs)
