@@ -156,7 +156,7 @@ async def bench_runner(pool: asyncpg.Pool, amqp_url: str) -> tuple[float, float,
         CampaignCreate.model_validate(
             {
                 "name": "bench",
-                "from_email": "bench@penguin.test",
+                "from_email": "bench@penguin.example",
                 "subject": "Hi {{ first_name }} at {{ company }}",
                 "content": {
                     "html": "<p>Hello {{ first_name | default('there') }},</p><p>{{ plan }}</p>",
@@ -182,7 +182,7 @@ async def bench_runner(pool: asyncpg.Pool, amqp_url: str) -> tuple[float, float,
         EmailRequested(
             request_id="cmp_x_y_1",
             to="run1@bench.example.com",
-            from_="bench@penguin.test",
+            from_="bench@penguin.example",
             subject="Hi First1 at Company 1",
             html="<p>Hello First1,</p><p>pro</p>",
             text="Hello First1, pro",

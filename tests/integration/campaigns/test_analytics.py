@@ -43,7 +43,7 @@ async def test_campaign_tenant_and_contact_analytics_equal_the_events(
         "/api/v1/campaigns",
         json={
             "name": "A",
-            "from_email": "a@p.test",
+            "from_email": "a@p.example",
             "subject": "s",
             "content": {"text": "t"},
             "recipients": {"tags": ["an"]},

@@ -27,7 +27,7 @@ async def make_contacts(
 def campaign_body(**over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": "Outbound Q1",
-        "from_email": "sales@penguin.test",
+        "from_email": "sales@penguin.example",
         "from_name": "Sales",
         "subject": "Hello {{ first_name | default('there') }}",
         "content": {"html": "<p>Hi</p>", "text": "Hi"},

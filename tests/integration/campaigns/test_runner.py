@@ -44,7 +44,7 @@ async def seed(api: httpx.AsyncClient, auth: dict[str, str], n: int, tag: str) -
 async def start(api: httpx.AsyncClient, auth: dict[str, str], **body: Any) -> str:
     base: dict[str, Any] = {
         "name": "Sequence",
-        "from_email": "founder@penguin.test",
+        "from_email": "founder@penguin.example",
         "subject": "Idea for {{ company | default('your team') }}, {{ first_name }}",
         "content": {"text": "Hi {{ first_name }}", "html": "<p>Hi {{ first_name }}</p>"},
         "follow_ups": [{"delay_days": 2, "content": {"text": "Following up, {{ first_name }}"}}],
@@ -89,7 +89,7 @@ async def test_two_step_sequence_goes_only_to_contacts_who_did_not_reply(
     assert sorted(e["data"]["to"] for e in step1) == sorted(c["email"] for c in contacts)
     first = step1[0]
     assert first["tenant_id"] == tenant and first["data"]["step"] == 1
-    assert first["data"]["from"] == "founder@penguin.test" and first["data"]["mode"] == "live"
+    assert first["data"]["from"] == "founder@penguin.example" and first["data"]["mode"] == "live"
     by_email = {c["email"]: c for c in contacts}
     name = by_email[first["data"]["to"]]["first_name"]
     assert first["data"]["subject"] == f"Idea for your team, {name}"
