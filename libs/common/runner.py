@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from libs.common.app import create_app
@@ -210,5 +211,8 @@ def run_cli(
     configure_logging(f"{service}-{ns.what}", settings.log_level)
     if ns.what in commands:
         return commands[ns.what](settings, ns.args)
-    asyncio.run(processes[ns.what](settings))
+    # uvloop (uvicorn[standard] brings it): what uvicorn would pick if it made the loop
+    # itself; here the runner makes it, so it must ask. Lower per-request latency and CPU
+    # for every process (gateway hop, relays, consumers).
+    uvloop.run(processes[ns.what](settings))
     return 0
