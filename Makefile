@@ -31,8 +31,10 @@ uv: # uv, installed with pip when missing
 		|| python3 -m pip install --quiet --user uv \
 		|| python3 -m pip install --quiet --break-system-packages uv; }
 
-venv: uv # .venv with exactly what uv.lock pins (fast when already in sync)
-	@$(UV) sync --frozen --quiet
+venv: uv # .venv with exactly what uv.lock pins (fast when already in sync), precompiled:
+	@# every service process imports ~3,000 modules; without .pyc files (PYTHONDONTWRITEBYTECODE,
+	@# read-only images) each start would compile them again (~2.7 s of CPU).
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 infra: venv # PostgreSQL, Redis, RabbitMQ running; OpenBao dev server started
 	@bash scripts/dev/infra.sh ensure
