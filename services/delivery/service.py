@@ -379,9 +379,10 @@ class DeliveryService:
         else:
             await repo.copy_messages(conn, rows)
         ids = [row[0] for row in rows]
-        # Work items first: the relay publishes in insertion order, so sending starts before
-        # the per-message `email.queued` facts of a large bulk send are all out. Chunks due
-        # later get their item now too; it claims nothing early and the sweeper sends them.
+        # Work items first in the COPY, and urgent (the relay publishes them ahead of every
+        # waiting fact): sending starts before the per-message `email.queued` facts of a
+        # large bulk send, or of the previous one, are out. Chunks due later get their item
+        # now too; it claims nothing early and the sweeper sends them.
         work_items = (
             _event(
                 EmailBatchQueued(message_ids=ids[lo : lo + chunk_size], batch_id=batch_id),
