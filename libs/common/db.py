@@ -9,12 +9,16 @@ inbox), then the service's `services/<name>/migrations`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +26,9 @@ import orjson
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMON_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+T = TypeVar("T")
 
 
 class MigrationError(RuntimeError):
@@ -81,8 +88,67 @@ def _dbmate_binary() -> str:
     return found
 
 
+MIGRATION_LOCK_TIMEOUT_SECONDS = 300.0
+_LOCK_POLL_SECONDS = 0.25
+
+
+@contextlib.contextmanager
+def schema_migration_lock(
+    dsn: str, schema: str, timeout: float = MIGRATION_LOCK_TIMEOUT_SECONDS
+) -> Iterator[None]:
+    """Hold the session-level advisory lock of `schema`'s migrations.
+
+    Not dbmate's own lock: that one is a single key for the whole database, waited for
+    inside a statement (an open transaction), so a `CREATE INDEX CONCURRENTLY` of one
+    service, which waits for every older transaction, deadlocked with the other services'
+    migrations waiting for the lock (seen on a fresh `make up`, and replicas of several
+    services starting at once would do the same). Here every schema has its own key, and
+    a waiter polls `pg_try_advisory_lock` between short transactions, so it never holds a
+    transaction open for a concurrent index build to wait on.
+    """
+    loop = asyncio.new_event_loop()
+    # Its own loop in its own thread: callers may be sync code, or sync code running under
+    # another event loop (a benchmark's), where run_until_complete would refuse to run.
+    thread = threading.Thread(target=loop.run_forever, name="migration-lock", daemon=True)
+    thread.start()
+
+    def run(coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    conn: asyncpg.Connection | None = None
+    try:
+        # Like dbmate's --wait: a database still starting gets 30 s to answer.
+        connect_deadline = time.monotonic() + 30
+        while conn is None:
+            try:
+                conn = run(asyncpg.connect(dsn))
+            except (OSError, asyncpg.CannotConnectNowError) as exc:
+                if time.monotonic() > connect_deadline:
+                    raise MigrationError(f"migrations of {schema}: no database: {exc}") from exc
+                time.sleep(1)
+        deadline = time.monotonic() + timeout
+        taken = "SELECT pg_try_advisory_lock(hashtext('pm-migrate'), hashtext($1))"
+        while not run(conn.fetchval(taken, schema)):
+            if time.monotonic() > deadline:
+                raise MigrationError(
+                    f"migrations of {schema}: another migration still holds the schema's "
+                    f"lock after {timeout:.0f} s"
+                )
+            time.sleep(_LOCK_POLL_SECONDS)
+        yield  # the lock goes with the session, closed below
+    finally:
+        if conn is not None:
+            run(conn.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
 def migrate(service: str, dsn: str, *, command: str = "migrate") -> str:
-    """Apply (or with command="status", list) a service's migrations; returns dbmate's output."""
+    """Apply (or with command="status", list) a service's migrations; returns dbmate's output.
+
+    Runs under the schema's migration lock (`schema_migration_lock`): replicas starting at
+    once apply each migration once; different services migrate in parallel."""
     args = [
         _dbmate_binary(),
         "--url",
@@ -90,7 +156,6 @@ def migrate(service: str, dsn: str, *, command: str = "migrate") -> str:
         "--migrations-table",
         f"{service}.schema_migrations",
         "--no-dump-schema",
-        "--migration-lock",
         "--wait",
         "--wait-timeout",
         "30s",
@@ -100,7 +165,8 @@ def migrate(service: str, dsn: str, *, command: str = "migrate") -> str:
     args.append(command)
     # dbmate would also read DATABASE_URL/.env; the explicit --url wins, keep env clean.
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)  # noqa: S603
+    with schema_migration_lock(dsn, service):
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)  # noqa: S603
     if proc.returncode != 0:
         raise MigrationError(
             f"migrations of {service} failed: {proc.stderr.strip() or proc.stdout.strip()}"
