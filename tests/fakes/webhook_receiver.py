@@ -58,6 +58,7 @@ class WebhookReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._stopping: asyncio.Event | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -114,12 +115,22 @@ class WebhookReceiver:
         self._ready.set()
         await self._stopping.wait()
         self._server.close()
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
-            task.cancel()
+        # Close the connections rather than cancel their handlers: a handler cancelled by
+        # asyncio.start_server's callback logs "Exception in callback ... CancelledError" on
+        # Python 3.11 (task.exception() of a cancelled task). Closed, a handler reading sees
+        # EOF and returns; a hanging one returns on `_stopping`.
+        for writer in list(self._writers):
+            writer.close()
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:
+            _, stragglers = await asyncio.wait(others, timeout=1)
+            for task in stragglers:
+                task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 1)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -158,5 +169,6 @@ class WebhookReceiver:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
+            self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
