@@ -9,7 +9,7 @@ rejects a request whose principal is missing, forged, tampered with or expired.
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import jwt
 from fastapi import Depends, Security
@@ -22,11 +22,13 @@ __all__ = [
     "PRINCIPAL_AUDIENCE",
     "PRINCIPAL_HEADER",
     "PRINCIPAL_ISSUER",
+    "SCOPES",
     "KeyProvider",
     "Principal",
     "PrincipalDependency",
     "PrincipalError",
     "PrincipalExpired",
+    "Scope",
     "principal_dependency",
     "require_scope",
     "sign_principal",
@@ -59,6 +61,20 @@ register_error_code(
 tenant_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "pm_tenant_id", default=None
 )
+
+
+# The 8 API key scopes (seed 002 §1). A route names the one it needs; keys carry a subset.
+Scope = Literal[
+    "send_email",
+    "read_analytics",
+    "manage_contacts",
+    "manage_campaigns",
+    "manage_templates",
+    "manage_domains",
+    "read_inbox",
+    "manage_webhooks",
+]
+SCOPES: tuple[str, ...] = get_args(Scope)
 
 
 class Principal(BaseModel):

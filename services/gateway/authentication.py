@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from libs.common.apikeys import ApiKeyFormatError, parse_api_key
 from libs.common.http import ApiError, ServiceUnavailable, Unauthorized, register_error_code
-from libs.common.principal import PRINCIPAL_HEADER, Principal, sign_principal
+from libs.common.principal import PRINCIPAL_HEADER, SCOPES, Principal, sign_principal
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -52,20 +52,10 @@ AUTH_OUTCOMES = Counter(
     ["method", "outcome"],
 )
 
-ALL_SCOPES: tuple[str, ...] = (
-    "send_email",
-    "read_analytics",
-    "manage_contacts",
-    "manage_campaigns",
-    "manage_templates",
-    "manage_domains",
-    "read_inbox",
-    "manage_webhooks",
-)
 # Dashboard users act with every scope except members, who only read.
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
-    "owner": ALL_SCOPES,
-    "admin": ALL_SCOPES,
+    "owner": SCOPES,
+    "admin": SCOPES,
     "member": ("read_analytics", "read_inbox"),
 }
 INTERNAL_SCOPE = "internal:keys"

@@ -8,27 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from libs.common.emails import Email
+from libs.common.principal import SCOPES, Scope
 
-SCOPES: tuple[str, ...] = (
-    "send_email",
-    "read_analytics",
-    "manage_contacts",
-    "manage_campaigns",
-    "manage_templates",
-    "manage_domains",
-    "read_inbox",
-    "manage_webhooks",
-)
-Scope = Literal[
-    "send_email",
-    "read_analytics",
-    "manage_contacts",
-    "manage_campaigns",
-    "manage_templates",
-    "manage_domains",
-    "read_inbox",
-    "manage_webhooks",
-]
 Plan = Literal["starter", "pro", "enterprise"]
 PLANS: tuple[str, ...] = ("starter", "pro", "enterprise")
 

@@ -16,20 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from libs.common.principal import SCOPES
 from libs.common.provision import provision_vault
 from tests.conftest import REPO, ServiceProcess, free_port, service_env
 
 NAMESPACE = f"pmt{os.getpid()}"
-ALL_SCOPES = [
-    "send_email",
-    "read_analytics",
-    "manage_contacts",
-    "manage_campaigns",
-    "manage_templates",
-    "manage_domains",
-    "read_inbox",
-    "manage_webhooks",
-]
+ALL_SCOPES = list(SCOPES)
 
 
 @dataclass

@@ -244,3 +244,13 @@ async def test_missing_scope_is_403_naming_it(client: httpx.AsyncClient) -> None
         "/internal/v1/contacts", headers={PRINCIPAL_HEADER: sign_principal(writer, KEY, 60)}
     )
     assert resp.status_code == 200
+
+
+def test_the_scope_catalog_is_the_issues_eight() -> None:
+    from libs.common.principal import SCOPES
+
+    assert set(SCOPES) == {
+        "send_email", "read_analytics", "manage_contacts", "manage_campaigns",
+        "manage_templates", "manage_domains", "read_inbox", "manage_webhooks",
+    }  # fmt: skip
+    assert len(SCOPES) == 8
