@@ -22,34 +22,34 @@ added p99 <= 3 ms, cold verification <= 400 ms.
 import asyncio
 import os
 import re
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 
 from bench.harness import (
+    REPO,
     cpu_seconds,
+    free_port,
     fresh_database,
     fresh_vhost,
+    gateway_stack,
     percentile,
     service_dsn,
+    spawn,
+    stop,
     summary,
     verdict,
+    wait_ready,
 )
-from libs.common.provision import provision_vault
 from libs.common.settings import ServiceSettings
 
-REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = int(os.environ.get("BENCH_GATEWAY_CONCURRENCY", "16"))
 SECONDS = float(os.environ.get("BENCH_GATEWAY_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_GATEWAY_ROUNDS", "5"))
 SEQUENTIAL = int(os.environ.get("BENCH_GATEWAY_SEQUENTIAL", "500"))
 KEYS = int(os.environ.get("BENCH_GATEWAY_KEYS", "12"))
-VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR", "http://127.0.0.1:8200")
-TOKEN_FILE = REPO / ".dev" / "vault-root-token"
 PROFILE = os.environ.get("BENCH_GATEWAY_PROFILE") == "1"
 SIGNING_KEY = "bench-principal-signing-key-0123456789abcdef"
 
@@ -71,33 +71,6 @@ def upstream_app() -> Any:
         return ok({"id": contact_id, "tenant_id": p.tenant_id, "email": "ada@example.com"})
 
     return app
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    log = (REPO / ".dev" / f"bench-{name}.log").open("w")
-    return subprocess.Popen(
-        [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-
-
-def wait_ready(url: str, path: str = "/readyz") -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready")
 
 
 async def load(url: str, headers_for: Any, seconds: float) -> tuple[int, list[float], int]:
@@ -131,173 +104,103 @@ def auth_metric(text: str, outcome: str) -> float:
 async def main() -> None:
     await fresh_database("keys")
     amqp_url = fresh_vhost()
-    role_id, secret_id = provision_vault(VAULT_ADDR, TOKEN_FILE.read_text().strip(), ["keys"])[
-        "keys"
-    ]
-    ns = f"pmbench{os.getpid()}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
     common = {
-        **base,
+        **{k: v for k, v in os.environ.items() if not k.startswith("PM_")},
         "PYTHONPATH": str(REPO),
-        "PM_ENVIRONMENT": "test",
         "PM_LOG_LEVEL": "WARNING",
-        "PM_AMQP_URL": amqp_url,
-        "PM_REDIS_URL": "redis://127.0.0.1:6379/14",
-        "PM_REDIS_NAMESPACE": ns,
         "PM_PRINCIPAL_SIGNING_KEY": SIGNING_KEY,
     }
-    keys_port, gw_port, up_port = _free_port(), _free_port(), _free_port()
-    keys_url = f"http://127.0.0.1:{keys_port}"
-    gw_url = f"http://127.0.0.1:{gw_port}"
+    up_port = free_port()
     up_url = f"http://127.0.0.1:{up_port}"
-    procs = [
-        spawn(
-            ["-m", "services.keys", "api"],
-            {
-                **common,
-                "PM_HTTP_PORT": str(keys_port),
-                "PM_DATABASE_URL": service_dsn("keys"),
-                "PM_VAULT_ADDR": VAULT_ADDR,
-                "PM_VAULT_ROLE_ID": role_id,
-                "PM_VAULT_SECRET_ID": secret_id,
-                "PM_BCRYPT_ROUNDS": "12",
-            },
-            "keys",
-        ),
-        spawn(
-            # BENCH_GATEWAY_PROFILE=1 writes a cProfile of the gateway to .dev/gateway.prof.
-            (["-m", "cProfile", "-o", str(REPO / ".dev" / "gateway.prof")] if PROFILE else [])
-            + ["-m", "services.gateway", "api"],
-            {
-                **common,
-                "PM_HTTP_PORT": str(gw_port),
-                "PM_KEYS_URL": keys_url,
-                "PM_CAMPAIGNS_URL": up_url,
-            },
-            "gateway",
-        ),
-        spawn(["-m", "bench.gateway", "upstream", str(up_port)], common, "upstream"),
-    ]
+    upstream = spawn(["-m", "bench.gateway", "upstream", str(up_port)], common, "upstream")
     try:
-        for url, path in ((keys_url, "/readyz"), (gw_url, "/readyz"), (up_url, "/healthz")):
-            wait_ready(url, path)
-        async with httpx.AsyncClient(timeout=30) as client:
-            signup = await client.post(
-                f"{gw_url}/api/v1/auth/signup",
-                json={
-                    "email": f"bench-{ns}@example.com",
-                    "password": "bench password 123",
-                    "company": "Bench",
-                },
-            )
-            owner = signup.json()["data"]
-            dashboard = {"Authorization": f"Bearer {owner['access_token']}"}
-            change = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "services.keys",
-                    "change-plan",
-                    owner["tenant"]["id"],
-                    "enterprise",
-                ],
-                cwd=REPO,
-                env={
-                    **common,
-                    "PM_DATABASE_URL": service_dsn("keys"),
-                    "PM_VAULT_ADDR": VAULT_ADDR,
-                    "PM_VAULT_ROLE_ID": role_id,
-                    "PM_VAULT_SECRET_ID": secret_id,
-                },
-                capture_output=True,
-                check=True,
-            )
-            assert change.returncode == 0
-            keys = []
-            for i in range(KEYS):
-                resp = await client.post(
-                    f"{gw_url}/api/v1/platform/api-keys",
-                    json={"name": f"bench {i}", "scopes": ["manage_contacts"]},
-                    headers=dashboard,
-                )
-                keys.append(resp.json()["data"]["key"])
-            route = "/api/v1/contacts/ct_1"
-            before = (await client.get(f"{gw_url}/metrics")).text
-
-            # 1. cold verification, once per key; then the same key warm.
-            cold, warm = [], []
-            for key in keys:
-                auth = {"Authorization": f"Bearer {key}"}
-                started = time.perf_counter()
-                first = await client.get(gw_url + route, headers=auth)
-                cold.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                second = await client.get(gw_url + route, headers=auth)
-                warm.append(time.perf_counter() - started)
-                assert first.status_code == second.status_code == 200, first.text
-            after = (await client.get(f"{gw_url}/metrics")).text
-            verified = auth_metric(after, "verified") - auth_metric(before, "verified")
-
-        # 2. throughput and latency, direct vs via the gateway, same concurrency.
-        from libs.common.principal import Principal, sign_principal
-
-        principal = Principal(
-            tenant_id=owner["tenant"]["id"],
-            subject_type="api_key",
-            subject_id="key_bench",
+        wait_ready(up_url, "/healthz")
+        async with gateway_stack(
+            keys_dsn=service_dsn("keys"),
+            amqp_url=amqp_url,
+            signing_key=SIGNING_KEY,
+            upstreams={"campaigns": up_url},
             scopes=["manage_contacts"],
-            plan="enterprise",
-            mode="live",
-        )
-        token = sign_principal(principal, SIGNING_KEY, 3600)
-        direct_headers = {"X-PM-Principal": token}
-        gw_headers = [{"Authorization": f"Bearer {k}"} for k in keys]
-        await load(up_url + route, lambda i: direct_headers, 1.0)  # warm-up
-        await load(gw_url + route, lambda i: gw_headers[i % len(keys)], 1.0)
-        # Direct and gateway windows alternate, so load from other processes on a shared
-        # host hits both sides alike.
-        gw_pid, up_pid = procs[1].pid, procs[2].pid
-        d_n = g_n = d_err = g_err = 0
-        d_lat: list[float] = []
-        g_lat: list[float] = []
-        up_direct_cpu = up_via_cpu = gw_cpu = 0.0
-        window = SECONDS / ROUNDS
-        for _ in range(ROUNDS):
-            up0 = cpu_seconds(up_pid)
-            n, lat, err = await load(up_url + route, lambda i: direct_headers, window)
-            up_direct_cpu += cpu_seconds(up_pid) - up0
-            d_n, d_err = d_n + n, d_err + err
-            d_lat += lat
-            gw0, up0 = cpu_seconds(gw_pid), cpu_seconds(up_pid)
-            n, lat, err = await load(gw_url + route, lambda i: gw_headers[i % len(keys)], window)
-            gw_cpu += cpu_seconds(gw_pid) - gw0
-            up_via_cpu += cpu_seconds(up_pid) - up0
-            g_n, g_err = g_n + n, g_err + err
-            g_lat += lat
-        up_cpu_direct, up_cpu_via, gw_cpu_per = up_direct_cpu / d_n, up_via_cpu / g_n, gw_cpu / g_n
+            key_count=KEYS,
+            # BENCH_GATEWAY_PROFILE=1 writes a cProfile of the gateway to .dev/.
+            gateway_profile=REPO / ".dev" / "gateway.prof" if PROFILE else None,
+        ) as gateway:
+            gw_url, keys = gateway.url, gateway.api_keys
+            async with httpx.AsyncClient(timeout=30) as client:
+                route = "/api/v1/contacts/ct_1"
+                before = (await client.get(f"{gw_url}/metrics")).text
 
-        # 3. added latency without queueing: one request at a time, alternating sides.
-        seq_direct: list[float] = []
-        seq_gateway: list[float] = []
-        async with httpx.AsyncClient(timeout=10) as client:
-            for i in range(SEQUENTIAL):
-                started = time.perf_counter()
-                await client.get(up_url + route, headers=direct_headers)
-                seq_direct.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                await client.get(gw_url + route, headers=gw_headers[i % len(keys)])
-                seq_gateway.append(time.perf_counter() - started)
+                # 1. cold verification, once per key; then the same key warm.
+                cold, warm = [], []
+                for key in keys:
+                    auth = {"Authorization": f"Bearer {key}"}
+                    started = time.perf_counter()
+                    first = await client.get(gw_url + route, headers=auth)
+                    cold.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    second = await client.get(gw_url + route, headers=auth)
+                    warm.append(time.perf_counter() - started)
+                    assert first.status_code == second.status_code == 200, first.text
+                after = (await client.get(f"{gw_url}/metrics")).text
+                verified = auth_metric(after, "verified") - auth_metric(before, "verified")
+
+            # 2. throughput and latency, direct vs via the gateway, same concurrency.
+            from libs.common.principal import Principal, sign_principal
+
+            principal = Principal(
+                tenant_id=gateway.tenant_id,
+                subject_type="api_key",
+                subject_id="key_bench",
+                scopes=["manage_contacts"],
+                plan="enterprise",
+                mode="live",
+            )
+            token = sign_principal(principal, SIGNING_KEY, 3600)
+            direct_headers = {"X-PM-Principal": token}
+            gw_headers = [{"Authorization": f"Bearer {k}"} for k in keys]
+            await load(up_url + route, lambda i: direct_headers, 1.0)  # warm-up
+            await load(gw_url + route, lambda i: gw_headers[i % len(keys)], 1.0)
+            # Direct and gateway windows alternate, so load from other processes on a shared
+            # host hits both sides alike.
+            gw_pid, up_pid = gateway.pids["gateway"], upstream.pid
+            d_n = g_n = d_err = g_err = 0
+            d_lat: list[float] = []
+            g_lat: list[float] = []
+            up_direct_cpu = up_via_cpu = gw_cpu = 0.0
+            window = SECONDS / ROUNDS
+            for _ in range(ROUNDS):
+                up0 = cpu_seconds(up_pid)
+                n, lat, err = await load(up_url + route, lambda i: direct_headers, window)
+                up_direct_cpu += cpu_seconds(up_pid) - up0
+                d_n, d_err = d_n + n, d_err + err
+                d_lat += lat
+                gw0, up0 = cpu_seconds(gw_pid), cpu_seconds(up_pid)
+                n, lat, err = await load(
+                    gw_url + route, lambda i: gw_headers[i % len(keys)], window
+                )
+                gw_cpu += cpu_seconds(gw_pid) - gw0
+                up_via_cpu += cpu_seconds(up_pid) - up0
+                g_n, g_err = g_n + n, g_err + err
+                g_lat += lat
+            up_cpu_direct, up_cpu_via, gw_cpu_per = (
+                up_direct_cpu / d_n,
+                up_via_cpu / g_n,
+                gw_cpu / g_n,
+            )
+
+            # 3. added latency without queueing: one request at a time, alternating sides.
+            seq_direct: list[float] = []
+            seq_gateway: list[float] = []
+            async with httpx.AsyncClient(timeout=10) as client:
+                for i in range(SEQUENTIAL):
+                    started = time.perf_counter()
+                    await client.get(up_url + route, headers=direct_headers)
+                    seq_direct.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    await client.get(gw_url + route, headers=gw_headers[i % len(keys)])
+                    seq_gateway.append(time.perf_counter() - started)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        import redis
-
-        leftovers = redis.Redis.from_url(common["PM_REDIS_URL"])
-        for name in leftovers.scan_iter(match=f"{ns}:*", count=1000):
-            leftovers.delete(name)
-        leftovers.close()
+        stop([upstream])
 
     # Baseline for the cold path: one bcrypt cost-12 check in this process, same moment.
     import bcrypt

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import redis
 
 from libs.common.db import migrate
 from libs.common.provision import provision_database, provision_vault
@@ -168,9 +169,13 @@ def cpu_by_command(*names: str) -> dict[str, float]:
 @dataclass
 class Gateway:
     url: str
-    api_key: str
+    api_keys: list[str]
     tenant_id: str
     pids: dict[str, int]
+
+    @property
+    def api_key(self) -> str:
+        return self.api_keys[0]
 
 
 @contextlib.asynccontextmanager
@@ -182,21 +187,26 @@ async def gateway_stack(
     upstreams: dict[str, str],
     scopes: list[str],
     plan: str = "enterprise",
+    key_count: int = 1,
+    gateway_profile: Path | None = None,
 ) -> AsyncIterator[Gateway]:
-    """A real keys api and gateway in front of `upstreams` (`{"delivery": url}` sets
-    `PM_DELIVERY_URL`), a tenant signed up through the gateway on `plan`, and one live API
-    key with `scopes`. `keys_dsn`'s database must have the keys schema migrated."""
+    """A real keys api (bcrypt cost 12) and gateway in front of `upstreams` (`{"delivery":
+    url}` sets `PM_DELIVERY_URL`), a tenant signed up through the gateway on `plan`, and
+    `key_count` live API keys with `scopes`. `keys_dsn`'s database must have the keys schema
+    migrated. `gateway_profile`: write a cProfile of the gateway there. The stack's Redis
+    keys are removed at exit."""
     role_id, secret_id = provision_vault(
         VAULT_ADDR, VAULT_TOKEN_FILE.read_text().strip(), ["keys"]
     )["keys"]
     ns = f"pmbench{os.getpid()}"
+    redis_url = "redis://127.0.0.1:6379/14"
     common = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PM_")},
         "PYTHONPATH": str(REPO),
         "PM_ENVIRONMENT": "test",
         "PM_LOG_LEVEL": "WARNING",
         "PM_AMQP_URL": amqp_url,
-        "PM_REDIS_URL": "redis://127.0.0.1:6379/14",
+        "PM_REDIS_URL": redis_url,
         "PM_REDIS_NAMESPACE": ns,
         "PM_PRINCIPAL_SIGNING_KEY": signing_key,
     }
@@ -206,9 +216,11 @@ async def gateway_stack(
         "PM_VAULT_ADDR": VAULT_ADDR,
         "PM_VAULT_ROLE_ID": role_id,
         "PM_VAULT_SECRET_ID": secret_id,
+        "PM_BCRYPT_ROUNDS": "12",
     }
     keys_url, gw_url = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
     routes = {f"PM_{name.upper()}_URL": url for name, url in upstreams.items()}
+    profile = ["-m", "cProfile", "-o", str(gateway_profile)] if gateway_profile else []
     procs = [
         spawn(
             ["-m", "services.keys", "api"],
@@ -216,7 +228,7 @@ async def gateway_stack(
             "gateway-stack-keys",
         ),
         spawn(
-            ["-m", "services.gateway", "api"],
+            [*profile, "-m", "services.gateway", "api"],
             {**common, **routes, "PM_HTTP_PORT": gw_url.rsplit(":", 1)[1], "PM_KEYS_URL": keys_url},
             "gateway-stack-gateway",
         ),
@@ -237,13 +249,20 @@ async def gateway_stack(
                 capture_output=True,
                 check=True,
             )
-            created = await client.post(
-                f"{gw_url}/api/v1/platform/api-keys",
-                json={"name": "bench", "scopes": scopes},
-                headers={"Authorization": f"Bearer {owner['access_token']}"},
-            )
-            created.raise_for_status()
+            api_keys = []
+            for i in range(key_count):
+                created = await client.post(
+                    f"{gw_url}/api/v1/platform/api-keys",
+                    json={"name": f"bench {i}", "scopes": scopes},
+                    headers={"Authorization": f"Bearer {owner['access_token']}"},
+                )
+                created.raise_for_status()
+                api_keys.append(created.json()["data"]["key"])
         pids = {"keys": procs[0].pid, "gateway": procs[1].pid}
-        yield Gateway(gw_url, created.json()["data"]["key"], tenant_id, pids)
+        yield Gateway(gw_url, api_keys, tenant_id, pids)
     finally:
         stop(procs)
+        leftovers = redis.Redis.from_url(redis_url)
+        for name in leftovers.scan_iter(match=f"{ns}:*", count=1000):
+            leftovers.delete(name)
+        leftovers.close()
