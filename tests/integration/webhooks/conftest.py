@@ -14,20 +14,13 @@ import asyncpg
 import httpx
 import pytest
 
-from libs.common.bus import EventBus
 from libs.common.db import create_pool
 from libs.common.events import EmailOpened, Envelope, EventData, make_event
 from libs.common.principal import Principal, sign_principal
 from libs.common.resources import Resources
-from services.webhooks.address_guard import parse_networks
 from services.webhooks.api import create_api
-from services.webhooks.attempt_queue import AttemptQueue
-from services.webhooks.consumers import setup
-from services.webhooks.dispatcher import Dispatcher
-from services.webhooks.secret_store import SecretStore
-from services.webhooks.service import AttemptContext
 from services.webhooks.settings import WebhooksSettings
-from services.webhooks.transport import WebhookTransport
+from services.webhooks.worker import Engine
 from tests.conftest import service_dsn
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -117,47 +110,24 @@ async def api(make_api: Callable[..., Any], base_settings: WebhooksSettings) -> 
     return result
 
 
-@dataclass
-class Engine:
-    dispatcher: Dispatcher
-    settings: WebhooksSettings
-
-
 @pytest.fixture
 async def make_engine() -> AsyncIterator[Callable[..., Any]]:
-    """`await make_engine(settings)`: the worker's engine (fan-out consumer, attempt consumer,
-    sweeper, outcome writer) running in this process against the real servers."""
-    running: list[tuple[Resources, EventBus, Dispatcher, AttemptQueue, WebhookTransport]] = []
+    """`await make_engine(settings)`: the worker's engine (`services.webhooks.worker.Engine`:
+    fan-out consumer, attempt consumer, sweeper, outcome writer) running in this process
+    against the real servers."""
+    running: list[tuple[Resources, Engine]] = []
 
     async def _make(settings: WebhooksSettings) -> Engine:
         resources = Resources(settings, schema="webhooks", vault=True, amqp=False)
         await resources.open()
-        transport = WebhookTransport(
-            timeout=settings.webhooks_attempt_timeout_seconds,
-            body_limit=settings.webhooks_response_body_limit,
-        )
-        ctx = AttemptContext(
-            settings,
-            SecretStore(resources.vault),
-            transport,
-            parse_networks(settings.webhooks_allowed_networks),
-        )
-        queue = AttemptQueue(settings.amqp_url, prefetch=settings.webhooks_attempt_prefetch)
-        dispatcher = Dispatcher(settings, resources.pool, ctx, queue)
-        bus = EventBus(service="webhooks", amqp_url=settings.amqp_url, pool=resources.pool)
-        setup(bus, dispatcher)
-        await queue.connect()
-        await dispatcher.start()
-        await bus.start()
-        running.append((resources, bus, dispatcher, queue, transport))
-        return Engine(dispatcher, settings)
+        engine = Engine.build(settings, resources)
+        await engine.start()
+        running.append((resources, engine))
+        return engine
 
     yield _make
-    for resources, bus, dispatcher, queue, transport in reversed(running):
-        await bus.stop()
-        await dispatcher.stop(drain_seconds=2)
-        await queue.close()
-        await transport.close()
+    for resources, engine in reversed(running):
+        await engine.stop(drain_seconds=2)
         await resources.close()
 
 
