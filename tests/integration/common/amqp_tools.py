@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -53,26 +53,51 @@ class Collector:
         return out
 
 
+def relay_message(env: Envelope, headers: dict[str, Any] | None = None) -> aio_pika.Message:
+    """An event as the outbox relay publishes it (persistent, id as message_id)."""
+    return aio_pika.Message(
+        env.to_json(),
+        message_id=str(env.id),
+        content_type="application/cloudevents+json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        type=env.type,
+        headers=headers or {},
+    )
+
+
+async def events_exchange(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
+    return await channel.declare_exchange("pm.events", aio_pika.ExchangeType.TOPIC, durable=True)
+
+
+async def publish_on(exchange: aio_pika.abc.AbstractExchange, events: Sequence[Envelope]) -> None:
+    """Publish `events` on `exchange` as the relay does, 200 confirms in flight at a time."""
+    for start in range(0, len(events), 200):
+        await asyncio.gather(
+            *(
+                exchange.publish(relay_message(e), routing_key=e.type)
+                for e in events[start : start + 200]
+            )
+        )
+
+
 async def publish_raw(amqp_url: str, env: Envelope, headers: dict[str, Any] | None = None) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(
-            "pm.events", aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        await exchange.publish(
-            aio_pika.Message(
-                env.to_json(),
-                message_id=str(env.id),
-                headers=headers or {},
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=env.routing_key,
+        exchange = await events_exchange(await connection.channel(publisher_confirms=True))
+        await exchange.publish(relay_message(env, headers), routing_key=env.routing_key)
+
+
+async def publish_all(amqp_url: str, events: Sequence[Envelope]) -> None:
+    """Connect, publish `events` as the relay does, disconnect."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        await publish_on(
+            await events_exchange(await connection.channel(publisher_confirms=True)), events
         )
 
 
 async def eventually(
-    check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+    check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05
 ) -> Any:
     """Poll `check` (sync or async) until it returns a truthy value; fail after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ import pytest
 from libs.common.events import EmailOpened, Envelope, make_event
 from tests.conftest import ServiceProcess, service_dsn
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from tests.integration.common.amqp_tools import eventually, publish_all
 from tests.integration.deploy.conftest import grace_period
 
 pytestmark = pytest.mark.slow
@@ -36,51 +37,12 @@ def opened(tenant_id: str, n: int) -> Envelope:
     return make_event(data, tenant_id=tenant_id, source="/services/delivery")
 
 
-async def publish(amqp_url: str, events: list[Envelope]) -> None:
-    """Publish on `pm.events` as the outbox relays do (persistent, confirmed)."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(
-            "pm.events", aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        for start in range(0, len(events), 200):
-            await asyncio.gather(
-                *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            e.to_json(),
-                            message_id=str(e.id),
-                            content_type="application/cloudevents+json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            type=e.type,
-                        ),
-                        routing_key=e.type,
-                    )
-                    for e in events[start : start + 200]
-                )
-            )
-
-
 async def queue_depth(amqp_url: str, queue: str) -> int:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         q = await channel.declare_queue(queue, passive=True)
         return int(q.declaration_result.message_count or 0)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    """Poll until `check` is truthy; a safety net against hangs, not a timing assertion."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def sigterm(proc: ServiceProcess, grace: int) -> int:
@@ -128,8 +90,8 @@ async def test_sigterm_campaigns_worker_mid_stream_loses_and_repeats_nothing(
     try:
         first = start_process("campaigns", "worker", PM_CONSUMER_PREFETCH="64")
         await asyncio.to_thread(first.wait_ready, 60)
-        await publish(amqp_url, events)
-        await eventually(lambda: _at_least(handled, 20))
+        await publish_all(amqp_url, events)
+        await eventually(lambda: _at_least(handled, 20), timeout=120)
 
         code = await sigterm(first, grace_period("campaigns", "worker"))
         assert code == 0, first.logs()
@@ -146,7 +108,7 @@ async def test_sigterm_campaigns_worker_mid_stream_loses_and_repeats_nothing(
 
         second = start_process("campaigns", "worker")
         await asyncio.to_thread(second.wait_ready, 60)
-        await eventually(lambda: _equals(handled, len(events)))
+        await eventually(lambda: _equals(handled, len(events)), timeout=120)
         rows = await pool.fetch(
             "SELECT event_id FROM campaigns.email_events WHERE tenant_id = $1", tenant
         )
@@ -202,15 +164,15 @@ async def test_sigterm_webhooks_worker_mid_stream_delivers_each_event_once(
         assert created.status_code == 201, created.text
 
         events = [opened(tenant, n) for n in range(300)]
-        await publish(amqp_url, events)
-        await eventually(lambda: rx.count >= 10)
+        await publish_all(amqp_url, events)
+        await eventually(lambda: rx.count >= 10, timeout=120)
         code = await sigterm(first, grace_period("webhooks", "worker"))
         assert code == 0, first.logs()
         assert rx.count < len(events), "the SIGTERM came after the stream: no test"
 
         second = start_process("webhooks", "worker", **env)
         await asyncio.to_thread(second.wait_ready, 60)
-        await eventually(lambda: rx.count >= len(events))
+        await eventually(lambda: rx.count >= len(events), timeout=120)
         await asyncio.sleep(1.0)  # room for a duplicate to show up, were one on its way
         ids = Counter(r.headers.get("webhook-id") for r in rx.requests)
         event_ids = Counter(_message_id(r.body) for r in rx.requests)

@@ -4,7 +4,6 @@ on `pm.events` as the outbox relays do, and principals signed as the gateway sig
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from services.webhooks.api import create_api
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.worker import Engine
 from tests.conftest import service_dsn
+from tests.integration.common.amqp_tools import events_exchange, publish_on
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
@@ -135,27 +135,10 @@ async def make_engine() -> AsyncIterator[Callable[..., Any]]:
 async def publish(amqp_url: str) -> AsyncIterator[Callable[..., Any]]:
     """Publish envelopes on `pm.events` exactly as the outbox relay does."""
     connection = await aio_pika.connect_robust(amqp_url)
-    channel = await connection.channel(publisher_confirms=True)
-    exchange = await channel.declare_exchange(
-        "pm.events", aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    exchange = await events_exchange(await connection.channel(publisher_confirms=True))
 
     async def _publish(*events: Envelope) -> None:
-        await asyncio.gather(
-            *(
-                exchange.publish(
-                    aio_pika.Message(
-                        e.to_json(),
-                        message_id=str(e.id),
-                        content_type="application/cloudevents+json",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        type=e.type,
-                    ),
-                    routing_key=e.type,
-                )
-                for e in events
-            )
-        )
+        await publish_on(exchange, events)
 
     yield _publish
     await connection.close()
@@ -168,18 +151,3 @@ def event(data: EventData, tenant_id: str) -> Envelope:
 def opened(tenant_id: str, n: int = 0, **extra: Any) -> Envelope:
     fields: dict[str, Any] = {"message_id": f"em_{n}", "to": f"u{n}@example.com", **extra}
     return event(EmailOpened(**fields), tenant_id)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll `check` (sync or async) until it returns truthy; a safety net, not a threshold."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)

@@ -20,7 +20,8 @@ from tests.fakes.webhook_receiver import (
     always,
     fail_then_succeed,
 )
-from tests.integration.webhooks.conftest import event, eventually, opened
+from tests.integration.common.amqp_tools import eventually
+from tests.integration.webhooks.conftest import event, opened
 
 
 async def _delivery(api: Any, tenant: str, endpoint_id: str, delivery_id: str) -> dict[str, Any]:
