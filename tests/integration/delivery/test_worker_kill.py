@@ -106,6 +106,22 @@ async def _post_bulk(
 
 
 @pytest.mark.slow
+async def _start_pipeline(
+    processes: Any, env: dict[str, str], fakes: Any, creds_path: str, vault_dev: Any, tenant: str
+) -> tuple[Any, Any, Any]:
+    """Tenant credentials in Vault, then a delivery api, relay and first worker, ready."""
+    vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
+    await write_credentials(vault, creds_path, fakes, tenant)
+    api, relay, worker = (
+        processes("api", **env),
+        processes("relay", **env),
+        processes("worker", **env),
+    )
+    for p in (api, relay, worker):
+        await asyncio.to_thread(p.wait_ready)
+    return api, relay, worker
+
+
 async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
     processes: Any,
     reset_fakes: dict[str, Any],
@@ -118,18 +134,11 @@ async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
     from tests.conftest import service_dsn
 
     tenant = f"t_{unique}"
-    vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
-    await write_credentials(vault, creds_path, reset_fakes, tenant)
-    mailgun = reset_fakes["mailgun"]
     env = _env(reset_fakes, creds_path, vault_dev)
-
-    api, relay, first = (
-        processes("api", **env),
-        processes("relay", **env),
-        processes("worker", **env),
+    api, _relay, first = await _start_pipeline(
+        processes, env, reset_fakes, creds_path, vault_dev, tenant
     )
-    for p in (api, relay, first):
-        await asyncio.to_thread(p.wait_ready)
+    mailgun = reset_fakes["mailgun"]
 
     mailgun.hold_after(ANSWERED_BEFORE_KILL)
     recipients = [
@@ -206,17 +215,11 @@ async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing
 
     n, batch = 2_000, 100
     tenant = f"t_{unique}"
-    vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
-    await write_credentials(vault, creds_path, reset_fakes, tenant)
-    mailgun = reset_fakes["mailgun"]
     env = _env(reset_fakes, creds_path, vault_dev)
-    api, relay, first = (
-        processes("api", **env),
-        processes("relay", **env),
-        processes("worker", **env),
+    api, _relay, first = await _start_pipeline(
+        processes, env, reset_fakes, creds_path, vault_dev, tenant
     )
-    for p in (api, relay, first):
-        await asyncio.to_thread(p.wait_ready)
+    mailgun = reset_fakes["mailgun"]
 
     mailgun.hold_after(2)
     recipients = [
