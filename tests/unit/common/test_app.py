@@ -208,3 +208,22 @@ async def test_lifespan_is_run() -> None:
 def test_default_title_names_service_and_process(process: str) -> None:
     app = create_app(ServiceSettings(service_name="keys"), process=process)
     assert app.title == f"PenguinMails keys {process}"
+
+
+async def test_one_server_span_per_request_without_asgi_message_spans() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from libs.common.telemetry import configure_tracing
+
+    exporter = InMemorySpanExporter()
+    configure_tracing("app-spans", None).add_span_processor(SimpleSpanProcessor(exporter))
+    app = create_app(
+        ServiceSettings(service_name="app-spans"), process="api", routers=[contacts_router()]
+    )
+    async with make_client(app) as client:
+        assert (await client.get("/api/v1/contacts/c_9")).status_code == 200
+    spans = [s for s in exporter.get_finished_spans() if "/api/v1/contacts" in s.name]
+    assert [s.kind for s in spans] == [SpanKind.SERVER], [s.name for s in spans]
+    exporter.shutdown()
