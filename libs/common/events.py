@@ -105,9 +105,10 @@ def make_event(
     )
 
 
-def new_event_id_text() -> str:
-    """`new_event_id` as text, without the stdlib UUID object (ten times cheaper): for bulk
-    writes that make tens of thousands of ids."""
+def uuid7_text() -> str:
+    """A UUIDv7 as text: `new_event_id`'s generator without the stdlib UUID object, ten times
+    cheaper, for bulk writes that make tens of thousands of ids (asyncpg takes text for
+    uuid columns)."""
     return str(uuid_utils.uuid7())
 
 
@@ -124,7 +125,7 @@ def stamp_events(
     base = template.model_dump(mode="json")
     base_data = base["data"]
     for subject, data in items:
-        yield {**base, "id": new_event_id_text(), "subject": subject, "data": {**base_data, **data}}
+        yield {**base, "id": uuid7_text(), "subject": subject, "data": {**base_data, **data}}
 
 
 def parse_event(raw: bytes | str) -> Envelope:
