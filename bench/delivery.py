@@ -29,7 +29,6 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -37,6 +36,7 @@ import httpx
 import orjson
 
 from bench.harness import (
+    REPO,
     VAULT_ADDR,
     cpu_by_command,
     cpu_seconds,
@@ -55,7 +55,6 @@ from libs.common.vault import Vault, make_client
 from services.delivery.repository import MESSAGE_COLUMNS
 from tests.fakes.mailgun import FakeMailgun
 
-REPO = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_DELIVERY_N", "20000"))
 PER_CALL = 10_000
 BATCH_SIZE = 1000

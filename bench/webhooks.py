@@ -22,13 +22,21 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import aio_pika
 import httpx
 import orjson
 
-from bench.harness import fresh_database, fresh_vhost, percentile, service_dsn, summary, verdict
+from bench.harness import (
+    REPO,
+    VAULT_ADDR,
+    fresh_database,
+    fresh_vhost,
+    percentile,
+    service_dsn,
+    summary,
+    verdict,
+)
 from libs.common.db import create_pool
 from libs.common.events import EmailOpened, Envelope, make_event
 from libs.common.vault import Vault, make_client
@@ -38,10 +46,8 @@ from services.webhooks.service import webhook_body
 from services.webhooks.signatures import generate_secret
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 
-REPO = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_WEBHOOKS_N", "10000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_WEBHOOKS_LATENCY_SECONDS", "5"))
-VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR", "http://127.0.0.1:8200")
 PORT = 18204
 
 
