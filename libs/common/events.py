@@ -386,6 +386,55 @@ class WebhookEndpointDisabled(EventData):
     reason: str
 
 
+class _DomainEvent(EventData):
+    domain_id: str
+    name: str  # ASCII (punycode) form
+
+
+@register
+class DomainCreated(_DomainEvent):
+    event_type = "domain.created"
+
+
+@register
+class DomainVerified(_DomainEvent):
+    """Every required record (DKIM, SPF) was found: live mail may use the domain."""
+
+    event_type = "domain.verified"
+
+
+@register
+class DomainVerificationFailed(_DomainEvent):
+    """A verification found required records missing or wrong; live mail may not use it."""
+
+    event_type = "domain.verification_failed"
+    failed_records: list[str] = Field(default_factory=list)
+    status: Literal["pending", "verified", "failed"] = "failed"
+
+
+class DomainRecordChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    purpose: str
+    host: str
+    previous: str
+    current: str
+
+
+@register
+class DomainHealthChanged(_DomainEvent):
+    """A published record vanished, changed or came back since the previous check."""
+
+    event_type = "domain.health_changed"
+    status: Literal["pending", "verified", "failed"]
+    changes: list[DomainRecordChange] = Field(default_factory=list)
+
+
+@register
+class DomainDeleted(_DomainEvent):
+    event_type = "domain.deleted"
+
+
 @register
 class StripeEventReceived(EventData):
     """A Stripe event was stored by billing (webhook or reconciler); billing's worker applies

@@ -1,7 +1,8 @@
 """Processes of the delivery service: `python -m services.delivery api|worker|relay|migrate`.
 
 `worker` consumes `email.requested` and `email_batch.queued` and runs the sweeper (due
-retries, delayed batches, claims of vanished workers); run as many as the providers allow.
+retries, delayed batches, claims of vanished workers) and the sending-domain checker; run as
+many as the providers allow.
 """
 
 import logging
@@ -39,12 +40,24 @@ async def worker(settings: DeliverySettings) -> None:
         while await service.sweep():
             pass
 
+    async def check_domains() -> None:
+        # Re-verify due sending domains (daily for verified ones, spread over the day).
+        while await service.domains.check_due():
+            pass
+
     try:
         await serve_bus(
             settings,
             resources,
             lambda bus: consumers.setup(bus, service),
-            background=[periodic("sweep", sweep, lambda: settings.sweep_interval_seconds)],
+            background=[
+                periodic("sweep", sweep, lambda: settings.sweep_interval_seconds),
+                periodic(
+                    "domain-checks",
+                    check_domains,
+                    lambda: settings.domain_checker_interval_seconds,
+                ),
+            ],
         )
     finally:
         await service.close()

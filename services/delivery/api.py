@@ -18,6 +18,7 @@ from libs.common.http import ok
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
 from services.delivery.connectors.base import WebhookRequest
+from services.delivery.domains import api as domains_api
 from services.delivery.schemas import (
     BulkAccepted,
     RoutingRuleIn,
@@ -209,7 +210,7 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
         )
         return JSONResponse(ok({"applied": applied}))
 
-    return [api, edges]
+    return [api, domains_api.build_router(principal), edges]
 
 
 _PAGE = (

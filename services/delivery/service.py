@@ -16,6 +16,7 @@ leaving the host, such a message was never sent yet is reported failed (not sile
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import random
@@ -65,6 +66,7 @@ from services.delivery.connectors.registry import PROVIDERS, build_connector
 from services.delivery.connectors.sandbox import SandboxConnector
 from services.delivery.content import Content, ContentError, MessageSpec, Renderer, check_template
 from services.delivery.credentials import CredentialStore
+from services.delivery.domains.service import DomainService
 from services.delivery.schemas import (
     RoutingRuleIn,
     SendBulkRequest,
@@ -193,6 +195,7 @@ class DeliveryService:
         )
         force = settings.force_sandbox
         self.force_sandbox = settings.environment == "dev" if force is None else force
+        self.domains = DomainService(settings, pool, vault)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -203,6 +206,7 @@ class DeliveryService:
         content = self._content(
             tenant_id, req.from_, req.subject, req.html, req.text, req.template_id, req.reply_to
         )
+        await self.domains.require_verified_sender(tenant_id, mode, content["from_email"])
         options = SendOptions(
             tenant_id,
             mode,
@@ -237,6 +241,7 @@ class DeliveryService:
         content = self._content(
             tenant_id, req.from_, req.subject, req.html, req.text, req.template_id, req.reply_to
         )
+        await self.domains.require_verified_sender(tenant_id, mode, content["from_email"])
         options = SendOptions(
             tenant_id,
             mode,
@@ -647,6 +652,11 @@ class DeliveryService:
         items: list[tuple[asyncpg.Record, OutgoingEmail]],
     ) -> None:
         ids = [r["id"] for r, _ in items]
+        if connector.id == "smtp":  # the other providers sign with the key they hold
+            items = [
+                (r, dataclasses.replace(m, dkim=await self.domains.signer_for(tenant_id, m.from_)))
+                for r, m in items
+            ]
         async with self.pool.acquire() as conn:
             await repo.mark_call_started(conn, ids, connector.id)
         try:

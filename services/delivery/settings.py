@@ -5,7 +5,10 @@ tracking key is a `vault:` reference in production, and ESP credentials are read
 at send time (see `services.delivery.credentials`).
 """
 
-from pydantic import Field, SecretStr
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from libs.common.settings import ServiceSettings
 
@@ -76,3 +79,35 @@ class DeliverySettings(ServiceSettings):
     sweep_grace_seconds: float = 60.0
 
     bulk_max_recipients: int = 10000
+
+    # Sending domains (services/delivery/domains). DKIM private keys live in Vault at
+    # `<domain_keys_path>/<tenant>/<domain id>/<selector>` (field `private_key`).
+    domain_keys_path: str = "delivery/domains"
+    # Resolvers used for verification: `host` or `host:port`, comma-separated in
+    # PM_DNS_RESOLVERS; empty means the system's (/etc/resolv.conf).
+    dns_resolvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dns_timeout_seconds: float = 5.0
+    # What every domain publishes: SPF include, return-path and tracking CNAME targets,
+    # and the DMARC report mailbox (at the customer's own domain).
+    spf_include: str = "spf.penguinmails.com"
+    return_path_host: str = "pm-bounces"
+    return_path_target: str = "bounces.penguinmails.com"
+    tracking_cname_host: str = "pm-track"
+    tracking_cname_target: str = "track.penguinmails.com"
+    dmarc_rua_mailbox: str = "dmarc-reports"
+    # Re-verification: verified domains daily (spread ±10 %), pending ones every 15 minutes,
+    # and a check DNS could not answer again after 5 minutes.
+    domain_check_interval_seconds: float = 86400.0
+    domain_pending_check_seconds: float = 900.0
+    domain_retry_check_seconds: float = 300.0
+    domain_checker_interval_seconds: float = 30.0
+    # Cloudflare's API (None: https://api.cloudflare.com/client/v4); tests use a local fake.
+    cloudflare_base_url: str | None = None
+    dns_provider_timeout_seconds: float = 20.0
+
+    @field_validator("dns_resolvers", mode="before")
+    @classmethod
+    def _split_resolvers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

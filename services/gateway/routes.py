@@ -61,6 +61,7 @@ ROUTES: tuple[RouteRule, ...] = (
     RouteRule(
         "analytics", "/api/v1/analytics", "campaigns", "credentials", _scoped("read_analytics")
     ),
+    RouteRule("domains", "/api/v1/domains", "delivery", "credentials", _scoped("manage_domains")),
     RouteRule(
         "emails-send",
         "/api/v1/emails",

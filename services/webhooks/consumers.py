@@ -1,6 +1,7 @@
 """What the webhooks service does when a fact arrives: fan it out to customer endpoints.
 
-Queue `webhooks.fanout`, bound to every public `email.*`, `campaign.*` and `contact.*` type.
+Queue `webhooks.fanout`, bound to every public `email.*`, `campaign.*`, `contact.*` and
+`domain.*` type.
 No inbox: the unique (endpoint, event) delivery row is the idempotency mark, so a
 redelivered event finds its deliveries and only re-dispatches those still due (an inbox
 row would make a redelivery skip deliveries whose first attempt never started).
@@ -14,7 +15,7 @@ from libs.common.bus import EventBus
 from libs.common.events import Envelope
 from services.webhooks.dispatcher import Dispatcher
 
-FANOUT_PATTERNS = ["email.*", "campaign.*", "contact.*"]
+FANOUT_PATTERNS = ["email.*", "campaign.*", "contact.*", "domain.*"]
 
 
 def setup(bus: EventBus, dispatcher: Dispatcher) -> None:

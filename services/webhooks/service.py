@@ -57,7 +57,7 @@ register_error_code(
 )
 
 SOURCE = "/services/webhooks"
-WEBHOOK_EVENT_PREFIXES = ("email.", "campaign.", "contact.")
+WEBHOOK_EVENT_PREFIXES = ("email.", "campaign.", "contact.", "domain.")
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = tuple(
     t for t in PUBLIC_EVENT_TYPES if t.startswith(WEBHOOK_EVENT_PREFIXES)
 )
@@ -128,6 +128,23 @@ def sample_data(event_type: str) -> dict[str, Any]:
         raw: dict[str, Any] = {**email, **extra.get(event_type, {})}
     elif event_type.startswith("campaign."):
         raw = {"campaign_id": "cmp_test_0001", "name": "Test campaign", "recipients": 100}
+    elif event_type.startswith("domain."):
+        fields = EVENT_TYPES[event_type].model_fields
+        raw = {
+            "domain_id": "dom_test_0001",
+            "name": "mail.example.com",
+            "status": "failed",
+            "failed_records": ["spf"],
+            "changes": [
+                {
+                    "purpose": "spf",
+                    "host": "mail.example.com",
+                    "previous": "verified",
+                    "current": "failed",
+                }
+            ],
+        }
+        raw = {k: v for k, v in raw.items() if k in fields}
     else:
         raw = {
             "contact_id": "ct_test_0001",

@@ -31,6 +31,7 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.owner.lock:
+            self.owner.raw.append(envelope.original_content or envelope.content)
             self.owner.messages.append(
                 (list(envelope.rcpt_tos), message_from_bytes(envelope.content))
             )
@@ -40,6 +41,7 @@ class _Handler:
 class FakeSmtp:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], Message]] = []
+        self.raw: list[bytes] = []  # as received (DATA), for signature checks
         self.reject: set[str] = set()
         self.defer: set[str] = set()
         self.lock = threading.Lock()

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import httpx
 
+from services.delivery.domains.dkim import DkimSigner
+
 # "unknown": the request may have reached the provider and no answer came (read timeout,
 # connection dropped after sending): never resent, the message fails as outcome unknown.
 Outcome = Literal["accepted", "retryable", "permanent", "unknown"]
@@ -78,6 +80,8 @@ class OutgoingEmail:
     metadata: Mapping[str, str] = field(default_factory=dict)
     reply_to: str | None = None
     template: BatchTemplate | None = None
+    # Set for connectors that sign themselves (SMTP): the sender's verified domain key.
+    dkim: DkimSigner | None = None
 
     @property
     def from_domain(self) -> str:

@@ -17,6 +17,7 @@ from services.delivery.api import build_routers
 from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings
 from tests.conftest import REDIS_URL, service_dsn
+from tests.fakes.dns_server import FakeDns
 from tests.fakes.mailgun import FakeMailgun
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.sendgrid import FakeSendGrid
@@ -123,6 +124,21 @@ async def write_credentials(
         await vault.write(f"{creds_path}/platform/{provider}", creds)
 
 
+SENDER_DOMAIN = "acme.example.com"
+
+
+async def verify_sender_domain(
+    service: DeliveryService, dns: FakeDns, tenant: str, name: str = SENDER_DOMAIN
+) -> str:
+    """Create `name` for `tenant`, serve its records from `dns`, verify it: its id."""
+    domain = await service.domains.create(tenant, name)
+    for record in domain.records:
+        dns.set(record.host, record.type, record.value)
+    verified = await service.domains.verify(tenant, domain.id)
+    assert verified.status == "verified", verified
+    return domain.id
+
+
 class Harness:
     def __init__(self, service: DeliveryService, client: httpx.AsyncClient, tenant: str) -> None:
         self.service = service
@@ -159,6 +175,14 @@ class Harness:
             pass
 
 
+@pytest.fixture(scope="session")
+def fake_dns() -> Iterator[FakeDns]:
+    """The authoritative DNS server the delivery service's resolver asks (PM_DNS_RESOLVERS)."""
+    dns = FakeDns().start()
+    yield dns
+    dns.stop()
+
+
 @pytest.fixture
 async def harness(
     reset_fakes: dict[str, Any],
@@ -166,11 +190,12 @@ async def harness(
     creds_path: str,
     vault_dev: Any,
     unique: str,
+    fake_dns: FakeDns,
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Harness]:
     import redis.asyncio as aioredis
 
-    overrides = getattr(request, "param", {})
+    overrides = {"dns_resolvers": [fake_dns.address], **getattr(request, "param", {})}
     settings = delivery_settings(reset_fakes, creds_path, **overrides)
     vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
     tenant = f"t_{unique}"
@@ -179,8 +204,12 @@ async def harness(
     service = DeliveryService(settings, delivery_pool, redis, vault)
     app = create_app(settings, process="api", routers=build_routers(settings))
     app.state.delivery = service
+    # Live mail only from verified domains: the tenant verifies the fixture sender domain
+    # through the test DNS server, and gives it back after (one tenant may hold a name).
+    domain_id = await verify_sender_domain(service, fake_dns, tenant)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://delivery") as client:
         yield Harness(service, client, tenant)
+    await service.domains.delete(tenant, domain_id)
     await service.close()
     await redis.aclose()

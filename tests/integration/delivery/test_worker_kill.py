@@ -21,6 +21,7 @@ from libs.common.bus import dlq_depth
 from libs.common.principal import Principal, sign_principal
 from libs.common.vault import Vault, make_client
 from tests.conftest import ServiceProcess, free_port, service_env
+from tests.fakes.dns_server import FakeDns
 from tests.integration.delivery.conftest import PRINCIPAL_KEY, write_credentials
 
 N = 10_000
@@ -46,8 +47,9 @@ def processes(amqp_url: str, test_database: str) -> Iterator[Any]:
         p.close()
 
 
-def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any) -> dict[str, str]:
+def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any, dns: FakeDns) -> dict[str, str]:
     return {
+        "PM_DNS_RESOLVERS": dns.address,
         "PM_VAULT_ADDR": vault_dev.addr,
         "PM_VAULT_TOKEN": vault_dev.token,
         "PM_PRINCIPAL_SIGNING_KEY": PRINCIPAL_KEY,
@@ -76,24 +78,48 @@ async def _counts(conn: asyncpg.Connection, batch_id: str) -> dict[str, int]:
     return {r["s"]: r["n"] for r in rows}
 
 
-async def _post_bulk(
-    api_url: str, tenant: str, recipients: list[dict[str, Any]], batch: int
-) -> str:
-    """A bulk send through the real delivery API, as the gateway would forward it."""
+def _headers(tenant: str) -> dict[str, str]:
     principal = Principal(
         tenant_id=tenant,
         subject_type="api_key",
         subject_id="key_bulk",
-        scopes=["send_email"],
+        scopes=["send_email", "manage_domains"],
         plan="pro",
         mode="live",
     )  # type: ignore[arg-type]
+    return {"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)}
+
+
+def _sender_domain(tenant: str) -> str:
+    return f"w{tenant.removeprefix('t_')}.example.com"
+
+
+async def _verify_sender_domain(api_url: str, tenant: str, dns: FakeDns) -> None:
+    """Live bulk sends need a verified sender domain: create it, publish, verify."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+        created = await client.post(
+            "/api/v1/domains", json={"name": _sender_domain(tenant)}, headers=_headers(tenant)
+        )
+        assert created.status_code == 201, created.text
+        domain = created.json()["data"]
+        for record in domain["records"]:
+            dns.set(record["host"], record["type"], record["value"])
+        verified = await client.post(
+            f"/api/v1/domains/{domain['id']}/verify", headers=_headers(tenant)
+        )
+        assert verified.json()["data"]["status"] == "verified", verified.text
+
+
+async def _post_bulk(
+    api_url: str, tenant: str, recipients: list[dict[str, Any]], batch: int
+) -> str:
+    """A bulk send through the real delivery API, as the gateway would forward it."""
     async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
         r = await client.post(
             "/api/v1/emails/send-bulk",
-            headers={"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)},
+            headers=_headers(tenant),
             json={
-                "from": "news@acme.example.com",
+                "from": f"news@{_sender_domain(tenant)}",
                 "subject": "Hello {{ name }}",
                 "html": "<p>Hi {{ name }}</p>",
                 "category": "marketing",
@@ -107,7 +133,13 @@ async def _post_bulk(
 
 @pytest.mark.slow
 async def _start_pipeline(
-    processes: Any, env: dict[str, str], fakes: Any, creds_path: str, vault_dev: Any, tenant: str
+    processes: Any,
+    env: dict[str, str],
+    fakes: Any,
+    creds_path: str,
+    vault_dev: Any,
+    tenant: str,
+    dns: FakeDns,
 ) -> tuple[Any, Any, Any]:
     """Tenant credentials in Vault, then a delivery api, relay and first worker, ready."""
     vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
@@ -119,6 +151,7 @@ async def _start_pipeline(
     )
     for p in (api, relay, worker):
         await asyncio.to_thread(p.wait_ready)
+    await _verify_sender_domain(api.url, tenant, dns)
     return api, relay, worker
 
 
@@ -130,13 +163,14 @@ async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
     amqp_url: str,
     test_database: str,
     unique: str,
+    fake_dns: FakeDns,
 ) -> None:
     from tests.conftest import service_dsn
 
     tenant = f"t_{unique}"
-    env = _env(reset_fakes, creds_path, vault_dev)
+    env = _env(reset_fakes, creds_path, vault_dev, fake_dns)
     api, _relay, first = await _start_pipeline(
-        processes, env, reset_fakes, creds_path, vault_dev, tenant
+        processes, env, reset_fakes, creds_path, vault_dev, tenant, fake_dns
     )
     mailgun = reset_fakes["mailgun"]
 
@@ -205,6 +239,7 @@ async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing
     amqp_url: str,
     test_database: str,
     unique: str,
+    fake_dns: FakeDns,
 ) -> None:
     """SIGTERM (a rollout, a scale-down) while provider calls are in flight: the worker stops
     fetching, lets its in-flight calls finish and records them, exits 0 within the grace
@@ -215,9 +250,9 @@ async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing
 
     n, batch = 2_000, 100
     tenant = f"t_{unique}"
-    env = _env(reset_fakes, creds_path, vault_dev)
+    env = _env(reset_fakes, creds_path, vault_dev, fake_dns)
     api, _relay, first = await _start_pipeline(
-        processes, env, reset_fakes, creds_path, vault_dev, tenant
+        processes, env, reset_fakes, creds_path, vault_dev, tenant, fake_dns
     )
     mailgun = reset_fakes["mailgun"]
 

@@ -69,6 +69,28 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "mode": "live",
     },
     "webhook.endpoint_disabled": {"endpoint_id": "ep_1", "url": "https://x.test", "reason": "410"},
+    "domain.created": {"domain_id": "dom_1", "name": "mail.example.com"},
+    "domain.verified": {"domain_id": "dom_1", "name": "mail.example.com"},
+    "domain.verification_failed": {
+        "domain_id": "dom_1",
+        "name": "mail.example.com",
+        "failed_records": ["dkim"],
+        "status": "pending",
+    },
+    "domain.health_changed": {
+        "domain_id": "dom_1",
+        "name": "mail.example.com",
+        "status": "failed",
+        "changes": [
+            {
+                "purpose": "spf",
+                "host": "mail.example.com",
+                "previous": "verified",
+                "current": "failed",
+            }
+        ],
+    },
+    "domain.deleted": {"domain_id": "dom_1", "name": "mail.example.com"},
 }
 
 
