@@ -29,6 +29,7 @@ import math
 import os
 import re
 import resource
+import signal
 import struct
 import sys
 import time
@@ -73,6 +74,10 @@ class TemplateLimits:
 
 
 DEFAULT_LIMITS = TemplateLimits()
+
+# The API error of a template that exceeds a limit (each service registers it, same text).
+LIMIT_ERROR_CODE = "template_limit_exceeded"
+LIMIT_ERROR_MEANING = "The template exceeds a rendering limit (time, memory, loops or size)."
 
 
 class TemplateProblem(Exception):
@@ -744,9 +749,10 @@ class _Worker:
         return self.proc.returncode is None
 
     def terminate(self) -> None:
+        # Without the loop (it may be closed already): a signal, reaped by the child watcher.
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+                os.kill(self.proc.pid, signal.SIGKILL)
 
     async def kill(self) -> None:
         if self.proc.returncode is None:
@@ -776,10 +782,18 @@ class TemplatePool:
     restarts: int = 0
     _idle: list[_Worker] = field(default_factory=list)
     _slots: asyncio.Semaphore | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def _semaphore(self) -> asyncio.Semaphore:
-        if self._slots is None:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:
+            # Workers' pipes belong to the loop that started them (a module-level pool may
+            # outlive a loop: tests, `asyncio.run` twice).
+            for worker in self._idle:
+                worker.terminate()
+            self._idle = []
             self._slots = asyncio.Semaphore(self.size)
+            self._loop = loop
         return self._slots
 
     async def _acquire(self) -> _Worker:
@@ -887,6 +901,8 @@ class TemplatePool:
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "LIMIT_ERROR_CODE",
+    "LIMIT_ERROR_MEANING",
     "PARTS",
     "BoundedEnvironment",
     "RenderJob",
