@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ from libs.common.events import (
 )
 from libs.common.http import ApiError, NotFound, register_error_code
 from libs.common.pagination import decode_keyset, encode_cursor
+from libs.common.templating import (
+    LIMIT_ERROR_CODE,
+    LIMIT_ERROR_MEANING,
+    TemplatePool,
+    TemplateProblem,
+)
 from libs.common.vault import Vault
 from services.delivery import repository as repo
 from services.delivery.connectors.base import (
@@ -63,7 +70,15 @@ from services.delivery.connectors.base import (
 )
 from services.delivery.connectors.registry import PROVIDERS, build_connector
 from services.delivery.connectors.sandbox import SandboxConnector
-from services.delivery.content import Content, ContentError, MessageSpec, Renderer, check_template
+from services.delivery.content import (
+    Content,
+    ContentError,
+    ContentLimitExceeded,
+    MessageSpec,
+    Renderer,
+    check_template,
+    content_error,
+)
 from services.delivery.credentials import CredentialStore
 from services.delivery.schemas import (
     RoutingRuleIn,
@@ -84,10 +99,18 @@ register_error_code(
 )
 register_error_code("unknown_provider", 404, "No ESP connector has this name.")
 register_error_code("template_invalid", 422, "The subject or body is not a valid template.")
+register_error_code(LIMIT_ERROR_CODE, 422, LIMIT_ERROR_MEANING)
+# Rendering a claimed batch stops after this; what is left goes back to the queue (a template
+# at its time limit costs seconds per message, and the claim's lease must not run out).
+RENDER_BATCH_SECONDS = 10.0
 
 
 class TemplateInvalid(ApiError):
     code = "template_invalid"
+
+
+class TemplateLimit(ApiError):
+    code = LIMIT_ERROR_CODE
 
 
 class InvalidTokenError(ApiError):
@@ -185,6 +208,7 @@ class DeliveryService:
         self.client = client or httpx.AsyncClient(timeout=settings.provider_timeout_seconds)
         self.signer = TokenSigner(settings.tracking_signing_key.get_secret_value())
         self.renderer = Renderer(self.signer, settings.tracking_base_url)
+        self.render_pool = TemplatePool()
         self.credentials = CredentialStore(
             vault,
             settings.esp_credentials_path,
@@ -196,6 +220,7 @@ class DeliveryService:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.render_pool.close()
 
     # ------------------------------------------------------------ accepting
 
@@ -317,7 +342,12 @@ class DeliveryService:
     ) -> dict[str, Any]:
         for field, source in (("subject", subject), ("html", html), ("text", text)):
             try:
-                check_template(source)
+                check_template(source, field)
+            except ContentLimitExceeded as exc:
+                raise TemplateLimit(
+                    "The content exceeds a template limit.",
+                    details=[{"field": f"body.{field}", "message": str(exc)}],
+                ) from exc
             except ContentError as exc:
                 raise TemplateInvalid(
                     "The content is not a valid template.",
@@ -494,19 +524,15 @@ class DeliveryService:
         ]
         rows = [r for r in rows if r["to_email"].lower() not in suppressed]
         rows, deferred = await self._apply_caps(tenant_id, rows, caps)
-        rendered: list[tuple[asyncpg.Record, OutgoingEmail]] = []
-        for r in rows:
-            try:
-                rendered.append((r, self._render(r)))
-            except ContentError as exc:
-                failed.append((r, str(exc)))
-        if failed or deferred:
+        rendered, not_rendered = await self._render_rows(rows, failed)
+        if failed or deferred or not_rendered:
             tomorrow = _seconds_to_next_utc_day()
             await self._settle(
                 tenant_id,
                 None,
                 failed=failed,
-                retry=[(r, tomorrow, "daily_cap_reached") for r in deferred],
+                retry=[(r, tomorrow, "daily_cap_reached") for r in deferred]
+                + [(r, 1.0, "render_deferred") for r in not_rendered],
                 count_attempt=False,
             )
         routes: dict[tuple[str, str | None], list[tuple[asyncpg.Record, OutgoingEmail]]] = (
@@ -546,7 +572,33 @@ class DeliveryService:
                 ok.append(r)
         return ok, deferred
 
-    def _render(self, r: asyncpg.Record) -> OutgoingEmail:
+    async def _render_rows(
+        self, rows: list[asyncpg.Record], failed: list[tuple[asyncpg.Record, str]]
+    ) -> tuple[list[tuple[asyncpg.Record, OutgoingEmail]], list[asyncpg.Record]]:
+        """Render every row (templates in one pool call); a row whose template fails or hits
+        a limit goes to `failed` alone. Also returns rows not reached in time."""
+        specs = [self._spec(r) for r in rows]
+        jobs = [(i, j) for i, (c, m) in enumerate(specs) if (j := Renderer.job(c, m)) is not None]
+        results = await self.render_pool.render(
+            [j for _, j in jobs], deadline=time.monotonic() + RENDER_BATCH_SECONDS
+        )
+        by_row = {i: res for (i, _), res in zip(jobs, results, strict=True)}
+        rendered: list[tuple[asyncpg.Record, OutgoingEmail]] = []
+        late: list[asyncpg.Record] = []
+        for i, (r, (content, spec)) in enumerate(zip(rows, specs, strict=True)):
+            result = by_row.get(i)
+            if i in by_row and result is None:
+                late.append(r)
+                continue
+            try:
+                if isinstance(result, TemplateProblem):
+                    raise content_error(result)
+                rendered.append((r, self.renderer.render(content, spec, result)))
+            except ContentError as exc:
+                failed.append((r, str(exc)))
+        return rendered, late
+
+    def _spec(self, r: asyncpg.Record) -> tuple[Content, MessageSpec]:
         content = Content(
             r["content_id"], r["from_email"], r["subject"], r["html"], r["text_body"], r["reply_to"]
         )
@@ -561,7 +613,7 @@ class DeliveryService:
             r["track_opens"],
             r["track_clicks"],
         )
-        return self.renderer.render(content, spec)
+        return content, spec
 
     def _route(
         self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[asyncpg.Record]
