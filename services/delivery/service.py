@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 import uuid_utils
 
 from libs.common import outbox
+from libs.common.emails import format_address
 from libs.common.events import (
     EmailBatchQueued,
     EmailBounced,
@@ -305,7 +306,7 @@ class DeliveryService:
         existing = await repo.message_for_request(conn, tenant_id, data.request_id)
         if existing:
             return existing
-        from_ = f"{data.from_name} <{data.from_}>" if data.from_name else data.from_
+        from_ = format_address(data.from_name, data.from_) if data.from_name else data.from_
         content = self._content(
             tenant_id,
             from_,

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import httpx
 
+from libs.common.emails import format_address
+
 # "unknown": the request may have reached the provider and no answer came (read timeout,
 # connection dropped after sending): never resent, the message fails as outcome unknown.
 Outcome = Literal["accepted", "retryable", "permanent", "unknown"]
@@ -82,6 +84,18 @@ class OutgoingEmail:
     @property
     def from_domain(self) -> str:
         return _domain_of(self.from_)
+
+    @property
+    def from_parts(self) -> tuple[str, str]:
+        """(display name, address) of `from_` (a bare address or `Name <address>`)."""
+        name, address = email.utils.parseaddr(self.from_)
+        return name, address or self.from_
+
+    @property
+    def from_header(self) -> str:
+        """The From header value, rebuilt with `formataddr` (quoting, RFC 2047, no CR/LF)."""
+        name, address = self.from_parts
+        return format_address(name, address) if name else address
 
 
 @dataclass(frozen=True)

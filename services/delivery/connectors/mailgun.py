@@ -75,7 +75,7 @@ class MailgunConnector(HttpApiConnector):
         return [results[m.message_id] for m in messages]
 
     def _single_form(self, m: OutgoingEmail) -> list[tuple[str, str]]:
-        form = [("from", m.from_), ("to", m.to), ("subject", m.subject)]
+        form = [("from", m.from_header), ("to", m.to), ("subject", m.subject)]
         if m.html is not None:
             form.append(("html", m.html))
         if m.text is not None:
@@ -99,7 +99,7 @@ class MailgunConnector(HttpApiConnector):
         first = group[0]
         t = first.template
         assert t is not None
-        form = [("from", first.from_), ("subject", fill_slots(t.subject, _recipient_var))]
+        form = [("from", first.from_header), ("subject", fill_slots(t.subject, _recipient_var))]
         form += [("to", m.to) for m in group]
         if t.html is not None:
             form.append(("html", fill_slots(t.html, _recipient_var)))

@@ -50,7 +50,7 @@ class PostmarkConnector(HttpApiConnector):
     @staticmethod
     def _payload(m: OutgoingEmail) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "From": m.from_,
+            "From": m.from_header,
             "To": m.to,
             "Subject": m.subject,
             "Headers": [{"Name": k, "Value": v} for k, v in m.headers.items()],

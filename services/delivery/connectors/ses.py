@@ -77,7 +77,7 @@ class SesConnector(Connector):
         if m.html is not None:
             body["Html"] = {"Data": m.html, "Charset": "UTF-8"}
         req: dict[str, Any] = {
-            "FromEmailAddress": m.from_,
+            "FromEmailAddress": m.from_header,
             "Destination": {"ToAddresses": [m.to]},
             "Content": {
                 "Simple": {
