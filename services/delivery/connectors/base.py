@@ -86,6 +86,12 @@ class OutgoingEmail:
         return _domain_of(self.from_)
 
     @property
+    def tenant_metadata(self) -> dict[str, str]:
+        """The tenant's metadata without `pm_*` keys (ours at the ESP, e.g. pm_message_id;
+        the API refuses them, this keeps older stored messages from overriding ours)."""
+        return {k: v for k, v in self.metadata.items() if not k.lower().startswith("pm_")}
+
+    @property
     def from_parts(self) -> tuple[str, str]:
         """(display name, address) of `from_` (a bare address or `Name <address>`)."""
         name, address = email.utils.parseaddr(self.from_)

@@ -90,7 +90,7 @@ class MailgunConnector(HttpApiConnector):
         # Our own pixel and redirects do the tracking; Mailgun's would double count.
         form = [("o:tracking", "no"), ("o:tracking-opens", "no"), ("o:tracking-clicks", "no")]
         form += [("o:tag", t) for t in list(m.tags)[:3]]
-        form += [(f"v:{k}", v) for k, v in m.metadata.items()]
+        form += [(f"v:{k}", v) for k, v in m.tenant_metadata.items()]
         if m.reply_to:
             form.append(("h:Reply-To", m.reply_to))
         return form

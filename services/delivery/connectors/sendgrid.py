@@ -72,7 +72,7 @@ class SendGridConnector(HttpApiConnector):
         for m in group:
             p: dict[str, Any] = {
                 "to": [{"email": m.to}],
-                "custom_args": {**m.metadata, "pm_message_id": m.message_id},
+                "custom_args": {**m.tenant_metadata, "pm_message_id": m.message_id},
                 "headers": dict(m.headers),
             }
             if m.template is not None:
