@@ -16,6 +16,7 @@ leaving the host, such a message was never sent yet is reported failed (not sile
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import random
@@ -823,6 +824,7 @@ class DeliveryService:
             events = await (
                 connector.on_inbound(request) if inbound else connector.on_webhook(request)
             )
+            await self._refuse_replay(provider, connector, request)
         except WebhookRejected as exc:
             log.warning("esp webhook rejected", extra={"provider": provider, "error": str(exc)})
             raise WebhookUnauthorized("The webhook could not be verified.") from exc
@@ -832,6 +834,23 @@ class DeliveryService:
                 async with conn.transaction():
                     applied += await self._apply_event(conn, provider, ev)
         return applied
+
+    async def _refuse_replay(
+        self, provider: str, connector: Connector, request: WebhookRequest
+    ) -> None:
+        """A verified token seen before (within its tolerance) with another body is a
+        replay with altered data: refused. The identical body again is a provider retry."""
+        replay = connector.replay_token(request)
+        if replay is None or self.redis is None:
+            return
+        token, seconds = replay
+        key = f"pm:delivery:hook-token:{provider}:{hashlib.sha256(token.encode()).hexdigest()}"
+        body = hashlib.sha256(request.body).hexdigest()
+        if await self.redis.set(key, body, nx=True, ex=seconds):
+            return
+        seen = await self.redis.get(key)
+        if seen is None or (seen.decode() if isinstance(seen, bytes) else seen) != body:
+            raise WebhookRejected(f"{provider} webhook: token already used (replay)")
 
     async def _apply_event(
         self, conn: asyncpg.Connection, provider: str, ev: NormalizedEvent

@@ -193,6 +193,11 @@ class Connector(abc.ABC):
         """Verify and normalise an inbound reply; raise `WebhookRejected` when forged."""
         raise WebhookRejected(f"{self.id} has no inbound route")
 
+    def replay_token(self, request: WebhookRequest) -> tuple[str, int] | None:
+        """(token, seconds) for providers whose signature does not cover the payload: the
+        caller refuses a verified delivery whose token was seen within `seconds`."""
+        return None
+
 
 def all_results(
     messages: Sequence[OutgoingEmail], outcome: Outcome, reason: str, retry_after: float | None
