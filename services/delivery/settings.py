@@ -37,6 +37,8 @@ class DeliverySettings(ServiceSettings):
     ses_base_url: str | None = None  # None: https://email.<region>.amazonaws.com
     # SNS signing certificates are fetched only from URLs matching this pattern.
     sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]+\.pem$"
+    # SNS topics (ARNs) whose SES events are accepted; empty refuses every SNS message.
+    sns_topic_arns: list[str] = Field(default_factory=list)
     provider_timeout_seconds: float = 20.0
 
     # Default routes when a tenant has no rule: category -> [primary, secondary].
