@@ -90,7 +90,7 @@ from services.delivery.schemas import (
 )
 from services.delivery.settings import DeliverySettings
 from services.delivery.throttle import CircuitBreaker, DailyCaps, TokenBucket
-from services.delivery.tracking import InvalidToken, Kind, TokenSigner
+from services.delivery.tracking import InvalidToken, Kind, TokenSigner, TrackingThrottle
 
 log = logging.getLogger(__name__)
 SOURCE = "/services/delivery"
@@ -211,6 +211,17 @@ class DeliveryService:
         self.signer = TokenSigner(settings.tracking_signing_key.get_secret_value())
         self.renderer = Renderer(self.signer, settings.tracking_base_url)
         self.render_pool = TemplatePool()
+        self.tracking_throttle = (
+            TrackingThrottle(
+                redis,
+                per_token=settings.tracking_rate_per_token,
+                per_address=settings.tracking_rate_per_address,
+                window_seconds=settings.tracking_rate_window_seconds,
+                open_window_seconds=settings.tracking_open_window_seconds,
+            )
+            if redis is not None
+            else None
+        )
         self.credentials = CredentialStore(
             vault,
             settings.esp_credentials_path,
@@ -912,13 +923,20 @@ class DeliveryService:
 
     async def track_open(self, token: str, user_agent: str | None, ip: str | None) -> None:
         message_id, _ = self._verify(token, "o")
-        await self._track(message_id, "opened", None, user_agent, ip)
+        if await self._admitted("o", token, message_id, ip):
+            await self._track(message_id, "opened", None, user_agent, ip)
 
     async def track_click(self, token: str, user_agent: str | None, ip: str | None) -> str:
         message_id, url = self._verify(token, "c")
         assert url is not None
-        await self._track(message_id, "clicked", url, user_agent, ip)
+        if await self._admitted("c", token, message_id, ip):
+            await self._track(message_id, "clicked", url, user_agent, ip)
         return url
+
+    async def _admitted(self, kind: Kind, token: str, message_id: str, ip: str | None) -> bool:
+        # Throttled or coalesced hits still get their pixel/redirect, only no event.
+        throttle = self.tracking_throttle
+        return throttle is None or await throttle.admit(kind, token, message_id, ip)
 
     async def _track(
         self, message_id: str, status: str, url: str | None, ua: str | None, ip: str | None

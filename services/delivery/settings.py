@@ -18,6 +18,13 @@ class DeliverySettings(ServiceSettings):
     tracking_base_url: str = "http://127.0.0.1:8000"
     # HMAC key of tracking/unsubscribe tokens; `vault:secret/delivery/tracking#key` in prod.
     tracking_signing_key: SecretStr = SecretStr("dev-only-tracking-key-change-me-0123456789")
+    # Tracking hits recorded per (link, client address) and per client address within
+    # `tracking_rate_window_seconds`; more are answered but not recorded.
+    tracking_rate_per_token: int = 20
+    tracking_rate_per_address: int = 600
+    tracking_rate_window_seconds: int = 60
+    # Opens of one message within this window are one `email.opened` (0: every open counts).
+    tracking_open_window_seconds: int = 3600
 
     # Where ESP credentials live in Vault (KV v2 mount `vault_kv_mount`): platform-wide at
     # `<esp_credentials_path>/<provider>`, per tenant at
