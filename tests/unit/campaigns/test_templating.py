@@ -8,9 +8,7 @@ import pytest
 from services.campaigns.templating import CompiledContent, TemplateProblem, check, contact_context
 
 
-async def render(
-    subject: str, context: dict, html: str | None = None
-) -> tuple[str, str | None]:
+async def render(subject: str, context: dict, html: str | None = None) -> tuple[str, str | None]:
     content = await CompiledContent(subject, html, None).render(context)
     return content.subject, content.html
 
@@ -104,9 +102,7 @@ def test_syntax_error_names_the_line() -> None:
 
 
 async def test_oversized_output_is_refused() -> None:
-    content = CompiledContent(
-        "s", None, "{% for i in range(10000) %}" + "x" * 180 + "{% endfor %}"
-    )
+    content = CompiledContent("s", None, "{% for i in range(10000) %}" + "x" * 180 + "{% endfor %}")
     with pytest.raises(TemplateProblem) as info:
         await content.render({})
     assert "exceeds" in info.value.message
