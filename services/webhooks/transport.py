@@ -92,10 +92,13 @@ class WebhookTransport:
         self.timeout = timeout
         self.body_limit = body_limit
         self.max_pools = max_pools
-        self._verify = verify
+        # One TLS context for every pool: loading the CA bundle per pool would cost each new
+        # host name tens of milliseconds.
+        self._verify = ssl.create_default_context() if verify is True else verify
         self._per_pool = max(1, max_connections // 4)
         self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._busy: Counter[str] = Counter()
+        self._pools[""] = self._new_client()  # plain http (no SNI), ready before any attempt
 
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
