@@ -280,7 +280,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         parts = [v if isinstance(v, str) else str(v) for v in values]
         self._check_len(sum(len(p) for p in parts))
         autoescape = context.eval_ctx.autoescape if context is not None else False
-        return markup_join(values) if autoescape else str_join(values)
+        joined: str = markup_join(values) if autoescape else str_join(values)
+        return self._check_result(joined)  # type: ignore[no-any-return]
 
     def bounded_iter(self, iterable: Any) -> Iterator[Any]:
         for item in iterable:
@@ -641,12 +642,20 @@ def _limit_cpu_for_next(cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+def _lower_limit(which: int, value: int) -> None:
+    # Never above what the process already has (raising a hard limit is not allowed).
+    _, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
+
+
 def worker_main() -> None:
     """A render worker: reads job batches on stdin, writes one result frame per job."""
     limits = TemplateLimits(**json.loads(sys.argv[1]))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    _lower_limit(resource.RLIMIT_AS, limits.memory_bytes)
+    _lower_limit(resource.RLIMIT_CORE, 0)
+    _lower_limit(resource.RLIMIT_FSIZE, 0)  # no file writes
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the protocol stream
     _write_frame_sync(stdout, {"ready": True})
