@@ -18,7 +18,7 @@ PYTEST_ARGS := -q -p no:cacheprovider
 ARGS ?=
 QUEUE ?=
 
-.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz
+.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -63,6 +63,9 @@ fmt: venv ## format and auto-fix
 
 fuzz: infra ## fuzz every documented operation through a real gateway (Schemathesis)
 	PM_FUZZ=full $(UV) run --frozen pytest $(PYTEST_ARGS) tests/e2e/test_docs_fuzz.py $(ARGS)
+
+fuzz-templates: venv ## property-test the template limits over generated expressions (hypothesis)
+	PM_FUZZ_TEMPLATES=full $(UV) run --frozen pytest $(PYTEST_ARGS) --timeout=0 tests/unit/common/test_templating_fuzz.py $(ARGS)
 
 migrate: venv ## provision the dev database and apply every service's migrations
 	@$(UV) run --frozen python -m scripts.dev.stack migrate

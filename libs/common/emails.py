@@ -17,6 +17,8 @@ through email-validator whole, so errors read the same. A test asserts both path
 from __future__ import annotations
 
 import re
+import unicodedata
+from email.utils import formataddr
 from functools import lru_cache
 from typing import Annotated
 
@@ -25,7 +27,7 @@ from pydantic import AfterValidator, WithJsonSchema
 from pydantic.networks import validate_email as pydantic_validate_email
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Email", "InvalidEmail", "normalize_email"]
+__all__ = ["Email", "InvalidEmail", "check_display_name", "format_address", "normalize_email"]
 
 # RFC 5322 dot-atom of `atext` characters: what email-validator accepts unquoted in ASCII.
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -94,3 +96,22 @@ Email = Annotated[
     AfterValidator(_pydantic_email),
     WithJsonSchema({"type": "string", "format": "email"}),
 ]
+
+
+def check_display_name(value: str | None) -> str | None:
+    """A sender's display name (`from_name`): refused when it holds control characters or
+    line breaks (CR/LF would inject headers and break SMTP batches)."""
+    if value is not None and any(unicodedata.category(c) in _CONTROL for c in value):
+        raise ValueError("may not contain control characters or line breaks")
+    return value
+
+
+def format_address(name: str | None, address: str) -> str:
+    """`Name <address>` per RFC 5322 (`email.utils.formataddr`: specials quoted, non-ASCII
+    names RFC 2047-encoded), with any control character in the name made a space."""
+    clean = "".join(" " if unicodedata.category(c) in _CONTROL else c for c in name or "")
+    return formataddr((" ".join(clean.split()), address))
+
+
+# Cc: C0/C1 controls (CR, LF, NUL, ...); Zl/Zp: Unicode line and paragraph separators.
+_CONTROL = frozenset({"Cc", "Zl", "Zp"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +39,12 @@ from libs.common.events import (
 from services.campaigns import repository as repo
 from services.campaigns.repository import RecipientAdvance, SendRecord
 from services.campaigns.scheduling import Window, spacing_delay
-from services.campaigns.templating import CompiledContent, TemplateProblem, contact_context
+from services.campaigns.templating import (
+    CompiledContent,
+    TemplateProblem,
+    contact_context,
+    render_many,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +58,20 @@ def request_id_for(campaign_id: UUID, contact_id: UUID, step: int) -> str:
 
 
 class CampaignRunner:
-    def __init__(self, pool: asyncpg.Pool, *, batch_size: int = 500, idle_seconds: float = 0.5):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        batch_size: int = 500,
+        idle_seconds: float = 0.5,
+        render_seconds: float = 10.0,
+    ):
         self.pool = pool
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
+        # Rendering a batch holds the campaign's lock: steps not rendered by then wait for
+        # the next batch (a template at its time limit costs seconds per recipient).
+        self.render_seconds = render_seconds
         # Steps are frozen when a campaign starts, so compiled content can be kept.
         self._compiled: OrderedDict[UUID, list[CompiledContent]] = OrderedDict()
 
@@ -155,6 +171,12 @@ class CampaignRunner:
         sends: list[SendRecord] = []
         advances: list[RecipientAdvance] = []
         events = []
+        live = [r for r in rows if r["email"] is not None and r["contact_status"] == "active"]
+        rendered = await render_many(
+            [compiled[r["next_step"] - 1].job(contact_context(dict(r))) for r in live],
+            deadline=time.monotonic() + self.render_seconds,
+        )
+        contents = dict(zip((r["contact_id"] for r in live), rendered, strict=True))
         for r in rows:
             contact_id: UUID = r["contact_id"]
             number: int = r["next_step"]
@@ -165,12 +187,13 @@ class CampaignRunner:
                 advances.append(RecipientAdvance(contact_id, number, now, "stopped", reason, False))
                 STEPS.labels("stopped").inc()
                 continue
-            try:
-                content = compiled[number - 1].render(contact_context(dict(r)))
-            except TemplateProblem as problem:
+            content = contents[contact_id]
+            if content is None:
+                continue  # not rendered in time: stays due, taken by the next batch
+            if isinstance(content, TemplateProblem):
                 advances.append(
                     RecipientAdvance(
-                        contact_id, number, now, "failed", problem.message[:500], False
+                        contact_id, number, now, "failed", content.message[:500], False
                     )
                 )
                 STEPS.labels("failed").inc()

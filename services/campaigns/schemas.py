@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from libs.common.emails import InvalidEmail, normalize_email
+from libs.common.emails import InvalidEmail, check_display_name, normalize_email
 from services.campaigns.scheduling import DAY_NAMES
 
 ContactStatus = Literal["active", "unsubscribed", "bounced", "complained"]
@@ -332,6 +332,7 @@ class CampaignCreate(_Strict):
     scheduled_at: datetime | None = None
 
     _from = field_validator("from_email", mode="before")(check_email)
+    _from_name = field_validator("from_name")(check_display_name)
 
     @field_validator("reply_to", mode="before")
     @classmethod
@@ -368,6 +369,8 @@ class CampaignUpdate(_Strict):
     daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
     spacing: Spacing | None = None
     scheduled_at: datetime | None = None
+
+    _from_name = field_validator("from_name")(check_display_name)
 
     @field_validator("from_email", "reply_to", mode="before")
     @classmethod

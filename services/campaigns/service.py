@@ -48,6 +48,7 @@ from libs.common.http import (
     ValidationFailed,
     register_error_code,
 )
+from libs.common.templating import LIMIT_ERROR_CODE, LIMIT_ERROR_MEANING
 from services.campaigns import repository as repo
 from services.campaigns.repository import ContactFilter, ImportRow, Keyset, Owner
 from services.campaigns.schemas import (
@@ -80,6 +81,7 @@ register_error_code(
     "template_unsafe", 422, "The template reaches outside the sandbox (internals, files)."
 )
 register_error_code("template_render_error", 422, "The template failed to render.")
+register_error_code(LIMIT_ERROR_CODE, 422, LIMIT_ERROR_MEANING)
 
 
 def _template_error(problem: TemplateProblem, field_prefix: str = "") -> ApiError:
@@ -87,6 +89,7 @@ def _template_error(problem: TemplateProblem, field_prefix: str = "") -> ApiErro
         "syntax": "template_syntax_error",
         "unsafe": "template_unsafe",
         "render": "template_render_error",
+        "limit": LIMIT_ERROR_CODE,
     }[problem.kind]
     field = f"{field_prefix}{problem.part}"
     if problem.variable:
@@ -641,9 +644,8 @@ async def preview_template(
     else:
         context = dict(body.data if body.data is not None else template["variables"])
     try:
-        content = CompiledContent(template["subject"], template["html"], template["text"]).render(
-            context
-        )
+        compiled = CompiledContent(template["subject"], template["html"], template["text"])
+        content = await compiled.render(context)
     except TemplateProblem as problem:
         raise _template_error(problem) from problem
     return {"subject": content.subject, "html": content.html, "text": content.text}

@@ -1,11 +1,12 @@
 """Turns a stored message into what a provider receives: personalization (Jinja, sandboxed,
-HTML auto-escaped), open pixel, click-tracking links, Message-ID and RFC 8058 one-click
-unsubscribe headers.
+HTML auto-escaped, bounded: `libs.common.templating`), open pixel, click-tracking links,
+Message-ID and RFC 8058 one-click unsubscribe headers.
 
 Content that only substitutes variables (`{{ first_name }}`, no filters or logic) becomes a
 slot template shared by every recipient of a send plus per-recipient values, so batch APIs
 (Mailgun recipient-variables, SendGrid personalizations) carry the body once; anything
-richer is rendered per message.
+richer is rendered per message, in the bounded render pool (`Renderer.job` gives the job,
+`Renderer.render` takes its result).
 """
 
 from __future__ import annotations
@@ -16,18 +17,25 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import nodes
 from markupsafe import escape
 
+from libs.common.templating import (
+    Rendered,
+    RenderJob,
+    TemplateProblem,
+    check_source,
+    environment,
+    is_plain_substitution,
+)
 from services.delivery.connectors.base import BatchTemplate, OutgoingEmail, fill_slots, slot
 from services.delivery.connectors.replies import message_id_header
 from services.delivery.tracking import TokenSigner, TrackingToken
 
 _HREF = re.compile(r"""(href\s*=\s*)(["'])(https?://[^"'\s]+)\2""", re.IGNORECASE)
-_SIMPLE_NODES = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name)
-_ENV = SandboxedEnvironment(autoescape=False)
-_HTML_ENV = SandboxedEnvironment(autoescape=True)
+# Slot templates only substitute names (nothing runs): the bounded environments in-process.
+_ENV = environment(False, False)
+_HTML_ENV = environment(True, False)
 _PIXEL = '<img src="{url}" width="1" height="1" alt="" style="display:none">'
 
 
@@ -35,18 +43,28 @@ class ContentError(ValueError):
     """The content cannot be rendered (template syntax or runtime error)."""
 
 
-def check_template(source: str | None) -> None:
-    """Raise ContentError when `source` is not a valid template (checked at accept time)."""
+class ContentLimitExceeded(ContentError):
+    """The content exceeds a template limit (`template_limit_exceeded`)."""
+
+
+def check_template(source: str | None, part: str = "text") -> None:
+    """Raise ContentError when `source` is not a valid template, or one that exceeds a limit
+    whatever the variables (checked at accept time; nothing of it runs)."""
     if source:
         try:
-            _ENV.parse(source)
-        except TemplateError as exc:
-            raise ContentError(f"template error: {exc.message}") from exc
+            check_source(part, source, strict=False)
+        except TemplateProblem as problem:
+            raise content_error(problem) from problem
+
+
+def content_error(problem: TemplateProblem) -> ContentError:
+    if problem.kind == "limit":
+        return ContentLimitExceeded(f"template_limit_exceeded: {problem.message}")
+    return ContentError(f"template error: {problem.message}")
 
 
 def _is_simple(source: str) -> bool:
-    tree = _ENV.parse(source)
-    return all(isinstance(n, _SIMPLE_NODES) for n in tree.find_all(nodes.Node))
+    return is_plain_substitution(source)
 
 
 @dataclass(frozen=True)
@@ -139,18 +157,28 @@ class Renderer:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
 
-    def render(self, content: Content, m: MessageSpec) -> OutgoingEmail:
+    @staticmethod
+    def job(content: Content, m: MessageSpec) -> RenderJob | None:
+        """What the render pool must run for this message; None when slots suffice."""
+        if _slot_content(content) is not None:
+            return None
+        parts = {"subject": content.subject, "html": content.html, "text": content.text}
+        return RenderJob(parts, m.variables, strict=False)
+
+    def render(
+        self, content: Content, m: MessageSpec, rendered: Rendered | None = None
+    ) -> OutgoingEmail:
+        """The provider's message; `rendered` is the pool's result of `job()` (if any)."""
         unsub = self.unsubscribe_url(m.id)
         headers = self._headers(content, m, unsub)
         shared = _slot_content(content)
         if shared is not None:
             return self._from_slots(content, shared, m, headers, unsub)
-        try:
-            subject = _ENV.from_string(content.subject).render(m.variables)
-            text = _ENV.from_string(content.text).render(m.variables) if content.text else None
-            html = _HTML_ENV.from_string(content.html).render(m.variables) if content.html else None
-        except TemplateError as exc:
-            raise ContentError(f"template error: {exc.message}") from exc
+        if rendered is None:
+            raise ValueError("this content needs the render pool: pass the result of job()")
+        subject = rendered.get("subject") or ""
+        text = rendered.get("text") if content.text else None
+        html = rendered.get("html") if content.html else None
         if html is not None:
             if m.track_clicks:
                 html = _HREF.sub(

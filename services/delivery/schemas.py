@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.common.emails import Email
 
@@ -40,6 +40,15 @@ class _SendBase(BaseModel):
     category: Category = "marketing"
     tags: list[str] = Field(default_factory=list, max_length=10)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        # `pm_*` keys are ours at the ESPs (pm_message_id maps webhooks back to a message).
+        reserved = sorted(k for k in value if k.lower().startswith("pm_"))
+        if reserved:
+            raise ValueError(f"keys starting with pm_ are reserved: {', '.join(reserved)}")
+        return value
 
     @model_validator(mode="after")
     def _has_body(self) -> _SendBase:

@@ -17,9 +17,11 @@ leaving the host, such a message was never sent yet is reported failed (not sile
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ import redis.asyncio as aioredis
 import uuid_utils
 
 from libs.common import outbox
+from libs.common.emails import format_address
 from libs.common.events import (
     EmailBatchQueued,
     EmailBounced,
@@ -52,6 +55,12 @@ from libs.common.events import (
 )
 from libs.common.http import ApiError, NotFound, register_error_code
 from libs.common.pagination import decode_keyset, encode_cursor
+from libs.common.templating import (
+    LIMIT_ERROR_CODE,
+    LIMIT_ERROR_MEANING,
+    TemplatePool,
+    TemplateProblem,
+)
 from libs.common.vault import Vault
 from services.delivery import repository as repo
 from services.delivery.connectors.base import (
@@ -64,7 +73,15 @@ from services.delivery.connectors.base import (
 )
 from services.delivery.connectors.registry import PROVIDERS, build_connector
 from services.delivery.connectors.sandbox import SandboxConnector
-from services.delivery.content import Content, ContentError, MessageSpec, Renderer, check_template
+from services.delivery.content import (
+    Content,
+    ContentError,
+    ContentLimitExceeded,
+    MessageSpec,
+    Renderer,
+    check_template,
+    content_error,
+)
 from services.delivery.credentials import CredentialStore
 from services.delivery.domains.service import DomainService
 from services.delivery.schemas import (
@@ -75,7 +92,7 @@ from services.delivery.schemas import (
 )
 from services.delivery.settings import DeliverySettings
 from services.delivery.throttle import CircuitBreaker, DailyCaps, TokenBucket
-from services.delivery.tracking import InvalidToken, Kind, TokenSigner
+from services.delivery.tracking import InvalidToken, Kind, TokenSigner, TrackingThrottle
 
 log = logging.getLogger(__name__)
 SOURCE = "/services/delivery"
@@ -86,10 +103,18 @@ register_error_code(
 )
 register_error_code("unknown_provider", 404, "No ESP connector has this name.")
 register_error_code("template_invalid", 422, "The subject or body is not a valid template.")
+register_error_code(LIMIT_ERROR_CODE, 422, LIMIT_ERROR_MEANING)
+# Rendering a claimed batch stops after this; what is left goes back to the queue (a template
+# at its time limit costs seconds per message, and the claim's lease must not run out).
+RENDER_BATCH_SECONDS = 10.0
 
 
 class TemplateInvalid(ApiError):
     code = "template_invalid"
+
+
+class TemplateLimit(ApiError):
+    code = LIMIT_ERROR_CODE
 
 
 class InvalidTokenError(ApiError):
@@ -187,6 +212,18 @@ class DeliveryService:
         self.client = client or httpx.AsyncClient(timeout=settings.provider_timeout_seconds)
         self.signer = TokenSigner(settings.tracking_signing_key.get_secret_value())
         self.renderer = Renderer(self.signer, settings.tracking_base_url)
+        self.render_pool = TemplatePool()
+        self.tracking_throttle = (
+            TrackingThrottle(
+                redis,
+                per_token=settings.tracking_rate_per_token,
+                per_address=settings.tracking_rate_per_address,
+                window_seconds=settings.tracking_rate_window_seconds,
+                open_window_seconds=settings.tracking_open_window_seconds,
+            )
+            if redis is not None
+            else None
+        )
         self.credentials = CredentialStore(
             vault,
             settings.esp_credentials_path,
@@ -199,6 +236,7 @@ class DeliveryService:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.render_pool.close()
 
     # ------------------------------------------------------------ accepting
 
@@ -285,7 +323,7 @@ class DeliveryService:
         existing = await repo.message_for_request(conn, tenant_id, data.request_id)
         if existing:
             return existing
-        from_ = f"{data.from_name} <{data.from_}>" if data.from_name else data.from_
+        from_ = format_address(data.from_name, data.from_) if data.from_name else data.from_
         content = self._content(
             tenant_id,
             from_,
@@ -322,7 +360,12 @@ class DeliveryService:
     ) -> dict[str, Any]:
         for field, source in (("subject", subject), ("html", html), ("text", text)):
             try:
-                check_template(source)
+                check_template(source, field)
+            except ContentLimitExceeded as exc:
+                raise TemplateLimit(
+                    "The content exceeds a template limit.",
+                    details=[{"field": f"body.{field}", "message": str(exc)}],
+                ) from exc
             except ContentError as exc:
                 raise TemplateInvalid(
                     "The content is not a valid template.",
@@ -499,19 +542,15 @@ class DeliveryService:
         ]
         rows = [r for r in rows if r["to_email"].lower() not in suppressed]
         rows, deferred = await self._apply_caps(tenant_id, rows, caps)
-        rendered: list[tuple[asyncpg.Record, OutgoingEmail]] = []
-        for r in rows:
-            try:
-                rendered.append((r, self._render(r)))
-            except ContentError as exc:
-                failed.append((r, str(exc)))
-        if failed or deferred:
+        rendered, not_rendered = await self._render_rows(rows, failed)
+        if failed or deferred or not_rendered:
             tomorrow = _seconds_to_next_utc_day()
             await self._settle(
                 tenant_id,
                 None,
                 failed=failed,
-                retry=[(r, tomorrow, "daily_cap_reached") for r in deferred],
+                retry=[(r, tomorrow, "daily_cap_reached") for r in deferred]
+                + [(r, 1.0, "render_deferred") for r in not_rendered],
                 count_attempt=False,
             )
         routes: dict[tuple[str, str | None], list[tuple[asyncpg.Record, OutgoingEmail]]] = (
@@ -551,7 +590,33 @@ class DeliveryService:
                 ok.append(r)
         return ok, deferred
 
-    def _render(self, r: asyncpg.Record) -> OutgoingEmail:
+    async def _render_rows(
+        self, rows: list[asyncpg.Record], failed: list[tuple[asyncpg.Record, str]]
+    ) -> tuple[list[tuple[asyncpg.Record, OutgoingEmail]], list[asyncpg.Record]]:
+        """Render every row (templates in one pool call); a row whose template fails or hits
+        a limit goes to `failed` alone. Also returns rows not reached in time."""
+        specs = [self._spec(r) for r in rows]
+        jobs = [(i, j) for i, (c, m) in enumerate(specs) if (j := Renderer.job(c, m)) is not None]
+        results = await self.render_pool.render(
+            [j for _, j in jobs], deadline=time.monotonic() + RENDER_BATCH_SECONDS
+        )
+        by_row = {i: res for (i, _), res in zip(jobs, results, strict=True)}
+        rendered: list[tuple[asyncpg.Record, OutgoingEmail]] = []
+        late: list[asyncpg.Record] = []
+        for i, (r, (content, spec)) in enumerate(zip(rows, specs, strict=True)):
+            result = by_row.get(i)
+            if i in by_row and result is None:
+                late.append(r)
+                continue
+            try:
+                if isinstance(result, TemplateProblem):
+                    raise content_error(result)
+                rendered.append((r, self.renderer.render(content, spec, result)))
+            except ContentError as exc:
+                failed.append((r, str(exc)))
+        return rendered, late
+
+    def _spec(self, r: asyncpg.Record) -> tuple[Content, MessageSpec]:
         content = Content(
             r["content_id"], r["from_email"], r["subject"], r["html"], r["text_body"], r["reply_to"]
         )
@@ -566,7 +631,7 @@ class DeliveryService:
             r["track_opens"],
             r["track_clicks"],
         )
-        return self.renderer.render(content, spec)
+        return content, spec
 
     def _route(
         self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[asyncpg.Record]
@@ -780,6 +845,7 @@ class DeliveryService:
             events = await (
                 connector.on_inbound(request) if inbound else connector.on_webhook(request)
             )
+            await self._refuse_replay(provider, connector, request)
         except WebhookRejected as exc:
             log.warning("esp webhook rejected", extra={"provider": provider, "error": str(exc)})
             raise WebhookUnauthorized("The webhook could not be verified.") from exc
@@ -789,6 +855,23 @@ class DeliveryService:
                 async with conn.transaction():
                     applied += await self._apply_event(conn, provider, ev)
         return applied
+
+    async def _refuse_replay(
+        self, provider: str, connector: Connector, request: WebhookRequest
+    ) -> None:
+        """A verified token seen before (within its tolerance) with another body is a
+        replay with altered data: refused. The identical body again is a provider retry."""
+        replay = connector.replay_token(request)
+        if replay is None or self.redis is None:
+            return
+        token, seconds = replay
+        key = f"pm:delivery:hook-token:{provider}:{hashlib.sha256(token.encode()).hexdigest()}"
+        body = hashlib.sha256(request.body).hexdigest()
+        if await self.redis.set(key, body, nx=True, ex=seconds):
+            return
+        seen = await self.redis.get(key)
+        if seen is None or (seen.decode() if isinstance(seen, bytes) else seen) != body:
+            raise WebhookRejected(f"{provider} webhook: token already used (replay)")
 
     async def _apply_event(
         self, conn: asyncpg.Connection, provider: str, ev: NormalizedEvent
@@ -850,13 +933,20 @@ class DeliveryService:
 
     async def track_open(self, token: str, user_agent: str | None, ip: str | None) -> None:
         message_id, _ = self._verify(token, "o")
-        await self._track(message_id, "opened", None, user_agent, ip)
+        if await self._admitted("o", token, message_id, ip):
+            await self._track(message_id, "opened", None, user_agent, ip)
 
     async def track_click(self, token: str, user_agent: str | None, ip: str | None) -> str:
         message_id, url = self._verify(token, "c")
         assert url is not None
-        await self._track(message_id, "clicked", url, user_agent, ip)
+        if await self._admitted("c", token, message_id, ip):
+            await self._track(message_id, "clicked", url, user_agent, ip)
         return url
+
+    async def _admitted(self, kind: Kind, token: str, message_id: str, ip: str | None) -> bool:
+        # Throttled or coalesced hits still get their pixel/redirect, only no event.
+        throttle = self.tracking_throttle
+        return throttle is None or await throttle.admit(kind, token, message_id, ip)
 
     async def _track(
         self, message_id: str, status: str, url: str | None, ua: str | None, ip: str | None

@@ -21,6 +21,13 @@ class DeliverySettings(ServiceSettings):
     tracking_base_url: str = "http://127.0.0.1:8000"
     # HMAC key of tracking/unsubscribe tokens; `vault:secret/delivery/tracking#key` in prod.
     tracking_signing_key: SecretStr = SecretStr("dev-only-tracking-key-change-me-0123456789")
+    # Tracking hits recorded per (link, client address) and per client address within
+    # `tracking_rate_window_seconds`; more are answered but not recorded.
+    tracking_rate_per_token: int = 20
+    tracking_rate_per_address: int = 600
+    tracking_rate_window_seconds: int = 60
+    # Opens of one message within this window are one `email.opened` (0: every open counts).
+    tracking_open_window_seconds: int = 3600
 
     # Where ESP credentials live in Vault (KV v2 mount `vault_kv_mount`): platform-wide at
     # `<esp_credentials_path>/<provider>`, per tenant at
@@ -40,6 +47,8 @@ class DeliverySettings(ServiceSettings):
     ses_base_url: str | None = None  # None: https://email.<region>.amazonaws.com
     # SNS signing certificates are fetched only from URLs matching this pattern.
     sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]+\.pem$"
+    # SNS topics (ARNs) whose SES events are accepted; empty refuses every SNS message.
+    sns_topic_arns: list[str] = Field(default_factory=list)
     provider_timeout_seconds: float = 20.0
 
     # Default routes when a tenant has no rule: category -> [primary, secondary].

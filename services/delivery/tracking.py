@@ -3,7 +3,7 @@
 A token is `<kind>.<message id>.<base64url URL or empty>.<base64url HMAC-SHA256>`, the MAC
 covering kind, message id and URL: a token cannot be forged, moved to another message,
 another URL, or another kind (an open token is not an unsubscribe token). Compared in
-constant time.
+constant time. `TrackingThrottle` decides which verified hits are recorded.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["o", "c", "u"]
 _KINDS = ("o", "c", "u")
@@ -71,3 +71,48 @@ class TokenSigner:
         if not hmac.compare_digest(self._mac(kind, message_id, url), mac):
             raise InvalidToken("bad signature")
         return TrackingToken(kind, message_id, url or None)
+
+
+class TrackingThrottle:
+    """Which tracking hits become events (Redis; the response is the same either way).
+
+    - Per (token, client address) and per client address, at most `per_token` /
+      `per_address` recorded hits per `window_seconds`: a script hammering links cannot
+      flood the timeline, the outbox and customers' webhooks.
+    - Opens are coalesced: one `email.opened` per message per `open_window_seconds`
+      (mail clients and proxies fetch the pixel repeatedly).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        per_token: int,
+        per_address: int,
+        window_seconds: int,
+        open_window_seconds: int,
+    ) -> None:
+        self.redis = redis
+        self.per_token = per_token
+        self.per_address = per_address
+        self.window = window_seconds
+        self.open_window = open_window_seconds
+
+    async def admit(self, kind: Kind, token: str, message_id: str, address: str | None) -> bool:
+        where = address or "-"
+        digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+        token_key = f"pm:delivery:track:rate:t:{digest}:{where}"
+        address_key = f"pm:delivery:track:rate:a:{where}"
+        pipe = self.redis.pipeline(transaction=False)
+        for key in (token_key, address_key):
+            pipe.set(key, 0, nx=True, ex=self.window)  # a fixed window from the first hit
+            pipe.incr(key)
+        _, by_token, _, by_address = await pipe.execute()
+        if by_token > self.per_token or by_address > self.per_address:
+            return False
+        if kind == "o" and self.open_window > 0:
+            first = await self.redis.set(
+                f"pm:delivery:track:open:{message_id}", 1, nx=True, ex=self.open_window
+            )
+            return bool(first)
+        return True

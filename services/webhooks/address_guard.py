@@ -3,8 +3,10 @@ on the resolved addresses, at every delivery (DNS can change between the two).
 
 Only globally routable addresses are allowed: private, loopback, link-local (incl. the
 169.254.169.254 metadata service), CGNAT, multicast, reserved and unspecified ranges are
-refused, as are IPv4 addresses hidden in IPv6 (mapped, 6to4, NAT64 well-known prefix),
-unless the operator lists the network in `PM_WEBHOOKS_ALLOWED_NETWORKS`.
+refused, as are IPv4 addresses hidden in IPv6 (mapped, 6to4, NAT64 well-known prefix,
+IPv4-compatible `::/96`, SIIT `::ffff:0:0:0/96`) and the local-use NAT64 (`64:ff9b:1::/48`)
+and site-local (`fec0::/10`) prefixes, unless the operator lists the network in
+`PM_WEBHOOKS_ALLOWED_NETWORKS`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,25 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+_REFUSED_TRANSITION = (
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215): any IPv4 behind it
+    ipaddress.ip_network("fec0::/10"),  # deprecated site-local: private by intent
+)
+
+
+def _transition_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | bool | None:
+    """IPv6 transition forms `is_global` does not see through: the IPv4 address inside
+    (IPv4-compatible `::/96`, SIIT `::ffff:0:0:0/96`), False for prefixes refused outright
+    (local-use NAT64, site-local), None for anything else."""
+    if any(ip in net for net in _REFUSED_TRANSITION):
+        return False
+    if ip in _IPV4_COMPATIBLE or ip in _SIIT:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def address_allowed(ip: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
     if any(ip.version == net.version and ip in net for net in allowed):
         return True
@@ -58,6 +79,11 @@ def address_allowed(ip: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
         inner = _embedded_ipv4(ip)
         if inner is not None:
             return address_allowed(inner, allowed)
+        transition = _transition_ipv4(ip)
+        if isinstance(transition, ipaddress.IPv4Address):
+            return address_allowed(transition, allowed)
+        if transition is False:
+            return False
     return ip.is_global and not ip.is_multicast
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
@@ -69,22 +71,63 @@ def _host_header(target: ResolvedUrl) -> str:
 
 
 class WebhookTransport:
-    """A shared connection pool for attempts; one per process."""
+    """Shared connection pools for attempts; one transport per process.
 
-    def __init__(self, *, timeout: float, body_limit: int, max_connections: int = 1000) -> None:
+    Requests go to the pinned IP, and httpx keys its pool by the URL's (scheme, host, port),
+    i.e. the IP: a TLS connection opened (and certificate-checked) for one endpoint's host
+    name would be reused for another host on the same IP. So each SNI host name gets its own
+    pool: connections are keyed by (IP, port, SNI host). Least recently used idle pools are
+    closed beyond `max_pools`.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        body_limit: int,
+        max_connections: int = 1000,
+        max_pools: int = 256,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.timeout = timeout
         self.body_limit = body_limit
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
+        self.max_pools = max_pools
+        # One TLS context for every pool: loading the CA bundle per pool would cost each new
+        # host name tens of milliseconds.
+        self._verify = ssl.create_default_context() if verify is True else verify
+        self._per_pool = max(1, max_connections // 4)
+        self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._busy: Counter[str] = Counter()
+        self._pools[""] = self._new_client()  # plain http (no SNI), ready before any attempt
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,
             trust_env=False,
+            verify=self._verify,
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=self._per_pool, max_keepalive_connections=self._per_pool
             ),
         )
 
+    def _client_for(self, target: ResolvedUrl) -> tuple[str, httpx.AsyncClient]:
+        key = target.host.lower() if target.scheme == "https" else ""
+        client = self._pools.get(key)
+        if client is None:
+            client = self._pools[key] = self._new_client()
+            for old in [k for k in self._pools if k != key and not self._busy[k]]:
+                if len(self._pools) <= self.max_pools:
+                    break
+                # Idle (no attempt in flight): closing it interrupts nothing.
+                asyncio.get_running_loop().create_task(self._pools.pop(old).aclose())
+        self._pools.move_to_end(key)
+        return key, client
+
     async def close(self) -> None:
-        await self._client.aclose()
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for client in pools:
+            await client.aclose()
 
     async def send(
         self, target: ResolvedUrl, headers: dict[str, str], body: bytes
@@ -96,17 +139,34 @@ class WebhookTransport:
             "User-Agent": USER_AGENT,
         }
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        key, client = self._client_for(target)
+        self._busy[key] += 1
+        try:
+            return await self._attempt(client, target, request_headers, body, extensions)
+        finally:
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        target: ResolvedUrl,
+        request_headers: dict[str, str],
+        body: bytes,
+        extensions: dict[str, str],
+    ) -> AttemptResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
-                request = self._client.build_request(
+                request = client.build_request(
                     "POST",
                     _pinned_url(target),
                     content=body,
                     headers=request_headers,
                     extensions=extensions,
                 )
-                response = await self._client.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
                     kept = bytearray()
                     async for chunk in response.aiter_raw():

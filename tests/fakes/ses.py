@@ -55,7 +55,13 @@ class FakeSes(FakeEsp):
         return [
             Route("/v2/email/outbound-emails", self.send, methods=["POST"]),
             Route("/SimpleNotificationService-fake.pem", self.cert, methods=["GET"]),
+            Route("/sns/confirm", self.confirm, methods=["GET"]),
         ]
+
+    async def confirm(self, request: Request) -> Response:
+        """SNS's SubscribeURL: logged, so a test sees whether a subscription was confirmed."""
+        await self.gate(request, [])
+        return Response("<ConfirmSubscriptionResponse/>", media_type="text/xml")
 
     @property
     def cert_url(self) -> str:
@@ -124,17 +130,43 @@ class FakeSes(FakeEsp):
             )
         return JSONResponse({"MessageId": f"0100{uuid.uuid4().hex}-000000"})
 
-    def sns_message(self, ses_event: dict[str, Any], version: str = "1") -> dict[str, Any]:
+    def sns_message(
+        self,
+        ses_event: dict[str, Any],
+        version: str = "1",
+        topic: str = "arn:aws:sns:us-east-1:123456789012:ses-events",
+    ) -> dict[str, Any]:
         msg = {
             "Type": "Notification",
             "MessageId": str(uuid.uuid4()),
-            "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
+            "TopicArn": topic,
             "Message": orjson.dumps(ses_event).decode(),
             "Timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
             "SignatureVersion": version,
             "SigningCertURL": self.cert_url,
         }
-        fields = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+        return self._signed(
+            msg, ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"), version
+        )
+
+    def sns_confirmation(self, topic: str, version: str = "1") -> dict[str, Any]:
+        """A signed SubscriptionConfirmation whose SubscribeURL is this fake's `/sns/confirm`."""
+        token = uuid.uuid4().hex
+        msg = {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": str(uuid.uuid4()),
+            "Token": token,
+            "TopicArn": topic,
+            "Message": f"You have chosen to subscribe to the topic {topic}.",
+            "SubscribeURL": f"{self.url}/sns/confirm?Token={token}",
+            "Timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "SignatureVersion": version,
+            "SigningCertURL": self.cert_url,
+        }
+        fields = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+        return self._signed(msg, fields, version)
+
+    def _signed(self, msg: dict[str, Any], fields: tuple[str, ...], version: str) -> dict[str, Any]:
         to_sign = "".join(f"{f}\n{msg[f]}\n" for f in fields if f in msg)
         algo = hashes.SHA256() if version == "2" else hashes.SHA1()
         msg["Signature"] = base64.b64encode(

@@ -280,6 +280,12 @@ def test_third_party_credentials_are_readable_only_where_needed(
     assert _read_status(delivery, "penguinmails/api-keys/postmark") == "allowed"
     assert _read_status(delivery, "penguinmails/webhooks/stripe") == "forbidden"
     assert _read_status(gateway, "penguinmails/api-keys/stripe") == "forbidden"
+    # Delivery's ESP paths are listed one by one: the live Stripe key beside them is not
+    # delivery's (issue 13), nor is anything else put in that folder later.
+    for provider in ("postmark", "mailgun", "sendgrid", "ses", "smtp"):
+        assert _read_status(delivery, f"penguinmails/api-keys/{provider}") == "allowed"
+    assert _read_status(delivery, "penguinmails/api-keys/stripe") == "forbidden"
+    assert _read_status(delivery, "penguinmails/api-keys/anything-new") == "forbidden"
 
 
 def test_provision_vault_is_idempotent_and_keeps_valid_secret_ids(

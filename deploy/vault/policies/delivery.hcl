@@ -13,7 +13,20 @@ path "secret/data/platform/*" {
   capabilities = ["read"]
 }
 
-# ESP credentials (Postmark, Mailgun, SendGrid, SES, SMTP), read-only.
-path "secret/data/penguinmails/api-keys/*" {
+# ESP credentials, read-only, one path per provider: no glob, because the same folder holds
+# billing's live Stripe key (penguinmails/api-keys/stripe), which delivery must never read.
+path "secret/data/penguinmails/api-keys/postmark" {
+  capabilities = ["read"]
+}
+path "secret/data/penguinmails/api-keys/mailgun" {
+  capabilities = ["read"]
+}
+path "secret/data/penguinmails/api-keys/sendgrid" {
+  capabilities = ["read"]
+}
+path "secret/data/penguinmails/api-keys/ses" {
+  capabilities = ["read"]
+}
+path "secret/data/penguinmails/api-keys/smtp" {
   capabilities = ["read"]
 }

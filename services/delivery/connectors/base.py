@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
+from libs.common.emails import format_address
 from services.delivery.domains.dkim import DkimSigner
 
 # "unknown": the request may have reached the provider and no answer came (read timeout,
@@ -86,6 +87,24 @@ class OutgoingEmail:
     @property
     def from_domain(self) -> str:
         return _domain_of(self.from_)
+
+    @property
+    def tenant_metadata(self) -> dict[str, str]:
+        """The tenant's metadata without `pm_*` keys (ours at the ESP, e.g. pm_message_id;
+        the API refuses them, this keeps older stored messages from overriding ours)."""
+        return {k: v for k, v in self.metadata.items() if not k.lower().startswith("pm_")}
+
+    @property
+    def from_parts(self) -> tuple[str, str]:
+        """(display name, address) of `from_` (a bare address or `Name <address>`)."""
+        name, address = email.utils.parseaddr(self.from_)
+        return name, address or self.from_
+
+    @property
+    def from_header(self) -> str:
+        """The From header value, rebuilt with `formataddr` (quoting, RFC 2047, no CR/LF)."""
+        name, address = self.from_parts
+        return format_address(name, address) if name else address
 
 
 @dataclass(frozen=True)
@@ -176,6 +195,11 @@ class Connector(abc.ABC):
     async def on_inbound(self, request: WebhookRequest) -> list[NormalizedEvent]:
         """Verify and normalise an inbound reply; raise `WebhookRejected` when forged."""
         raise WebhookRejected(f"{self.id} has no inbound route")
+
+    def replay_token(self, request: WebhookRequest) -> tuple[str, int] | None:
+        """(token, seconds) for providers whose signature does not cover the payload: the
+        caller refuses a verified delivery whose token was seen within `seconds`."""
+        return None
 
 
 def all_results(

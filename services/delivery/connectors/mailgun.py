@@ -75,7 +75,7 @@ class MailgunConnector(HttpApiConnector):
         return [results[m.message_id] for m in messages]
 
     def _single_form(self, m: OutgoingEmail) -> list[tuple[str, str]]:
-        form = [("from", m.from_), ("to", m.to), ("subject", m.subject)]
+        form = [("from", m.from_header), ("to", m.to), ("subject", m.subject)]
         if m.html is not None:
             form.append(("html", m.html))
         if m.text is not None:
@@ -90,7 +90,7 @@ class MailgunConnector(HttpApiConnector):
         # Our own pixel and redirects do the tracking; Mailgun's would double count.
         form = [("o:tracking", "no"), ("o:tracking-opens", "no"), ("o:tracking-clicks", "no")]
         form += [("o:tag", t) for t in list(m.tags)[:3]]
-        form += [(f"v:{k}", v) for k, v in m.metadata.items()]
+        form += [(f"v:{k}", v) for k, v in m.tenant_metadata.items()]
         if m.reply_to:
             form.append(("h:Reply-To", m.reply_to))
         return form
@@ -99,7 +99,7 @@ class MailgunConnector(HttpApiConnector):
         first = group[0]
         t = first.template
         assert t is not None
-        form = [("from", first.from_), ("subject", fill_slots(t.subject, _recipient_var))]
+        form = [("from", first.from_header), ("subject", fill_slots(t.subject, _recipient_var))]
         form += [("to", m.to) for m in group]
         if t.html is not None:
             form.append(("html", fill_slots(t.html, _recipient_var)))
@@ -146,6 +146,15 @@ class MailgunConnector(HttpApiConnector):
             raise WebhookRejected("mailgun webhook: bad timestamp") from exc
         if age > SIGNATURE_MAX_AGE_SECONDS:
             raise WebhookRejected("mailgun webhook: signature too old")
+
+    def replay_token(self, request: WebhookRequest) -> tuple[str, int] | None:
+        # Mailgun signs only timestamp + token, not the event: a captured signature could be
+        # replayed with other data. A token is good once within the timestamp tolerance
+        # (both ways, as `_verify` takes the age as absolute).
+        body = _body(request)
+        sig = body.get("signature") if isinstance(body.get("signature"), dict) else body
+        token = str(sig.get("token", ""))
+        return (token, 2 * SIGNATURE_MAX_AGE_SECONDS + 60) if token else None
 
     async def on_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
         body = _body(request)

@@ -10,7 +10,7 @@ from services.delivery.connectors.base import OutgoingEmail
 
 def build_mime(m: OutgoingEmail) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = m.from_
+    msg["From"] = m.from_header
     msg["To"] = m.to
     msg["Subject"] = m.subject
     msg["Date"] = formatdate(usegmt=True)

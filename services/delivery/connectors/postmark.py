@@ -50,7 +50,7 @@ class PostmarkConnector(HttpApiConnector):
     @staticmethod
     def _payload(m: OutgoingEmail) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "From": m.from_,
+            "From": m.from_header,
             "To": m.to,
             "Subject": m.subject,
             "Headers": [{"Name": k, "Value": v} for k, v in m.headers.items()],
@@ -58,8 +58,11 @@ class PostmarkConnector(HttpApiConnector):
             "TrackOpens": False,
             "TrackLinks": "None",
             "MessageStream": "outbound" if m.category == "transactional" else "broadcast",
-            # Postmark allows 10 metadata fields; ours first so webhooks map back.
-            "Metadata": {"pm_message_id": m.message_id, **dict(list(m.metadata.items())[:9])},
+            # Postmark allows 10 metadata fields; ours is kept (set last) so webhooks map back.
+            "Metadata": {
+                **dict(list(m.tenant_metadata.items())[:9]),
+                "pm_message_id": m.message_id,
+            },
         }
         if m.html is not None:
             body["HtmlBody"] = m.html

@@ -28,7 +28,9 @@ def build_connector(
     if provider == "sendgrid":
         return SendGridConnector(credentials, client, s.sendgrid_base_url)
     if provider == "ses":
-        return SesConnector(credentials, client, s.ses_base_url, s.sns_cert_url_pattern)
+        return SesConnector(
+            credentials, client, s.ses_base_url, s.sns_cert_url_pattern, s.sns_topic_arns
+        )
     if provider == "smtp":
         return SmtpConnector(credentials, client, s.provider_timeout_seconds)
     if provider == "sandbox":

@@ -72,7 +72,7 @@ class SendGridConnector(HttpApiConnector):
         for m in group:
             p: dict[str, Any] = {
                 "to": [{"email": m.to}],
-                "custom_args": {**m.metadata, "pm_message_id": m.message_id},
+                "custom_args": {**m.tenant_metadata, "pm_message_id": m.message_id},
                 "headers": dict(m.headers),
             }
             if m.template is not None:
@@ -86,7 +86,7 @@ class SendGridConnector(HttpApiConnector):
             content.append({"type": "text/html", "value": html})
         body: dict[str, Any] = {
             "personalizations": personalizations,
-            "from": {"email": first.from_},
+            "from": _sender(first),
             "subject": subject,
             "content": content,
             "tracking_settings": {
@@ -199,3 +199,10 @@ def _ts(raw: Any) -> datetime | None:
         return datetime.fromtimestamp(float(raw), UTC)
     except (TypeError, ValueError):
         return None
+
+
+def _sender(m: OutgoingEmail) -> dict[str, str]:
+    # SendGrid takes the name apart from the address (control characters made spaces).
+    name, address = m.from_parts
+    clean = " ".join("".join(" " if c < " " or c == "\x7f" else c for c in name).split())
+    return {"email": address, "name": clean} if clean else {"email": address}

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -64,8 +65,17 @@ class SesConnector(Connector):
         client: httpx.AsyncClient,
         base_url: str | None,
         cert_url_pattern: str,
+        topic_arns: Sequence[str] = (),
     ):
         super().__init__(credentials, client)
+        # SNS topics whose messages are accepted: the setting plus the credential's topic.
+        # Empty refuses every SNS message (any AWS account can sign for its own topics).
+        self.topic_arns = frozenset(
+            [
+                *topic_arns,
+                *([credentials["sns_topic_arn"]] if credentials.get("sns_topic_arn") else []),
+            ]
+        )
         self.region = str(credentials.get("region") or "us-east-1")
         self.base_url = (base_url or f"https://email.{self.region}.amazonaws.com").rstrip("/")
         self.cert_url_pattern = re.compile(cert_url_pattern)
@@ -77,7 +87,7 @@ class SesConnector(Connector):
         if m.html is not None:
             body["Html"] = {"Data": m.html, "Charset": "UTF-8"}
         req: dict[str, Any] = {
-            "FromEmailAddress": m.from_,
+            "FromEmailAddress": m.from_header,
             "Destination": {"ToAddresses": [m.to]},
             "Content": {
                 "Simple": {
@@ -144,6 +154,11 @@ class SesConnector(Connector):
         return key
 
     async def verify_sns(self, msg: dict[str, Any]) -> None:
+        # The topic first: an unknown topic costs no certificate fetch and is never confirmed.
+        if not self.topic_arns:
+            raise WebhookRejected("sns: no topic allowed (set PM_SNS_TOPIC_ARNS)")
+        if msg.get("TopicArn") not in self.topic_arns:
+            raise WebhookRejected("sns: message from a topic that is not allowed")
         kind = msg.get("Type")
         fields = _NOTIFICATION_FIELDS if kind == "Notification" else _CONFIRMATION_FIELDS
         if kind not in ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"):
@@ -161,9 +176,6 @@ class SesConnector(Connector):
             key.verify(signature, to_sign.encode(), padding.PKCS1v15(), algorithm)
         except InvalidSignature as exc:
             raise WebhookRejected("sns: bad signature") from exc
-        expected_topic = self.credentials.get("sns_topic_arn")
-        if expected_topic and msg.get("TopicArn") != expected_topic:
-            raise WebhookRejected("sns: message from another topic")
 
     async def on_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
         try:

@@ -86,6 +86,7 @@ def delivery_settings(fakes: dict[str, Any], creds_path: str, **overrides: Any) 
         "sendgrid_base_url": fakes["sendgrid"].url,
         "ses_base_url": fakes["ses"].url,
         "sns_cert_url_pattern": r"^http://127\.0\.0\.1:\d+/[^?#]+\.pem$",
+        "sns_topic_arns": ["arn:aws:sns:us-east-1:123456789012:ses-events"],
         "retry_base_seconds": 0.05,
         "circuit_open_seconds": 0.5,
         "circuit_failure_threshold": 2,

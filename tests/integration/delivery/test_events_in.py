@@ -47,7 +47,8 @@ async def test_open_click_unsubscribe_links_cannot_be_forged(harness: Harness) -
     assert (await harness.client.post(f"/unsubscribe/{open_a}")).status_code == 404
 
     email = await _email(harness, a)
-    assert email["opens"] == {"total": 2, "unique": 1} and email["clicks"]["total"] == 1
+    # The second open within the coalescing window is not a second event.
+    assert email["opens"] == {"total": 1, "unique": 1} and email["clicks"]["total"] == 1
     assert (await _email(harness, b))["opens"]["total"] == 0
 
     unsub = signer.sign(TrackingToken("u", b))
@@ -94,7 +95,8 @@ async def test_verified_webhooks_update_status_and_suppress(
 ) -> None:
     mid = await _sent(harness, to="hb@example.com", category="transactional")
     key = "mg-signing"
-    ts, token = str(int(time.time())), "tok123"
+    # Tokens are remembered (Redis, shared by test runs) for the replay check: a fresh one.
+    ts, token = str(int(time.time())), f"tok{time.time_ns()}"
     sig = hmac.new(key.encode(), f"{ts}{token}".encode(), hashlib.sha256).hexdigest()
     payload = {
         "signature": {"timestamp": ts, "token": token, "signature": sig},
