@@ -70,12 +70,18 @@ class Infra:
 
     @classmethod
     def from_env(cls, token_file: Path | None = DEV / "vault-root-token") -> Infra:
+        """From PM_* variables, else this checkout's files (OpenBao: token and address that
+        infra.sh wrote; another checkout's OpenBao may hold 8200)."""
         env = os.environ
         token = env.get("PM_VAULT_ROOT_TOKEN", "")
         if not token and token_file is not None and token_file.is_file():
             token = token_file.read_text().strip()
         if not token:
             raise StackError("no Vault root token: set PM_VAULT_ROOT_TOKEN or run infra.sh ensure")
+        addr_file = None if token_file is None else token_file.parent / "vault-addr"
+        vault_addr = env.get("PM_VAULT_ADDR", "")
+        if not vault_addr and addr_file is not None and addr_file.is_file():
+            vault_addr = addr_file.read_text().strip()
         return cls(
             admin_dsn=env.get(
                 "PM_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -83,7 +89,7 @@ class Infra:
             database=env.get("PM_DATABASE_NAME", "pm"),
             amqp_url=env.get("PM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
             redis_url=env.get("PM_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            vault_addr=env.get("PM_VAULT_ADDR", "http://127.0.0.1:8200"),
+            vault_addr=vault_addr or "http://127.0.0.1:8200",
             vault_token=token,
         )
 
