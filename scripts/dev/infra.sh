@@ -160,6 +160,15 @@ pg_trust_local() {
 	rm -f "$tmp"
 }
 
+# A server this script installed gets room for the dev stack and a test session beside it
+# (docs/operations.md, "Connection budget": both fit 100, this is headroom). A server it did
+# not install is never reconfigured.
+PG_MAX_CONNECTIONS=200
+pg_raise_max_connections() {
+	say "PostgreSQL $1: max_connections = $PG_MAX_CONNECTIONS (installed by infra.sh)"
+	as_root pg_conftool "$1" main set max_connections "$PG_MAX_CONNECTIONS"
+}
+
 pg_online() {
 	command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q ' online'
 }
@@ -180,9 +189,11 @@ ensure_postgres() {
 		apt_install postgresql postgresql-client
 		v="$(pg_version)" || die "PostgreSQL installed but no cluster in /etc/postgresql"
 		pg_trust_local "$v"
+		pg_raise_max_connections "$v"
 		if pg_ready; then # the package's own start-up already ran it
-			as_root pg_ctlcluster --skip-systemctl-redirect "$v" main reload
+			as_root pg_ctlcluster --skip-systemctl-redirect "$v" main restart
 			record_started postgres
+			wait_for PostgreSQL 60 pg_ready
 			return 0
 		fi
 	fi
