@@ -63,7 +63,7 @@ INFRA_SH = ROOT / "scripts" / "dev" / "infra.sh"
 SUPERVISOR_CONF = DEV / "supervisord.conf"
 STACK_ENV = DEV / "stack.env"
 OVERRIDES_FILE = DEV / "overrides.env"
-READY_TIMEOUT_SECONDS = 180.0  # a loaded laptop starts ~20 Python processes
+READY_TIMEOUT_SECONDS = 300.0  # ~20 Python processes start; a loaded machine is slow
 PRINCIPAL_KEY_REF = "vault:secret/platform/principal#signing_key"
 # Variables a developer's shell may carry that must not leak into service processes
 # (the caller's PM_* settings reach them on purpose, through `read_overrides`).
@@ -288,22 +288,47 @@ def dev_settings(service: str) -> dict[str, str]:
             "PM_WEBHOOKS_ALLOW_HTTP": "true",
             "PM_WEBHOOKS_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]',
         }
+    paths = fake_vault_paths()
     if service == "billing":
+        stripe, hook = f"vault:secret/{paths['stripe']}", f"vault:secret/{paths['stripe_webhook']}"
         return {
             "PM_STRIPE_API_BASE": FAKE_STRIPE.url,
-            "PM_STRIPE_SECRET_KEY": "vault:secret/penguinmails/api-keys/stripe#value",
-            "PM_STRIPE_TEST_SECRET_KEY": "vault:secret/penguinmails/api-keys/stripe#test_value",
-            "PM_STRIPE_WEBHOOK_SECRET": "vault:secret/penguinmails/webhooks/stripe#value",
-            "PM_STRIPE_TEST_WEBHOOK_SECRET": "vault:secret/penguinmails/webhooks/stripe#test_value",
+            "PM_STRIPE_SECRET_KEY": f"{stripe}#value",
+            "PM_STRIPE_TEST_SECRET_KEY": f"{stripe}#test_value",
+            "PM_STRIPE_WEBHOOK_SECRET": f"{hook}#value",
+            "PM_STRIPE_TEST_WEBHOOK_SECRET": f"{hook}#test_value",
             "PM_DASHBOARD_URL": GATEWAY_URL,
         }
     if service == "delivery":
         return {
             "PM_FORCE_SANDBOX": "false",
             "PM_DEFAULT_ROUTES": '{"transactional": ["smtp"], "marketing": ["smtp"]}',
+            "PM_ESP_CREDENTIALS_PATH": paths["esp"],
             "PM_TRACKING_BASE_URL": GATEWAY_URL,
         }
     return {}
+
+
+def fake_vault_paths() -> dict[str, str]:
+    """Where the fakes' credentials live in Vault (KV mount `secret`).
+
+    `make up`: the production paths, which the services' policies allow (billing:
+    penguinmails/api-keys/stripe and penguinmails/webhooks/stripe; delivery: the platform ESP
+    path penguinmails/api-keys/<provider>). A separate instance may share its Vault with other
+    stacks and test sessions: it writes under billing's and delivery's own paths instead.
+    """
+    if OWNS_INFRA:
+        return {
+            "stripe": "penguinmails/api-keys/stripe",
+            "stripe_webhook": "penguinmails/webhooks/stripe",
+            "esp": "penguinmails/api-keys",
+        }
+    tag = f"dev-{DEV.name}"
+    return {
+        "stripe": f"billing/{tag}/stripe",
+        "stripe_webhook": f"billing/{tag}/stripe-webhook",
+        "esp": f"delivery/{tag}/esp",
+    }
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
@@ -421,25 +446,25 @@ def dev_tool_env(tool: DevTool, prov: Provisioned) -> dict[str, str]:
 
 
 def write_fake_secrets(infra: Infra, prov: Provisioned) -> None:
-    """Put the fakes' credentials where production keeps the real ones, at the paths the
-    services' Vault policies already allow (billing: Stripe; delivery: platform ESPs)."""
+    """Put the fakes' credentials where production keeps the real ones (`fake_vault_paths`)."""
     from libs.common.vault import make_client
 
     creds = fake_credentials(prov)
+    paths = fake_vault_paths()
     client = make_client(infra.vault_addr, token=infra.vault_token)
     kv = client.secrets.kv.v2
     kv.create_or_update_secret(
-        path="penguinmails/api-keys/stripe",
+        path=paths["stripe"],
         secret={"value": creds["stripe_live_key"], "test_value": creds["stripe_test_key"]},
         mount_point="secret",
     )
     kv.create_or_update_secret(
-        path="penguinmails/webhooks/stripe",
+        path=paths["stripe_webhook"],
         secret={"value": creds["stripe_live_whsec"], "test_value": creds["stripe_test_whsec"]},
         mount_point="secret",
     )
     kv.create_or_update_secret(
-        path="penguinmails/api-keys/smtp",
+        path=f"{paths['esp']}/smtp",
         secret={"host": "127.0.0.1", "port": MAIL_SMTP_PORT},
         mount_point="secret",
     )
@@ -451,7 +476,9 @@ def write_fake_secrets(infra: Infra, prov: Provisioned) -> None:
 def provision(infra: Infra, state_file: Path) -> Provisioned:
     """Database, roles, schemas, Vault policies and AppRoles; credentials kept in state_file."""
     prov = Provisioned.load(state_file)
-    for svc in SCHEMA_SERVICES:
+    # Roles are cluster-wide: a separate instance sets no password, so it never changes the
+    # ones `make up` (or production-like auth) relies on; it runs where local auth is trust.
+    for svc in SCHEMA_SERVICES if OWNS_INFRA else ():
         prov.db_passwords.setdefault(svc, secrets.token_hex(24))
     try:
         asyncio.run(
@@ -973,7 +1000,8 @@ def up_summary(
     processes: int, took: float, overrides: Mapping[str, str], refused: Iterable[str]
 ) -> str:
     lines = [
-        f"\nPenguinMails dev stack is up: {processes} processes ready ({took:.1f} s)",
+        f"\nPenguinMails dev stack is up: {processes} processes and {len(DEV_TOOLS)} local fakes"
+        f" ready ({took:.1f} s)",
         f"  gateway   {GATEWAY_URL}",
         f"  try       curl -s {GATEWAY_URL}/readyz",
         f"  sign up   curl -s -X POST {GATEWAY_URL}/api/v1/auth/signup"
