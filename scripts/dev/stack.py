@@ -355,7 +355,12 @@ def read_overrides(
     (which win). Returns them and the names refused (the stack hands those out itself)."""
     merged = parse_env_file(path) if path.is_file() else {}
     merged.update(
-        {k: v for k, v in environ.items() if k.startswith("PM_") and k not in _STACK_INPUTS}
+        {
+            k: v
+            for k, v in environ.items()
+            # PM_TEST_* configure the test suite (and may hold its root token), not services.
+            if k.startswith("PM_") and not k.startswith("PM_TEST_") and k not in _STACK_INPUTS
+        }
     )
     refused = sorted(k for k in merged if k in _STACK_OWNED)
     return {k: v for k, v in merged.items() if k not in _STACK_OWNED}, refused

@@ -70,6 +70,7 @@ def test_overrides_file_then_environment(tmp_path: Path) -> None:
         "PM_CONSUMER_PREFETCH": "8",
         "PM_WEBHOOKS_ALLOW_HTTP": "false",
         "PM_VAULT_ROOT_TOKEN": "root",
+        "PM_TEST_VAULT_TOKEN": "root",
         "PM_ADMIN_DATABASE_URL": "postgresql://postgres@127.0.0.1/postgres",
         "HOME": "/home/x",
     }
