@@ -17,8 +17,9 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST_ARGS := -q -p no:cacheprovider
 ARGS ?=
 QUEUE ?=
+ID ?=
 
-.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates
+.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -47,6 +48,10 @@ down: venv ## stop the dev stack (and only the infrastructure it started)
 
 status: venv ## processes of the dev stack and their readiness
 	@$(UV) run --frozen python -m scripts.dev.stack status
+
+mail: venv ## live-mode mail the dev stack captured (make mail ID=<id> prints one)
+	@if [ -n "$(ID)" ]; then $(UV) run --frozen python -m scripts.dev.mail_capture show "$(ID)"; \
+	else $(UV) run --frozen python -m scripts.dev.mail_capture list; fi
 
 test: infra ## run the test suite (ARGS="tests/unit -x" to narrow it)
 	$(UV) run --frozen pytest $(PYTEST_ARGS) $(ARGS)

@@ -23,7 +23,7 @@ import asyncpg
 import httpx
 import pytest
 
-from libs.common.db import create_pool, migrate
+from libs.common.db import create_pool, migrate, pool_budget
 from libs.common.settings import SCHEMA_SERVICES
 from tests.fixtures_infra import *  # noqa: F403  (vault_dev)
 
@@ -107,7 +107,10 @@ async def test_database() -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def keys_pool(test_database: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool in the keys schema: the stand-in service for shared-library tests."""
-    pool = await create_pool(service_dsn("keys"), "keys", min_size=1, max_size=8)
+    budget = pool_budget("api")  # stands in for a service's api process
+    pool = await create_pool(
+        service_dsn("keys"), "keys", min_size=budget.min_size, max_size=budget.max_size
+    )
     yield pool
     await pool.close()
 

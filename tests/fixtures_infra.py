@@ -1,9 +1,11 @@
 """Session fixtures for infrastructure the suite shares with the dev stack: OpenBao.
 
-`vault_dev` is the address and root token of a running OpenBao dev server: the one that
-`scripts/dev/infra.sh` runs (root token in `.dev/vault-root-token`), started through that
-script when nothing answers. `PM_TEST_VAULT_ADDR` and `PM_TEST_VAULT_TOKEN` point the suite
-at another server instead. Imported by `tests/conftest.py`.
+`vault_dev` is the address and root token of a running OpenBao dev server: this checkout's,
+the one `scripts/dev/infra.sh` runs (address in `.dev/vault-addr`, root token in
+`.dev/vault-root-token`), started through that script when it does not answer. Another
+checkout's server on 8200 is never borrowed: infra.sh gives this checkout's its own port.
+`PM_TEST_VAULT_ADDR` and `PM_TEST_VAULT_TOKEN` point the suite at another server instead.
+Imported by `tests/conftest.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = ["VaultDev", "vault_dev"]
 REPO = Path(__file__).resolve().parents[1]
 INFRA_SH = REPO / "scripts" / "dev" / "infra.sh"
 TOKEN_FILE = REPO / ".dev" / "vault-root-token"
+ADDR_FILE = REPO / ".dev" / "vault-addr"
 
 
 class VaultDev(NamedTuple):
@@ -39,10 +42,13 @@ def _answers(addr: str) -> bool:
 
 @pytest.fixture(scope="session")
 def vault_dev() -> VaultDev:
-    addr = os.environ.get("PM_TEST_VAULT_ADDR", "http://127.0.0.1:8200").rstrip("/")
-    if not _answers(addr):
-        if "PM_TEST_VAULT_ADDR" in os.environ:
+    if "PM_TEST_VAULT_ADDR" in os.environ:
+        addr = os.environ["PM_TEST_VAULT_ADDR"].rstrip("/")
+        if not _answers(addr):
             pytest.fail(f"OpenBao at PM_TEST_VAULT_ADDR={addr} does not answer")
+    else:
+        # infra.sh checks that the server answers *and* takes this checkout's token, and
+        # starts this checkout's own (on a free port when 8200 is taken) when it does not.
         started = subprocess.run(
             ["bash", str(INFRA_SH), "start-vault"],
             capture_output=True,
@@ -50,7 +56,8 @@ def vault_dev() -> VaultDev:
             timeout=90,
             check=False,
         )
-        if started.returncode != 0 or not _answers(addr):
+        addr = ADDR_FILE.read_text().strip().rstrip("/") if ADDR_FILE.is_file() else ""
+        if started.returncode != 0 or not addr or not _answers(addr):
             pytest.fail(
                 f"could not start the OpenBao dev server:\n{started.stdout}{started.stderr}"
             )

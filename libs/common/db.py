@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -45,10 +46,45 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PoolBudget:
+    """How many Postgres connections one process's pool opens at start and may grow to."""
+
+    min_size: int
+    max_size: int
+
+
+# The connection budget: one row per process kind, the only place pool sizes come from
+# (`ServiceSettings.pool_budget()`; PM_DB_POOL_MIN / PM_DB_POOL_MAX override it for one
+# deployment). docs/operations.md "Connection budget" does the math for the dev stack beside
+# `make test` on a default Postgres (max_connections 100) and for N replicas behind PgBouncer.
+POOL_BUDGET: dict[str, PoolBudget] = {
+    "api": PoolBudget(1, 4),
+    "worker": PoolBudget(1, 4),
+    # The LISTEN session (one, held) + two publishing batches in flight (OutboxRelay).
+    "relay": PoolBudget(1, 3),
+    "runner": PoolBudget(1, 2),
+    "reconciler": PoolBudget(1, 2),
+    # One-shot commands (migrate, create-tenant, reconcile-once, ...) and anything unnamed.
+    "command": PoolBudget(1, 2),
+}
+# A connection idle this long is closed: a burst's extra connections do not stay open.
+POOL_IDLE_SECONDS = 60.0
+
+
+def pool_budget(process: str) -> PoolBudget:
+    return POOL_BUDGET.get(process, POOL_BUDGET["command"])
+
+
 async def create_pool(
-    dsn: str, schema: str | None, *, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    schema: str | None,
+    *,
+    min_size: int = POOL_BUDGET["command"].min_size,
+    max_size: int = POOL_BUDGET["command"].max_size,
 ) -> asyncpg.Pool:
-    """A pool whose connections use `schema` first; json/jsonb map to Python objects."""
+    """A pool whose connections use `schema` first; json/jsonb map to Python objects.
+    Service processes size it from their row of `POOL_BUDGET`."""
     server_settings = {"application_name": f"pm-{schema or 'gateway'}"}
     if schema:
         server_settings["search_path"] = schema
@@ -59,6 +95,7 @@ async def create_pool(
         server_settings=server_settings,
         init=_init_connection,
         command_timeout=30,
+        max_inactive_connection_lifetime=POOL_IDLE_SECONDS,
     )
     assert pool is not None
     return pool

@@ -181,8 +181,12 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retention_hours: int = 24,
         concurrency: int = 2,
+        listen_dsn: str | None = None,
     ) -> None:
         self.pool = pool
+        # LISTEN needs a session: behind a transaction-mode pooler it gets its own direct
+        # connection (PM_DATABASE_DIRECT_URL); else it holds one of the pool's.
+        self.listen_dsn = listen_dsn
         self.schema = schema
         self.amqp_url = amqp_url
         self.exchange_name = exchange
@@ -365,7 +369,7 @@ class OutboxRelay:
 
         while not stop.is_set():
             try:
-                async with self.pool.acquire() as conn:
+                async with self._listen_connection() as conn:
                     await conn.add_listener(channel, _on_notify)
                     try:
                         while not stop.is_set() and not conn.is_closed():
@@ -376,6 +380,20 @@ class OutboxRelay:
             except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
                 log.warning("outbox relay: LISTEN lost (%s), polling meanwhile", exc)
                 await _wait(stop, 1.0)
+
+    @contextlib.asynccontextmanager
+    async def _listen_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self.listen_dsn is None:
+            async with self.pool.acquire() as conn:
+                yield conn
+            return
+        conn = await asyncpg.connect(
+            self.listen_dsn, server_settings={"application_name": f"pm-{self.schema}-listen"}
+        )
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
 
 def _json_bytes(payload: Any) -> bytes:

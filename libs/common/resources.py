@@ -64,11 +64,12 @@ class Resources:
     async def open(self) -> None:
         s = self.settings
         if self.schema:
+            budget = s.pool_budget()  # this process kind's row of db.POOL_BUDGET
             self._pool = await create_pool(
                 s.require_database_url(),
                 self.schema,
-                min_size=s.db_pool_min,
-                max_size=s.db_pool_max,
+                min_size=budget.min_size,
+                max_size=budget.max_size,
             )
         if self._want_redis:
             self._redis = aioredis.from_url(

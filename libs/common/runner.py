@@ -91,7 +91,11 @@ def relay_process(schema: str) -> Process:
         resources = Resources(settings, schema=schema, amqp=False)
         await resources.open()
         relay = OutboxRelay(
-            resources.pool, schema, settings.amqp_url, exchange=settings.events_exchange
+            resources.pool,
+            schema,
+            settings.amqp_url,
+            exchange=settings.events_exchange,
+            listen_dsn=settings.database_direct_url,
         )
 
         async def rabbitmq() -> bool:
@@ -188,7 +192,8 @@ def worker_process(
 
 def migrate_command(schema: str) -> Command:
     def run(settings: ServiceSettings, _args: list[str]) -> int:
-        print(migrate(schema, settings.require_database_url()) or f"{schema}: up to date")
+        # A session connection: the advisory lock must outlive dbmate's transactions.
+        print(migrate(schema, settings.direct_database_url()) or f"{schema}: up to date")
         return 0
 
     return run
@@ -211,6 +216,7 @@ def run_cli(
     configure_logging(f"{service}-{ns.what}", settings.log_level)
     if ns.what in commands:
         return commands[ns.what](settings, ns.args)
+    settings.process_kind = ns.what  # its row of the connection budget (db.POOL_BUDGET)
     # uvloop (uvicorn[standard] brings it): what uvicorn would pick if it made the loop
     # itself; here the runner makes it, so it must ask. Lower per-request latency and CPU
     # for every process (gateway hop, relays, consumers).

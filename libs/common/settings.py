@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.db import PoolBudget, pool_budget
 from libs.common.vault import VaultError, VaultRef, make_client, read_secret_sync
 
 SERVICE_NAMES = ("gateway", "keys", "campaigns", "delivery", "webhooks", "billing")
@@ -52,8 +53,15 @@ class ServiceSettings(BaseSettings):
 
     # Each service with a schema sets its own role's DSN as default; the gateway has none.
     database_url: str | None = None
-    db_pool_min: int = 1
-    db_pool_max: int = 10
+    # A session connection straight to Postgres for what a transaction-mode pooler
+    # (PgBouncer) cannot carry: the relay's LISTEN and the migrations' advisory lock.
+    # None: database_url (no pooler in between, as in `make up` and tests).
+    database_direct_url: str | None = None
+    # The process kind (api, worker, relay, ...), set by the runner: selects the row of
+    # libs.common.db.POOL_BUDGET. PM_DB_POOL_MIN / PM_DB_POOL_MAX override that row.
+    process_kind: str = "command"
+    db_pool_min: int | None = None
+    db_pool_max: int | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -101,6 +109,17 @@ class ServiceSettings(BaseSettings):
         if not self.database_url:
             raise SettingsError(f"PM_DATABASE_URL is not set for {self.service_name}")
         return self.database_url
+
+    def direct_database_url(self) -> str:
+        """The session (non-pooled) DSN: LISTEN/NOTIFY and migrations."""
+        return self.database_direct_url or self.require_database_url()
+
+    def pool_budget(self) -> PoolBudget:
+        row = pool_budget(self.process_kind)
+        return PoolBudget(
+            self.db_pool_min if self.db_pool_min is not None else row.min_size,
+            self.db_pool_max if self.db_pool_max is not None else row.max_size,
+        )
 
     def port_for(self, process: str) -> int:
         return self.http_port or default_port(self.service_name, process)

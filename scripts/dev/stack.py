@@ -11,8 +11,22 @@
 `up` runs `scripts/dev/infra.sh ensure`, provisions Postgres and Vault
 (`libs/common/provision.py`), migrates every service with its own role, and runs one
 supervisord program per (service, process) of the `PROCESSES` dicts, each with its own
-database role and Vault AppRole. Its state lives in `.dev/` (gitignored): the Vault root
-token, role passwords and AppRole secret ids (`provision.json`), `supervisord.conf`, logs.
+database role and Vault AppRole, plus the local stand-ins for third parties (`DevTool`): the
+fake Stripe (`tests/fakes/stripe.py`) billing talks to, and the SMTP capture
+(`scripts/dev/mail_capture.py`) live-mode mail goes to. Its state lives in `.dev/`
+(gitignored): the Vault root token, role passwords, AppRole secret ids and the fakes' keys
+(`provision.json`), `supervisord.conf`, logs, captured mail.
+
+Settings: every process gets the stack's own (`service_env`, `dev_settings`), then
+`.dev/overrides.env`, then the caller's `PM_*` variables (`read_overrides`): e.g.
+`PM_WEBHOOKS_RETRY_SCHEDULE='[1,1]' make up`. What the stack hands out per process (database
+DSN, AppRole, port) cannot be overridden.
+
+`PM_DEV_DIR=<dir> PM_DEV_PORT_OFFSET=<n>` run a second, separate instance (state in <dir>,
+every port shifted by n) against the infrastructure named by PM_ADMIN_DATABASE_URL,
+PM_DATABASE_NAME, PM_AMQP_URL, PM_REDIS_URL, PM_VAULT_ADDR and PM_VAULT_ROOT_TOKEN; such an
+instance never starts or stops that infrastructure (the getting-started test uses this when
+no `make up` stack runs).
 """
 
 from __future__ import annotations
@@ -39,16 +53,48 @@ from libs.common.provision import provision_database, provision_vault, service_d
 from libs.common.settings import SCHEMA_SERVICES, SERVICE_NAMES, default_port
 
 ROOT = Path(__file__).resolve().parents[2]
-DEV = ROOT / ".dev"
+# `make up` keeps its state in .dev and uses the port plan as is; a separate instance (see the
+# module docstring) has its own directory and shifted ports, and brings no infrastructure.
+DEV = Path(os.environ.get("PM_DEV_DIR") or ROOT / ".dev").resolve()
+PORT_OFFSET = int(os.environ.get("PM_DEV_PORT_OFFSET") or 0)
+OWNS_INFRA = not os.environ.get("PM_DEV_DIR")
 LOGS = DEV / "logs"
 INFRA_SH = ROOT / "scripts" / "dev" / "infra.sh"
 SUPERVISOR_CONF = DEV / "supervisord.conf"
 STACK_ENV = DEV / "stack.env"
-READY_TIMEOUT_SECONDS = 90.0
-GATEWAY_URL = f"http://127.0.0.1:{default_port('gateway', 'api')}"
+OVERRIDES_FILE = DEV / "overrides.env"
+READY_TIMEOUT_SECONDS = 300.0  # ~20 Python processes start; a loaded machine is slow
 PRINCIPAL_KEY_REF = "vault:secret/platform/principal#signing_key"
-# Variables a developer's shell may carry that must not leak into service processes.
+# Variables a developer's shell may carry that must not leak into service processes
+# (the caller's PM_* settings reach them on purpose, through `read_overrides`).
 _FOREIGN_ENV_PREFIXES = ("PM_", "VAULT_", "BAO_")
+# Handed out per process by the stack: an override would give a process another's
+# credentials or port (e.g. PM_DATABASE_URL from a sourced .dev/stack.env is the admin DSN).
+_STACK_OWNED = (
+    "PM_DATABASE_URL",
+    "PM_VAULT_ROLE_ID",
+    "PM_VAULT_SECRET_ID",
+    "PM_VAULT_TOKEN",
+    "PM_HTTP_HOST",
+    "PM_HTTP_PORT",
+)
+# The stack script's own inputs (admin credentials, instance layout): never given to a process.
+_STACK_INPUTS = (
+    "PM_ADMIN_DATABASE_URL",
+    "PM_DATABASE_NAME",
+    "PM_VAULT_ROOT_TOKEN",
+    "PM_VAULT_PORT",
+    "PM_DEV_DIR",
+    "PM_DEV_PORT_OFFSET",
+)
+
+
+def port_of(service: str, process: str) -> int:
+    """The port of a process in this instance: the port plan, shifted for a second instance."""
+    return default_port(service, process) + PORT_OFFSET
+
+
+GATEWAY_URL = f"http://127.0.0.1:{port_of('gateway', 'api')}"
 # Without bytecode caches every process compiles FastAPI, OpenTelemetry... at each start.
 _DROPPED_ENV = ("PYTHONDONTWRITEBYTECODE",)
 
@@ -70,12 +116,18 @@ class Infra:
 
     @classmethod
     def from_env(cls, token_file: Path | None = DEV / "vault-root-token") -> Infra:
+        """From PM_* variables, else this checkout's files (OpenBao: token and address that
+        infra.sh wrote; another checkout's OpenBao may hold 8200)."""
         env = os.environ
         token = env.get("PM_VAULT_ROOT_TOKEN", "")
         if not token and token_file is not None and token_file.is_file():
             token = token_file.read_text().strip()
         if not token:
             raise StackError("no Vault root token: set PM_VAULT_ROOT_TOKEN or run infra.sh ensure")
+        addr_file = None if token_file is None else token_file.parent / "vault-addr"
+        vault_addr = env.get("PM_VAULT_ADDR", "")
+        if not vault_addr and addr_file is not None and addr_file.is_file():
+            vault_addr = addr_file.read_text().strip()
         return cls(
             admin_dsn=env.get(
                 "PM_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -83,7 +135,7 @@ class Infra:
             database=env.get("PM_DATABASE_NAME", "pm"),
             amqp_url=env.get("PM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
             redis_url=env.get("PM_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            vault_addr=env.get("PM_VAULT_ADDR", "http://127.0.0.1:8200"),
+            vault_addr=vault_addr or "http://127.0.0.1:8200",
             vault_token=token,
         )
 
@@ -94,6 +146,8 @@ class Provisioned:
 
     db_passwords: dict[str, str] = field(default_factory=dict)
     approles: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Credentials of the local fakes (fake Stripe's API keys and webhook secrets).
+    fakes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Provisioned:
@@ -103,10 +157,11 @@ class Provisioned:
         return cls(
             db_passwords=dict(raw.get("db_passwords", {})),
             approles={k: (v[0], v[1]) for k, v in raw.get("approles", {}).items()},
+            fakes=dict(raw.get("fakes", {})),
         )
 
     def save(self, path: Path) -> None:
-        body = {"db_passwords": self.db_passwords, "approles": self.approles}
+        body = {"db_passwords": self.db_passwords, "approles": self.approles, "fakes": self.fakes}
         _write_private(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
@@ -203,8 +258,221 @@ def service_env(
         )
     if process is not None:
         env["PM_HTTP_HOST"] = "127.0.0.1"
-        env["PM_HTTP_PORT"] = str(default_port(service, process))
+        env["PM_HTTP_PORT"] = str(port_of(service, process))
     return env
+
+
+# ------------------------------------------------------------- dev settings and overrides
+
+
+def dev_settings(service: str) -> dict[str, str]:
+    """What the dev stack sets beyond service_env (production defaults stay as they are).
+
+    - gateway: the upstreams of this instance's port plan.
+    - webhooks: endpoints may be `http://` and loopback (127.0.0.0/8, ::1), so a receiver on
+      the developer's machine works; other private, link-local and metadata addresses stay
+      refused.
+    - billing: Stripe is the fake Stripe (`FAKE_STRIPE`), keys and webhook secrets from Vault
+      at the production paths; Checkout returns to the dashboard the gateway serves.
+    - delivery: live-mode mail goes over SMTP to the mail capture (credentials in Vault at
+      the platform's `penguinmails/api-keys/smtp`); test-mode mail stays in the sandbox.
+    """
+    if service == "gateway":
+        return {
+            f"PM_{svc.upper()}_URL": f"http://127.0.0.1:{port_of(svc, 'api')}"
+            for svc in SERVICE_NAMES
+            if svc != "gateway"
+        }
+    if service == "webhooks":
+        return {
+            "PM_WEBHOOKS_ALLOW_HTTP": "true",
+            "PM_WEBHOOKS_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]',
+        }
+    paths = fake_vault_paths()
+    if service == "billing":
+        stripe, hook = f"vault:secret/{paths['stripe']}", f"vault:secret/{paths['stripe_webhook']}"
+        return {
+            "PM_STRIPE_API_BASE": FAKE_STRIPE.url,
+            "PM_STRIPE_SECRET_KEY": f"{stripe}#value",
+            "PM_STRIPE_TEST_SECRET_KEY": f"{stripe}#test_value",
+            "PM_STRIPE_WEBHOOK_SECRET": f"{hook}#value",
+            "PM_STRIPE_TEST_WEBHOOK_SECRET": f"{hook}#test_value",
+            "PM_DASHBOARD_URL": GATEWAY_URL,
+        }
+    if service == "delivery":
+        return {
+            "PM_FORCE_SANDBOX": "false",
+            "PM_DEFAULT_ROUTES": '{"transactional": ["smtp"], "marketing": ["smtp"]}',
+            "PM_ESP_CREDENTIALS_PATH": paths["esp"],
+            "PM_TRACKING_BASE_URL": GATEWAY_URL,
+        }
+    return {}
+
+
+def fake_vault_paths() -> dict[str, str]:
+    """Where the fakes' credentials live in Vault (KV mount `secret`).
+
+    `make up`: the production paths, which the services' policies allow (billing:
+    penguinmails/api-keys/stripe and penguinmails/webhooks/stripe; delivery: the platform ESP
+    path penguinmails/api-keys/<provider>). A separate instance may share its Vault with other
+    stacks and test sessions: it writes under billing's and delivery's own paths instead.
+    """
+    if OWNS_INFRA:
+        return {
+            "stripe": "penguinmails/api-keys/stripe",
+            "stripe_webhook": "penguinmails/webhooks/stripe",
+            "esp": "penguinmails/api-keys",
+        }
+    tag = f"dev-{DEV.name}"
+    return {
+        "stripe": f"billing/{tag}/stripe",
+        "stripe_webhook": f"billing/{tag}/stripe-webhook",
+        "esp": f"delivery/{tag}/esp",
+    }
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """`KEY=value` lines (`export ` and one pair of surrounding quotes allowed, # comments)."""
+    out: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.startswith("PM_"):
+            raise StackError(f"{path}:{number}: expected PM_NAME=value, got {raw!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def read_overrides(
+    path: Path = OVERRIDES_FILE, environ: Mapping[str, str] = os.environ
+) -> tuple[dict[str, str], list[str]]:
+    """Settings for every process: `.dev/overrides.env`, then the caller's PM_* variables
+    (which win). Returns them and the names refused (the stack hands those out itself)."""
+    merged = parse_env_file(path) if path.is_file() else {}
+    merged.update(
+        {
+            k: v
+            for k, v in environ.items()
+            # PM_TEST_* configure the test suite (and may hold its root token), not services.
+            if k.startswith("PM_") and not k.startswith("PM_TEST_") and k not in _STACK_INPUTS
+        }
+    )
+    refused = sorted(k for k in merged if k in _STACK_OWNED)
+    return {k: v for k, v in merged.items() if k not in _STACK_OWNED}, refused
+
+
+def process_env(
+    infra: Infra,
+    prov: Provisioned,
+    service: str,
+    process: str | None,
+    overrides: Mapping[str, str],
+) -> dict[str, str]:
+    """A process's environment: the stack's settings, dev settings, then the overrides."""
+    return {**service_env(infra, prov, service, process), **dev_settings(service), **overrides}
+
+
+# ------------------------------------------------------------------- third-party fakes
+
+
+@dataclass(frozen=True)
+class DevTool:
+    """A program of the dev stack that is not a service: a local stand-in for a third party
+    on the internet. It answers GET /readyz on `port` once it serves."""
+
+    name: str
+    module: str
+    port: int
+    label: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+FAKE_STRIPE = DevTool(
+    "fake-stripe", "tests.fakes.stripe", 8700 + PORT_OFFSET, "fake Stripe (no real payments)"
+)
+MAIL_CAPTURE = DevTool(
+    "mail-capture", "scripts.dev.mail_capture", 8701 + PORT_OFFSET, "mail capture (live mode)"
+)
+MAIL_SMTP_PORT = 8725 + PORT_OFFSET
+DEV_TOOLS = (FAKE_STRIPE, MAIL_CAPTURE)
+
+
+def fake_credentials(prov: Provisioned) -> dict[str, str]:
+    """The fake Stripe's API keys and webhook secrets: made once, kept in provision.json
+    (billing reads them from Vault, the fake from its environment)."""
+    made = {
+        "stripe_live_key": f"sk_live_fake_{secrets.token_hex(16)}",
+        "stripe_test_key": f"sk_test_fake_{secrets.token_hex(16)}",
+        "stripe_live_whsec": f"whsec_{secrets.token_hex(24)}",
+        "stripe_test_whsec": f"whsec_{secrets.token_hex(24)}",
+    }
+    for name, value in made.items():
+        prov.fakes.setdefault(name, value)
+    return prov.fakes
+
+
+def dev_tool_command(tool: DevTool) -> list[str]:
+    hook = f"{GATEWAY_URL}/hooks/stripe"
+    if tool is FAKE_STRIPE:
+        return [sys.executable, "-m", tool.module, "--port", str(tool.port), "--webhook-url", hook]
+    return [
+        sys.executable,
+        "-m",
+        tool.module,
+        "serve",
+        "--http-port",
+        str(tool.port),
+        "--smtp-port",
+        str(MAIL_SMTP_PORT),
+        "--dir",
+        str(DEV / "mail"),
+    ]
+
+
+def dev_tool_env(tool: DevTool, prov: Provisioned) -> dict[str, str]:
+    """Secrets go through the environment, not the command line (`ps` shows that)."""
+    if tool is not FAKE_STRIPE:
+        return {}
+    creds = fake_credentials(prov)
+    return {
+        "FAKE_STRIPE_LIVE_KEY": creds["stripe_live_key"],
+        "FAKE_STRIPE_TEST_KEY": creds["stripe_test_key"],
+        "FAKE_STRIPE_WEBHOOK_SECRET": creds["stripe_live_whsec"],
+        "FAKE_STRIPE_TEST_WEBHOOK_SECRET": creds["stripe_test_whsec"],
+    }
+
+
+def write_fake_secrets(infra: Infra, prov: Provisioned) -> None:
+    """Put the fakes' credentials where production keeps the real ones (`fake_vault_paths`)."""
+    from libs.common.vault import make_client
+
+    creds = fake_credentials(prov)
+    paths = fake_vault_paths()
+    client = make_client(infra.vault_addr, token=infra.vault_token)
+    kv = client.secrets.kv.v2
+    kv.create_or_update_secret(
+        path=paths["stripe"],
+        secret={"value": creds["stripe_live_key"], "test_value": creds["stripe_test_key"]},
+        mount_point="secret",
+    )
+    kv.create_or_update_secret(
+        path=paths["stripe_webhook"],
+        secret={"value": creds["stripe_live_whsec"], "test_value": creds["stripe_test_whsec"]},
+        mount_point="secret",
+    )
+    kv.create_or_update_secret(
+        path=f"{paths['esp']}/smtp",
+        secret={"host": "127.0.0.1", "port": MAIL_SMTP_PORT},
+        mount_point="secret",
+    )
 
 
 # ------------------------------------------------------------------------ provisioning
@@ -213,7 +481,9 @@ def service_env(
 def provision(infra: Infra, state_file: Path) -> Provisioned:
     """Database, roles, schemas, Vault policies and AppRoles; credentials kept in state_file."""
     prov = Provisioned.load(state_file)
-    for svc in SCHEMA_SERVICES:
+    # Roles are cluster-wide: a separate instance sets no password, so it never changes the
+    # ones `make up` (or production-like auth) relies on; it runs where local auth is trust.
+    for svc in SCHEMA_SERVICES if OWNS_INFRA else ():
         prov.db_passwords.setdefault(svc, secrets.token_hex(24))
     try:
         asyncio.run(
@@ -335,16 +605,44 @@ def _sv_escape(value: str) -> str:
 
 
 def _sv_env(env: Mapping[str, str]) -> str:
+    # supervisord splits `environment` with shlex (non-POSIX): a value is quoted with double
+    # quotes, or with single quotes when it holds double ones (JSON lists and dicts).
     items = []
     for key, value in sorted(env.items()):
-        if '"' in value or "\n" in value or value.endswith("'") or value.startswith("'"):
+        quote = "'" if '"' in value else '"'
+        if quote in value.replace('"', "") or "\n" in value or ("'" in value and '"' in value):
             raise StackError(f"{key}: value cannot be written in supervisord.conf")
-        items.append(f'{key}="{_sv_escape(value)}"')
+        items.append(f"{key}={quote}{_sv_escape(value)}{quote}")
     return ",".join(items)
 
 
+def _sv_program(name: str, command: list[str], env: Mapping[str, str]) -> list[str]:
+    return [
+        "",
+        f"[program:{name}]",
+        f"command={' '.join(_sv_escape(part) for part in command)}",
+        f"directory={_sv_escape(str(ROOT))}",
+        f"environment={_sv_env(env)}",
+        "autostart=true",
+        "autorestart=true",
+        "startsecs=3",
+        "startretries=3",
+        "stopsignal=TERM",
+        "stopwaitsecs=30",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_sv_escape(str(LOGS / f'{name}.log'))}",
+        "stdout_logfile_maxbytes=10MB",
+        "stdout_logfile_backups=2",
+    ]
+
+
 def render_supervisor_conf(
-    infra: Infra, prov: Provisioned, processes: Iterable[tuple[str, str]]
+    infra: Infra,
+    prov: Provisioned,
+    processes: Iterable[tuple[str, str]],
+    overrides: Mapping[str, str] | None = None,
 ) -> str:
     python = sys.executable
     lines = [
@@ -367,27 +665,12 @@ def render_supervisor_conf(
         f"serverurl=unix://{_sv_escape(str(supervisor_socket()))}",
     ]
     for svc, proc in sorted(processes):
-        name = program_name(svc, proc)
-        env = {"PYTHONUNBUFFERED": "1", **service_env(infra, prov, svc, proc)}
-        lines += [
-            "",
-            f"[program:{name}]",
-            f"command={_sv_escape(python)} -m services.{svc} {proc}",
-            f"directory={_sv_escape(str(ROOT))}",
-            f"environment={_sv_env(env)}",
-            "autostart=true",
-            "autorestart=true",
-            "startsecs=3",
-            "startretries=3",
-            "stopsignal=TERM",
-            "stopwaitsecs=30",
-            "stopasgroup=true",
-            "killasgroup=true",
-            "redirect_stderr=true",
-            f"stdout_logfile={_sv_escape(str(LOGS / f'{name}.log'))}",
-            "stdout_logfile_maxbytes=10MB",
-            "stdout_logfile_backups=2",
-        ]
+        env = {"PYTHONUNBUFFERED": "1", **process_env(infra, prov, svc, proc, overrides or {})}
+        command = [python, "-m", f"services.{svc}", proc]
+        lines += _sv_program(program_name(svc, proc), command, env)
+    for tool in DEV_TOOLS:
+        env = {"PYTHONUNBUFFERED": "1", **dev_tool_env(tool, prov)}
+        lines += _sv_program(tool.name, dev_tool_command(tool), env)
     return "\n".join(lines) + "\n"
 
 
@@ -469,9 +752,16 @@ def is_ready(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
+def program_ports(processes: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Every supervisord program of the stack and the port its /readyz answers on."""
+    ports = {program_name(s, p): port_of(s, p) for s, p in processes}
+    ports.update({tool.name: tool.port for tool in DEV_TOOLS})
+    return ports
+
+
 def wait_ready(processes: list[tuple[str, str]], timeout: float) -> list[str]:
-    """Poll every process's /readyz; return the programs not ready (FATAL ones give up early)."""
-    pending = {program_name(s, p): default_port(s, p) for s, p in processes}
+    """Poll every program's /readyz; return the programs not ready (FATAL ones give up early)."""
+    pending = program_ports(processes)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for name, port in list(pending.items()):
@@ -651,9 +941,13 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
 
 def cmd_up(_args: argparse.Namespace) -> int:
     started = time.monotonic()
-    infra_ensure()
-    infra = Infra.from_env()
+    if OWNS_INFRA:
+        infra_ensure()
+    infra = Infra.from_env(token_file=DEV / "vault-root-token")
+    overrides, refused = read_overrides()
     prov = provision(infra, DEV / "provision.json")
+    write_fake_secrets(infra, prov)
+    prov.save(DEV / "provision.json")
     pending = services_to_migrate(infra)
     for svc in SCHEMA_SERVICES:
         if svc not in pending:
@@ -665,26 +959,38 @@ def cmd_up(_args: argparse.Namespace) -> int:
         print(_indent(err))
     finish_migrations(migrations)
     LOGS.mkdir(parents=True, exist_ok=True)
-    conf = render_supervisor_conf(infra, prov, processes)
+    conf = render_supervisor_conf(infra, prov, processes, overrides)
     if not SUPERVISOR_CONF.is_file() or SUPERVISOR_CONF.read_text() != conf:
         _write_private(SUPERVISOR_CONF, conf)
     start_or_update_supervisord()
 
-    print(f"waiting for {len(processes)} processes to answer /readyz ...")
+    programs = len(processes) + len(DEV_TOOLS)
+    print(f"waiting for {programs} programs to answer /readyz ...")
     not_ready = wait_ready(processes, READY_TIMEOUT_SECONDS)
     if not_ready:
         states = supervisor_states()
         for name in not_ready:
-            print(f"\nNOT READY: {name} ({states.get(name, '?')}); .dev/logs/{name}.log ends:")
+            print(f"\nNOT READY: {name} ({states.get(name, '?')}); {LOGS}/{name}.log ends:")
             print(_indent(tail(LOGS / f"{name}.log")))
-        print(f"\n{len(not_ready)} of {len(processes)} processes not ready; `make down` stops all")
+        print(f"\n{len(not_ready)} of {programs} programs not ready; `make down` stops all")
         return 1
+    write_stack_env(infra)
+    print(up_summary(len(processes), time.monotonic() - started, overrides, refused))
+    if broken:
+        print(f"\nbut left out (do not import): {', '.join(sorted(broken))}")
+        return 1
+    return 0
+
+
+def write_stack_env(infra: Infra) -> None:
     _write_private(
         STACK_ENV,
         "".join(
             f"{k}={v}\n"
             for k, v in {
                 "PM_GATEWAY_URL": GATEWAY_URL,
+                "PM_FAKE_STRIPE_URL": FAKE_STRIPE.url,
+                "PM_MAIL_CAPTURE_URL": MAIL_CAPTURE.url,
                 "VAULT_ADDR": infra.vault_addr,
                 "VAULT_TOKEN": infra.vault_token,
                 "PM_DATABASE_URL": service_dsn_admin(infra),
@@ -693,25 +999,40 @@ def cmd_up(_args: argparse.Namespace) -> int:
             }.items()
         ),
     )
-    took = time.monotonic() - started
-    print(
-        f"\nPenguinMails dev stack is up: {len(processes)} processes ready ({took:.1f} s)\n"
-        f"  gateway   {GATEWAY_URL}\n"
-        f"  try       curl -s {GATEWAY_URL}/readyz\n"
+
+
+def up_summary(
+    processes: int, took: float, overrides: Mapping[str, str], refused: Iterable[str]
+) -> str:
+    lines = [
+        f"\nPenguinMails dev stack is up: {processes} processes and {len(DEV_TOOLS)} local fakes"
+        f" ready ({took:.1f} s)",
+        f"  gateway   {GATEWAY_URL}",
+        f"  try       curl -s {GATEWAY_URL}/readyz",
         f"  sign up   curl -s -X POST {GATEWAY_URL}/api/v1/auth/signup"
         " -H 'Content-Type: application/json'"
         ' -d \'{"email": "you@example.com", "password": "a-long-passphrase",'
-        ' "company": "Acme"}\'\n'
-        f"  next      docs/getting-started.md: log in, create an API key, first call, webhook\n"
-        f"  logs      tail -f .dev/logs/<service>-<process>.log  (e.g. .dev/logs/gateway-api.log)\n"
-        f"  env       set -a; . .dev/stack.env; set +a   (gateway URL, Vault, admin DSN)\n"
-        f"  status    make status\n"
-        f"  stop      make down"
-    )
-    if broken:
-        print(f"\nbut left out (do not import): {', '.join(sorted(broken))}")
-        return 1
-    return 0
+        ' "company": "Acme"}\'',
+        "  next      docs/getting-started.md: log in, create an API key, first call, webhook",
+        f"  stripe    {FAKE_STRIPE.url}  FAKE Stripe: Checkout pages with a Pay button,"
+        " webhooks signed to /hooks/stripe",
+        f"  mail      {MAIL_CAPTURE.url}  captured live-mode mail (SMTP 127.0.0.1:"
+        f"{MAIL_SMTP_PORT}); `make mail` lists it",
+        "  webhooks  http:// and loopback endpoint URLs are allowed (dev stack only)",
+        "  logs      tail -f .dev/logs/<service>-<process>.log  (e.g. .dev/logs/gateway-api.log)",
+        "  env       set -a; . .dev/stack.env; set +a   (gateway URL, Vault, admin DSN)",
+        "  status    make status",
+        "  stop      make down",
+    ]
+    if overrides:
+        where = OVERRIDES_FILE.relative_to(ROOT) if OVERRIDES_FILE.is_relative_to(ROOT) else ""
+        lines.append(
+            f"  settings  {', '.join(sorted(overrides))} (from {where or OVERRIDES_FILE}"
+            " or the environment)"
+        )
+    for name in refused:
+        lines.append(f"  ignored   {name}: the stack sets it per process")
+    return "\n".join(lines)
 
 
 def service_dsn_admin(infra: Infra) -> str:
@@ -735,7 +1056,7 @@ def cmd_down(_args: argparse.Namespace) -> int:
         print("supervisord: stopped")
     else:
         print("supervisord: not running")
-    return run_infra_sh("stop")
+    return run_infra_sh("stop") if OWNS_INFRA else 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -749,16 +1070,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def cmd_status(_args: argparse.Namespace) -> int:
-    run_infra_sh("status")
+    if OWNS_INFRA:
+        run_infra_sh("status")
     states = supervisor_states()
     if not states:
         print("\nservice processes: not running (`make up` starts them)")
         return 1
     print(f"\n{'program':<22} {'state':<9} {'port':>5}  ready")
     all_ready = True
+    tools = {tool.name: tool.port for tool in DEV_TOOLS}
     for name, state in sorted(states.items()):
         svc, _, proc = name.partition("-")
-        port = default_port(svc, proc) if svc in SERVICE_NAMES else 0
+        port = port_of(svc, proc) if svc in SERVICE_NAMES else tools.get(name, 0)
         ready = bool(port) and is_ready(port)
         all_ready &= ready
         print(f"{name:<22} {state:<9} {port:>5}  {'yes' if ready else 'NO'}")
@@ -766,8 +1089,9 @@ def cmd_status(_args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    infra_ensure()
-    infra = Infra.from_env()
+    if OWNS_INFRA:
+        infra_ensure()
+    infra = Infra.from_env(token_file=DEV / "vault-root-token")
     run_migrations(infra, provision(infra, DEV / "provision.json"))
     return 0
 

@@ -48,7 +48,10 @@ async def worker(settings: KeysSettings) -> None:
 async def _admin_service(settings: KeysSettings) -> KeysService:
     import redis.asyncio as aioredis
 
-    pool = await create_pool(settings.require_database_url(), "keys", min_size=1, max_size=2)
+    budget = settings.pool_budget()  # a command's row of the connection budget
+    pool = await create_pool(
+        settings.require_database_url(), "keys", min_size=budget.min_size, max_size=budget.max_size
+    )
     return KeysService(
         settings, pool, api_keys_vault(settings), aioredis.from_url(settings.redis_url)
     )

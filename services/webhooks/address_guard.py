@@ -98,7 +98,10 @@ def check_url_syntax(url: str, *, allow_http: bool) -> tuple[str, str, int]:
     if scheme not in ("https", "http"):
         raise UrlRefused("the URL must use https")
     if scheme == "http" and not allow_http:
-        raise UrlRefused("the URL must use https (http is allowed for local development only)")
+        raise UrlRefused(
+            "the URL must use https (http is allowed only where PM_WEBHOOKS_ALLOW_HTTP=true:"
+            " local development)"
+        )
     if parts.username is not None or parts.password is not None:
         raise UrlRefused("the URL must not carry credentials")
     host = parts.hostname
@@ -133,5 +136,8 @@ async def resolve_url(url: str, *, allow_http: bool, allowed: Sequence[IPNetwork
     # would otherwise reach the private one on a later lookup.
     for ip in addresses:
         if not address_allowed(ip, allowed):
-            raise UrlRefused(f"the URL resolves to a non-public address ({ip})")
+            raise UrlRefused(
+                f"the URL resolves to a non-public address ({ip}); only networks listed in"
+                " PM_WEBHOOKS_ALLOWED_NETWORKS may be reached"
+            )
     return ResolvedUrl(url=url, scheme=scheme, host=host, port=port, address=addresses[0])

@@ -1,10 +1,15 @@
-"""docs/getting-started.md, executed step by step against a real stack.
+"""docs/getting-started.md, executed step by step against the stack `make up` starts.
 
 Every `curl` of the guide is parsed out of the guide itself (method, path, headers, JSON
-body) and sent to a real gateway in front of the real keys, campaigns and webhooks
-services, with the guide's shell variables bound to what the earlier steps returned. So a
-guide whose requests stop working fails this test. The only substitution: the guide's
-example receiver URL becomes a local receiver (loopback is allowed for this stack).
+body) and sent to the gateway, with the guide's shell variables bound to what the earlier
+steps returned. So a guide whose requests stop working fails this test. The only
+substitution: the guide's example receiver URL becomes a local receiver (the dev stack
+allows http and loopback). "Press Pay" is done as the browser does it: the fake Stripe's
+Checkout page is fetched and its form posted.
+
+Which stack (`tests/e2e/dev_stack.py`): this checkout's running `make up` stack when there
+is one; otherwise the test starts a separate instance of it with `scripts.dev.stack up`
+(own state directory, ports shifted, this session's database and vhost), and stops it after.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import json
 import re
 import shlex
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +26,11 @@ import pytest
 from standardwebhooks import Webhook
 
 from scripts.docs.collect import REPO
-from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_env
+from tests.e2e.dev_stack import DevStack
+from tests.e2e.dev_stack import dev_stack as dev_stack
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.common.amqp_tools import eventually
-from tests.integration.keys.platform_stack import Platform
-from tests.integration.keys.platform_stack import keys_vault as keys_vault
-from tests.integration.keys.platform_stack import platform as platform_fixture
 
-platform = platform_fixture
 GUIDE = REPO / "docs" / "getting-started.md"
 EXAMPLE_RECEIVER = "https://your-app.example/webhooks/penguinmails"
 
@@ -96,61 +97,12 @@ def send(client: httpx.Client, cmd: Curl, env: dict[str, str]) -> httpx.Response
     )
 
 
-@pytest.fixture(scope="module")
-def own_vhost(amqp_url: str) -> Iterator[str]:
-    """Campaigns and webhooks talk through a vhost of their own: the durable queues this
-    stack declares (webhooks.fanout, ...) would otherwise collect every event the rest of the
-    session publishes, a backlog for the next test folder's consumers."""
-    base, _, vhost = amqp_url.rpartition("/")
-    own = f"{vhost}_guide"
-    _rabbitmqctl("add_vhost", own)
-    _rabbitmqctl("set_permissions", "-p", own, "guest", ".*", ".*", ".*")
-    yield f"{base}/{own}"
-    _rabbitmqctl("delete_vhost", own)
-
-
-@pytest.fixture(scope="module")
-def stack(platform: Platform, vault_dev: Any, own_vhost: str) -> Iterator[str]:
-    amqp_url = own_vhost
-    webhooks_env = service_env(
-        "webhooks",
-        amqp_url,
-        PM_VAULT_ADDR=vault_dev.addr,
-        PM_VAULT_TOKEN=vault_dev.token,
-        PM_WEBHOOKS_ALLOW_HTTP="true",
-        PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
-    )
-    campaigns = ServiceProcess("campaigns", "api", service_env("campaigns", amqp_url), free_port())
-    processes = [
-        campaigns,
-        ServiceProcess("campaigns", "relay", service_env("campaigns", amqp_url), free_port()),
-        webhooks := ServiceProcess("webhooks", "api", webhooks_env, free_port()),
-        ServiceProcess("webhooks", "worker", webhooks_env, free_port()),
-    ]
-    gateway = ServiceProcess(
-        "gateway",
-        "api",
-        {
-            **platform.gateway_env,
-            "PM_CAMPAIGNS_URL": campaigns.url,
-            "PM_WEBHOOKS_URL": webhooks.url,
-        },
-        free_port(),
-    )
-    processes.append(gateway)
-    try:
-        for p in processes:
-            p.wait_ready(90)
-        yield gateway.url
-    finally:
-        for p in processes:
-            p.close()
-
-
-def test_the_getting_started_guide_works(stack: str) -> None:
-    account, key, first_call, webhook = guide_steps()
-    assert [len(s) for s in (account, key, first_call, webhook)] == [1, 1, 2, 2]
-    env = {"PM": stack}
+# Starting a separate instance (~20 processes) can take minutes on a loaded machine.
+@pytest.mark.timeout(900)
+def test_the_getting_started_guide_works(dev_stack: DevStack) -> None:
+    account, key, first_call, webhook, plan = guide_steps()
+    assert [len(s) for s in (account, key, first_call, webhook, plan)] == [1, 1, 2, 2, 2]
+    env = {"PM": dev_stack.gateway}
     with httpx.Client(timeout=30) as client, WebhookReceiver() as receiver:
         env["RECEIVER_URL"] = receiver.url
 
@@ -176,8 +128,11 @@ def test_the_getting_started_guide_works(stack: str) -> None:
         assert r.status_code == 200, r.text
         assert [c["email"] for c in r.json()["data"]] == ["jane@example.com"]
         assert "X-RateLimit-Remaining" in r.headers
+        limit_before = r.headers["X-RateLimit-Limit"]
 
-        # 4. The first webhook: register it, ask for a test event, verify its signature.
+        # 4. The first webhook, to a receiver on this machine (http, loopback): register it,
+        # ask for a test event, verify its signature.
+        assert env["RECEIVER_URL"].startswith("http://127.0.0.1:")
         r = send(client, webhook[0], env)
         assert r.status_code == 201, r.text
         env["WEBHOOK_ID"] = r.json()["data"]["id"]
@@ -198,6 +153,27 @@ def test_the_getting_started_guide_works(stack: str) -> None:
         delivered = eventually_sync(lambda: _contact_created(receiver), timeout=60)
         verifier.verify(delivered.body, delivered.headers)
         assert json.loads(delivered.body)["data"]["email"] == "joe@example.com"
+
+        # 5. A paid plan: Checkout on the fake Stripe, Pay pressed as a browser does, the
+        # signed webhook through /hooks/stripe, the plan changed.
+        r = send(client, plan[0], env)
+        assert r.status_code == 201, r.text
+        pay_url = r.json()["data"]["url"]
+        assert pay_url.startswith(f"{dev_stack.fake_stripe}/c/pay/cs_live_")
+        page = client.get(pay_url)
+        assert page.status_code == 200 and "FAKE Stripe" in page.text, page.text
+        assert re.search(r'<form method="post">\s*<button id="pay"', page.text), page.text
+        paid = client.post(pay_url)
+        assert paid.status_code == 303, paid.text
+        assert "checkout=success" in paid.headers["location"]
+
+        def on_pro() -> bool:
+            state = send(client, plan[1], env)
+            return state.status_code == 200 and state.json()["data"]["plan"] == "pro"
+
+        assert eventually_sync(on_pro, timeout=60)
+        r = send(client, first_call[1], env)
+        assert r.headers["X-RateLimit-Limit"] != limit_before
 
 
 def _contact_created(receiver: WebhookReceiver) -> Any:

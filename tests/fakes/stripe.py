@@ -16,7 +16,9 @@ order (`hold` / `release`), or deliver events twice (`duplicate_next`).
 
 What Stripe's dashboard or the customer does, tests (and `make up`, through the HTML pay
 page and `/_fake/...` routes) do here: complete a checkout, change or cancel a
-subscription, pay or fail an invoice. Run alone: `python -m tests.fakes.stripe --port N`.
+subscription, pay or fail an invoice. Run alone: `python -m tests.fakes.stripe --port N`;
+`make up` runs it that way (keys and webhook secrets from FAKE_STRIPE_* variables), so a
+Checkout Session's `url` is a page whose Pay button completes it. Every page says it is a fake.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import html
 import itertools
 import json
+import os
 import queue
 import re
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -583,6 +588,9 @@ class FakeStripe:
             Route("/c/pay/{id}", self.pay_page, methods=["GET", "POST"]),
             Route("/p/session/{id}", self.portal_page, methods=["GET"]),
             Route("/_fake/endpoints", self.register_endpoint, methods=["POST"]),
+            Route("/", self.index_page, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/healthz", self.readyz, methods=["GET"]),
         ]
 
     def _api(
@@ -852,17 +860,43 @@ class FakeStripe:
             done = self.complete_checkout(sid, mode)
             return RedirectResponse(done["success_url"] or "/", status_code=303)
         price = session["_line_items"][0]["price"]
+        if session["status"] != "open":
+            return HTMLResponse(
+                f"{_FAKE_BANNER}<p>This checkout session is {html.escape(session['status'])}.</p>",
+                status_code=409,
+            )
+        cancel = session.get("cancel_url")
         return HTMLResponse(
             "<!doctype html><title>Fake Stripe Checkout</title>"
-            f"<p>Subscribe to <b>{price}</b> ({session['amount_total'] / 100:.2f} USD/month)</p>"
-            '<form method="post"><button>Pay</button></form>'
+            f"{_FAKE_BANNER}"
+            f"<h1>Checkout ({'live' if mode == 'live' else 'test'} mode)</h1>"
+            f"<p>Subscribe to <b>{html.escape(price)}</b>"
+            f" ({session['amount_total'] / 100:.2f} USD/month)</p>"
+            '<form method="post"><button id="pay" type="submit">Pay</button></form>'
+            + (f'<p><a id="cancel" href="{html.escape(cancel)}">Cancel</a></p>' if cancel else "")
         )
 
     async def portal_page(self, request: Request) -> Response:
         return HTMLResponse(
             "<!doctype html><title>Fake Stripe customer portal</title>"
+            f"{_FAKE_BANNER}"
             "<p>Plan changes happen here in Stripe; the fake changes them from tests.</p>"
         )
+
+    async def index_page(self, request: Request) -> Response:
+        rows = "".join(
+            f"<li>{html.escape(e.mode)}: {html.escape(e.url)}</li>" for e in self.endpoints
+        )
+        return HTMLResponse(
+            "<!doctype html><title>Fake Stripe</title>"
+            f"{_FAKE_BANNER}"
+            f"<p>Stripe's REST API under <code>/v1</code> (API version {API_VERSION}) for the"
+            " billing service; Checkout Sessions open at <code>/c/pay/&lt;id&gt;</code>.</p>"
+            f"<p>Webhook endpoints:</p><ul>{rows}</ul>"
+        )
+
+    async def readyz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ready", "fake": True})
 
     async def register_endpoint(self, request: Request) -> Response:
         body = await request.json()
@@ -905,6 +939,13 @@ class FakeStripe:
             t.join(10)
 
 
+_FAKE_BANNER = (
+    '<p style="background:#fde68a;padding:.5em;border:1px solid #b45309">'
+    "<b>FAKE Stripe</b> for local development and tests: no money moves, nothing leaves this"
+    " machine.</p>"
+)
+
+
 def _plan_of(price: dict[str, Any]) -> dict[str, Any]:
     # The legacy `plan` mirror of the price that Stripe still returns on subscriptions.
     return {
@@ -940,20 +981,35 @@ def _page(items: list[dict[str, Any]], p: dict[str, Any], url: str) -> dict[str,
 
 
 def main() -> None:
+    """Serve the fake until SIGTERM/SIGINT. Keys and webhook secrets come from the environment
+    (FAKE_STRIPE_LIVE_KEY, FAKE_STRIPE_TEST_KEY, FAKE_STRIPE_WEBHOOK_SECRET,
+    FAKE_STRIPE_TEST_WEBHOOK_SECRET), defaults otherwise; events of both modes go to
+    --webhook-url, each signed with its mode's secret."""
     parser = argparse.ArgumentParser(prog="python -m tests.fakes.stripe")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--webhook-url", help="deliver live-mode events here")
-    parser.add_argument("--webhook-secret", default="whsec_fake_dev_secret")
+    parser.add_argument("--webhook-url", help="deliver live- and test-mode events here")
     args = parser.parse_args()
-    fake = FakeStripe().start(args.port)
+    env = os.environ
+    keys = {
+        "live": env.get("FAKE_STRIPE_LIVE_KEY", DEFAULT_KEYS["live"]),
+        "test": env.get("FAKE_STRIPE_TEST_KEY", DEFAULT_KEYS["test"]),
+    }
+    fake = FakeStripe(keys=keys).start(args.port)
     if args.webhook_url:
-        fake.add_endpoint(args.webhook_url, args.webhook_secret, "live")
-    print(f"fake Stripe on {fake.url} (keys: {', '.join(fake.keys.values())})", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
+        fake.add_endpoint(
+            args.webhook_url, env.get("FAKE_STRIPE_WEBHOOK_SECRET", "whsec_fake_dev_live"), "live"
+        )
+        fake.add_endpoint(
+            args.webhook_url,
+            env.get("FAKE_STRIPE_TEST_WEBHOOK_SECRET", "whsec_fake_dev_test"),
+            "test",
+        )
+    print(f"FAKE Stripe (no real payments) on {fake.url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    fake.stop()
 
 
 if __name__ == "__main__":

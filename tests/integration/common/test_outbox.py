@@ -269,3 +269,28 @@ async def test_urgent_events_overtake_routine_facts_already_waiting(
             await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         finally:
             await admin.close()
+
+
+async def test_listen_on_a_direct_session_beside_a_one_connection_pool(
+    test_database: str, widgets: str, amqp_url: str, unique: str
+) -> None:
+    """Behind PgBouncer (transaction mode) LISTEN needs its own session (listen_dsn): the
+    pool's only connection stays free for publishing, and NOTIFY still wakes the relay."""
+    from libs.common.db import create_pool
+    from tests.conftest import service_dsn
+
+    tenant = f"t_{unique}"
+    pool = await create_pool(service_dsn("keys"), "keys", min_size=1, max_size=1)
+    relay = OutboxRelay(pool, "keys", amqp_url, poll_interval=30.0, listen_dsn=service_dsn("keys"))
+    try:
+        async with Collector(amqp_url, "contact.created") as seen, running(relay):
+            await asyncio.sleep(0.5)  # idle on LISTEN; the next poll is 30 s away
+            listening = await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'pm-keys-listen' AND datname = current_database()"
+            )
+            assert listening == 1
+            await commit_events(pool, tenant, 0, 1)
+            await eventually(lambda: len(seen.ids(tenant)) == 1, timeout=5)
+    finally:
+        await pool.close()
