@@ -18,7 +18,7 @@ PYTEST_ARGS := -q -p no:cacheprovider
 ARGS ?=
 QUEUE ?=
 
-.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz
+.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz dashboard
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -40,6 +40,7 @@ infra: venv # PostgreSQL, Redis, RabbitMQ running; OpenBao dev server started
 	@bash scripts/dev/infra.sh ensure
 
 up: venv ## start the whole dev stack (again: harmless, applies changes)
+	@DASHBOARD_OPTIONAL=1 bash web/dashboard/build.sh
 	@$(UV) run --frozen python -m scripts.dev.stack up
 
 down: venv ## stop the dev stack (and only the infrastructure it started)
@@ -48,7 +49,7 @@ down: venv ## stop the dev stack (and only the infrastructure it started)
 status: venv ## processes of the dev stack and their readiness
 	@$(UV) run --frozen python -m scripts.dev.stack status
 
-test: infra ## run the test suite (ARGS="tests/unit -x" to narrow it)
+test: infra dashboard ## run the test suite (ARGS="tests/unit -x" to narrow it)
 	$(UV) run --frozen pytest $(PYTEST_ARGS) $(ARGS)
 
 lint: venv ## ruff, formatting, mypy, import contracts
@@ -56,6 +57,9 @@ lint: venv ## ruff, formatting, mypy, import contracts
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
+
+dashboard: ## build the dashboard (web/dashboard, Node.js >= 20.19) when its sources changed
+	@bash web/dashboard/build.sh
 
 fmt: venv ## format and auto-fix
 	$(UV) run --frozen ruff format .
