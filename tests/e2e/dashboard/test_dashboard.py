@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -144,7 +145,7 @@ def test_api_key_lifecycle(page: Any, stack: DashboardStack) -> None:
         shown.get_by_role("link", name="Download .env").click()
     # Chromium drops a leading dot from download names, so the file is `<name>.env`.
     assert download.value.suggested_filename.endswith(".env")
-    assert open(download.value.path()).read() == f"PENGUINMAILS_API_KEY={key}\n"
+    assert Path(download.value.path()).read_text() == f"PENGUINMAILS_API_KEY={key}\n"
     for tab in ("cURL", "Node.js", "Python"):
         shown.get_by_role("tab", name=tab).click()
         expect(shown.get_by_role("tabpanel")).to_contain_text(key)
@@ -225,9 +226,7 @@ def test_webhook_endpoint_lifecycle(
     page.get_by_label("Event type", exact=True).first.select_option("email.opened")
     expect(page.get_by_label("Sample payload preview")).to_contain_text('"type": "email.opened"')
     page.get_by_role("button", name="Send test").click()
-    expect(page.get_by_role("status").filter(has_text="Test delivered")).to_contain_text(
-        "HTTP 200"
-    )
+    expect(page.get_by_role("status").filter(has_text="Test delivered")).to_contain_text("HTTP 200")
 
     # The receiver got one signed request that verifies with the shown secret.
     got = receiver.wait_for(1)[0]
