@@ -239,7 +239,7 @@ export function keyExamples(key: string, origin: string) {
 function CreatedKeyDialog({ created, onClose }: { created: ApiKeyCreated; onClose: () => void }) {
   const [confirming, setConfirming] = useState(false);
   const envHref = useMemo(
-    () => URL.createObjectURL(new Blob([`PENGUINMAILS_API_KEY=${created.key}\n`], { type: "text/plain" })),
+    () => URL.createObjectURL(new Blob([`PENGUINMAILS_API_KEY=${created.key}\n`], { type: "application/octet-stream" })),
     [created.key],
   );
   useEffect(() => () => URL.revokeObjectURL(envHref), [envHref]);
@@ -251,7 +251,7 @@ function CreatedKeyDialog({ created, onClose }: { created: ApiKeyCreated; onClos
       <div className="secret">
         <code aria-label="New API key">{created.key}</code>
         <CopyButton text={created.key} label="Copy key" />
-        <a className="button" href={envHref} download=".env">
+        <a className="button" href={envHref} download="penguinmails.env">
           Download .env
         </a>
       </div>
