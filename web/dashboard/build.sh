@@ -24,7 +24,7 @@ fi
 stamp=dist/.build-stamp
 inputs=(src index.html package.json package-lock.json vite.config.ts tsconfig.json ../../docs/openapi.yaml)
 if [ -f "$stamp" ] && [ -z "$(find "${inputs[@]}" -newer "$stamp" -not -name schema.d.ts -print -quit)" ]; then
-  echo "dashboard: up to date (web/dashboard/dist)"
+  echo "dashboard: up to date (web/dashboard/dist; make up serves it at http://127.0.0.1:8000/dashboard/)"
   exit 0
 fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
@@ -32,4 +32,4 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 npm run --silent build
 touch "$stamp"
-echo "dashboard: built web/dashboard/dist (served at /dashboard/ by the gateway)"
+echo "dashboard: built web/dashboard/dist; the gateway serves it at /dashboard/ (make up: http://127.0.0.1:8000/dashboard/)"
