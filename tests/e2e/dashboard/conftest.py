@@ -5,6 +5,7 @@ Playwright's own browser download is never used)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,11 +22,8 @@ from tests.integration.billing.conftest import billing as billing
 from tests.integration.billing.conftest import billing_env as billing_env
 from tests.integration.billing.conftest import billing_vault as billing_vault
 from tests.integration.billing.conftest import fake_stripe as fake_stripe
-from tests.integration.keys.platform_stack import Platform
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
-from tests.integration.keys.platform_stack import platform as platform_fixture
 
-platform = platform_fixture
 CHROMIUM = "/usr/bin/chromium"
 DIST = REPO / "web" / "dashboard" / "dist"
 ARTIFACTS = REPO / ".dev" / "test-artifacts"
@@ -47,7 +45,6 @@ def ensure_chromium() -> str:
 @dataclass
 class DashboardStack:
     gateway: ServiceProcess
-    platform: Platform
     billing: BillingStack
 
     @property
@@ -68,9 +65,25 @@ def own_vhost(amqp_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(
-    platform: Platform, billing: BillingStack, vault_dev: Any, own_vhost: str
+    amqp_url: str,
+    test_database: str,
+    keys_vault: dict[str, str],
+    billing: BillingStack,
+    vault_dev: Any,
+    own_vhost: str,
 ) -> Iterator[DashboardStack]:
+    """Processes of this module's own (no stand-in upstream): every page talks to real services."""
     assert (DIST / "index.html").is_file(), "the dashboard is not built: run `make dashboard`"
+    namespace = f"pmdash{os.getpid()}"
+    keys_env = service_env(
+        "keys",
+        amqp_url,
+        PM_BCRYPT_ROUNDS="4",
+        PM_REDIS_NAMESPACE=namespace,
+        PM_USAGE_FLUSH_INTERVAL_SECONDS="0.2",
+        PM_LOGIN_MAX_ATTEMPTS_PER_IP="100000",
+        **keys_vault,
+    )
     webhooks_env = service_env(
         "webhooks",
         own_vhost,
@@ -80,27 +93,52 @@ def stack(
         PM_WEBHOOKS_ALLOW_HTTP="true",
         PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
     )
+    keys = ServiceProcess("keys", "api", keys_env, free_port())
     webhooks = ServiceProcess("webhooks", "api", webhooks_env, free_port())
-    processes = [webhooks, ServiceProcess("webhooks", "worker", webhooks_env, free_port())]
+    processes = [
+        keys,
+        ServiceProcess("keys", "relay", keys_env, free_port()),
+        ServiceProcess("keys", "worker", keys_env, free_port()),
+        webhooks,
+        ServiceProcess("webhooks", "worker", webhooks_env, free_port()),
+    ]
     gateway = ServiceProcess(
         "gateway",
         "api",
-        {
-            **platform.gateway_env,
-            "PM_WEBHOOKS_URL": webhooks.url,
-            "PM_BILLING_URL": billing.api.url,
-            "PM_DASHBOARD_DIR": str(DIST),
-        },
+        service_env(
+            "gateway",
+            amqp_url,
+            PM_KEYS_URL=keys.url,
+            PM_WEBHOOKS_URL=webhooks.url,
+            PM_BILLING_URL=billing.api.url,
+            # Not used by these pages: a closed port (503 if ever called).
+            PM_CAMPAIGNS_URL=f"http://127.0.0.1:{free_port()}",
+            PM_DELIVERY_URL=f"http://127.0.0.1:{free_port()}",
+            PM_REDIS_NAMESPACE=namespace,
+            PM_DASHBOARD_DIR=str(DIST),
+        ),
         free_port(),
     )
     processes.append(gateway)
     try:
         for p in processes:
-            p.wait_ready(90)
-        yield DashboardStack(gateway, platform, billing)
+            p.wait_ready(120)
+        yield DashboardStack(gateway, billing)
     finally:
         for p in processes:
             p.close()
+        _forget_redis_keys(keys_env["PM_REDIS_URL"], namespace)
+
+
+def _forget_redis_keys(url: str, namespace: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for name in client.scan_iter(match=f"{namespace}:*", count=1000):
+            client.delete(name)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="module")

@@ -222,7 +222,7 @@ def test_webhook_endpoint_lifecycle(
     expect(row).to_contain_text("healthy")
 
     # Test panel: the payload preview, then "Send test".
-    page.get_by_role("button", name=f"Open {receiver.url}").click()
+    page.get_by_role("button", name=f"Test and log {receiver.url}").click()
     page.get_by_label("Event type", exact=True).first.select_option("email.opened")
     expect(page.get_by_label("Sample payload preview")).to_contain_text('"type": "email.opened"')
     page.get_by_role("button", name="Send test").click()
@@ -244,7 +244,7 @@ def test_webhook_endpoint_lifecycle(
     page.get_by_role("link", name="← All endpoints").click()
     page.get_by_role("switch", name=f"Enabled: {receiver.url}").click()
     expect(row).to_contain_text("Disabled")
-    page.get_by_role("button", name=f"Open {receiver.url}").click()
+    page.get_by_role("button", name=f"Test and log {receiver.url}").click()
     page.get_by_role("button", name=re.compile("Retry delivery")).click()
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("disabled")
@@ -433,7 +433,7 @@ def test_every_page_passes_axe_and_is_screenshotted(
     expect(page.get_by_role("row", name=receiver.url)).to_be_visible()
     assert run_axe(page) == []
     screenshots(page, "webhooks")
-    page.get_by_role("button", name=f"Open {receiver.url}").click()
+    page.get_by_role("button", name=f"Test and log {receiver.url}").click()
     page.get_by_role("button", name="Send test").click()
     expect(page.get_by_role("status").filter(has_text="Test")).to_be_visible()
     expect(page.get_by_role("region", name="Deliveries")).to_be_visible()

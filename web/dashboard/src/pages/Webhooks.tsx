@@ -123,7 +123,7 @@ export function WebhooksPage({ endpointId }: { endpointId?: string }) {
                       <button type="button" aria-label={`Edit ${e.url}`} onClick={() => setDialog({ kind: "edit", endpoint: e })}>
                         Edit
                       </button>
-                      <button type="button" aria-label={`Open ${e.url}`} onClick={() => navigate(`/settings/webhooks/${e.id}`)}>
+                      <button type="button" aria-label={`Test and log ${e.url}`} onClick={() => navigate(`/settings/webhooks/${e.id}`)}>
                         Test and log
                       </button>
                       <button type="button" aria-label={`Rotate secret of ${e.url}`} onClick={() => setDialog({ kind: "rotate", endpoint: e })}>
@@ -215,7 +215,7 @@ function EndpointDialog({ endpoint, onClose, onSaved }: { endpoint: Endpoint | n
       setError(new Error("Choose at least one event type."));
       return;
     }
-    const body = { url, description: description || null, events, filters: { campaign_ids: list(campaigns), contact_tags: list(tags) } };
+    const body = { url, description: description || null, events: [...types.filter((t) => events.includes(t)), ...events.filter((e) => !types.includes(e))], filters: { campaign_ids: list(campaigns), contact_tags: list(tags) } };
     await run(async () => {
       if (endpoint) {
         await unwrap(api.PUT("/api/v1/webhooks/{endpoint_id}", { params: { path: { endpoint_id: endpoint.id } }, body }));
