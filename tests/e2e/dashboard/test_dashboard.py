@@ -223,7 +223,7 @@ def test_webhook_endpoint_lifecycle(
 
     # Test panel: the payload preview, then "Send test".
     page.get_by_role("button", name=f"Test and log {receiver.url}").click()
-    page.get_by_label("Event type", exact=True).first.select_option("email.opened")
+    page.get_by_label("Event type").first.select_option("email.opened")
     expect(page.get_by_label("Sample payload preview")).to_contain_text('"type": "email.opened"')
     page.get_by_role("button", name="Send test").click()
     expect(page.get_by_role("status").filter(has_text="Test delivered")).to_contain_text("HTTP 200")
@@ -445,9 +445,14 @@ def test_every_page_passes_axe_and_is_screenshotted(
     assert run_axe(page) == []
     screenshots(page, "billing")
 
-    # Keyboard: Tab from the top reaches the skip link, then the navigation.
+    # Keyboard: after a reload (the session comes back through the cookie), the first Tab
+    # reaches the skip link, Enter moves focus to the content.
+    page.reload()
+    expect(page.get_by_role("heading", name="Current plan")).to_be_visible()
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
 
 
 def test_gateway_serves_the_app_with_csp_and_cache_headers(stack: DashboardStack) -> None:
