@@ -17,6 +17,8 @@ export function Chart({ title, times, series }: { title: string; times: number[]
         width,
         height: 200,
         series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: times.length < 40 } }))],
+        // One point alone would stretch the time axis over years: pad it by an hour each side.
+        scales: { x: { time: true, range: (_u, min, max) => (min === max ? [min - 3600, max + 3600] : [min, max]) } },
         axes: [{}, { size: 50 }],
         legend: { show: true },
       },

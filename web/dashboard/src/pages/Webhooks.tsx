@@ -494,7 +494,7 @@ function EndpointDetail({ endpoint }: { endpoint: Endpoint }) {
           <div role="status" className="notice">
             <p>
               Test {testResult.attempt.succeeded ? "delivered" : "failed"}: HTTP {testResult.attempt.status_code ?? "no answer"}
-              {testResult.attempt.response_ms !== null && ` in ${testResult.attempt.response_ms} ms`}
+              {testResult.attempt.response_ms !== null && ` in ${Math.round(testResult.attempt.response_ms)} ms`}
               {testResult.attempt.error && ` (${testResult.attempt.error})`}
             </p>
             <details>
@@ -579,7 +579,7 @@ function EndpointDetail({ endpoint }: { endpoint: Endpoint }) {
                         <span className={`badge ${d.status}`}>{d.status}</span>
                       </td>
                       <td data-label="Status code">{d.last_status_code ?? "—"}</td>
-                      <td data-label="Response time">{last?.response_ms != null ? `${last.response_ms} ms` : "—"}</td>
+                      <td data-label="Response time">{last?.response_ms != null ? `${Math.round(last.response_ms)} ms` : "—"}</td>
                       <td data-label="Retries">{Math.max(d.attempts - 1, 0)}</td>
                       <td data-label="Actions">
                         {(d.status === "failed" || d.status === "succeeded") && (
