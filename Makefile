@@ -19,7 +19,7 @@ ARGS ?=
 QUEUE ?=
 ID ?=
 
-.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates
+.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates dashboard
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -41,6 +41,7 @@ infra: venv # PostgreSQL, Redis, RabbitMQ running; OpenBao dev server started
 	@bash scripts/dev/infra.sh ensure
 
 up: venv ## start the whole dev stack (again: harmless, applies changes)
+	@DASHBOARD_OPTIONAL=1 bash web/dashboard/build.sh
 	@$(UV) run --frozen python -m scripts.dev.stack up
 
 down: venv ## stop the dev stack (and only the infrastructure it started)
@@ -53,7 +54,7 @@ mail: venv ## live-mode mail the dev stack captured (make mail ID=<id> prints on
 	@if [ -n "$(ID)" ]; then $(UV) run --frozen python -m scripts.dev.mail_capture show "$(ID)"; \
 	else $(UV) run --frozen python -m scripts.dev.mail_capture list; fi
 
-test: infra ## run the test suite (ARGS="tests/unit -x" to narrow it)
+test: infra dashboard ## run the test suite (ARGS="tests/unit -x" to narrow it)
 	$(UV) run --frozen pytest $(PYTEST_ARGS) $(ARGS)
 
 lint: venv ## ruff, formatting, mypy, import contracts
@@ -61,6 +62,9 @@ lint: venv ## ruff, formatting, mypy, import contracts
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
+
+dashboard: ## build the dashboard (web/dashboard, Node.js >= 20.19) when its sources changed
+	@bash web/dashboard/build.sh
 
 fmt: venv ## format and auto-fix
 	$(UV) run --frozen ruff format .

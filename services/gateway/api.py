@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from libs.common.app import create_app
 from libs.common.resources import Resources
+from services.gateway.dashboard import dashboard_router
 from services.gateway.docs_routes import docs_router
 from services.gateway.service import Gateway
 from services.gateway.settings import GatewaySettings
@@ -51,6 +52,6 @@ def create_api(settings: GatewaySettings | None = None) -> FastAPI:
         process="api",
         readiness={},
         lifespan=lifespan,
-        routers=[docs_router(), router],
+        routers=[docs_router(), dashboard_router(settings.dashboard_dir), router],
         title="PenguinMails gateway service",
     )

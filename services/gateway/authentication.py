@@ -13,6 +13,7 @@ in process; a verification that raced an eviction is not cached.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -30,7 +31,13 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from libs.common.apikeys import ApiKeyFormatError, parse_api_key
-from libs.common.http import ApiError, ServiceUnavailable, Unauthorized, register_error_code
+from libs.common.http import (
+    ApiError,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+    register_error_code,
+)
 from libs.common.principal import PRINCIPAL_HEADER, SCOPES, Principal, sign_principal
 from services.gateway.settings import GatewaySettings
 
@@ -497,6 +504,22 @@ for _, k in ipairs(entries) do redis.call('DEL', k) end
 redis.call('DEL', KEYS[1])
 return #entries
 """
+
+
+# A dashboard session picks the data it acts on per request (the live/test switch); an API
+# key's mode is fixed by the key, so the header is ignored for keys.
+MODE_HEADER = "X-PM-Mode"
+
+
+def session_mode(caller: Caller, requested: str | None) -> Caller:
+    if requested is None or caller.kind != "user":
+        return caller
+    if requested not in ("live", "test"):
+        raise ValidationFailed(
+            details=[{"field": f"header.{MODE_HEADER}", "message": "must be 'live' or 'test'"}]
+        )
+    mode: Literal["live", "test"] = "test" if requested == "test" else "live"
+    return dataclasses.replace(caller, mode=mode)
 
 
 def _caller_from(data: dict[str, Any]) -> Caller:

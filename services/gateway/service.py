@@ -29,7 +29,14 @@ from libs.common.http import (
     request_id_var,
 )
 from libs.common.principal import PRINCIPAL_HEADER, sign_principal, tenant_id_var
-from services.gateway.authentication import Authenticator, Caller, RedisGuard, principal_for
+from services.gateway.authentication import (
+    MODE_HEADER,
+    Authenticator,
+    Caller,
+    RedisGuard,
+    principal_for,
+    session_mode,
+)
 from services.gateway.evictions import EvictionFeed
 from services.gateway.idempotency import (
     IDEMPOTENCY_HEADER,
@@ -51,6 +58,8 @@ from services.gateway.routes import RouteRule, has_dot_segments, match_route
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+REFRESH_COOKIE = "pm_refresh"  # set by the keys service's cookie transport
 
 register_error_code(
     "user_session_required", 403, "This operation needs a dashboard user session, not an API key."
@@ -139,10 +148,14 @@ class Gateway:
         body = await self._read_body(request)
         extra = {"X-Request-Id": request_id_var.get() or "", "X-Forwarded-For": self._ip(request)}
         if rule.auth == "none":
+            if rule.name == "auth" and REFRESH_COOKIE in request.cookies:
+                # The dashboard's refresh cookie (scoped to /api/v1/auth); no other cookie.
+                extra["Cookie"] = f"{REFRESH_COOKIE}={request.cookies[REFRESH_COOKIE]}"
             upstream = await self._forward(rule, request, body, extra)
             return _response(upstream)
 
         caller = await self.auth.authenticate(request.headers.get("authorization"))
+        caller = session_mode(caller, request.headers.get(MODE_HEADER))
         tenant_id_var.set(caller.tenant_id)
         plan = await self.auth.plan_of(caller)
         decision = await self._rate_limit(caller, plan)

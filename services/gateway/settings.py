@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -51,6 +52,8 @@ class GatewaySettings(ServiceSettings):
     auth_jwt_signing_key: SecretStr | None = None
     # Take the client address from X-Forwarded-For (only behind a trusted load balancer).
     trust_forwarded_for: bool = False
+    # The built dashboard served at /dashboard/ (unset: web/dashboard/dist of this checkout).
+    dashboard_dir: Path | None = None
 
     def user_jwt_key(self) -> bytes:
         if self.auth_jwt_signing_key is not None:

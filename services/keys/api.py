@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Query, Request, Response
 
 from libs.common.app import create_app
-from libs.common.http import Forbidden, ok
+from libs.common.http import ApiError, Forbidden, ok
 from libs.common.principal import Principal, principal_dependency
 from libs.common.resources import Resources
 from libs.common.vault import Vault
@@ -45,8 +45,50 @@ def _client_ip(request: Request) -> str:
     return first or (request.client.host if request.client else "unknown")
 
 
+# Cookie mode of the auth routes (the dashboard): the refresh token travels only in an
+# HttpOnly cookie scoped to the auth routes, so page scripts never hold it.
+REFRESH_COOKIE = "pm_refresh"
+REFRESH_COOKIE_PATH = "/api/v1/auth"
+TRANSPORT_HEADER = "X-Refresh-Token-Transport"
+
+Transport = Annotated[
+    Literal["body", "cookie"],
+    Header(
+        alias=TRANSPORT_HEADER,
+        description="`cookie`: the refresh token is set as an HttpOnly cookie, not returned.",
+    ),
+]
+RefreshCookie = Annotated[str | None, Cookie(alias=REFRESH_COOKIE, max_length=200)]
+
+
+def _deliver_refresh(
+    tokens: dict[str, Any], response: Response, transport: str, max_age: int
+) -> dict[str, Any]:
+    if transport != "cookie":
+        return tokens
+    response.set_cookie(
+        REFRESH_COOKIE,
+        tokens["refresh_token"],
+        max_age=max_age,
+        path=REFRESH_COOKIE_PATH,
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+    return {**tokens, "refresh_token": None}
+
+
+def _refresh_token(body: RefreshRequest | None, cookie: str | None) -> str:
+    if body is not None:
+        return body.refresh_token
+    if cookie:
+        return cookie
+    raise ApiError(code="invalid_refresh_token")
+
+
 def build_routers(settings: KeysSettings) -> list[APIRouter]:
     current = principal_dependency(settings.principal_key)
+    refresh_ttl = settings.refresh_token_ttl_seconds
 
     async def user(p: Annotated[Principal, Depends(current)]) -> Principal:
         if p.subject_type != "user":
@@ -66,20 +108,54 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
     auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
     @auth.post("/signup", status_code=201)
-    async def signup(body: SignupRequest, request: Request, svc: Svc) -> dict[str, Any]:
-        return ok(await svc.signup(body.email, body.password, body.company, _client_ip(request)))
+    async def signup(
+        body: SignupRequest,
+        request: Request,
+        response: Response,
+        svc: Svc,
+        transport: Transport = "body",
+    ) -> dict[str, Any]:
+        session = await svc.signup(body.email, body.password, body.company, _client_ip(request))
+        return ok(_deliver_refresh(session, response, transport, refresh_ttl))
 
     @auth.post("/login")
-    async def login(body: LoginRequest, request: Request, svc: Svc) -> dict[str, Any]:
-        return ok(await svc.login(body.email, body.password, _client_ip(request)))
+    async def login(
+        body: LoginRequest,
+        request: Request,
+        response: Response,
+        svc: Svc,
+        transport: Transport = "body",
+    ) -> dict[str, Any]:
+        session = await svc.login(body.email, body.password, _client_ip(request))
+        return ok(_deliver_refresh(session, response, transport, refresh_ttl))
 
     @auth.post("/refresh")
-    async def refresh(body: RefreshRequest, svc: Svc) -> dict[str, Any]:
-        return ok(await svc.refresh(body.refresh_token))
+    async def refresh(
+        response: Response,
+        svc: Svc,
+        transport: Transport = "body",
+        cookie: RefreshCookie = None,
+        body: RefreshRequest | None = None,
+    ) -> dict[str, Any]:
+        tokens = await svc.refresh(_refresh_token(body, cookie))
+        return ok(_deliver_refresh(tokens, response, transport, refresh_ttl))
 
     @auth.post("/logout")
-    async def logout(body: RefreshRequest, svc: Svc) -> dict[str, Any]:
-        await svc.logout(body.refresh_token)
+    async def logout(
+        response: Response,
+        svc: Svc,
+        cookie: RefreshCookie = None,
+        body: RefreshRequest | None = None,
+    ) -> dict[str, Any]:
+        await svc.logout(_refresh_token(body, cookie))
+        if body is None:
+            response.delete_cookie(
+                REFRESH_COOKIE,
+                path=REFRESH_COOKIE_PATH,
+                secure=True,
+                httponly=True,
+                samesite="strict",
+            )
         return ok({"logged_out": True})
 
     keys = APIRouter(prefix="/api/v1/platform/api-keys", tags=["api-keys"])
@@ -122,8 +198,9 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
         svc: Svc,
         start: Annotated[datetime | None, Query(alias="from")] = None,
         end: Annotated[datetime | None, Query(alias="to")] = None,
+        granularity: Literal["minute", "hour", "day"] = "minute",
     ) -> dict[str, Any]:
-        return ok(await svc.usage(p.tenant_id, key_id, start, end))
+        return ok(await svc.usage(p.tenant_id, key_id, start, end, granularity))
 
     internal_router = APIRouter(prefix="/internal/v1", include_in_schema=False)
 

@@ -259,17 +259,26 @@ async def regenerate_api_key(
 
 
 async def usage_buckets(
-    conn: Conn, tenant_id: str, key_id: str, start: datetime, end: datetime
+    conn: Conn,
+    tenant_id: str,
+    key_id: str,
+    start: datetime,
+    end: datetime,
+    granularity: str = "minute",
 ) -> list[asyncpg.Record]:
+    """Per-minute rows summed into `granularity` buckets ('minute', 'hour' or 'day', UTC)."""
     return list(
         await conn.fetch(
-            "SELECT minute, requests, errors FROM api_key_usage"
+            "SELECT date_trunc($5, minute, 'UTC') AS minute,"
+            " sum(requests)::bigint AS requests, sum(errors)::bigint AS errors"
+            " FROM api_key_usage"
             " WHERE tenant_id = $1 AND key_id = $2 AND minute >= $3 AND minute < $4"
-            " ORDER BY minute",
+            " GROUP BY 1 ORDER BY 1",
             tenant_id,
             key_id,
             start,
             end,
+            granularity,
         )
     )
 

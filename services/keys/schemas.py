@@ -37,7 +37,8 @@ class TokenPair(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
-    refresh_token: str
+    # None when the request asked for the cookie transport (the token is in the cookie).
+    refresh_token: str | None
 
 
 class UserOut(BaseModel):

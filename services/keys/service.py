@@ -87,6 +87,10 @@ class InvalidApiKey(ApiError):
     code = "api_key_invalid"
 
 
+# Longest `from`..`to` range per usage granularity (bucket counts stay a few thousand).
+USAGE_RANGE_DAYS = {"minute": 31, "hour": 93, "day": 366}
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid_utils.uuid7().hex}"
 
@@ -535,7 +539,12 @@ class KeysService:
         return key_out(row)
 
     async def usage(
-        self, tenant_id: str, key_id: str, start: datetime | None, end: datetime | None
+        self,
+        tenant_id: str,
+        key_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        granularity: Literal["minute", "hour", "day"] = "minute",
     ) -> dict[str, Any]:
         row = await repo.get_api_key(self.pool, tenant_id, key_id)
         if row is None:
@@ -545,22 +554,29 @@ class KeysService:
         start = _utc(start) if start else end - timedelta(hours=1)
         if start >= end:
             raise ValidationFailed(details=[{"field": "query.from", "message": "must be < to"}])
-        if end - start > timedelta(days=31):
+        limit_days = USAGE_RANGE_DAYS[granularity]
+        if end - start > timedelta(days=limit_days):
             raise ValidationFailed(
-                details=[{"field": "query.from", "message": "range is limited to 31 days"}]
+                details=[
+                    {
+                        "field": "query.from",
+                        "message": f"range is limited to {limit_days} days per {granularity}",
+                    }
+                ]
             )
-        buckets = await repo.usage_buckets(self.pool, tenant_id, key_id, start, end)
+        buckets = await repo.usage_buckets(self.pool, tenant_id, key_id, start, end, granularity)
         return {
             "key_id": key_id,
             "from": start,
             "to": end,
-            "granularity": "minute",
+            "granularity": granularity,
             "totals": {
                 "request_count": row["request_count"],
                 "error_count": row["error_count"],
                 "last_used_at": row["last_used_at"],
             },
             "buckets": [
+                # `minute` is the bucket's start whatever the granularity (its first name).
                 {"minute": b["minute"], "requests": b["requests"], "errors": b["errors"]}
                 for b in buckets
             ],

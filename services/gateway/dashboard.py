@@ -1,0 +1,97 @@
+"""The customer dashboard on the gateway: `GET /dashboard/...` serves the built single-page
+app of `web/dashboard` (`make dashboard` builds it into `web/dashboard/dist`).
+
+Hashed assets (`/dashboard/assets/*`) are cached for a year as immutable; every other path
+under `/dashboard/` answers the app's `index.html` (SPA fallback, never cached), so a
+deep link such as `/dashboard/settings/billing?checkout=success` loads the app. The files are
+listed once at start-up: a request path is looked up in that list and never joined to a
+filesystem path. Every answer carries a strict Content-Security-Policy (scripts, styles and
+API calls from this origin only, no inline script, no framing).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+
+from libs.common.http import ServiceUnavailable
+
+DEFAULT_DIST = Path(__file__).resolve().parents[2] / "web" / "dashboard" / "dist"
+PREFIX = "/dashboard"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+
+class DashboardFiles:
+    """The built app's files, keyed by their URL path below `/dashboard/`."""
+
+    def __init__(self, dist: Path) -> None:
+        self.dist = dist
+        self.files: dict[str, Path] = {}
+        if (dist / "index.html").is_file():
+            for path in dist.rglob("*"):
+                if path.is_file():
+                    self.files[path.relative_to(dist).as_posix()] = path
+
+    @property
+    def built(self) -> bool:
+        return "index.html" in self.files
+
+    def response(self, rel: str) -> Response:
+        if not self.built:
+            raise ServiceUnavailable(
+                "The dashboard is not built here; run `make dashboard` (needs Node.js 20+)."
+            )
+        path = self.files.get(rel)
+        if path is None or rel == "index.html":
+            return self._file(self.files["index.html"], REVALIDATE)
+        cache = IMMUTABLE if rel.startswith("assets/") else REVALIDATE
+        return self._file(path, cache)
+
+    def _file(self, path: Path, cache: str) -> Response:
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if media.startswith("text/") or media in ("application/javascript", "image/svg+xml"):
+            media += "; charset=utf-8"
+        return FileResponse(
+            path, media_type=media, headers={"Cache-Control": cache, **SECURITY_HEADERS}
+        )
+
+
+def dashboard_router(dist: Path | None = None) -> APIRouter:
+    files = DashboardFiles(dist or DEFAULT_DIST)
+    router = APIRouter(include_in_schema=False)
+
+    @router.get(PREFIX)
+    async def dashboard_root() -> Response:
+        return RedirectResponse(PREFIX + "/", status_code=308)
+
+    @router.get(PREFIX + "/{rel:path}")
+    async def dashboard_file(rel: str, request: Request) -> Response:
+        return files.response(rel)
+
+    return router

@@ -1,0 +1,67 @@
+"""The dashboard's built-in lists match the platform's catalogs, and the gateway module that
+serves it answers the app, its assets and its headers as documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from libs.common.http import install_error_handlers
+from libs.common.principal import SCOPES
+from services.gateway.dashboard import CONTENT_SECURITY_POLICY, dashboard_router
+from services.webhooks.service import WEBHOOK_EVENT_TYPES
+
+CATALOG = Path(__file__).resolve().parents[3] / "web" / "dashboard" / "src" / "catalog.ts"
+
+
+def _list(name: str) -> list[str]:
+    text = CATALOG.read_text()
+    block = re.search(rf"export const {name}\b[^=]*= \[(.*?)\]", text, re.S)
+    assert block, name
+    return re.findall(r'"([^"]+)"', block.group(1))
+
+
+def test_fallback_event_types_equal_the_webhooks_catalog() -> None:
+    assert _list("EVENT_TYPES") == list(WEBHOOK_EVENT_TYPES)
+
+
+def test_scopes_equal_the_scope_catalog() -> None:
+    assert _list("SCOPES") == list(SCOPES)
+
+
+def _app(dist: Path) -> TestClient:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(dashboard_router(dist))
+    return TestClient(app)
+
+
+def test_serves_the_app_assets_and_fallback(tmp_path: Path) -> None:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text('<div id="root"></div>')
+    (tmp_path / "assets" / "index-abc123.js").write_text("console.log(1)")
+    client = _app(tmp_path)
+
+    assert client.get("/dashboard", follow_redirects=False).headers["location"] == "/dashboard/"
+    for path in ("/dashboard/", "/dashboard/settings/webhooks/whe_1", "/dashboard/index.html"):
+        page = client.get(path)
+        assert page.status_code == 200 and 'id="root"' in page.text
+        assert page.headers["cache-control"] == "no-cache"
+        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert page.headers["x-frame-options"] == "DENY"
+    js = client.get("/dashboard/assets/index-abc123.js")
+    assert js.text == "console.log(1)"
+    assert js.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert js.headers["content-type"].startswith("text/javascript")
+    # A path outside the listed files never reaches the filesystem: it gets the app.
+    escape = client.get("/dashboard/assets/..%2F..%2Fetc%2Fpasswd")
+    assert 'id="root"' in escape.text
+
+
+def test_not_built_is_a_503_in_words(tmp_path: Path) -> None:
+    r = _app(tmp_path / "missing").get("/dashboard/settings/billing")
+    assert r.status_code == 503
+    assert "make dashboard" in r.json()["error"]["message"]
