@@ -72,7 +72,8 @@ async def record_email_event(event: Envelope, conn: asyncpg.Connection | None) -
     if not data.get("message_id"):
         raise PermanentError(f"{event.type} without message_id")
     occurred = event.payload().occurred_at or event.time  # type: ignore[attr-defined]
-    mode = data.get("mode") if data.get("mode") in ("live", "test") else None
+    # The mode is the envelope's: delivery's email.* data carries none (issue 15 §7).
+    mode = event.mode
     await repo.insert_email_event(
         conn,
         {

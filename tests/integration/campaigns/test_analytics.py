@@ -219,3 +219,30 @@ async def test_contact_status_follows_suppression_events(
     assert sorted(r["id"] for r in changed) == sorted(
         ids[n] for n in ("hard", "unsub", "complaint", "byemail")
     )
+
+
+async def test_test_mode_sends_count_in_test_analytics_only(
+    api: httpx.AsyncClient, auth: dict[str, str], tenant: str, amqp_url: str, worker: ServiceProcess
+) -> None:
+    """Issue 15 §7: the mode is the envelope's (delivery's email.* data carries none); a
+    test-mode send without a campaign used to be counted as live."""
+    now = datetime.now(UTC)
+    test_send = make_event(
+        EmailSent(message_id=f"mt-{tenant}", to="t@x.io", provider="sandbox", occurred_at=now),
+        tenant_id=tenant,
+        source="/services/delivery",
+        mode="test",
+    )
+    live_send = ev(
+        tenant, EmailSent(message_id=f"ml-{tenant}", to="l@x.io", provider="smtp", occurred_at=now)
+    )
+    await publish(amqp_url, test_send, live_send)
+    test_auth = principal_headers(tenant, mode="test")
+
+    async def counts() -> tuple[int, int] | None:
+        live = await api.get("/api/v1/analytics/emails", headers=auth)
+        test = await api.get("/api/v1/analytics/emails", headers=test_auth)
+        got = (live.json()["data"]["total"]["sent"], test.json()["data"]["total"]["sent"])
+        return got if sum(got) >= 2 else None
+
+    assert await eventually(counts, timeout=30) == (1, 1)
