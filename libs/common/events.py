@@ -273,6 +273,42 @@ class _CampaignEvent(EventData):
     name: str | None = None
 
 
+class _CampaignContentEvent(_CampaignEvent):
+    """A campaign's first-step content as it would be sent (a template's parts already merged
+    with inline overrides): delivery's read model for `send-bulk` with a `campaign_id`."""
+
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    template_id: str | None = None
+    from_email: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    category: Literal["marketing", "transactional"] = "marketing"
+    track_opens: bool = True
+    track_clicks: bool = True
+
+
+@register
+class CampaignCreated(_CampaignContentEvent):
+    event_type = "campaign.created"
+
+
+@register
+class CampaignUpdated(_CampaignContentEvent):
+    """A draft campaign was changed (PUT)."""
+
+    event_type = "campaign.updated"
+
+
+@register
+class CampaignSent(_CampaignEvent):
+    """Every recipient's first step has been handed to delivery."""
+
+    event_type = "campaign.sent"
+    recipients: int = 0
+
+
 @register
 class CampaignStarted(_CampaignEvent):
     event_type = "campaign.started"
@@ -323,6 +359,21 @@ class ContactUpdated(_ContactEvent):
 @register
 class ContactDeleted(_ContactEvent):
     event_type = "contact.deleted"
+
+
+# ---------------------------------------------------------------- sending_settings.* (delivery)
+
+
+@register
+class SendingSettingsUpdated(EventData):
+    """The tenant's default sender changed (delivery → campaigns' read model). Internal: a
+    configuration change, not a fact customers subscribe to."""
+
+    event_type = "sending_settings.updated"
+    public = False
+    default_from: str | None = None
+    default_from_name: str | None = None
+    default_reply_to: str | None = None
 
 
 # ---------------------------------------------------------------- keys / tenants / billing

@@ -6,7 +6,10 @@
 - `campaigns.engagement`: replies stop the contact's pending sequence steps; unsubscribes,
   hard bounces and complaints move the contact's status (and publish `contact.updated`).
 
-Both use the inbox: the handler's writes and the dedup mark commit together.
+- `campaigns.sender`: `sending_settings.updated` into the `sender_defaults` read model (the
+  default sender of campaigns without from_email).
+
+All use the inbox: the handler's writes and the dedup mark commit together.
 """
 
 from __future__ import annotations
@@ -139,6 +142,15 @@ async def apply_engagement(event: Envelope, conn: asyncpg.Connection | None) -> 
         )
 
 
+async def record_sender_defaults(event: Envelope, conn: asyncpg.Connection | None) -> None:
+    """Keep the tenant's default sender (delivery's sending settings) for campaigns without
+    from_email."""
+    assert conn is not None
+    data = event.payload().model_dump(mode="json")
+    await repo.apply_sender_defaults(conn, event.tenant_id, event.mode, data, event.time)
+
+
 def setup(bus: EventBus, resources: Resources) -> None:
     bus.subscribe("analytics", ANALYTICS_TYPES)(record_email_event)
+    bus.subscribe("sender", ["sending_settings.updated"])(record_sender_defaults)
     bus.subscribe("engagement", ENGAGEMENT_TYPES)(apply_engagement)

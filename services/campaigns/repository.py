@@ -19,11 +19,11 @@ import orjson
 CONTACT_COLUMNS = (
     "id, email, first_name, last_name, company, tags, custom_fields, status, created_at, updated_at"
 )
-TEMPLATE_COLUMNS = "id, name, subject, html, text, variables, created_at, updated_at"
+TEMPLATE_COLUMNS = "id, name, key, subject, html, text, variables, created_at, updated_at"
 CAMPAIGN_COLUMNS = (
     "id, tenant_id, mode, name, status, from_email, from_name, reply_to, steps, recipients,"
     " settings, schedule, daily_cap, spacing_min_seconds, spacing_max_seconds, scheduled_at,"
-    " next_run_at, recipient_count, started_at, completed_at, created_at, updated_at"
+    " next_run_at, recipient_count, started_at, completed_at, created_at, updated_at, sent_at"
 )
 # Sort keys of the contact list: public name -> indexed column.
 CONTACT_SORT_COLUMNS = {
@@ -348,8 +348,8 @@ async def insert_template(
     conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, template_id: UUID, f: dict[str, Any]
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
-        "INSERT INTO templates (id, tenant_id, mode, name, subject, html, text, variables)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TEMPLATE_COLUMNS}",
+        "INSERT INTO templates (id, tenant_id, mode, name, subject, html, text, variables, key)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {TEMPLATE_COLUMNS}",
         template_id,
         owner.tenant_id,
         owner.mode,
@@ -358,6 +358,7 @@ async def insert_template(
         f.get("html"),
         f.get("text"),
         f.get("variables") or {},
+        f.get("key"),
     )
     assert row is not None
     return row
@@ -377,7 +378,7 @@ async def get_template(
 async def update_template(
     conn: asyncpg.Pool, owner: Owner, template_id: UUID, changes: dict[str, Any]
 ) -> asyncpg.Record | None:
-    columns = [c for c in ("name", "subject", "html", "text", "variables") if c in changes]
+    columns = [c for c in ("name", "key", "subject", "html", "text", "variables") if c in changes]
     sets = "".join(f"{c} = ${i + 4}, " for i, c in enumerate(columns))
     return await conn.fetchrow(
         f"UPDATE templates SET {sets}updated_at = clock_timestamp()"
@@ -626,9 +627,11 @@ async def claim_due_recipients(
     """Due recipient steps with their contact's current data, locked for this transaction."""
     return await conn.fetch(
         "SELECT r.contact_id, r.next_step, c.email, c.first_name, c.last_name, c.company,"
-        " c.tags, c.custom_fields, c.status AS contact_status"
+        " c.tags, c.custom_fields, c.status AS contact_status, p.data AS personalization"
         " FROM campaign_recipients r"
         " LEFT JOIN contacts c ON c.id = r.contact_id AND c.tenant_id = r.tenant_id"
+        " LEFT JOIN campaign_personalization p"
+        " ON p.campaign_id = r.campaign_id AND p.contact_id = r.contact_id"
         " WHERE r.campaign_id = $1 AND r.state = 'pending' AND r.next_due_at <= $2"
         " ORDER BY r.next_due_at, r.contact_id LIMIT $3 FOR UPDATE OF r SKIP LOCKED",
         campaign_id,
@@ -870,4 +873,113 @@ async def contact_timeline(
         f" WHERE contact_id = $2 AND tenant_id = $1{cond}"
         " ORDER BY occurred_at DESC, event_id DESC LIMIT $3",
         *args,
+    )
+
+
+# ---------------------------------------------------------------- seed 004 campaigns
+
+
+async def get_template_by_ref(
+    conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, ref: str
+) -> asyncpg.Record | None:
+    """A template by its id, or by its tenant-chosen key."""
+    try:
+        template_id = UUID(ref)
+    except ValueError:
+        return await conn.fetchrow(
+            f"SELECT {TEMPLATE_COLUMNS} FROM templates"
+            " WHERE key = $1 AND tenant_id = $2 AND mode = $3",
+            ref,
+            owner.tenant_id,
+            owner.mode,
+        )
+    return await get_template(conn, owner, template_id)
+
+
+async def ensure_contacts(
+    conn: asyncpg.Connection, owner: Owner, rows: Sequence[tuple[str, str]]
+) -> tuple[dict[str, UUID], list[asyncpg.Record]]:
+    """Contacts for (new id, email) pairs: created when the address is new, else the existing
+    one untouched. Returns ids by lower-cased email, and the rows created."""
+    created = await conn.fetch(
+        "INSERT INTO contacts (id, tenant_id, mode, email)"
+        " SELECT x.id, $1, $2, x.email FROM unnest($3::uuid[], $4::text[]) AS x(id, email)"
+        f" ON CONFLICT (tenant_id, mode, email_key) DO NOTHING RETURNING {CONTACT_COLUMNS}",
+        owner.tenant_id,
+        owner.mode,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+    )
+    found = await conn.fetch(
+        "SELECT id, lower(email) AS k FROM contacts WHERE tenant_id = $1 AND mode = $2"
+        " AND email_key = ANY($3::text[])",
+        owner.tenant_id,
+        owner.mode,
+        [r[1].lower() for r in rows],
+    )
+    return {r["k"]: r["id"] for r in found}, created
+
+
+async def replace_personalization(
+    conn: asyncpg.Connection, campaign_id: UUID, items: Sequence[tuple[UUID, dict[str, Any]]]
+) -> None:
+    await conn.execute("DELETE FROM campaign_personalization WHERE campaign_id = $1", campaign_id)
+    if items:
+        await conn.executemany(
+            "INSERT INTO campaign_personalization (campaign_id, contact_id, data)"
+            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [(campaign_id, cid, data) for cid, data in items],
+        )
+
+
+async def apply_sender_defaults(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, values: dict[str, Any], at: datetime
+) -> None:
+    """The tenant's default sender from sending_settings.updated (a later event wins)."""
+    await conn.execute(
+        "INSERT INTO sender_defaults (tenant_id, mode, default_from, default_from_name,"
+        " default_reply_to, event_time) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (tenant_id, mode) DO UPDATE SET default_from = excluded.default_from,"
+        " default_from_name = excluded.default_from_name,"
+        " default_reply_to = excluded.default_reply_to, event_time = excluded.event_time"
+        " WHERE sender_defaults.event_time <= excluded.event_time",
+        tenant_id,
+        mode,
+        values.get("default_from"),
+        values.get("default_from_name"),
+        values.get("default_reply_to"),
+        at,
+    )
+
+
+async def sender_defaults(
+    conn: asyncpg.Connection | asyncpg.Pool, owner: Owner
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT default_from, default_from_name, default_reply_to FROM sender_defaults"
+        " WHERE tenant_id = $1 AND mode = $2",
+        owner.tenant_id,
+        owner.mode,
+    )
+
+
+async def first_steps_pending(conn: asyncpg.Connection, campaign_id: UUID) -> bool:
+    """Whether a recipient's first step is still to be handed to delivery."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM campaign_recipients WHERE campaign_id = $1"
+            " AND state = 'pending' AND next_step = 1)",
+            campaign_id,
+        )
+    )
+
+
+async def mark_campaign_sent(conn: asyncpg.Connection, campaign_id: UUID) -> bool:
+    """Set `sent_at` once; True the first time."""
+    return bool(
+        await conn.fetchval(
+            "UPDATE campaigns SET sent_at = clock_timestamp() WHERE id = $1 AND sent_at IS NULL"
+            " RETURNING true",
+            campaign_id,
+        )
     )

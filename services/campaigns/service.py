@@ -27,9 +27,11 @@ from pydantic import ValidationError as PydanticValidationError
 from libs.common import outbox, pagination
 from libs.common.events import (
     CampaignCancelled,
+    CampaignCreated,
     CampaignPaused,
     CampaignResumed,
     CampaignStarted,
+    CampaignUpdated,
     ContactCreated,
     ContactDeleted,
     ContactUpdated,
@@ -80,6 +82,19 @@ register_error_code(
     "template_unsafe", 422, "The template reaches outside the sandbox (internals, files)."
 )
 register_error_code("template_render_error", 422, "The template failed to render.")
+register_error_code(
+    "template_key_exists", 409, "Another template of this tenant already has this key."
+)
+register_error_code(
+    "campaign_sender_required",
+    409,
+    "A live campaign without from_email cannot start before the tenant sets a default sender.",
+)
+
+# The sender of a test-mode campaign with neither from_email nor a default sender (the same
+# sandbox sender as delivery's; test mode never leaves the sandbox).
+SANDBOX_FROM_EMAIL = "sandbox@sandbox.penguinmails.com"
+SANDBOX_FROM_NAME = "PenguinMails Sandbox"
 
 
 def _template_error(problem: TemplateProblem, field_prefix: str = "") -> ApiError:
@@ -562,7 +577,17 @@ async def import_contacts(
 def template_out(row: asyncpg.Record) -> dict[str, Any]:
     return {
         k: row[k]
-        for k in ("id", "name", "subject", "html", "text", "variables", "created_at", "updated_at")
+        for k in (
+            "id",
+            "name",
+            "key",
+            "subject",
+            "html",
+            "text",
+            "variables",
+            "created_at",
+            "updated_at",
+        )
     }
 
 
@@ -579,7 +604,19 @@ def _check_template_parts(parts: dict[str, str | None], prefix: str = "body.") -
 
 async def create_template(pool: asyncpg.Pool, owner: Owner, body: TemplateCreate) -> dict[str, Any]:
     _check_template_parts(body.model_dump())
-    return template_out(await repo.insert_template(pool, owner, new_event_id(), body.model_dump()))
+    try:
+        row = await repo.insert_template(pool, owner, new_event_id(), body.model_dump())
+    except asyncpg.UniqueViolationError:
+        raise _key_taken(body.key) from None
+    return template_out(row)
+
+
+def _key_taken(key: str | None) -> Conflict:
+    return Conflict(
+        f"Another template already has the key {key!r}.",
+        code="template_key_exists",
+        details=[ErrorDetail(field="body.key", message="already used by another template")],
+    )
 
 
 async def get_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -> dict[str, Any]:
@@ -599,7 +636,10 @@ async def update_template(
                 details=[ErrorDetail(field=f"body.{key}", message="may not be null")]
             )
     _check_template_parts(changes)
-    row = await repo.update_template(pool, owner, template_id, changes)
+    try:
+        row = await repo.update_template(pool, owner, template_id, changes)
+    except asyncpg.UniqueViolationError:
+        raise _key_taken(changes.get("key")) from None
     if row is None:
         raise NotFound("Template not found.")
     if not row["html"] and not row["text"]:
@@ -698,6 +738,7 @@ def campaign_out(row: asyncpg.Record) -> dict[str, Any]:
         "completed_at": row["completed_at"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "sent_at": row["sent_at"],
     }
 
 
@@ -737,7 +778,7 @@ async def _check_references(pool: asyncpg.Pool, owner: Owner, fields: dict[str, 
     for i, step in enumerate(fields.get("steps") or []):
         if (
             step.get("template_id")
-            and await repo.get_template(pool, owner, UUID(step["template_id"])) is None
+            and await repo.get_template_by_ref(pool, owner, step["template_id"]) is None
         ):
             where = "body.content" if i == 0 else f"body.follow_ups.{i - 1}.content"
             details.append(ErrorDetail(field=f"{where}.template_id", message="no such template"))
@@ -764,7 +805,11 @@ def _campaign_fields(body: CampaignCreate) -> dict[str, Any]:
         "from_name": body.from_name,
         "reply_to": body.reply_to,
         "steps": steps,
-        "recipients": body.recipients.model_dump(mode="json", exclude_none=True),
+        "recipients": (
+            {"contact_ids": []}  # inline recipients: filled in once their contacts exist
+            if isinstance(body.recipients, list)
+            else body.recipients.model_dump(mode="json", exclude_none=True)
+        ),
         "settings": body.settings.model_dump(),
         "schedule": body.schedule.model_dump() if body.schedule else None,
         "daily_cap": body.daily_cap,
@@ -801,8 +846,70 @@ async def create_campaign(pool: asyncpg.Pool, owner: Owner, body: CampaignCreate
     fields = _campaign_fields(body)
     _check_steps(fields["steps"])
     await _check_references(pool, owner, fields)
-    row = await repo.insert_campaign(pool, owner, new_event_id(), fields)
+    campaign_id = new_event_id()
+    async with pool.acquire() as conn, conn.transaction():
+        if isinstance(body.recipients, list):
+            await _inline_recipients(conn, owner, campaign_id, body.recipients, fields)
+        row = await repo.insert_campaign(conn, owner, campaign_id, fields)
+        if isinstance(body.recipients, list):
+            await repo.replace_personalization(conn, campaign_id, fields.pop("_personalization"))
+        await outbox.enqueue(conn, await _content_event(conn, row, CampaignCreated))
     return campaign_out(row)
+
+
+async def _inline_recipients(
+    conn: asyncpg.Connection,
+    owner: Owner,
+    campaign_id: UUID,
+    recipients: list[Any],
+    fields: dict[str, Any],
+) -> None:
+    """Seed 004's `recipients: [{email, personalization}]`: upsert the contacts (new ones are
+    created with their address only and published as contact.created), then keep the
+    campaign as a contact_ids campaign with per-contact personalization."""
+    seen: dict[str, Any] = {}
+    for r in recipients:
+        seen.setdefault(r.email.lower(), r)
+    ids, created = await repo.ensure_contacts(
+        conn, owner, [(uuid7_text(), r.email) for r in seen.values()]
+    )
+    for c in created:
+        await outbox.enqueue(
+            conn, _event(owner, _contact_event(c, ContactCreated), f"contacts/{c['id']}")
+        )
+    fields["recipients"] = {"contact_ids": [str(ids[k]) for k in seen]}
+    fields["_personalization"] = [
+        (ids[k], r.personalization) for k, r in seen.items() if r.personalization
+    ]
+
+
+async def _content_event(conn: asyncpg.Connection, row: Any, cls: type[EventData]) -> Any:
+    """campaign.created / campaign.updated with the first step's content as it would be sent
+    (the template's parts, overridden by inline ones)."""
+    owner = Owner(row["tenant_id"], row["mode"])
+    step = dict(row["steps"][0])
+    if step.get("template_id"):
+        t = await repo.get_template_by_ref(conn, owner, step["template_id"])
+        if t is not None:
+            step["html"] = step.get("html") or t["html"]
+            step["text"] = step.get("text") or t["text"]
+            step["subject"] = step.get("subject") or t["subject"]
+    settings = row["settings"]
+    analytics = settings.get("analytics_enabled", True)
+    return _campaign_event(
+        row,
+        cls,
+        subject=step.get("subject"),
+        html=step.get("html"),
+        text=step.get("text"),
+        template_id=step.get("template_id"),
+        from_email=row["from_email"],
+        from_name=row["from_name"],
+        reply_to=row["reply_to"],
+        category=settings.get("category", "marketing"),
+        track_opens=analytics and settings.get("track_opens", True),
+        track_clicks=analytics and settings.get("track_clicks", True),
+    )
 
 
 async def get_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
@@ -842,7 +949,13 @@ async def update_campaign(
         fields = _campaign_fields(full)
         _check_steps(fields["steps"])
         await _check_references(pool, owner, fields)
+        if isinstance(full.recipients, list):
+            await _inline_recipients(conn, owner, campaign_id, full.recipients, fields)
+            await repo.replace_personalization(conn, campaign_id, fields.pop("_personalization"))
+        elif body.recipients is not None:
+            await repo.replace_personalization(conn, campaign_id, [])
         row = await repo.update_campaign(conn, campaign_id, fields)
+        await outbox.enqueue(conn, await _content_event(conn, row, CampaignUpdated))
     return campaign_out(row)
 
 
@@ -887,13 +1000,15 @@ async def _resolve_steps(
         where = "body.content" if i == 0 else f"follow_ups.{i - 1}.content"
         s = dict(step)
         if s.get("template_id"):
-            t = await repo.get_template(conn, owner, UUID(s["template_id"]))
+            t = await repo.get_template_by_ref(conn, owner, s["template_id"])
             if t is None:
                 raise ValidationFailed(
                     "A template used by the campaign no longer exists.",
                     details=[ErrorDetail(field=f"{where}.template_id", message="no such template")],
                 )
-            s["html"], s["text"] = t["html"], t["text"]
+            # Inline html/text given beside the template override that part.
+            s["html"] = s.get("html") or t["html"]
+            s["text"] = s.get("text") or t["text"]
             s["subject"] = s.get("subject") or t["subject"]
         if not s.get("subject"):
             s["subject"] = f"Re: {first_subject}"
@@ -924,6 +1039,7 @@ async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) ->
         if current["status"] not in _TRANSITIONS["start"]:
             raise _status_conflict("invalid_status_transition", "start", current["status"])
         steps = await _resolve_steps(conn, owner, current["steps"])
+        sender = await _sender(conn, owner, current)
         begin = max(now, current["scheduled_at"] or now)
         spec = current["recipients"]
         frozen = await repo.freeze_recipients(
@@ -951,11 +1067,41 @@ async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) ->
                 "recipient_count": frozen,
                 "next_run_at": begin,
                 "started_at": now if status == "running" else None,
+                **sender,
             },
         )
         if status == "running":
             await outbox.enqueue(conn, _campaign_event(row, CampaignStarted, recipients=frozen))
     return campaign_out(row)
+
+
+async def _sender(conn: asyncpg.Connection, owner: Owner, campaign: Any) -> dict[str, Any]:
+    """The sender columns a campaign without from_email freezes at start: the tenant's default
+    sender (read model of sending_settings.updated), else in test mode the sandbox sender."""
+    if campaign["from_email"]:
+        return {}
+    defaults = await repo.sender_defaults(conn, owner)
+    if defaults is not None and defaults["default_from"]:
+        return {
+            "from_email": defaults["default_from"],
+            "from_name": campaign["from_name"] or defaults["default_from_name"],
+            "reply_to": campaign["reply_to"] or defaults["default_reply_to"],
+        }
+    if owner.mode == "test":
+        return {
+            "from_email": SANDBOX_FROM_EMAIL,
+            "from_name": campaign["from_name"] or SANDBOX_FROM_NAME,
+        }
+    raise Conflict(
+        "This campaign has no from_email and the tenant has no default sender.",
+        code="campaign_sender_required",
+        details=[
+            ErrorDetail(
+                field="from_email",
+                message="set from_email, or default_from with PUT /api/v1/sending/settings",
+            )
+        ],
+    )
 
 
 async def pause_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:

@@ -28,7 +28,8 @@ class Tracking(BaseModel):
 class _SendBase(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: Email = Field(alias="from")
+    # Absent: the tenant's `default_from` (GET/PUT /api/v1/sending/settings).
+    from_: Email | None = Field(default=None, alias="from")
     reply_to: Email | None = None
     subject: str = Field(min_length=1, max_length=998)
     # Seed 004 nests the body under `content`; the issue lists html/text at the top level.
@@ -156,3 +157,22 @@ class SendingCapIn(BaseModel):
 
 class SendingCap(SendingCapIn):
     pass
+
+
+class SendingSettingsIn(BaseModel):
+    """PUT body: the whole settings object (an absent field is cleared)."""
+
+    model_config = ConfigDict(extra="forbid")
+    default_from: Email | None = None
+    default_from_name: str | None = Field(default=None, min_length=1, max_length=200)
+    default_reply_to: Email | None = None
+
+
+class SendingSettings(BaseModel):
+    default_from: str | None
+    default_from_name: str | None
+    default_reply_to: str | None
+    # The sender a send without `from` gets in this mode right now (null: such a live send
+    # is refused with 422 sender_required).
+    effective_from: str | None
+    updated_at: datetime | None

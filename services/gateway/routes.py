@@ -77,6 +77,7 @@ ROUTES: tuple[RouteRule, ...] = (
         "credentials",
         {"GET": "read_analytics", "HEAD": "read_analytics", "*": "send_email"},
     ),
+    RouteRule("sending", "/api/v1/sending", "delivery", "credentials", _scoped("send_email")),
     RouteRule(
         "webhooks", "/api/v1/webhooks", "webhooks", "credentials", _scoped("manage_webhooks")
     ),
