@@ -361,6 +361,46 @@ class ContactDeleted(_ContactEvent):
     event_type = "contact.deleted"
 
 
+# ---------------------------------------------------------------- analytics (campaigns)
+
+
+@register
+class AnalyticsUpdated(EventData):
+    """A campaign's counters changed (at most one per campaign per minute)."""
+
+    event_type = "analytics.updated"
+    campaign_id: str
+    name: str | None = None
+    # Distinct messages per email event type so far (sent, delivered, opened, clicked, ...).
+    overview: dict[str, int] = Field(default_factory=dict)
+
+
+class _ConversionEvent(EventData):
+    conversion_id: str
+    contact_id: str
+    email: str | None = None
+    goal: str
+    value: float | None = None
+    currency: str | None = None
+    campaign_id: str | None = None
+    occurred_at: datetime | None = None
+    contact_tags: list[str] = Field(default_factory=list)
+
+
+@register
+class GoalConverted(_ConversionEvent):
+    """A contact reached a goal (POST /api/v1/conversions), attributed to a campaign."""
+
+    event_type = "goal.converted"
+
+
+@register
+class RevenueRecorded(_ConversionEvent):
+    """A conversion with a value: `value` in `currency`."""
+
+    event_type = "revenue.recorded"
+
+
 # ---------------------------------------------------------------- sending_settings.* (delivery)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 
 from libs.common.app import create_app
 from libs.common.http import ApiError, ErrorDetail, ErrorEnvelope, NotFound, SuccessEnvelope, ok
@@ -24,6 +24,8 @@ from services.campaigns.schemas import (
     ContactCreate,
     ContactStatus,
     ContactUpdate,
+    Conversion,
+    ConversionCreate,
     ImportReport,
     Preview,
     PreviewRequest,
@@ -293,10 +295,35 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
 
     @router.get("/analytics/campaigns/{campaign_id}", tags=["analytics"])
     async def campaign_analytics(
-        campaign_id: str, p: analytics_scope, pool: Pool
+        campaign_id: str,
+        p: analytics_scope,
+        pool: Pool,
+        period: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[1-9][0-9]?d$",
+                description="Days back, `1d` to `90d` (today included); absent: lifetime.",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         cid = _id(campaign_id, "Campaign")
-        return ok(await service.campaign_analytics(pool, _owner(p), cid))
+        return ok(await service.campaign_analytics(pool, _owner(p), cid, period))
+
+    @router.post(
+        "/conversions",
+        status_code=201,
+        response_model=SuccessEnvelope[Conversion],
+        tags=["analytics"],
+    )
+    async def record_conversion(
+        p: contacts_scope, pool: Pool, body: ConversionCreate, response: Response
+    ) -> dict[str, Any]:
+        """Record a goal a contact reached (idempotent: 200 with the stored conversion when
+        the same contact, goal and occurred_at was recorded before)."""
+        out = await service.record_conversion(pool, _owner(p), body)
+        if not out["created"]:
+            response.status_code = 200
+        return ok(out)
 
     @router.get("/analytics/contacts/{contact_id}", tags=["analytics"])
     async def contact_analytics(

@@ -2,7 +2,8 @@
 
 - `campaigns.analytics`: every email fact goes into the `email_events` read model (one row
   per event id, so redeliveries and replays count once; counts are computed from the facts,
-  so arrival order does not matter).
+  so arrival order does not matter); a campaign's changed counters publish
+  `analytics.updated`, at most once a minute per campaign.
 - `campaigns.engagement`: replies stop the contact's pending sequence steps; unsubscribes,
   hard bounces and complaints move the contact's status (and publish `contact.updated`).
 
@@ -22,7 +23,7 @@ import asyncpg
 
 from libs.common import outbox
 from libs.common.bus import EventBus, PermanentError
-from libs.common.events import ContactUpdated, Envelope, make_event
+from libs.common.events import AnalyticsUpdated, ContactUpdated, Envelope, make_event
 from libs.common.resources import Resources
 from services.campaigns import repository as repo
 
@@ -40,6 +41,7 @@ ANALYTICS_TYPES = [
     "email.unsubscribed",
     "email.failed",
 ]
+OVERVIEW_TYPES = [t.removeprefix("email.") for t in ANALYTICS_TYPES if t != "email.queued"]
 ENGAGEMENT_TYPES = ["email.replied", "email.unsubscribed", "email.bounced", "email.complained"]
 # Suppression strength: a contact only moves up (active < bounced < unsubscribed < complained).
 SUPPRESSION = {
@@ -77,7 +79,8 @@ async def record_email_event(event: Envelope, conn: asyncpg.Connection | None) -
     occurred = event.payload().occurred_at or event.time  # type: ignore[attr-defined]
     # The mode is the envelope's: delivery's email.* data carries none (issue 15 §7).
     mode = event.mode
-    await repo.insert_email_event(
+    campaign_id = _uuid(data.get("campaign_id"))
+    inserted = await repo.insert_email_event(
         conn,
         {
             "event_id": event.id,
@@ -92,6 +95,33 @@ async def record_email_event(event: Envelope, conn: asyncpg.Connection | None) -
             "occurred_at": occurred,
             "detail": {k: data[k] for k in _DETAIL_FIELDS if data.get(k) is not None},
         },
+    )
+    if inserted and campaign_id is not None and event.type != "email.queued":
+        await _notify_analytics(conn, event.tenant_id, campaign_id)
+
+
+async def _notify_analytics(conn: asyncpg.Connection, tenant_id: str, campaign_id: UUID) -> None:
+    """analytics.updated for a campaign whose counters just changed, at most once a minute
+    (a change within the minute is reported with the next change after it)."""
+    campaign = await repo.claim_analytics_notice(conn, tenant_id, campaign_id)
+    if campaign is None:
+        return
+    overview = dict.fromkeys(OVERVIEW_TYPES, 0)
+    for r in await repo.campaign_event_counts(conn, tenant_id, campaign_id):
+        name = r["event_type"].removeprefix("email.")
+        if name in overview:
+            overview[name] += r["uniq"]
+    await outbox.enqueue(
+        conn,
+        make_event(
+            AnalyticsUpdated(
+                campaign_id=str(campaign_id), name=campaign["name"], overview=overview
+            ),
+            tenant_id=tenant_id,
+            source="/services/campaigns",
+            subject=f"campaigns/{campaign_id}",
+            mode=campaign["mode"],
+        ),
     )
 
 

@@ -983,3 +983,115 @@ async def mark_campaign_sent(conn: asyncpg.Connection, campaign_id: UUID) -> boo
             campaign_id,
         )
     )
+
+
+# ---------------------------------------------------------------- conversions
+
+
+async def last_campaign_reaching(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, contact_id: UUID, before: datetime
+) -> UUID | None:
+    """The campaign of the latest email sent to the contact at or before `before`."""
+    found: UUID | None = await conn.fetchval(
+        "SELECT campaign_id FROM email_events WHERE contact_id = $1 AND tenant_id = $2"
+        " AND mode = $3 AND campaign_id IS NOT NULL AND event_type = 'email.sent'"
+        " AND occurred_at <= $4 ORDER BY occurred_at DESC LIMIT 1",
+        contact_id,
+        tenant_id,
+        mode,
+        before,
+    )
+    return found
+
+
+async def contact_by_email(
+    conn: asyncpg.Connection, owner: Owner, email: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND mode = $2"
+        " AND email_key = lower($3)",
+        owner.tenant_id,
+        owner.mode,
+        email,
+    )
+
+
+CONVERSION_COLUMNS = "id, contact_id, goal, value, currency, campaign_id, occurred_at, created_at"
+
+
+async def insert_conversion(
+    conn: asyncpg.Connection, owner: Owner, row: dict[str, Any]
+) -> tuple[asyncpg.Record, bool]:
+    """(the conversion, True when new); an existing one with the same natural key is returned
+    unchanged."""
+    created = await conn.fetchrow(
+        "INSERT INTO conversions (id, tenant_id, mode, contact_id, goal, value, currency,"
+        " campaign_id, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (tenant_id, mode, contact_id, goal, occurred_at) DO NOTHING"
+        f" RETURNING {CONVERSION_COLUMNS}",
+        row["id"],
+        owner.tenant_id,
+        owner.mode,
+        row["contact_id"],
+        row["goal"],
+        row["value"],
+        row["currency"],
+        row["campaign_id"],
+        row["occurred_at"],
+    )
+    if created is not None:
+        return created, True
+    existing = await conn.fetchrow(
+        f"SELECT {CONVERSION_COLUMNS} FROM conversions WHERE tenant_id = $1 AND mode = $2"
+        " AND contact_id = $3 AND goal = $4 AND occurred_at = $5",
+        owner.tenant_id,
+        owner.mode,
+        row["contact_id"],
+        row["goal"],
+        row["occurred_at"],
+    )
+    assert existing is not None
+    return existing, False
+
+
+async def campaign_conversions(
+    conn: asyncpg.Pool, tenant_id: str, campaign_id: UUID, since: datetime | None
+) -> list[asyncpg.Record]:
+    """Per currency: conversions and their summed value."""
+    return await conn.fetch(
+        "SELECT currency, count(*) AS n, coalesce(sum(value), 0) AS amount FROM conversions"
+        " WHERE campaign_id = $1 AND tenant_id = $2 AND ($3::timestamptz IS NULL"
+        " OR occurred_at >= $3) GROUP BY currency",
+        campaign_id,
+        tenant_id,
+        since,
+    )
+
+
+async def campaign_event_counts_since(
+    conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str, campaign_id: UUID, since: datetime
+) -> list[asyncpg.Record]:
+    """`campaign_event_counts` restricted to events at or after `since`."""
+    return await conn.fetch(
+        "SELECT event_type, step, count(*) AS total, count(DISTINCT message_id) AS uniq"
+        " FROM email_events WHERE campaign_id = $2 AND tenant_id = $1 AND occurred_at >= $3"
+        " GROUP BY event_type, step",
+        tenant_id,
+        campaign_id,
+        since,
+    )
+
+
+async def claim_analytics_notice(
+    conn: asyncpg.Connection, tenant_id: str, campaign_id: UUID
+) -> asyncpg.Record | None:
+    """The campaign, when its last analytics.updated is a minute old or more (or none yet);
+    marks now as the last one."""
+    return await conn.fetchrow(
+        "UPDATE campaigns SET analytics_notified_at = clock_timestamp() WHERE id = $1"
+        " AND tenant_id = $2 AND (analytics_notified_at IS NULL"
+        " OR analytics_notified_at <= clock_timestamp() - interval '1 minute')"
+        " RETURNING id, tenant_id, mode, name",
+        campaign_id,
+        tenant_id,
+    )

@@ -455,3 +455,73 @@ class Campaign(BaseModel):
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+# ---------------------------------------------------------------- conversions
+
+
+class ConversionCreate(_Strict):
+    """A goal a contact reached. Name the contact by `email` or `contact_id`. Idempotent: the
+    same contact, goal and `occurred_at` is one conversion."""
+
+    email: str | None = None
+    contact_id: UUID | None = None
+    goal: str = Field(min_length=1, max_length=100)
+    value: float | None = Field(default=None, ge=0, le=1_000_000_000)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    campaign_id: UUID | None = None
+    occurred_at: datetime | None = None
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> str | None:
+        return None if value is None else check_email(value)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("occurred_at needs a timezone (e.g. 2026-01-05T09:00:00Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _who(self) -> ConversionCreate:
+        if (self.email is None) == (self.contact_id is None):
+            raise ValueError("give either email or contact_id")
+        if self.currency is not None and self.value is None:
+            raise ValueError("currency needs a value")
+        return self
+
+
+class Conversion(BaseModel):
+    id: UUID
+    contact_id: UUID
+    goal: str
+    value: float | None
+    currency: str | None
+    campaign_id: UUID | None
+    occurred_at: datetime
+    created_at: datetime
+    # False when this conversion had been recorded before (the same one is returned).
+    created: bool
+
+
+class RevenueAmount(BaseModel):
+    currency: str | None
+    amount: float
+    conversions: int
+
+
+class CampaignOverview(BaseModel):
+    """Seed 004's `overview`: distinct messages per outcome, in the period."""
+
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    replied: int
+    bounced: int
+    complained: int
+    unsubscribed: int
+    failed: int
+    conversions: int

@@ -36,6 +36,8 @@ from libs.common.events import (
     ContactDeleted,
     ContactUpdated,
     EventData,
+    GoalConverted,
+    RevenueRecorded,
     make_event,
     new_event_id,
     stamp_events,
@@ -57,6 +59,7 @@ from services.campaigns.schemas import (
     CampaignUpdate,
     ContactCreate,
     ContactUpdate,
+    ConversionCreate,
     PreviewRequest,
     TemplateCreate,
     TemplateUpdate,
@@ -1230,11 +1233,23 @@ async def email_analytics(pool: asyncpg.Pool, owner: Owner, period: str) -> dict
     }
 
 
-async def campaign_analytics(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def campaign_analytics(
+    pool: asyncpg.Pool, owner: Owner, campaign_id: UUID, period: str | None = None
+) -> dict[str, Any]:
+    """Lifetime counts, or the last `period` days' (`1d`..`90d`, today included, UTC)."""
     campaign = await repo.get_campaign(pool, owner, campaign_id)
     if campaign is None:
         raise NotFound("Campaign not found.")
-    rows = await repo.campaign_event_counts(pool, owner.tenant_id, campaign_id)
+    since: datetime | None = None
+    if period is not None:
+        first = datetime.now(UTC).date() - timedelta(days=parse_period(period) - 1)
+        since = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+        rows = await repo.campaign_event_counts_since(pool, owner.tenant_id, campaign_id, since)
+    else:
+        rows = await repo.campaign_event_counts(pool, owner.tenant_id, campaign_id)
+    conversions = await repo.campaign_conversions(pool, owner.tenant_id, campaign_id, since)
+    folded = _fold(rows)
+    converted = sum(int(c["n"]) for c in conversions)
     by_step: dict[int, list[asyncpg.Record]] = {}
     for r in rows:
         if r["step"] is not None:
@@ -1248,8 +1263,22 @@ async def campaign_analytics(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID
             **{s: 0 for s in ("pending", "done", "replied", "stopped", "failed")},
             **await repo.recipient_states(pool, campaign_id),
         },
-        **_fold(rows),
+        **folded,
         "steps": [{"step": s, **_fold(by_step[s])} for s in sorted(by_step)],
+        "period": period,
+        "from": since,
+        "to": datetime.now(UTC),
+        "overview": {**folded["unique"], "conversions": converted},
+        "conversions": converted,
+        "revenue": [
+            {
+                "currency": c["currency"],
+                "amount": float(c["amount"]),
+                "conversions": int(c["n"]),
+            }
+            for c in conversions
+            if c["currency"] is not None
+        ],
     }
 
 
@@ -1293,3 +1322,71 @@ async def contact_analytics(
         "timeline": page.items,
     }
     return data, page.pagination
+
+
+# ---------------------------------------------------------------- conversions
+
+
+async def record_conversion(
+    pool: asyncpg.Pool, owner: Owner, body: ConversionCreate
+) -> dict[str, Any]:
+    """Record a goal once (same contact, goal and occurred_at: the stored one is returned),
+    attributed to `campaign_id` or else to the last campaign that sent to the contact;
+    publishes goal.converted and, with a value, revenue.recorded."""
+    occurred = body.occurred_at or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        if body.contact_id is not None:
+            contact = await repo.get_contact(conn, owner, body.contact_id)
+            where = "body.contact_id"
+        else:
+            assert body.email is not None
+            contact = await repo.contact_by_email(conn, owner, body.email)
+            where = "body.email"
+        if contact is None:
+            raise NotFound(
+                "Contact not found.", details=[ErrorDetail(field=where, message="no such contact")]
+            )
+        campaign_id = body.campaign_id
+        if campaign_id is not None:
+            if await repo.get_campaign(conn, owner, campaign_id) is None:
+                raise NotFound(
+                    "Campaign not found.",
+                    details=[ErrorDetail(field="body.campaign_id", message="no such campaign")],
+                )
+        else:
+            campaign_id = await repo.last_campaign_reaching(
+                conn, owner.tenant_id, owner.mode, contact["id"], occurred
+            )
+        row, created = await repo.insert_conversion(
+            conn,
+            owner,
+            {
+                "id": new_event_id(),
+                "contact_id": contact["id"],
+                "goal": body.goal,
+                "value": body.value,
+                "currency": body.currency,
+                "campaign_id": campaign_id,
+                "occurred_at": occurred,
+            },
+        )
+        if created:
+            data = {
+                "conversion_id": str(row["id"]),
+                "contact_id": str(contact["id"]),
+                "email": contact["email"],
+                "goal": row["goal"],
+                "value": float(row["value"]) if row["value"] is not None else None,
+                "currency": row["currency"],
+                "campaign_id": str(row["campaign_id"]) if row["campaign_id"] else None,
+                "occurred_at": row["occurred_at"],
+                "contact_tags": list(contact["tags"]),
+            }
+            subject = f"conversions/{row['id']}"
+            await outbox.enqueue(conn, _event(owner, GoalConverted(**data), subject))
+            if row["value"] is not None:
+                await outbox.enqueue(conn, _event(owner, RevenueRecorded(**data), subject))
+    out = dict(row)
+    out["value"] = float(row["value"]) if row["value"] is not None else None
+    out["created"] = created
+    return out

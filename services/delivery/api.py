@@ -19,6 +19,7 @@ from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
 from services.delivery.connectors.base import WebhookRequest
 from services.delivery.schemas import (
+    BatchReport,
     BulkAccepted,
     RoutingRuleIn,
     SendAccepted,
@@ -161,6 +162,11 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
     async def set_cap(body: SendingCapIn, p: Sender, svc: Service) -> dict[str, Any]:
         await svc.set_sending_cap(p.tenant_id, body)
         return ok(body)
+
+    @api.get("/batches/{batch_id}", response_model=SuccessEnvelope[BatchReport])
+    async def get_batch(batch_id: str, p: Reader, svc: Service) -> dict[str, Any]:
+        """A bulk send's progress: its messages counted by status."""
+        return ok(await svc.batch_report(p.tenant_id, p.mode, batch_id))
 
     @api.get("/{message_id}")
     async def get_email(message_id: str, p: Reader, svc: Service) -> dict[str, Any]:

@@ -609,3 +609,68 @@ async def put_sending_settings(
         values["default_reply_to"],
     )
     return row
+
+
+# ---------------------------------------------------------------- campaign contents (read model)
+
+
+async def apply_campaign_content(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, data: dict[str, Any], at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_contents (tenant_id, mode, campaign_id, subject, html, text_body,"
+        " template_id, from_email, from_name, reply_to, category, track_opens, track_clicks,"
+        " event_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        " ON CONFLICT (tenant_id, mode, campaign_id) DO UPDATE SET subject = excluded.subject,"
+        " html = excluded.html, text_body = excluded.text_body,"
+        " template_id = excluded.template_id, from_email = excluded.from_email,"
+        " from_name = excluded.from_name, reply_to = excluded.reply_to,"
+        " category = excluded.category, track_opens = excluded.track_opens,"
+        " track_clicks = excluded.track_clicks, event_time = excluded.event_time"
+        " WHERE campaign_contents.event_time <= excluded.event_time",
+        tenant_id,
+        mode,
+        data["campaign_id"],
+        data.get("subject"),
+        data.get("html"),
+        data.get("text"),
+        data.get("template_id"),
+        data.get("from_email"),
+        data.get("from_name"),
+        data.get("reply_to"),
+        data.get("category") or "marketing",
+        data.get("track_opens", True),
+        data.get("track_clicks", True),
+        at,
+    )
+
+
+async def campaign_content(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, campaign_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM campaign_contents WHERE tenant_id = $1 AND mode = $2 AND campaign_id = $3",
+        tenant_id,
+        mode,
+        campaign_id,
+    )
+
+
+async def get_batch(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, batch_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, campaign_id, total, batch_size, delay_between_batches, created_at"
+        " FROM batches WHERE id = $1 AND tenant_id = $2 AND mode = $3",
+        batch_id,
+        tenant_id,
+        mode,
+    )
+
+
+async def batch_status_counts(conn: asyncpg.Connection, batch_id: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM messages WHERE batch_id = $1 GROUP BY status",
+        batch_id,
+    )
+    return {r["status"]: int(r["n"]) for r in rows}

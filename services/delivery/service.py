@@ -105,6 +105,13 @@ class SenderRequired(ApiError):
     code = "sender_required"
 
 
+register_error_code(
+    "campaign_not_found",
+    404,
+    "send-bulk names a campaign_id this tenant (in this mode) has no campaign with.",
+)
+
+
 class InvalidTokenError(ApiError):
     code = "invalid_tracking_token"
 
@@ -254,9 +261,11 @@ class DeliveryService:
                     ],
                 )
             seen.add(key)
+        if req.campaign_id and req.html is None and req.text is None:
+            req = await self._with_campaign_content(tenant_id, mode, req)
         from_, reply_to = await self._sender(tenant_id, mode, req.from_, req.reply_to)
         content = self._content(
-            tenant_id, from_, req.subject, req.html, req.text, req.template_id, reply_to
+            tenant_id, from_, req.subject or "", req.html, req.text, req.template_id, reply_to
         )
         options = SendOptions(
             tenant_id,
@@ -332,6 +341,59 @@ class DeliveryService:
         )
         ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
         return ids[0] if ids else None
+
+    async def _with_campaign_content(
+        self, tenant_id: str, mode: str, req: SendBulkRequest
+    ) -> SendBulkRequest:
+        """The bulk request with the campaign's content (read model of campaign.created /
+        campaign.updated) filled in where the body gave nothing."""
+        assert req.campaign_id is not None
+        async with self.pool.acquire() as conn:
+            row = await repo.campaign_content(conn, tenant_id, mode, req.campaign_id)
+        if row is None:
+            raise NotFound(
+                "No campaign with this id.",
+                code="campaign_not_found",
+                details=[{"field": "body.campaign_id", "message": "no such campaign"}],
+            )
+        given = req.model_fields_set
+        from_ = req.from_
+        if from_ is None and row["from_email"]:
+            name = row["from_name"]
+            from_ = f"{name} <{row['from_email']}>" if name else row["from_email"]
+        changes: dict[str, Any] = {
+            "subject": req.subject or row["subject"],
+            "html": row["html"],
+            "text": row["text_body"],
+            "from_": from_,
+            "reply_to": req.reply_to or row["reply_to"],
+        }
+        if "tracking" not in given:
+            changes["tracking"] = req.tracking.model_copy(
+                update={"track_opens": row["track_opens"], "track_clicks": row["track_clicks"]}
+            )
+        if "category" not in given:
+            changes["category"] = row["category"]
+        if not changes["subject"]:
+            raise ApiError(
+                code="validation_error",
+                details=[{"field": "body.subject", "message": "the campaign has no subject"}],
+            )
+        return req.model_copy(update=changes)
+
+    async def learn_campaign(
+        self, conn: asyncpg.Connection, event: Envelope, data: dict[str, Any]
+    ) -> None:
+        """Keep the campaign-content read model (campaign.created / campaign.updated)."""
+        await repo.apply_campaign_content(conn, event.tenant_id, event.mode, data, event.time)
+
+    async def batch_report(self, tenant_id: str, mode: str, batch_id: str) -> dict[str, Any]:
+        async with self.pool.acquire() as conn:
+            row = await repo.get_batch(conn, tenant_id, mode, batch_id)
+            if row is None:
+                raise NotFound("No bulk send with this id.")
+            counts = await repo.batch_status_counts(conn, batch_id)
+        return {**dict(row), "counts": counts}
 
     # ------------------------------------------------------------ sender settings
 

@@ -59,6 +59,9 @@ ROUTES: tuple[RouteRule, ...] = (
         "campaigns", "/api/v1/campaigns", "campaigns", "credentials", _scoped("manage_campaigns")
     ),
     RouteRule(
+        "conversions", "/api/v1/conversions", "campaigns", "credentials", _scoped("manage_contacts")
+    ),
+    RouteRule(
         "analytics", "/api/v1/analytics", "campaigns", "credentials", _scoped("read_analytics")
     ),
     RouteRule(

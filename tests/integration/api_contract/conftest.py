@@ -97,7 +97,7 @@ def stack(platform: Platform, vault_dev: Any, contract_vhost: str) -> Iterator[S
     processes.append(gateway)
     try:
         for p in processes:
-            p.wait_ready(90)
+            p.wait_ready(300)  # a shared 2-core host under load starts them slowly
         yield Stack(gateway.url, processes)
     finally:
         for p in processes:

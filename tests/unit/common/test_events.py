@@ -79,6 +79,20 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "stripe_event_type": "invoice.paid",
         "mode": "live",
     },
+    "analytics.updated": {"campaign_id": "cmp_1", "overview": {"sent": 3, "opened": 1}},
+    "goal.converted": {
+        "conversion_id": "cv_1",
+        "contact_id": "ct_1",
+        "goal": "purchase",
+        "campaign_id": "cmp_1",
+    },
+    "revenue.recorded": {
+        "conversion_id": "cv_1",
+        "contact_id": "ct_1",
+        "goal": "purchase",
+        "value": 49.5,
+        "currency": "USD",
+    },
     "sending_settings.updated": {
         "default_from": "team@acme.example.com",
         "default_from_name": "Acme",
