@@ -416,6 +416,31 @@ class SendingSettingsUpdated(EventData):
     default_reply_to: str | None = None
 
 
+# ---------------------------------------------------------------- contact_import.* (campaigns)
+
+
+@register
+class ContactImportRequested(EventData):
+    """An import job was accepted (campaigns API → campaigns worker). Internal work item."""
+
+    event_type = "contact_import.requested"
+    public = False
+    urgent = True
+    import_id: str
+
+
+@register
+class ContactImportCompleted(EventData):
+    """An import job finished: its totals (row errors: GET /api/v1/contacts/imports/{id})."""
+
+    event_type = "contact_import.completed"
+    import_id: str
+    total: int
+    created: int
+    updated: int
+    failed: int
+
+
 # ---------------------------------------------------------------- keys / tenants / billing
 
 

@@ -26,6 +26,7 @@ from services.campaigns.schemas import (
     ContactUpdate,
     Conversion,
     ConversionCreate,
+    ImportJob,
     ImportReport,
     Preview,
     PreviewRequest,
@@ -152,6 +153,48 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
                 details=[ErrorDetail(field="header.content-type", message=media)],
             )
         return ok(await service.import_contacts(pool, _owner(p), items, settings.import_max_rows))
+
+    @router.post(
+        "/contacts/imports",
+        status_code=202,
+        response_model=SuccessEnvelope[ImportJob],
+        tags=["contacts"],
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+                "required": True,
+            }
+        },
+    )
+    async def submit_import(request: Request, p: contacts_scope, pool: Pool) -> dict[str, Any]:
+        """Start an import job (JSON array or CSV, up to 50,000 rows): 202 with its id; poll
+        `GET /api/v1/contacts/imports/{id}`; `contact_import.completed` fires at the end."""
+        items = await _import_items(request)
+        return ok(await service.submit_import(pool, _owner(p), items, settings.import_max_rows))
+
+    @router.get(
+        "/contacts/imports/{import_id}",
+        response_model=SuccessEnvelope[ImportJob],
+        tags=["contacts"],
+    )
+    async def get_import(import_id: str, p: contacts_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.get_import(pool, _owner(p), _id(import_id, "Import")))
+
+    async def _import_items(request: Request) -> list[Any]:
+        body = await _read_limited(request, settings.import_max_bytes)
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if media in ("text/csv", "application/csv"):
+            return service.parse_import_csv(body)
+        if media in ("application/json", ""):
+            return service.parse_import_json(body)
+        raise ApiError(
+            "Send application/json or text/csv.",
+            code="unsupported_media_type",
+            details=[ErrorDetail(field="header.content-type", message=media)],
+        )
 
     @router.get(
         "/contacts/{contact_id}", response_model=SuccessEnvelope[Contact], tags=["contacts"]

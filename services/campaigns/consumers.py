@@ -7,6 +7,7 @@
 - `campaigns.engagement`: replies stop the contact's pending sequence steps; unsubscribes,
   hard bounces and complaints move the contact's status (and publish `contact.updated`).
 
+- `campaigns.imports` (`contact_import.requested`, no inbox): runs import jobs, chunk by chunk.
 - `campaigns.sender`: `sending_settings.updated` into the `sender_defaults` read model (the
   default sender of campaigns without from_email).
 
@@ -26,6 +27,7 @@ from libs.common.bus import EventBus, PermanentError
 from libs.common.events import AnalyticsUpdated, ContactUpdated, Envelope, make_event
 from libs.common.resources import Resources
 from services.campaigns import repository as repo
+from services.campaigns import service
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,13 @@ async def record_sender_defaults(event: Envelope, conn: asyncpg.Connection | Non
 
 
 def setup(bus: EventBus, resources: Resources) -> None:
+    @bus.subscribe("imports", ["contact_import.requested"], inbox=False)
+    async def on_import_requested(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+        """Run an import job (idempotent by the job's state: a redelivered item finds it done
+        or running)."""
+        data = event.payload().model_dump(mode="json")
+        await service.run_import(resources.pool, UUID(data["import_id"]))
+
     bus.subscribe("analytics", ANALYTICS_TYPES)(record_email_event)
     bus.subscribe("sender", ["sending_settings.updated"])(record_sender_defaults)
     bus.subscribe("engagement", ENGAGEMENT_TYPES)(apply_engagement)

@@ -1095,3 +1095,87 @@ async def claim_analytics_notice(
         campaign_id,
         tenant_id,
     )
+
+
+# ---------------------------------------------------------------- import jobs
+
+IMPORT_COLUMNS = (
+    "id, status, total, processed, created, updated, failed, errors, created_at, completed_at"
+)
+
+
+async def insert_import(
+    conn: asyncpg.Connection, owner: Owner, import_id: UUID, rows: bytes, total: int
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "INSERT INTO contact_imports (id, tenant_id, mode, rows, total)"
+        f" VALUES ($1, $2, $3, $4, $5) RETURNING {IMPORT_COLUMNS}",
+        import_id,
+        owner.tenant_id,
+        owner.mode,
+        orjson.Fragment(rows),
+        total,
+    )
+    assert row is not None
+    return row
+
+
+async def get_import(conn: asyncpg.Pool, owner: Owner, import_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {IMPORT_COLUMNS} FROM contact_imports WHERE id = $1 AND tenant_id = $2"
+        " AND mode = $3",
+        import_id,
+        owner.tenant_id,
+        owner.mode,
+    )
+
+
+async def claim_import(conn: asyncpg.Connection, import_id: UUID) -> asyncpg.Record | None:
+    """Take a pending job, or a running one whose worker stopped beating (resumed from
+    `processed`)."""
+    return await conn.fetchrow(
+        "UPDATE contact_imports SET status = 'running', heartbeat_at = clock_timestamp()"
+        " WHERE id = $1 AND (status = 'pending' OR (status = 'running'"
+        " AND heartbeat_at < clock_timestamp() - interval '2 minutes'))"
+        " RETURNING id, tenant_id, mode, total, processed",
+        import_id,
+    )
+
+
+async def import_chunk(
+    conn: asyncpg.Connection, import_id: UUID, start: int, size: int
+) -> list[Any]:
+    """Rows `start` .. `start + size - 1` (0-based) of a job."""
+    rows: list[Any] = await conn.fetchval(
+        "SELECT coalesce(jsonb_path_query_array(rows, $2::jsonpath), '[]'::jsonb)"
+        " FROM contact_imports WHERE id = $1",
+        import_id,
+        f"$[{int(start)} to {int(start + size - 1)}]",
+    )
+    return rows
+
+
+async def advance_import(
+    conn: asyncpg.Connection, import_id: UUID, processed: int, report: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "UPDATE contact_imports SET processed = $2, created = created + $3,"
+        " updated = updated + $4, failed = failed + $5, errors = errors || $6::jsonb,"
+        " heartbeat_at = clock_timestamp() WHERE id = $1",
+        import_id,
+        processed,
+        report["created"],
+        report["updated"],
+        report["failed"],
+        report["errors"],
+    )
+
+
+async def complete_import(conn: asyncpg.Connection, import_id: UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "UPDATE contact_imports SET status = 'completed', completed_at = clock_timestamp(),"
+        f" rows = NULL WHERE id = $1 RETURNING tenant_id, mode, {IMPORT_COLUMNS}",
+        import_id,
+    )
+    assert row is not None
+    return row

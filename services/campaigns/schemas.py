@@ -525,3 +525,18 @@ class CampaignOverview(BaseModel):
     unsubscribed: int
     failed: int
     conversions: int
+
+
+class ImportJob(BaseModel):
+    """An import job's progress (`POST /api/v1/contacts/imports`)."""
+
+    id: UUID
+    status: Literal["pending", "running", "completed"]
+    total: int
+    processed: int
+    created: int
+    updated: int
+    failed: int
+    errors: list[ImportRowError]
+    created_at: datetime
+    completed_at: datetime | None

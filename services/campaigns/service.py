@@ -34,6 +34,8 @@ from libs.common.events import (
     CampaignUpdated,
     ContactCreated,
     ContactDeleted,
+    ContactImportCompleted,
+    ContactImportRequested,
     ContactUpdated,
     EventData,
     GoalConverted,
@@ -553,17 +555,23 @@ async def import_contacts(
             details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
         )
     async with pool.acquire() as conn, conn.transaction():
-        emails = _raw_emails(items)
-        taken = await repo.existing_contact_emails(conn, owner, emails) if emails else set()
-        batch = _ImportBatch(items, taken)
-        if not await repo.copy_new_contacts(conn, owner, batch.fresh_rows()):
-            # An address was taken since the look-up (a concurrent write, or a spelling the
-            # look-up could not match): merge every row instead.
-            batch = _ImportBatch(items, set())
-            batch.check_all()
-            batch.known, batch.fresh = batch.fresh, []
-        merged = await repo.upsert_contacts(conn, owner, batch.known) if batch.known else []
-        await outbox.enqueue_copy(conn, _import_events(owner, batch.fresh, merged))
+        return await import_rows(conn, owner, items)
+
+
+async def import_rows(conn: asyncpg.Connection, owner: Owner, items: list[Any]) -> dict[str, Any]:
+    """`import_contacts`' work inside the caller's transaction (the import job commits each
+    chunk with its progress). Row numbers in `errors` are 1-based within `items`."""
+    emails = _raw_emails(items)
+    taken = await repo.existing_contact_emails(conn, owner, emails) if emails else set()
+    batch = _ImportBatch(items, taken)
+    if not await repo.copy_new_contacts(conn, owner, batch.fresh_rows()):
+        # An address was taken since the look-up (a concurrent write, or a spelling the
+        # look-up could not match): merge every row instead.
+        batch = _ImportBatch(items, set())
+        batch.check_all()
+        batch.known, batch.fresh = batch.fresh, []
+    merged = await repo.upsert_contacts(conn, owner, batch.known) if batch.known else []
+    await outbox.enqueue_copy(conn, _import_events(owner, batch.fresh, merged))
     inserted = sum(1 for m in merged if m["inserted"])
     return {
         "received": len(items),
@@ -1390,3 +1398,96 @@ async def record_conversion(
     out["value"] = float(row["value"]) if row["value"] is not None else None
     out["created"] = created
     return out
+
+
+# ---------------------------------------------------------------- import jobs
+
+IMPORT_CHUNK_ROWS = 5_000
+
+
+def import_job_out(row: Any) -> dict[str, Any]:
+    return {
+        k: row[k]
+        for k in (
+            "id",
+            "status",
+            "total",
+            "processed",
+            "created",
+            "updated",
+            "failed",
+            "errors",
+            "created_at",
+            "completed_at",
+        )
+    }
+
+
+async def submit_import(
+    pool: asyncpg.Pool, owner: Owner, items: list[Any], max_rows: int
+) -> dict[str, Any]:
+    """Accept an import job: the parsed rows are stored and a work item queued for the
+    worker (contact_import.requested) in one transaction."""
+    if len(items) > max_rows:
+        raise ImportTooLarge(
+            f"An import takes at most {max_rows} rows; this one has {len(items)}. Split it.",
+            details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
+        )
+    import_id = new_event_id()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repo.insert_import(conn, owner, import_id, orjson.dumps(items), len(items))
+        await outbox.enqueue(
+            conn,
+            _event(
+                owner,
+                ContactImportRequested(import_id=str(import_id)),
+                f"contacts/imports/{import_id}",
+            ),
+        )
+    return import_job_out(row)
+
+
+async def get_import(pool: asyncpg.Pool, owner: Owner, import_id: UUID) -> dict[str, Any]:
+    row = await repo.get_import(pool, owner, import_id)
+    if row is None:
+        raise NotFound("Import not found.")
+    return import_job_out(row)
+
+
+async def run_import(
+    pool: asyncpg.Pool, import_id: UUID, chunk_rows: int = IMPORT_CHUNK_ROWS
+) -> bool:
+    """Import a job's rows chunk by chunk (each chunk and its progress in one transaction, so
+    a restarted job resumes where it stopped); then contact_import.completed. False when the
+    job is not this worker's to run (done, or running elsewhere)."""
+    async with pool.acquire() as conn:
+        job = await repo.claim_import(conn, import_id)
+    if job is None:
+        return False
+    owner = Owner(job["tenant_id"], job["mode"])
+    done = job["processed"]
+    while done < job["total"]:
+        async with pool.acquire() as conn, conn.transaction():
+            items = await repo.import_chunk(conn, import_id, done, chunk_rows)
+            report = await import_rows(conn, owner, items)
+            for e in report["errors"]:
+                e["row"] += done  # 1-based within the whole import
+            done += len(items)
+            await repo.advance_import(conn, import_id, done, report)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repo.complete_import(conn, import_id)
+        await outbox.enqueue(
+            conn,
+            _event(
+                owner,
+                ContactImportCompleted(
+                    import_id=str(import_id),
+                    total=row["total"],
+                    created=row["created"],
+                    updated=row["updated"],
+                    failed=row["failed"],
+                ),
+                f"contacts/imports/{import_id}",
+            ),
+        )
+    return True

@@ -93,6 +93,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "value": 49.5,
         "currency": "USD",
     },
+    "contact_import.requested": {"import_id": "imp_1"},
+    "contact_import.completed": {
+        "import_id": "imp_1",
+        "total": 10,
+        "created": 7,
+        "updated": 2,
+        "failed": 1,
+    },
     "sending_settings.updated": {
         "default_from": "team@acme.example.com",
         "default_from_name": "Acme",
