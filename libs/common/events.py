@@ -273,6 +273,42 @@ class _CampaignEvent(EventData):
     name: str | None = None
 
 
+class _CampaignContentEvent(_CampaignEvent):
+    """A campaign's first-step content as it would be sent (a template's parts already merged
+    with inline overrides): delivery's read model for `send-bulk` with a `campaign_id`."""
+
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    template_id: str | None = None
+    from_email: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    category: Literal["marketing", "transactional"] = "marketing"
+    track_opens: bool = True
+    track_clicks: bool = True
+
+
+@register
+class CampaignCreated(_CampaignContentEvent):
+    event_type = "campaign.created"
+
+
+@register
+class CampaignUpdated(_CampaignContentEvent):
+    """A draft campaign was changed (PUT)."""
+
+    event_type = "campaign.updated"
+
+
+@register
+class CampaignSent(_CampaignEvent):
+    """Every recipient's first step has been handed to delivery."""
+
+    event_type = "campaign.sent"
+    recipients: int = 0
+
+
 @register
 class CampaignStarted(_CampaignEvent):
     event_type = "campaign.started"
@@ -323,6 +359,86 @@ class ContactUpdated(_ContactEvent):
 @register
 class ContactDeleted(_ContactEvent):
     event_type = "contact.deleted"
+
+
+# ---------------------------------------------------------------- analytics (campaigns)
+
+
+@register
+class AnalyticsUpdated(EventData):
+    """A campaign's counters changed (at most one per campaign per minute)."""
+
+    event_type = "analytics.updated"
+    campaign_id: str
+    name: str | None = None
+    # Distinct messages per email event type so far (sent, delivered, opened, clicked, ...).
+    overview: dict[str, int] = Field(default_factory=dict)
+
+
+class _ConversionEvent(EventData):
+    conversion_id: str
+    contact_id: str
+    email: str | None = None
+    goal: str
+    value: float | None = None
+    currency: str | None = None
+    campaign_id: str | None = None
+    occurred_at: datetime | None = None
+    contact_tags: list[str] = Field(default_factory=list)
+
+
+@register
+class GoalConverted(_ConversionEvent):
+    """A contact reached a goal (POST /api/v1/conversions), attributed to a campaign."""
+
+    event_type = "goal.converted"
+
+
+@register
+class RevenueRecorded(_ConversionEvent):
+    """A conversion with a value: `value` in `currency`."""
+
+    event_type = "revenue.recorded"
+
+
+# ---------------------------------------------------------------- sending_settings.* (delivery)
+
+
+@register
+class SendingSettingsUpdated(EventData):
+    """The tenant's default sender changed (delivery → campaigns' read model). Internal: a
+    configuration change, not a fact customers subscribe to."""
+
+    event_type = "sending_settings.updated"
+    public = False
+    default_from: str | None = None
+    default_from_name: str | None = None
+    default_reply_to: str | None = None
+
+
+# ---------------------------------------------------------------- contact_import.* (campaigns)
+
+
+@register
+class ContactImportRequested(EventData):
+    """An import job was accepted (campaigns API → campaigns worker). Internal work item."""
+
+    event_type = "contact_import.requested"
+    public = False
+    urgent = True
+    import_id: str
+
+
+@register
+class ContactImportCompleted(EventData):
+    """An import job finished: its totals (row errors: GET /api/v1/contacts/imports/{id})."""
+
+    event_type = "contact_import.completed"
+    import_id: str
+    total: int
+    created: int
+    updated: int
+    failed: int
 
 
 # ---------------------------------------------------------------- keys / tenants / billing

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 
 from libs.common.app import create_app
 from libs.common.http import ApiError, ErrorDetail, ErrorEnvelope, NotFound, SuccessEnvelope, ok
@@ -24,6 +24,9 @@ from services.campaigns.schemas import (
     ContactCreate,
     ContactStatus,
     ContactUpdate,
+    Conversion,
+    ConversionCreate,
+    ImportJob,
     ImportReport,
     Preview,
     PreviewRequest,
@@ -150,6 +153,48 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
                 details=[ErrorDetail(field="header.content-type", message=media)],
             )
         return ok(await service.import_contacts(pool, _owner(p), items, settings.import_max_rows))
+
+    @router.post(
+        "/contacts/imports",
+        status_code=202,
+        response_model=SuccessEnvelope[ImportJob],
+        tags=["contacts"],
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+                "required": True,
+            }
+        },
+    )
+    async def submit_import(request: Request, p: contacts_scope, pool: Pool) -> dict[str, Any]:
+        """Start an import job (JSON array or CSV, up to 50,000 rows): 202 with its id; poll
+        `GET /api/v1/contacts/imports/{id}`; `contact_import.completed` fires at the end."""
+        items = await _import_items(request)
+        return ok(await service.submit_import(pool, _owner(p), items, settings.import_max_rows))
+
+    @router.get(
+        "/contacts/imports/{import_id}",
+        response_model=SuccessEnvelope[ImportJob],
+        tags=["contacts"],
+    )
+    async def get_import(import_id: str, p: contacts_scope, pool: Pool) -> dict[str, Any]:
+        return ok(await service.get_import(pool, _owner(p), _id(import_id, "Import")))
+
+    async def _import_items(request: Request) -> list[Any]:
+        body = await _read_limited(request, settings.import_max_bytes)
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if media in ("text/csv", "application/csv"):
+            return service.parse_import_csv(body)
+        if media in ("application/json", ""):
+            return service.parse_import_json(body)
+        raise ApiError(
+            "Send application/json or text/csv.",
+            code="unsupported_media_type",
+            details=[ErrorDetail(field="header.content-type", message=media)],
+        )
 
     @router.get(
         "/contacts/{contact_id}", response_model=SuccessEnvelope[Contact], tags=["contacts"]
@@ -293,10 +338,35 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
 
     @router.get("/analytics/campaigns/{campaign_id}", tags=["analytics"])
     async def campaign_analytics(
-        campaign_id: str, p: analytics_scope, pool: Pool
+        campaign_id: str,
+        p: analytics_scope,
+        pool: Pool,
+        period: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[1-9][0-9]?d$",
+                description="Days back, `1d` to `90d` (today included); absent: lifetime.",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         cid = _id(campaign_id, "Campaign")
-        return ok(await service.campaign_analytics(pool, _owner(p), cid))
+        return ok(await service.campaign_analytics(pool, _owner(p), cid, period))
+
+    @router.post(
+        "/conversions",
+        status_code=201,
+        response_model=SuccessEnvelope[Conversion],
+        tags=["analytics"],
+    )
+    async def record_conversion(
+        p: contacts_scope, pool: Pool, body: ConversionCreate, response: Response
+    ) -> dict[str, Any]:
+        """Record a goal a contact reached (idempotent: 200 with the stored conversion when
+        the same contact, goal and occurred_at was recorded before)."""
+        out = await service.record_conversion(pool, _owner(p), body)
+        if not out["created"]:
+            response.status_code = 200
+        return ok(out)
 
     @router.get("/analytics/contacts/{contact_id}", tags=["analytics"])
     async def contact_analytics(

@@ -2,11 +2,16 @@
 
 - `campaigns.analytics`: every email fact goes into the `email_events` read model (one row
   per event id, so redeliveries and replays count once; counts are computed from the facts,
-  so arrival order does not matter).
+  so arrival order does not matter); a campaign's changed counters publish
+  `analytics.updated`, at most once a minute per campaign.
 - `campaigns.engagement`: replies stop the contact's pending sequence steps; unsubscribes,
   hard bounces and complaints move the contact's status (and publish `contact.updated`).
 
-Both use the inbox: the handler's writes and the dedup mark commit together.
+- `campaigns.imports` (`contact_import.requested`, no inbox): runs import jobs, chunk by chunk.
+- `campaigns.sender`: `sending_settings.updated` into the `sender_defaults` read model (the
+  default sender of campaigns without from_email).
+
+All use the inbox: the handler's writes and the dedup mark commit together.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import asyncpg
 
 from libs.common import outbox
 from libs.common.bus import EventBus, PermanentError
-from libs.common.events import ContactUpdated, Envelope, make_event
+from libs.common.events import AnalyticsUpdated, ContactUpdated, Envelope, make_event
 from libs.common.resources import Resources
 from services.campaigns import repository as repo
+from services.campaigns import service
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ ANALYTICS_TYPES = [
     "email.unsubscribed",
     "email.failed",
 ]
+OVERVIEW_TYPES = [t.removeprefix("email.") for t in ANALYTICS_TYPES if t != "email.queued"]
 ENGAGEMENT_TYPES = ["email.replied", "email.unsubscribed", "email.bounced", "email.complained"]
 # Suppression strength: a contact only moves up (active < bounced < unsubscribed < complained).
 SUPPRESSION = {
@@ -72,8 +79,10 @@ async def record_email_event(event: Envelope, conn: asyncpg.Connection | None) -
     if not data.get("message_id"):
         raise PermanentError(f"{event.type} without message_id")
     occurred = event.payload().occurred_at or event.time  # type: ignore[attr-defined]
-    mode = data.get("mode") if data.get("mode") in ("live", "test") else None
-    await repo.insert_email_event(
+    # The mode is the envelope's: delivery's email.* data carries none (issue 15 §7).
+    mode = event.mode
+    campaign_id = _uuid(data.get("campaign_id"))
+    inserted = await repo.insert_email_event(
         conn,
         {
             "event_id": event.id,
@@ -88,6 +97,33 @@ async def record_email_event(event: Envelope, conn: asyncpg.Connection | None) -
             "occurred_at": occurred,
             "detail": {k: data[k] for k in _DETAIL_FIELDS if data.get(k) is not None},
         },
+    )
+    if inserted and campaign_id is not None and event.type != "email.queued":
+        await _notify_analytics(conn, event.tenant_id, campaign_id)
+
+
+async def _notify_analytics(conn: asyncpg.Connection, tenant_id: str, campaign_id: UUID) -> None:
+    """analytics.updated for a campaign whose counters just changed, at most once a minute
+    (a change within the minute is reported with the next change after it)."""
+    campaign = await repo.claim_analytics_notice(conn, tenant_id, campaign_id)
+    if campaign is None:
+        return
+    overview = dict.fromkeys(OVERVIEW_TYPES, 0)
+    for r in await repo.campaign_event_counts(conn, tenant_id, campaign_id):
+        name = r["event_type"].removeprefix("email.")
+        if name in overview:
+            overview[name] += r["uniq"]
+    await outbox.enqueue(
+        conn,
+        make_event(
+            AnalyticsUpdated(
+                campaign_id=str(campaign_id), name=campaign["name"], overview=overview
+            ),
+            tenant_id=tenant_id,
+            source="/services/campaigns",
+            subject=f"campaigns/{campaign_id}",
+            mode=campaign["mode"],
+        ),
     )
 
 
@@ -138,6 +174,22 @@ async def apply_engagement(event: Envelope, conn: asyncpg.Connection | None) -> 
         )
 
 
+async def record_sender_defaults(event: Envelope, conn: asyncpg.Connection | None) -> None:
+    """Keep the tenant's default sender (delivery's sending settings) for campaigns without
+    from_email."""
+    assert conn is not None
+    data = event.payload().model_dump(mode="json")
+    await repo.apply_sender_defaults(conn, event.tenant_id, event.mode, data, event.time)
+
+
 def setup(bus: EventBus, resources: Resources) -> None:
+    @bus.subscribe("imports", ["contact_import.requested"], inbox=False)
+    async def on_import_requested(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+        """Run an import job (idempotent by the job's state: a redelivered item finds it done
+        or running)."""
+        data = event.payload().model_dump(mode="json")
+        await service.run_import(resources.pool, UUID(data["import_id"]))
+
     bus.subscribe("analytics", ANALYTICS_TYPES)(record_email_event)
+    bus.subscribe("sender", ["sending_settings.updated"])(record_sender_defaults)
     bus.subscribe("engagement", ENGAGEMENT_TYPES)(apply_engagement)

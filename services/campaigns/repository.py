@@ -19,11 +19,11 @@ import orjson
 CONTACT_COLUMNS = (
     "id, email, first_name, last_name, company, tags, custom_fields, status, created_at, updated_at"
 )
-TEMPLATE_COLUMNS = "id, name, subject, html, text, variables, created_at, updated_at"
+TEMPLATE_COLUMNS = "id, name, key, subject, html, text, variables, created_at, updated_at"
 CAMPAIGN_COLUMNS = (
     "id, tenant_id, mode, name, status, from_email, from_name, reply_to, steps, recipients,"
     " settings, schedule, daily_cap, spacing_min_seconds, spacing_max_seconds, scheduled_at,"
-    " next_run_at, recipient_count, started_at, completed_at, created_at, updated_at"
+    " next_run_at, recipient_count, started_at, completed_at, created_at, updated_at, sent_at"
 )
 # Sort keys of the contact list: public name -> indexed column.
 CONTACT_SORT_COLUMNS = {
@@ -348,8 +348,8 @@ async def insert_template(
     conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, template_id: UUID, f: dict[str, Any]
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
-        "INSERT INTO templates (id, tenant_id, mode, name, subject, html, text, variables)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TEMPLATE_COLUMNS}",
+        "INSERT INTO templates (id, tenant_id, mode, name, subject, html, text, variables, key)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {TEMPLATE_COLUMNS}",
         template_id,
         owner.tenant_id,
         owner.mode,
@@ -358,6 +358,7 @@ async def insert_template(
         f.get("html"),
         f.get("text"),
         f.get("variables") or {},
+        f.get("key"),
     )
     assert row is not None
     return row
@@ -377,7 +378,7 @@ async def get_template(
 async def update_template(
     conn: asyncpg.Pool, owner: Owner, template_id: UUID, changes: dict[str, Any]
 ) -> asyncpg.Record | None:
-    columns = [c for c in ("name", "subject", "html", "text", "variables") if c in changes]
+    columns = [c for c in ("name", "key", "subject", "html", "text", "variables") if c in changes]
     sets = "".join(f"{c} = ${i + 4}, " for i, c in enumerate(columns))
     return await conn.fetchrow(
         f"UPDATE templates SET {sets}updated_at = clock_timestamp()"
@@ -626,9 +627,11 @@ async def claim_due_recipients(
     """Due recipient steps with their contact's current data, locked for this transaction."""
     return await conn.fetch(
         "SELECT r.contact_id, r.next_step, c.email, c.first_name, c.last_name, c.company,"
-        " c.tags, c.custom_fields, c.status AS contact_status"
+        " c.tags, c.custom_fields, c.status AS contact_status, p.data AS personalization"
         " FROM campaign_recipients r"
         " LEFT JOIN contacts c ON c.id = r.contact_id AND c.tenant_id = r.tenant_id"
+        " LEFT JOIN campaign_personalization p"
+        " ON p.campaign_id = r.campaign_id AND p.contact_id = r.contact_id"
         " WHERE r.campaign_id = $1 AND r.state = 'pending' AND r.next_due_at <= $2"
         " ORDER BY r.next_due_at, r.contact_id LIMIT $3 FOR UPDATE OF r SKIP LOCKED",
         campaign_id,
@@ -871,3 +874,308 @@ async def contact_timeline(
         " ORDER BY occurred_at DESC, event_id DESC LIMIT $3",
         *args,
     )
+
+
+# ---------------------------------------------------------------- seed 004 campaigns
+
+
+async def get_template_by_ref(
+    conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, ref: str
+) -> asyncpg.Record | None:
+    """A template by its id, or by its tenant-chosen key."""
+    try:
+        template_id = UUID(ref)
+    except ValueError:
+        return await conn.fetchrow(
+            f"SELECT {TEMPLATE_COLUMNS} FROM templates"
+            " WHERE key = $1 AND tenant_id = $2 AND mode = $3",
+            ref,
+            owner.tenant_id,
+            owner.mode,
+        )
+    return await get_template(conn, owner, template_id)
+
+
+async def ensure_contacts(
+    conn: asyncpg.Connection, owner: Owner, rows: Sequence[tuple[str, str]]
+) -> tuple[dict[str, UUID], list[asyncpg.Record]]:
+    """Contacts for (new id, email) pairs: created when the address is new, else the existing
+    one untouched. Returns ids by lower-cased email, and the rows created."""
+    created = await conn.fetch(
+        "INSERT INTO contacts (id, tenant_id, mode, email)"
+        " SELECT x.id, $1, $2, x.email FROM unnest($3::uuid[], $4::text[]) AS x(id, email)"
+        f" ON CONFLICT (tenant_id, mode, email_key) DO NOTHING RETURNING {CONTACT_COLUMNS}",
+        owner.tenant_id,
+        owner.mode,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+    )
+    found = await conn.fetch(
+        "SELECT id, lower(email) AS k FROM contacts WHERE tenant_id = $1 AND mode = $2"
+        " AND email_key = ANY($3::text[])",
+        owner.tenant_id,
+        owner.mode,
+        [r[1].lower() for r in rows],
+    )
+    return {r["k"]: r["id"] for r in found}, created
+
+
+async def replace_personalization(
+    conn: asyncpg.Connection, campaign_id: UUID, items: Sequence[tuple[UUID, dict[str, Any]]]
+) -> None:
+    await conn.execute("DELETE FROM campaign_personalization WHERE campaign_id = $1", campaign_id)
+    if items:
+        await conn.executemany(
+            "INSERT INTO campaign_personalization (campaign_id, contact_id, data)"
+            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [(campaign_id, cid, data) for cid, data in items],
+        )
+
+
+async def apply_sender_defaults(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, values: dict[str, Any], at: datetime
+) -> None:
+    """The tenant's default sender from sending_settings.updated (a later event wins)."""
+    await conn.execute(
+        "INSERT INTO sender_defaults (tenant_id, mode, default_from, default_from_name,"
+        " default_reply_to, event_time) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (tenant_id, mode) DO UPDATE SET default_from = excluded.default_from,"
+        " default_from_name = excluded.default_from_name,"
+        " default_reply_to = excluded.default_reply_to, event_time = excluded.event_time"
+        " WHERE sender_defaults.event_time <= excluded.event_time",
+        tenant_id,
+        mode,
+        values.get("default_from"),
+        values.get("default_from_name"),
+        values.get("default_reply_to"),
+        at,
+    )
+
+
+async def sender_defaults(
+    conn: asyncpg.Connection | asyncpg.Pool, owner: Owner
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT default_from, default_from_name, default_reply_to FROM sender_defaults"
+        " WHERE tenant_id = $1 AND mode = $2",
+        owner.tenant_id,
+        owner.mode,
+    )
+
+
+async def first_steps_pending(conn: asyncpg.Connection, campaign_id: UUID) -> bool:
+    """Whether a recipient's first step is still to be handed to delivery."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM campaign_recipients WHERE campaign_id = $1"
+            " AND state = 'pending' AND next_step = 1)",
+            campaign_id,
+        )
+    )
+
+
+async def mark_campaign_sent(conn: asyncpg.Connection, campaign_id: UUID) -> bool:
+    """Set `sent_at` once; True the first time."""
+    return bool(
+        await conn.fetchval(
+            "UPDATE campaigns SET sent_at = clock_timestamp() WHERE id = $1 AND sent_at IS NULL"
+            " RETURNING true",
+            campaign_id,
+        )
+    )
+
+
+# ---------------------------------------------------------------- conversions
+
+
+async def last_campaign_reaching(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, contact_id: UUID, before: datetime
+) -> UUID | None:
+    """The campaign of the latest email sent to the contact at or before `before`."""
+    found: UUID | None = await conn.fetchval(
+        "SELECT campaign_id FROM email_events WHERE contact_id = $1 AND tenant_id = $2"
+        " AND mode = $3 AND campaign_id IS NOT NULL AND event_type = 'email.sent'"
+        " AND occurred_at <= $4 ORDER BY occurred_at DESC LIMIT 1",
+        contact_id,
+        tenant_id,
+        mode,
+        before,
+    )
+    return found
+
+
+async def contact_by_email(
+    conn: asyncpg.Connection, owner: Owner, email: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND mode = $2"
+        " AND email_key = lower($3)",
+        owner.tenant_id,
+        owner.mode,
+        email,
+    )
+
+
+CONVERSION_COLUMNS = "id, contact_id, goal, value, currency, campaign_id, occurred_at, created_at"
+
+
+async def insert_conversion(
+    conn: asyncpg.Connection, owner: Owner, row: dict[str, Any]
+) -> tuple[asyncpg.Record, bool]:
+    """(the conversion, True when new); an existing one with the same natural key is returned
+    unchanged."""
+    created = await conn.fetchrow(
+        "INSERT INTO conversions (id, tenant_id, mode, contact_id, goal, value, currency,"
+        " campaign_id, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (tenant_id, mode, contact_id, goal, occurred_at) DO NOTHING"
+        f" RETURNING {CONVERSION_COLUMNS}",
+        row["id"],
+        owner.tenant_id,
+        owner.mode,
+        row["contact_id"],
+        row["goal"],
+        row["value"],
+        row["currency"],
+        row["campaign_id"],
+        row["occurred_at"],
+    )
+    if created is not None:
+        return created, True
+    existing = await conn.fetchrow(
+        f"SELECT {CONVERSION_COLUMNS} FROM conversions WHERE tenant_id = $1 AND mode = $2"
+        " AND contact_id = $3 AND goal = $4 AND occurred_at = $5",
+        owner.tenant_id,
+        owner.mode,
+        row["contact_id"],
+        row["goal"],
+        row["occurred_at"],
+    )
+    assert existing is not None
+    return existing, False
+
+
+async def campaign_conversions(
+    conn: asyncpg.Pool, tenant_id: str, campaign_id: UUID, since: datetime | None
+) -> list[asyncpg.Record]:
+    """Per currency: conversions and their summed value."""
+    return await conn.fetch(
+        "SELECT currency, count(*) AS n, coalesce(sum(value), 0) AS amount FROM conversions"
+        " WHERE campaign_id = $1 AND tenant_id = $2 AND ($3::timestamptz IS NULL"
+        " OR occurred_at >= $3) GROUP BY currency",
+        campaign_id,
+        tenant_id,
+        since,
+    )
+
+
+async def campaign_event_counts_since(
+    conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str, campaign_id: UUID, since: datetime
+) -> list[asyncpg.Record]:
+    """`campaign_event_counts` restricted to events at or after `since`."""
+    return await conn.fetch(
+        "SELECT event_type, step, count(*) AS total, count(DISTINCT message_id) AS uniq"
+        " FROM email_events WHERE campaign_id = $2 AND tenant_id = $1 AND occurred_at >= $3"
+        " GROUP BY event_type, step",
+        tenant_id,
+        campaign_id,
+        since,
+    )
+
+
+async def claim_analytics_notice(
+    conn: asyncpg.Connection, tenant_id: str, campaign_id: UUID
+) -> asyncpg.Record | None:
+    """The campaign, when its last analytics.updated is a minute old or more (or none yet);
+    marks now as the last one."""
+    return await conn.fetchrow(
+        "UPDATE campaigns SET analytics_notified_at = clock_timestamp() WHERE id = $1"
+        " AND tenant_id = $2 AND (analytics_notified_at IS NULL"
+        " OR analytics_notified_at <= clock_timestamp() - interval '1 minute')"
+        " RETURNING id, tenant_id, mode, name",
+        campaign_id,
+        tenant_id,
+    )
+
+
+# ---------------------------------------------------------------- import jobs
+
+IMPORT_COLUMNS = (
+    "id, status, total, processed, created, updated, failed, errors, created_at, completed_at"
+)
+
+
+async def insert_import(
+    conn: asyncpg.Connection, owner: Owner, import_id: UUID, rows: bytes, total: int
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "INSERT INTO contact_imports (id, tenant_id, mode, rows, total)"
+        f" VALUES ($1, $2, $3, $4, $5) RETURNING {IMPORT_COLUMNS}",
+        import_id,
+        owner.tenant_id,
+        owner.mode,
+        orjson.Fragment(rows),
+        total,
+    )
+    assert row is not None
+    return row
+
+
+async def get_import(conn: asyncpg.Pool, owner: Owner, import_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {IMPORT_COLUMNS} FROM contact_imports WHERE id = $1 AND tenant_id = $2"
+        " AND mode = $3",
+        import_id,
+        owner.tenant_id,
+        owner.mode,
+    )
+
+
+async def claim_import(conn: asyncpg.Connection, import_id: UUID) -> asyncpg.Record | None:
+    """Take a pending job, or a running one whose worker stopped beating (resumed from
+    `processed`)."""
+    return await conn.fetchrow(
+        "UPDATE contact_imports SET status = 'running', heartbeat_at = clock_timestamp()"
+        " WHERE id = $1 AND (status = 'pending' OR (status = 'running'"
+        " AND heartbeat_at < clock_timestamp() - interval '2 minutes'))"
+        " RETURNING id, tenant_id, mode, total, processed",
+        import_id,
+    )
+
+
+async def import_chunk(
+    conn: asyncpg.Connection, import_id: UUID, start: int, size: int
+) -> list[Any]:
+    """Rows `start` .. `start + size - 1` (0-based) of a job."""
+    rows: list[Any] = await conn.fetchval(
+        "SELECT coalesce(jsonb_path_query_array(rows, $2::jsonpath), '[]'::jsonb)"
+        " FROM contact_imports WHERE id = $1",
+        import_id,
+        f"$[{int(start)} to {int(start + size - 1)}]",
+    )
+    return rows
+
+
+async def advance_import(
+    conn: asyncpg.Connection, import_id: UUID, processed: int, report: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "UPDATE contact_imports SET processed = $2, created = created + $3,"
+        " updated = updated + $4, failed = failed + $5, errors = errors || $6::jsonb,"
+        " heartbeat_at = clock_timestamp() WHERE id = $1",
+        import_id,
+        processed,
+        report["created"],
+        report["updated"],
+        report["failed"],
+        report["errors"],
+    )
+
+
+async def complete_import(conn: asyncpg.Connection, import_id: UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "UPDATE contact_imports SET status = 'completed', completed_at = clock_timestamp(),"
+        f" rows = NULL WHERE id = $1 RETURNING tenant_id, mode, {IMPORT_COLUMNS}",
+        import_id,
+    )
+    assert row is not None
+    return row

@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from libs.common import outbox
 from libs.common.events import (
     CampaignCompleted,
+    CampaignSent,
     CampaignStarted,
     EmailRequested,
     Envelope,
@@ -155,6 +156,20 @@ class CampaignRunner:
         sent = await self._send(conn, campaign, rows, now)
         if sent:
             await repo.add_sent_on_day(conn, cid, day, sent)
+        if not await repo.first_steps_pending(conn, cid) and await repo.mark_campaign_sent(
+            conn, cid
+        ):
+            await outbox.enqueue(
+                conn,
+                self._event(
+                    campaign,
+                    CampaignSent(
+                        campaign_id=str(cid),
+                        name=campaign["name"],
+                        recipients=campaign["recipient_count"],
+                    ),
+                ),
+            )
         delay = spacing_delay(campaign["spacing_min_seconds"], campaign["spacing_max_seconds"])
         # Without spacing, come straight back: more steps may be due.
         await repo.set_next_run(
@@ -168,12 +183,17 @@ class CampaignRunner:
         steps: list[dict[str, Any]] = campaign["steps"]
         compiled = self._content(cid, steps)
         settings = campaign["settings"]
+        # analytics_enabled: false turns open and click tracking off.
+        tracking = settings.get("analytics_enabled", True)
         sends: list[SendRecord] = []
         advances: list[RecipientAdvance] = []
         events = []
         live = [r for r in rows if r["email"] is not None and r["contact_status"] == "active"]
         rendered = await render_many(
-            [compiled[r["next_step"] - 1].job(contact_context(dict(r))) for r in live],
+            [
+                compiled[r["next_step"] - 1].job(contact_context(dict(r), r["personalization"]))
+                for r in live
+            ],
             deadline=time.monotonic() + self.render_seconds,
         )
         contents = dict(zip((r["contact_id"] for r in live), rendered, strict=True))
@@ -213,8 +233,8 @@ class CampaignRunner:
                     contact_id=str(contact_id),
                     step=number,
                     category=settings.get("category", "marketing"),
-                    track_opens=settings.get("track_opens", True),
-                    track_clicks=settings.get("track_clicks", True),
+                    track_opens=tracking and settings.get("track_opens", True),
+                    track_clicks=tracking and settings.get("track_clicks", True),
                     tags=list(r["tags"] or []),
                     mode=campaign["mode"],
                 ),

@@ -3,6 +3,7 @@ with the bulk importer."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -181,8 +182,13 @@ def _check_source(value: str | None) -> str | None:
     return value
 
 
+TEMPLATE_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+
+
 class TemplateCreate(_Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    # A tenant-chosen name campaigns may use instead of the id (`welcome_template`).
+    key: str | None = Field(default=None, pattern=TEMPLATE_KEY_PATTERN)
     subject: str = Field(min_length=1, max_length=998)
     html: str | None = None
     text: str | None = None
@@ -200,6 +206,7 @@ class TemplateCreate(_Strict):
 
 class TemplateUpdate(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
+    key: str | None = Field(default=None, pattern=TEMPLATE_KEY_PATTERN)
     subject: str | None = Field(default=None, min_length=1, max_length=998)
     html: str | None = None
     text: str | None = None
@@ -211,6 +218,7 @@ class TemplateUpdate(_Strict):
 class Template(BaseModel):
     id: UUID
     name: str
+    key: str | None = None
     subject: str
     html: str | None
     text: str | None
@@ -238,16 +246,28 @@ class Preview(BaseModel):
 class CampaignContent(_Strict):
     html: str | None = None
     text: str | None = None
-    template_id: UUID | None = None
+    # A template's id, or its `key`. Inline html/text given beside it override that part.
+    template_id: str | None = Field(default=None, min_length=1, max_length=64)
 
     _sources = field_validator("html", "text")(_check_source)
+
+    @field_validator("template_id")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(UUID(value))
+        except ValueError:
+            pass
+        if not re.fullmatch(TEMPLATE_KEY_PATTERN, value):
+            raise ValueError("template_id must be a template id (uuid) or key")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> CampaignContent:
         if self.template_id is None and not self.html and not self.text:
             raise ValueError("content needs html, text or a template_id")
-        if self.template_id is not None and (self.html or self.text):
-            raise ValueError("give either a template_id or inline html/text, not both")
         return self
 
 
@@ -276,10 +296,28 @@ class Recipients(_Strict):
         return self
 
 
+class InlineRecipient(_Strict):
+    """Seed 004's recipient: the contact is upserted by email; `personalization` is given to
+    the template (beside the contact's fields, which it overrides) for this campaign."""
+
+    email: str
+    personalization: dict[str, Any] = Field(default_factory=dict)
+
+    _email = field_validator("email", mode="before")(check_email)
+    _custom = field_validator("personalization", mode="before")(check_custom_fields)
+
+
+MAX_INLINE_RECIPIENTS = 10_000
+
+
 class CampaignSettings(_Strict):
     track_opens: bool = True
     track_clicks: bool = True
     category: Literal["marketing", "transactional"] = "marketing"
+    # false: no open pixel and no click tracking, whatever track_opens/track_clicks say.
+    analytics_enabled: bool = True
+    # Accepted and stored; does nothing yet (docs/campaigns.md).
+    ai_optimization: bool = False
 
 
 class Schedule(_Strict):
@@ -318,12 +356,16 @@ class Spacing(_Strict):
 
 class CampaignCreate(_Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
-    from_email: str
+    # Absent: the tenant's default sender (PUT /api/v1/sending/settings), taken at start.
+    from_email: str | None = None
     from_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     reply_to: str | None = None
     subject: str | None = Field(default=None, min_length=1, max_length=998)
     content: CampaignContent
-    recipients: Recipients
+    recipients: Recipients | list[InlineRecipient] = Field(
+        description="A recipients spec (contact_ids or tags), or inline recipients"
+        " `[{email, personalization}]` (upserted as contacts; at most 10,000)."
+    )
     settings: CampaignSettings = Field(default_factory=CampaignSettings)
     follow_ups: list[FollowUp] = Field(default_factory=list, max_length=20)
     schedule: Schedule | None = None
@@ -331,13 +373,22 @@ class CampaignCreate(_Strict):
     spacing: Spacing | None = None
     scheduled_at: datetime | None = None
 
-    _from = field_validator("from_email", mode="before")(check_email)
     _from_name = field_validator("from_name")(check_display_name)
 
-    @field_validator("reply_to", mode="before")
+    @field_validator("from_email", "reply_to", mode="before")
     @classmethod
-    def _reply_to(cls, value: Any) -> str | None:
+    def _emails(cls, value: Any) -> str | None:
         return None if value is None else check_email(value)
+
+    @field_validator("recipients")
+    @classmethod
+    def _inline(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("recipients must not be empty")
+            if len(value) > MAX_INLINE_RECIPIENTS:
+                raise ValueError(f"at most {MAX_INLINE_RECIPIENTS} inline recipients")
+        return value
 
     @field_validator("scheduled_at")
     @classmethod
@@ -362,7 +413,7 @@ class CampaignUpdate(_Strict):
     reply_to: str | None = None
     subject: str | None = Field(default=None, min_length=1, max_length=998)
     content: CampaignContent | None = None
-    recipients: Recipients | None = None
+    recipients: Recipients | list[InlineRecipient] | None = None
     settings: CampaignSettings | None = None
     follow_ups: list[FollowUp] | None = Field(default=None, max_length=20)
     schedule: Schedule | None = None
@@ -389,7 +440,7 @@ class Campaign(BaseModel):
     id: UUID
     name: str
     status: CampaignStatus
-    from_email: str
+    from_email: str | None
     from_name: str | None
     reply_to: str | None
     subject: str | None
@@ -403,6 +454,93 @@ class Campaign(BaseModel):
     scheduled_at: datetime | None
     recipient_count: int
     started_at: datetime | None
+    # When every recipient's first step had been handed to delivery (`campaign.sent`).
+    sent_at: datetime | None = None
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+# ---------------------------------------------------------------- conversions
+
+
+class ConversionCreate(_Strict):
+    """A goal a contact reached. Name the contact by `email` or `contact_id`. Idempotent: the
+    same contact, goal and `occurred_at` is one conversion."""
+
+    email: str | None = None
+    contact_id: UUID | None = None
+    goal: str = Field(min_length=1, max_length=100)
+    value: float | None = Field(default=None, ge=0, le=1_000_000_000)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    campaign_id: UUID | None = None
+    occurred_at: datetime | None = None
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> str | None:
+        return None if value is None else check_email(value)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("occurred_at needs a timezone (e.g. 2026-01-05T09:00:00Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _who(self) -> ConversionCreate:
+        if (self.email is None) == (self.contact_id is None):
+            raise ValueError("give either email or contact_id")
+        if self.currency is not None and self.value is None:
+            raise ValueError("currency needs a value")
+        return self
+
+
+class Conversion(BaseModel):
+    id: UUID
+    contact_id: UUID
+    goal: str
+    value: float | None
+    currency: str | None
+    campaign_id: UUID | None
+    occurred_at: datetime
+    created_at: datetime
+    # False when this conversion had been recorded before (the same one is returned).
+    created: bool
+
+
+class RevenueAmount(BaseModel):
+    currency: str | None
+    amount: float
+    conversions: int
+
+
+class CampaignOverview(BaseModel):
+    """Seed 004's `overview`: distinct messages per outcome, in the period."""
+
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    replied: int
+    bounced: int
+    complained: int
+    unsubscribed: int
+    failed: int
+    conversions: int
+
+
+class ImportJob(BaseModel):
+    """An import job's progress (`POST /api/v1/contacts/imports`)."""
+
+    id: UUID
+    status: Literal["pending", "running", "completed"]
+    total: int
+    processed: int
+    created: int
+    updated: int
+    failed: int
+    errors: list[ImportRowError]
+    created_at: datetime
+    completed_at: datetime | None

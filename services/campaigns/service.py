@@ -27,13 +27,19 @@ from pydantic import ValidationError as PydanticValidationError
 from libs.common import outbox, pagination
 from libs.common.events import (
     CampaignCancelled,
+    CampaignCreated,
     CampaignPaused,
     CampaignResumed,
     CampaignStarted,
+    CampaignUpdated,
     ContactCreated,
     ContactDeleted,
+    ContactImportCompleted,
+    ContactImportRequested,
     ContactUpdated,
     EventData,
+    GoalConverted,
+    RevenueRecorded,
     make_event,
     new_event_id,
     stamp_events,
@@ -56,6 +62,7 @@ from services.campaigns.schemas import (
     CampaignUpdate,
     ContactCreate,
     ContactUpdate,
+    ConversionCreate,
     PreviewRequest,
     TemplateCreate,
     TemplateUpdate,
@@ -82,6 +89,19 @@ register_error_code(
 )
 register_error_code("template_render_error", 422, "The template failed to render.")
 register_error_code(LIMIT_ERROR_CODE, 422, LIMIT_ERROR_MEANING)
+register_error_code(
+    "template_key_exists", 409, "Another template of this tenant already has this key."
+)
+register_error_code(
+    "campaign_sender_required",
+    409,
+    "A live campaign without from_email cannot start before the tenant sets a default sender.",
+)
+
+# The sender of a test-mode campaign with neither from_email nor a default sender (the same
+# sandbox sender as delivery's; test mode never leaves the sandbox).
+SANDBOX_FROM_EMAIL = "sandbox@sandbox.penguinmails.com"
+SANDBOX_FROM_NAME = "PenguinMails Sandbox"
 
 
 def _template_error(problem: TemplateProblem, field_prefix: str = "") -> ApiError:
@@ -538,17 +558,23 @@ async def import_contacts(
             details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
         )
     async with pool.acquire() as conn, conn.transaction():
-        emails = _raw_emails(items)
-        taken = await repo.existing_contact_emails(conn, owner, emails) if emails else set()
-        batch = _ImportBatch(items, taken)
-        if not await repo.copy_new_contacts(conn, owner, batch.fresh_rows()):
-            # An address was taken since the look-up (a concurrent write, or a spelling the
-            # look-up could not match): merge every row instead.
-            batch = _ImportBatch(items, set())
-            batch.check_all()
-            batch.known, batch.fresh = batch.fresh, []
-        merged = await repo.upsert_contacts(conn, owner, batch.known) if batch.known else []
-        await outbox.enqueue_copy(conn, _import_events(owner, batch.fresh, merged))
+        return await import_rows(conn, owner, items)
+
+
+async def import_rows(conn: asyncpg.Connection, owner: Owner, items: list[Any]) -> dict[str, Any]:
+    """`import_contacts`' work inside the caller's transaction (the import job commits each
+    chunk with its progress). Row numbers in `errors` are 1-based within `items`."""
+    emails = _raw_emails(items)
+    taken = await repo.existing_contact_emails(conn, owner, emails) if emails else set()
+    batch = _ImportBatch(items, taken)
+    if not await repo.copy_new_contacts(conn, owner, batch.fresh_rows()):
+        # An address was taken since the look-up (a concurrent write, or a spelling the
+        # look-up could not match): merge every row instead.
+        batch = _ImportBatch(items, set())
+        batch.check_all()
+        batch.known, batch.fresh = batch.fresh, []
+    merged = await repo.upsert_contacts(conn, owner, batch.known) if batch.known else []
+    await outbox.enqueue_copy(conn, _import_events(owner, batch.fresh, merged))
     inserted = sum(1 for m in merged if m["inserted"])
     return {
         "received": len(items),
@@ -565,7 +591,17 @@ async def import_contacts(
 def template_out(row: asyncpg.Record) -> dict[str, Any]:
     return {
         k: row[k]
-        for k in ("id", "name", "subject", "html", "text", "variables", "created_at", "updated_at")
+        for k in (
+            "id",
+            "name",
+            "key",
+            "subject",
+            "html",
+            "text",
+            "variables",
+            "created_at",
+            "updated_at",
+        )
     }
 
 
@@ -582,7 +618,19 @@ def _check_template_parts(parts: dict[str, str | None], prefix: str = "body.") -
 
 async def create_template(pool: asyncpg.Pool, owner: Owner, body: TemplateCreate) -> dict[str, Any]:
     _check_template_parts(body.model_dump())
-    return template_out(await repo.insert_template(pool, owner, new_event_id(), body.model_dump()))
+    try:
+        row = await repo.insert_template(pool, owner, new_event_id(), body.model_dump())
+    except asyncpg.UniqueViolationError:
+        raise _key_taken(body.key) from None
+    return template_out(row)
+
+
+def _key_taken(key: str | None) -> Conflict:
+    return Conflict(
+        f"Another template already has the key {key!r}.",
+        code="template_key_exists",
+        details=[ErrorDetail(field="body.key", message="already used by another template")],
+    )
 
 
 async def get_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -> dict[str, Any]:
@@ -602,7 +650,10 @@ async def update_template(
                 details=[ErrorDetail(field=f"body.{key}", message="may not be null")]
             )
     _check_template_parts(changes)
-    row = await repo.update_template(pool, owner, template_id, changes)
+    try:
+        row = await repo.update_template(pool, owner, template_id, changes)
+    except asyncpg.UniqueViolationError:
+        raise _key_taken(changes.get("key")) from None
     if row is None:
         raise NotFound("Template not found.")
     if not row["html"] and not row["text"]:
@@ -700,6 +751,7 @@ def campaign_out(row: asyncpg.Record) -> dict[str, Any]:
         "completed_at": row["completed_at"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "sent_at": row["sent_at"],
     }
 
 
@@ -739,7 +791,7 @@ async def _check_references(pool: asyncpg.Pool, owner: Owner, fields: dict[str, 
     for i, step in enumerate(fields.get("steps") or []):
         if (
             step.get("template_id")
-            and await repo.get_template(pool, owner, UUID(step["template_id"])) is None
+            and await repo.get_template_by_ref(pool, owner, step["template_id"]) is None
         ):
             where = "body.content" if i == 0 else f"body.follow_ups.{i - 1}.content"
             details.append(ErrorDetail(field=f"{where}.template_id", message="no such template"))
@@ -766,7 +818,11 @@ def _campaign_fields(body: CampaignCreate) -> dict[str, Any]:
         "from_name": body.from_name,
         "reply_to": body.reply_to,
         "steps": steps,
-        "recipients": body.recipients.model_dump(mode="json", exclude_none=True),
+        "recipients": (
+            {"contact_ids": []}  # inline recipients: filled in once their contacts exist
+            if isinstance(body.recipients, list)
+            else body.recipients.model_dump(mode="json", exclude_none=True)
+        ),
         "settings": body.settings.model_dump(),
         "schedule": body.schedule.model_dump() if body.schedule else None,
         "daily_cap": body.daily_cap,
@@ -803,8 +859,70 @@ async def create_campaign(pool: asyncpg.Pool, owner: Owner, body: CampaignCreate
     fields = _campaign_fields(body)
     _check_steps(fields["steps"])
     await _check_references(pool, owner, fields)
-    row = await repo.insert_campaign(pool, owner, new_event_id(), fields)
+    campaign_id = new_event_id()
+    async with pool.acquire() as conn, conn.transaction():
+        if isinstance(body.recipients, list):
+            await _inline_recipients(conn, owner, campaign_id, body.recipients, fields)
+        row = await repo.insert_campaign(conn, owner, campaign_id, fields)
+        if isinstance(body.recipients, list):
+            await repo.replace_personalization(conn, campaign_id, fields.pop("_personalization"))
+        await outbox.enqueue(conn, await _content_event(conn, row, CampaignCreated))
     return campaign_out(row)
+
+
+async def _inline_recipients(
+    conn: asyncpg.Connection,
+    owner: Owner,
+    campaign_id: UUID,
+    recipients: list[Any],
+    fields: dict[str, Any],
+) -> None:
+    """Seed 004's `recipients: [{email, personalization}]`: upsert the contacts (new ones are
+    created with their address only and published as contact.created), then keep the
+    campaign as a contact_ids campaign with per-contact personalization."""
+    seen: dict[str, Any] = {}
+    for r in recipients:
+        seen.setdefault(r.email.lower(), r)
+    ids, created = await repo.ensure_contacts(
+        conn, owner, [(uuid7_text(), r.email) for r in seen.values()]
+    )
+    for c in created:
+        await outbox.enqueue(
+            conn, _event(owner, _contact_event(c, ContactCreated), f"contacts/{c['id']}")
+        )
+    fields["recipients"] = {"contact_ids": [str(ids[k]) for k in seen]}
+    fields["_personalization"] = [
+        (ids[k], r.personalization) for k, r in seen.items() if r.personalization
+    ]
+
+
+async def _content_event(conn: asyncpg.Connection, row: Any, cls: type[EventData]) -> Any:
+    """campaign.created / campaign.updated with the first step's content as it would be sent
+    (the template's parts, overridden by inline ones)."""
+    owner = Owner(row["tenant_id"], row["mode"])
+    step = dict(row["steps"][0])
+    if step.get("template_id"):
+        t = await repo.get_template_by_ref(conn, owner, step["template_id"])
+        if t is not None:
+            step["html"] = step.get("html") or t["html"]
+            step["text"] = step.get("text") or t["text"]
+            step["subject"] = step.get("subject") or t["subject"]
+    settings = row["settings"]
+    analytics = settings.get("analytics_enabled", True)
+    return _campaign_event(
+        row,
+        cls,
+        subject=step.get("subject"),
+        html=step.get("html"),
+        text=step.get("text"),
+        template_id=step.get("template_id"),
+        from_email=row["from_email"],
+        from_name=row["from_name"],
+        reply_to=row["reply_to"],
+        category=settings.get("category", "marketing"),
+        track_opens=analytics and settings.get("track_opens", True),
+        track_clicks=analytics and settings.get("track_clicks", True),
+    )
 
 
 async def get_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
@@ -844,7 +962,13 @@ async def update_campaign(
         fields = _campaign_fields(full)
         _check_steps(fields["steps"])
         await _check_references(pool, owner, fields)
+        if isinstance(full.recipients, list):
+            await _inline_recipients(conn, owner, campaign_id, full.recipients, fields)
+            await repo.replace_personalization(conn, campaign_id, fields.pop("_personalization"))
+        elif body.recipients is not None:
+            await repo.replace_personalization(conn, campaign_id, [])
         row = await repo.update_campaign(conn, campaign_id, fields)
+        await outbox.enqueue(conn, await _content_event(conn, row, CampaignUpdated))
     return campaign_out(row)
 
 
@@ -889,13 +1013,15 @@ async def _resolve_steps(
         where = "body.content" if i == 0 else f"follow_ups.{i - 1}.content"
         s = dict(step)
         if s.get("template_id"):
-            t = await repo.get_template(conn, owner, UUID(s["template_id"]))
+            t = await repo.get_template_by_ref(conn, owner, s["template_id"])
             if t is None:
                 raise ValidationFailed(
                     "A template used by the campaign no longer exists.",
                     details=[ErrorDetail(field=f"{where}.template_id", message="no such template")],
                 )
-            s["html"], s["text"] = t["html"], t["text"]
+            # Inline html/text given beside the template override that part.
+            s["html"] = s.get("html") or t["html"]
+            s["text"] = s.get("text") or t["text"]
             s["subject"] = s.get("subject") or t["subject"]
         if not s.get("subject"):
             s["subject"] = f"Re: {first_subject}"
@@ -926,6 +1052,7 @@ async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) ->
         if current["status"] not in _TRANSITIONS["start"]:
             raise _status_conflict("invalid_status_transition", "start", current["status"])
         steps = await _resolve_steps(conn, owner, current["steps"])
+        sender = await _sender(conn, owner, current)
         begin = max(now, current["scheduled_at"] or now)
         spec = current["recipients"]
         frozen = await repo.freeze_recipients(
@@ -953,11 +1080,41 @@ async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) ->
                 "recipient_count": frozen,
                 "next_run_at": begin,
                 "started_at": now if status == "running" else None,
+                **sender,
             },
         )
         if status == "running":
             await outbox.enqueue(conn, _campaign_event(row, CampaignStarted, recipients=frozen))
     return campaign_out(row)
+
+
+async def _sender(conn: asyncpg.Connection, owner: Owner, campaign: Any) -> dict[str, Any]:
+    """The sender columns a campaign without from_email freezes at start: the tenant's default
+    sender (read model of sending_settings.updated), else in test mode the sandbox sender."""
+    if campaign["from_email"]:
+        return {}
+    defaults = await repo.sender_defaults(conn, owner)
+    if defaults is not None and defaults["default_from"]:
+        return {
+            "from_email": defaults["default_from"],
+            "from_name": campaign["from_name"] or defaults["default_from_name"],
+            "reply_to": campaign["reply_to"] or defaults["default_reply_to"],
+        }
+    if owner.mode == "test":
+        return {
+            "from_email": SANDBOX_FROM_EMAIL,
+            "from_name": campaign["from_name"] or SANDBOX_FROM_NAME,
+        }
+    raise Conflict(
+        "This campaign has no from_email and the tenant has no default sender.",
+        code="campaign_sender_required",
+        details=[
+            ErrorDetail(
+                field="from_email",
+                message="set from_email, or default_from with PUT /api/v1/sending/settings",
+            )
+        ],
+    )
 
 
 async def pause_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
@@ -1086,11 +1243,23 @@ async def email_analytics(pool: asyncpg.Pool, owner: Owner, period: str) -> dict
     }
 
 
-async def campaign_analytics(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def campaign_analytics(
+    pool: asyncpg.Pool, owner: Owner, campaign_id: UUID, period: str | None = None
+) -> dict[str, Any]:
+    """Lifetime counts, or the last `period` days' (`1d`..`90d`, today included, UTC)."""
     campaign = await repo.get_campaign(pool, owner, campaign_id)
     if campaign is None:
         raise NotFound("Campaign not found.")
-    rows = await repo.campaign_event_counts(pool, owner.tenant_id, campaign_id)
+    since: datetime | None = None
+    if period is not None:
+        first = datetime.now(UTC).date() - timedelta(days=parse_period(period) - 1)
+        since = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+        rows = await repo.campaign_event_counts_since(pool, owner.tenant_id, campaign_id, since)
+    else:
+        rows = await repo.campaign_event_counts(pool, owner.tenant_id, campaign_id)
+    conversions = await repo.campaign_conversions(pool, owner.tenant_id, campaign_id, since)
+    folded = _fold(rows)
+    converted = sum(int(c["n"]) for c in conversions)
     by_step: dict[int, list[asyncpg.Record]] = {}
     for r in rows:
         if r["step"] is not None:
@@ -1104,8 +1273,22 @@ async def campaign_analytics(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID
             **{s: 0 for s in ("pending", "done", "replied", "stopped", "failed")},
             **await repo.recipient_states(pool, campaign_id),
         },
-        **_fold(rows),
+        **folded,
         "steps": [{"step": s, **_fold(by_step[s])} for s in sorted(by_step)],
+        "period": period,
+        "from": since,
+        "to": datetime.now(UTC),
+        "overview": {**folded["unique"], "conversions": converted},
+        "conversions": converted,
+        "revenue": [
+            {
+                "currency": c["currency"],
+                "amount": float(c["amount"]),
+                "conversions": int(c["n"]),
+            }
+            for c in conversions
+            if c["currency"] is not None
+        ],
     }
 
 
@@ -1149,3 +1332,164 @@ async def contact_analytics(
         "timeline": page.items,
     }
     return data, page.pagination
+
+
+# ---------------------------------------------------------------- conversions
+
+
+async def record_conversion(
+    pool: asyncpg.Pool, owner: Owner, body: ConversionCreate
+) -> dict[str, Any]:
+    """Record a goal once (same contact, goal and occurred_at: the stored one is returned),
+    attributed to `campaign_id` or else to the last campaign that sent to the contact;
+    publishes goal.converted and, with a value, revenue.recorded."""
+    occurred = body.occurred_at or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        if body.contact_id is not None:
+            contact = await repo.get_contact(conn, owner, body.contact_id)
+            where = "body.contact_id"
+        else:
+            assert body.email is not None
+            contact = await repo.contact_by_email(conn, owner, body.email)
+            where = "body.email"
+        if contact is None:
+            raise NotFound(
+                "Contact not found.", details=[ErrorDetail(field=where, message="no such contact")]
+            )
+        campaign_id = body.campaign_id
+        if campaign_id is not None:
+            if await repo.get_campaign(conn, owner, campaign_id) is None:
+                raise NotFound(
+                    "Campaign not found.",
+                    details=[ErrorDetail(field="body.campaign_id", message="no such campaign")],
+                )
+        else:
+            campaign_id = await repo.last_campaign_reaching(
+                conn, owner.tenant_id, owner.mode, contact["id"], occurred
+            )
+        row, created = await repo.insert_conversion(
+            conn,
+            owner,
+            {
+                "id": new_event_id(),
+                "contact_id": contact["id"],
+                "goal": body.goal,
+                "value": body.value,
+                "currency": body.currency,
+                "campaign_id": campaign_id,
+                "occurred_at": occurred,
+            },
+        )
+        if created:
+            data = {
+                "conversion_id": str(row["id"]),
+                "contact_id": str(contact["id"]),
+                "email": contact["email"],
+                "goal": row["goal"],
+                "value": float(row["value"]) if row["value"] is not None else None,
+                "currency": row["currency"],
+                "campaign_id": str(row["campaign_id"]) if row["campaign_id"] else None,
+                "occurred_at": row["occurred_at"],
+                "contact_tags": list(contact["tags"]),
+            }
+            subject = f"conversions/{row['id']}"
+            await outbox.enqueue(conn, _event(owner, GoalConverted(**data), subject))
+            if row["value"] is not None:
+                await outbox.enqueue(conn, _event(owner, RevenueRecorded(**data), subject))
+    out = dict(row)
+    out["value"] = float(row["value"]) if row["value"] is not None else None
+    out["created"] = created
+    return out
+
+
+# ---------------------------------------------------------------- import jobs
+
+IMPORT_CHUNK_ROWS = 5_000
+
+
+def import_job_out(row: Any) -> dict[str, Any]:
+    return {
+        k: row[k]
+        for k in (
+            "id",
+            "status",
+            "total",
+            "processed",
+            "created",
+            "updated",
+            "failed",
+            "errors",
+            "created_at",
+            "completed_at",
+        )
+    }
+
+
+async def submit_import(
+    pool: asyncpg.Pool, owner: Owner, items: list[Any], max_rows: int
+) -> dict[str, Any]:
+    """Accept an import job: the parsed rows are stored and a work item queued for the
+    worker (contact_import.requested) in one transaction."""
+    if len(items) > max_rows:
+        raise ImportTooLarge(
+            f"An import takes at most {max_rows} rows; this one has {len(items)}. Split it.",
+            details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
+        )
+    import_id = new_event_id()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repo.insert_import(conn, owner, import_id, orjson.dumps(items), len(items))
+        await outbox.enqueue(
+            conn,
+            _event(
+                owner,
+                ContactImportRequested(import_id=str(import_id)),
+                f"contacts/imports/{import_id}",
+            ),
+        )
+    return import_job_out(row)
+
+
+async def get_import(pool: asyncpg.Pool, owner: Owner, import_id: UUID) -> dict[str, Any]:
+    row = await repo.get_import(pool, owner, import_id)
+    if row is None:
+        raise NotFound("Import not found.")
+    return import_job_out(row)
+
+
+async def run_import(
+    pool: asyncpg.Pool, import_id: UUID, chunk_rows: int = IMPORT_CHUNK_ROWS
+) -> bool:
+    """Import a job's rows chunk by chunk (each chunk and its progress in one transaction, so
+    a restarted job resumes where it stopped); then contact_import.completed. False when the
+    job is not this worker's to run (done, or running elsewhere)."""
+    async with pool.acquire() as conn:
+        job = await repo.claim_import(conn, import_id)
+    if job is None:
+        return False
+    owner = Owner(job["tenant_id"], job["mode"])
+    done = job["processed"]
+    while done < job["total"]:
+        async with pool.acquire() as conn, conn.transaction():
+            items = await repo.import_chunk(conn, import_id, done, chunk_rows)
+            report = await import_rows(conn, owner, items)
+            for e in report["errors"]:
+                e["row"] += done  # 1-based within the whole import
+            done += len(items)
+            await repo.advance_import(conn, import_id, done, report)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repo.complete_import(conn, import_id)
+        await outbox.enqueue(
+            conn,
+            _event(
+                owner,
+                ContactImportCompleted(
+                    import_id=str(import_id),
+                    total=row["total"],
+                    created=row["created"],
+                    updated=row["updated"],
+                    failed=row["failed"],
+                ),
+                f"contacts/imports/{import_id}",
+            ),
+        )
+    return True

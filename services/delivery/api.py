@@ -14,18 +14,21 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from libs.common.app import create_app
-from libs.common.http import ok
+from libs.common.http import SuccessEnvelope, ok
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
 from services.delivery.connectors.base import WebhookRequest
 from services.delivery.domains import api as domains_api
 from services.delivery.schemas import (
+    BatchReport,
     BulkAccepted,
     RoutingRuleIn,
     SendAccepted,
     SendBulkRequest,
     SendEmailRequest,
     SendingCapIn,
+    SendingSettings,
+    SendingSettingsIn,
     SuppressionIn,
 )
 from services.delivery.service import DeliveryService
@@ -161,9 +164,29 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
         await svc.set_sending_cap(p.tenant_id, body)
         return ok(body)
 
+    @api.get("/batches/{batch_id}", response_model=SuccessEnvelope[BatchReport])
+    async def get_batch(batch_id: str, p: Reader, svc: Service) -> dict[str, Any]:
+        """A bulk send's progress: its messages counted by status."""
+        return ok(await svc.batch_report(p.tenant_id, p.mode, batch_id))
+
     @api.get("/{message_id}")
     async def get_email(message_id: str, p: Reader, svc: Service) -> dict[str, Any]:
         return ok(_public(await svc.get_email(p.tenant_id, p.mode, message_id)))
+
+    sending = APIRouter(prefix="/api/v1/sending", tags=["sending"])
+
+    @sending.get("/settings", response_model=SuccessEnvelope[SendingSettings])
+    async def get_sending_settings(p: Sender, svc: Service) -> dict[str, Any]:
+        """The default sender of sends (and campaigns) without `from`, in the key's mode."""
+        return ok(await svc.get_sending_settings(p.tenant_id, p.mode))
+
+    @sending.put("/settings", response_model=SuccessEnvelope[SendingSettings])
+    async def put_sending_settings(
+        body: SendingSettingsIn, p: Sender, svc: Service
+    ) -> dict[str, Any]:
+        """Replace the default sender (absent fields are cleared); publishes
+        `sending_settings.updated`."""
+        return ok(await svc.put_sending_settings(p.tenant_id, p.mode, body))
 
     edges = APIRouter(include_in_schema=True, tags=["tracking"])
 
@@ -210,7 +233,7 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
         )
         return JSONResponse(ok({"applied": applied}))
 
-    return [api, domains_api.build_router(principal), edges]
+    return [api, sending, domains_api.build_router(principal), edges]
 
 
 _PAGE = (

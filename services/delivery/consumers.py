@@ -2,6 +2,10 @@
 
 - `delivery.requests` (`email.requested`, inbox): the campaign runner's sends join the same
   pipeline as the API's, in the inbox transaction (a redelivered request is a no-op).
+- `delivery.contacts` (`contact.*`, inbox): the recipient-tags read model, so every email.*
+  event carries `contact_tags` (webhook filters by contact tag).
+- `delivery.campaigns` (`campaign.created` / `campaign.updated`, inbox): the campaign-content
+  read model of `send-bulk` with a `campaign_id`.
 - `delivery.send` (`email_batch.queued`, no inbox): claims and sends the listed messages.
   Idempotent by message state: a redelivered work item finds nothing queued to claim.
 """
@@ -26,6 +30,18 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
             await service.accept_requested(conn, event.tenant_id, data)
         except TemplateInvalid as exc:
             raise PermanentError(f"template_invalid: {exc.message}") from exc
+
+    @bus.subscribe("contacts", ["contact.created", "contact.updated", "contact.deleted"])
+    async def on_contact(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        """Learn the contact's tags: email.* events carry their recipient's tags."""
+        assert conn is not None
+        await service.learn_contact(conn, event, event.payload().model_dump(mode="json"))
+
+    @bus.subscribe("campaigns", ["campaign.created", "campaign.updated"])
+    async def on_campaign(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        """Learn the campaign's content: send-bulk with a campaign_id sends it."""
+        assert conn is not None
+        await service.learn_campaign(conn, event, event.payload().model_dump(mode="json"))
 
     @bus.subscribe("send", ["email_batch.queued"], inbox=False)
     async def on_batch_queued(event: Envelope, _conn: asyncpg.Connection | None) -> None:

@@ -36,7 +36,8 @@ _CLAIMED_COLUMNS = """
     claimed.id, claimed.tenant_id, claimed.mode, claimed.content_id, claimed.batch_id,
     claimed.campaign_id, claimed.contact_id, claimed.step, claimed.to_email, claimed.variables,
     claimed.category, claimed.tags, claimed.metadata, claimed.track_opens, claimed.track_clicks,
-    claimed.attempts, claimed.provider, c.from_email, c.subject, c.html, c.text_body, c.reply_to
+    claimed.attempts, claimed.provider, claimed.contact_tags,
+    c.from_email, c.subject, c.html, c.text_body, c.reply_to
 """
 
 MESSAGE_COLUMNS = (
@@ -58,6 +59,7 @@ MESSAGE_COLUMNS = (
     "track_clicks",
     "status",
     "next_attempt_at",
+    "contact_tags",
 )
 TIMELINE_COLUMNS = (
     "message_id",
@@ -115,7 +117,7 @@ async def insert_message(conn: asyncpg.Connection, row: Sequence[Any]) -> bool:
 
 
 _JSON_COLUMNS = frozenset({"variables", "metadata", "detail"})
-_ARRAY_COLUMNS = frozenset({"tags"})
+_ARRAY_COLUMNS = frozenset({"tags", "contact_tags"})
 
 
 def _array_literal(values: Sequence[str]) -> str:
@@ -296,7 +298,7 @@ async def fail_uncertain_stale(conn: asyncpg.Connection) -> list[asyncpg.Record]
         " UPDATE messages m SET status = 'failed', lease_until = NULL,"
         " last_error = 'provider_outcome_unknown', updated_at = now() FROM s WHERE m.id = s.id"
         " RETURNING m.id, m.tenant_id, m.mode, m.to_email, m.campaign_id, m.contact_id,"
-        " m.step, m.provider"
+        " m.step, m.provider, m.contact_tags"
     )
 
 
@@ -401,7 +403,7 @@ async def upsert_sending_cap(
 async def message_by_id(conn: asyncpg.Connection, message_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT id, tenant_id, mode, to_email, campaign_id, contact_id, step, status, provider,"
-        " provider_message_id FROM messages WHERE id = $1",
+        " provider_message_id, contact_tags FROM messages WHERE id = $1",
         message_id,
     )
 
@@ -411,7 +413,8 @@ async def message_by_provider_id(
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT id, tenant_id, mode, to_email, campaign_id, contact_id, step, status, provider,"
-        " provider_message_id FROM messages WHERE provider_message_id = $1 AND provider = $2"
+        " provider_message_id, contact_tags FROM messages"
+        " WHERE provider_message_id = $1 AND provider = $2"
         " AND ($3::text IS NULL OR lower(to_email) = lower($3)) ORDER BY created_at DESC LIMIT 1",
         provider_message_id,
         provider,
@@ -532,3 +535,142 @@ async def list_messages(
         limit,
         mode,
     )
+
+
+# ---------------------------------------------------------------- contact tags (read model)
+
+
+async def apply_contact_tags(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    mode: str,
+    email: str,
+    contact_id: str,
+    tags: Sequence[str],
+    at: datetime,
+) -> None:
+    """Upsert one contact's tags unless a later event was applied already."""
+    await conn.execute(
+        "INSERT INTO contact_tags (tenant_id, mode, email_key, contact_id, tags, event_time)"
+        " VALUES ($1, $2, lower($3), $4, $5, $6) ON CONFLICT (tenant_id, mode, email_key)"
+        " DO UPDATE SET contact_id = excluded.contact_id, tags = excluded.tags,"
+        " event_time = excluded.event_time WHERE contact_tags.event_time <= excluded.event_time",
+        tenant_id,
+        mode,
+        email,
+        contact_id,
+        list(tags),
+        at,
+    )
+
+
+async def tags_of_recipients(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, emails: Sequence[str]
+) -> dict[str, list[str]]:
+    """Known tags by lower-cased address."""
+    rows = await conn.fetch(
+        "SELECT email_key, tags FROM contact_tags WHERE tenant_id = $1 AND mode = $2"
+        " AND email_key = ANY($3::text[])",
+        tenant_id,
+        mode,
+        [e.lower() for e in emails],
+    )
+    return {r["email_key"]: list(r["tags"]) for r in rows}
+
+
+# ---------------------------------------------------------------- sending settings
+
+
+async def sending_settings(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mode: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT default_from, default_from_name, default_reply_to, updated_at"
+        " FROM sending_settings WHERE tenant_id = $1 AND mode = $2",
+        tenant_id,
+        mode,
+    )
+
+
+async def put_sending_settings(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, values: dict[str, Any]
+) -> asyncpg.Record:
+    row: asyncpg.Record = await conn.fetchrow(
+        "INSERT INTO sending_settings (tenant_id, mode, default_from, default_from_name,"
+        " default_reply_to) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, mode) DO UPDATE"
+        " SET default_from = excluded.default_from,"
+        " default_from_name = excluded.default_from_name,"
+        " default_reply_to = excluded.default_reply_to, updated_at = now()"
+        " RETURNING default_from, default_from_name, default_reply_to, updated_at",
+        tenant_id,
+        mode,
+        values["default_from"],
+        values["default_from_name"],
+        values["default_reply_to"],
+    )
+    return row
+
+
+# ---------------------------------------------------------------- campaign contents (read model)
+
+
+async def apply_campaign_content(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, data: dict[str, Any], at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_contents (tenant_id, mode, campaign_id, subject, html, text_body,"
+        " template_id, from_email, from_name, reply_to, category, track_opens, track_clicks,"
+        " event_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        " ON CONFLICT (tenant_id, mode, campaign_id) DO UPDATE SET subject = excluded.subject,"
+        " html = excluded.html, text_body = excluded.text_body,"
+        " template_id = excluded.template_id, from_email = excluded.from_email,"
+        " from_name = excluded.from_name, reply_to = excluded.reply_to,"
+        " category = excluded.category, track_opens = excluded.track_opens,"
+        " track_clicks = excluded.track_clicks, event_time = excluded.event_time"
+        " WHERE campaign_contents.event_time <= excluded.event_time",
+        tenant_id,
+        mode,
+        data["campaign_id"],
+        data.get("subject"),
+        data.get("html"),
+        data.get("text"),
+        data.get("template_id"),
+        data.get("from_email"),
+        data.get("from_name"),
+        data.get("reply_to"),
+        data.get("category") or "marketing",
+        data.get("track_opens", True),
+        data.get("track_clicks", True),
+        at,
+    )
+
+
+async def campaign_content(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, campaign_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM campaign_contents WHERE tenant_id = $1 AND mode = $2 AND campaign_id = $3",
+        tenant_id,
+        mode,
+        campaign_id,
+    )
+
+
+async def get_batch(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, batch_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, campaign_id, total, batch_size, delay_between_batches, created_at"
+        " FROM batches WHERE id = $1 AND tenant_id = $2 AND mode = $3",
+        batch_id,
+        tenant_id,
+        mode,
+    )
+
+
+async def batch_status_counts(conn: asyncpg.Connection, batch_id: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM messages WHERE batch_id = $1 GROUP BY status",
+        batch_id,
+    )
+    return {r["status"]: int(r["n"]) for r in rows}

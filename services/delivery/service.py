@@ -50,6 +50,7 @@ from libs.common.events import (
     EmailUnsubscribed,
     Envelope,
     EventData,
+    SendingSettingsUpdated,
     make_event,
     stamp_events,
 )
@@ -89,6 +90,7 @@ from services.delivery.schemas import (
     SendBulkRequest,
     SendEmailRequest,
     SendingCapIn,
+    SendingSettingsIn,
 )
 from services.delivery.settings import DeliverySettings
 from services.delivery.throttle import CircuitBreaker, DailyCaps, TokenBucket
@@ -107,6 +109,15 @@ register_error_code(LIMIT_ERROR_CODE, 422, LIMIT_ERROR_MEANING)
 # Rendering a claimed batch stops after this; what is left goes back to the queue (a template
 # at its time limit costs seconds per message, and the claim's lease must not run out).
 RENDER_BATCH_SECONDS = 10.0
+register_error_code(
+    "sender_required",
+    422,
+    "A live send without `from` needs the tenant's `default_from` (PUT /api/v1/sending/settings).",
+)
+
+# What a test-mode send without `from` and without a default sender is sent as (documented in
+# docs/sending.md). Test mode never leaves the sandbox, so no domain has to be verified.
+SANDBOX_SENDER = "PenguinMails Sandbox <sandbox@sandbox.penguinmails.com>"
 
 
 class TemplateInvalid(ApiError):
@@ -115,6 +126,17 @@ class TemplateInvalid(ApiError):
 
 class TemplateLimit(ApiError):
     code = LIMIT_ERROR_CODE
+
+
+class SenderRequired(ApiError):
+    code = "sender_required"
+
+
+register_error_code(
+    "campaign_not_found",
+    404,
+    "send-bulk names a campaign_id this tenant (in this mode) has no campaign with.",
+)
 
 
 class InvalidTokenError(ApiError):
@@ -137,6 +159,8 @@ class Recipient:
     request_id: str | None = None
     campaign_id: str | None = None
     step: int | None = None
+    # The contact's tags when the sender knows them (campaign sends); else the read model's.
+    contact_tags: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +203,7 @@ def queued_events(
                     "campaign_id": row[6],
                     "contact_id": row[7],
                     "step": row[8],
+                    "contact_tags": list(row[18]),
                 },
             )
             for row in rows
@@ -193,6 +218,7 @@ def _email_fields(row: Any, **extra: Any) -> dict[str, Any]:
         "campaign_id": row["campaign_id"],
         "contact_id": row["contact_id"],
         "step": row["step"],
+        "contact_tags": list(row["contact_tags"] or ()),
         **extra,
     }
 
@@ -241,8 +267,9 @@ class DeliveryService:
     # ------------------------------------------------------------ accepting
 
     async def send_single(self, tenant_id: str, mode: str, req: SendEmailRequest) -> str:
+        from_, reply_to = await self._sender(tenant_id, mode, req.from_, req.reply_to)
         content = self._content(
-            tenant_id, req.from_, req.subject, req.html, req.text, req.template_id, req.reply_to
+            tenant_id, from_, req.subject, req.html, req.text, req.template_id, reply_to
         )
         await self.domains.require_verified_sender(tenant_id, mode, content["from_email"])
         options = SendOptions(
@@ -276,8 +303,11 @@ class DeliveryService:
                     ],
                 )
             seen.add(key)
+        if req.campaign_id and req.html is None and req.text is None:
+            req = await self._with_campaign_content(tenant_id, mode, req)
+        from_, reply_to = await self._sender(tenant_id, mode, req.from_, req.reply_to)
         content = self._content(
-            tenant_id, req.from_, req.subject, req.html, req.text, req.template_id, req.reply_to
+            tenant_id, from_, req.subject or "", req.html, req.text, req.template_id, reply_to
         )
         await self.domains.require_verified_sender(tenant_id, mode, content["from_email"])
         options = SendOptions(
@@ -343,10 +373,115 @@ class DeliveryService:
             data.track_clicks,
         )
         recipient = Recipient(
-            data.to, data.variables, data.contact_id, data.request_id, data.campaign_id, data.step
+            data.to,
+            data.variables,
+            data.contact_id,
+            data.request_id,
+            data.campaign_id,
+            data.step,
+            # The runner sends the contact's tags as the message's tags.
+            list(data.tags) if data.campaign_id and data.contact_id else None,
         )
         ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
         return ids[0] if ids else None
+
+    async def _with_campaign_content(
+        self, tenant_id: str, mode: str, req: SendBulkRequest
+    ) -> SendBulkRequest:
+        """The bulk request with the campaign's content (read model of campaign.created /
+        campaign.updated) filled in where the body gave nothing."""
+        assert req.campaign_id is not None
+        async with self.pool.acquire() as conn:
+            row = await repo.campaign_content(conn, tenant_id, mode, req.campaign_id)
+        if row is None:
+            raise NotFound(
+                "No campaign with this id.",
+                code="campaign_not_found",
+                details=[{"field": "body.campaign_id", "message": "no such campaign"}],
+            )
+        given = req.model_fields_set
+        from_ = req.from_
+        if from_ is None and row["from_email"]:
+            name = row["from_name"]
+            from_ = f"{name} <{row['from_email']}>" if name else row["from_email"]
+        changes: dict[str, Any] = {
+            "subject": req.subject or row["subject"],
+            "html": row["html"],
+            "text": row["text_body"],
+            "from_": from_,
+            "reply_to": req.reply_to or row["reply_to"],
+        }
+        if "tracking" not in given:
+            changes["tracking"] = req.tracking.model_copy(
+                update={"track_opens": row["track_opens"], "track_clicks": row["track_clicks"]}
+            )
+        if "category" not in given:
+            changes["category"] = row["category"]
+        if not changes["subject"]:
+            raise ApiError(
+                code="validation_error",
+                details=[{"field": "body.subject", "message": "the campaign has no subject"}],
+            )
+        return req.model_copy(update=changes)
+
+    async def learn_campaign(
+        self, conn: asyncpg.Connection, event: Envelope, data: dict[str, Any]
+    ) -> None:
+        """Keep the campaign-content read model (campaign.created / campaign.updated)."""
+        await repo.apply_campaign_content(conn, event.tenant_id, event.mode, data, event.time)
+
+    async def batch_report(self, tenant_id: str, mode: str, batch_id: str) -> dict[str, Any]:
+        async with self.pool.acquire() as conn:
+            row = await repo.get_batch(conn, tenant_id, mode, batch_id)
+            if row is None:
+                raise NotFound("No bulk send with this id.")
+            counts = await repo.batch_status_counts(conn, batch_id)
+        return {**dict(row), "counts": counts}
+
+    # ------------------------------------------------------------ sender settings
+
+    async def _sender(
+        self, tenant_id: str, mode: str, from_: str | None, reply_to: str | None
+    ) -> tuple[str, str | None]:
+        """The sender of a send: its own `from`, else the tenant's default, else (test mode)
+        the sandbox sender; a live send with neither is refused (before any other check)."""
+        if from_ is not None:
+            return str(from_), reply_to
+        async with self.pool.acquire() as conn:
+            row = await repo.sending_settings(conn, tenant_id, mode)
+        effective = _effective_from(row, mode)
+        if effective is None:
+            raise SenderRequired(
+                "This send has no `from` and the tenant has no default sender.",
+                details=[
+                    {
+                        "field": "default_from",
+                        "message": "set it with PUT /api/v1/sending/settings, or send `from`",
+                    }
+                ],
+            )
+        default_reply_to = row["default_reply_to"] if row is not None else None
+        return effective, reply_to or default_reply_to
+
+    async def get_sending_settings(self, tenant_id: str, mode: str) -> dict[str, Any]:
+        async with self.pool.acquire() as conn:
+            row = await repo.sending_settings(conn, tenant_id, mode)
+        return _settings_out(row, mode)
+
+    async def put_sending_settings(
+        self, tenant_id: str, mode: str, values: SendingSettingsIn
+    ) -> dict[str, Any]:
+        data = values.model_dump(mode="json")
+        if data.get("default_from"):
+            # A live default sender must be at a verified domain, as every live send is.
+            await self.domains.require_verified_sender(tenant_id, mode, data["default_from"])
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await repo.put_sending_settings(conn, tenant_id, mode, data)
+            await outbox.enqueue(
+                conn,
+                _event(SendingSettingsUpdated(**data), tenant_id, "sending/settings", mode=mode),
+            )
+        return _settings_out(row, mode)
 
     def _content(
         self,
@@ -396,6 +531,10 @@ class DeliveryService:
         # The transaction's timestamp is every message's `created_at`: a message due exactly
         # then is its work item's job; the sweeper takes it only if that is long overdue.
         now = await repo.transaction_time(conn)
+        unknown = [r.to for r in recipients if r.contact_tags is None]
+        known_tags = (
+            await repo.tags_of_recipients(conn, o.tenant_id, o.mode, unknown) if unknown else {}
+        )
         rows: list[tuple[Any, ...]] = []
         for i, r in enumerate(recipients):
             due = now + timedelta(seconds=delay * (i // chunk_size)) if delay else now
@@ -419,6 +558,9 @@ class DeliveryService:
                     o.track_clicks,
                     "queued",
                     due,
+                    r.contact_tags
+                    if r.contact_tags is not None
+                    else known_tags.get(r.to.lower(), []),
                 )
             )
         if len(rows) == 1 and rows[0][5] is not None:
@@ -1017,6 +1159,23 @@ class DeliveryService:
             )
         return True
 
+    # ------------------------------------------------------------ contact tags
+
+    async def learn_contact(
+        self, conn: asyncpg.Connection, event: Envelope, data: dict[str, Any]
+    ) -> None:
+        """Keep the recipient-tags read model (contact.* events, in the inbox transaction)."""
+        tags = [] if event.type == "contact.deleted" else list(data.get("contact_tags") or [])
+        await repo.apply_contact_tags(
+            conn,
+            event.tenant_id,
+            event.mode,
+            str(data["email"]),
+            str(data["contact_id"]),
+            tags,
+            event.time,
+        )
+
     # ------------------------------------------------------------ reading
 
     async def get_email(self, tenant_id: str, mode: str, message_id: str) -> dict[str, Any]:
@@ -1125,6 +1284,23 @@ def _summary(r: Any) -> dict[str, Any]:
         "last_error": r["last_error"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
+    }
+
+
+def _effective_from(row: Any, mode: str) -> str | None:
+    if row is not None and row["default_from"]:
+        name = row["default_from_name"]
+        return f"{name} <{row['default_from']}>" if name else str(row["default_from"])
+    return SANDBOX_SENDER if mode == "test" else None
+
+
+def _settings_out(row: Any, mode: str) -> dict[str, Any]:
+    return {
+        "default_from": row["default_from"] if row else None,
+        "default_from_name": row["default_from_name"] if row else None,
+        "default_reply_to": row["default_reply_to"] if row else None,
+        "effective_from": _effective_from(row, mode),
+        "updated_at": row["updated_at"] if row else None,
     }
 
 

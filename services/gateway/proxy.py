@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -73,6 +74,33 @@ _DROP_RESPONSE = frozenset(
 )
 
 
+class LimitedBody:
+    """A request body relayed as it arrives, refused as soon as it passes `limit` bytes (the
+    upstream request is then aborted and the caller gets 413)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int) -> None:
+        self._chunks = chunks
+        self.limit = limit
+        self.size = 0
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge(self.limit)
+            if chunk:
+                yield chunk
+
+
+class BodyTooLarge(ApiError):
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The body is larger than {limit} bytes.")
+
+
 @dataclass(frozen=True)
 class UpstreamResponse:
     status: int
@@ -119,7 +147,7 @@ class Upstreams:
         raw_path: str,
         query: bytes,
         headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        body: bytes | LimitedBody,
         extra: dict[str, str],
     ) -> UpstreamResponse:
         out: CIMultiDict[str] = CIMultiDict(
@@ -141,7 +169,7 @@ class Upstreams:
                 method,
                 URL(target, encoded=True),
                 headers=out,
-                data=body or None,
+                data=(body.__aiter__() if isinstance(body, LimitedBody) else body) or None,
                 allow_redirects=False,
             ) as resp:
                 content = await resp.read()
@@ -152,6 +180,8 @@ class Upstreams:
                     if k.decode("latin-1").lower() not in _DROP_RESPONSE
                 ]
                 return UpstreamResponse(resp.status, kept, content)
+        except BodyTooLarge:
+            raise
         except aiohttp.ClientConnectorError as exc:
             log.warning("upstream unreachable", extra={"upstream": service})
             raise UpstreamUnreachable(
@@ -164,6 +194,8 @@ class Upstreams:
                 f"The {service} service did not answer in time.", code="gateway_timeout"
             ) from exc
         except aiohttp.ClientError as exc:
+            if isinstance(body, LimitedBody) and body.exceeded:
+                raise BodyTooLarge(body.limit) from exc
             log.warning("upstream failed", extra={"upstream": service, "error": type(exc).__name__})
             raise ApiError(f"The {service} service failed to answer.", code="bad_gateway") from exc
         finally:

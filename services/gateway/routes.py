@@ -25,6 +25,10 @@ class RouteRule:
     roles: frozenset[str] = USER_ROLES_ALL
     # Only these exact paths (under the prefix) for these methods, when set.
     exact: tuple[str, ...] = ()
+    # Forward the request body as it arrives (not buffered), capped at `max_body_bytes`
+    # (None: the gateway's PM_MAX_BODY_BYTES, 5 MiB) while it streams.
+    stream_body: bool = False
+    max_body_bytes: int | None = None
 
     def matches(self, path: str) -> bool:
         if self.exact:
@@ -39,6 +43,9 @@ def _scoped(scope: str) -> dict[str, str]:
     return {"*": scope}
 
 
+# Contact imports (up to 50,000 rows of JSON or CSV) stream through with their own cap.
+IMPORT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
 # Order matters: the first rule that matches wins (specific before general).
 ROUTES: tuple[RouteRule, ...] = (
     RouteRule("auth", "/api/v1/auth", "keys", "none"),
@@ -50,6 +57,16 @@ ROUTES: tuple[RouteRule, ...] = (
         roles=frozenset({"owner", "admin"}),
     ),
     RouteRule(
+        "contact-imports",
+        "/api/v1/contacts",
+        "campaigns",
+        "credentials",
+        _scoped("manage_contacts"),
+        exact=("/api/v1/contacts/import", "/api/v1/contacts/imports"),
+        stream_body=True,
+        max_body_bytes=IMPORT_MAX_BODY_BYTES,
+    ),
+    RouteRule(
         "contacts", "/api/v1/contacts", "campaigns", "credentials", _scoped("manage_contacts")
     ),
     RouteRule(
@@ -57,6 +74,9 @@ ROUTES: tuple[RouteRule, ...] = (
     ),
     RouteRule(
         "campaigns", "/api/v1/campaigns", "campaigns", "credentials", _scoped("manage_campaigns")
+    ),
+    RouteRule(
+        "conversions", "/api/v1/conversions", "campaigns", "credentials", _scoped("manage_contacts")
     ),
     RouteRule(
         "analytics", "/api/v1/analytics", "campaigns", "credentials", _scoped("read_analytics")
@@ -78,6 +98,7 @@ ROUTES: tuple[RouteRule, ...] = (
         "credentials",
         {"GET": "read_analytics", "HEAD": "read_analytics", "*": "send_email"},
     ),
+    RouteRule("sending", "/api/v1/sending", "delivery", "credentials", _scoped("send_email")),
     RouteRule(
         "webhooks", "/api/v1/webhooks", "webhooks", "credentials", _scoped("manage_webhooks")
     ),

@@ -46,7 +46,7 @@ from services.gateway.idempotency import (
     fingerprint,
     validate_key,
 )
-from services.gateway.proxy import UpstreamResponse, Upstreams
+from services.gateway.proxy import LimitedBody, UpstreamResponse, Upstreams
 from services.gateway.ratelimit import (
     LocalLimiter,
     RateDecision,
@@ -145,7 +145,12 @@ class Gateway:
             )
 
     async def _handle(self, rule: RouteRule, request: Request) -> Response:
-        body = await self._read_body(request)
+        limit = rule.max_body_bytes or self.s.max_body_bytes
+        # Streamed routes buffer only for Idempotency-Key (the key's fingerprint needs the body).
+        streamed = rule.stream_body and IDEMPOTENCY_HEADER not in request.headers
+        body: bytes | LimitedBody = (
+            self._stream_body(request, limit) if streamed else await self._read_body(request, limit)
+        )
         extra = {"X-Request-Id": request_id_var.get() or "", "X-Forwarded-For": self._ip(request)}
         if rule.auth == "none":
             if rule.name == "auth" and REFRESH_COOKIE in request.cookies:
@@ -178,6 +183,7 @@ class Gateway:
             )
             idem_key = request.headers.get(IDEMPOTENCY_HEADER)
             if request.method == "POST" and idem_key is not None:
+                assert isinstance(body, bytes)
                 stored = await self._idempotent(rule, request, body, extra, caller, idem_key)
                 response = _response(stored)
                 response.headers[REPLAYED_HEADER] = "true" if stored.replayed else "false"
@@ -195,14 +201,26 @@ class Gateway:
         response.headers.update(headers)
         return response
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, limit: int) -> bytes:
+        """The whole body, counted while it arrives: 413 as soon as it passes `limit` (a
+        chunked body is never buffered past the cap)."""
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.s.max_body_bytes:
+        if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(code="payload_too_large")
-        body = await request.body()
-        if len(body) > self.s.max_body_bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(code="payload_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _stream_body(self, request: Request, limit: int) -> LimitedBody:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(code="payload_too_large")
-        return body
+        return LimitedBody(request.stream(), limit)
 
     def _ip(self, request: Request) -> str:
         if self.s.trust_forwarded_for:
@@ -228,7 +246,7 @@ class Gateway:
             )
 
     async def _forward(
-        self, rule: RouteRule, request: Request, body: bytes, extra: dict[str, str]
+        self, rule: RouteRule, request: Request, body: bytes | LimitedBody, extra: dict[str, str]
     ) -> UpstreamResponse:
         raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
         return await self.upstreams.forward(

@@ -219,3 +219,150 @@ async def test_contact_status_follows_suppression_events(
     assert sorted(r["id"] for r in changed) == sorted(
         ids[n] for n in ("hard", "unsub", "complaint", "byemail")
     )
+
+
+async def test_test_mode_sends_count_in_test_analytics_only(
+    api: httpx.AsyncClient, auth: dict[str, str], tenant: str, amqp_url: str, worker: ServiceProcess
+) -> None:
+    """Issue 15 §7: the mode is the envelope's (delivery's email.* data carries none); a
+    test-mode send without a campaign used to be counted as live."""
+    now = datetime.now(UTC)
+    test_send = make_event(
+        EmailSent(message_id=f"mt-{tenant}", to="t@x.io", provider="sandbox", occurred_at=now),
+        tenant_id=tenant,
+        source="/services/delivery",
+        mode="test",
+    )
+    live_send = ev(
+        tenant, EmailSent(message_id=f"ml-{tenant}", to="l@x.io", provider="smtp", occurred_at=now)
+    )
+    await publish(amqp_url, test_send, live_send)
+    test_auth = principal_headers(tenant, mode="test")
+
+    async def counts() -> tuple[int, int] | None:
+        live = await api.get("/api/v1/analytics/emails", headers=auth)
+        test = await api.get("/api/v1/analytics/emails", headers=test_auth)
+        got = (live.json()["data"]["total"]["sent"], test.json()["data"]["total"]["sent"])
+        return got if sum(got) >= 2 else None
+
+    assert await eventually(counts, timeout=30) == (1, 1)
+
+
+async def test_conversions_period_overview_and_analytics_updated(
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    tenant: str,
+    amqp_url: str,
+    worker: ServiceProcess,
+    campaigns_pool: asyncpg.Pool,
+) -> None:
+    r = await api.post(
+        "/api/v1/contacts", json={"email": "buyer@x.io", "tags": ["b"]}, headers=auth
+    )
+    contact = r.json()["data"]
+    cids = []
+    for name in ("older", "latest"):
+        r = await api.post(
+            "/api/v1/campaigns",
+            json={
+                "name": name,
+                "from_email": "a@p.example",
+                "subject": "s",
+                "content": {"text": "t"},
+                "recipients": {"tags": ["b"]},
+            },
+            headers=auth,
+        )
+        cids.append(r.json()["data"]["id"])
+    now = datetime.now(UTC)
+
+    def sent(cid: str, at: datetime, n: str) -> Envelope:
+        return ev(
+            tenant,
+            EmailSent(
+                message_id=f"m-{n}-{cid}",
+                to="buyer@x.io",
+                campaign_id=cid,
+                contact_id=contact["id"],
+                step=1,
+                provider="smtp",
+                occurred_at=at,
+            ),
+        )
+
+    old = now - timedelta(days=20)
+    await publish(
+        amqp_url,
+        sent(cids[0], now - timedelta(hours=2), "a"),
+        sent(cids[1], now - timedelta(hours=1), "b"),
+        sent(cids[1], old, "old"),
+        ev(tenant, EmailOpened(message_id=f"m-b-{cids[1]}", to="buyer@x.io", campaign_id=cids[1])),
+    )
+
+    async def counted() -> bool:
+        r = await api.get(f"/api/v1/analytics/campaigns/{cids[1]}", headers=auth)
+        return bool(r.json()["data"]["unique"]["opened"] == 1)
+
+    await eventually(counted, timeout=30)
+
+    # Attributed to the last campaign that sent to the contact; by email or contact id.
+    body = {"email": "Buyer@x.io", "goal": "purchase", "value": 49.5, "currency": "USD"}
+    body["occurred_at"] = now.isoformat()
+    r = await api.post("/api/v1/conversions", json=body, headers=auth)
+    assert r.status_code == 201, r.text
+    first = r.json()["data"]
+    assert first["campaign_id"] == cids[1] and first["created"] is True
+    # Idempotent: the same contact, goal and instant is the same conversion.
+    r = await api.post(
+        "/api/v1/conversions",
+        json={**body, "email": None, "contact_id": contact["id"]},
+        headers=auth,
+    )
+    assert r.status_code == 200 and r.json()["data"]["id"] == first["id"]
+    r = await api.post(
+        "/api/v1/conversions",
+        json={"contact_id": contact["id"], "goal": "signup", "campaign_id": cids[0]},
+        headers=auth,
+    )
+    assert r.status_code == 201 and r.json()["data"]["campaign_id"] == cids[0]
+    for bad in (
+        {"goal": "x"},
+        {"email": "buyer@x.io", "contact_id": contact["id"], "goal": "x"},
+        {"email": "buyer@x.io", "goal": "x", "currency": "usd", "value": 1},
+    ):
+        r = await api.post("/api/v1/conversions", json=bad, headers=auth)
+        assert r.status_code == 422, (bad, r.text)
+    r = await api.post("/api/v1/conversions", json={"email": "no@x.io", "goal": "x"}, headers=auth)
+    assert r.status_code == 404
+
+    r = await api.get(
+        f"/api/v1/analytics/campaigns/{cids[1]}", params={"period": "7d"}, headers=auth
+    )
+    week = r.json()["data"]
+    assert week["overview"]["sent"] == 1 and week["overview"]["opened"] == 1
+    assert week["conversions"] == 1 and week["overview"]["conversions"] == 1
+    assert week["revenue"] == [{"currency": "USD", "amount": 49.5, "conversions": 1}]
+    r = await api.get(
+        f"/api/v1/analytics/campaigns/{cids[1]}", params={"period": "30d"}, headers=auth
+    )
+    assert r.json()["data"]["overview"]["sent"] == 2
+    r = await api.get(f"/api/v1/analytics/campaigns/{cids[1]}", headers=auth)
+    assert r.json()["data"]["overview"]["sent"] == 2  # no period: lifetime
+    r = await api.get(
+        f"/api/v1/analytics/campaigns/{cids[1]}", params={"period": "91d"}, headers=auth
+    )
+    assert r.status_code == 422
+
+    types = await campaigns_pool.fetch(
+        "SELECT event_type, payload->'data' AS data FROM outbox WHERE tenant_id = $1"
+        " AND event_type IN ('goal.converted', 'revenue.recorded', 'analytics.updated')"
+        " ORDER BY created_at",
+        tenant,
+    )
+    by_type: dict[str, list[Any]] = {}
+    for t in types:
+        by_type.setdefault(t["event_type"], []).append(t["data"])
+    assert [d["goal"] for d in by_type["goal.converted"]] == ["purchase", "signup"]
+    assert [d["value"] for d in by_type["revenue.recorded"]] == [49.5]
+    # Four facts about two campaigns within a minute: one notice per campaign.
+    assert sorted(d["campaign_id"] for d in by_type["analytics.updated"]) == sorted(cids)

@@ -146,6 +146,8 @@ async def test_status_machine(
         tenant,
     )
     assert [t["event_type"] for t in types] == [
+        "campaign.created",
+        "campaign.updated",
         "campaign.started",
         "campaign.paused",
         "campaign.resumed",

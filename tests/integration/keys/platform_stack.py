@@ -58,7 +58,8 @@ class EchoUpstream:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded shared host, Python alone takes seconds to import the app.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:

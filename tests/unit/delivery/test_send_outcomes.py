@@ -39,11 +39,18 @@ def test_an_unanswered_request_is_never_resent(exc: Exception) -> None:
 def test_queued_events_are_valid_email_queued() -> None:
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     row = ["msg_1", "t_1", "test", "cnt_1", None, None, "cmp_1", None, 2, "a@example.com"]
+    # ... variables, category, tags, metadata, tracking, status, due, then contact_tags.
+    row += [{}, "marketing", [], {}, True, True, "queued", at, ["vip"]]
     [stamped, other] = queued_events("t_1", "test", [row, ["msg_2", *row[1:]]], at)
     parsed = parse_event(orjson.dumps(stamped))
     assert parsed.type == "email.queued" and parsed.subject == "msg_1"
     assert parsed.tenant_id == "t_1" and parsed.mode == "test"
     assert parsed.payload() == EmailQueued(
-        message_id="msg_1", to="a@example.com", campaign_id="cmp_1", step=2, occurred_at=at
+        message_id="msg_1",
+        to="a@example.com",
+        campaign_id="cmp_1",
+        step=2,
+        occurred_at=at,
+        contact_tags=["vip"],
     )
     assert other["id"] != stamped["id"] and other["data"]["message_id"] == "msg_2"

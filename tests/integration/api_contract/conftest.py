@@ -1,0 +1,140 @@
+"""The whole product behind one real gateway: keys, campaigns (api, relay, worker, runner),
+delivery (api, relay, worker), webhooks (api, relay, worker). For tests that send the
+documented request bodies the way an integrator does (issue 15).
+
+Delivery runs with `PM_FORCE_SANDBOX=true`: live-mode mail goes to the platform's own
+sandbox connector instead of an ESP on the internet (none is reachable here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from libs.common.principal import SCOPES
+from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_env
+from tests.integration.keys.platform_stack import Platform, bearer
+from tests.integration.keys.platform_stack import keys_vault as keys_vault
+from tests.integration.keys.platform_stack import platform as platform_fixture
+
+platform = platform_fixture
+
+
+@dataclass
+class Stack:
+    gw: str
+    processes: list[ServiceProcess]
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.service} {p.process}\n{p.logs()}" for p in self.processes)
+
+
+@pytest.fixture(scope="module")
+def contract_vhost(amqp_url: str) -> Iterator[str]:
+    """A vhost of this module's own: the durable queues this stack declares would otherwise
+    collect every event the rest of the session publishes."""
+    base, _, vhost = amqp_url.rpartition("/")
+    own = f"{vhost}_contract"
+    _rabbitmqctl("add_vhost", own)
+    _rabbitmqctl("set_permissions", "-p", own, "guest", ".*", ".*", ".*")
+    yield f"{base}/{own}"
+    _rabbitmqctl("delete_vhost", own)
+
+
+@pytest.fixture(scope="module")
+def stack(platform: Platform, vault_dev: Any, contract_vhost: str) -> Iterator[Stack]:
+    amqp = contract_vhost
+    vault = {"PM_VAULT_ADDR": vault_dev.addr, "PM_VAULT_TOKEN": vault_dev.token}
+    campaigns_env = service_env("campaigns", amqp)
+    delivery_env = service_env(
+        "delivery",
+        amqp,
+        **vault,
+        PM_FORCE_SANDBOX="true",
+        PM_TRACKING_BASE_URL="http://track.test",
+        PM_SWEEP_INTERVAL_SECONDS="0.5",
+    )
+    webhooks_env = service_env(
+        "webhooks",
+        amqp,
+        **vault,
+        PM_WEBHOOKS_ALLOW_HTTP="true",
+        PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
+    )
+
+    def start(service: str, process: str, env: dict[str, str]) -> ServiceProcess:
+        return ServiceProcess(service, process, env, free_port())
+
+    campaigns = start("campaigns", "api", campaigns_env)
+    delivery = start("delivery", "api", delivery_env)
+    webhooks = start("webhooks", "api", webhooks_env)
+    processes = [
+        campaigns,
+        start("campaigns", "relay", campaigns_env),
+        start("campaigns", "worker", campaigns_env),
+        start("campaigns", "runner", campaigns_env),
+        delivery,
+        start("delivery", "relay", delivery_env),
+        start("delivery", "worker", delivery_env),
+        webhooks,
+        start("webhooks", "relay", webhooks_env),
+        start("webhooks", "worker", webhooks_env),
+    ]
+    gateway = start(
+        "gateway",
+        "api",
+        {
+            **platform.gateway_env,
+            "PM_CAMPAIGNS_URL": campaigns.url,
+            "PM_DELIVERY_URL": delivery.url,
+            "PM_WEBHOOKS_URL": webhooks.url,
+        },
+    )
+    processes.append(gateway)
+    try:
+        for p in processes:
+            p.wait_ready(300)  # a shared 2-core host under load starts them slowly
+        yield Stack(gateway.url, processes)
+    finally:
+        for p in processes:
+            p.close()
+
+
+@dataclass
+class Account:
+    gw: str
+    test_key: str
+    live_key: str
+
+    def headers(self, mode: str = "test") -> dict[str, str]:
+        return bearer(self.test_key if mode == "test" else self.live_key)
+
+
+@pytest.fixture
+def account(stack: Stack, unique: str) -> Account:
+    """A fresh tenant with a test-mode and a live-mode key holding every scope."""
+    with httpx.Client(base_url=stack.gw, timeout=30) as c:
+        r = c.post(
+            "/api/v1/auth/signup",
+            json={
+                "email": f"owner-{unique}@example.com",
+                "password": "correct horse battery",
+                "company": f"Contract {unique}",
+            },
+        )
+        assert r.status_code == 201, r.text
+        token = r.json()["data"]["access_token"]
+        keys = {}
+        for mode in ("test", "live"):
+            r = c.post(
+                "/api/v1/platform/api-keys",
+                json={"name": f"{mode} key", "scopes": list(SCOPES), "mode": mode},
+                headers=bearer(token),
+            )
+            assert r.status_code == 201, r.text
+            keys[mode] = r.json()["data"]["key"]
+    return Account(stack.gw, keys["test"], keys["live"])
