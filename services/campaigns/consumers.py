@@ -10,6 +10,8 @@
 - `campaigns.imports` (`contact_import.requested`, no inbox): runs import jobs, chunk by chunk.
 - `campaigns.sender`: `sending_settings.updated` into the `sender_defaults` read model (the
   default sender of campaigns without from_email).
+- `campaigns.domains`: `domain.*` into the `sender_domains` read model (a live campaign
+  starts only from a verified sending domain).
 
 All use the inbox: the handler's writes and the dedup mark commit together.
 """
@@ -182,6 +184,25 @@ async def record_sender_defaults(event: Envelope, conn: asyncpg.Connection | Non
     await repo.apply_sender_defaults(conn, event.tenant_id, event.mode, data, event.time)
 
 
+DOMAIN_TYPES = [
+    "domain.verified",
+    "domain.verification_failed",
+    "domain.health_changed",
+    "domain.deleted",
+]
+
+
+async def record_domain_state(event: Envelope, conn: asyncpg.Connection | None) -> None:
+    """Keep which sending domains the tenant has verified (delivery's domain.* facts): a live
+    campaign starts only from a verified domain."""
+    assert conn is not None
+    data = event.payload().model_dump(mode="json")
+    verified = event.type == "domain.verified" or (
+        event.type == "domain.health_changed" and data.get("status") == "verified"
+    )
+    await repo.apply_domain_state(conn, event.tenant_id, data["name"], verified, event.time)
+
+
 def setup(bus: EventBus, resources: Resources) -> None:
     @bus.subscribe("imports", ["contact_import.requested"], inbox=False)
     async def on_import_requested(event: Envelope, _conn: asyncpg.Connection | None) -> None:
@@ -192,4 +213,5 @@ def setup(bus: EventBus, resources: Resources) -> None:
 
     bus.subscribe("analytics", ANALYTICS_TYPES)(record_email_event)
     bus.subscribe("sender", ["sending_settings.updated"])(record_sender_defaults)
+    bus.subscribe("domains", DOMAIN_TYPES)(record_domain_state)
     bus.subscribe("engagement", ENGAGEMENT_TYPES)(apply_engagement)

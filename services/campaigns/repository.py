@@ -1179,3 +1179,30 @@ async def complete_import(conn: asyncpg.Connection, import_id: UUID) -> asyncpg.
     )
     assert row is not None
     return row
+
+
+async def apply_domain_state(
+    conn: asyncpg.Connection, tenant_id: str, name: str, verified: bool, at: datetime
+) -> None:
+    """A sending domain's verified state from a domain.* event (a later event wins)."""
+    await conn.execute(
+        "INSERT INTO sender_domains (tenant_id, name, verified, event_time)"
+        " VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (tenant_id, name) DO UPDATE SET verified = excluded.verified,"
+        " event_time = excluded.event_time"
+        " WHERE sender_domains.event_time <= excluded.event_time",
+        tenant_id,
+        name,
+        verified,
+        at,
+    )
+
+
+async def domain_verified(conn: asyncpg.Connection, tenant_id: str, names: list[str]) -> bool:
+    """Whether the tenant has verified any of `names` (a sender's domain and its parents)."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM sender_domains WHERE tenant_id = $1 AND name = ANY($2::text[]) AND verified",
+        tenant_id,
+        names,
+    )
+    return found is not None

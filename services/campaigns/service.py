@@ -92,6 +92,12 @@ register_error_code(LIMIT_ERROR_CODE, 422, LIMIT_ERROR_MEANING)
 register_error_code(
     "template_key_exists", 409, "Another template of this tenant already has this key."
 )
+# The same code and meaning as delivery's accept-time rule (a code means one thing everywhere).
+register_error_code(
+    "sender_domain_not_verified",
+    422,
+    "Live mail may only be sent From a domain verified for the account (POST /api/v1/domains).",
+)
 register_error_code(
     "campaign_sender_required",
     409,
@@ -1053,6 +1059,9 @@ async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) ->
             raise _status_conflict("invalid_status_transition", "start", current["status"])
         steps = await _resolve_steps(conn, owner, current["steps"])
         sender = await _sender(conn, owner, current)
+        await _require_verified_domain(
+            conn, owner, sender.get("from_email") or current["from_email"]
+        )
         begin = max(now, current["scheduled_at"] or now)
         spec = current["recipients"]
         frozen = await repo.freeze_recipients(
@@ -1086,6 +1095,23 @@ async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) ->
         if status == "running":
             await outbox.enqueue(conn, _campaign_event(row, CampaignStarted, recipients=frozen))
     return campaign_out(row)
+
+
+async def _require_verified_domain(conn: asyncpg.Connection, owner: Owner, sender: str) -> None:
+    """A live campaign sends only From a domain the tenant verified (or a subdomain of one),
+    as known from delivery's domain.* events; test mode is exempt."""
+    if owner.mode != "live":
+        return
+    domain = sender.rpartition("@")[2].lower()
+    labels = domain.split(".")
+    names = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    if not await repo.domain_verified(conn, owner.tenant_id, names):
+        raise ApiError(
+            f"{domain} is not a verified sending domain of this account; verify it with "
+            "POST /api/v1/domains before starting a live campaign.",
+            code="sender_domain_not_verified",
+            details=[ErrorDetail(field="from_email", message=f"domain {domain} is not verified")],
+        )
 
 
 async def _sender(conn: asyncpg.Connection, owner: Owner, campaign: Any) -> dict[str, Any]:

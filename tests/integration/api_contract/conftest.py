@@ -17,6 +17,7 @@ import pytest
 
 from libs.common.principal import SCOPES
 from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_env
+from tests.fakes.dns_server import FakeDns
 from tests.integration.keys.platform_stack import Platform, bearer
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
 from tests.integration.keys.platform_stack import platform as platform_fixture
@@ -28,6 +29,7 @@ platform = platform_fixture
 class Stack:
     gw: str
     processes: list[ServiceProcess]
+    dns: FakeDns
 
     def logs(self) -> str:
         return "\n".join(f"== {p.service} {p.process}\n{p.logs()}" for p in self.processes)
@@ -46,7 +48,17 @@ def contract_vhost(amqp_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(platform: Platform, vault_dev: Any, contract_vhost: str) -> Iterator[Stack]:
+def contract_dns() -> Iterator[FakeDns]:
+    """The DNS server delivery verifies sending domains against."""
+    dns = FakeDns().start()
+    yield dns
+    dns.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    platform: Platform, vault_dev: Any, contract_vhost: str, contract_dns: FakeDns
+) -> Iterator[Stack]:
     amqp = contract_vhost
     vault = {"PM_VAULT_ADDR": vault_dev.addr, "PM_VAULT_TOKEN": vault_dev.token}
     campaigns_env = service_env("campaigns", amqp)
@@ -57,6 +69,7 @@ def stack(platform: Platform, vault_dev: Any, contract_vhost: str) -> Iterator[S
         PM_FORCE_SANDBOX="true",
         PM_TRACKING_BASE_URL="http://track.test",
         PM_SWEEP_INTERVAL_SECONDS="0.5",
+        PM_DNS_RESOLVERS=contract_dns.address,
     )
     webhooks_env = service_env(
         "webhooks",
@@ -98,7 +111,7 @@ def stack(platform: Platform, vault_dev: Any, contract_vhost: str) -> Iterator[S
     try:
         for p in processes:
             p.wait_ready(300)  # a shared 2-core host under load starts them slowly
-        yield Stack(gateway.url, processes)
+        yield Stack(gateway.url, processes, contract_dns)
     finally:
         for p in processes:
             p.close()
@@ -109,9 +122,23 @@ class Account:
     gw: str
     test_key: str
     live_key: str
+    dns: FakeDns
 
     def headers(self, mode: str = "test") -> dict[str, str]:
         return bearer(self.test_key if mode == "test" else self.live_key)
+
+    async def verify_domain(self, name: str) -> str:
+        """Add `name` as a sending domain, serve its records, verify it: its id. (Live mail
+        leaves only from verified domains.)"""
+        async with httpx.AsyncClient(base_url=self.gw, timeout=30) as c:
+            r = await c.post("/api/v1/domains", json={"name": name}, headers=self.headers("live"))
+            assert r.status_code == 201, r.text
+            domain = r.json()["data"]
+            for record in domain["records"]:
+                self.dns.set(record["host"], record["type"], record["value"])
+            r = await c.post(f"/api/v1/domains/{domain['id']}/verify", headers=self.headers("live"))
+            assert r.json()["data"]["status"] == "verified", r.text
+            return str(domain["id"])
 
 
 @pytest.fixture
@@ -137,4 +164,4 @@ def account(stack: Stack, unique: str) -> Account:
             )
             assert r.status_code == 201, r.text
             keys[mode] = r.json()["data"]["key"]
-    return Account(stack.gw, keys["test"], keys["live"])
+    return Account(stack.gw, keys["test"], keys["live"], stack.dns)

@@ -197,11 +197,13 @@ async def test_seed_send_body_and_the_default_sender(account: Account) -> None:
         r = await c.post(f"/api/v1/campaigns/{cid}/start", headers=live)
         assert r.status_code == 409 and r.json()["error"]["code"] == "campaign_sender_required"
 
-        r = await c.put(
-            "/api/v1/sending/settings",
-            json={"default_from": "hello@acme.example.com", "default_from_name": "Acme"},
-            headers=live,
-        )
+        # A live default sender must be at a verified domain.
+        settings = {"default_from": "hello@acme.example.com", "default_from_name": "Acme"}
+        r = await c.put("/api/v1/sending/settings", json=settings, headers=live)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "sender_domain_not_verified"
+        domain_id = await account.verify_domain("acme.example.com")
+        r = await c.put("/api/v1/sending/settings", json=settings, headers=live)
         assert r.status_code == 200, r.text
         r = await c.get("/api/v1/sending/settings", headers=live)
         assert r.json()["data"]["effective_from"] == "Acme <hello@acme.example.com>"
@@ -216,3 +218,5 @@ async def test_seed_send_body_and_the_default_sender(account: Account) -> None:
         r = await eventually(started, timeout=60, interval=0.3)
         assert r.json()["data"]["from_email"] == "hello@acme.example.com"
         assert r.json()["data"]["from_name"] == "Acme"
+        r = await c.delete(f"/api/v1/domains/{domain_id}", headers=live)
+        assert r.status_code == 204

@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from libs.common.db import create_pool
-from libs.common.events import Envelope
+from libs.common.events import DomainVerified, Envelope, make_event
 from libs.common.principal import Principal, sign_principal
 from services.campaigns.api import create_api
+from services.campaigns.consumers import record_domain_state
 from services.campaigns.settings import CampaignsSettings
 from tests.conftest import ServiceProcess, free_port, service_dsn, service_env
 from tests.integration.common.amqp_tools import eventually, publish_raw
@@ -62,8 +63,30 @@ def tenant(unique: str) -> str:
     return f"t_{unique}"
 
 
+SENDER_DOMAINS = ("penguin.example", "p.example")
+
+
+async def verify_domains(pool: asyncpg.Pool, tenant: str, *names: str) -> None:
+    """Record `names` as verified for `tenant` through the consumer delivery's
+    `domain.verified` facts reach (live campaigns start only from verified domains)."""
+    async with pool.acquire() as conn, conn.transaction():
+        for name in names:
+            event = make_event(
+                DomainVerified(domain_id=f"dom_{name}", name=name),
+                tenant_id=tenant,
+                source="/services/delivery",
+            )
+            await record_domain_state(event, conn)
+
+
 @pytest.fixture
-def auth(tenant: str) -> dict[str, str]:
+async def sender_domains(tenant: str, campaigns_pool: asyncpg.Pool) -> tuple[str, ...]:
+    await verify_domains(campaigns_pool, tenant, *SENDER_DOMAINS)
+    return SENDER_DOMAINS
+
+
+@pytest.fixture
+def auth(tenant: str, sender_domains: tuple[str, ...]) -> dict[str, str]:
     return principal_headers(tenant)
 
 
