@@ -30,10 +30,11 @@ from pamqp import commands as spec
 from bench import harness
 from bench.harness import fresh_database, fresh_vhost, service_dsn, verdict
 from libs.common.db import create_pool
-from libs.common.events import EmailRequested
+from libs.common.events import DomainVerified, EmailRequested, make_event
 from libs.common.outbox import OutboxRelay
 from services.campaigns import repository as repo
 from services.campaigns import service
+from services.campaigns.consumers import record_domain_state
 from services.campaigns.repository import ImportRow
 from services.campaigns.runner import CampaignRunner, _requested
 from services.campaigns.schemas import CampaignCreate
@@ -166,6 +167,15 @@ async def bench_runner(pool: asyncpg.Pool, amqp_url: str) -> tuple[float, float,
             }
         ),
     )
+    # A live campaign starts only from a verified domain: record delivery's domain.verified
+    # fact through the consumer that keeps the read model.
+    verified = make_event(
+        DomainVerified(domain_id="dom_bench", name="penguin.example"),
+        tenant_id=owner.tenant_id,
+        source="/services/delivery",
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await record_domain_state(verified, conn)
     await service.start_campaign(pool, owner, campaign["id"])
     await pool.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
 
