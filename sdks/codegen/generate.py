@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,9 +142,7 @@ def load(path: Path = SPEC) -> Spec:
             content = op.get("requestBody", {}).get("content", {})
             body = _unwrap(content.get("application/json", {}).get("schema"))
             ok = next((r for c, r in sorted(op["responses"].items()) if c.startswith("2")), {})
-            envelope = spec.resolve(
-                ok.get("content", {}).get("application/json", {}).get("schema")
-            )
+            envelope = spec.resolve(ok.get("content", {}).get("application/json", {}).get("schema"))
             data = (envelope or {}).get("properties", {}).get("data")
             if data is not None and not data.get("$ref") and not data.get("type"):
                 data = None  # the generic envelope: `data` has no schema yet
@@ -222,7 +221,8 @@ def public_schemas(spec: Spec) -> list[str]:
         n
         for n in spec.schemas
         # FastAPI's own 422 models: the SDKs' ValidationError is an exception class.
-        if not n.startswith("SuccessEnvelope") and n not in ("HTTPValidationError", "ValidationError")
+        if not n.startswith("SuccessEnvelope")
+        and n not in ("HTTPValidationError", "ValidationError")
     )
 
 
@@ -437,16 +437,33 @@ def py_type(schema: dict[str, Any] | None) -> str:
 
 
 def _py_typeddict(name: str, schema: dict[str, Any]) -> str:
+    """Required keys in a base class, optional ones in a `total=False` subclass (Python 3.9+).
+    A part with a key that is no identifier (`from`) uses the functional syntax."""
     props = schema.get("properties", {})
     required = set(schema.get("required", []))
     doc = " ".join((schema.get("description") or schema.get("title") or name).split())
-    fields = {k: (py_type(v) if k in required else f"NotRequired[{py_type(v)}]") for k, v in props.items()}
-    if any(not k.isidentifier() or keyword.iskeyword(k) for k in fields):
-        # The functional form evaluates its values: each type stays a string (a forward ref).
-        items = "".join(f'        {k!r}: "{v}",\n' for k, v in fields.items())
-        return f'{name} = TypedDict(\n    "{name}",\n    {{\n{items}    }},\n)\n'
-    body = "".join(f"    {k}: {v}\n" for k, v in fields.items()) or "    pass\n"
-    return f'class {name}(TypedDict):\n    """{doc}"""\n\n{body}'
+    doc = doc.replace("\\", "\\\\").replace('"', "'")
+    req = {k: py_type(v) for k, v in props.items() if k in required}
+    opt = {k: py_type(v) for k, v in props.items() if k not in required}
+
+    def functional(fields: dict[str, str]) -> bool:
+        return any(not k.isidentifier() or keyword.iskeyword(k) for k in fields)
+
+    def one(cls: str, fields: dict[str, str], total: bool, base: str | None) -> str:
+        total_arg = "" if total else ", total=False"
+        if functional(fields):
+            # The functional form evaluates its values: each type stays a string (a forward ref).
+            items = "".join(f'        {k!r}: "{v}",\n' for k, v in fields.items())
+            return f'{cls} = TypedDict(\n    "{cls}",\n    {{\n{items}    }}{total_arg},\n)\n'
+        body = "".join(f"    {k}: {v}\n" for k, v in fields.items()) or "    pass\n"
+        return f'class {cls}({base or "TypedDict"}{total_arg}):\n    """{doc}"""\n\n{body}'
+
+    if req and opt and not functional(opt):
+        base = f"_{name}Required"
+        return one(base, req, True, None) + "\n\n" + one(name, opt, False, base)
+    if req and opt:  # optional keys need the functional syntax: every key optional, typed
+        return one(name, {**req, **opt}, False, None)
+    return one(name, req or opt, bool(req) or not opt, None)
 
 
 def render_py_types(spec: Spec) -> str:
@@ -456,21 +473,20 @@ def render_py_types(spec: Spec) -> str:
         "Models are TypedDicts: responses are the API's JSON objects, typed for mypy/pyright,",
         'so a field the server adds later never breaks a client."""',
         "",
-        "# ruff: noqa: E501, UP037",
+        "# ruff: noqa: E501",
         "from __future__ import annotations",
         "",
         "import builtins",
-        "from typing import Any, Literal, NotRequired, TypedDict",
+        "from typing import Any, Literal, TypedDict",
         "",
         "__all__ = [" + ", ".join(f'"{type_name(n)}"' for n in public_schemas(spec)) + "]",
         "",
     ]
     for name in public_schemas(spec):
         schema = spec.schemas[name]
-        if schema.get("type") == "object" or "properties" in schema:
-            if schema.get("properties"):
-                out.append("\n" + _py_typeddict(type_name(name), schema))
-                continue
+        if schema.get("properties"):
+            out.append("\n" + _py_typeddict(type_name(name), schema))
+            continue
         out.append(f"\n{type_name(name)} = {py_type(schema)}\n")
     text = "\n".join(out)
     # Forward references: TypedDict bodies may name models defined further down.
@@ -488,7 +504,7 @@ def _py_method(op: Operation, is_async: bool) -> str:
     path = op.path
     for p in op.path_params:
         path = path.replace("{" + p.name + "}", "{_seg(" + _py_arg(p.name) + ")}")
-    call = [f'"{op.method}"', f'f"{path}"']
+    call = [f'"{op.method}"', f'f"{path}"' if op.path_params else f'"{path}"']
     if op.body is not None:
         body_t = py_type(op.body)
         args.append(f"body: {body_t} | None = None")
@@ -526,12 +542,12 @@ def _py_method(op: Operation, is_async: bool) -> str:
         return (
             f"    async def {name}({signature}) -> {ret}:\n"
             f'        """{doc}."""\n'
-            f"        return await self._core.request({', '.join(call)})  # type: ignore[no-any-return]\n"
+            f"        return await self._core.request({', '.join(call)})\n"
         )
     return (
         f"    def {name}({signature}) -> {ret}:\n"
         f'        """{doc}."""\n'
-        f"        return self._core.request({', '.join(call)})  # type: ignore[no-any-return]\n"
+        f"        return self._core.request({', '.join(call)})\n"
     )
 
 
@@ -539,7 +555,7 @@ def render_py_resources(spec: Spec) -> str:
     out = [
         f'"""{HEADER}"""',
         "",
-        "# ruff: noqa: E501",
+        "# ruff: noqa: E501, F403, F405",
         "from __future__ import annotations",
         "",
         "import builtins",
@@ -547,7 +563,7 @@ def render_py_resources(spec: Spec) -> str:
         "",
         "from .._core import AsyncPager, RequestOptions, SyncPage, _merge, _seg",
         "from .._webhooks import WebhookHeaders, verify_webhook",
-        "from .types import *  # noqa: F403",
+        "from .types import *",
         "",
         "if TYPE_CHECKING:",
         "    from .._core import AsyncTransport, SyncTransport",
@@ -559,21 +575,25 @@ def render_py_resources(spec: Spec) -> str:
         for tag in spec.tags:
             out.append(f"\nclass {prefix}{pascal(tag)}:")
             out.append(f'    """`client.{snake(tag)}`: the {tag} operations."""\n')
-            out.append(f'    def __init__(self, core: "{core}") -> None:')
+            out.append(f"    def __init__(self, core: {core}) -> None:")
             out.append("        self._core = core\n")
             for op in spec.ops(tag):
                 out.append(_py_method(op, is_async))
             if "verify" in EXTRAS.get(tag, []):
                 out.append(
                     "    def verify(\n"
-                    "        self, payload: str | bytes, headers: WebhookHeaders, secret: str, tolerance: int = 300\n"
+                    "        self,\n"
+                    "        payload: str | bytes,\n"
+                    "        headers: WebhookHeaders,\n"
+                    "        secret: str,\n"
+                    "        tolerance: int = 300,\n"
                     "    ) -> Any:\n"
-                    '        """Verify a Standard Webhooks delivery; return its parsed payload."""\n'
+                    '        """Verify a Standard Webhooks delivery; return its payload."""\n'
                     "        return verify_webhook(payload, headers, secret, tolerance)\n"
                 )
         out.append(f"\nclass {prefix}Resources:")
         out.append('    """Every resource of the API, as attributes of the client."""\n')
-        out.append(f'    def __init__(self, core: "{core}") -> None:')
+        out.append(f"    def __init__(self, core: {core}) -> None:")
         for tag in spec.tags:
             out.append(f"        self.{snake(tag)} = {prefix}{pascal(tag)}(core)")
         out.append("")
@@ -624,7 +644,10 @@ def render_rb_resources(spec: Spec) -> str:
         if "verify" in EXTRAS.get(tag, []):
             out.append("      # Verify a Standard Webhooks delivery; returns its parsed payload.")
             out.append("      def verify(payload, headers, secret, tolerance: 300)")
-            out.append("        PenguinMails::Webhook.verify(payload, headers, secret, tolerance: tolerance)")
+            out.append(
+                "        PenguinMails::Webhook.verify(payload, headers, secret, "
+                "tolerance: tolerance)"
+            )
             out.append("      end")
             out.append("")
         if out[-1] == "":
@@ -643,13 +666,29 @@ def render_rb_resources(spec: Spec) -> str:
 # ------------------------------------------------------------------ entry point
 
 
+def ruff_format(text: str, name: str) -> str:
+    """The repository's formatting (`make lint` checks generated Python like any other)."""
+    ruff = Path(sys.executable).parent / "ruff"
+    done = subprocess.run(  # noqa: S603 (the venv's own ruff)
+        [str(ruff), "format", "--stdin-filename", name, "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return done.stdout
+
+
 def render_all(spec_path: Path = SPEC) -> dict[Path, str]:
     spec = load(spec_path)
     return {
         TS_OUT / "types.ts": render_ts_types(spec),
         TS_OUT / "resources.ts": render_ts_resources(spec),
-        PY_OUT / "types.py": render_py_types(spec),
-        PY_OUT / "resources.py": render_py_resources(spec),
+        PY_OUT / "types.py": ruff_format(render_py_types(spec), str(PY_OUT / "types.py")),
+        PY_OUT / "resources.py": ruff_format(
+            render_py_resources(spec), str(PY_OUT / "resources.py")
+        ),
         PY_OUT / "__init__.py": f'"""{HEADER}"""\n',
         RB_OUT / "resources.rb": render_rb_resources(spec),
     }
