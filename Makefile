@@ -18,7 +18,7 @@ PYTEST_ARGS := -q -p no:cacheprovider
 ARGS ?=
 QUEUE ?=
 
-.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz
+.PHONY: help up down status test lint fmt migrate bench replay-dlq uv venv infra fuzz sdk-deps
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -48,7 +48,20 @@ down: venv ## stop the dev stack (and only the infrastructure it started)
 status: venv ## processes of the dev stack and their readiness
 	@$(UV) run --frozen python -m scripts.dev.stack status
 
-test: infra ## run the test suite (ARGS="tests/unit -x" to narrow it)
+# The SDK suites (tests/sdks) run node, ruby and the TypeScript SDK's npm packages: Ruby and
+# Node.js from Debian's packages when absent (as root, else with sudo), npm ci when the
+# lockfile is newer than the installed tree.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+sdk-deps: ## tools of the SDK test suites: Ruby, Node.js, the TypeScript SDK's npm packages
+	@command -v ruby >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "installing ruby / nodejs from Debian packages"; \
+		$(SUDO) apt-get update -qq; \
+		command -v ruby >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ruby >/dev/null; \
+		command -v npm >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	@cd sdks/typescript && { [ node_modules/.package-lock.json -nt package-lock.json ] \
+		|| npm ci --no-audit --no-fund --loglevel=error; }
+
+test: infra sdk-deps ## run the test suite (ARGS="tests/unit -x" to narrow it)
 	$(UV) run --frozen pytest $(PYTEST_ARGS) $(ARGS)
 
 lint: venv ## ruff, formatting, mypy, import contracts
