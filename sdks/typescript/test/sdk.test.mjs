@@ -163,6 +163,7 @@ describe('seed 004: error handling best practices', () => {
     const client = new PenguinMails();
     const good = {
       name: 'Retry Example',
+      subject: 'Retry example',
       fromEmail: 'hello@example.com',
       content: { text: 'Hi' },
       recipients: { tags: ['retry-example'] },
@@ -224,6 +225,93 @@ describe('seed 004: error handling best practices', () => {
     });
     await assert.rejects(client.contacts.list(), APIConnectionError);
     assert.equal(calls, 2);
+  });
+});
+
+describe('seed 004: testing & development tools', () => {
+  // The seed's PenguinMailsTestDataGenerator. Adapted: a campaign's audience is a tag (the API
+  // has no per-campaign recipient list); the personalized recipients go out with sendBulk.
+  class PenguinMailsTestDataGenerator {
+    constructor(client) {
+      this.client = client;
+    }
+
+    async generateTestCampaigns(count = 5) {
+      const campaigns = [];
+      for (let i = 0; i < count; i++) {
+        const campaignData = {
+          name: `Test Campaign ${i + 1}`,
+          subject: `Test Subject ${i + 1}`,
+          fromEmail: 'hello@example.com',
+          content: {
+            html: `<h1>Test Email ${i + 1}</h1><p>This is test content.</p>`,
+            text: `Test Email ${i + 1} - This is test content.`,
+          },
+          recipients: { tags: [`test-campaign-${i + 1}`] },
+          settings: { trackOpens: true, trackClicks: true },
+        };
+        const campaign = await this.client.campaigns.create(campaignData);
+        await this.client.emails.sendBulk({
+          campaignId: campaign.id,
+          from: 'hello@example.com',
+          subject: campaignData.subject,
+          text: 'Hi {{name}} of {{company}}',
+          recipients: this.generateTestRecipients(50),
+        });
+        campaigns.push(campaign);
+      }
+      return campaigns;
+    }
+
+    generateTestRecipients(count) {
+      const recipients = [];
+      for (let i = 0; i < count; i++) {
+        recipients.push({
+          email: `test${i}@example.com`,
+          personalization: { name: `Test User ${i}`, company: `Test Company ${i}` },
+        });
+      }
+      return recipients;
+    }
+  }
+
+  test('the test data generator creates campaigns and sends to their recipients', async () => {
+    const campaigns = await new PenguinMailsTestDataGenerator(new PenguinMails()).generateTestCampaigns(2);
+    assert.deepEqual(campaigns.map((c) => c.name), ['Test Campaign 1', 'Test Campaign 2']);
+    assert.ok(campaigns.every((c) => c.settings.track_opens === true));
+  });
+
+  // The seed's "API Testing Framework" (jest), on node's test runner.
+  describe('PenguinMails API', () => {
+    let client;
+    const fresh = () => (client = new PenguinMails({ apiKey: env.PENGUINMAILS_API_KEY }));
+
+    test('should create campaign successfully', async () => {
+      fresh();
+      const campaignData = {
+        name: 'Test Campaign',
+        subject: 'Test Subject',
+        fromEmail: 'hello@example.com',
+        content: { html: '<h1>Test</h1>', text: 'Test' },
+        recipients: { tags: ['test'] },
+      };
+      const campaign = await client.campaigns.create(campaignData);
+      assert.ok(campaign.id);
+      assert.equal(campaign.name, campaignData.name);
+      assert.equal(campaign.status, 'draft');
+    });
+
+    test('should handle validation errors', async () => {
+      fresh();
+      const invalidCampaignData = {
+        name: '', // Invalid: empty name
+        subject: 'Test Subject',
+        fromEmail: 'hello@example.com',
+        content: { html: '<h1>Test</h1>', text: 'Test' },
+        recipients: [],
+      };
+      await assert.rejects(client.campaigns.create(invalidCampaignData), ValidationError);
+    });
   });
 });
 

@@ -33,7 +33,8 @@ module PenguinMails
 
     # Verify a delivery (pass the raw body as received) and return its parsed JSON payload.
     def verify(payload, headers, secret, tolerance: 300)
-      h = headers.to_h.transform_keys { |k| k.to_s.downcase }
+      # Plain names ("webhook-id") or Rack/Rails env names ("HTTP_WEBHOOK_ID") alike.
+      h = headers.to_h.transform_keys { |k| k.to_s.downcase.delete_prefix("http_").tr("_", "-") }
       id = first(h["webhook-id"])
       ts = first(h["webhook-timestamp"])
       sigs = first(h["webhook-signature"])
