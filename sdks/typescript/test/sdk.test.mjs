@@ -4,7 +4,7 @@
 // the environment, ids created here, fields the API does not take dropped (see docs/sdks.md).
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { randomUUID } from 'node:crypto';
+import crypto, { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 
 import {
@@ -391,6 +391,38 @@ describe('webhooks', () => {
       client.webhooks.verify(delivery.body, { ...delivery.headers, 'webhook-timestamp': '1000' }, endpoint.secret),
       WebhookVerificationError,
     );
+  });
+
+  // Seed 004's verifyWebhookSignature, unchanged: it checks the legacy
+  // `X-PenguinMails-Signature: sha256=<hex HMAC of the body, keyed with the secret string>`
+  // that deliveries carry beside the Standard Webhooks headers.
+  function verifyWebhookSignature(payload, signature, secret) {
+    const expectedSignature = crypto
+      .createHmac('sha256', secret)
+      .update(payload, 'utf8')
+      .digest('hex');
+
+    const expectedHeader = `sha256=${expectedSignature}`;
+    return crypto.timingSafeEqual(
+      Buffer.from(expectedHeader),
+      Buffer.from(signature)
+    );
+  }
+
+  test("seed 004's signature check and webhooks.verify agree on a delivery signed with your own secret", async () => {
+    const client = new PenguinMails();
+    const path = `/hooks/node-own-${unique()}`;
+    const receiver = new URL(env.PM_SDK_TEST_RECEIVER_URL);
+    const secret = 'whsec_' + crypto.randomBytes(32).toString('base64');
+    const endpoint = await client.webhooks.create({ url: `${receiver.origin}${path}`, events: ['email.opened'], secret });
+    await client.webhooks.sendTest(endpoint.id, { eventType: 'email.opened' });
+    const [delivery] = await eventually(async () => {
+      const got = await control(`/__sdk_test/webhooks?path=${encodeURIComponent(path)}`);
+      return got.length ? got : null;
+    }, 'the test delivery');
+    assert.equal(verifyWebhookSignature(delivery.body, delivery.headers['x-penguinmails-signature'], secret), true);
+    const payload = await client.webhooks.verify(delivery.body, delivery.headers, secret);
+    assert.equal(payload.type, 'email.opened');
   });
 
   test('raw printable secrets are used as UTF-8 bytes; whsec_ ones base64-decoded', async () => {
