@@ -142,6 +142,10 @@ def load(path: Path = SPEC) -> Spec:
             content = op.get("requestBody", {}).get("content", {})
             body = _unwrap(content.get("application/json", {}).get("schema"))
             ok = next((r for c, r in sorted(op["responses"].items()) if c.startswith("2")), {})
+            if ok.get("content") and "application/json" not in ok["content"]:
+                # A stream or a file (text/event-stream, text/csv): not a JSON call; such an
+                # operation gets a hand-written method in each SDK, not a generated one.
+                continue
             envelope = spec.resolve(ok.get("content", {}).get("application/json", {}).get("schema"))
             data = (envelope or {}).get("properties", {}).get("data")
             if data is not None and not data.get("$ref") and not data.get("type"):
@@ -229,9 +233,21 @@ def public_schemas(spec: Spec) -> list[str]:
 # ------------------------------------------------------------------ TypeScript
 
 
+def _nullable_form(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI 3.1 `type: [X, "null"]` as 3.0's `type: X, nullable: true`."""
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        schema = {**schema, "type": kinds[0] if len(kinds) == 1 else None}
+        if "null" in kind:
+            schema["nullable"] = True
+    return schema
+
+
 def ts_type(schema: dict[str, Any] | None, depth: int = 0) -> str:
     if not schema:
         return "any"
+    schema = _nullable_form(schema)
     if "$ref" in schema:
         t = "T." + type_name(schema["$ref"].rsplit("/", 1)[-1])
     elif "allOf" in schema and len(schema["allOf"]) == 1:
@@ -413,6 +429,7 @@ def render_ts_resources(spec: Spec) -> str:
 def py_type(schema: dict[str, Any] | None) -> str:
     if not schema:
         return "Any"
+    schema = _nullable_form(schema)
     if "$ref" in schema:
         t = type_name(schema["$ref"].rsplit("/", 1)[-1])
     elif "allOf" in schema and len(schema["allOf"]) == 1:
@@ -458,10 +475,14 @@ def _py_typeddict(name: str, schema: dict[str, Any]) -> str:
         body = "".join(f"    {k}: {v}\n" for k, v in fields.items()) or "    pass\n"
         return f'class {cls}({base or "TypedDict"}{total_arg}):\n    """{doc}"""\n\n{body}'
 
+    # A class may extend a functional TypedDict: the part with keyword keys is the base.
     if req and opt and not functional(opt):
         base = f"_{name}Required"
         return one(base, req, True, None) + "\n\n" + one(name, opt, False, base)
-    if req and opt:  # optional keys need the functional syntax: every key optional, typed
+    if req and opt and not functional(req):
+        base = f"_{name}Optional"
+        return one(base, opt, False, None) + "\n\n" + one(name, req, True, base)
+    if req and opt:  # keyword keys on both sides: every key optional, still typed
         return one(name, {**req, **opt}, False, None)
     return one(name, req or opt, bool(req) or not opt, None)
 

@@ -62,3 +62,76 @@ def test_camel_and_method_names() -> None:
     assert names.get("send_email") == "send"
     assert names.get("list_endpoints") == "list"
     assert names.get("revoke_key") == "revoke"
+
+
+SMALL_SPEC = """
+openapi: 3.1.0
+info: {title: t, version: '1'}
+paths:
+  /api/v1/events/stream:
+    get:
+      operationId: stream_events
+      tags: [events]
+      responses:
+        '200': {content: {text/event-stream: {schema: {type: string}}}}
+  /api/v1/events/types:
+    get:
+      operationId: list_event_types
+      tags: [events]
+      parameters:
+        - {name: cursor, in: query, schema: {type: [string, 'null']}}
+      responses:
+        '200':
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  data: {type: array, items: {$ref: '#/components/schemas/EventType'}}
+  /api/v1/events/trigger:
+    post:
+      operationId: trigger_event
+      tags: [events]
+      parameters:
+        - {name: Idempotency-Key, in: header, schema: {type: string}}
+      requestBody:
+        required: true
+        content: {application/json: {schema: {$ref: '#/components/schemas/Trigger'}}}
+      responses:
+        '202': {content: {application/json: {schema: {type: object, properties: {data: {}}}}}}
+components:
+  schemas:
+    EventType:
+      type: object
+      required: [type]
+      properties:
+        type: {type: string}
+        description: {type: [string, 'null']}
+    Trigger:
+      type: object
+      required: [type]
+      properties:
+        type: {type: string}
+        from: {type: string}
+"""
+
+
+def test_a_new_spec_renders_streams_skipped_lists_paged_and_valid_python(tmp_path: Path) -> None:
+    gen = _generator()
+    spec_path = tmp_path / "openapi.yaml"
+    spec_path.write_text(SMALL_SPEC)
+    files = gen.render_all(spec_path)
+    ts = files[gen.TS_OUT / "resources.ts"]
+    assert "stream" not in ts  # text/event-stream: no generated JSON method
+    assert "  listTypes(query?: Params<EventsListTypesQuery>" in ts
+    assert "PagePromise<T.EventType>" in ts
+    assert "  trigger(body: Params<T.Trigger>" in ts and "idempotent: true" in ts
+    assert "description?: string | null;" in files[gen.TS_OUT / "types.ts"]
+    for name in ("types.py", "resources.py"):
+        compile(files[gen.PY_OUT / name], name, "exec")
+    py_types = files[gen.PY_OUT / "types.py"]
+    # A keyword key (`from`) in the functional syntax, as the base of a class with `type`.
+    assert "_TriggerOptional = TypedDict(" in py_types and '"from": "str"' in py_types
+    assert "class Trigger(_TriggerOptional):" in py_types
+    assert "def list_types(" in files[gen.PY_OUT / "resources.py"]
+    assert "def trigger(" in files[gen.RB_OUT / "resources.rb"]
