@@ -150,9 +150,15 @@ def load(path: Path = SPEC) -> Spec:
             data = (envelope or {}).get("properties", {}).get("data")
             if data is not None and not data.get("$ref") and not data.get("type"):
                 data = None  # the generic envelope: `data` has no schema yet
-            # A GET taking a cursor or an offset is a list, typed or not (yet) in the spec.
-            pages = method == "get" and any(q.name in ("cursor", "offset") for q in query)
-            is_list = bool(data and data.get("type") == "array") or pages
+            # A GET taking a cursor or an offset whose data is an array (or not typed yet) is
+            # a list; one whose data is an object (a report with paged parts) is not.
+            resolved = spec.resolve(data)
+            is_array = bool(resolved and resolved.get("type") == "array")
+            paging = any(q.name in ("cursor", "offset") for q in query)
+            pages = method == "get" and paging and (data is None or is_array)
+            is_list = is_array or pages
+            if is_array and data is not None and "items" not in data:
+                data = resolved  # a named array schema: its items type the list
             security = op.get("security", raw.get("security", []))
             kinds = {k for s in security for k in s}
             auth = "none" if not kinds else ("jwt" if kinds == {"Jwt"} else "key")

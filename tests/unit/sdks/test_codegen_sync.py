@@ -88,6 +88,20 @@ paths:
                 type: object
                 properties:
                   data: {type: array, items: {$ref: '#/components/schemas/EventType'}}
+  /api/v1/events/report:
+    get:
+      operationId: event_report
+      tags: [events]
+      parameters:
+        - {name: cursor, in: query, schema: {type: string}}
+      responses:
+        '200':
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  data: {$ref: '#/components/schemas/EventType'}
   /api/v1/events/trigger:
     post:
       operationId: trigger_event
@@ -125,6 +139,11 @@ def test_a_new_spec_renders_streams_skipped_lists_paged_and_valid_python(tmp_pat
     assert "stream" not in ts  # text/event-stream: no generated JSON method
     assert "  listTypes(query?: Params<EventsListTypesQuery>" in ts
     assert "PagePromise<T.EventType>" in ts
+    # A report with a paged part is one object, not a list.
+    assert (
+        "  report(query?: Params<EventsReportQuery>, options?: RequestOptions): "
+        "Promise<T.EventType>" in ts
+    )
     assert "  trigger(body: Params<T.Trigger>" in ts and "idempotent: true" in ts
     assert "description?: string | null;" in files[gen.TS_OUT / "types.ts"]
     for name in ("types.py", "resources.py"):
