@@ -19,7 +19,7 @@ ARGS ?=
 QUEUE ?=
 ID ?=
 
-.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates dashboard
+.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates dashboard sdk-deps
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -50,11 +50,24 @@ down: venv ## stop the dev stack (and only the infrastructure it started)
 status: venv ## processes of the dev stack and their readiness
 	@$(UV) run --frozen python -m scripts.dev.stack status
 
+# The SDK suites (tests/sdks) run node, ruby and the TypeScript SDK's npm packages: Ruby and
+# Node.js from Debian's packages when absent (as root, else with sudo), npm ci when the
+# lockfile is newer than the installed tree.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+sdk-deps: ## tools of the SDK test suites: Ruby, Node.js, the TypeScript SDK's npm packages
+	@command -v ruby >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "installing ruby / nodejs from Debian packages"; \
+		$(SUDO) apt-get update -qq; \
+		command -v ruby >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ruby >/dev/null; \
+		command -v npm >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	@cd sdks/typescript && { [ node_modules/.package-lock.json -nt package-lock.json ] \
+		|| npm ci --no-audit --no-fund --loglevel=error; }
+
 mail: venv ## live-mode mail the dev stack captured (make mail ID=<id> prints one)
 	@if [ -n "$(ID)" ]; then $(UV) run --frozen python -m scripts.dev.mail_capture show "$(ID)"; \
 	else $(UV) run --frozen python -m scripts.dev.mail_capture list; fi
 
-test: infra dashboard ## run the test suite (ARGS="tests/unit -x" to narrow it)
+test: infra dashboard sdk-deps ## run the test suite (ARGS="tests/unit -x" to narrow it)
 	$(UV) run --frozen pytest $(PYTEST_ARGS) $(ARGS)
 
 lint: venv ## ruff, formatting, mypy, import contracts

@@ -1,0 +1,195 @@
+# frozen_string_literal: true
+
+# The penguinmails gem against a real PenguinMails stack. tests/sdks/test_sdk_suites.py starts
+# the stack and runs this suite with PENGUINMAILS_BASE_URL, PENGUINMAILS_API_KEY,
+# PENGUINMAILS_ACCESS_TOKEN and the PM_SDK_TEST_* fixtures set.
+
+require "minitest/autorun"
+require "base64"
+require "json"
+require "net/http"
+require "securerandom"
+require "penguinmails"
+
+%w[PENGUINMAILS_BASE_URL PENGUINMAILS_API_KEY PM_SDK_TEST_PROXY_URL].each do |name|
+  abort "#{name} must be set (run through tests/sdks/test_sdk_suites.py)" if ENV[name].to_s.empty?
+end
+
+# Counts the HTTP attempts the SDK makes (Net::HTTP is its only transport; each attempt
+# starts a connection, also one that is refused).
+module RequestCounter
+  @count = 0
+  class << self
+    attr_accessor :count
+  end
+
+  def start(*args, &block)
+    RequestCounter.count += 1
+    super
+  end
+end
+Net::HTTP.prepend(RequestCounter)
+
+class LiveTest < Minitest::Test
+  PROXY = ENV.fetch("PM_SDK_TEST_PROXY_URL")
+  SENDER = "hello@example.com"
+
+  def client
+    @client ||= PenguinMails::Client.new
+  end
+
+  def unique
+    SecureRandom.hex(4)
+  end
+
+  def control(path, body = nil)
+    uri = URI(PROXY + path)
+    res = body ? Net::HTTP.post(uri, JSON.generate(body)) : Net::HTTP.get_response(uri)
+    JSON.parse(res.body)
+  end
+
+  def eventually(what, seconds: 60)
+    deadline = Time.now + seconds
+    loop do
+      value = yield
+      return value if value
+      raise "timed out waiting for #{what}" if Time.now > deadline
+
+      sleep 0.2
+    end
+  end
+
+  def test_environment_fallbacks_and_explicit_arguments
+    assert_equal ENV["PENGUINMAILS_BASE_URL"].sub(%r{/+\z}, ""), client.base_url
+    assert_equal ENV["PENGUINMAILS_API_KEY"], client.core.api_key
+    explicit = PenguinMails::Client.new(api_key: "pm_test_x", base_url: "http://example.test/")
+    assert_equal "http://example.test", explicit.base_url
+    assert_equal "pm_test_x", explicit.core.api_key
+  end
+
+  def test_campaign_email_and_analytics
+    campaign = client.campaigns.create(
+      name: "Welcome Series", subject: "Welcome to PenguinMails!", from_email: SENDER,
+      content: { html: "<h1>Welcome!</h1>", text: "Welcome!" },
+      recipients: { tags: ["welcome-#{unique}"] }
+    )
+    assert_equal "draft", campaign["status"]
+    assert_equal "Welcome Series", client.campaigns.get(campaign["id"])["name"]
+    result = client.emails.send(
+      from: SENDER, to: "user@example.com", subject: "Test Email",
+      content: { html: "<p>Hello from PenguinMails!</p>" },
+      tracking: { track_opens: true, track_clicks: true }
+    )
+    assert result["message_id"]
+    assert_equal "queued", result["status"]
+    bulk = client.emails.send_bulk(
+      from: SENDER, subject: "Hi {{name}}", text: "Hi {{name}}",
+      recipients: [{ email: "user1@example.com", personalization: { name: "John" } }]
+    )
+    assert_equal 1, bulk["accepted"]
+    assert_kind_of Hash, client.analytics.campaign(campaign["id"])
+  end
+
+  def test_errors_carry_code_message_and_request_id
+    err = assert_raises(PenguinMails::ValidationError) do
+      client.campaigns.create(name: "", from_email: SENDER, content: { text: "x" },
+                              recipients: { tags: ["x"] })
+    end
+    assert_kind_of PenguinMails::PenguinMailsError, err
+    assert_equal 422, err.status
+    assert err.code
+    assert err.request_id
+    assert(err.details.any? { |d| d["field"].to_s.include?("name") }, err.details.inspect)
+    missing = assert_raises(PenguinMails::NotFoundError) { client.contacts.get(SecureRandom.uuid) }
+    assert_equal 404, missing.status
+    auth = assert_raises(PenguinMails::AuthenticationError) do
+      PenguinMails::Client.new(api_key: "pm_test_nope").contacts.list
+    end
+    assert_equal 401, auth.status
+  end
+
+  def test_rate_limit_surfaces_after_the_retries
+    limited = PenguinMails::Client.new(api_key: ENV.fetch("PM_SDK_TEST_LIMITED_KEY"), max_retries: 2)
+    before = RequestCounter.count
+    err = assert_raises(PenguinMails::RateLimitError) { limited.contacts.list(limit: 1) }
+    assert_equal 3, RequestCounter.count - before # the first try and two retries
+    assert_equal 429, err.status
+    assert_operator err.retry_after, :>, 0
+    assert err.request_id
+  end
+
+  def test_connection_errors_are_retried_then_raised
+    before = RequestCounter.count
+    offline = PenguinMails::Client.new(base_url: "http://127.0.0.1:9", max_retries: 1)
+    assert_raises(PenguinMails::APIConnectionError) { offline.contacts.list }
+    assert_equal 2, RequestCounter.count - before
+  end
+
+  def test_a_lost_post_answer_is_retried_with_the_same_key_creating_one_object
+    address = "retried-#{unique}@example.com"
+    control("/__sdk_test/drop", { method: "POST", path: "/api/v1/contacts", count: 1 })
+    contact = PenguinMails::Client.new(base_url: PROXY).contacts.create(email: address, first_name: "Once")
+    first, second = control("/__sdk_test/log").select { |r| r["path"] == "/api/v1/contacts" }.last(2)
+    assert first["dropped"]
+    refute second["dropped"]
+    assert first["idempotency_key"]
+    assert_equal first["idempotency_key"], second["idempotency_key"]
+    assert second["replayed"]
+    assert_equal [contact["id"]], client.contacts.list(email: address).data.map { |c| c["id"] }
+  end
+
+  def test_pagination_walks_three_pages
+    tag = "paged-#{unique}"
+    ids = 3.times.map { |i| client.contacts.create(email: "p#{i}-#{tag}@example.com", tags: [tag])["id"] }
+    first = client.contacts.list(tag: [tag], limit: 1)
+    assert_equal 1, first.data.size
+    assert first.has_more?
+    assert_equal 3, first.each_page.count
+    assert_equal ids.sort, client.contacts.list(tag: [tag], limit: 1).map { |c| c["id"] }.sort
+  end
+
+  def test_webhook_verification_of_a_real_delivery
+    path = "/hooks/ruby-#{unique}"
+    receiver = URI(ENV.fetch("PM_SDK_TEST_RECEIVER_URL"))
+    endpoint = client.webhooks.create(url: "http://#{receiver.host}:#{receiver.port}#{path}",
+                                      events: ["email.opened"])
+    client.webhooks.send_test(endpoint["id"], event_type: "email.opened")
+    delivery = eventually("the test delivery") do
+      got = control("/__sdk_test/webhooks?path=#{path}")
+      got.empty? ? nil : got.first
+    end
+    payload = client.webhooks.verify(delivery["body"], delivery["headers"], endpoint["secret"])
+    assert_equal "email.opened", payload["type"]
+    assert_raises(PenguinMails::WebhookVerificationError) do
+      client.webhooks.verify(delivery["body"].sub("email.opened", "email.clicked"),
+                             delivery["headers"], endpoint["secret"])
+    end
+  end
+
+  def test_raw_and_whsec_secrets_sign_alike
+    raw = "my-own-secret-0123456789"
+    body = JSON.generate({ type: "email.sent" })
+    now = Time.now.to_i
+    headers = { "webhook-id" => "msg_1", "webhook-timestamp" => now.to_s,
+                "webhook-signature" => PenguinMails::Webhook.sign("msg_1", now, body, raw) }
+    assert_equal({ "type" => "email.sent" }, PenguinMails::Webhook.verify(body, headers, raw))
+    whsec = "whsec_#{Base64.strict_encode64(raw)}"
+    assert_equal({ "type" => "email.sent" }, PenguinMails::Webhook.verify(body, headers, whsec))
+    assert_raises(PenguinMails::WebhookVerificationError) { PenguinMails::Webhook.verify(body, headers, "short") }
+    stale = headers.merge("webhook-timestamp" => (now - 3600).to_s)
+    assert_raises(PenguinMails::WebhookVerificationError) { PenguinMails::Webhook.verify(body, stale, raw) }
+  end
+
+  def test_api_keys_with_an_access_token
+    account = PenguinMails::Client.new(access_token: ENV.fetch("PENGUINMAILS_ACCESS_TOKEN"))
+    created = account.api_keys.create(name: "rb-#{unique}", scopes: ["send_email"], mode: "test")
+    assert created["key"].start_with?("pm_test_")
+    assert_includes account.api_keys.list.map { |k| k["id"] }, created["id"]
+    account.api_keys.revoke(created["id"])
+    assert_raises(PenguinMails::AuthenticationError) do
+      PenguinMails::Client.new(api_key: created["key"]).emails.send(
+        from: SENDER, to: "b@example.com", subject: "x", text: "x"
+      )
+    end
+  end
+end

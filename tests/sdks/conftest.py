@@ -1,0 +1,153 @@
+"""The real stack the SDK suites run against: gateway, keys, campaigns, delivery and webhooks
+processes (their own RabbitMQ vhost), one tenant with API keys, a webhook receiver and the
+proxy/inspection server of harness.py. Module-scoped: the suites of one module share it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from libs.common.principal import SCOPES
+from tests.conftest import REDIS_URL, ServiceProcess, _rabbitmqctl, free_port, service_env
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.integration.keys.platform_stack import NAMESPACE, Platform
+from tests.integration.keys.platform_stack import keys_vault as keys_vault
+from tests.integration.keys.platform_stack import platform as platform
+from tests.sdks.harness import SdkTestServer
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class SdkStack:
+    gateway: str
+    email: str
+    password: str
+    access_token: str
+    api_key: str
+    limited_key: str
+    control: SdkTestServer
+    receiver: WebhookReceiver
+
+    def env(self) -> dict[str, str]:
+        """What a suite subprocess gets: the SDKs' own variables plus the test fixtures'."""
+        return {
+            "PENGUINMAILS_BASE_URL": self.gateway,
+            "PENGUINMAILS_API_KEY": self.api_key,
+            "PENGUINMAILS_ACCESS_TOKEN": self.access_token,
+            "PM_SDK_TEST_LIMITED_KEY": self.limited_key,
+            "PM_SDK_TEST_PROXY_URL": self.control.url,
+            "PM_SDK_TEST_RECEIVER_URL": self.receiver.url,
+        }
+
+
+@pytest.fixture(scope="module")
+def sdk_vhost(amqp_url: str) -> Iterator[str]:
+    """A vhost of its own: this stack's durable queues must not collect the session's events."""
+    base, _, vhost = amqp_url.rpartition("/")
+    own = f"{vhost}_sdks"
+    _rabbitmqctl("add_vhost", own)
+    _rabbitmqctl("set_permissions", "-p", own, "guest", ".*", ".*", ".*")
+    yield f"{base}/{own}"
+    _rabbitmqctl("delete_vhost", own)
+
+
+def _exhaust_hourly_quota(key_id: str) -> None:
+    """Put one key over its plan's hourly quota, for this hour and the next (so that no
+    retry can land in a fresh hour): the counters the gateway's rate-limit script reads
+    (services/gateway/ratelimit.py). Its 429s then carry a Retry-After beyond what the SDKs
+    wait inside one call, so they surface as RateLimitError after their retries."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        now_ms = int(time.time() * 1000)
+        hour = now_ms - now_ms % 3_600_000
+        for start in (hour, hour + 3_600_000):
+            client.set(f"{NAMESPACE}:rl:h:api_key:{key_id}:{start}", 10**9, px=2 * 3_600_000)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def sdk_stack(platform: Platform, vault_dev: Any, sdk_vhost: str) -> Iterator[SdkStack]:
+    amqp_url = sdk_vhost
+    vault = {"PM_VAULT_ADDR": vault_dev.addr, "PM_VAULT_TOKEN": vault_dev.token}
+    webhooks_env = service_env(
+        "webhooks",
+        amqp_url,
+        **vault,
+        PM_WEBHOOKS_ALLOW_HTTP="true",
+        PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
+    )
+    campaigns_env = service_env("campaigns", amqp_url)
+    delivery_env = service_env("delivery", amqp_url, **vault)
+    campaigns = ServiceProcess("campaigns", "api", campaigns_env, free_port())
+    delivery = ServiceProcess("delivery", "api", delivery_env, free_port())
+    webhooks = ServiceProcess("webhooks", "api", webhooks_env, free_port())
+    processes = [
+        campaigns,
+        ServiceProcess("campaigns", "relay", campaigns_env, free_port()),
+        delivery,
+        webhooks,
+        ServiceProcess("webhooks", "worker", webhooks_env, free_port()),
+    ]
+    gateway = ServiceProcess(
+        "gateway",
+        "api",
+        {
+            **platform.gateway_env,
+            "PM_CAMPAIGNS_URL": campaigns.url,
+            "PM_DELIVERY_URL": delivery.url,
+            "PM_WEBHOOKS_URL": webhooks.url,
+        },
+        free_port(),
+    )
+    processes.append(gateway)
+    receiver = WebhookReceiver().start()
+    control = SdkTestServer(gateway.url, receiver).start()
+    try:
+        for p in processes:
+            p.wait_ready(120)
+        yield _tenant(gateway.url, control, receiver)
+    finally:
+        control.stop()
+        receiver.stop()
+        for p in processes:
+            p.close()
+
+
+def _tenant(gw: str, control: SdkTestServer, receiver: WebhookReceiver) -> SdkStack:
+    email = f"sdk-{uuid.uuid4().hex[:10]}@example.com"
+    with httpx.Client(base_url=gw, timeout=60) as http:
+        r = http.post(
+            "/api/v1/auth/signup",
+            json={"email": email, "password": PASSWORD, "company": f"SDK {email}"},
+        )
+        assert r.status_code == 201, r.text
+        token = r.json()["data"]["access_token"]
+        keys = []
+        for name in ("sdk suites", "rate limited"):
+            r = http.post(
+                "/api/v1/platform/api-keys",
+                json={"name": name, "scopes": list(SCOPES), "mode": "test"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert r.status_code == 201, r.text
+            keys.append(r.json()["data"])
+    _exhaust_hourly_quota(keys[1]["id"])
+    return SdkStack(
+        gateway=gw,
+        email=email,
+        password=PASSWORD,
+        access_token=token,
+        api_key=keys[0]["key"],
+        limited_key=keys[1]["key"],
+        control=control,
+        receiver=receiver,
+    )
