@@ -44,6 +44,7 @@ from bench.harness import (
     wait_ready,
 )
 from libs.common.settings import ServiceSettings
+from libs.common.signing_keys import generate_private_key, public_keys_of
 
 CONCURRENCY = int(os.environ.get("BENCH_GATEWAY_CONCURRENCY", "16"))
 SECONDS = float(os.environ.get("BENCH_GATEWAY_SECONDS", "10"))
@@ -51,7 +52,8 @@ ROUNDS = int(os.environ.get("BENCH_GATEWAY_ROUNDS", "5"))
 SEQUENTIAL = int(os.environ.get("BENCH_GATEWAY_SEQUENTIAL", "500"))
 KEYS = int(os.environ.get("BENCH_GATEWAY_KEYS", "12"))
 PROFILE = os.environ.get("BENCH_GATEWAY_PROFILE") == "1"
-SIGNING_KEY = "bench-principal-signing-key-0123456789abcdef"
+# The upstream child process imports this module: the key pair must be the parent's.
+SIGNING_KEY = os.environ.get("BENCH_GATEWAY_PRIVATE_KEY") or generate_private_key()
 
 
 def upstream_app() -> Any:
@@ -62,7 +64,7 @@ def upstream_app() -> Any:
     from libs.common.principal import Principal, principal_dependency, require_scope
 
     settings = ServiceSettings(service_name="campaigns", log_level="WARNING")
-    current = principal_dependency(lambda: SIGNING_KEY)
+    current = principal_dependency(lambda: public_keys_of(SIGNING_KEY), audience="campaigns")
     scoped = require_scope("manage_contacts", current)
     app = create_app(settings, process="api")
 
@@ -108,7 +110,7 @@ async def main() -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith("PM_")},
         "PYTHONPATH": str(REPO),
         "PM_LOG_LEVEL": "WARNING",
-        "PM_PRINCIPAL_SIGNING_KEY": SIGNING_KEY,
+        "BENCH_GATEWAY_PRIVATE_KEY": SIGNING_KEY,
     }
     up_port = free_port()
     up_url = f"http://127.0.0.1:{up_port}"
@@ -155,7 +157,9 @@ async def main() -> None:
                 plan="enterprise",
                 mode="live",
             )
-            token = sign_principal(principal, SIGNING_KEY, 3600)
+            token = sign_principal(
+                principal, SIGNING_KEY, 3600, audience="campaigns", method="GET", path=route
+            )
             direct_headers = {"X-PM-Principal": token}
             gw_headers = [{"Authorization": f"Bearer {k}"} for k in keys]
             await load(up_url + route, lambda i: direct_headers, 1.0)  # warm-up

@@ -29,6 +29,7 @@ import redis
 
 from libs.common.db import migrate
 from libs.common.provision import provision_database, provision_vault
+from libs.common.signing_keys import public_keys_of
 
 ADMIN_DSN = os.environ.get("PM_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = f"pm_bench_{os.getpid()}"
@@ -183,7 +184,7 @@ async def gateway_stack(
     *,
     keys_dsn: str,
     amqp_url: str,
-    signing_key: str,
+    signing_key: str,  # the gateway's Ed25519 private key, `<kid>:<seed>`
     upstreams: dict[str, str],
     scopes: list[str],
     plan: str = "enterprise",
@@ -208,7 +209,7 @@ async def gateway_stack(
         "PM_AMQP_URL": amqp_url,
         "PM_REDIS_URL": redis_url,
         "PM_REDIS_NAMESPACE": ns,
-        "PM_PRINCIPAL_SIGNING_KEY": signing_key,
+        "PM_PRINCIPAL_PUBLIC_KEYS": public_keys_of(signing_key),
     }
     keys_env = {
         **common,
@@ -229,7 +230,13 @@ async def gateway_stack(
         ),
         spawn(
             [*profile, "-m", "services.gateway", "api"],
-            {**common, **routes, "PM_HTTP_PORT": gw_url.rsplit(":", 1)[1], "PM_KEYS_URL": keys_url},
+            {
+                **common,
+                **routes,
+                "PM_HTTP_PORT": gw_url.rsplit(":", 1)[1],
+                "PM_KEYS_URL": keys_url,
+                "PM_PRINCIPAL_PRIVATE_KEY": signing_key,
+            },
             "gateway-stack-gateway",
         ),
     ]

@@ -3,9 +3,11 @@
 Owns the one-time, idempotent set-up that needs admin rights and that no service may do for
 itself: the `pm` database with one schema and one LOGIN role per service (each role owns its
 schema and can touch no other), and in Vault the KV mounts, the per-service policies from
-`deploy/vault/policies/<svc>.hcl`, one AppRole per service and the platform's principal
-signing key. Used by the dev stack (`scripts/dev/stack.py`), the test suite and the
-provisioning Job; every step may run again, and two runs may overlap.
+`deploy/vault/policies/<svc>.hcl`, one AppRole per service and the Ed25519 key pairs of the
+principal (private half under `secret/gateway/`) and of dashboard access tokens (private half
+under `secret/keys/`), public halves under `secret/platform/`. Used by the dev stack
+(`scripts/dev/stack.py`), the test suite and the provisioning Job; every step may run again,
+and two runs may overlap.
 """
 
 from __future__ import annotations
@@ -24,13 +26,20 @@ import hvac
 import hvac.exceptions
 
 from libs.common.settings import SCHEMA_SERVICES, SERVICE_NAMES
+from libs.common.signing_keys import generate_private_key, public_keys_of
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "policies"
 KV_MOUNT = "secret"
 API_KEYS_MOUNT = "api_keys"
 APPROLE_MOUNT = "approle"
-PRINCIPAL_PATH = "platform/principal"
-PRINCIPAL_FIELD = "signing_key"
+# Ed25519 token keys: (private path readable only by the minting service, public path under
+# platform/ that every service reads). Fields: `private_key`, `public_keys`.
+PRINCIPAL_PRIVATE_PATH = "gateway/principal"
+PRINCIPAL_PUBLIC_PATH = "platform/principal"
+USER_TOKEN_PRIVATE_PATH = "keys/user-token"  # noqa: S105
+USER_TOKEN_PUBLIC_PATH = "platform/user-token"  # noqa: S105
+PRIVATE_FIELD = "private_key"
+PUBLIC_FIELD = "public_keys"
 APPROLE_TTL = "1h"
 APPROLE_MAX_TTL = "24h"
 _VAULT_ATTEMPTS = 5
@@ -165,8 +174,8 @@ def provision_vault(
 
     Idempotent. A secret_id in `keep_secret_ids` that is still valid for its role is
     returned as is (so re-running does not change running processes' credentials);
-    otherwise a new one is generated. Also seeds `secret/platform/principal#signing_key`
-    with a random key if it is absent.
+    otherwise a new one is generated. Also generates the principal and access-token key pairs
+    if absent (a present private key is kept; its public half is added to the public set).
     """
     services = list(services)
     client = hvac.Client(url=addr, token=root_token, timeout=timeout)
@@ -200,7 +209,8 @@ def _provision_vault_once(
     if "keys" in services:
         _ensure_kv_v2(client, API_KEYS_MOUNT)
     _ensure_approle_auth(client)
-    _ensure_principal_signing_key(client)
+    _ensure_key_pair(client, PRINCIPAL_PRIVATE_PATH, PRINCIPAL_PUBLIC_PATH)
+    _ensure_key_pair(client, USER_TOKEN_PRIVATE_PATH, USER_TOKEN_PUBLIC_PATH)
 
     creds: dict[str, tuple[str, str]] = {}
     for svc in services:
@@ -265,21 +275,41 @@ def _secret_id_valid(client: hvac.Client, role: str, secret_id: str) -> bool:
     return isinstance(resp, dict) and bool(resp.get("data"))
 
 
-def _ensure_principal_signing_key(client: hvac.Client) -> None:
-    kv = client.secrets.kv.v2
+def _read_kv(client: hvac.Client, path: str) -> tuple[dict[str, Any], int]:
     try:
-        resp = kv.read_secret_version(
-            path=PRINCIPAL_PATH, mount_point=KV_MOUNT, raise_on_deleted_version=False
+        resp = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=KV_MOUNT, raise_on_deleted_version=False
         )
     except hvac.exceptions.InvalidPath:
         resp = None
     data: dict[str, Any] = dict(((resp or {}).get("data") or {}).get("data") or {})
-    if data.get(PRINCIPAL_FIELD):
-        return
     version = int((((resp or {}).get("data") or {}).get("metadata") or {}).get("version") or 0)
-    data[PRINCIPAL_FIELD] = secrets.token_urlsafe(48)
-    # check-and-set: of two concurrent provisioners only the first key is kept.
-    with contextlib.suppress(hvac.exceptions.InvalidRequest):
-        kv.create_or_update_secret(
-            path=PRINCIPAL_PATH, secret=data, cas=version, mount_point=KV_MOUNT
-        )
+    return data, version
+
+
+def _ensure_key_pair(client: hvac.Client, private_path: str, public_path: str) -> None:
+    kv = client.secrets.kv.v2
+    data, version = _read_kv(client, private_path)
+    if not data.get(PRIVATE_FIELD):
+        data[PRIVATE_FIELD] = generate_private_key()
+        # check-and-set: of two concurrent provisioners only the first key is kept.
+        with contextlib.suppress(hvac.exceptions.InvalidRequest):
+            kv.create_or_update_secret(
+                path=private_path, secret=data, cas=version, mount_point=KV_MOUNT
+            )
+        data, _ = _read_kv(client, private_path)
+    public = public_keys_of(str(data[PRIVATE_FIELD]))
+    for _attempt in range(_VAULT_ATTEMPTS):
+        pub_data, pub_version = _read_kv(client, public_path)
+        current = [e.strip() for e in str(pub_data.get(PUBLIC_FIELD) or "").split(",") if e.strip()]
+        if public in current:
+            return
+        # Keep the keys already published (a rotation in progress), add the current one.
+        pub_data[PUBLIC_FIELD] = ",".join([*current, public])
+        try:
+            kv.create_or_update_secret(
+                path=public_path, secret=pub_data, cas=pub_version, mount_point=KV_MOUNT
+            )
+            return
+        except hvac.exceptions.InvalidRequest:
+            continue

@@ -46,7 +46,16 @@ SUPERVISOR_CONF = DEV / "supervisord.conf"
 STACK_ENV = DEV / "stack.env"
 READY_TIMEOUT_SECONDS = 90.0
 GATEWAY_URL = f"http://127.0.0.1:{default_port('gateway', 'api')}"
-PRINCIPAL_KEY_REF = "vault:secret/platform/principal#signing_key"
+# Token keys (libs/common/provision.py generates them): every process reads the public
+# halves; only the minting service gets its private key (its Vault policy alone allows it).
+TOKEN_KEY_ENV: dict[str, dict[str, str]] = {
+    "*": {"PM_PRINCIPAL_PUBLIC_KEYS": "vault:secret/platform/principal#public_keys"},
+    "gateway": {
+        "PM_PRINCIPAL_PRIVATE_KEY": "vault:secret/gateway/principal#private_key",
+        "PM_USER_TOKEN_PUBLIC_KEYS": "vault:secret/platform/user-token#public_keys",
+    },
+    "keys": {"PM_USER_TOKEN_PRIVATE_KEY": "vault:secret/keys/user-token#private_key"},
+}
 # Variables a developer's shell may carry that must not leak into service processes.
 _FOREIGN_ENV_PREFIXES = ("PM_", "VAULT_", "BAO_")
 # Without bytecode caches every process compiles FastAPI, OpenTelemetry... at each start.
@@ -195,7 +204,8 @@ def service_env(
         "PM_VAULT_ADDR": infra.vault_addr,
         "PM_VAULT_ROLE_ID": role_id,
         "PM_VAULT_SECRET_ID": secret_id,
-        "PM_PRINCIPAL_SIGNING_KEY": PRINCIPAL_KEY_REF,
+        **TOKEN_KEY_ENV["*"],
+        **TOKEN_KEY_ENV.get(service, {}),
     }
     if service in SCHEMA_SERVICES:
         env["PM_DATABASE_URL"] = service_dsn(
@@ -535,7 +545,7 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
         f"  PM_AMQP_URL: amqp://pm:${{PM_RABBITMQ_PASSWORD:?{need}}}@rabbitmq:5672/",
         "  PM_REDIS_URL: redis://redis:6379/0",
         "  PM_VAULT_ADDR: http://openbao:8200",
-        f"  PM_PRINCIPAL_SIGNING_KEY: {PRINCIPAL_KEY_REF}",
+        *(f"  {name}: {ref}" for name, ref in TOKEN_KEY_ENV["*"].items()),
         "",
         "x-service-depends-on: &service-depends-on",
         "  provision: {condition: service_completed_successfully}",
@@ -628,6 +638,7 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
             "      <<: *service-env",
             f'      PM_HTTP_PORT: "{port}"',
             f"      PM_CREDS_FILE: /run/pm-creds/{svc}.env",
+            *(f"      {name}: {ref}" for name, ref in TOKEN_KEY_ENV.get(svc, {}).items()),
             '    volumes: ["pm-creds:/run/pm-creds:ro"]',
         ]
         if (svc, proc) == ("gateway", "api"):

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from libs.common.apikeys import ApiKeyFormatError, parse_api_key
 from libs.common.http import ApiError, ServiceUnavailable, Unauthorized, register_error_code
 from libs.common.principal import PRINCIPAL_HEADER, SCOPES, Principal, sign_principal
+from libs.common.signing_keys import load_public_keys
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class Authenticator:
         self.keys = keys_client
         self.ns = settings.redis_namespace
         self._pepper = settings.key_cache_pepper()
-        self._jwt_key = settings.user_jwt_key()
+        self._jwt_keys = load_public_keys(settings.user_token_public_keys)
         self._local: OrderedDict[str, _Cached] = OrderedDict()
         self._local_epoch = 0
         self._inflight: dict[str, asyncio.Future[Caller]] = {}
@@ -168,10 +169,13 @@ class Authenticator:
 
     def _access_token(self, token: str) -> Caller:
         try:
+            key = self._jwt_keys.get(str(jwt.get_unverified_header(token).get("kid")))
+            if key is None:
+                raise jwt.InvalidKeyError("unknown key id")
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._jwt_key,
-                algorithms=["HS256"],
+                key,
+                algorithms=["EdDSA"],
                 audience=ACCESS_TOKEN_AUDIENCE,
                 issuer=ACCESS_TOKEN_ISSUER,
                 options={"require": ["exp", "iat", "sub", "tid", "sid"]},
@@ -327,7 +331,9 @@ class Authenticator:
                 content=orjson.dumps({"key": raw}),
                 headers={
                     "Content-Type": "application/json",
-                    PRINCIPAL_HEADER: self.service_principal(),
+                    PRINCIPAL_HEADER: self.service_principal(
+                        "POST", "/internal/v1/api-keys/verify"
+                    ),
                 },
             )
         except httpx.HTTPError as exc:
@@ -372,7 +378,7 @@ class Authenticator:
             return 0
         return count
 
-    def service_principal(self) -> str:
+    def service_principal(self, method: str, path: str) -> str:
         principal = Principal(
             tenant_id="platform",
             subject_type="service",
@@ -383,8 +389,11 @@ class Authenticator:
         )
         return sign_principal(
             principal,
-            self.s.principal_signing_key.get_secret_value(),
+            self.s.principal_private_key.get_secret_value(),
             self.s.principal_ttl_seconds,
+            audience="keys",
+            method=method,
+            path=path,
         )
 
     # ------------------------------------------------------------ eviction
@@ -426,7 +435,9 @@ class Authenticator:
             return
         try:
             await self.redis.set(
-                f"{self.ns}:gw:plan:{tenant_id}", plan, ex=self.s.plan_cache_redis_ttl_seconds
+                f"{self.ns}:gw:plan:{tenant_id}",
+                plan,
+                ex=self.s.plan_cache_redis_ttl_seconds,
             )
         except RedisError as exc:
             self.guard.failed("plan_cache", exc)
@@ -465,9 +476,9 @@ class Authenticator:
 
     async def _plan_from_keys(self, tenant_id: str) -> str | None:
         try:
+            path = f"/internal/v1/tenants/{tenant_id}/plan"
             resp = await self.keys.get(
-                f"/internal/v1/tenants/{tenant_id}/plan",
-                headers={PRINCIPAL_HEADER: self.service_principal()},
+                path, headers={PRINCIPAL_HEADER: self.service_principal("GET", path)}
             )
         except httpx.HTTPError:
             log.warning("plan lookup unavailable; keeping the last known plan")
@@ -543,4 +554,5 @@ def principal_for(caller: Caller, plan: str, request_id: str | None) -> Principa
         plan=plan,
         mode=caller.mode,
         request_id=request_id,
+        role=caller.role,
     )

@@ -160,8 +160,11 @@ class Gateway:
             principal = principal_for(caller, plan, extra["X-Request-Id"])
             extra[PRINCIPAL_HEADER] = sign_principal(
                 principal,
-                self.s.principal_signing_key.get_secret_value(),
+                self.s.principal_private_key.get_secret_value(),
                 self.s.principal_ttl_seconds,
+                audience=rule.service,
+                method=request.method,
+                path=request.scope["path"],
             )
             idem_key = request.headers.get(IDEMPOTENCY_HEADER)
             if request.method == "POST" and idem_key is not None:

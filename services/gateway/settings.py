@@ -6,6 +6,7 @@ import hmac
 from pydantic import SecretStr
 
 from libs.common.settings import ServiceSettings, default_port
+from libs.common.signing_keys import DEV_PRINCIPAL_PRIVATE_KEY, DEV_USER_TOKEN_PUBLIC_KEYS
 
 
 def _local(service: str) -> str:
@@ -46,21 +47,17 @@ class GatewaySettings(ServiceSettings):
 
     idempotency_ttl_seconds: int = 24 * 3600
 
-    # Dashboard access tokens (issued by the keys service). Unset: derived from the principal
-    # signing key exactly as services/keys/settings.py does, so both sides agree.
-    auth_jwt_signing_key: SecretStr | None = None
+    # Signs the principal forwarded to services (Ed25519, `<kid>:<base64url seed>`); only the
+    # gateway holds it. Services verify with PM_PRINCIPAL_PUBLIC_KEYS.
+    principal_private_key: SecretStr = SecretStr(DEV_PRINCIPAL_PRIVATE_KEY)
+    # Public key(s) of the dashboard access tokens the keys service signs.
+    user_token_public_keys: str = DEV_USER_TOKEN_PUBLIC_KEYS
     # Take the client address from X-Forwarded-For (only behind a trusted load balancer).
     trust_forwarded_for: bool = False
 
-    def user_jwt_key(self) -> bytes:
-        if self.auth_jwt_signing_key is not None:
-            return self.auth_jwt_signing_key.get_secret_value().encode()
-        base = self.principal_signing_key.get_secret_value().encode()
-        return hmac.new(base, b"pm-user-access-token-v1", hashlib.sha256).digest()
-
     def key_cache_pepper(self) -> bytes:
         # Keys of the verified-key cache are HMAC(pepper, api key): a Redis dump reveals no key.
-        base = self.principal_signing_key.get_secret_value().encode()
+        base = self.principal_private_key.get_secret_value().encode()
         return hmac.new(base, b"pm-gateway-key-cache-v1", hashlib.sha256).digest()
 
     def upstream_url(self, service: str) -> str:

@@ -46,7 +46,7 @@ def _client_ip(request: Request) -> str:
 
 
 def build_routers(settings: KeysSettings) -> list[APIRouter]:
-    current = principal_dependency(settings.principal_key)
+    current = principal_dependency(settings.principal_keys, audience=settings.service_name)
 
     async def user(p: Annotated[Principal, Depends(current)]) -> Principal:
         if p.subject_type != "user":

@@ -47,6 +47,7 @@ from libs.common.http import (
 )
 from libs.common.pagination import decode_cursor, encode_cursor
 from libs.common.principal import Principal
+from libs.common.signing_keys import load_private_key
 from libs.common.vault import Vault
 from services.keys import repository as repo
 from services.keys.schemas import (
@@ -317,7 +318,8 @@ class KeysService:
             "iss": ACCESS_TOKEN_ISSUER,
             "aud": ACCESS_TOKEN_AUDIENCE,
         }
-        return jwt.encode(claims, self.settings.user_jwt_key(), algorithm="HS256")
+        signing = load_private_key(self.settings.user_token_private_key.get_secret_value())
+        return jwt.encode(claims, signing.key, algorithm="EdDSA", headers={"kid": signing.kid})
 
     async def _open_session(
         self,

@@ -18,10 +18,11 @@ import httpx
 import pytest
 
 from libs.common.bus import dlq_depth
-from libs.common.principal import Principal, sign_principal
+from libs.common.principal import Principal
 from libs.common.vault import Vault, make_client
 from tests.conftest import ServiceProcess, free_port, service_env
-from tests.integration.delivery.conftest import PRINCIPAL_KEY, write_credentials
+from tests.integration.delivery.conftest import write_credentials
+from tests.principals import bound_principal
 
 N = 10_000
 BATCH = 250  # 40 work items
@@ -50,7 +51,6 @@ def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any) -> dict[str, st
     return {
         "PM_VAULT_ADDR": vault_dev.addr,
         "PM_VAULT_TOKEN": vault_dev.token,
-        "PM_PRINCIPAL_SIGNING_KEY": PRINCIPAL_KEY,
         "PM_TRACKING_SIGNING_KEY": "test-tracking-key-0123456789abcdef-0123456789",
         "PM_TRACKING_BASE_URL": "http://track.test",
         "PM_ESP_CREDENTIALS_PATH": f"{creds_path}/platform",
@@ -91,7 +91,11 @@ async def _post_bulk(
     async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
         r = await client.post(
             "/api/v1/emails/send-bulk",
-            headers={"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)},
+            headers={
+                "X-PM-Principal": bound_principal(
+                    principal, "delivery", "POST", "/api/v1/emails/send-bulk"
+                )
+            },
             json={
                 "from": "news@acme.example.com",
                 "subject": "Hello {{ name }}",

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from libs.common.principal import PRINCIPAL_HEADER, Principal, sign_principal
+from libs.common.signing_keys import DEV_PRINCIPAL_PRIVATE_KEY
 from tests.integration.keys.platform_stack import (
     ALL_SCOPES,
     Platform,
@@ -123,8 +124,11 @@ async def test_unauthenticated_routes_are_forwarded_without_a_principal(
             plan="enterprise",
             mode="live",
         ),
-        "dev-only-principal-key-change-me-0123456789",
+        DEV_PRINCIPAL_PRIVATE_KEY,
         60,
+        audience="delivery",
+        method="POST",
+        path="/hooks/esp/postmark",
     )
     async with httpx.AsyncClient(timeout=20) as client:
         for path in ("/hooks/esp/postmark", "/hooks/stripe", "/t/o/abc.gif", "/unsubscribe/tok"):
@@ -159,3 +163,31 @@ async def test_another_tenants_api_key_is_404(
         assert b_key["id"] not in [k["id"] for k in listed.json()["data"]]
         still = await client.get(f"{platform.gw}/api/v1/contacts", headers=bearer(b_key["key"]))
         assert still.status_code == 200
+
+
+async def test_the_forwarded_principal_is_bound_to_its_service_method_and_path(
+    platform: Platform, unique: str
+) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        key = (await create_key(client, platform.gw, owner["access_token"], ALL_SCOPES))["key"]
+        for method, path, _scope in SCOPED_ROUTES:
+            echoed = (await _call(client, platform.gw, method, path, key)).json()["data"]
+            expected = "campaigns" if path.split("/")[3] in (
+                "contacts", "templates", "campaigns", "analytics"
+            ) else path.split("/")[3].replace("emails", "delivery")  # fmt: skip
+            assert echoed["audience"] == expected, (method, path)
+
+        # A principal captured at an upstream: valid only for its own method and path.
+        got = await _call(client, platform.gw, "GET", "/api/v1/contacts", key)
+        captured = {PRINCIPAL_HEADER: got.json()["data"]["headers"]["x-pm-principal"]}
+        same = await client.get(f"{platform.echo_url}/api/v1/contacts", headers=captured)
+        assert same.status_code == 200, same.text
+        for method, path in (
+            ("DELETE", "/api/v1/contacts/ct_1"),
+            ("GET", "/api/v1/contacts/ct_1"),
+            ("POST", "/api/v1/emails/send"),  # another service (audience delivery)
+        ):
+            replayed = await client.request(method, platform.echo_url + path, headers=captured)
+            assert replayed.status_code == 401, (method, path)
+            assert replayed.json()["error"]["code"] == "principal_invalid"

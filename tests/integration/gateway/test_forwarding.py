@@ -36,7 +36,9 @@ async def test_api_key_call_reaches_upstream_with_signed_principal(
         "plan": "starter",
         "mode": "live",
         "request_id": f"req-{unique}",
+        "role": None,
     }
+    assert echoed["audience"] == "campaigns"
     assert "authorization" not in echoed["headers"]
     assert echoed["headers"]["x-request-id"] == f"req-{unique}"
     assert resp.headers["X-Request-Id"] == f"req-{unique}"

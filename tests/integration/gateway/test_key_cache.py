@@ -10,8 +10,9 @@ import time
 import httpx
 
 from libs.common.apikeys import generate_api_key, parse_api_key
-from libs.common.principal import PRINCIPAL_HEADER, Principal, sign_principal
+from libs.common.principal import PRINCIPAL_HEADER, Principal
 from tests.integration.keys.platform_stack import Platform, bearer, create_key, signup
+from tests.principals import bound_principal
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -111,8 +112,8 @@ async def test_revocation_via_outbox_event_reaches_both_replicas(
             plan="starter",
             mode="live",
         )
-        token = sign_principal(
-            principal, "dev-only-principal-key-change-me-0123456789", ttl_seconds=60
+        token = bound_principal(
+            principal, "keys", "DELETE", f"/api/v1/platform/api-keys/{created['id']}"
         )
         revoked = await client.delete(
             f"{platform.keys.url}/api/v1/platform/api-keys/{created['id']}",
