@@ -38,6 +38,8 @@ PRINCIPAL_PRIVATE_PATH = "gateway/principal"
 PRINCIPAL_PUBLIC_PATH = "platform/principal"
 USER_TOKEN_PRIVATE_PATH = "keys/user-token"  # noqa: S105
 USER_TOKEN_PUBLIC_PATH = "platform/user-token"  # noqa: S105
+# Encrypts the gateway's stored idempotent responses (gateway policy only).
+IDEMPOTENCY_KEY_PATH = "gateway/idempotency"
 PRIVATE_FIELD = "private_key"
 PUBLIC_FIELD = "public_keys"
 APPROLE_TTL = "1h"
@@ -211,6 +213,7 @@ def _provision_vault_once(
     _ensure_approle_auth(client)
     _ensure_key_pair(client, PRINCIPAL_PRIVATE_PATH, PRINCIPAL_PUBLIC_PATH)
     _ensure_key_pair(client, USER_TOKEN_PRIVATE_PATH, USER_TOKEN_PUBLIC_PATH)
+    _ensure_random_secret(client, IDEMPOTENCY_KEY_PATH, "key")
 
     creds: dict[str, tuple[str, str]] = {}
     for svc in services:
@@ -285,6 +288,17 @@ def _read_kv(client: hvac.Client, path: str) -> tuple[dict[str, Any], int]:
     data: dict[str, Any] = dict(((resp or {}).get("data") or {}).get("data") or {})
     version = int((((resp or {}).get("data") or {}).get("metadata") or {}).get("version") or 0)
     return data, version
+
+
+def _ensure_random_secret(client: hvac.Client, path: str, field: str) -> None:
+    data, version = _read_kv(client, path)
+    if data.get(field):
+        return
+    data[field] = secrets.token_urlsafe(32)
+    with contextlib.suppress(hvac.exceptions.InvalidRequest):  # a concurrent run won
+        client.secrets.kv.v2.create_or_update_secret(
+            path=path, secret=data, cas=version, mount_point=KV_MOUNT
+        )
 
 
 def _ensure_key_pair(client: hvac.Client, private_path: str, public_path: str) -> None:

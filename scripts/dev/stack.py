@@ -53,6 +53,7 @@ TOKEN_KEY_ENV: dict[str, dict[str, str]] = {
     "gateway": {
         "PM_PRINCIPAL_PRIVATE_KEY": "vault:secret/gateway/principal#private_key",
         "PM_USER_TOKEN_PUBLIC_KEYS": "vault:secret/platform/user-token#public_keys",
+        "PM_IDEMPOTENCY_ENCRYPTION_KEY": "vault:secret/gateway/idempotency#key",
     },
     "keys": {"PM_USER_TOKEN_PRIVATE_KEY": "vault:secret/keys/user-token#private_key"},
 }

@@ -252,8 +252,8 @@ class Authenticator:
             except RedisError as exc:
                 self.guard.failed("key_cache", exc)
             else:
-                if cached is not None:
-                    entry = orjson.loads(cached)
+                entry = self._open_entry(cid, cached) if cached is not None else None
+                if entry is not None:
                     caller = _caller_from(entry)
                     if self._local_epoch == local_epoch:
                         self._remember(cid, caller, entry.get("valid_until_epoch"))
@@ -310,7 +310,7 @@ class Authenticator:
             ttl = min(ttl, valid_until - time.time())
         if ttl < 1 or not self.guard.usable():
             return
-        entry = result
+        entry = {k: result[k] for k in _CACHED_FIELDS if k in result}
         try:
             # Written only if no eviction of this key happened since we looked (see _EVICT).
             await self._cache_write(
@@ -319,10 +319,32 @@ class Authenticator:
                     f"{self.ns}:gw:kidx:{caller.subject_id}",
                     f"{self.ns}:gw:epoch",
                 ],
-                args=[orjson.dumps(entry), int(ttl), epoch],
+                args=[self._seal_entry(cid, orjson.dumps(entry)), int(ttl), epoch],
             )
         except RedisError as exc:
             self.guard.failed("key_cache", exc)
+
+    # Redis is not trusted with authentication: an entry is `<mac>.<json>`, the MAC keyed by
+    # the pepper over the cache id and the payload. Whoever can write Redis but does not hold
+    # the pepper cannot make (or re-point) an entry; a bad one is a cache miss.
+    def _mac(self, cid: str, payload: bytes) -> str:
+        return hmac.new(self._pepper, cid.encode() + b"\0" + payload, hashlib.sha256).hexdigest()
+
+    def _seal_entry(self, cid: str, payload: bytes) -> bytes:
+        return self._mac(cid, payload).encode() + b"." + payload
+
+    def _open_entry(self, cid: str, sealed: bytes) -> dict[str, Any] | None:
+        mac, sep, payload = sealed.partition(b".")
+        if not sep or not hmac.compare_digest(mac, self._mac(cid, payload).encode()):
+            AUTH_OUTCOMES.labels("api_key", "cache_tampered").inc()
+            log.warning("verified-key cache entry failed its MAC: ignored")
+            return None
+        try:
+            entry: dict[str, Any] = orjson.loads(payload)
+            _caller_from(entry)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        return entry
 
     async def _verify_remote(self, raw: str) -> dict[str, Any] | None:
         try:
@@ -436,7 +458,7 @@ class Authenticator:
         try:
             await self.redis.set(
                 f"{self.ns}:gw:plan:{tenant_id}",
-                plan,
+                self._seal_entry("plan:" + tenant_id, plan.encode()),
                 ex=self.s.plan_cache_redis_ttl_seconds,
             )
         except RedisError as exc:
@@ -455,7 +477,7 @@ class Authenticator:
                 try:
                     await self.redis.set(
                         f"{self.ns}:gw:plan:{caller.tenant_id}",
-                        plan,
+                        self._seal_entry("plan:" + caller.tenant_id, plan.encode()),
                         ex=self.s.plan_cache_redis_ttl_seconds,
                         nx=True,
                     )
@@ -472,7 +494,18 @@ class Authenticator:
         except RedisError as exc:
             self.guard.failed("plan_cache", exc)
             return None
-        return raw.decode() if raw else None
+        if not raw:
+            return None
+        return self._open_plan(tenant_id, raw)
+
+    def _open_plan(self, tenant_id: str, sealed: bytes) -> str | None:
+        mac, sep, payload = sealed.partition(b".")
+        if not sep or not hmac.compare_digest(
+            mac, self._mac("plan:" + tenant_id, payload).encode()
+        ):
+            log.warning("plan cache entry failed its MAC: ignored")
+            return None
+        return payload.decode()
 
     async def _plan_from_keys(self, tenant_id: str) -> str | None:
         try:
@@ -508,6 +541,10 @@ for _, k in ipairs(entries) do redis.call('DEL', k) end
 redis.call('DEL', KEYS[1])
 return #entries
 """
+
+
+# What the Redis cache keeps of a verification (nothing else is needed to rebuild a Caller).
+_CACHED_FIELDS = ("key_id", "tenant_id", "scopes", "mode", "plan", "valid_until_epoch", "role")
 
 
 def _caller_from(data: dict[str, Any]) -> Caller:

@@ -84,6 +84,7 @@ class Gateway:
             settings.redis_namespace,
             settings.idempotency_ttl_seconds,
             lock_seconds=int(settings.upstream_timeout_seconds) + 30,
+            encryption_key=settings.idempotency_encryption_key.get_secret_value(),
         )
         self.feed = EvictionFeed(
             self.auth,

@@ -46,6 +46,9 @@ class GatewaySettings(ServiceSettings):
     plan_cache_redis_ttl_seconds: int = 300
 
     idempotency_ttl_seconds: int = 24 * 3600
+    # Encrypts stored idempotent responses (they may hold a new API key or webhook secret).
+    # Vault: secret/gateway/idempotency#key (gateway policy only).
+    idempotency_encryption_key: SecretStr = SecretStr("dev-only-idempotency-key-change-me-0123")
 
     # Signs the principal forwarded to services (Ed25519, `<kid>:<base64url seed>`); only the
     # gateway holds it. Services verify with PM_PRINCIPAL_PUBLIC_KEYS.

@@ -332,3 +332,12 @@ def test_provision_vault_is_idempotent_and_keeps_valid_secret_ids(
 def test_a_wrong_root_token_is_a_clear_error(vault_dev: VaultDev) -> None:
     with pytest.raises(ProvisionError, match="rejected the root token"):
         provision_vault(vault_dev.addr, "not-the-root-token")
+
+
+def test_only_the_gateway_reads_the_idempotency_encryption_key(
+    vault_dev: VaultDev, approles: dict[str, tuple[str, str]]
+) -> None:
+    assert len(_read(_login(vault_dev, approles["gateway"]), "gateway/idempotency")["key"]) >= 32
+    for svc, creds in approles.items():
+        if svc != "gateway":
+            assert _read_status(_login(vault_dev, creds), "gateway/idempotency") == "forbidden"

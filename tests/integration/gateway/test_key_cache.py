@@ -153,3 +153,52 @@ async def test_regenerate_with_grace_keeps_the_old_secret_then_without_grace_dro
         assert (await client.get(f"{gw1}/api/v1/contacts", headers=bearer(new))).status_code == 401
         await _until_status(client, f"{gw2}/api/v1/contacts", new, 401)
         assert (await client.get(f"{gw2}/api/v1/contacts", headers=bearer(newest))).is_success
+
+
+async def test_a_cache_entry_rewritten_in_redis_is_a_miss_not_a_new_identity(
+    platform: Platform, unique: str
+) -> None:
+    import orjson
+    import redis.asyncio as aioredis
+
+    from tests.conftest import REDIS_URL
+    from tests.integration.keys.platform_stack import NAMESPACE
+
+    gw1, gw2 = (g.url for g in platform.gateways)
+    redis = aioredis.from_url(REDIS_URL)
+    async with httpx.AsyncClient(timeout=20) as client:
+        mine = await signup(client, gw1, unique)
+        victim = await signup(client, gw1, unique + "v")
+        key = await create_key(client, gw1, mine["access_token"], ["manage_contacts"])
+        first = await client.get(f"{gw1}/api/v1/contacts", headers=bearer(key["key"]))
+        assert first.json()["data"]["principal"]["tenant_id"] == mine["tenant"]["id"]
+
+        # Someone with write access to Redis re-points the cached entry to another tenant.
+        [entry_name] = await redis.smembers(f"{NAMESPACE}:gw:kidx:{key['id']}")
+        sealed = await redis.get(entry_name)
+        mac, _, payload = sealed.partition(b".")
+        entry = orjson.loads(payload)
+        entry["tenant_id"] = victim["tenant"]["id"]
+        entry["scopes"] = ["manage_contacts", "send_email"]
+        await redis.set(entry_name, mac + b"." + orjson.dumps(entry), ex=300)
+        await redis.set(f"{NAMESPACE}:gw:plan:{victim['tenant']['id']}", b"enterprise", ex=300)
+
+        # The other replica has no local copy: it reads Redis, rejects the entry's MAC and
+        # verifies the key again with the keys service.
+        before = await client.get(f"{gw2}/metrics")
+        again = await client.get(f"{gw2}/api/v1/contacts", headers=bearer(key["key"]))
+        after = await client.get(f"{gw2}/metrics")
+        assert again.status_code == 200, again.text
+        assert again.json()["data"]["principal"]["tenant_id"] == mine["tenant"]["id"]
+        assert again.json()["data"]["principal"]["scopes"] == ["manage_contacts"]
+        for outcome in ("cache_tampered", "verified"):
+            assert metric(
+                after.text, "pm_gateway_auth_total", method="api_key", outcome=outcome
+            ) == 1 + metric(before.text, "pm_gateway_auth_total", method="api_key", outcome=outcome)
+
+        # A plan planted in Redis (no MAC) is ignored too: the replica asks the keys service.
+        billing = await client.get(
+            f"{gw2}/api/v1/billing/subscription", headers=bearer(victim["access_token"])
+        )
+        assert billing.json()["data"]["principal"]["plan"] == "starter", billing.text
+    await redis.aclose()

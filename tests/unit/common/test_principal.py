@@ -237,6 +237,7 @@ def test_the_gateway_refuses_the_builtin_private_key_in_production(
 
     monkeypatch.setenv("PM_PRINCIPAL_PUBLIC_KEYS", PUBLIC)
     monkeypatch.setenv("PM_USER_TOKEN_PUBLIC_KEYS", PUBLIC)
+    monkeypatch.setenv("PM_IDEMPOTENCY_ENCRYPTION_KEY", "a-generated-secret-0123456789abcdef")
     with pytest.raises(SettingsError, match="PM_PRINCIPAL_PRIVATE_KEY"):
         GatewaySettings(environment="production")
     monkeypatch.setenv("PM_PRINCIPAL_PRIVATE_KEY", KEY)
