@@ -3,8 +3,9 @@ upstream route called directly (same run, same concurrency), and cold key verifi
 
 Processes (real): keys api (bcrypt cost 12, its own Vault AppRole), gateway api, and an
 upstream built like every service (`libs.common.app.create_app` + principal check) serving
-`GET /api/v1/contacts/{id}`. The tenant is on the enterprise plan and the load rotates over
-`KEYS` API keys so the run measures forwarding, not 429s (each key's bucket holds 1,000).
+`GET /api/v1/contacts/{id}`. The tenant is on the internal `unlimited` plan (set by the admin
+command; limits are per key and per tenant) and the load rotates over `KEYS` API keys, so the
+run measures forwarding, not 429s.
 
 1. cold: first request of each key (cache miss → keys service → Vault → bcrypt), then a
    second request of the same key (cache hit): cold ms, and the gateway's `verified` counter
@@ -154,7 +155,7 @@ async def main() -> None:
                 subject_type="api_key",
                 subject_id="key_bench",
                 scopes=["manage_contacts"],
-                plan="enterprise",
+                plan="unlimited",
                 mode="live",
             )
             token = sign_principal(

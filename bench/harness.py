@@ -187,7 +187,7 @@ async def gateway_stack(
     signing_key: str,  # the gateway's Ed25519 private key, `<kid>:<seed>`
     upstreams: dict[str, str],
     scopes: list[str],
-    plan: str = "enterprise",
+    plan: str = "unlimited",
     key_count: int = 1,
     gateway_profile: Path | None = None,
 ) -> AsyncIterator[Gateway]:
@@ -250,7 +250,7 @@ async def gateway_stack(
             owner = signup.json()["data"]
             tenant_id = owner["tenant"]["id"]
             subprocess.run(
-                [sys.executable, "-m", "services.keys", "change-plan", tenant_id, plan],
+                [sys.executable, "-m", "services.keys", "set-plan", tenant_id, plan],
                 cwd=REPO,
                 env=keys_env,
                 capture_output=True,

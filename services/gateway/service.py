@@ -302,7 +302,11 @@ class Gateway:
         if self.guard.usable():
             try:
                 decision = await self.limiter.hit(
-                    subject, limits, usage_key_id=usage_key, session_id=caller.session_id
+                    subject,
+                    limits,
+                    tenant_id=caller.tenant_id,
+                    usage_key_id=usage_key,
+                    session_id=caller.session_id,
                 )
                 self.guard.succeeded()
                 RATE_LIMIT.labels("allowed" if decision.allowed else "limited", "redis").inc()
@@ -311,7 +315,14 @@ class Gateway:
                 self.guard.failed("rate_limit", exc)
         else:
             self.guard.fallback("rate_limit")
-        decision = self.local_limiter.hit(subject, limits)
+        if caller.kind == "user":
+            # Logout marks live in Redis: without it a revoked session would keep working.
+            # Fail closed for dashboard sessions; API keys keep being served.
+            raise ServiceUnavailable(
+                "Dashboard sessions are briefly unavailable; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        decision = self.local_limiter.hit(subject, limits, tenant_id=caller.tenant_id)
         RATE_LIMIT.labels("allowed" if decision.allowed else "limited", "local").inc()
         if usage_key:
             minute = str(decision.now_ms // 60_000 * 60)

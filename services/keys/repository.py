@@ -102,6 +102,24 @@ async def insert_session(
     )
 
 
+async def lock_tenant_plan(conn: Conn, tenant_id: str) -> str | None:
+    """The tenant's plan, its row locked until the transaction ends (serialises key creation
+    so two concurrent creates cannot both pass the plan's key cap)."""
+    plan: str | None = await conn.fetchval(
+        "SELECT plan FROM tenants WHERE id = $1 FOR UPDATE", tenant_id
+    )
+    return plan
+
+
+async def count_active_api_keys(conn: Conn, tenant_id: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > now())",
+        tenant_id,
+    )
+    return count
+
+
 async def find_session_by_refresh(conn: Conn, refresh_hash: bytes) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM sessions WHERE refresh_hash = $1 FOR UPDATE", refresh_hash

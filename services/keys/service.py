@@ -46,6 +46,7 @@ from libs.common.http import (
     register_error_code,
 )
 from libs.common.pagination import decode_cursor, encode_cursor
+from libs.common.plans import DEFAULT_PLAN, limits_for
 from libs.common.principal import Principal
 from libs.common.signing_keys import load_private_key
 from libs.common.vault import Vault
@@ -70,6 +71,11 @@ REFRESH_PREFIX = "pmr_"
 
 register_error_code("signup_disabled", 403, "Self-service signup is switched off.")
 register_error_code("email_taken", 409, "An account with this email already exists.")
+register_error_code(
+    "api_key_limit_reached",
+    409,
+    "The tenant already holds as many active API keys as its plan allows (rate-limits.md).",
+)
 register_error_code("invalid_credentials", 401, "The email or password is wrong.")
 register_error_code("login_throttled", 429, "Too many login attempts; wait and retry.")
 register_error_code(
@@ -406,6 +412,8 @@ class KeysService:
             raise ValidationFailed(
                 details=[{"field": "body.expires_at", "message": "must be in the future"}]
             )
+        async with self.pool.acquire() as conn:
+            await self._check_key_cap(conn, principal.tenant_id)  # before paying for bcrypt
         key_id = _new_id("key")
         key = generate_api_key(req.mode)
         hashed = await self._hash(key.raw)
@@ -413,6 +421,7 @@ class KeysService:
             principal.tenant_id, key_id, {"hash": hashed, "lookup_id": key.lookup_id}
         )
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._check_key_cap(conn, principal.tenant_id)  # again, under the tenant lock
             row = await repo.insert_api_key(
                 conn,
                 key_id=key_id,
@@ -438,6 +447,19 @@ class KeysService:
             )
         log.info("api key created", extra={"key_id": key_id, "lookup_id": key.lookup_id})
         return {**key_out(row), "key": key.raw}
+
+    async def _check_key_cap(self, conn: asyncpg.Connection, tenant_id: str) -> None:
+        if conn.is_in_transaction():
+            plan = await repo.lock_tenant_plan(conn, tenant_id)
+        else:
+            tenant = await repo.get_tenant(conn, tenant_id)
+            plan = tenant["plan"] if tenant else None
+        cap = limits_for(plan or DEFAULT_PLAN).key_cap
+        if cap is not None and await repo.count_active_api_keys(conn, tenant_id) >= cap:
+            raise Conflict(
+                f"The {plan} plan allows {cap} active API keys; revoke one or upgrade the plan.",
+                code="api_key_limit_reached",
+            )
 
     async def list_keys(
         self, tenant_id: str, limit: int, offset: int, status: str | None, cursor: str | None

@@ -15,6 +15,7 @@ from tests.integration.keys.platform_stack import (
     Platform,
     bearer,
     create_key,
+    set_plan,
     signup,
 )
 
@@ -64,7 +65,8 @@ async def test_every_route_refuses_a_key_lacking_its_scope(platform: Platform, u
         owner = await signup(client, platform.gw, unique)
         token = owner["access_token"]
         # Keys per scope: one holding every scope but it, one holding only it. The enterprise
-        # plan keeps this many calls far from the rate limit.
+        # plan allows this many keys and keeps this many calls far from the rate limit.
+        set_plan(platform, owner["tenant"]["id"], "enterprise")
         without, only = {}, {}
         for scope in ROUTE_SCOPES:
             others = [s for s in ALL_SCOPES if s != scope]

@@ -202,3 +202,16 @@ async def create_key(
     assert resp.status_code == 201, resp.text
     data: dict[str, Any] = resp.json()["data"]
     return data
+
+
+def set_plan(platform: Platform, tenant_id: str, plan: str) -> None:
+    """The admin command (`python -m services.keys set-plan`), as an operator runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.keys", "set-plan", tenant_id, plan],
+        env=platform.keys_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -284,3 +284,69 @@ def test_create_tenant_command(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("tenant_id=ten_")
     assert "password=" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "plan"),
+    [
+        ("/services/campaigns", "enterprise"),  # not a producer of plan changes
+        ("/services/billing", "unlimited"),  # billing (Stripe) can never grant it
+        ("/attacker", "pro"),
+    ],
+)
+async def test_plan_changes_are_applied_only_from_their_producers(
+    make_service: object, pool: asyncpg.Pool, unique: str, source: str, plan: str
+) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    tenant, _ = await svc.create_tenant(f"ps-{unique}@example.com", PASSWORD, "Plans")
+    forged = make_event(
+        TenantPlanChanged(old_plan="starter", new_plan=plan), tenant_id=tenant["id"], source=source
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(PermanentError):
+            await apply_plan_change(forged, conn)
+    assert await svc.tenant_plan(tenant["id"]) == "starter"
+
+
+async def test_the_plan_caps_active_api_keys(make_service: object, unique: str) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    tenant, user = await svc.create_tenant(f"cap-{unique}@example.com", PASSWORD, "Cap", "free")
+    owner = _user(tenant["id"], user["id"])
+    req = CreateApiKeyRequest(name="k", scopes=["send_email"])
+    first = await svc.create_key(owner, req)
+    await svc.create_key(owner, req)
+    with pytest.raises(ApiError) as refused:
+        await svc.create_key(owner, req)
+    assert refused.value.status_code == 409
+    assert refused.value.code == "api_key_limit_reached"
+    # Revoking one frees a slot.
+    await svc.revoke_key(tenant["id"], first["id"])
+    await svc.create_key(owner, req)
+
+
+def test_only_the_admin_command_sets_the_internal_unlimited_plan(
+    amqp_url: str, test_database: str, keys_vault: dict[str, str], unique: str
+) -> None:
+    from libs.common.plans import PLANS
+
+    env = service_env("keys", amqp_url, PM_BCRYPT_ROUNDS="4", **keys_vault)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.keys", *args],
+            input=PASSWORD + "\n",
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    created = run("create-tenant", "--email", f"u-{unique}@example.com", "--company", "U",
+                  "--password-stdin")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    tenant_id = created.stdout.split()[0].split("=", 1)[1]
+    done = run("set-plan", tenant_id, "unlimited")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tenant_id}: starter -> unlimited"
+    assert PLANS["unlimited"].key_cap is None
