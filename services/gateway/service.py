@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from libs.common.client_address import forwarded_client
 from libs.common.http import (
     ApiError,
     Forbidden,
@@ -70,6 +71,7 @@ class Gateway:
         self.s = settings
         self.redis = redis
         self.guard = RedisGuard(settings.redis_retry_seconds)
+        self._hops = settings.proxy_hops()
         self.upstreams = Upstreams(settings)
         # Key verification and plan look-ups (cold paths) use their own small client.
         self.keys_client = httpx.AsyncClient(
@@ -196,11 +198,8 @@ class Gateway:
         return body
 
     def _ip(self, request: Request) -> str:
-        if self.s.trust_forwarded_for:
-            forwarded = request.headers.get("x-forwarded-for", "").split(",", 1)[0].strip()
-            if forwarded:
-                return forwarded
-        return request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else "unknown"
+        return forwarded_client(request.headers.get("x-forwarded-for"), peer, self._hops)
 
     def _authorize(self, rule: RouteRule, caller: Caller, method: str) -> None:
         if rule.auth == "user":

@@ -55,8 +55,14 @@ class GatewaySettings(ServiceSettings):
     principal_private_key: SecretStr = SecretStr(DEV_PRINCIPAL_PRIVATE_KEY)
     # Public key(s) of the dashboard access tokens the keys service signs.
     user_token_public_keys: str = DEV_USER_TOKEN_PUBLIC_KEYS
-    # Take the client address from X-Forwarded-For (only behind a trusted load balancer).
+    # Proxies we run in front of the gateway (load balancer, ingress), each appending to
+    # X-Forwarded-For: the client is the entry this many from the right. 0: the TCP peer.
+    trusted_proxy_hops: int = 0
+    # Deprecated switch, kept for existing configs: true means trusted_proxy_hops=1.
     trust_forwarded_for: bool = False
+
+    def proxy_hops(self) -> int:
+        return self.trusted_proxy_hops or (1 if self.trust_forwarded_for else 0)
 
     def key_cache_pepper(self) -> bytes:
         # Keys of the verified-key cache are HMAC(pepper, api key): a Redis dump reveals no key.
