@@ -4,10 +4,13 @@ access tokens (JWTs issued by the keys service), plus each tenant's current plan
 API key path: parse (prefix, lookup id, checksum; no I/O) → in-process LRU keyed by
 HMAC(pepper, key) → Redis cache under the same HMAC → on a miss, one bcrypt check by the keys
 service (`POST /internal/v1/api-keys/verify`), shared by concurrent requests for the same key.
-Failed checks are counted per lookup id; past `bad_secret_limit` in the window, cache misses
-for that lookup id are refused without asking the keys service, so nobody can make the
-platform burn bcrypt CPU. Evictions (revoke, regenerate) bump a per-key version in Redis and
-in process; a verification that raced an eviction is not cached.
+Failed checks are counted per (lookup id, client address) and per client address (IPv6 by
+/64); past `bad_secret_limit` / `bad_secret_limit_per_address` in the window, that address's
+cache misses are refused without asking the keys service. So no address can make the platform
+burn more than a bounded amount of bcrypt CPU, and a stranger who knows a key's lookup id
+(it is public) cannot lock out the owner's servers: their addresses have their own counts.
+Evictions (revoke, regenerate) bump a per-key version in Redis and in process; a
+verification that raced an eviction is not cached.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from libs.common.apikeys import ApiKeyFormatError, parse_api_key
+from libs.common.client_address import address_bucket
 from libs.common.http import ApiError, ServiceUnavailable, Unauthorized, register_error_code
 from libs.common.principal import PRINCIPAL_HEADER, SCOPES, Principal, sign_principal
 from libs.common.signing_keys import load_public_keys
@@ -44,7 +48,7 @@ register_error_code("invalid_token", 401, "The access token is malformed, expire
 register_error_code(
     "auth_throttled",
     429,
-    "Too many failed verifications for this API key id; wait for Retry-After.",
+    "Too many failed API key verifications from this address; wait for Retry-After.",
 )
 
 AUTH_OUTCOMES = Counter(
@@ -146,7 +150,7 @@ class Authenticator:
 
     # ------------------------------------------------------------ entry point
 
-    async def authenticate(self, authorization: str | None) -> Caller:
+    async def authenticate(self, authorization: str | None, client: str = "unknown") -> Caller:
         if not authorization:
             AUTH_OUTCOMES.labels("none", "missing").inc()
             raise Unauthorized(
@@ -162,7 +166,7 @@ class Authenticator:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if token.startswith("pm_"):
-            return await self._api_key(token)
+            return await self._api_key(token, address_bucket(client))
         return self._access_token(token)
 
     # ------------------------------------------------------------ dashboard tokens
@@ -204,7 +208,7 @@ class Authenticator:
     def cache_id(self, raw_key: str) -> str:
         return hmac.new(self._pepper, raw_key.encode(), hashlib.sha256).hexdigest()
 
-    async def _api_key(self, token: str) -> Caller:
+    async def _api_key(self, token: str, client: str) -> Caller:
         try:
             parsed = parse_api_key(token)
         except ApiKeyFormatError as exc:
@@ -224,7 +228,7 @@ class Authenticator:
         future: asyncio.Future[Caller] = asyncio.get_running_loop().create_future()
         self._inflight[cid] = future
         try:
-            caller = await self._resolve(cid, parsed.lookup_id, parsed.raw)
+            caller = await self._resolve(cid, parsed.lookup_id, parsed.raw, client)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # consumed here; waiters re-raise it
@@ -235,7 +239,8 @@ class Authenticator:
         finally:
             del self._inflight[cid]
 
-    async def _resolve(self, cid: str, lookup_id: str, raw: str) -> Caller:
+    async def _resolve(self, cid: str, lookup_id: str, raw: str, client: str) -> Caller:
+        bad_key, addr_key = self._bad_keys(lookup_id, client)
         # Evictions bump these epochs; a result fetched before one must not be cached after.
         local_epoch = self._local_epoch
         shared_epoch: int | None = None
@@ -244,10 +249,12 @@ class Authenticator:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.get(f"{self.ns}:gw:key:{cid}")
                 pipe.exists(f"{self.ns}:gw:neg:{cid}")
-                pipe.get(f"{self.ns}:gw:bad:{lookup_id}")
-                pipe.ttl(f"{self.ns}:gw:bad:{lookup_id}")
+                pipe.get(bad_key)
+                pipe.ttl(bad_key)
+                pipe.get(addr_key)
+                pipe.ttl(addr_key)
                 pipe.get(f"{self.ns}:gw:epoch")
-                cached, negative, bad, bad_ttl, epoch = await pipe.execute()
+                cached, negative, bad, bad_ttl, addr_bad, addr_ttl, epoch = await pipe.execute()
                 self.guard.succeeded()
             except RedisError as exc:
                 self.guard.failed("key_cache", exc)
@@ -265,16 +272,22 @@ class Authenticator:
                 if int(bad or 0) >= self.s.bad_secret_limit:
                     AUTH_OUTCOMES.labels("api_key", "throttled").inc()
                     raise _throttled(bad_ttl)
+                if int(addr_bad or 0) >= self.s.bad_secret_limit_per_address:
+                    AUTH_OUTCOMES.labels("api_key", "throttled").inc()
+                    raise _throttled(addr_ttl)
                 shared_epoch = int(epoch or 0)
         else:
             self.guard.fallback("key_cache")
-        if shared_epoch is None and self._local_bad_count(lookup_id) >= self.s.bad_secret_limit:
+        if shared_epoch is None and (
+            self._local_bad_count(bad_key) >= self.s.bad_secret_limit
+            or self._local_bad_count(addr_key) >= self.s.bad_secret_limit_per_address
+        ):
             AUTH_OUTCOMES.labels("api_key", "throttled").inc()
             raise _throttled(self.s.bad_secret_window_seconds)
         result = await self._verify_remote(raw)
         if result is None:
             AUTH_OUTCOMES.labels("api_key", "invalid").inc()
-            await self._record_bad(cid, lookup_id)
+            await self._record_bad(cid, bad_key, addr_key)
             raise _invalid_key()
         caller = _caller_from(result)
         AUTH_OUTCOMES.labels("api_key", "verified").inc()
@@ -375,27 +388,32 @@ class Authenticator:
         data["valid_until_epoch"] = datetime.fromisoformat(until).timestamp() if until else None
         return data
 
-    async def _record_bad(self, cid: str, lookup_id: str) -> None:
-        count, started = self._local_bad.get(lookup_id, (0, time.monotonic()))
-        if time.monotonic() - started > self.s.bad_secret_window_seconds:
-            count, started = 0, time.monotonic()
-        self._local_bad[lookup_id] = (count + 1, started)
+    def _bad_keys(self, lookup_id: str, client: str) -> tuple[str, str]:
+        return f"{self.ns}:gw:bad:{lookup_id}:{client}", f"{self.ns}:gw:badaddr:{client}"
+
+    async def _record_bad(self, cid: str, bad_key: str, addr_key: str) -> None:
+        now = time.monotonic()
+        for name in (bad_key, addr_key):
+            count, started = self._local_bad.get(name, (0, now))
+            if now - started > self.s.bad_secret_window_seconds:
+                count, started = 0, now
+            self._local_bad[name] = (count + 1, started)
         if len(self._local_bad) > 100_000:
             self._local_bad.clear()
         if not self.guard.usable():
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            bad = f"{self.ns}:gw:bad:{lookup_id}"
-            pipe.incr(bad)
-            pipe.expire(bad, self.s.bad_secret_window_seconds, nx=True)
+            for name in (bad_key, addr_key):
+                pipe.incr(name)
+                pipe.expire(name, self.s.bad_secret_window_seconds, nx=True)
             pipe.set(f"{self.ns}:gw:neg:{cid}", "1", ex=self.s.negative_cache_seconds)
             await pipe.execute()
         except RedisError as exc:
             self.guard.failed("key_cache", exc)
 
-    def _local_bad_count(self, lookup_id: str) -> int:
-        count, started = self._local_bad.get(lookup_id, (0, 0.0))
+    def _local_bad_count(self, name: str) -> int:
+        count, started = self._local_bad.get(name, (0, 0.0))
         if time.monotonic() - started > self.s.bad_secret_window_seconds:
             return 0
         return count
@@ -576,7 +594,7 @@ def _invalid_token() -> ApiError:
 
 def _throttled(ttl: Any) -> ApiError:
     return ApiError(
-        "Too many failed verifications for this API key id; wait for Retry-After.",
+        "Too many failed API key verifications from this address; wait for Retry-After.",
         code="auth_throttled",
         headers={"Retry-After": str(max(1, int(ttl or 1)))},
     )

@@ -145,7 +145,9 @@ class Gateway:
             upstream = await self._forward(rule, request, body, extra)
             return _response(upstream)
 
-        caller = await self.auth.authenticate(request.headers.get("authorization"))
+        caller = await self.auth.authenticate(
+            request.headers.get("authorization"), extra["X-Forwarded-For"]
+        )
         tenant_id_var.set(caller.tenant_id)
         plan = await self.auth.plan_of(caller)
         decision = await self._rate_limit(caller, plan)

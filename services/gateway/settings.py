@@ -37,8 +37,10 @@ class GatewaySettings(ServiceSettings):
     key_cache_local_ttl_seconds: float = 60.0
     key_cache_local_max_entries: int = 10_000
     key_cache_redis_ttl_seconds: int = 300
-    # Failed verifications allowed per lookup id per window before cache misses are refused.
+    # Failed verifications allowed per (lookup id, client address) and per client address
+    # (IPv6: per /64) per window before that address's cache misses are refused.
     bad_secret_limit: int = 10
+    bad_secret_limit_per_address: int = 50
     bad_secret_window_seconds: int = 300
     # A key that failed verification answers 401 from cache for this long.
     negative_cache_seconds: int = 30

@@ -202,3 +202,52 @@ async def test_a_cache_entry_rewritten_in_redis_is_a_miss_not_a_new_identity(
         )
         assert billing.json()["data"]["principal"]["plan"] == "starter", billing.text
     await redis.aclose()
+
+
+async def test_a_stranger_cannot_lock_out_the_owner_and_one_address_spends_bounded_bcrypt(
+    platform: Platform, unique: str
+) -> None:
+    from tests.integration.keys.platform_stack import gateway_env, start
+
+    # Behind one trusted proxy, so this test can speak from two client addresses.
+    env = gateway_env(
+        platform.amqp_url,
+        platform.keys.url,
+        platform.echo_url,
+        PM_TRUSTED_PROXY_HOPS="1",
+        PM_BAD_SECRET_LIMIT_PER_ADDRESS="8",
+    )
+    gw = start("gateway", "api", env)
+    stranger = {"X-Forwarded-For": "203.0.113.7"}
+    owner_server = {"X-Forwarded-For": "198.51.100.9"}
+    try:
+        gw.wait_ready(60)
+        url = f"{gw.url}/api/v1/contacts"
+        async with httpx.AsyncClient(timeout=20) as client:
+            owner = await signup(client, platform.gw, unique)
+            real = await create_key(client, platform.gw, owner["access_token"], ["manage_contacts"])
+            lookup = parse_api_key(real["key"]).lookup_id
+            forged = [generate_api_key("live", lookup_id=lookup).raw for _ in range(7)]
+            statuses = [
+                (await client.get(url, headers={**bearer(f), **stranger})).status_code
+                for f in forged
+            ]
+            # The stranger is throttled (gateway_env sets PM_BAD_SECRET_LIMIT=5) ...
+            assert statuses == [401] * 5 + [429] * 2
+            # ... the owner's servers are not: the key was never cached, so this is a
+            # fresh bcrypt verification that the lookup id's bad secrets do not block.
+            ok = await client.get(url, headers={**bearer(real["key"]), **owner_server})
+            assert ok.status_code == 200, ok.text
+
+            # Guesses spread over other lookup ids still count against the one address.
+            others = [generate_api_key("live").raw for _ in range(4)]
+            spread = [
+                (await client.get(url, headers={**bearer(k), **stranger})).status_code
+                for k in others
+            ]
+            assert spread == [401, 401, 401, 429]  # 5 + 3 failures = the address's 8
+            metrics = (await client.get(f"{gw.url}/metrics")).text
+        verified = metric(metrics, "pm_gateway_auth_total", method="api_key", outcome="invalid")
+        assert verified == 8, "bcrypt was asked 8 times for this address, no more"
+    finally:
+        gw.close()
