@@ -572,6 +572,7 @@ def _caller_from(data: dict[str, Any]) -> Caller:
         tenant_id=str(data["tenant_id"]),
         scopes=tuple(data["scopes"]),
         mode=data["mode"],
+        role=data.get("role"),
         plan_hint=data.get("plan"),
     )
 

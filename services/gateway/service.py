@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 register_error_code(
     "user_session_required", 403, "This operation needs a dashboard user session, not an API key."
 )
+register_error_code(
+    "role_required",
+    403,
+    "This operation needs an owner or admin: the dashboard user's role, or for an API key the "
+    "role of the user who created it.",
+)
 
 ROUTE_DURATION = Histogram(
     "pm_gateway_request_duration_seconds",
@@ -213,10 +219,20 @@ class Gateway:
             if caller.role not in rule.roles:
                 raise Forbidden(f"The '{caller.role}' role may not use this operation.")
             return
-        scope = rule.scope_for(method)
-        if scope is not None and scope not in caller.scopes:
+        missing = sorted(rule.scopes_for(method).difference(caller.scopes))
+        if missing:
+            names = " and ".join(f"'{s}'" for s in missing)
+            plural = "scope" if len(missing) == 1 else "scopes"
             raise Forbidden(
-                f"This operation requires the '{scope}' scope.", code="insufficient_scope"
+                f"This operation requires the {names} {plural}.", code="insufficient_scope"
+            )
+        roles = rule.roles_for(method)
+        if roles is not None and caller.role not in roles:
+            who = "API key's creator" if caller.kind == "api_key" else "user"
+            raise Forbidden(
+                f"This operation needs an {' or '.join(sorted(roles))} (the {who} is "
+                f"{caller.role or 'unknown'}).",
+                code="role_required",
             )
 
     async def _forward(

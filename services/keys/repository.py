@@ -222,10 +222,12 @@ async def get_api_key(conn: Conn, tenant_id: str, key_id: str) -> asyncpg.Record
 
 
 async def find_key_by_lookup(conn: Conn, lookup_id: str) -> asyncpg.Record | None:
-    """The key whose current or previous secret has `lookup_id`, with its tenant's plan.
+    """The key whose current or previous secret has `lookup_id`, with its tenant's plan and
+    the current dashboard role of the user who created it (`creator_role`, None if gone).
     Verification is the one read not scoped by tenant: the key is what names the tenant."""
     return await conn.fetchrow(
-        f"SELECT {', '.join('k.' + c.strip() for c in _KEY_COLUMNS.split(','))}, t.plan"
+        f"SELECT {', '.join('k.' + c.strip() for c in _KEY_COLUMNS.split(','))}, t.plan,"
+        " u.role AS creator_role"
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         " WHERE k.lookup_id = $1 OR k.previous_lookup_id = $1",
         lookup_id,

@@ -117,6 +117,8 @@ class VerifiedKey(BaseModel):
     mode: Literal["live", "test"]
     plan: str
     valid_until: datetime | None
+    # Dashboard role of the user who created the key (routes may require owner/admin).
+    role: str | None = None
 
 
 class PlanChangeRequest(_Strict):

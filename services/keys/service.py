@@ -620,6 +620,7 @@ class KeysService:
             mode=row["mode"],
             plan=row["plan"],
             valid_until=valid_until,
+            role=row["creator_role"],
         )
 
     # ------------------------------------------------------------ Vault

@@ -36,7 +36,7 @@ async def test_api_key_call_reaches_upstream_with_signed_principal(
         "plan": "starter",
         "mode": "live",
         "request_id": f"req-{unique}",
-        "role": None,
+        "role": "owner",  # the dashboard role of the user who created the key
     }
     assert echoed["audience"] == "campaigns"
     assert "authorization" not in echoed["headers"]

@@ -36,7 +36,31 @@ from services.gateway.routes import has_dot_segments, match_route
 def test_route_map(method: str, path: str, route: str, scope: str | None) -> None:
     rule = match_route(path)
     assert rule is not None and rule.name == route
-    assert rule.scope_for(method) == scope
+    assert rule.scopes_for(method) == (frozenset({scope}) if scope else frozenset())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route", "scopes", "roles"),
+    [
+        ("POST", "/api/v1/campaigns/c1/start", "campaign-start",
+         {"manage_campaigns", "send_email"}, None),
+        ("POST", "/api/v1/campaigns/c1/resume", "campaign-start",
+         {"manage_campaigns", "send_email"}, None),
+        ("POST", "/api/v1/campaigns/c1/pause", "campaigns", {"manage_campaigns"}, None),
+        ("POST", "/api/v1/campaigns/c1/start/x", "campaigns", {"manage_campaigns"}, None),
+        ("DELETE", "/api/v1/emails/suppressions/a@b.c", "suppressions", {"send_email"},
+         {"owner", "admin"}),
+        ("POST", "/api/v1/emails/suppressions", "suppressions", {"send_email"}, None),
+        ("GET", "/api/v1/emails/suppressions", "suppressions", {"read_analytics"}, None),
+    ],
+)  # fmt: skip
+def test_scope_sets_and_roles(
+    method: str, path: str, route: str, scopes: set[str], roles: set[str] | None
+) -> None:
+    rule = match_route(path)
+    assert rule is not None and rule.name == route
+    assert rule.scopes_for(method) == scopes
+    assert rule.roles_for(method) == roles
 
 
 @pytest.mark.parametrize(
