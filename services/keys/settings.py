@@ -22,10 +22,17 @@ class KeysSettings(ServiceSettings):
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
 
-    # Login throttling (Redis fixed windows).
+    # Login and signup throttling (Redis, per window; addresses: IPv6 by /64). Only failed
+    # logins count. Test stacks that sign up many tenants from one address raise these.
     login_window_seconds: int = 900
+    # Failures of one address on one account before progressive delays start.
     login_max_failures_per_account: int = 5
-    login_max_attempts_per_ip: int = 30
+    login_delay_base_seconds: float = 1.0
+    login_delay_max_seconds: float = 300.0
+    # Failed logins of one address, any accounts.
+    login_max_failures_per_ip: int = 30
+    # Signups of one address.
+    signup_max_per_ip: int = 10
 
     # Prefix of every Redis key this service shares with the gateway (usage, sessions).
     redis_namespace: str = "pm"

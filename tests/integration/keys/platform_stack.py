@@ -130,7 +130,8 @@ def _start_platform(amqp_url: str, keys_vault: dict[str, str]) -> Iterator[Platf
         PM_BCRYPT_ROUNDS="4",
         PM_REDIS_NAMESPACE=NAMESPACE,
         PM_USAGE_FLUSH_INTERVAL_SECONDS="0.2",
-        PM_LOGIN_MAX_ATTEMPTS_PER_IP="100000",
+        PM_LOGIN_MAX_FAILURES_PER_IP="100000",
+        PM_SIGNUP_MAX_PER_IP="100000",
         **keys_vault,
     )
     echo = EchoUpstream()
