@@ -145,9 +145,16 @@ async def test_gateway_serves_with_local_buckets_when_redis_is_unreachable(
         gw.wait_ready(60)
         async with httpx.AsyncClient(timeout=20) as client:
             owner = await signup(client, gw.url, unique)
-            key = (await create_key(client, gw.url, owner["access_token"], ["manage_contacts"]))[
-                "key"
-            ]
+            # Dashboard sessions fail closed without Redis (a logout could not be seen) ...
+            session = await client.get(
+                f"{gw.url}/api/v1/platform/api-keys", headers=bearer(owner["access_token"])
+            )
+            assert session.status_code == 503, session.text
+            assert session.headers["Retry-After"] == "1"
+            # ... API keys keep working (the key is made through a gateway that has Redis).
+            key = (
+                await create_key(client, platform.gw, owner["access_token"], ["manage_contacts"])
+            )["key"]
             url = f"{gw.url}/api/v1/contacts"
             idem = await client.post(
                 url, headers={**bearer(key), "Idempotency-Key": unique}, json={}
