@@ -229,6 +229,7 @@ async def find_key_by_lookup(conn: Conn, lookup_id: str) -> asyncpg.Record | Non
         f"SELECT {', '.join('k.' + c.strip() for c in _KEY_COLUMNS.split(','))}, t.plan,"
         " u.role AS creator_role"
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        " LEFT JOIN users u ON u.id = k.created_by AND u.tenant_id = k.tenant_id"
         " WHERE k.lookup_id = $1 OR k.previous_lookup_id = $1",
         lookup_id,
     )
