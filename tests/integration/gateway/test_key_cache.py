@@ -196,10 +196,12 @@ async def test_a_cache_entry_rewritten_in_redis_is_a_miss_not_a_new_identity(
                 after.text, "pm_gateway_auth_total", method="api_key", outcome=outcome
             ) == 1 + metric(before.text, "pm_gateway_auth_total", method="api_key", outcome=outcome)
 
-        # A plan planted in Redis (no MAC) is ignored too: the replica asks the keys service.
+        # A plan planted in Redis (no MAC) is ignored too: the replica, which has not seen this
+        # tenant yet, asks the keys service. (gw1: gw2's billing upstream is a dead port.)
         billing = await client.get(
             f"{gw2}/api/v1/billing/subscription", headers=bearer(victim["access_token"])
         )
+        assert billing.status_code == 200, billing.text
         assert billing.json()["data"]["principal"]["plan"] == "starter", billing.text
     await redis.aclose()
 
