@@ -131,7 +131,7 @@ async def main() -> None:
             gw_url, keys = gateway.url, gateway.api_keys
             async with httpx.AsyncClient(timeout=30) as client:
                 route = "/api/v1/contacts/ct_1"
-                before = (await client.get(f"{gw_url}/metrics")).text
+                before = (await client.get(gateway.metrics_url)).text
 
                 # 1. cold verification, once per key; then the same key warm.
                 cold, warm = [], []
@@ -144,7 +144,7 @@ async def main() -> None:
                     second = await client.get(gw_url + route, headers=auth)
                     warm.append(time.perf_counter() - started)
                     assert first.status_code == second.status_code == 200, first.text
-                after = (await client.get(f"{gw_url}/metrics")).text
+                after = (await client.get(gateway.metrics_url)).text
                 verified = auth_metric(after, "verified") - auth_metric(before, "verified")
 
             # 2. throughput and latency, direct vs via the gateway, same concurrency.

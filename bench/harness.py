@@ -173,6 +173,7 @@ class Gateway:
     api_keys: list[str]
     tenant_id: str
     pids: dict[str, int]
+    metrics_url: str  # the gateway serves /metrics on a port of its own
 
     @property
     def api_key(self) -> str:
@@ -220,6 +221,7 @@ async def gateway_stack(
         "PM_BCRYPT_ROUNDS": "12",
     }
     keys_url, gw_url = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    metrics_port = free_port()
     routes = {f"PM_{name.upper()}_URL": url for name, url in upstreams.items()}
     profile = ["-m", "cProfile", "-o", str(gateway_profile)] if gateway_profile else []
     procs = [
@@ -236,6 +238,7 @@ async def gateway_stack(
                 "PM_HTTP_PORT": gw_url.rsplit(":", 1)[1],
                 "PM_KEYS_URL": keys_url,
                 "PM_PRINCIPAL_PRIVATE_KEY": signing_key,
+                "PM_METRICS_PORT": str(metrics_port),
             },
             "gateway-stack-gateway",
         ),
@@ -266,7 +269,7 @@ async def gateway_stack(
                 created.raise_for_status()
                 api_keys.append(created.json()["data"]["key"])
         pids = {"keys": procs[0].pid, "gateway": procs[1].pid}
-        yield Gateway(gw_url, api_keys, tenant_id, pids)
+        yield Gateway(gw_url, api_keys, tenant_id, pids, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         stop(procs)
         leftovers = redis.Redis.from_url(redis_url)

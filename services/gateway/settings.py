@@ -47,6 +47,11 @@ class GatewaySettings(ServiceSettings):
     plan_cache_local_ttl_seconds: float = 60.0
     plan_cache_redis_ttl_seconds: int = 300
 
+    # Prometheus scrapes /metrics here, never on the public port. 0: the api port + 1000
+    # (8000 -> 9000 in the local port plan).
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
     idempotency_ttl_seconds: int = 24 * 3600
     # Encrypts stored idempotent responses (they may hold a new API key or webhook secret).
     # Vault: secret/gateway/idempotency#key (gateway policy only).
@@ -65,6 +70,9 @@ class GatewaySettings(ServiceSettings):
 
     def proxy_hops(self) -> int:
         return self.trusted_proxy_hops or (1 if self.trust_forwarded_for else 0)
+
+    def metrics_listen_port(self) -> int:
+        return self.metrics_port or self.port_for("api") + 1000
 
     def key_cache_pepper(self) -> bytes:
         # Keys of the verified-key cache are HMAC(pepper, api key): a Redis dump reveals no key.

@@ -11,7 +11,7 @@ import httpx
 
 from libs.common.apikeys import generate_api_key, parse_api_key
 from libs.common.principal import PRINCIPAL_HEADER, Principal
-from tests.integration.keys.platform_stack import Platform, bearer, create_key, signup
+from tests.integration.keys.platform_stack import Platform, bearer, create_key, metrics_url, signup
 from tests.principals import bound_principal
 
 
@@ -27,7 +27,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 async def _outcomes(client: httpx.AsyncClient, url: str) -> dict[str, float]:
-    text = (await client.get(f"{url}/metrics")).text
+    text = (await client.get(metrics_url(url))).text
     return {
         o: metric(text, "pm_gateway_auth_total", method="api_key", outcome=o)
         for o in ("verified", "cache_local", "cache_redis", "throttled", "invalid", "malformed")
@@ -185,9 +185,9 @@ async def test_a_cache_entry_rewritten_in_redis_is_a_miss_not_a_new_identity(
 
         # The other replica has no local copy: it reads Redis, rejects the entry's MAC and
         # verifies the key again with the keys service.
-        before = await client.get(f"{gw2}/metrics")
+        before = await client.get(metrics_url(gw2))
         again = await client.get(f"{gw2}/api/v1/contacts", headers=bearer(key["key"]))
-        after = await client.get(f"{gw2}/metrics")
+        after = await client.get(metrics_url(gw2))
         assert again.status_code == 200, again.text
         assert again.json()["data"]["principal"]["tenant_id"] == mine["tenant"]["id"]
         assert again.json()["data"]["principal"]["scopes"] == ["manage_contacts"]
@@ -199,7 +199,7 @@ async def test_a_cache_entry_rewritten_in_redis_is_a_miss_not_a_new_identity(
         # A plan planted in Redis (no MAC) is ignored too: the replica, which has not seen this
         # tenant yet, asks the keys service. (gw1: gw2's billing upstream is a dead port.)
         billing = await client.get(
-            f"{gw2}/api/v1/billing/subscription", headers=bearer(victim["access_token"])
+            f"{gw1}/api/v1/billing/subscription", headers=bearer(victim["access_token"])
         )
         assert billing.status_code == 200, billing.text
         assert billing.json()["data"]["principal"]["plan"] == "starter", billing.text
@@ -248,7 +248,7 @@ async def test_a_stranger_cannot_lock_out_the_owner_and_one_address_spends_bound
                 for k in others
             ]
             assert spread == [401, 401, 401, 429]  # 5 + 3 failures = the address's 8
-            metrics = (await client.get(f"{gw.url}/metrics")).text
+            metrics = (await client.get(metrics_url(gw.url))).text
         verified = metric(metrics, "pm_gateway_auth_total", method="api_key", outcome="invalid")
         assert verified == 8, "bcrypt was asked 8 times for this address, no more"
     finally:

@@ -19,6 +19,7 @@ from tests.integration.keys.platform_stack import (
     bearer,
     create_key,
     gateway_env,
+    metrics_url,
     signup,
     start,
 )
@@ -160,7 +161,7 @@ async def test_gateway_serves_with_local_buckets_when_redis_is_unreachable(
                 url, headers={**bearer(key), "Idempotency-Key": unique}, json={}
             )
             burst = await _burst(client, url, key, 70)
-            metrics = (await client.get(f"{gw.url}/metrics")).text
+            metrics = (await client.get(metrics_url(gw.url))).text
         statuses = [r.status_code for r in burst]
         assert 500 not in statuses and 503 not in statuses
         assert (

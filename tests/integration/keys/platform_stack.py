@@ -58,7 +58,7 @@ class EchoUpstream:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded CI host can take long to import FastAPI
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
@@ -72,8 +72,23 @@ class EchoUpstream:
         self.proc.wait(10)
 
 
+# Gateway port -> its metrics URL (the gateway serves /metrics on a port of its own).
+METRICS_URLS: dict[int, str] = {}
+
+
 def start(service: str, process: str, env: dict[str, str]) -> ServiceProcess:
-    return ServiceProcess(service, process, env, free_port())
+    if service == "gateway":
+        metrics_port = free_port()
+        env = {**env, "PM_METRICS_PORT": str(metrics_port)}
+    proc = ServiceProcess(service, process, env, free_port())
+    if service == "gateway":
+        METRICS_URLS[proc.port] = f"http://127.0.0.1:{metrics_port}/metrics"
+    return proc
+
+
+def metrics_url(gateway_url: str) -> str:
+    """Where the gateway at `gateway_url` serves /metrics."""
+    return METRICS_URLS[int(gateway_url.rsplit(":", 1)[1])]
 
 
 def gateway_env(amqp_url: str, keys_url: str, echo_url: str, **extra: str) -> dict[str, str]:
