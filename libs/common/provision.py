@@ -327,3 +327,66 @@ def _ensure_key_pair(client: hvac.Client, private_path: str, public_path: str) -
             return
         except hvac.exceptions.InvalidRequest:
             continue
+
+
+# ------------------------------------------------------------------------ Redis ACL users
+
+# Key patterns per service (`{ns}` = PM_REDIS_NAMESPACE). Redis is shared, so each service
+# gets its own ACL user reaching only its own keys: a compromised service cannot rewrite the
+# gateway's caches or rate limits. The `default` user is left alone (other tools on the host
+# use it). Services without Redis state get a user that reaches no key.
+REDIS_KEY_PATTERNS: dict[str, tuple[str, ...]] = {
+    "gateway": (
+        "~{ns}:gw:*",
+        "~{ns}:rl:*",
+        "~{ns}:idem:*",
+        "~{ns}:usage:*",
+        # Logout marks written by keys; read in the rate-limit script, and Redis requires
+        # read-write access to every key a script names.
+        "~{ns}:auth:revoked_sid:*",
+        "&{ns}:gw:evict",
+    ),
+    "keys": ("~{ns}:usage:*", "~{ns}:auth:*", "~{ns}:login:*", "~{ns}:signup:*"),
+    "delivery": ("~pm:delivery:*",),  # services/delivery/throttle.py's fixed prefix
+    "campaigns": (),
+    "webhooks": (),
+    "billing": (),
+}
+REDIS_COMMANDS = ("+@all", "-@dangerous")
+
+
+def redis_user_name(service: str, namespace: str) -> str:
+    return f"{namespace}-{service}"
+
+
+def redis_acl_rules(service: str, namespace: str, password: str) -> list[str]:
+    """`ACL SETUSER` arguments for `service`: reset, enable, its password, its keys and
+    channels, every command but the dangerous ones (no FLUSHALL, KEYS, CONFIG, ACL, ...)."""
+    patterns = [p.format(ns=namespace) for p in REDIS_KEY_PATTERNS[service]]
+    return ["reset", "on", f">{password}", *patterns, *REDIS_COMMANDS]
+
+
+def provision_redis_users(
+    admin_url: str, namespace: str, passwords: Mapping[str, str]
+) -> dict[str, str]:
+    """Create or update one ACL user per service in `passwords` (idempotent: `reset` first);
+    returns service -> Redis URL with that user's credentials."""
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(admin_url)
+    parts = urlsplit(admin_url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 6379
+    try:
+        urls = {}
+        for service, password in passwords.items():
+            if service not in REDIS_KEY_PATTERNS:
+                raise ProvisionError(f"no Redis key patterns for service {service!r}")
+            user = redis_user_name(service, namespace)
+            rules = redis_acl_rules(service, namespace, password)
+            client.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
+            auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
+            urls[service] = urlunsplit(("redis", f"{auth}@{host}:{port}", parts.path, "", ""))
+        return urls
+    finally:
+        client.close()

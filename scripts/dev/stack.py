@@ -33,9 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from redis.exceptions import RedisError
 
 from libs.common.db import migrations_dirs
-from libs.common.provision import provision_database, provision_vault, service_dsn
+from libs.common.provision import (
+    provision_database,
+    provision_redis_users,
+    provision_vault,
+    service_dsn,
+)
 from libs.common.settings import SCHEMA_SERVICES, SERVICE_NAMES, default_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +51,7 @@ INFRA_SH = ROOT / "scripts" / "dev" / "infra.sh"
 SUPERVISOR_CONF = DEV / "supervisord.conf"
 STACK_ENV = DEV / "stack.env"
 READY_TIMEOUT_SECONDS = 90.0
+REDIS_NAMESPACE = "pm"  # PM_REDIS_NAMESPACE's default: the ACL users' key patterns use it
 GATEWAY_URL = f"http://127.0.0.1:{default_port('gateway', 'api')}"
 # Token keys (libs/common/provision.py generates them): every process reads the public
 # halves; only the minting service gets its private key (its Vault policy alone allows it).
@@ -104,6 +111,9 @@ class Provisioned:
 
     db_passwords: dict[str, str] = field(default_factory=dict)
     approles: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Per-service Redis ACL users (password, and the URL provisioning derived from it).
+    redis_passwords: dict[str, str] = field(default_factory=dict)
+    redis_urls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Provisioned:
@@ -113,10 +123,15 @@ class Provisioned:
         return cls(
             db_passwords=dict(raw.get("db_passwords", {})),
             approles={k: (v[0], v[1]) for k, v in raw.get("approles", {}).items()},
+            redis_passwords=dict(raw.get("redis_passwords", {})),
         )
 
     def save(self, path: Path) -> None:
-        body = {"db_passwords": self.db_passwords, "approles": self.approles}
+        body = {
+            "db_passwords": self.db_passwords,
+            "approles": self.approles,
+            "redis_passwords": self.redis_passwords,
+        }
         _write_private(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
@@ -201,7 +216,8 @@ def service_env(
     env = {
         "PM_ENVIRONMENT": "dev",
         "PM_AMQP_URL": infra.amqp_url,
-        "PM_REDIS_URL": infra.redis_url,
+        # The service's own Redis ACL user (provision), reaching only its own keys.
+        "PM_REDIS_URL": prov.redis_urls.get(service, infra.redis_url),
         "PM_VAULT_ADDR": infra.vault_addr,
         "PM_VAULT_ROLE_ID": role_id,
         "PM_VAULT_SECRET_ID": secret_id,
@@ -236,6 +252,15 @@ def provision(infra: Infra, state_file: Path) -> Provisioned:
     prov.approles = provision_vault(
         infra.vault_addr, infra.vault_token, SERVICE_NAMES, keep_secret_ids=keep
     )
+    for svc in SERVICE_NAMES:
+        prov.redis_passwords.setdefault(svc, secrets.token_hex(24))
+    try:
+        # Adds users (ACL SETUSER); the default user, which other tools use, is untouched.
+        prov.redis_urls = provision_redis_users(
+            infra.redis_url, REDIS_NAMESPACE, prov.redis_passwords
+        )
+    except RedisError as exc:
+        raise StackError(f"cannot create Redis ACL users at {infra.redis_url}: {exc}") from exc
     prov.save(state_file)
     print(
         f"provisioned: database {infra.database!r} ({len(SCHEMA_SERVICES)} roles/schemas), "
@@ -619,6 +644,7 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
         "    volumes: [pm-creds:/run/pm-creds]",
         "    depends_on:",
         "      postgres: {condition: service_healthy}",
+        "      redis: {condition: service_healthy}",
         "      openbao: {condition: service_healthy}",
         '    restart: "no"',
     ]
@@ -806,7 +832,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         env = service_env(infra, prov, svc)
         body = {
             k: env[k]
-            for k in ("PM_VAULT_ROLE_ID", "PM_VAULT_SECRET_ID", "PM_DATABASE_URL")
+            for k in ("PM_VAULT_ROLE_ID", "PM_VAULT_SECRET_ID", "PM_DATABASE_URL", "PM_REDIS_URL")
             if k in env
         }
         _write_private(out / f"{svc}.env", "".join(f"{k}='{v}'\n" for k, v in body.items()))

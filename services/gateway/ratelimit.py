@@ -51,11 +51,14 @@ class RateDecision:
 
 
 # KEYS: 1 bucket hash, 2 hourly counter prefix, 3 usage hash, 4 usage dirty set,
-#       5 revoked-session marker (or "" when the caller is not a dashboard session)
+#       5 revoked-session marker (a placeholder name when the caller has no session: every
+#         key named must be one the gateway's Redis ACL user may access),
+#       6 tenant bucket hash, 7 tenant hourly counter prefix
 # ARGV: 1 capacity, 2 refill tokens/ms, 3 hourly limit, 4 now ms ("" = Redis clock),
-#       5 key id for usage ("" = no usage recording)
+#       5 key id for usage ("" = no usage recording), 6 "1" when KEYS[5] is a real session
+# Returns {allowed, tokens (the scarcer bucket), used (the fuller hour), now}.
 _SCRIPT = """
-if KEYS[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
   return {-1, '0', 0, 0}
 end
 local capacity = tonumber(ARGV[1])
@@ -156,7 +159,9 @@ class RedisLimiter:
             f"{ns}:rl:h:{subject}",
             f"{ns}:usage:{usage_key_id or '-'}",
             f"{ns}:usage:dirty",
-            f"{ns}:auth:revoked_sid:{session_id}" if session_id else "",
+            f"{ns}:auth:revoked_sid:{session_id or '-'}",
+            f"{ns}:rl:m:tenant:{tenant_id}",
+            f"{ns}:rl:h:tenant:{tenant_id}",
         ]
         args: list[str | int] = [
             limits.per_minute,
@@ -164,6 +169,7 @@ class RedisLimiter:
             limits.per_hour,
             "" if now_ms is None else now_ms,
             usage_key_id or "",
+            "1" if session_id else "",
         ]
         allowed, tokens, used, now = await self._script(keys=keys, args=args)
         if int(allowed) == -1:

@@ -341,3 +341,43 @@ def test_only_the_gateway_reads_the_idempotency_encryption_key(
     for svc, creds in approles.items():
         if svc != "gateway":
             assert _read_status(_login(vault_dev, creds), "gateway/idempotency") == "forbidden"
+
+
+def test_each_service_reaches_only_its_own_redis_keys(unique: str) -> None:
+    import redis as redis_sync
+    from redis.exceptions import NoPermissionError
+
+    from libs.common.provision import provision_redis_users, redis_user_name
+    from tests.conftest import REDIS_URL
+
+    ns = f"pmacl{unique}"
+    admin = redis_sync.Redis.from_url(REDIS_URL)
+    services = ("gateway", "keys", "delivery", "campaigns")
+    try:
+        urls = provision_redis_users(REDIS_URL, ns, {s: f"pw-{s}-{unique}" for s in services})
+        again = provision_redis_users(REDIS_URL, ns, {s: f"pw-{s}-{unique}" for s in services})
+        assert again == urls  # idempotent
+        gateway, keys, campaigns = (
+            redis_sync.Redis.from_url(urls[s]) for s in ("gateway", "keys", "campaigns")
+        )
+        gateway.set(f"{ns}:gw:key:abc", "entry", ex=60)
+        gateway.eval("return redis.call('GET', KEYS[1])", 1, f"{ns}:auth:revoked_sid:-")
+        keys.set(f"{ns}:auth:revoked_sid:s1", "1", ex=60)
+        keys.hincrby(f"{ns}:usage:k1", "r:0", 1)
+        with pytest.raises(NoPermissionError):
+            keys.set(f"{ns}:gw:key:abc", "re-pointed")  # keys cannot touch the gateway's cache
+        with pytest.raises(NoPermissionError):
+            gateway.set("pm:delivery:rate:x", "1")
+        with pytest.raises(NoPermissionError):
+            campaigns.get(f"{ns}:gw:key:abc")
+        with pytest.raises(NoPermissionError):
+            gateway.flushdb()
+        assert admin.get(f"{ns}:gw:key:abc") == b"entry"
+        for client in (gateway, keys, campaigns):
+            client.close()
+    finally:
+        for s in services:
+            admin.execute_command("ACL", "DELUSER", redis_user_name(s, ns))
+        for name in admin.scan_iter(f"{ns}:*"):
+            admin.delete(name)
+        admin.close()
