@@ -51,6 +51,7 @@ from bench.harness import (
     wait_ready,
 )
 from libs.common.events import EmailBatchQueued, make_event
+from libs.common.signing_keys import generate_private_key, public_keys_of
 from libs.common.vault import Vault, make_client
 from services.delivery.repository import MESSAGE_COLUMNS
 from tests.fakes.dns_server import FakeDns
@@ -60,7 +61,7 @@ N = int(os.environ.get("BENCH_DELIVERY_N", "20000"))
 PER_CALL = 10_000
 BATCH_SIZE = 1000
 PREFETCH = 32
-PRINCIPAL_KEY = "bench-principal-key-0123456789abcdef-0123456789"
+PRINCIPAL_KEY = generate_private_key()
 
 
 async def baseline_consume(amqp_url: str, n: int) -> float:
@@ -165,7 +166,7 @@ async def main() -> None:
     env.update(
         PM_ENVIRONMENT="test", PM_DATABASE_URL=service_dsn("delivery"), PM_AMQP_URL=amqp_url,
         PM_VAULT_ADDR=VAULT_ADDR, PM_VAULT_TOKEN=token, PM_LOG_LEVEL="WARNING",
-        PM_PRINCIPAL_SIGNING_KEY=PRINCIPAL_KEY, PM_FORCE_SANDBOX="false",
+        PM_PRINCIPAL_PUBLIC_KEYS=public_keys_of(PRINCIPAL_KEY), PM_FORCE_SANDBOX="false",
         PM_TRACKING_SIGNING_KEY="bench-tracking-key-0123456789abcdef-0123456789",
         PM_ESP_CREDENTIALS_PATH=f"{creds_path}/platform",
         PM_TENANT_CREDENTIALS_PATH=f"{creds_path}/tenants",

@@ -3,8 +3,9 @@ upstream route called directly (same run, same concurrency), and cold key verifi
 
 Processes (real): keys api (bcrypt cost 12, its own Vault AppRole), gateway api, and an
 upstream built like every service (`libs.common.app.create_app` + principal check) serving
-`GET /api/v1/contacts/{id}`. The tenant is on the enterprise plan and the load rotates over
-`KEYS` API keys so the run measures forwarding, not 429s (each key's bucket holds 1,000).
+`GET /api/v1/contacts/{id}`. The tenant is on the internal `unlimited` plan (set by the admin
+command; limits are per key and per tenant) and the load rotates over `KEYS` API keys, so the
+run measures forwarding, not 429s.
 
 1. cold: first request of each key (cache miss → keys service → Vault → bcrypt), then a
    second request of the same key (cache hit): cold ms, and the gateway's `verified` counter
@@ -44,6 +45,7 @@ from bench.harness import (
     wait_ready,
 )
 from libs.common.settings import ServiceSettings
+from libs.common.signing_keys import generate_private_key, public_keys_of
 
 CONCURRENCY = int(os.environ.get("BENCH_GATEWAY_CONCURRENCY", "16"))
 SECONDS = float(os.environ.get("BENCH_GATEWAY_SECONDS", "10"))
@@ -51,7 +53,8 @@ ROUNDS = int(os.environ.get("BENCH_GATEWAY_ROUNDS", "5"))
 SEQUENTIAL = int(os.environ.get("BENCH_GATEWAY_SEQUENTIAL", "500"))
 KEYS = int(os.environ.get("BENCH_GATEWAY_KEYS", "12"))
 PROFILE = os.environ.get("BENCH_GATEWAY_PROFILE") == "1"
-SIGNING_KEY = "bench-principal-signing-key-0123456789abcdef"
+# The upstream child process imports this module: the key pair must be the parent's.
+SIGNING_KEY = os.environ.get("BENCH_GATEWAY_PRIVATE_KEY") or generate_private_key()
 
 
 def upstream_app() -> Any:
@@ -62,7 +65,7 @@ def upstream_app() -> Any:
     from libs.common.principal import Principal, principal_dependency, require_scope
 
     settings = ServiceSettings(service_name="campaigns", log_level="WARNING")
-    current = principal_dependency(lambda: SIGNING_KEY)
+    current = principal_dependency(lambda: public_keys_of(SIGNING_KEY), audience="campaigns")
     scoped = require_scope("manage_contacts", current)
     app = create_app(settings, process="api")
 
@@ -108,7 +111,7 @@ async def main() -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith("PM_")},
         "PYTHONPATH": str(REPO),
         "PM_LOG_LEVEL": "WARNING",
-        "PM_PRINCIPAL_SIGNING_KEY": SIGNING_KEY,
+        "BENCH_GATEWAY_PRIVATE_KEY": SIGNING_KEY,
     }
     up_port = free_port()
     up_url = f"http://127.0.0.1:{up_port}"
@@ -128,7 +131,7 @@ async def main() -> None:
             gw_url, keys = gateway.url, gateway.api_keys
             async with httpx.AsyncClient(timeout=30) as client:
                 route = "/api/v1/contacts/ct_1"
-                before = (await client.get(f"{gw_url}/metrics")).text
+                before = (await client.get(gateway.metrics_url)).text
 
                 # 1. cold verification, once per key; then the same key warm.
                 cold, warm = [], []
@@ -141,7 +144,7 @@ async def main() -> None:
                     second = await client.get(gw_url + route, headers=auth)
                     warm.append(time.perf_counter() - started)
                     assert first.status_code == second.status_code == 200, first.text
-                after = (await client.get(f"{gw_url}/metrics")).text
+                after = (await client.get(gateway.metrics_url)).text
                 verified = auth_metric(after, "verified") - auth_metric(before, "verified")
 
             # 2. throughput and latency, direct vs via the gateway, same concurrency.
@@ -152,10 +155,12 @@ async def main() -> None:
                 subject_type="api_key",
                 subject_id="key_bench",
                 scopes=["manage_contacts"],
-                plan="enterprise",
+                plan="unlimited",
                 mode="live",
             )
-            token = sign_principal(principal, SIGNING_KEY, 3600)
+            token = sign_principal(
+                principal, SIGNING_KEY, 3600, audience="campaigns", method="GET", path=route
+            )
             direct_headers = {"X-PM-Principal": token}
             gw_headers = [{"Authorization": f"Bearer {k}"} for k in keys]
             await load(up_url + route, lambda i: direct_headers, 1.0)  # warm-up

@@ -29,6 +29,7 @@ import redis
 
 from libs.common.db import migrate
 from libs.common.provision import provision_database, provision_vault
+from libs.common.signing_keys import public_keys_of
 
 ADMIN_DSN = os.environ.get("PM_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = f"pm_bench_{os.getpid()}"
@@ -172,6 +173,7 @@ class Gateway:
     api_keys: list[str]
     tenant_id: str
     pids: dict[str, int]
+    metrics_url: str  # the gateway serves /metrics on a port of its own
 
     @property
     def api_key(self) -> str:
@@ -183,10 +185,10 @@ async def gateway_stack(
     *,
     keys_dsn: str,
     amqp_url: str,
-    signing_key: str,
+    signing_key: str,  # the gateway's Ed25519 private key, `<kid>:<seed>`
     upstreams: dict[str, str],
     scopes: list[str],
-    plan: str = "enterprise",
+    plan: str = "unlimited",
     key_count: int = 1,
     gateway_profile: Path | None = None,
 ) -> AsyncIterator[Gateway]:
@@ -208,7 +210,7 @@ async def gateway_stack(
         "PM_AMQP_URL": amqp_url,
         "PM_REDIS_URL": redis_url,
         "PM_REDIS_NAMESPACE": ns,
-        "PM_PRINCIPAL_SIGNING_KEY": signing_key,
+        "PM_PRINCIPAL_PUBLIC_KEYS": public_keys_of(signing_key),
     }
     keys_env = {
         **common,
@@ -219,6 +221,7 @@ async def gateway_stack(
         "PM_BCRYPT_ROUNDS": "12",
     }
     keys_url, gw_url = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    metrics_port = free_port()
     routes = {f"PM_{name.upper()}_URL": url for name, url in upstreams.items()}
     profile = ["-m", "cProfile", "-o", str(gateway_profile)] if gateway_profile else []
     procs = [
@@ -229,7 +232,14 @@ async def gateway_stack(
         ),
         spawn(
             [*profile, "-m", "services.gateway", "api"],
-            {**common, **routes, "PM_HTTP_PORT": gw_url.rsplit(":", 1)[1], "PM_KEYS_URL": keys_url},
+            {
+                **common,
+                **routes,
+                "PM_HTTP_PORT": gw_url.rsplit(":", 1)[1],
+                "PM_KEYS_URL": keys_url,
+                "PM_PRINCIPAL_PRIVATE_KEY": signing_key,
+                "PM_METRICS_PORT": str(metrics_port),
+            },
             "gateway-stack-gateway",
         ),
     ]
@@ -243,7 +253,7 @@ async def gateway_stack(
             owner = signup.json()["data"]
             tenant_id = owner["tenant"]["id"]
             subprocess.run(
-                [sys.executable, "-m", "services.keys", "change-plan", tenant_id, plan],
+                [sys.executable, "-m", "services.keys", "set-plan", tenant_id, plan],
                 cwd=REPO,
                 env=keys_env,
                 capture_output=True,
@@ -259,7 +269,7 @@ async def gateway_stack(
                 created.raise_for_status()
                 api_keys.append(created.json()["data"]["key"])
         pids = {"keys": procs[0].pid, "gateway": procs[1].pid}
-        yield Gateway(gw_url, api_keys, tenant_id, pids)
+        yield Gateway(gw_url, api_keys, tenant_id, pids, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         stop(procs)
         leftovers = redis.Redis.from_url(redis_url)

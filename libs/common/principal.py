@@ -1,12 +1,17 @@
 """The signed principal the gateway forwards to services, and how services check it.
 
 The gateway authenticates the integrator (API key or JWT), then calls a service with a
-short-lived HS256 token in `X-PM-Principal` saying who is calling: tenant, key or user,
-scopes, plan, live/test mode. A service trusts nothing else: `principal_dependency`
-rejects a request whose principal is missing, forged, tampered with or expired.
+short-lived Ed25519 (EdDSA) token in `X-PM-Principal` saying who is calling: tenant, key or
+user (and the user's role), scopes, plan, live/test mode. Only the gateway holds the private
+key; services hold public keys, so a compromised service or worker cannot mint a principal.
+Each token is bound to one target service (`aud`), one HTTP method (`htm`) and one path
+(`htu`) and carries a unique `jti`: a captured principal is useless against another service
+or route. A service trusts nothing else: `principal_dependency` rejects a request whose
+principal is missing, forged, tampered with, expired or bound to another route.
 """
 
 import contextvars
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, get_args
@@ -15,11 +20,12 @@ import jwt
 from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
 
 from libs.common.http import Forbidden, Unauthorized, register_error_code
+from libs.common.signing_keys import load_private_key, load_public_keys
 
 __all__ = [
-    "PRINCIPAL_AUDIENCE",
     "PRINCIPAL_HEADER",
     "PRINCIPAL_ISSUER",
     "SCOPES",
@@ -38,19 +44,19 @@ __all__ = [
 
 PRINCIPAL_HEADER = "X-PM-Principal"
 PRINCIPAL_ISSUER = "pm-gateway"
-PRINCIPAL_AUDIENCE = "pm-services"
-_ALGORITHM = "HS256"
-# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
-_MIN_KEY_BYTES = 32
+_ALGORITHM = "EdDSA"
 # A principal is a few hundred bytes; refuse to parse anything absurd.
 _MAX_TOKEN_CHARS = 8192
-_REGISTERED_CLAIMS = ("iat", "exp", "iss", "aud")
+_REGISTERED_CLAIMS = ("iat", "exp", "iss", "aud", "jti", "htm", "htu")
 
 register_error_code(
     "principal_missing", 401, "The internal request carries no X-PM-Principal header."
 )
 register_error_code(
-    "principal_invalid", 401, "The X-PM-Principal token is malformed or its signature is wrong."
+    "principal_invalid",
+    401,
+    "The X-PM-Principal token is malformed, its signature is wrong, or it was issued for "
+    "another service, method or path.",
 )
 register_error_code("principal_expired", 401, "The X-PM-Principal token has expired.")
 register_error_code(
@@ -90,6 +96,9 @@ class Principal(BaseModel):
     plan: str
     mode: Literal["live", "test"]
     request_id: str | None = None
+    # Dashboard role of the user (subject_type "user") or of the user who created the API
+    # key (subject_type "api_key"); None when unknown.
+    role: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -103,36 +112,59 @@ class PrincipalExpired(PrincipalError):
     """The principal token's `exp` has passed (beyond the leeway)."""
 
 
-def _key_bytes(key: bytes | str) -> bytes:
-    raw = key.encode("utf-8") if isinstance(key, str) else key
-    if len(raw) < _MIN_KEY_BYTES:
-        # A configuration error, not a bad token: surfaces as a 500, never as a 401.
-        raise ValueError(f"principal signing key must be at least {_MIN_KEY_BYTES} bytes")
-    return raw
-
-
-def sign_principal(principal: Principal, key: bytes | str, ttl_seconds: int) -> str:
-    """An HS256 token carrying `principal`, valid for `ttl_seconds` from now."""
+def sign_principal(
+    principal: Principal,
+    private_key: str,
+    ttl_seconds: int,
+    *,
+    audience: str,
+    method: str,
+    path: str,
+) -> str:
+    """An EdDSA token carrying `principal` for one `method` + `path` of service `audience`,
+    valid for `ttl_seconds` from now. `private_key` is `<kid>:<base64url seed>`."""
     if ttl_seconds <= 0:
         raise ValueError("ttl_seconds must be positive")
+    signing = load_private_key(private_key)
     now = int(time.time())
-    claims: dict[str, Any] = principal.model_dump()
-    claims.update(iat=now, exp=now + ttl_seconds, iss=PRINCIPAL_ISSUER, aud=PRINCIPAL_AUDIENCE)
-    return jwt.encode(claims, _key_bytes(key), algorithm=_ALGORITHM)
+    claims: dict[str, Any] = principal.model_dump(exclude_none=True)
+    claims.update(
+        iat=now,
+        exp=now + ttl_seconds,
+        iss=PRINCIPAL_ISSUER,
+        aud=audience,
+        jti=secrets.token_urlsafe(12),
+        htm=method.upper(),
+        htu=path,
+    )
+    return jwt.encode(claims, signing.key, algorithm=_ALGORITHM, headers={"kid": signing.kid})
 
 
-def verify_principal(token: str, key: bytes | str, *, leeway: int = 5) -> Principal:
-    """The principal in `token`; raises `PrincipalError` unless the signature, issuer,
-    audience, `iat` and `exp` all check out (`leeway` seconds of clock skew allowed)."""
-    secret = _key_bytes(key)
+def verify_principal(
+    token: str,
+    public_keys: str,
+    *,
+    audience: str,
+    method: str,
+    path: str,
+    leeway: int = 5,
+) -> Principal:
+    """The principal in `token`; raises `PrincipalError` unless the signature (by one of
+    `public_keys`, chosen by the token's `kid`), issuer, audience, method, path, `iat` and
+    `exp` all check out (`leeway` seconds of clock skew allowed)."""
+    keys = load_public_keys(public_keys)
     if not token or len(token) > _MAX_TOKEN_CHARS:
         raise PrincipalError("principal token is empty or too long")
     try:
+        header = jwt.get_unverified_header(token)
+        key = keys.get(str(header.get("kid")))
+        if key is None:
+            raise PrincipalError("principal token names an unknown key id")
         claims: dict[str, Any] = jwt.decode(
             token,
-            secret,
+            key,
             algorithms=[_ALGORITHM],
-            audience=PRINCIPAL_AUDIENCE,
+            audience=audience,
             issuer=PRINCIPAL_ISSUER,
             leeway=leeway,
             options={"require": list(_REGISTERED_CLAIMS)},
@@ -141,6 +173,8 @@ def verify_principal(token: str, key: bytes | str, *, leeway: int = 5) -> Princi
         raise PrincipalExpired("principal token has expired") from exc
     except jwt.PyJWTError as exc:
         raise PrincipalError(f"principal token rejected: {type(exc).__name__}") from exc
+    if claims.get("htm") != method.upper() or claims.get("htu") != path:
+        raise PrincipalError("principal token was issued for another method or path")
     for claim in _REGISTERED_CLAIMS:
         claims.pop(claim, None)
     try:
@@ -149,8 +183,8 @@ def verify_principal(token: str, key: bytes | str, *, leeway: int = 5) -> Princi
         raise PrincipalError("principal token claims are incomplete or malformed") from exc
 
 
-KeyProvider = Callable[[], bytes | str]
-"""Returns the current signing key; called per request so a rotated key takes effect."""
+KeyProvider = Callable[[], str]
+"""Returns the current public key set; called per request so a rotated set takes effect."""
 
 _principal_header = APIKeyHeader(
     name=PRINCIPAL_HEADER,
@@ -167,17 +201,25 @@ class PrincipalDependency:
     `require_scope` built on the same instance verifies the token only once.
     """
 
-    def __init__(self, key_provider: KeyProvider, *, leeway: int = 5) -> None:
+    def __init__(self, key_provider: KeyProvider, *, audience: str, leeway: int = 5) -> None:
         self._key_provider = key_provider
+        self._audience = audience
         self._leeway = leeway
 
     async def __call__(
-        self, token: Annotated[str | None, Security(_principal_header)]
+        self, request: Request, token: Annotated[str | None, Security(_principal_header)]
     ) -> Principal:
         if not token:
             raise Unauthorized("Missing internal principal.", code="principal_missing")
         try:
-            principal = verify_principal(token, self._key_provider(), leeway=self._leeway)
+            principal = verify_principal(
+                token,
+                self._key_provider(),
+                audience=self._audience,
+                method=request.method,
+                path=request.scope["path"],
+                leeway=self._leeway,
+            )
         except PrincipalExpired as exc:
             raise Unauthorized("Internal principal has expired.", code="principal_expired") from exc
         except PrincipalError as exc:
@@ -187,12 +229,15 @@ class PrincipalDependency:
         return principal
 
 
-def principal_dependency(key_provider: KeyProvider, *, leeway: int = 5) -> PrincipalDependency:
+def principal_dependency(
+    key_provider: KeyProvider, *, audience: str, leeway: int = 5
+) -> PrincipalDependency:
     """The dependency that guards a service's routes, e.g.
-    `current_principal = principal_dependency(lambda: settings.principal_signing_key
-    .get_secret_value())` then `principal: Annotated[Principal, Depends(current_principal)]`.
+    `current_principal = principal_dependency(lambda: settings.principal_public_keys,
+    audience=settings.service_name)` then
+    `principal: Annotated[Principal, Depends(current_principal)]`.
     """
-    return PrincipalDependency(key_provider, leeway=leeway)
+    return PrincipalDependency(key_provider, audience=audience, leeway=leeway)
 
 
 def require_scope(

@@ -3,9 +3,11 @@
 Owns the one-time, idempotent set-up that needs admin rights and that no service may do for
 itself: the `pm` database with one schema and one LOGIN role per service (each role owns its
 schema and can touch no other), and in Vault the KV mounts, the per-service policies from
-`deploy/vault/policies/<svc>.hcl`, one AppRole per service and the platform's principal
-signing key. Used by the dev stack (`scripts/dev/stack.py`), the test suite and the
-provisioning Job; every step may run again, and two runs may overlap.
+`deploy/vault/policies/<svc>.hcl`, one AppRole per service and the Ed25519 key pairs of the
+principal (private half under `secret/gateway/`) and of dashboard access tokens (private half
+under `secret/keys/`), public halves under `secret/platform/`. Used by the dev stack
+(`scripts/dev/stack.py`), the test suite and the provisioning Job; every step may run again,
+and two runs may overlap.
 """
 
 from __future__ import annotations
@@ -24,13 +26,22 @@ import hvac
 import hvac.exceptions
 
 from libs.common.settings import SCHEMA_SERVICES, SERVICE_NAMES
+from libs.common.signing_keys import generate_private_key, public_keys_of
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "policies"
 KV_MOUNT = "secret"
 API_KEYS_MOUNT = "api_keys"
 APPROLE_MOUNT = "approle"
-PRINCIPAL_PATH = "platform/principal"
-PRINCIPAL_FIELD = "signing_key"
+# Ed25519 token keys: (private path readable only by the minting service, public path under
+# platform/ that every service reads). Fields: `private_key`, `public_keys`.
+PRINCIPAL_PRIVATE_PATH = "gateway/principal"
+PRINCIPAL_PUBLIC_PATH = "platform/principal"
+USER_TOKEN_PRIVATE_PATH = "keys/user-token"  # noqa: S105
+USER_TOKEN_PUBLIC_PATH = "platform/user-token"  # noqa: S105
+# Encrypts the gateway's stored idempotent responses (gateway policy only).
+IDEMPOTENCY_KEY_PATH = "gateway/idempotency"
+PRIVATE_FIELD = "private_key"
+PUBLIC_FIELD = "public_keys"
 APPROLE_TTL = "1h"
 APPROLE_MAX_TTL = "24h"
 _VAULT_ATTEMPTS = 5
@@ -165,8 +176,8 @@ def provision_vault(
 
     Idempotent. A secret_id in `keep_secret_ids` that is still valid for its role is
     returned as is (so re-running does not change running processes' credentials);
-    otherwise a new one is generated. Also seeds `secret/platform/principal#signing_key`
-    with a random key if it is absent.
+    otherwise a new one is generated. Also generates the principal and access-token key pairs
+    if absent (a present private key is kept; its public half is added to the public set).
     """
     services = list(services)
     client = hvac.Client(url=addr, token=root_token, timeout=timeout)
@@ -200,7 +211,9 @@ def _provision_vault_once(
     if "keys" in services:
         _ensure_kv_v2(client, API_KEYS_MOUNT)
     _ensure_approle_auth(client)
-    _ensure_principal_signing_key(client)
+    _ensure_key_pair(client, PRINCIPAL_PRIVATE_PATH, PRINCIPAL_PUBLIC_PATH)
+    _ensure_key_pair(client, USER_TOKEN_PRIVATE_PATH, USER_TOKEN_PUBLIC_PATH)
+    _ensure_random_secret(client, IDEMPOTENCY_KEY_PATH, "key")
 
     creds: dict[str, tuple[str, str]] = {}
     for svc in services:
@@ -265,21 +278,115 @@ def _secret_id_valid(client: hvac.Client, role: str, secret_id: str) -> bool:
     return isinstance(resp, dict) and bool(resp.get("data"))
 
 
-def _ensure_principal_signing_key(client: hvac.Client) -> None:
-    kv = client.secrets.kv.v2
+def _read_kv(client: hvac.Client, path: str) -> tuple[dict[str, Any], int]:
     try:
-        resp = kv.read_secret_version(
-            path=PRINCIPAL_PATH, mount_point=KV_MOUNT, raise_on_deleted_version=False
+        resp = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=KV_MOUNT, raise_on_deleted_version=False
         )
     except hvac.exceptions.InvalidPath:
         resp = None
     data: dict[str, Any] = dict(((resp or {}).get("data") or {}).get("data") or {})
-    if data.get(PRINCIPAL_FIELD):
-        return
     version = int((((resp or {}).get("data") or {}).get("metadata") or {}).get("version") or 0)
-    data[PRINCIPAL_FIELD] = secrets.token_urlsafe(48)
-    # check-and-set: of two concurrent provisioners only the first key is kept.
-    with contextlib.suppress(hvac.exceptions.InvalidRequest):
-        kv.create_or_update_secret(
-            path=PRINCIPAL_PATH, secret=data, cas=version, mount_point=KV_MOUNT
+    return data, version
+
+
+def _ensure_random_secret(client: hvac.Client, path: str, field: str) -> None:
+    data, version = _read_kv(client, path)
+    if data.get(field):
+        return
+    data[field] = secrets.token_urlsafe(32)
+    with contextlib.suppress(hvac.exceptions.InvalidRequest):  # a concurrent run won
+        client.secrets.kv.v2.create_or_update_secret(
+            path=path, secret=data, cas=version, mount_point=KV_MOUNT
         )
+
+
+def _ensure_key_pair(client: hvac.Client, private_path: str, public_path: str) -> None:
+    kv = client.secrets.kv.v2
+    data, version = _read_kv(client, private_path)
+    if not data.get(PRIVATE_FIELD):
+        data[PRIVATE_FIELD] = generate_private_key()
+        # check-and-set: of two concurrent provisioners only the first key is kept.
+        with contextlib.suppress(hvac.exceptions.InvalidRequest):
+            kv.create_or_update_secret(
+                path=private_path, secret=data, cas=version, mount_point=KV_MOUNT
+            )
+        data, _ = _read_kv(client, private_path)
+    public = public_keys_of(str(data[PRIVATE_FIELD]))
+    for _attempt in range(_VAULT_ATTEMPTS):
+        pub_data, pub_version = _read_kv(client, public_path)
+        current = [e.strip() for e in str(pub_data.get(PUBLIC_FIELD) or "").split(",") if e.strip()]
+        if public in current:
+            return
+        # Keep the keys already published (a rotation in progress), add the current one.
+        pub_data[PUBLIC_FIELD] = ",".join([*current, public])
+        try:
+            kv.create_or_update_secret(
+                path=public_path, secret=pub_data, cas=pub_version, mount_point=KV_MOUNT
+            )
+            return
+        except hvac.exceptions.InvalidRequest:
+            continue
+
+
+# ------------------------------------------------------------------------ Redis ACL users
+
+# Key patterns per service (`{ns}` = PM_REDIS_NAMESPACE). Redis is shared, so each service
+# gets its own ACL user reaching only its own keys: a compromised service cannot rewrite the
+# gateway's caches or rate limits. The `default` user is left alone (other tools on the host
+# use it). Services without Redis state get a user that reaches no key.
+REDIS_KEY_PATTERNS: dict[str, tuple[str, ...]] = {
+    "gateway": (
+        "~{ns}:gw:*",
+        "~{ns}:rl:*",
+        "~{ns}:idem:*",
+        "~{ns}:usage:*",
+        # Logout marks written by keys; read in the rate-limit script, and Redis requires
+        # read-write access to every key a script names.
+        "~{ns}:auth:revoked_sid:*",
+        "&{ns}:gw:evict",
+    ),
+    "keys": ("~{ns}:usage:*", "~{ns}:auth:*", "~{ns}:login:*", "~{ns}:signup:*"),
+    "delivery": ("~pm:delivery:*",),  # services/delivery/throttle.py's fixed prefix
+    "campaigns": (),
+    "webhooks": (),
+    "billing": (),
+}
+REDIS_COMMANDS = ("+@all", "-@dangerous")
+
+
+def redis_user_name(service: str, namespace: str) -> str:
+    return f"{namespace}-{service}"
+
+
+def redis_acl_rules(service: str, namespace: str, password: str) -> list[str]:
+    """`ACL SETUSER` arguments for `service`: reset, enable, its password, its keys and
+    channels, every command but the dangerous ones (no FLUSHALL, KEYS, CONFIG, ACL, ...)."""
+    patterns = [p.format(ns=namespace) for p in REDIS_KEY_PATTERNS[service]]
+    return ["reset", "on", f">{password}", *patterns, *REDIS_COMMANDS]
+
+
+def provision_redis_users(
+    admin_url: str, namespace: str, passwords: Mapping[str, str]
+) -> dict[str, str]:
+    """Create or update one ACL user per service in `passwords` (idempotent: `reset` first);
+    returns service -> Redis URL with that user's credentials."""
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(admin_url)
+    parts = urlsplit(admin_url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 6379
+    try:
+        urls = {}
+        for service, password in passwords.items():
+            if service not in REDIS_KEY_PATTERNS:
+                raise ProvisionError(f"no Redis key patterns for service {service!r}")
+            user = redis_user_name(service, namespace)
+            rules = redis_acl_rules(service, namespace, password)
+            client.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
+            auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
+            urls[service] = urlunsplit(("redis", f"{auth}@{host}:{port}", parts.path, "", ""))
+        return urls
+    finally:
+        client.close()

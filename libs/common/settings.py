@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.db import PoolBudget, pool_budget
+from libs.common.signing_keys import DEV_PRINCIPAL_PUBLIC_KEYS, is_builtin_key
 from libs.common.vault import VaultError, VaultRef, make_client, read_secret_sync
 
 SERVICE_NAMES = ("gateway", "keys", "campaigns", "delivery", "webhooks", "billing")
@@ -71,8 +72,10 @@ class ServiceSettings(BaseSettings):
     vault_secret_id: SecretStr | None = None
     vault_kv_mount: str = "secret"
 
-    # Key that signs/verifies the principal the gateway forwards to services.
-    principal_signing_key: SecretStr = SecretStr("dev-only-principal-key-change-me-0123456789")
+    # Public key(s) verifying the principal the gateway forwards to services
+    # (`<kid>:<base64url>`, comma-separated during a rotation; libs/common/signing_keys.py).
+    # Only the gateway holds the private half (GatewaySettings.principal_private_key).
+    principal_public_keys: str = DEV_PRINCIPAL_PUBLIC_KEYS
     principal_ttl_seconds: int = 60
 
     otel_exporter_otlp_endpoint: str | None = None
@@ -104,6 +107,24 @@ class ServiceSettings(BaseSettings):
             except (ValueError, VaultError) as exc:
                 raise SettingsError(f"setting PM_{key.upper()}: {exc}") from exc
         return resolved
+
+    @model_validator(mode="after")
+    def _refuse_builtin_keys(self) -> ServiceSettings:
+        # The built-in keys are in the source code: anyone could sign with them.
+        if self.environment in ("dev", "test"):
+            return self
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if not isinstance(text, str):
+                continue
+            key_like = name.endswith(("_key", "_keys"))
+            if text.startswith("dev-only-") or (key_like and is_builtin_key(text)):
+                raise SettingsError(
+                    f"PM_{name.upper()} is a built-in development key; outside "
+                    "PM_ENVIRONMENT=dev/test set a generated one (docs/operations.md)"
+                )
+        return self
 
     def require_database_url(self) -> str:
         if not self.database_url:

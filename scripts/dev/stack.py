@@ -47,9 +47,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from redis.exceptions import RedisError
 
 from libs.common.db import migrations_dirs
-from libs.common.provision import provision_database, provision_vault, service_dsn
+from libs.common.provision import (
+    provision_database,
+    provision_redis_users,
+    provision_vault,
+    service_dsn,
+)
 from libs.common.settings import SCHEMA_SERVICES, SERVICE_NAMES, default_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +70,18 @@ SUPERVISOR_CONF = DEV / "supervisord.conf"
 STACK_ENV = DEV / "stack.env"
 OVERRIDES_FILE = DEV / "overrides.env"
 READY_TIMEOUT_SECONDS = 300.0  # ~20 Python processes start; a loaded machine is slow
-PRINCIPAL_KEY_REF = "vault:secret/platform/principal#signing_key"
+REDIS_NAMESPACE = "pm"  # PM_REDIS_NAMESPACE's default: the ACL users' key patterns use it
+# Token keys (libs/common/provision.py generates them): every process reads the public
+# halves; only the minting service gets its private key (its Vault policy alone allows it).
+TOKEN_KEY_ENV: dict[str, dict[str, str]] = {
+    "*": {"PM_PRINCIPAL_PUBLIC_KEYS": "vault:secret/platform/principal#public_keys"},
+    "gateway": {
+        "PM_PRINCIPAL_PRIVATE_KEY": "vault:secret/gateway/principal#private_key",
+        "PM_USER_TOKEN_PUBLIC_KEYS": "vault:secret/platform/user-token#public_keys",
+        "PM_IDEMPOTENCY_ENCRYPTION_KEY": "vault:secret/gateway/idempotency#key",
+    },
+    "keys": {"PM_USER_TOKEN_PRIVATE_KEY": "vault:secret/keys/user-token#private_key"},
+}
 # Variables a developer's shell may carry that must not leak into service processes
 # (the caller's PM_* settings reach them on purpose, through `read_overrides`).
 _FOREIGN_ENV_PREFIXES = ("PM_", "VAULT_", "BAO_")
@@ -148,6 +165,9 @@ class Provisioned:
     approles: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Credentials of the local fakes (fake Stripe's API keys and webhook secrets).
     fakes: dict[str, str] = field(default_factory=dict)
+    # Per-service Redis ACL users (password, and the URL provisioning derived from it).
+    redis_passwords: dict[str, str] = field(default_factory=dict)
+    redis_urls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Provisioned:
@@ -158,10 +178,16 @@ class Provisioned:
             db_passwords=dict(raw.get("db_passwords", {})),
             approles={k: (v[0], v[1]) for k, v in raw.get("approles", {}).items()},
             fakes=dict(raw.get("fakes", {})),
+            redis_passwords=dict(raw.get("redis_passwords", {})),
         )
 
     def save(self, path: Path) -> None:
-        body = {"db_passwords": self.db_passwords, "approles": self.approles, "fakes": self.fakes}
+        body = {
+            "db_passwords": self.db_passwords,
+            "approles": self.approles,
+            "fakes": self.fakes,
+            "redis_passwords": self.redis_passwords,
+        }
         _write_private(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
@@ -246,11 +272,13 @@ def service_env(
     env = {
         "PM_ENVIRONMENT": "dev",
         "PM_AMQP_URL": infra.amqp_url,
-        "PM_REDIS_URL": infra.redis_url,
+        # The service's own Redis ACL user (provision), reaching only its own keys.
+        "PM_REDIS_URL": prov.redis_urls.get(service, infra.redis_url),
         "PM_VAULT_ADDR": infra.vault_addr,
         "PM_VAULT_ROLE_ID": role_id,
         "PM_VAULT_SECRET_ID": secret_id,
-        "PM_PRINCIPAL_SIGNING_KEY": PRINCIPAL_KEY_REF,
+        **TOKEN_KEY_ENV["*"],
+        **TOKEN_KEY_ENV.get(service, {}),
     }
     if service in SCHEMA_SERVICES:
         env["PM_DATABASE_URL"] = service_dsn(
@@ -495,6 +523,15 @@ def provision(infra: Infra, state_file: Path) -> Provisioned:
     prov.approles = provision_vault(
         infra.vault_addr, infra.vault_token, SERVICE_NAMES, keep_secret_ids=keep
     )
+    for svc in SERVICE_NAMES:
+        prov.redis_passwords.setdefault(svc, secrets.token_hex(24))
+    try:
+        # Adds users (ACL SETUSER); the default user, which other tools use, is untouched.
+        prov.redis_urls = provision_redis_users(
+            infra.redis_url, REDIS_NAMESPACE, prov.redis_passwords
+        )
+    except RedisError as exc:
+        raise StackError(f"cannot create Redis ACL users at {infra.redis_url}: {exc}") from exc
     prov.save(state_file)
     print(
         f"provisioned: database {infra.database!r} ({len(SCHEMA_SERVICES)} roles/schemas), "
@@ -825,7 +862,7 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
         f"  PM_AMQP_URL: amqp://pm:${{PM_RABBITMQ_PASSWORD:?{need}}}@rabbitmq:5672/",
         "  PM_REDIS_URL: redis://redis:6379/0",
         "  PM_VAULT_ADDR: http://openbao:8200",
-        f"  PM_PRINCIPAL_SIGNING_KEY: {PRINCIPAL_KEY_REF}",
+        *(f"  {name}: {ref}" for name, ref in TOKEN_KEY_ENV["*"].items()),
         "",
         "x-service-depends-on: &service-depends-on",
         "  provision: {condition: service_completed_successfully}",
@@ -898,6 +935,7 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
         "    volumes: [pm-creds:/run/pm-creds]",
         "    depends_on:",
         "      postgres: {condition: service_healthy}",
+        "      redis: {condition: service_healthy}",
         "      openbao: {condition: service_healthy}",
         '    restart: "no"',
     ]
@@ -918,6 +956,7 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
             "      <<: *service-env",
             f'      PM_HTTP_PORT: "{port}"',
             f"      PM_CREDS_FILE: /run/pm-creds/{svc}.env",
+            *(f"      {name}: {ref}" for name, ref in TOKEN_KEY_ENV.get(svc, {}).items()),
             '    volumes: ["pm-creds:/run/pm-creds:ro"]',
         ]
         if (svc, proc) == ("gateway", "api"):
@@ -1118,7 +1157,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         env = service_env(infra, prov, svc)
         body = {
             k: env[k]
-            for k in ("PM_VAULT_ROLE_ID", "PM_VAULT_SECRET_ID", "PM_DATABASE_URL")
+            for k in ("PM_VAULT_ROLE_ID", "PM_VAULT_SECRET_ID", "PM_DATABASE_URL", "PM_REDIS_URL")
             if k in env
         }
         _write_private(out / f"{svc}.env", "".join(f"{k}='{v}'\n" for k, v in body.items()))

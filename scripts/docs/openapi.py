@@ -38,7 +38,8 @@ The PenguinMails public REST API. Every path lives under `/api/v1` on the gatewa
 
 * **Authentication**: `Authorization: Bearer pm_live_...` (or `pm_test_...` for sandbox data)
   with an API key, or `Authorization: Bearer <JWT>` with a dashboard access token.
-  Each operation names the scope it needs in `x-required-scope` and in its description.
+  Each operation names the scope(s) it needs in `x-required-scope` (space-separated when it
+  needs several) and in its description.
 * **Envelopes**: success is `{"success": true, "data": ..., "meta": {...}}`, failure is
   `{"success": false, "error": {"code", "message", "details", "request_id"}}`. Every error
   `code` is listed in `x-error-codes` and in the guide `docs/errors.md`.
@@ -349,12 +350,17 @@ def _access(rule: RouteRule, method: str) -> tuple[list[dict[str, list[str]]], s
             f"Dashboard users only (JWT), role: {roles}. API keys are refused with 403.",
             None,
         )
-    scope = rule.scope_for(method.upper())
-    return (
-        [{"ApiKey": []}, {"Jwt": []}],
-        f"Requires scope `{scope}` (API key or dashboard JWT).",
-        scope,
-    )
+    scopes = sorted(rule.scopes_for(method.upper()))
+    names = " and ".join(f"`{s}`" for s in scopes)
+    sentence = f"Requires scope{'s' if len(scopes) > 1 else ''} {names} (API key or dashboard JWT)."
+    roles = rule.roles_for(method.upper())
+    if roles:
+        sentence += (
+            f" Role: {', '.join(sorted(roles))} (a dashboard user's, or for an API key the"
+            " role of the user who created it)."
+        )
+    # OAuth style: several scopes are one space-separated string.
+    return [{"ApiKey": []}, {"Jwt": []}], sentence, " ".join(scopes) or None
 
 
 def _success(response: dict[str, Any], status: str) -> dict[str, Any]:
@@ -378,6 +384,8 @@ def _operation(
         op["x-required-scope"] = scope
     if rule.auth == "user":
         op["x-required-roles"] = sorted(rule.roles)
+    elif rule.auth == "credentials" and rule.roles_for(method.upper()):
+        op["x-required-roles"] = sorted(rule.roles_for(method.upper()) or ())
     description = op.get("description", "").strip()
     op["description"] = f"{description}\n\n**Access**: {access}".strip()
     if not op.get("tags"):

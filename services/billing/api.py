@@ -41,7 +41,9 @@ Service = Annotated[BillingService, Depends(_service)]
 
 
 def build_routers(settings: BillingSettings) -> list[APIRouter]:
-    principal = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    principal = principal_dependency(
+        lambda: settings.principal_public_keys, audience=settings.service_name
+    )
 
     async def dashboard_user(p: Annotated[Principal, Depends(principal)]) -> Principal:
         # The gateway admits only owners' access tokens here; an API key never manages billing.

@@ -67,7 +67,9 @@ Cursor = Annotated[
 
 
 def build_router(settings: CampaignsSettings) -> APIRouter:
-    current = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    current = principal_dependency(
+        lambda: settings.principal_public_keys, audience=settings.service_name
+    )
     contacts_scope = Annotated[Principal, Depends(require_scope("manage_contacts", current))]
     templates_scope = Annotated[Principal, Depends(require_scope("manage_templates", current))]
     campaigns_scope = Annotated[Principal, Depends(require_scope("manage_campaigns", current))]

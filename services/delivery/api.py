@@ -64,7 +64,9 @@ Service = Annotated[DeliveryService, Depends(_service)]
 
 
 def build_routers(settings: DeliverySettings) -> list[APIRouter]:
-    principal = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    principal = principal_dependency(
+        lambda: settings.principal_public_keys, audience=settings.service_name
+    )
     Sender = Annotated[Principal, Depends(require_scope("send_email", principal))]
     Reader = Annotated[Principal, Depends(require_scope("read_analytics", principal))]
     api = APIRouter(prefix="/api/v1/emails", tags=["emails"])

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from libs.common.app import create_app
+from libs.common.http import NotFound
 from libs.common.resources import Resources
 from services.gateway.dashboard import dashboard_router
 from services.gateway.docs_routes import docs_router
@@ -47,7 +48,7 @@ def create_api(settings: GatewaySettings | None = None) -> FastAPI:
     # would be pure overhead on the hot path.
     router = APIRouter()
     router.routes.append(Route("/{path:path}", _proxy, methods=METHODS, include_in_schema=False))
-    return create_app(
+    app = create_app(
         settings,
         process="api",
         readiness={},
@@ -55,3 +56,11 @@ def create_api(settings: GatewaySettings | None = None) -> FastAPI:
         routers=[docs_router(), dashboard_router(settings.dashboard_dir), router],
         title="PenguinMails gateway service",
     )
+    # /metrics is served on the metrics port only (services/gateway/__main__.py); on the public
+    # port it is a 404 like any unknown path (this route is matched before create_app's).
+    app.router.routes.insert(0, Route("/metrics", _no_metrics, include_in_schema=False))
+    return app
+
+
+async def _no_metrics(request: Request) -> Response:
+    raise NotFound("No route matches this path.")

@@ -4,10 +4,13 @@ access tokens (JWTs issued by the keys service), plus each tenant's current plan
 API key path: parse (prefix, lookup id, checksum; no I/O) → in-process LRU keyed by
 HMAC(pepper, key) → Redis cache under the same HMAC → on a miss, one bcrypt check by the keys
 service (`POST /internal/v1/api-keys/verify`), shared by concurrent requests for the same key.
-Failed checks are counted per lookup id; past `bad_secret_limit` in the window, cache misses
-for that lookup id are refused without asking the keys service, so nobody can make the
-platform burn bcrypt CPU. Evictions (revoke, regenerate) bump a per-key version in Redis and
-in process; a verification that raced an eviction is not cached.
+Failed checks are counted per (lookup id, client address) and per client address (IPv6 by
+/64); past `bad_secret_limit` / `bad_secret_limit_per_address` in the window, that address's
+cache misses are refused without asking the keys service. So no address can make the platform
+burn more than a bounded amount of bcrypt CPU, and a stranger who knows a key's lookup id
+(it is public) cannot lock out the owner's servers: their addresses have their own counts.
+Evictions (revoke, regenerate) bump a per-key version in Redis and in process; a
+verification that raced an eviction is not cached.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from libs.common.apikeys import ApiKeyFormatError, parse_api_key
+from libs.common.client_address import address_bucket
 from libs.common.http import (
     ApiError,
     ServiceUnavailable,
@@ -39,6 +43,7 @@ from libs.common.http import (
     register_error_code,
 )
 from libs.common.principal import PRINCIPAL_HEADER, SCOPES, Principal, sign_principal
+from libs.common.signing_keys import load_public_keys
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,7 @@ register_error_code("invalid_token", 401, "The access token is malformed, expire
 register_error_code(
     "auth_throttled",
     429,
-    "Too many failed verifications for this API key id; wait for Retry-After.",
+    "Too many failed API key verifications from this address; wait for Retry-After.",
 )
 
 AUTH_OUTCOMES = Counter(
@@ -141,7 +146,7 @@ class Authenticator:
         self.keys = keys_client
         self.ns = settings.redis_namespace
         self._pepper = settings.key_cache_pepper()
-        self._jwt_key = settings.user_jwt_key()
+        self._jwt_keys = load_public_keys(settings.user_token_public_keys)
         self._local: OrderedDict[str, _Cached] = OrderedDict()
         self._local_epoch = 0
         self._inflight: dict[str, asyncio.Future[Caller]] = {}
@@ -152,7 +157,7 @@ class Authenticator:
 
     # ------------------------------------------------------------ entry point
 
-    async def authenticate(self, authorization: str | None) -> Caller:
+    async def authenticate(self, authorization: str | None, client: str = "unknown") -> Caller:
         if not authorization:
             AUTH_OUTCOMES.labels("none", "missing").inc()
             raise Unauthorized(
@@ -168,17 +173,20 @@ class Authenticator:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if token.startswith("pm_"):
-            return await self._api_key(token)
+            return await self._api_key(token, address_bucket(client))
         return self._access_token(token)
 
     # ------------------------------------------------------------ dashboard tokens
 
     def _access_token(self, token: str) -> Caller:
         try:
+            key = self._jwt_keys.get(str(jwt.get_unverified_header(token).get("kid")))
+            if key is None:
+                raise jwt.InvalidKeyError("unknown key id")
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._jwt_key,
-                algorithms=["HS256"],
+                key,
+                algorithms=["EdDSA"],
                 audience=ACCESS_TOKEN_AUDIENCE,
                 issuer=ACCESS_TOKEN_ISSUER,
                 options={"require": ["exp", "iat", "sub", "tid", "sid"]},
@@ -207,7 +215,7 @@ class Authenticator:
     def cache_id(self, raw_key: str) -> str:
         return hmac.new(self._pepper, raw_key.encode(), hashlib.sha256).hexdigest()
 
-    async def _api_key(self, token: str) -> Caller:
+    async def _api_key(self, token: str, client: str) -> Caller:
         try:
             parsed = parse_api_key(token)
         except ApiKeyFormatError as exc:
@@ -227,7 +235,7 @@ class Authenticator:
         future: asyncio.Future[Caller] = asyncio.get_running_loop().create_future()
         self._inflight[cid] = future
         try:
-            caller = await self._resolve(cid, parsed.lookup_id, parsed.raw)
+            caller = await self._resolve(cid, parsed.lookup_id, parsed.raw, client)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # consumed here; waiters re-raise it
@@ -238,7 +246,8 @@ class Authenticator:
         finally:
             del self._inflight[cid]
 
-    async def _resolve(self, cid: str, lookup_id: str, raw: str) -> Caller:
+    async def _resolve(self, cid: str, lookup_id: str, raw: str, client: str) -> Caller:
+        bad_key, addr_key = self._bad_keys(lookup_id, client)
         # Evictions bump these epochs; a result fetched before one must not be cached after.
         local_epoch = self._local_epoch
         shared_epoch: int | None = None
@@ -247,16 +256,18 @@ class Authenticator:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.get(f"{self.ns}:gw:key:{cid}")
                 pipe.exists(f"{self.ns}:gw:neg:{cid}")
-                pipe.get(f"{self.ns}:gw:bad:{lookup_id}")
-                pipe.ttl(f"{self.ns}:gw:bad:{lookup_id}")
+                pipe.get(bad_key)
+                pipe.ttl(bad_key)
+                pipe.get(addr_key)
+                pipe.ttl(addr_key)
                 pipe.get(f"{self.ns}:gw:epoch")
-                cached, negative, bad, bad_ttl, epoch = await pipe.execute()
+                cached, negative, bad, bad_ttl, addr_bad, addr_ttl, epoch = await pipe.execute()
                 self.guard.succeeded()
             except RedisError as exc:
                 self.guard.failed("key_cache", exc)
             else:
-                if cached is not None:
-                    entry = orjson.loads(cached)
+                entry = self._open_entry(cid, cached) if cached is not None else None
+                if entry is not None:
                     caller = _caller_from(entry)
                     if self._local_epoch == local_epoch:
                         self._remember(cid, caller, entry.get("valid_until_epoch"))
@@ -268,16 +279,22 @@ class Authenticator:
                 if int(bad or 0) >= self.s.bad_secret_limit:
                     AUTH_OUTCOMES.labels("api_key", "throttled").inc()
                     raise _throttled(bad_ttl)
+                if int(addr_bad or 0) >= self.s.bad_secret_limit_per_address:
+                    AUTH_OUTCOMES.labels("api_key", "throttled").inc()
+                    raise _throttled(addr_ttl)
                 shared_epoch = int(epoch or 0)
         else:
             self.guard.fallback("key_cache")
-        if shared_epoch is None and self._local_bad_count(lookup_id) >= self.s.bad_secret_limit:
+        if shared_epoch is None and (
+            self._local_bad_count(bad_key) >= self.s.bad_secret_limit
+            or self._local_bad_count(addr_key) >= self.s.bad_secret_limit_per_address
+        ):
             AUTH_OUTCOMES.labels("api_key", "throttled").inc()
             raise _throttled(self.s.bad_secret_window_seconds)
         result = await self._verify_remote(raw)
         if result is None:
             AUTH_OUTCOMES.labels("api_key", "invalid").inc()
-            await self._record_bad(cid, lookup_id)
+            await self._record_bad(cid, bad_key, addr_key)
             raise _invalid_key()
         caller = _caller_from(result)
         AUTH_OUTCOMES.labels("api_key", "verified").inc()
@@ -313,7 +330,7 @@ class Authenticator:
             ttl = min(ttl, valid_until - time.time())
         if ttl < 1 or not self.guard.usable():
             return
-        entry = result
+        entry = {k: result[k] for k in _CACHED_FIELDS if k in result}
         try:
             # Written only if no eviction of this key happened since we looked (see _EVICT).
             await self._cache_write(
@@ -322,10 +339,32 @@ class Authenticator:
                     f"{self.ns}:gw:kidx:{caller.subject_id}",
                     f"{self.ns}:gw:epoch",
                 ],
-                args=[orjson.dumps(entry), int(ttl), epoch],
+                args=[self._seal_entry(cid, orjson.dumps(entry)), int(ttl), epoch],
             )
         except RedisError as exc:
             self.guard.failed("key_cache", exc)
+
+    # Redis is not trusted with authentication: an entry is `<mac>.<json>`, the MAC keyed by
+    # the pepper over the cache id and the payload. Whoever can write Redis but does not hold
+    # the pepper cannot make (or re-point) an entry; a bad one is a cache miss.
+    def _mac(self, cid: str, payload: bytes) -> str:
+        return hmac.new(self._pepper, cid.encode() + b"\0" + payload, hashlib.sha256).hexdigest()
+
+    def _seal_entry(self, cid: str, payload: bytes) -> bytes:
+        return self._mac(cid, payload).encode() + b"." + payload
+
+    def _open_entry(self, cid: str, sealed: bytes) -> dict[str, Any] | None:
+        mac, sep, payload = sealed.partition(b".")
+        if not sep or not hmac.compare_digest(mac, self._mac(cid, payload).encode()):
+            AUTH_OUTCOMES.labels("api_key", "cache_tampered").inc()
+            log.warning("verified-key cache entry failed its MAC: ignored")
+            return None
+        try:
+            entry: dict[str, Any] = orjson.loads(payload)
+            _caller_from(entry)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        return entry
 
     async def _verify_remote(self, raw: str) -> dict[str, Any] | None:
         try:
@@ -334,7 +373,9 @@ class Authenticator:
                 content=orjson.dumps({"key": raw}),
                 headers={
                     "Content-Type": "application/json",
-                    PRINCIPAL_HEADER: self.service_principal(),
+                    PRINCIPAL_HEADER: self.service_principal(
+                        "POST", "/internal/v1/api-keys/verify"
+                    ),
                 },
             )
         except httpx.HTTPError as exc:
@@ -354,32 +395,37 @@ class Authenticator:
         data["valid_until_epoch"] = datetime.fromisoformat(until).timestamp() if until else None
         return data
 
-    async def _record_bad(self, cid: str, lookup_id: str) -> None:
-        count, started = self._local_bad.get(lookup_id, (0, time.monotonic()))
-        if time.monotonic() - started > self.s.bad_secret_window_seconds:
-            count, started = 0, time.monotonic()
-        self._local_bad[lookup_id] = (count + 1, started)
+    def _bad_keys(self, lookup_id: str, client: str) -> tuple[str, str]:
+        return f"{self.ns}:gw:bad:{lookup_id}:{client}", f"{self.ns}:gw:badaddr:{client}"
+
+    async def _record_bad(self, cid: str, bad_key: str, addr_key: str) -> None:
+        now = time.monotonic()
+        for name in (bad_key, addr_key):
+            count, started = self._local_bad.get(name, (0, now))
+            if now - started > self.s.bad_secret_window_seconds:
+                count, started = 0, now
+            self._local_bad[name] = (count + 1, started)
         if len(self._local_bad) > 100_000:
             self._local_bad.clear()
         if not self.guard.usable():
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            bad = f"{self.ns}:gw:bad:{lookup_id}"
-            pipe.incr(bad)
-            pipe.expire(bad, self.s.bad_secret_window_seconds, nx=True)
+            for name in (bad_key, addr_key):
+                pipe.incr(name)
+                pipe.expire(name, self.s.bad_secret_window_seconds, nx=True)
             pipe.set(f"{self.ns}:gw:neg:{cid}", "1", ex=self.s.negative_cache_seconds)
             await pipe.execute()
         except RedisError as exc:
             self.guard.failed("key_cache", exc)
 
-    def _local_bad_count(self, lookup_id: str) -> int:
-        count, started = self._local_bad.get(lookup_id, (0, 0.0))
+    def _local_bad_count(self, name: str) -> int:
+        count, started = self._local_bad.get(name, (0, 0.0))
         if time.monotonic() - started > self.s.bad_secret_window_seconds:
             return 0
         return count
 
-    def service_principal(self) -> str:
+    def service_principal(self, method: str, path: str) -> str:
         principal = Principal(
             tenant_id="platform",
             subject_type="service",
@@ -390,8 +436,11 @@ class Authenticator:
         )
         return sign_principal(
             principal,
-            self.s.principal_signing_key.get_secret_value(),
+            self.s.principal_private_key.get_secret_value(),
             self.s.principal_ttl_seconds,
+            audience="keys",
+            method=method,
+            path=path,
         )
 
     # ------------------------------------------------------------ eviction
@@ -433,7 +482,9 @@ class Authenticator:
             return
         try:
             await self.redis.set(
-                f"{self.ns}:gw:plan:{tenant_id}", plan, ex=self.s.plan_cache_redis_ttl_seconds
+                f"{self.ns}:gw:plan:{tenant_id}",
+                self._seal_entry("plan:" + tenant_id, plan.encode()),
+                ex=self.s.plan_cache_redis_ttl_seconds,
             )
         except RedisError as exc:
             self.guard.failed("plan_cache", exc)
@@ -451,7 +502,7 @@ class Authenticator:
                 try:
                     await self.redis.set(
                         f"{self.ns}:gw:plan:{caller.tenant_id}",
-                        plan,
+                        self._seal_entry("plan:" + caller.tenant_id, plan.encode()),
                         ex=self.s.plan_cache_redis_ttl_seconds,
                         nx=True,
                     )
@@ -468,13 +519,24 @@ class Authenticator:
         except RedisError as exc:
             self.guard.failed("plan_cache", exc)
             return None
-        return raw.decode() if raw else None
+        if not raw:
+            return None
+        return self._open_plan(tenant_id, raw)
+
+    def _open_plan(self, tenant_id: str, sealed: bytes) -> str | None:
+        mac, sep, payload = sealed.partition(b".")
+        if not sep or not hmac.compare_digest(
+            mac, self._mac("plan:" + tenant_id, payload).encode()
+        ):
+            log.warning("plan cache entry failed its MAC: ignored")
+            return None
+        return payload.decode()
 
     async def _plan_from_keys(self, tenant_id: str) -> str | None:
         try:
+            path = f"/internal/v1/tenants/{tenant_id}/plan"
             resp = await self.keys.get(
-                f"/internal/v1/tenants/{tenant_id}/plan",
-                headers={PRINCIPAL_HEADER: self.service_principal()},
+                path, headers={PRINCIPAL_HEADER: self.service_principal("GET", path)}
             )
         except httpx.HTTPError:
             log.warning("plan lookup unavailable; keeping the last known plan")
@@ -522,6 +584,10 @@ def session_mode(caller: Caller, requested: str | None) -> Caller:
     return dataclasses.replace(caller, mode=mode)
 
 
+# What the Redis cache keeps of a verification (nothing else is needed to rebuild a Caller).
+_CACHED_FIELDS = ("key_id", "tenant_id", "scopes", "mode", "plan", "valid_until_epoch", "role")
+
+
 def _caller_from(data: dict[str, Any]) -> Caller:
     return Caller(
         kind="api_key",
@@ -529,6 +595,7 @@ def _caller_from(data: dict[str, Any]) -> Caller:
         tenant_id=str(data["tenant_id"]),
         scopes=tuple(data["scopes"]),
         mode=data["mode"],
+        role=data.get("role"),
         plan_hint=data.get("plan"),
     )
 
@@ -551,7 +618,7 @@ def _invalid_token() -> ApiError:
 
 def _throttled(ttl: Any) -> ApiError:
     return ApiError(
-        "Too many failed verifications for this API key id; wait for Retry-After.",
+        "Too many failed API key verifications from this address; wait for Retry-After.",
         code="auth_throttled",
         headers={"Retry-After": str(max(1, int(ttl or 1)))},
     )
@@ -566,4 +633,5 @@ def principal_for(caller: Caller, plan: str, request_id: str | None) -> Principa
         plan=plan,
         mode=caller.mode,
         request_id=request_id,
+        role=caller.role,
     )

@@ -29,6 +29,7 @@ from libs.common.events import (
     TenantPlanChanged,
     parse_event,
 )
+from libs.common.plans import plan_change_allowed
 from services.gateway.authentication import Authenticator
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,12 @@ class EvictionFeed:
             await self.auth.evict_shared(data.key_id)
             EVICTIONS.labels(source, event.type).inc()
         elif isinstance(data, TenantPlanChanged):
+            if not plan_change_allowed(event.source, data.new_plan):
+                log.warning(
+                    "plan change refused",
+                    extra={"event_source": event.source, "plan": data.new_plan},
+                )
+                return
             await self.auth.set_plan(event.tenant_id, data.new_plan)
             EVICTIONS.labels(source, event.type).inc()
 

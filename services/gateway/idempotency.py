@@ -5,16 +5,26 @@ The first request with a key takes a lock (SET NX) holding the request's fingerp
 the same fingerprint gets the stored response; a different fingerprint gets 409
 `idempotency_key_reused`; a retry while the first is still running gets 409
 `idempotency_key_in_use`. Keys are scoped per tenant and live/test mode.
+
+Stored responses are encrypted (AES-256-GCM, key `PM_IDEMPOTENCY_ENCRYPTION_KEY` from Vault,
+held by the gateway alone; the Redis key name and fingerprint are the associated data):
+responses such as a new API key or webhook secret are replayed byte for byte, but Redis alone
+reveals nothing and an entry cannot be edited or moved to another key undetected.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import logging
+import os
 from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from libs.common.http import ApiError, register_error_code
 
@@ -29,6 +39,8 @@ register_error_code(
     409,
     "This Idempotency-Key was already used with a different request.",
 )
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -59,9 +71,19 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
 
 class IdempotencyStore:
     def __init__(
-        self, redis: aioredis.Redis, namespace: str, ttl_seconds: int, lock_seconds: int
+        self,
+        redis: aioredis.Redis,
+        namespace: str,
+        ttl_seconds: int,
+        lock_seconds: int,
+        *,
+        encryption_key: str,
     ) -> None:
         self._redis = redis
+        # A 256-bit AES key derived from the configured secret (any length, from Vault).
+        self._aead = AESGCM(
+            hmac.new(encryption_key.encode(), b"pm-idempotency-v1", hashlib.sha256).digest()
+        )
         self._ns = namespace
         self._ttl = ttl_seconds
         # The lock outlives the longest upstream call; a killed gateway frees it by expiry.
@@ -87,22 +109,42 @@ class IdempotencyStore:
             raise ApiError(code="idempotency_key_reused")
         if entry["state"] == "running":
             raise ApiError(code="idempotency_key_in_use", headers={"Retry-After": "1"})
+        try:
+            sealed = base64.b64decode(entry["sealed"])
+            plain = self._aead.decrypt(sealed[:12], sealed[12:], _aad(name, fp))
+            stored = orjson.loads(plain)
+        except (KeyError, ValueError, InvalidTag):
+            # Written by something without the key (or edited): never replay it, never
+            # run the request a second time either.
+            log.error("stored idempotent response failed authentication", extra={"key": name})
+            raise ApiError(
+                "The response stored for this Idempotency-Key cannot be replayed; use a new key.",
+                code="idempotency_key_reused",
+            ) from None
         return StoredResponse(
-            status=int(entry["status"]),
-            headers=[(k, v) for k, v in entry["headers"]],
-            body=base64.b64decode(entry["body"]),
+            status=int(stored["status"]),
+            headers=[(k, v) for k, v in stored["headers"]],
+            body=base64.b64decode(stored["body"]),
         )
 
     async def finish(self, scope: str, key: str, fp: str, response: StoredResponse) -> None:
-        entry = {
-            "state": "done",
-            "fp": fp,
-            "status": response.status,
-            "headers": response.headers,
-            "body": base64.b64encode(response.body).decode(),
-        }
-        await self._redis.set(self._key(scope, key), orjson.dumps(entry), ex=self._ttl)
+        name = self._key(scope, key)
+        plain = orjson.dumps(
+            {
+                "status": response.status,
+                "headers": response.headers,
+                "body": base64.b64encode(response.body).decode(),
+            }
+        )
+        nonce = os.urandom(12)
+        sealed = nonce + self._aead.encrypt(nonce, plain, _aad(name, fp))
+        entry = {"state": "done", "fp": fp, "sealed": base64.b64encode(sealed).decode()}
+        await self._redis.set(name, orjson.dumps(entry), ex=self._ttl)
 
     async def abandon(self, scope: str, key: str) -> None:
         """The upstream never saw the request (it was not reachable): allow a retry."""
         await self._redis.delete(self._key(scope, key))
+
+
+def _aad(name: str, fp: str) -> bytes:
+    return name.encode() + b"\0" + fp.encode()

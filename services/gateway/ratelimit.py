@@ -1,9 +1,13 @@
-"""Per-key rate limits: a token bucket per minute and a fixed hourly quota, by plan.
+"""Rate limits per key and per tenant: a token bucket per minute and a fixed hourly quota,
+by plan (libs/common/plans.py).
 
-Both policies are checked and consumed in one atomic Lua script in Redis (shared by every
-gateway replica), which in the same round trip records the request in the key's usage
-counters and checks whether the caller's dashboard session was revoked. When Redis cannot
-be reached the gateway keeps serving with `LocalLimiter`, the same algorithm per process.
+The caller's own buckets (API key or dashboard user) and its tenant's buckets (shared by all
+its keys and users, same numbers) are checked and consumed together in one atomic Lua script
+in Redis (shared by every gateway replica): a request passes only if all four allow it, so a
+tenant cannot multiply its plan by creating keys. The same round trip records the request in
+the key's usage counters and checks whether the caller's dashboard session was revoked. When
+Redis cannot be reached the gateway keeps serving with `LocalLimiter`, the same algorithm
+per process.
 """
 
 from __future__ import annotations
@@ -15,33 +19,21 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from libs.common.plans import DEFAULT_PLAN, PLANS, PlanLimits, limits_for
+
 __all__ = [
+    "DEFAULT_PLAN",
     "PLAN_LIMITS",
     "LocalLimiter",
     "PlanLimits",
     "RateDecision",
     "RedisLimiter",
+    "limits_for",
     "rate_limit_headers",
 ]
 
 
-@dataclass(frozen=True)
-class PlanLimits:
-    per_minute: int
-    per_hour: int
-
-
-# Seed 002 (per-minute token bucket) and seed 004 (hourly quotas).
-PLAN_LIMITS: dict[str, PlanLimits] = {
-    "starter": PlanLimits(60, 10_000),
-    "pro": PlanLimits(300, 100_000),
-    "enterprise": PlanLimits(1_000, 1_000_000),
-}
-DEFAULT_PLAN = "starter"
-
-
-def limits_for(plan: str) -> PlanLimits:
-    return PLAN_LIMITS.get(plan, PLAN_LIMITS[DEFAULT_PLAN])
+PLAN_LIMITS = PLANS
 
 
 @dataclass(frozen=True)
@@ -59,11 +51,14 @@ class RateDecision:
 
 
 # KEYS: 1 bucket hash, 2 hourly counter prefix, 3 usage hash, 4 usage dirty set,
-#       5 revoked-session marker (or "" when the caller is not a dashboard session)
+#       5 revoked-session marker (a placeholder name when the caller has no session: every
+#         key named must be one the gateway's Redis ACL user may access),
+#       6 tenant bucket hash, 7 tenant hourly counter prefix
 # ARGV: 1 capacity, 2 refill tokens/ms, 3 hourly limit, 4 now ms ("" = Redis clock),
-#       5 key id for usage ("" = no usage recording)
+#       5 key id for usage ("" = no usage recording), 6 "1" when KEYS[5] is a real session
+# Returns {allowed, tokens (the scarcer bucket), used (the fuller hour), now}.
 _SCRIPT = """
-if KEYS[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
   return {-1, '0', 0, 0}
 end
 local capacity = tonumber(ARGV[1])
@@ -74,30 +69,39 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local b = redis.call('HMGET', KEYS[1], 't', 'ts', 'c')
-local tokens = tonumber(b[1])
-local ts = tonumber(b[2])
-local old_capacity = tonumber(b[3])
-if not tokens then
-  tokens = capacity
-  ts = now
-elseif old_capacity and capacity > old_capacity then
-  -- a plan upgrade grants the larger burst at once
-  tokens = tokens + (capacity - old_capacity)
-end
-tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
 local hour_start = now - (now % 3600000)
-local hour_key = KEYS[2] .. ':' .. hour_start
-local used = tonumber(redis.call('GET', hour_key) or '0')
+local function load(bucket, hour_prefix)
+  local b = redis.call('HMGET', bucket, 't', 'ts', 'c')
+  local tokens = tonumber(b[1])
+  local ts = tonumber(b[2])
+  local old_capacity = tonumber(b[3])
+  if not tokens then
+    tokens = capacity
+    ts = now
+  elseif old_capacity and capacity > old_capacity then
+    -- a plan upgrade grants the larger burst at once
+    tokens = tokens + (capacity - old_capacity)
+  end
+  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+  local hour_key = hour_prefix .. ':' .. hour_start
+  return tokens, hour_key, tonumber(redis.call('GET', hour_key) or '0')
+end
+local k_tokens, k_hour, k_used = load(KEYS[1], KEYS[2])
+local t_tokens, t_hour, t_used = load(KEYS[6], KEYS[7])
 local allowed = 0
-if tokens >= 1 and used < hour_limit then
-  tokens = tokens - 1
-  used = redis.call('INCR', hour_key)
-  if used == 1 then redis.call('PEXPIRE', hour_key, 3660000) end
+if k_tokens >= 1 and t_tokens >= 1 and k_used < hour_limit and t_used < hour_limit then
+  k_tokens = k_tokens - 1
+  t_tokens = t_tokens - 1
+  k_used = redis.call('INCR', k_hour)
+  if k_used == 1 then redis.call('PEXPIRE', k_hour, 3660000) end
+  t_used = redis.call('INCR', t_hour)
+  if t_used == 1 then redis.call('PEXPIRE', t_hour, 3660000) end
   allowed = 1
 end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now, 'c', capacity)
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 60000)
+redis.call('HSET', KEYS[1], 't', tostring(k_tokens), 'ts', now, 'c', capacity)
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - k_tokens) / rate) + 60000)
+redis.call('HSET', KEYS[6], 't', tostring(t_tokens), 'ts', now, 'c', capacity)
+redis.call('PEXPIRE', KEYS[6], math.ceil((capacity - t_tokens) / rate) + 60000)
 if ARGV[5] ~= '' then
   local minute = math.floor(now / 60000) * 60
   redis.call('HINCRBY', KEYS[3], 'r:' .. minute, 1)
@@ -105,7 +109,7 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[3], 'last', tostring(now / 1000))
   redis.call('SADD', KEYS[4], ARGV[5])
 end
-return {allowed, tostring(tokens), used, now}
+return {allowed, tostring(math.min(k_tokens, t_tokens)), math.max(k_used, t_used), now}
 """
 
 
@@ -144,6 +148,7 @@ class RedisLimiter:
         subject: str,
         limits: PlanLimits,
         *,
+        tenant_id: str,
         usage_key_id: str | None = None,
         session_id: str | None = None,
         now_ms: int | None = None,
@@ -154,7 +159,9 @@ class RedisLimiter:
             f"{ns}:rl:h:{subject}",
             f"{ns}:usage:{usage_key_id or '-'}",
             f"{ns}:usage:dirty",
-            f"{ns}:auth:revoked_sid:{session_id}" if session_id else "",
+            f"{ns}:auth:revoked_sid:{session_id or '-'}",
+            f"{ns}:rl:m:tenant:{tenant_id}",
+            f"{ns}:rl:h:tenant:{tenant_id}",
         ]
         args: list[str | int] = [
             limits.per_minute,
@@ -162,6 +169,7 @@ class RedisLimiter:
             limits.per_hour,
             "" if now_ms is None else now_ms,
             usage_key_id or "",
+            "1" if session_id else "",
         ]
         allowed, tokens, used, now = await self._script(keys=keys, args=args)
         if int(allowed) == -1:
@@ -178,8 +186,7 @@ class LocalLimiter:
         self._hours: dict[str, tuple[int, int]] = {}
         self._max = max_subjects
 
-    def hit(self, subject: str, limits: PlanLimits, now_ms: int | None = None) -> RateDecision:
-        now = now_ms if now_ms is not None else int(time.time() * 1000)
+    def _load(self, subject: str, limits: PlanLimits, now: int) -> tuple[float, int, int]:
         rate = limits.per_minute / 60_000
         tokens, ts, capacity = self._buckets.get(subject, (float(limits.per_minute), now, 0))
         if capacity and limits.per_minute > capacity:
@@ -187,19 +194,33 @@ class LocalLimiter:
         tokens = min(float(limits.per_minute), tokens + max(0, now - ts) * rate)
         hour = now - now % 3_600_000
         window, used = self._hours.get(subject, (hour, 0))
-        if window != hour:
-            used = 0
-        allowed = tokens >= 1 and used < limits.per_hour
-        if allowed:
-            tokens -= 1
-            used += 1
+        return tokens, hour, used if window == hour else 0
+
+    def _save(
+        self, subject: str, limits: PlanLimits, state: tuple[float, int, int], now: int
+    ) -> None:
+        tokens, hour, used = state
         self._buckets[subject] = (tokens, now, limits.per_minute)
         self._buckets.move_to_end(subject)
         self._hours[subject] = (hour, used)
         if len(self._buckets) > self._max:
             old, _ = self._buckets.popitem(last=False)
             self._hours.pop(old, None)
-        return _decision(limits, allowed, tokens, used, now)
+
+    def hit(
+        self, subject: str, limits: PlanLimits, *, tenant_id: str, now_ms: int | None = None
+    ) -> RateDecision:
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        own = self._load(subject, limits, now)
+        tenant_subject = f"tenant:{tenant_id}"
+        tenant = self._load(tenant_subject, limits, now)
+        allowed = all(t >= 1 and u < limits.per_hour for t, _, u in (own, tenant))
+        if allowed:
+            own = (own[0] - 1, own[1], own[2] + 1)
+            tenant = (tenant[0] - 1, tenant[1], tenant[2] + 1)
+        self._save(subject, limits, own, now)
+        self._save(tenant_subject, limits, tenant, now)
+        return _decision(limits, allowed, min(own[0], tenant[0]), max(own[2], tenant[2]), now)
 
 
 def rate_limit_headers(d: RateDecision) -> dict[str, str]:

@@ -1,14 +1,17 @@
-"""The public route map: which service owns a path, how callers authenticate, which scope
-each method needs. The gateway forwards by path prefix and keeps the path unchanged."""
+"""The public route map: which service owns a path, how callers authenticate, which scopes
+(all of a set) and, for a few operations, which dashboard role each method needs. The gateway
+forwards by path prefix and keeps the path unchanged."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 Auth = Literal["none", "credentials", "user"]
 
 USER_ROLES_ALL = frozenset({"owner", "admin", "member"})
+MANAGERS = frozenset({"owner", "admin"})
 
 
 @dataclass(frozen=True)
@@ -19,24 +22,38 @@ class RouteRule:
     prefix: str
     service: str
     auth: Auth
-    # Scope per HTTP method; "*" is the default for methods not listed.
-    scopes: dict[str, str] = field(default_factory=dict)
+    # Scopes per HTTP method, a scope or a set of scopes the caller must ALL hold; "*" is the
+    # default for methods not listed.
+    scopes: dict[str, str | frozenset[str]] = field(default_factory=dict)
     # For auth="user": which dashboard roles may call it.
     roles: frozenset[str] = USER_ROLES_ALL
+    # For auth="credentials": per method, the dashboard roles allowed: the user's role, or
+    # for an API key the role of the user who created it.
+    caller_roles: dict[str, frozenset[str]] = field(default_factory=dict)
     # Only these exact paths (under the prefix) for these methods, when set.
     exact: tuple[str, ...] = ()
     # Forward the request body as it arrives (not buffered), capped at `max_body_bytes`
     # (None: the gateway's PM_MAX_BODY_BYTES, 5 MiB) while it streams.
     stream_body: bool = False
     max_body_bytes: int | None = None
+    # Only paths matching this regular expression (whole path), when set.
+    pattern: str | None = None
 
     def matches(self, path: str) -> bool:
         if self.exact:
             return path in self.exact
+        if self.pattern is not None:
+            return re.fullmatch(self.pattern, path) is not None
         return path == self.prefix or path.startswith(self.prefix.rstrip("/") + "/")
 
-    def scope_for(self, method: str) -> str | None:
-        return self.scopes.get(method, self.scopes.get("*"))
+    def scopes_for(self, method: str) -> frozenset[str]:
+        needed = self.scopes.get(method, self.scopes.get("*"))
+        if needed is None:
+            return frozenset()
+        return frozenset({needed}) if isinstance(needed, str) else needed
+
+    def roles_for(self, method: str) -> frozenset[str] | None:
+        return self.caller_roles.get(method, self.caller_roles.get("*"))
 
 
 def _scoped(scope: str) -> dict[str, str]:
@@ -54,7 +71,7 @@ ROUTES: tuple[RouteRule, ...] = (
         "/api/v1/platform/api-keys",
         "keys",
         "user",
-        roles=frozenset({"owner", "admin"}),
+        roles=MANAGERS,
     ),
     RouteRule(
         "contact-imports",
@@ -71,6 +88,15 @@ ROUTES: tuple[RouteRule, ...] = (
     ),
     RouteRule(
         "templates", "/api/v1/templates", "campaigns", "credentials", _scoped("manage_templates")
+    ),
+    # Starting (or resuming) a campaign sends email: it needs both scopes.
+    RouteRule(
+        "campaign-start",
+        "/api/v1/campaigns",
+        "campaigns",
+        "credentials",
+        {"POST": frozenset({"manage_campaigns", "send_email"}), "*": "manage_campaigns"},
+        pattern=r"/api/v1/campaigns/[^/]+/(start|resume)",
     ),
     RouteRule(
         "campaigns", "/api/v1/campaigns", "campaigns", "credentials", _scoped("manage_campaigns")
@@ -89,6 +115,16 @@ ROUTES: tuple[RouteRule, ...] = (
         "credentials",
         {"POST": "send_email"},
         exact=("/api/v1/emails/send", "/api/v1/emails/send-bulk"),
+    ),
+    # Deleting a suppression lets mail reach an address that opted out or bounced: only an
+    # owner or admin (or a key one of them created) may, with send_email.
+    RouteRule(
+        "suppressions",
+        "/api/v1/emails/suppressions",
+        "delivery",
+        "credentials",
+        {"GET": "read_analytics", "HEAD": "read_analytics", "*": "send_email"},
+        caller_roles={"DELETE": MANAGERS},
     ),
     # Reading emails needs read_analytics; any other write under /emails needs send_email.
     RouteRule(

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from libs.common.client_address import forwarded_client
 from libs.common.http import (
     ApiError,
     Forbidden,
@@ -64,6 +65,12 @@ REFRESH_COOKIE = "pm_refresh"  # set by the keys service's cookie transport
 register_error_code(
     "user_session_required", 403, "This operation needs a dashboard user session, not an API key."
 )
+register_error_code(
+    "role_required",
+    403,
+    "This operation needs an owner or admin: the dashboard user's role, or for an API key the "
+    "role of the user who created it.",
+)
 
 ROUTE_DURATION = Histogram(
     "pm_gateway_request_duration_seconds",
@@ -79,6 +86,7 @@ class Gateway:
         self.s = settings
         self.redis = redis
         self.guard = RedisGuard(settings.redis_retry_seconds)
+        self._hops = settings.proxy_hops()
         self.upstreams = Upstreams(settings)
         # Key verification and plan look-ups (cold paths) use their own small client.
         self.keys_client = httpx.AsyncClient(
@@ -93,6 +101,7 @@ class Gateway:
             settings.redis_namespace,
             settings.idempotency_ttl_seconds,
             lock_seconds=int(settings.upstream_timeout_seconds) + 30,
+            encryption_key=settings.idempotency_encryption_key.get_secret_value(),
         )
         self.feed = EvictionFeed(
             self.auth,
@@ -159,7 +168,9 @@ class Gateway:
             upstream = await self._forward(rule, request, body, extra)
             return _response(upstream)
 
-        caller = await self.auth.authenticate(request.headers.get("authorization"))
+        caller = await self.auth.authenticate(
+            request.headers.get("authorization"), extra["X-Forwarded-For"]
+        )
         caller = session_mode(caller, request.headers.get(MODE_HEADER))
         tenant_id_var.set(caller.tenant_id)
         plan = await self.auth.plan_of(caller)
@@ -178,8 +189,11 @@ class Gateway:
             principal = principal_for(caller, plan, extra["X-Request-Id"])
             extra[PRINCIPAL_HEADER] = sign_principal(
                 principal,
-                self.s.principal_signing_key.get_secret_value(),
+                self.s.principal_private_key.get_secret_value(),
                 self.s.principal_ttl_seconds,
+                audience=rule.service,
+                method=request.method,
+                path=request.scope["path"],
             )
             idem_key = request.headers.get(IDEMPOTENCY_HEADER)
             if request.method == "POST" and idem_key is not None:
@@ -223,11 +237,8 @@ class Gateway:
         return LimitedBody(request.stream(), limit)
 
     def _ip(self, request: Request) -> str:
-        if self.s.trust_forwarded_for:
-            forwarded = request.headers.get("x-forwarded-for", "").split(",", 1)[0].strip()
-            if forwarded:
-                return forwarded
-        return request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else "unknown"
+        return forwarded_client(request.headers.get("x-forwarded-for"), peer, self._hops)
 
     def _authorize(self, rule: RouteRule, caller: Caller, method: str) -> None:
         if rule.auth == "user":
@@ -239,10 +250,20 @@ class Gateway:
             if caller.role not in rule.roles:
                 raise Forbidden(f"The '{caller.role}' role may not use this operation.")
             return
-        scope = rule.scope_for(method)
-        if scope is not None and scope not in caller.scopes:
+        missing = sorted(rule.scopes_for(method).difference(caller.scopes))
+        if missing:
+            names = " and ".join(f"'{s}'" for s in missing)
+            plural = "scope" if len(missing) == 1 else "scopes"
             raise Forbidden(
-                f"This operation requires the '{scope}' scope.", code="insufficient_scope"
+                f"This operation requires the {names} {plural}.", code="insufficient_scope"
+            )
+        roles = rule.roles_for(method)
+        if roles is not None and caller.role not in roles:
+            who = "API key's creator" if caller.kind == "api_key" else "user"
+            raise Forbidden(
+                f"This operation needs an {' or '.join(sorted(roles))} (the {who} is "
+                f"{caller.role or 'unknown'}).",
+                code="role_required",
             )
 
     async def _forward(
@@ -329,7 +350,11 @@ class Gateway:
         if self.guard.usable():
             try:
                 decision = await self.limiter.hit(
-                    subject, limits, usage_key_id=usage_key, session_id=caller.session_id
+                    subject,
+                    limits,
+                    tenant_id=caller.tenant_id,
+                    usage_key_id=usage_key,
+                    session_id=caller.session_id,
                 )
                 self.guard.succeeded()
                 RATE_LIMIT.labels("allowed" if decision.allowed else "limited", "redis").inc()
@@ -338,7 +363,14 @@ class Gateway:
                 self.guard.failed("rate_limit", exc)
         else:
             self.guard.fallback("rate_limit")
-        decision = self.local_limiter.hit(subject, limits)
+        if caller.kind == "user":
+            # Logout marks live in Redis: without it a revoked session would keep working.
+            # Fail closed for dashboard sessions; API keys keep being served.
+            raise ServiceUnavailable(
+                "Dashboard sessions are briefly unavailable; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        decision = self.local_limiter.hit(subject, limits, tenant_id=caller.tenant_id)
         RATE_LIMIT.labels("allowed" if decision.allowed else "limited", "local").inc()
         if usage_key:
             minute = str(decision.now_ms // 60_000 * 60)

@@ -90,9 +90,10 @@ def create_tenant(settings: KeysSettings, argv: list[str]) -> int:
 
 
 def change_plan(settings: KeysSettings, argv: list[str]) -> int:
-    """`change-plan TENANT_ID PLAN [--reason R]`: sets the plan and publishes
-    `tenant.plan_changed` through the outbox (billing does the same after a checkout)."""
-    parser = argparse.ArgumentParser(prog="python -m services.keys change-plan")
+    """`set-plan TENANT_ID PLAN [--reason R]` (alias `change-plan`): sets the plan and
+    publishes `tenant.plan_changed` through the outbox (billing does the same after a
+    checkout). The only way to put a tenant on the internal `unlimited` plan."""
+    parser = argparse.ArgumentParser(prog="python -m services.keys set-plan")
     parser.add_argument("tenant_id")
     parser.add_argument("plan", choices=PLANS)
     parser.add_argument("--reason", default="admin")
@@ -115,6 +116,7 @@ PROCESSES: dict[str, Process] = {"api": api, "relay": relay_process("keys"), "wo
 COMMANDS: dict[str, Command] = {
     "migrate": migrate_command("keys"),
     "create-tenant": create_tenant,
+    "set-plan": change_plan,
     "change-plan": change_plan,
 }
 

@@ -87,7 +87,7 @@ def _refresh_token(body: RefreshRequest | None, cookie: str | None) -> str:
 
 
 def build_routers(settings: KeysSettings) -> list[APIRouter]:
-    current = principal_dependency(settings.principal_key)
+    current = principal_dependency(settings.principal_keys, audience=settings.service_name)
     refresh_ttl = settings.refresh_token_ttl_seconds
 
     async def user(p: Annotated[Principal, Depends(current)]) -> Principal:

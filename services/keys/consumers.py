@@ -8,6 +8,7 @@ import asyncpg
 
 from libs.common.bus import EventBus, PermanentError
 from libs.common.events import Envelope, TenantPlanChanged
+from libs.common.plans import plan_change_allowed
 from libs.common.resources import Resources
 from services.keys import repository as repo
 from services.keys.schemas import PLANS
@@ -23,6 +24,9 @@ async def apply_plan_change(event: Envelope, conn: asyncpg.Connection | None) ->
     assert isinstance(data, TenantPlanChanged)
     if data.new_plan not in PLANS:
         raise PermanentError(f"unknown plan {data.new_plan!r}")
+    if not plan_change_allowed(event.source, data.new_plan):
+        # Anyone who can publish to the exchange could otherwise grant themselves a plan.
+        raise PermanentError(f"plan change to {data.new_plan!r} from {event.source!r} refused")
     if await repo.set_tenant_plan(conn, event.tenant_id, data.new_plan) is None:
         raise PermanentError(f"unknown tenant {event.tenant_id}")
     log.info("tenant plan changed", extra={"plan": data.new_plan, "event_tenant": event.tenant_id})

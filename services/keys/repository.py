@@ -102,6 +102,24 @@ async def insert_session(
     )
 
 
+async def lock_tenant_plan(conn: Conn, tenant_id: str) -> str | None:
+    """The tenant's plan, its row locked until the transaction ends (serialises key creation
+    so two concurrent creates cannot both pass the plan's key cap)."""
+    plan: str | None = await conn.fetchval(
+        "SELECT plan FROM tenants WHERE id = $1 FOR UPDATE", tenant_id
+    )
+    return plan
+
+
+async def count_active_api_keys(conn: Conn, tenant_id: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > now())",
+        tenant_id,
+    )
+    return count
+
+
 async def find_session_by_refresh(conn: Conn, refresh_hash: bytes) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM sessions WHERE refresh_hash = $1 FOR UPDATE", refresh_hash
@@ -204,11 +222,14 @@ async def get_api_key(conn: Conn, tenant_id: str, key_id: str) -> asyncpg.Record
 
 
 async def find_key_by_lookup(conn: Conn, lookup_id: str) -> asyncpg.Record | None:
-    """The key whose current or previous secret has `lookup_id`, with its tenant's plan.
+    """The key whose current or previous secret has `lookup_id`, with its tenant's plan and
+    the current dashboard role of the user who created it (`creator_role`, None if gone).
     Verification is the one read not scoped by tenant: the key is what names the tenant."""
     return await conn.fetchrow(
-        f"SELECT {', '.join('k.' + c.strip() for c in _KEY_COLUMNS.split(','))}, t.plan"
+        f"SELECT {', '.join('k.' + c.strip() for c in _KEY_COLUMNS.split(','))}, t.plan,"
+        " u.role AS creator_role"
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        " LEFT JOIN users u ON u.id = k.created_by AND u.tenant_id = k.tenant_id"
         " WHERE k.lookup_id = $1 OR k.previous_lookup_id = $1",
         lookup_id,
     )

@@ -8,10 +8,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from libs.common.emails import Email
+from libs.common.plans import PLAN_NAMES, PlanName
 from libs.common.principal import SCOPES, Scope
 
-Plan = Literal["starter", "pro", "enterprise"]
-PLANS: tuple[str, ...] = ("starter", "pro", "enterprise")
+# Plans a tenant can be put on (libs/common/plans.py); `unlimited` only by the admin command.
+Plan = PlanName
+PLANS: tuple[str, ...] = PLAN_NAMES
 
 
 class _Strict(BaseModel):
@@ -116,6 +118,8 @@ class VerifiedKey(BaseModel):
     mode: Literal["live", "test"]
     plan: str
     valid_until: datetime | None
+    # Dashboard role of the user who created the key (routes may require owner/admin).
+    role: str | None = None
 
 
 class PlanChangeRequest(_Strict):

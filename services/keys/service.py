@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -29,6 +30,7 @@ from redis.exceptions import RedisError
 
 from libs.common import outbox
 from libs.common.apikeys import ApiKeyFormatError, generate_api_key, mask_api_key, parse_api_key
+from libs.common.client_address import address_bucket
 from libs.common.events import (
     ApiKeyCreated,
     ApiKeyRegenerated,
@@ -46,7 +48,9 @@ from libs.common.http import (
     register_error_code,
 )
 from libs.common.pagination import decode_cursor, encode_cursor
+from libs.common.plans import DEFAULT_PLAN, limits_for
 from libs.common.principal import Principal
+from libs.common.signing_keys import load_private_key
 from libs.common.vault import Vault
 from services.keys import repository as repo
 from services.keys.schemas import (
@@ -69,6 +73,11 @@ REFRESH_PREFIX = "pmr_"
 
 register_error_code("signup_disabled", 403, "Self-service signup is switched off.")
 register_error_code("email_taken", 409, "An account with this email already exists.")
+register_error_code(
+    "api_key_limit_reached",
+    409,
+    "The tenant already holds as many active API keys as its plan allows (rate-limits.md).",
+)
 register_error_code("invalid_credentials", 401, "The email or password is wrong.")
 register_error_code("login_throttled", 429, "Too many login attempts; wait and retry.")
 register_error_code(
@@ -207,8 +216,7 @@ class KeysService:
     ) -> dict[str, Any]:
         if not self.settings.signup_enabled:
             raise ApiError("Self-service signup is switched off.", code="signup_disabled")
-        # Signups spend bcrypt CPU too: they share the address's login-attempt budget.
-        await self._count_ip_attempt(client_ip)
+        await self._count_signup(client_ip)
         tenant, user = await self.create_tenant(email, password, company)
         return await self._open_session(
             user_id=user["id"],
@@ -247,8 +255,9 @@ class KeysService:
 
     # ------------------------------------------------------------ login, refresh, logout
 
-    async def _count_ip_attempt(self, client_ip: str) -> None:
-        key = self._ns("login", "ip", client_ip)
+    async def _count_signup(self, client_ip: str) -> None:
+        # Signups spend bcrypt CPU and create tenants: a budget per address (IPv6: per /64).
+        key = self._ns("signup", "ip", address_bucket(client_ip))
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.incr(key)
@@ -256,29 +265,36 @@ class KeysService:
             pipe.ttl(key)
             count, _, ttl = await pipe.execute()
         except RedisError as exc:
-            raise ServiceUnavailable("Sign-in is temporarily unavailable.") from exc
-        if int(count) > self.settings.login_max_attempts_per_ip:
+            raise ServiceUnavailable("Sign-up is temporarily unavailable.") from exc
+        if int(count) > self.settings.signup_max_per_ip:
             raise _throttled(ttl)
 
     async def login(self, email: str, password: str, client_ip: str) -> dict[str, Any]:
-        window = self.settings.login_window_seconds
-        ip_key = self._ns("login", "ip", client_ip)
-        account_key = self._ns("login", "acct", hashlib.sha256(email.lower().encode()).hexdigest())
+        """Only failures count. Per address (IPv6: per /64): past `login_max_failures_per_ip`
+        failures in the window, the address is refused. Per (account, address): after
+        `login_max_failures_per_account` failures, each further attempt from that address
+        must wait a delay doubling per failure (up to `login_delay_max_seconds`). Nobody can
+        lock an account: a stranger's failures slow the stranger's address only."""
+        s = self.settings
+        window = s.login_window_seconds
+        bucket = address_bucket(client_ip)
+        account = hashlib.sha256(email.lower().encode()).hexdigest()
+        ip_key = self._ns("login", "ipfail", bucket)
+        account_key = self._ns("login", "acctfail", account, bucket)
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.incr(ip_key)
-            pipe.expire(ip_key, window, nx=True)
-            pipe.get(account_key)
+            pipe.get(ip_key)
             pipe.ttl(ip_key)
-            pipe.ttl(account_key)
-            ip_count, _, failures, ip_ttl, account_ttl = await pipe.execute()
+            pipe.hmget(account_key, "n", "last")
+            ip_failures, ip_ttl, (failures, last) = await pipe.execute()
         except RedisError as exc:
             # Without the counters nothing stops password guessing: refuse rather than guess.
             raise ServiceUnavailable("Login is temporarily unavailable.") from exc
-        if int(ip_count) > self.settings.login_max_attempts_per_ip:
+        if int(ip_failures or 0) >= s.login_max_failures_per_ip:
             raise _throttled(ip_ttl)
-        if int(failures or 0) >= self.settings.login_max_failures_per_account:
-            raise _throttled(account_ttl)
+        wait = _login_delay(int(failures or 0), s) - (time.time() - float(last or 0))
+        if wait > 0:
+            raise _throttled(math.ceil(wait))
         user = await repo.find_user_by_email(self.pool, email)
         if user is None:
             await self._burn_like_a_check(password)
@@ -288,8 +304,11 @@ class KeysService:
         if not ok:
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                pipe.incr(account_key)
-                pipe.expire(account_key, window, nx=True)
+                pipe.incr(ip_key)
+                pipe.expire(ip_key, window, nx=True)
+                pipe.hincrby(account_key, "n", 1)
+                pipe.hset(account_key, "last", repr(time.time()))
+                pipe.expire(account_key, window)
                 await pipe.execute()
             except RedisError:
                 log.warning("could not count a failed login")
@@ -321,7 +340,8 @@ class KeysService:
             "iss": ACCESS_TOKEN_ISSUER,
             "aud": ACCESS_TOKEN_AUDIENCE,
         }
-        return jwt.encode(claims, self.settings.user_jwt_key(), algorithm="HS256")
+        signing = load_private_key(self.settings.user_token_private_key.get_secret_value())
+        return jwt.encode(claims, signing.key, algorithm="EdDSA", headers={"kid": signing.kid})
 
     async def _open_session(
         self,
@@ -408,6 +428,8 @@ class KeysService:
             raise ValidationFailed(
                 details=[{"field": "body.expires_at", "message": "must be in the future"}]
             )
+        async with self.pool.acquire() as conn:
+            await self._check_key_cap(conn, principal.tenant_id)  # before paying for bcrypt
         key_id = _new_id("key")
         key = generate_api_key(req.mode)
         hashed = await self._hash(key.raw)
@@ -415,6 +437,7 @@ class KeysService:
             principal.tenant_id, key_id, {"hash": hashed, "lookup_id": key.lookup_id}
         )
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._check_key_cap(conn, principal.tenant_id)  # again, under the tenant lock
             row = await repo.insert_api_key(
                 conn,
                 key_id=key_id,
@@ -440,6 +463,19 @@ class KeysService:
             )
         log.info("api key created", extra={"key_id": key_id, "lookup_id": key.lookup_id})
         return {**key_out(row), "key": key.raw}
+
+    async def _check_key_cap(self, conn: asyncpg.Connection, tenant_id: str) -> None:
+        if conn.is_in_transaction():
+            plan = await repo.lock_tenant_plan(conn, tenant_id)
+        else:
+            tenant = await repo.get_tenant(conn, tenant_id)
+            plan = tenant["plan"] if tenant else None
+        cap = limits_for(plan or DEFAULT_PLAN).key_cap
+        if cap is not None and await repo.count_active_api_keys(conn, tenant_id) >= cap:
+            raise Conflict(
+                f"The {plan} plan allows {cap} active API keys; revoke one or upgrade the plan.",
+                code="api_key_limit_reached",
+            )
 
     async def list_keys(
         self, tenant_id: str, limit: int, offset: int, status: str | None, cursor: str | None
@@ -612,6 +648,7 @@ class KeysService:
             mode=row["mode"],
             plan=row["plan"],
             valid_until=valid_until,
+            role=row["creator_role"],
         )
 
     # ------------------------------------------------------------ Vault
@@ -649,6 +686,17 @@ def _check_password_bytes(password: str) -> None:
         raise ValidationFailed(
             details=[{"field": "body.password", "message": "at most 72 bytes in UTF-8"}]
         )
+
+
+def _login_delay(failures: int, settings: KeysSettings) -> float:
+    """Seconds an address must wait after its last failure on an account: none for the
+    first `login_max_failures_per_account` failures, then base, 2x base, 4x ... up to max."""
+    extra = failures - settings.login_max_failures_per_account
+    if extra < 0:
+        return 0.0
+    return float(
+        min(settings.login_delay_max_seconds, settings.login_delay_base_seconds * 2**extra)
+    )
 
 
 def _throttled(ttl: Any) -> ApiError:

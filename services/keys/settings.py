@@ -1,11 +1,9 @@
 """Settings of the keys service (environment variables with the PM_ prefix)."""
 
-import hashlib
-import hmac
-
 from pydantic import SecretStr
 
 from libs.common.settings import ServiceSettings
+from libs.common.signing_keys import DEV_USER_TOKEN_PRIVATE_KEY
 
 
 class KeysSettings(ServiceSettings):
@@ -18,28 +16,28 @@ class KeysSettings(ServiceSettings):
     bcrypt_rounds: int = 12
 
     signup_enabled: bool = True
-    # Signs dashboard access tokens; the gateway verifies them with the same key. Unset: a
-    # key derived from the principal signing key (see user_jwt_key), so both sides agree.
-    auth_jwt_signing_key: SecretStr | None = None
+    # Signs dashboard access tokens (Ed25519, `<kid>:<base64url seed>`); the gateway verifies
+    # them with the public half (PM_USER_TOKEN_PUBLIC_KEYS). Only this service holds it.
+    user_token_private_key: SecretStr = SecretStr(DEV_USER_TOKEN_PRIVATE_KEY)
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
 
-    # Login throttling (Redis fixed windows).
+    # Login and signup throttling (Redis, per window; addresses: IPv6 by /64). Only failed
+    # logins count. Test stacks that sign up many tenants from one address raise these.
     login_window_seconds: int = 900
+    # Failures of one address on one account before progressive delays start.
     login_max_failures_per_account: int = 5
-    login_max_attempts_per_ip: int = 30
+    login_delay_base_seconds: float = 1.0
+    login_delay_max_seconds: float = 300.0
+    # Failed logins of one address, any accounts.
+    login_max_failures_per_ip: int = 30
+    # Signups of one address.
+    signup_max_per_ip: int = 10
 
     # Prefix of every Redis key this service shares with the gateway (usage, sessions).
     redis_namespace: str = "pm"
     usage_flush_interval_seconds: float = 5.0
     usage_flush_batch: int = 500
 
-    def user_jwt_key(self) -> bytes:
-        if self.auth_jwt_signing_key is not None:
-            return self.auth_jwt_signing_key.get_secret_value().encode()
-        # Same derivation in services/gateway/settings.py: a distinct key per purpose.
-        base = self.principal_signing_key.get_secret_value().encode()
-        return hmac.new(base, b"pm-user-access-token-v1", hashlib.sha256).digest()
-
-    def principal_key(self) -> str:
-        return self.principal_signing_key.get_secret_value()
+    def principal_keys(self) -> str:
+        return self.principal_public_keys

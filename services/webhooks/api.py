@@ -62,7 +62,9 @@ def _utc(value: datetime | None, field: str) -> datetime | None:
 
 
 def build_router(settings: WebhooksSettings) -> APIRouter:
-    current = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    current = principal_dependency(
+        lambda: settings.principal_public_keys, audience=settings.service_name
+    )
     Scoped = Annotated[Principal, Depends(require_scope("manage_webhooks", current))]
     Service = Annotated[EndpointService, Depends(_service)]
     router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=ERRORS)

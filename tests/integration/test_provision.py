@@ -26,6 +26,7 @@ from libs.common.provision import (
     service_dsn,
 )
 from libs.common.settings import SCHEMA_SERVICES, SERVICE_NAMES
+from libs.common.signing_keys import load_private_key, public_keys_of
 from tests.fixtures_infra import VaultDev
 
 ADMIN_DSN = os.environ.get("PM_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -223,7 +224,9 @@ def test_keys_writes_its_own_secrets_and_nothing_else(
     with pytest.raises(hvac.exceptions.Forbidden):
         kv.read_secret_version(path="campaigns/x", raise_on_deleted_version=True)
     with pytest.raises(hvac.exceptions.Forbidden):
-        kv.create_or_update_secret(path="platform/principal", secret={"signing_key": "mine"})
+        kv.create_or_update_secret(path="platform/principal", secret={"public_keys": "mine"})
+    with pytest.raises(hvac.exceptions.Forbidden):
+        kv.read_secret_version(path="gateway/principal", raise_on_deleted_version=True)
 
     # The api_keys/ mount belongs to keys alone.
     api_path = f"provision-test-{uuid.uuid4().hex[:8]}"
@@ -245,17 +248,35 @@ def test_tokens_are_renewable_for_an_hour(
     assert approle_name("webhooks") in token["policies"]
 
 
-def test_every_service_reads_the_principal_signing_key(
-    vault_dev: VaultDev, approles: dict[str, tuple[str, str]]
+def _read(client: hvac.Client, path: str) -> dict[str, str]:
+    data: dict[str, str] = client.secrets.kv.v2.read_secret_version(
+        path=path, raise_on_deleted_version=True
+    )["data"]["data"]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("private_path", "public_path", "minter"),
+    [
+        ("gateway/principal", "platform/principal", "gateway"),
+        ("keys/user-token", "platform/user-token", "keys"),
+    ],
+)
+def test_only_the_minting_service_reads_a_token_private_key(
+    vault_dev: VaultDev,
+    approles: dict[str, tuple[str, str]],
+    private_path: str,
+    public_path: str,
+    minter: str,
 ) -> None:
-    keys_seen = set()
+    private = _read(_login(vault_dev, approles[minter]), private_path)["private_key"]
+    load_private_key(private)
     for svc, creds in approles.items():
-        data = _login(vault_dev, creds).secrets.kv.v2.read_secret_version(
-            path="platform/principal", raise_on_deleted_version=True
-        )["data"]["data"]
-        assert len(data["signing_key"]) >= 32, svc
-        keys_seen.add(data["signing_key"])
-    assert len(keys_seen) == 1
+        client = _login(vault_dev, creds)
+        # Every service reads the public half, which includes the minter's current key.
+        assert public_keys_of(private) in _read(client, public_path)["public_keys"].split(","), svc
+        if svc != minter:
+            assert _read_status(client, private_path) == "forbidden", svc
 
 
 def _read_status(client: hvac.Client, path: str) -> str:
@@ -292,9 +313,8 @@ def test_provision_vault_is_idempotent_and_keeps_valid_secret_ids(
     vault_dev: VaultDev, approles: dict[str, tuple[str, str]]
 ) -> None:
     root = hvac.Client(url=vault_dev.addr, token=vault_dev.token)
-    key_before = root.secrets.kv.v2.read_secret_version(
-        path="platform/principal", raise_on_deleted_version=True
-    )["data"]["data"]["signing_key"]
+    key_before = _read(root, "gateway/principal")["private_key"]
+    public_before = _read(root, "platform/principal")["public_keys"]
 
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda _: provision_vault(vault_dev.addr, vault_dev.token), [0, 1]))
@@ -311,12 +331,59 @@ def test_provision_vault_is_idempotent_and_keeps_valid_secret_ids(
     assert kept["billing"][1] != "not-a-valid-secret-id"
     _login(vault_dev, kept["billing"])  # the replacement works
 
-    key_after = root.secrets.kv.v2.read_secret_version(
-        path="platform/principal", raise_on_deleted_version=True
-    )["data"]["data"]["signing_key"]
-    assert key_after == key_before
+    assert _read(root, "gateway/principal")["private_key"] == key_before
+    assert _read(root, "platform/principal")["public_keys"] == public_before
 
 
 def test_a_wrong_root_token_is_a_clear_error(vault_dev: VaultDev) -> None:
     with pytest.raises(ProvisionError, match="rejected the root token"):
         provision_vault(vault_dev.addr, "not-the-root-token")
+
+
+def test_only_the_gateway_reads_the_idempotency_encryption_key(
+    vault_dev: VaultDev, approles: dict[str, tuple[str, str]]
+) -> None:
+    assert len(_read(_login(vault_dev, approles["gateway"]), "gateway/idempotency")["key"]) >= 32
+    for svc, creds in approles.items():
+        if svc != "gateway":
+            assert _read_status(_login(vault_dev, creds), "gateway/idempotency") == "forbidden"
+
+
+def test_each_service_reaches_only_its_own_redis_keys(unique: str) -> None:
+    import redis as redis_sync
+    from redis.exceptions import NoPermissionError
+
+    from libs.common.provision import provision_redis_users, redis_user_name
+    from tests.conftest import REDIS_URL
+
+    ns = f"pmacl{unique}"
+    admin = redis_sync.Redis.from_url(REDIS_URL)
+    services = ("gateway", "keys", "delivery", "campaigns")
+    try:
+        urls = provision_redis_users(REDIS_URL, ns, {s: f"pw-{s}-{unique}" for s in services})
+        again = provision_redis_users(REDIS_URL, ns, {s: f"pw-{s}-{unique}" for s in services})
+        assert again == urls  # idempotent
+        gateway, keys, campaigns = (
+            redis_sync.Redis.from_url(urls[s]) for s in ("gateway", "keys", "campaigns")
+        )
+        gateway.set(f"{ns}:gw:key:abc", "entry", ex=60)
+        gateway.eval("return redis.call('GET', KEYS[1])", 1, f"{ns}:auth:revoked_sid:-")
+        keys.set(f"{ns}:auth:revoked_sid:s1", "1", ex=60)
+        keys.hincrby(f"{ns}:usage:k1", "r:0", 1)
+        with pytest.raises(NoPermissionError):
+            keys.set(f"{ns}:gw:key:abc", "re-pointed")  # keys cannot touch the gateway's cache
+        with pytest.raises(NoPermissionError):
+            gateway.set("pm:delivery:rate:x", "1")
+        with pytest.raises(NoPermissionError):
+            campaigns.get(f"{ns}:gw:key:abc")
+        with pytest.raises(NoPermissionError):
+            gateway.flushdb()
+        assert admin.get(f"{ns}:gw:key:abc") == b"entry"
+        for client in (gateway, keys, campaigns):
+            client.close()
+    finally:
+        for s in services:
+            admin.execute_command("ACL", "DELUSER", redis_user_name(s, ns))
+        for name in admin.scan_iter(f"{ns}:*"):
+            admin.delete(name)
+        admin.close()

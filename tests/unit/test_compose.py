@@ -80,7 +80,7 @@ def test_process_containers_are_wired_like_the_dev_stack(service: str, process: 
     assert env["PM_HTTP_PORT"] == str(port)
     assert env["PM_HTTP_HOST"] == "0.0.0.0"
     assert env["PM_CREDS_FILE"] == f"/run/pm-creds/{service}.env"
-    for var in ("PM_AMQP_URL", "PM_REDIS_URL", "PM_VAULT_ADDR", "PM_PRINCIPAL_SIGNING_KEY"):
+    for var in ("PM_AMQP_URL", "PM_REDIS_URL", "PM_VAULT_ADDR", "PM_PRINCIPAL_PUBLIC_KEYS"):
         assert env.get(var), var
     assert f"127.0.0.1:{port}/readyz" in " ".join(spec["healthcheck"]["test"])
     depends = spec["depends_on"]
@@ -108,3 +108,14 @@ def test_the_file_says_no_secret() -> None:
     for name in ("BAO_DEV_ROOT_TOKEN_ID", "POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS"):
         line = next(line for line in text.splitlines() if f"{name}:" in line)
         assert "${" in line, f"{name} must come from the environment (.env), not the file"
+
+
+def test_private_token_keys_reach_only_the_minting_service() -> None:
+    minted_by = {
+        "PM_PRINCIPAL_PRIVATE_KEY": "gateway",
+        "PM_USER_TOKEN_PRIVATE_KEY": "keys",
+    }
+    for (service, _process), name in COMPOSED.items():
+        env = SERVICES[name]["environment"]
+        for var, minter in minted_by.items():
+            assert (var in env) == (service == minter), (name, var)

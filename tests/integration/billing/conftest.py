@@ -20,17 +20,16 @@ import httpx
 import pytest
 
 from libs.common.db import create_pool
-from libs.common.principal import PRINCIPAL_HEADER, Principal, sign_principal
+from libs.common.principal import PRINCIPAL_HEADER, Principal
 from libs.common.provision import provision_vault
 from libs.common.vault import make_client
-from services.billing.settings import BillingSettings
 from tests.conftest import ServiceProcess, free_port, service_dsn, service_env
 from tests.fakes.stripe import FakeStripe
+from tests.principals import unbound_principal
 
 T = TypeVar("T")
 LIVE_WHSEC = "whsec_" + uuid.uuid4().hex
 TEST_WHSEC = "whsec_" + uuid.uuid4().hex
-PRINCIPAL_KEY = BillingSettings().principal_signing_key.get_secret_value()
 
 
 @dataclass
@@ -166,7 +165,7 @@ def principal_headers(
         plan="starter",
         mode=mode,  # type: ignore[arg-type]
     )
-    return {PRINCIPAL_HEADER: sign_principal(principal, PRINCIPAL_KEY, 60)}
+    return {PRINCIPAL_HEADER: unbound_principal(principal, "billing")}
 
 
 async def eventually(

@@ -20,6 +20,7 @@ from tests.integration.billing.conftest import (
     principal_headers,
     subscribed,
 )
+from tests.principals import BIND_HOOKS
 
 
 async def test_checkout_completed_links_subscription_and_changes_plan(
@@ -27,7 +28,7 @@ async def test_checkout_completed_links_subscription_and_changes_plan(
 ) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:12]}"
     connection = await aio_pika.connect(amqp_url)
-    async with connection, httpx.AsyncClient(timeout=20) as client:
+    async with connection, httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
             "pm.events", aio_pika.ExchangeType.TOPIC, durable=True
@@ -104,7 +105,7 @@ async def test_tenants_see_only_their_own_billing(
     billing: BillingStack, billing_pool: asyncpg.Pool
 ) -> None:
     owner, other = (f"ten_{uuid.uuid4().hex[:12]}" for _ in range(2))
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         await subscribed(client, billing, billing_pool, owner)
         view = await client.get(
             f"{billing.api.url}/api/v1/billing/subscription", headers=principal_headers(other)
@@ -125,7 +126,7 @@ async def test_tenants_see_only_their_own_billing(
 async def test_portal_and_guards(billing: BillingStack, billing_pool: asyncpg.Pool) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:12]}"
     url = billing.api.url
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         no_principal = await client.get(f"{url}/api/v1/billing/subscription")
         assert no_principal.status_code == 401
         assert no_principal.json()["error"]["code"] == "principal_missing"

@@ -26,6 +26,7 @@ from tests.integration.billing.conftest import (
     processed,
     subscribed,
 )
+from tests.principals import BIND_HOOKS
 
 
 def _event(event_id: str, created: int | None = None) -> bytes:
@@ -54,7 +55,7 @@ async def test_bad_signature_or_old_timestamp_is_400_and_nothing_is_stored(
         "no v1": f"t={now}",
         "garbage": "nonsense",
     }
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, event_hooks=BIND_HOOKS) as client:
         for why, signature in attempts.items():
             resp = await client.post(
                 billing.hook_url, content=payload, headers={"Stripe-Signature": signature}
@@ -87,7 +88,7 @@ async def test_bad_signature_or_old_timestamp_is_400_and_nothing_is_stored(
     )
 
     # Within the tolerance, signed with the test-mode endpoint secret: stored as test mode.
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, event_hooks=BIND_HOOKS) as client:
         ok = await client.post(
             billing.hook_url,
             content=payload,
@@ -104,7 +105,7 @@ async def test_same_event_delivered_twice_is_processed_once(
     billing: BillingStack, billing_pool: asyncpg.Pool
 ) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         sub_id = await subscribed(client, billing, billing_pool, tenant)
         billing.fake.duplicate_next(1)
         billing.fake.update_subscription(sub_id, price="price_enterprise")
@@ -141,7 +142,7 @@ async def test_updates_delivered_in_reverse_order_end_in_stripes_current_state(
     billing: BillingStack, billing_pool: asyncpg.Pool
 ) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         sub_id = await subscribed(client, billing, billing_pool, tenant)
     fake = billing.fake
     fake.hold()
@@ -186,7 +187,7 @@ async def test_lost_webhook_is_applied_by_the_next_reconciliation(
     billing: BillingStack, billing_pool: asyncpg.Pool
 ) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         sub_id = await subscribed(client, billing, billing_pool, tenant)
     billing.fake.drop_next(1, "customer.subscription.updated")
     billing.fake.update_subscription(sub_id, price="price_enterprise")
@@ -237,7 +238,7 @@ async def test_payment_failure_keeps_the_plan_until_stripe_cancels(
     billing: BillingStack, billing_pool: asyncpg.Pool
 ) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         sub_id = await subscribed(client, billing, billing_pool, tenant)
     invoice = billing.fake.renew(sub_id, paid=False)
 
@@ -271,7 +272,7 @@ async def test_payment_failure_keeps_the_plan_until_stripe_cancels(
         return plan == "starter"
 
     await eventually(downgraded, "plan back to starter after cancellation")
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         url = f"{billing.api.url}/api/v1/billing/payments?limit=1"
         first = (await client.get(url, headers=principal_headers(tenant))).json()
         assert len(first["data"]) == 1 and first["meta"]["pagination"]["has_more"]
@@ -292,7 +293,7 @@ async def test_billing_down_while_stripe_retries_then_processed(
     billing: BillingStack, billing_pool: asyncpg.Pool
 ) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:
         sub_id = await subscribed(client, billing, billing_pool, tenant)
     port = billing.api.port
     assert billing.api.terminate() == 0  # graceful stop

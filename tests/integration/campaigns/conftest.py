@@ -12,17 +12,17 @@ import pytest
 
 from libs.common.db import create_pool
 from libs.common.events import DomainVerified, Envelope, make_event
-from libs.common.principal import Principal, sign_principal
+from libs.common.principal import Principal
 from services.campaigns.api import create_api
 from services.campaigns.consumers import record_domain_state
 from services.campaigns.settings import CampaignsSettings
 from tests.conftest import ServiceProcess, free_port, service_dsn, service_env
 from tests.integration.common.amqp_tools import eventually, publish_raw
+from tests.principals import BIND_HOOKS, unbound_principal
 
 __all__ = ["eventually"]
 
 ALL_SCOPES = ["manage_contacts", "manage_templates", "manage_campaigns", "read_analytics"]
-SIGNING_KEY = CampaignsSettings().principal_signing_key.get_secret_value()
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,9 @@ async def api(test_database: str, amqp_url: str) -> AsyncIterator[httpx.AsyncCli
     app = create_api(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://campaigns") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://campaigns", event_hooks=BIND_HOOKS
+        ) as client:
             yield client
 
 
@@ -55,7 +57,7 @@ def principal_headers(
         plan="pro",
         mode=mode,  # type: ignore[arg-type]
     )
-    return {"X-PM-Principal": sign_principal(principal, SIGNING_KEY, 300)}
+    return {"X-PM-Principal": unbound_principal(principal, "campaigns")}
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from libs.common.principal import Principal, sign_principal
+from libs.common.signing_keys import generate_private_key
 from tests.integration.campaigns.conftest import eventually, principal_headers
 
 URL = "/api/v1/contacts"
@@ -42,7 +43,15 @@ async def test_every_route_needs_a_valid_principal_and_the_scope(
         plan="pro",
         mode="live",
     )
-    token = sign_principal(forged, "another-key-that-is-long-enough-0123456789", 60)
+    # Same kid as the dev key, another private key: the signature must not verify.
+    token = sign_principal(
+        forged,
+        "dev:" + generate_private_key().split(":", 1)[1],
+        60,
+        audience="campaigns",
+        method="GET",
+        path=URL,
+    )
     r = await api.get(URL, headers={"X-PM-Principal": token})
     assert r.status_code == 401
     for path, scope in (

@@ -11,7 +11,7 @@ import pytest
 
 from libs.common.app import create_app
 from libs.common.db import create_pool
-from libs.common.principal import Principal, sign_principal
+from libs.common.principal import Principal
 from libs.common.vault import Vault, make_client
 from services.delivery.api import build_routers
 from services.delivery.service import DeliveryService
@@ -22,8 +22,7 @@ from tests.fakes.mailgun import FakeMailgun
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.ses import FakeSes
-
-PRINCIPAL_KEY = "test-principal-key-0123456789abcdef-0123456789"
+from tests.principals import BIND_HOOKS, unbound_principal
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +77,6 @@ def delivery_settings(fakes: dict[str, Any], creds_path: str, **overrides: Any) 
         "force_sandbox": False,
         "tracking_base_url": "http://track.test",
         "tracking_signing_key": "test-tracking-key-0123456789abcdef-0123456789",
-        "principal_signing_key": PRINCIPAL_KEY,
         "esp_credentials_path": f"{creds_path}/platform",
         "tenant_credentials_path": creds_path,
         "postmark_base_url": fakes["postmark"].url,
@@ -160,7 +158,7 @@ class Harness:
             plan="pro",
             mode=mode,
         )  # type: ignore[arg-type]
-        return {"X-PM-Principal": sign_principal(p, PRINCIPAL_KEY, 60)}
+        return {"X-PM-Principal": unbound_principal(p, "delivery")}
 
     async def send(self, **body: Any) -> str:
         body.setdefault("from", "team@acme.example.com")
@@ -209,7 +207,9 @@ async def harness(
     # through the test DNS server, and gives it back after (one tenant may hold a name).
     domain_id = await verify_sender_domain(service, fake_dns, tenant)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://delivery") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://delivery", event_hooks=BIND_HOOKS
+    ) as client:
         yield Harness(service, client, tenant)
     await service.domains.delete(tenant, domain_id)
     await service.close()

@@ -18,11 +18,12 @@ import httpx
 import pytest
 
 from libs.common.bus import dlq_depth
-from libs.common.principal import Principal, sign_principal
+from libs.common.principal import Principal
 from libs.common.vault import Vault, make_client
 from tests.conftest import ServiceProcess, free_port, service_env
 from tests.fakes.dns_server import FakeDns
-from tests.integration.delivery.conftest import PRINCIPAL_KEY, write_credentials
+from tests.integration.delivery.conftest import write_credentials
+from tests.principals import bind_principal, unbound_principal
 
 N = 10_000
 BATCH = 250  # 40 work items
@@ -52,7 +53,6 @@ def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any, dns: FakeDns) -
         "PM_DNS_RESOLVERS": dns.address,
         "PM_VAULT_ADDR": vault_dev.addr,
         "PM_VAULT_TOKEN": vault_dev.token,
-        "PM_PRINCIPAL_SIGNING_KEY": PRINCIPAL_KEY,
         "PM_TRACKING_SIGNING_KEY": "test-tracking-key-0123456789abcdef-0123456789",
         "PM_TRACKING_BASE_URL": "http://track.test",
         "PM_ESP_CREDENTIALS_PATH": f"{creds_path}/platform",
@@ -87,7 +87,7 @@ def _headers(tenant: str) -> dict[str, str]:
         plan="pro",
         mode="live",
     )  # type: ignore[arg-type]
-    return {"X-PM-Principal": sign_principal(principal, PRINCIPAL_KEY, 60)}
+    return {"X-PM-Principal": unbound_principal(principal, "delivery")}
 
 
 def _sender_domain(tenant: str) -> str:
@@ -96,7 +96,8 @@ def _sender_domain(tenant: str) -> str:
 
 async def _verify_sender_domain(api_url: str, tenant: str, dns: FakeDns) -> None:
     """Live bulk sends need a verified sender domain: create it, publish, verify."""
-    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+    hooks = {"request": [bind_principal]}
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, event_hooks=hooks) as client:
         created = await client.post(
             "/api/v1/domains", json={"name": _sender_domain(tenant)}, headers=_headers(tenant)
         )
@@ -114,7 +115,8 @@ async def _post_bulk(
     api_url: str, tenant: str, recipients: list[dict[str, Any]], batch: int
 ) -> str:
     """A bulk send through the real delivery API, as the gateway would forward it."""
-    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+    hooks = {"request": [bind_principal]}
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, event_hooks=hooks) as client:
         r = await client.post(
             "/api/v1/emails/send-bulk",
             headers=_headers(tenant),

@@ -1,5 +1,7 @@
 """A stand-in upstream service for gateway tests: it checks the signed principal with
-libs.common.principal, exactly as a real service does, and echoes what it received.
+libs.common.principal, exactly as a real service does, and echoes what it received. It stands
+in for every upstream service, so it accepts a principal for any of them (one dependency per
+audience, picked by the token's `aud`) and echoes the audience.
 
 `python -m tests.integration.gateway.echo_upstream <port>`; `?delay=<seconds>` slows an answer
 (for concurrent Idempotency-Key tests).
@@ -12,14 +14,29 @@ import os
 import sys
 from typing import Annotated, Any
 
+import jwt
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 
 from libs.common.http import install_error_handlers, ok
-from libs.common.principal import Principal, principal_dependency
+from libs.common.principal import PRINCIPAL_HEADER, Principal, principal_dependency
+from libs.common.signing_keys import DEV_PRINCIPAL_PUBLIC_KEYS
+from services.gateway.routes import UPSTREAM_SERVICES
 
-KEY = os.environ.get("PM_PRINCIPAL_SIGNING_KEY", "dev-only-principal-key-change-me-0123456789")
-current = principal_dependency(lambda: KEY)
+KEYS = os.environ.get("PM_PRINCIPAL_PUBLIC_KEYS", DEV_PRINCIPAL_PUBLIC_KEYS)
+BY_AUDIENCE = {svc: principal_dependency(lambda: KEYS, audience=svc) for svc in UPSTREAM_SERVICES}
+
+
+async def current(request: Request) -> Principal:
+    token = request.headers.get(PRINCIPAL_HEADER)
+    try:
+        audience = str(jwt.decode(token or "", options={"verify_signature": False})["aud"])
+    except (jwt.PyJWTError, KeyError):
+        audience = "campaigns"  # any: the dependency below refuses the token
+    request.state.audience = audience
+    return await BY_AUDIENCE.get(audience, BY_AUDIENCE["campaigns"])(request, token)
+
+
 app = FastAPI()
 install_error_handlers(app)
 calls = {"count": 0}
@@ -49,6 +66,7 @@ async def echo(
             "path": "/" + path,
             "method": request.method,
             "principal": principal.model_dump(),
+            "audience": request.state.audience,
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": body.decode(),
             "call": calls["count"],

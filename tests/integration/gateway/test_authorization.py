@@ -9,11 +9,13 @@ import httpx
 import pytest
 
 from libs.common.principal import PRINCIPAL_HEADER, Principal, sign_principal
+from libs.common.signing_keys import DEV_PRINCIPAL_PRIVATE_KEY
 from tests.integration.keys.platform_stack import (
     ALL_SCOPES,
     Platform,
     bearer,
     create_key,
+    set_plan,
     signup,
 )
 
@@ -25,7 +27,7 @@ SCOPED_ROUTES = [
     ("GET", "/api/v1/templates", "manage_templates"),
     ("PATCH", "/api/v1/templates/tpl_1", "manage_templates"),
     ("GET", "/api/v1/campaigns", "manage_campaigns"),
-    ("POST", "/api/v1/campaigns/cmp_1/start", "manage_campaigns"),
+    ("POST", "/api/v1/campaigns/cmp_1/pause", "manage_campaigns"),
     ("GET", "/api/v1/analytics/campaigns/cmp_1", "read_analytics"),
     ("POST", "/api/v1/emails/send", "send_email"),
     ("POST", "/api/v1/emails/send-bulk", "send_email"),
@@ -63,7 +65,8 @@ async def test_every_route_refuses_a_key_lacking_its_scope(platform: Platform, u
         owner = await signup(client, platform.gw, unique)
         token = owner["access_token"]
         # Keys per scope: one holding every scope but it, one holding only it. The enterprise
-        # plan keeps this many calls far from the rate limit.
+        # plan allows this many keys and keeps this many calls far from the rate limit.
+        set_plan(platform, owner["tenant"]["id"], "enterprise")
         without, only = {}, {}
         for scope in ROUTE_SCOPES:
             others = [s for s in ALL_SCOPES if s != scope]
@@ -123,8 +126,11 @@ async def test_unauthenticated_routes_are_forwarded_without_a_principal(
             plan="enterprise",
             mode="live",
         ),
-        "dev-only-principal-key-change-me-0123456789",
+        DEV_PRINCIPAL_PRIVATE_KEY,
         60,
+        audience="delivery",
+        method="POST",
+        path="/hooks/esp/postmark",
     )
     async with httpx.AsyncClient(timeout=20) as client:
         for path in ("/hooks/esp/postmark", "/hooks/stripe", "/t/o/abc.gif", "/unsubscribe/tok"):
@@ -159,3 +165,83 @@ async def test_another_tenants_api_key_is_404(
         assert b_key["id"] not in [k["id"] for k in listed.json()["data"]]
         still = await client.get(f"{platform.gw}/api/v1/contacts", headers=bearer(b_key["key"]))
         assert still.status_code == 200
+
+
+async def test_the_forwarded_principal_is_bound_to_its_service_method_and_path(
+    platform: Platform, unique: str
+) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        key = (await create_key(client, platform.gw, owner["access_token"], ALL_SCOPES))["key"]
+        for method, path, _scope in SCOPED_ROUTES:
+            echoed = (await _call(client, platform.gw, method, path, key)).json()["data"]
+            expected = "campaigns" if path.split("/")[3] in (
+                "contacts", "templates", "campaigns", "analytics"
+            ) else path.split("/")[3].replace("emails", "delivery")  # fmt: skip
+            assert echoed["audience"] == expected, (method, path)
+
+        # A principal captured at an upstream: valid only for its own method and path.
+        got = await _call(client, platform.gw, "GET", "/api/v1/contacts", key)
+        captured = {PRINCIPAL_HEADER: got.json()["data"]["headers"]["x-pm-principal"]}
+        same = await client.get(f"{platform.echo_url}/api/v1/contacts", headers=captured)
+        assert same.status_code == 200, same.text
+        for method, path in (
+            ("DELETE", "/api/v1/contacts/ct_1"),
+            ("GET", "/api/v1/contacts/ct_1"),
+            ("POST", "/api/v1/emails/send"),  # another service (audience delivery)
+        ):
+            replayed = await client.request(method, platform.echo_url + path, headers=captured)
+            assert replayed.status_code == 401, (method, path)
+            assert replayed.json()["error"]["code"] == "principal_invalid"
+
+
+async def test_starting_a_campaign_needs_both_scopes(platform: Platform, unique: str) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        token = owner["access_token"]
+        manage = (await create_key(client, platform.gw, token, ["manage_campaigns"]))["key"]
+        both = await create_key(client, platform.gw, token, ["manage_campaigns", "send_email"])
+        for action in ("start", "resume"):
+            path = f"/api/v1/campaigns/cmp_1/{action}"
+            refused = await _call(client, platform.gw, "POST", path, manage)
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["error"]["code"] == "insufficient_scope"
+            assert "'send_email'" in refused.json()["error"]["message"]
+            allowed = await _call(client, platform.gw, "POST", path, both["key"])
+            assert allowed.status_code == 200, allowed.text
+        # Other campaign operations still need manage_campaigns alone.
+        paused = await _call(client, platform.gw, "POST", "/api/v1/campaigns/cmp_1/pause", manage)
+        assert paused.status_code == 200
+
+
+async def test_deleting_a_suppression_needs_an_owner_or_admin_behind_the_key(
+    platform: Platform, unique: str
+) -> None:
+    import asyncpg
+
+    from tests.conftest import service_dsn
+
+    path = "/api/v1/emails/suppressions/ada@example.com"
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        key = await create_key(client, platform.gw, owner["access_token"], ["send_email"])
+        allowed = await _call(client, platform.gw, "DELETE", path, key["key"])
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["data"]["principal"]["role"] == "owner"
+        # The same kind of key, created by a user who is now a member: refused.
+        member_key = await create_key(client, platform.gw, owner["access_token"], ["send_email"])
+        conn = await asyncpg.connect(service_dsn("keys"))
+        try:
+            await conn.execute(
+                "UPDATE keys.users SET role = 'member' WHERE id = $1", owner["user"]["id"]
+            )
+        finally:
+            await conn.close()
+        refused = await _call(client, platform.gw, "DELETE", path, member_key["key"])
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "role_required"
+        # Adding a suppression is not restricted by role.
+        added = await _call(
+            client, platform.gw, "POST", "/api/v1/emails/suppressions", member_key["key"]
+        )
+        assert added.status_code == 200

@@ -36,7 +36,9 @@ async def test_api_key_call_reaches_upstream_with_signed_principal(
         "plan": "starter",
         "mode": "live",
         "request_id": f"req-{unique}",
+        "role": "owner",  # the dashboard role of the user who created the key
     }
+    assert echoed["audience"] == "campaigns"
     assert "authorization" not in echoed["headers"]
     assert echoed["headers"]["x-request-id"] == f"req-{unique}"
     assert resp.headers["X-Request-Id"] == f"req-{unique}"
@@ -92,3 +94,15 @@ async def test_missing_or_malformed_credentials_are_401(platform: Platform) -> N
     assert bad_key.json()["error"]["code"] == "invalid_api_key"
     assert bad_jwt.status_code == 401
     assert bad_jwt.json()["error"]["code"] == "invalid_token"
+
+
+async def test_metrics_are_not_served_on_the_public_port(platform: Platform) -> None:
+    from tests.integration.keys.platform_stack import metrics_url
+
+    async with httpx.AsyncClient(timeout=20) as client:
+        public = await client.get(f"{platform.gw}/metrics")
+        private = await client.get(metrics_url(platform.gw))
+    assert public.status_code == 404
+    assert public.json()["error"]["code"] == "not_found"
+    assert private.status_code == 200
+    assert "pm_gateway_auth" in private.text

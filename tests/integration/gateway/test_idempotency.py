@@ -67,3 +67,44 @@ async def test_malformed_idempotency_key_is_400(platform: Platform, unique: str)
         )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+async def test_a_stored_key_creation_reveals_no_secret_to_redis(
+    platform: Platform, unique: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    from tests.conftest import REDIS_URL
+    from tests.integration.keys.platform_stack import NAMESPACE
+
+    redis = aioredis.from_url(REDIS_URL)
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        headers = {**bearer(owner["access_token"]), "Idempotency-Key": f"secret-{unique}"}
+        url = f"{platform.gw}/api/v1/platform/api-keys"
+        first = await client.post(
+            url, json={"name": "ci", "scopes": ["send_email"]}, headers=headers
+        )
+        raw_key = first.json()["data"]["key"]
+        names = [n async for n in redis.scan_iter(f"{NAMESPACE}:idem:{owner['tenant']['id']}:*")]
+        assert len(names) == 1
+        stored = await redis.get(names[0])
+        # Neither the key, its secret part, nor the response body is readable in Redis.
+        assert raw_key.encode() not in stored and raw_key[-24:].encode() not in stored
+        assert first.json()["data"]["id"].encode() not in stored
+
+        replay = await client.post(
+            url, json={"name": "ci", "scopes": ["send_email"]}, headers=headers
+        )
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.content == first.content
+
+        # An edited entry is never replayed (nor run again).
+        await redis.set(names[0], stored.replace(b'"sealed":"', b'"sealed":"AAAA'), ex=60)
+        edited = await client.post(
+            url, json={"name": "ci", "scopes": ["send_email"]}, headers=headers
+        )
+        assert edited.status_code == 409, edited.text
+        listed = await client.get(url, headers=bearer(owner["access_token"]))
+        assert len(listed.json()["data"]) == 1
+    await redis.aclose()

@@ -73,8 +73,23 @@ class EchoUpstream:
         self.proc.wait(10)
 
 
+# Gateway port -> its metrics URL (the gateway serves /metrics on a port of its own).
+METRICS_URLS: dict[int, str] = {}
+
+
 def start(service: str, process: str, env: dict[str, str]) -> ServiceProcess:
-    return ServiceProcess(service, process, env, free_port())
+    if service == "gateway":
+        metrics_port = free_port()
+        env = {**env, "PM_METRICS_PORT": str(metrics_port)}
+    proc = ServiceProcess(service, process, env, free_port())
+    if service == "gateway":
+        METRICS_URLS[proc.port] = f"http://127.0.0.1:{metrics_port}/metrics"
+    return proc
+
+
+def metrics_url(gateway_url: str) -> str:
+    """Where the gateway at `gateway_url` serves /metrics."""
+    return METRICS_URLS[int(gateway_url.rsplit(":", 1)[1])]
 
 
 def gateway_env(amqp_url: str, keys_url: str, echo_url: str, **extra: str) -> dict[str, str]:
@@ -131,7 +146,8 @@ def _start_platform(amqp_url: str, keys_vault: dict[str, str]) -> Iterator[Platf
         PM_BCRYPT_ROUNDS="4",
         PM_REDIS_NAMESPACE=NAMESPACE,
         PM_USAGE_FLUSH_INTERVAL_SECONDS="0.2",
-        PM_LOGIN_MAX_ATTEMPTS_PER_IP="100000",
+        PM_LOGIN_MAX_FAILURES_PER_IP="100000",
+        PM_SIGNUP_MAX_PER_IP="100000",
         **keys_vault,
     )
     echo = EchoUpstream()
@@ -203,3 +219,16 @@ async def create_key(
     assert resp.status_code == 201, resp.text
     data: dict[str, Any] = resp.json()["data"]
     return data
+
+
+def set_plan(platform: Platform, tenant_id: str, plan: str) -> None:
+    """The admin command (`python -m services.keys set-plan`), as an operator runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.keys", "set-plan", tenant_id, plan],
+        env=platform.keys_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -149,34 +149,59 @@ async def test_verify_rejects_wrong_revoked_expired_and_other_tenants_keys(
         await svc.verify(expiring["key"])
 
 
-async def test_login_is_throttled_per_account_and_per_ip(make_service: object, unique: str) -> None:
+async def test_login_counts_failures_only_and_slows_the_guesser_not_the_owner(
+    make_service: object, unique: str
+) -> None:
+    # A long base delay: the test never waits it out, so no timing is involved.
     svc: KeysService = make_service(  # type: ignore[operator]
-        login_max_failures_per_account=3, login_max_attempts_per_ip=8
+        login_max_failures_per_account=3,
+        login_max_failures_per_ip=8,
+        login_delay_base_seconds=600,
+        login_delay_max_seconds=3600,
     )
     email = f"l-{unique}@example.com"
     await svc.create_tenant(email, PASSWORD, "Login")
-    assert (await svc.login(email, PASSWORD, "10.0.0.1"))["access_token"]
+    # Successful logins never count against an address.
+    for _ in range(10):
+        assert (await svc.login(email, PASSWORD, "10.0.0.3"))["access_token"]
     codes = []
     for _ in range(4):
         with pytest.raises(ApiError) as failed:
             await svc.login(email, "wrong password!", "10.0.0.1")
         codes.append(failed.value.code)
+    # Three free failures, then this address must wait (progressive delay), ...
     assert codes == ["invalid_credentials"] * 3 + ["login_throttled"]
-    with pytest.raises(ApiError) as locked:
-        await svc.login(email, PASSWORD, "10.0.0.2")  # right password, account locked
-    assert locked.value.code == "login_throttled"
-    assert int(locked.value.headers["Retry-After"]) >= 1  # type: ignore[index]
+    assert int(failed.value.headers["Retry-After"]) > 500  # type: ignore[index]
+    # ... but the account is not locked: its owner, elsewhere, signs in.
+    assert (await svc.login(email, PASSWORD, "10.0.0.2"))["access_token"]
+
+    # IPv6 callers are one address per /64.
+    for host in ("2001:db8:5::1", "2001:db8:5::2", "2001:db8:5::3"):
+        with pytest.raises(ApiError):
+            await svc.login(email, "wrong password!", host)
+    with pytest.raises(ApiError) as v6:
+        await svc.login(email, PASSWORD, "2001:db8:5::ffff")
+    assert v6.value.code == "login_throttled"
+
+    # Failures on any accounts add up per address: 3 so far from 10.0.0.1, 5 more = 8.
+    for n in range(5):
+        with pytest.raises(ApiError):
+            await svc.login(f"nobody-{n}-{unique}@example.com", "wrong password!", "10.0.0.1")
     other = f"l2-{unique}@example.com"
     await svc.create_tenant(other, PASSWORD, "Login2")
-    results = []
-    for _ in range(4):
-        try:
-            await svc.login(other, PASSWORD, "10.0.0.1")
-            results.append("ok")
-        except ApiError as exc:
-            results.append(exc.code)
-    # 10.0.0.1 had 5 attempts already; the IP budget of 8 allows 3 more.
-    assert results == ["ok", "ok", "ok", "login_throttled"]
+    with pytest.raises(ApiError) as by_ip:
+        await svc.login(other, PASSWORD, "10.0.0.1")
+    assert by_ip.value.code == "login_throttled"
+
+
+async def test_signups_are_throttled_per_address(make_service: object, unique: str) -> None:
+    svc: KeysService = make_service(signup_max_per_ip=2)  # type: ignore[operator]
+    await svc.signup(f"s0-{unique}@example.com", PASSWORD, "S", "2001:db8:0::1")
+    await svc.signup(f"s1-{unique}@example.com", PASSWORD, "S", "2001:db8:1::1")  # other /64
+    await svc.signup(f"s2-{unique}@example.com", PASSWORD, "S", "2001:db8:0::2")
+    with pytest.raises(ApiError) as refused:
+        await svc.signup(f"s3-{unique}@example.com", PASSWORD, "S", "2001:db8:0::3")
+    assert refused.value.code == "login_throttled"
 
 
 async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_session(
@@ -285,3 +310,69 @@ def test_create_tenant_command(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("tenant_id=ten_")
     assert "password=" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "plan"),
+    [
+        ("/services/campaigns", "enterprise"),  # not a producer of plan changes
+        ("/services/billing", "unlimited"),  # billing (Stripe) can never grant it
+        ("/attacker", "pro"),
+    ],
+)
+async def test_plan_changes_are_applied_only_from_their_producers(
+    make_service: object, pool: asyncpg.Pool, unique: str, source: str, plan: str
+) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    tenant, _ = await svc.create_tenant(f"ps-{unique}@example.com", PASSWORD, "Plans")
+    forged = make_event(
+        TenantPlanChanged(old_plan="starter", new_plan=plan), tenant_id=tenant["id"], source=source
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(PermanentError):
+            await apply_plan_change(forged, conn)
+    assert await svc.tenant_plan(tenant["id"]) == "starter"
+
+
+async def test_the_plan_caps_active_api_keys(make_service: object, unique: str) -> None:
+    svc: KeysService = make_service()  # type: ignore[operator]
+    tenant, user = await svc.create_tenant(f"cap-{unique}@example.com", PASSWORD, "Cap", "free")
+    owner = _user(tenant["id"], user["id"])
+    req = CreateApiKeyRequest(name="k", scopes=["send_email"])
+    first = await svc.create_key(owner, req)
+    await svc.create_key(owner, req)
+    with pytest.raises(ApiError) as refused:
+        await svc.create_key(owner, req)
+    assert refused.value.status_code == 409
+    assert refused.value.code == "api_key_limit_reached"
+    # Revoking one frees a slot.
+    await svc.revoke_key(tenant["id"], first["id"])
+    await svc.create_key(owner, req)
+
+
+def test_only_the_admin_command_sets_the_internal_unlimited_plan(
+    amqp_url: str, test_database: str, keys_vault: dict[str, str], unique: str
+) -> None:
+    from libs.common.plans import PLANS
+
+    env = service_env("keys", amqp_url, PM_BCRYPT_ROUNDS="4", **keys_vault)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.keys", *args],
+            input=PASSWORD + "\n",
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    created = run("create-tenant", "--email", f"u-{unique}@example.com", "--company", "U",
+                  "--password-stdin")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    tenant_id = created.stdout.split()[0].split("=", 1)[1]
+    done = run("set-plan", tenant_id, "unlimited")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tenant_id}: starter -> unlimited"
+    assert PLANS["unlimited"].key_cap is None

@@ -15,13 +15,14 @@ import pytest
 
 from libs.common.db import create_pool
 from libs.common.events import EmailOpened, Envelope, EventData, make_event
-from libs.common.principal import Principal, sign_principal
+from libs.common.principal import Principal
 from libs.common.resources import Resources
 from services.webhooks.api import create_api
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.worker import Engine
 from tests.conftest import service_dsn
 from tests.integration.common.amqp_tools import events_exchange, publish_on
+from tests.principals import BIND_HOOKS, unbound_principal
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
@@ -66,7 +67,7 @@ def principal_header(
         plan="pro",
         mode=mode,  # type: ignore[arg-type]
     )
-    token = sign_principal(principal, settings.principal_signing_key.get_secret_value(), 60)
+    token = unbound_principal(principal, settings.service_name)
     return {"X-PM-Principal": token}
 
 
@@ -94,7 +95,9 @@ async def make_api() -> AsyncIterator[Callable[..., Any]]:
         app = create_api(settings)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://svc", event_hooks=BIND_HOOKS
+        )
         stack.append((lifespan, client))
         return Api(client, settings)
 

@@ -30,6 +30,7 @@ from libs.common.principal import (
     tenant_id_var,
 )
 from libs.common.settings import ServiceSettings
+from libs.common.signing_keys import generate_private_key, public_keys_of
 from libs.common.telemetry import (
     configure_logging,
     configure_tracing,
@@ -38,7 +39,7 @@ from libs.common.telemetry import (
 )
 
 REPO = Path(__file__).resolve().parents[3]
-KEY = "telemetry-test-key-0123456789abcdef-xyz"
+KEY = generate_private_key()
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
@@ -127,7 +128,7 @@ def test_uvicorn_logs_go_through_json_and_access_log_is_off(log_stream: io.Strin
 
 # --- logs of HTTP requests -------------------------------------------------------------------
 
-current_principal = principal_dependency(lambda: KEY)
+current_principal = principal_dependency(lambda: public_keys_of(KEY), audience="platform")
 
 
 def router() -> APIRouter:
@@ -186,7 +187,10 @@ async def test_request_logs_carry_the_tenant(
         plan="pro",
         mode="live",
     )
-    headers = {PRINCIPAL_HEADER: sign_principal(principal, KEY, 60)}
+    token = sign_principal(
+        principal, KEY, 60, audience="platform", method="GET", path="/tenant-work"
+    )
+    headers = {PRINCIPAL_HEADER: token}
     assert (await client.get("/tenant-work", headers=headers)).status_code == 200
     await client.get("/work")
 

@@ -22,7 +22,7 @@ from tests.unit.deploy.manifests import (
 # Agent) and the per-process port (Kubernetes: every container listens on 8080).
 COMPOSE_ONLY = {"PM_CREDS_FILE", "PM_HTTP_PORT"}
 # Values that must be identical in both: the same Vault secret, the same listen address.
-SAME_VALUE = ("PM_PRINCIPAL_SIGNING_KEY", "PM_HTTP_HOST")
+SAME_VALUE = ("PM_PRINCIPAL_PUBLIC_KEYS", "PM_HTTP_HOST")
 
 
 def compose_processes() -> dict[tuple[str, str], dict[str, Any]]:

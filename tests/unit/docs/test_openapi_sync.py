@@ -105,9 +105,11 @@ def test_security_and_scope_follow_the_gateway_route_map(committed_spec: dict[st
             assert op["security"] == [{"Jwt": []}]
             assert op["x-required-roles"] == sorted(rule.roles)
         else:
-            scope = rule.scope_for(method.upper())
-            assert op["x-required-scope"] == scope
-            assert f"`{scope}`" in op["description"]
+            scopes = sorted(rule.scopes_for(method.upper()))
+            assert op["x-required-scope"] == " ".join(scopes)
+            assert all(f"`{scope}`" in op["description"] for scope in scopes)
+            roles = rule.roles_for(method.upper())
+            assert op.get("x-required-roles") == (sorted(roles) if roles else None)
             assert op["security"] == [{"ApiKey": []}, {"Jwt": []}]
             ok = next(v for s, v in op["responses"].items() if s.startswith("2"))
             assert "X-RateLimit-Remaining" in ok["headers"]

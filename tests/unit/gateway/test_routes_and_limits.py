@@ -36,7 +36,31 @@ from services.gateway.routes import has_dot_segments, match_route
 def test_route_map(method: str, path: str, route: str, scope: str | None) -> None:
     rule = match_route(path)
     assert rule is not None and rule.name == route
-    assert rule.scope_for(method) == scope
+    assert rule.scopes_for(method) == (frozenset({scope}) if scope else frozenset())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route", "scopes", "roles"),
+    [
+        ("POST", "/api/v1/campaigns/c1/start", "campaign-start",
+         {"manage_campaigns", "send_email"}, None),
+        ("POST", "/api/v1/campaigns/c1/resume", "campaign-start",
+         {"manage_campaigns", "send_email"}, None),
+        ("POST", "/api/v1/campaigns/c1/pause", "campaigns", {"manage_campaigns"}, None),
+        ("POST", "/api/v1/campaigns/c1/start/x", "campaigns", {"manage_campaigns"}, None),
+        ("DELETE", "/api/v1/emails/suppressions/a@b.c", "suppressions", {"send_email"},
+         {"owner", "admin"}),
+        ("POST", "/api/v1/emails/suppressions", "suppressions", {"send_email"}, None),
+        ("GET", "/api/v1/emails/suppressions", "suppressions", {"read_analytics"}, None),
+    ],
+)  # fmt: skip
+def test_scope_sets_and_roles(
+    method: str, path: str, route: str, scopes: set[str], roles: set[str] | None
+) -> None:
+    rule = match_route(path)
+    assert rule is not None and rule.name == route
+    assert rule.scopes_for(method) == scopes
+    assert rule.roles_for(method) == roles
 
 
 @pytest.mark.parametrize(
@@ -64,27 +88,36 @@ def test_dot_segments(path: str, bad: bool) -> None:
 def test_local_bucket_allows_60_then_refills_one_per_second() -> None:
     limiter = LocalLimiter()
     now = 1_700_000_000_000
-    results = [limiter.hit("k", PLAN_LIMITS["starter"], now) for _ in range(61)]
+    results = [
+        limiter.hit("k", PLAN_LIMITS["starter"], tenant_id="t", now_ms=now) for _ in range(61)
+    ]
     assert [r.allowed for r in results] == [True] * 60 + [False]
     assert results[60].retry_after_ms == 1000
-    assert limiter.hit("k", PLAN_LIMITS["starter"], now + 1000).allowed
-    assert not limiter.hit("k", PLAN_LIMITS["starter"], now + 1000).allowed
+    assert limiter.hit("k", PLAN_LIMITS["starter"], tenant_id="t", now_ms=now + 1000).allowed
+    assert not limiter.hit("k", PLAN_LIMITS["starter"], tenant_id="t", now_ms=now + 1000).allowed
     # Upgrade: the larger burst applies at once.
-    assert all(limiter.hit("k", PLAN_LIMITS["pro"], now + 1000).allowed for _ in range(240))
+    assert all(
+        limiter.hit("k", PLAN_LIMITS["pro"], tenant_id="t", now_ms=now + 1000).allowed
+        for _ in range(240)
+    )
 
 
 def test_local_hourly_quota() -> None:
     limiter = LocalLimiter()
     tiny = PlanLimits(per_minute=100, per_hour=2)
     now = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
-    assert [limiter.hit("k", tiny, now).allowed for _ in range(3)] == [True, True, False]
-    assert limiter.hit("k", tiny, now + 3_600_000).allowed
+    assert [limiter.hit("k", tiny, tenant_id="t", now_ms=now).allowed for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert limiter.hit("k", tiny, tenant_id="t", now_ms=now + 3_600_000).allowed
 
 
 def test_headers_name_the_binding_policy() -> None:
     limiter = LocalLimiter()
     now = 1_700_000_000_000
-    first = limiter.hit("k", PLAN_LIMITS["starter"], now)
+    first = limiter.hit("k", PLAN_LIMITS["starter"], tenant_id="t", now_ms=now)
     headers = rate_limit_headers(first)
     assert headers["X-RateLimit-Limit"] == "60"
     assert headers["X-RateLimit-Remaining"] == "59"
@@ -93,13 +126,13 @@ def test_headers_name_the_binding_policy() -> None:
     assert headers["RateLimit"] == '"minute";r=59;t=1'
     assert "Retry-After" not in headers
     for _ in range(60):
-        last = limiter.hit("k", PLAN_LIMITS["starter"], now)
+        last = limiter.hit("k", PLAN_LIMITS["starter"], tenant_id="t", now_ms=now)
     refused = rate_limit_headers(last)
     assert refused["Retry-After"] == "1"
     assert refused["X-RateLimit-Remaining"] == "0"
     tiny = PlanLimits(per_minute=100, per_hour=1)
-    limiter.hit("h", tiny, now)
-    by_hour = rate_limit_headers(limiter.hit("h", tiny, now))
+    limiter.hit("h", tiny, tenant_id="t", now_ms=now)
+    by_hour = rate_limit_headers(limiter.hit("h", tiny, tenant_id="t", now_ms=now))
     assert by_hour["X-RateLimit-Limit"] == "1"
     assert by_hour["RateLimit"].startswith('"hour";r=0;')
 
@@ -113,3 +146,24 @@ def test_idempotency_fingerprint_and_key_validation() -> None:
     for bad in ("", "k" * 256, "tab\there"):
         with pytest.raises(ApiError):
             validate_key(bad)
+
+
+def test_keys_of_one_tenant_share_the_tenant_bucket() -> None:
+    limiter = LocalLimiter()
+    now = 1_700_000_000_000
+    free = PLAN_LIMITS["free"]
+    first = [limiter.hit("key:a", free, tenant_id="ten_1", now_ms=now) for _ in range(20)]
+    assert all(d.allowed for d in first)
+    # A second key of the same tenant finds the tenant's minute spent; another tenant does not.
+    assert not limiter.hit("key:b", free, tenant_id="ten_1", now_ms=now).allowed
+    assert limiter.hit("key:c", free, tenant_id="ten_2", now_ms=now).allowed
+
+
+def test_the_plan_table_has_the_free_tier_and_an_internal_unlimited_plan() -> None:
+    from libs.common.plans import CUSTOMER_PLANS, PLANS
+
+    assert (PLANS["free"].per_minute, PLANS["free"].per_hour) == (20, 1_000)
+    assert CUSTOMER_PLANS == ("free", "starter", "pro", "enterprise")
+    assert "unlimited" in PLANS and "unlimited" not in CUSTOMER_PLANS
+    caps = [PLANS[p].key_cap for p in CUSTOMER_PLANS]
+    assert all(c is not None for c in caps) and caps == sorted(caps)  # type: ignore[type-var]

@@ -355,7 +355,7 @@ class Campaigns:
     def resume(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)."""
+        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)."""
         return self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/resume",
@@ -364,7 +364,7 @@ class Campaigns:
         )
 
     def start(self, campaign_id: str, *, request_options: RequestOptions | None = None) -> Campaign:
-        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)."""
+        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)."""
         return self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/start",
@@ -1327,7 +1327,7 @@ class AsyncCampaigns:
     async def resume(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)."""
+        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)."""
         return await self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/resume",
@@ -1338,7 +1338,7 @@ class AsyncCampaigns:
     async def start(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)."""
+        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)."""
         return await self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/start",

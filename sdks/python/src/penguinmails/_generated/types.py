@@ -416,6 +416,7 @@ class _ErrorBodyRequired(TypedDict):
 
     code: Literal[
         "api_key_invalid",
+        "api_key_limit_reached",
         "auth_throttled",
         "bad_gateway",
         "bad_request",
@@ -465,6 +466,7 @@ class _ErrorBodyRequired(TypedDict):
         "principal_invalid",
         "principal_missing",
         "rate_limited",
+        "role_required",
         "sender_domain_not_verified",
         "sender_required",
         "service_unavailable",

@@ -148,12 +148,12 @@ module PenguinMails
         @core.request(:post, "/api/v1/campaigns/#{seg(campaign_id)}/pause", idempotent: true, options: request_options)
       end
 
-      # Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)
+      # Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)
       def resume(campaign_id, request_options: {})
         @core.request(:post, "/api/v1/campaigns/#{seg(campaign_id)}/resume", idempotent: true, options: request_options)
       end
 
-      # Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)
+      # Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)
       def start(campaign_id, request_options: {})
         @core.request(:post, "/api/v1/campaigns/#{seg(campaign_id)}/start", idempotent: true, options: request_options)
       end

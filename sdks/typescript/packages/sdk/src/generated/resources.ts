@@ -166,11 +166,11 @@ export class Campaigns extends APIResource {
   pause(campaignId: string, options?: RequestOptions): Promise<T.Campaign> {
     return this.core.request<T.Campaign>({ method: 'POST', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}/pause`, idempotent: true }, options);
   }
-  /** Resume Campaign — POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`) */
+  /** Resume Campaign — POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`) */
   resume(campaignId: string, options?: RequestOptions): Promise<T.Campaign> {
     return this.core.request<T.Campaign>({ method: 'POST', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}/resume`, idempotent: true }, options);
   }
-  /** Start Campaign — POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`) */
+  /** Start Campaign — POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`) */
   start(campaignId: string, options?: RequestOptions): Promise<T.Campaign> {
     return this.core.request<T.Campaign>({ method: 'POST', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}/start`, idempotent: true }, options);
   }
