@@ -65,7 +65,7 @@ def sign_up(page: Any) -> str:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("Company").fill(f"Dash {email}")
     page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+    expect(page.get_by_role("heading", name="API keys", exact=True)).to_be_visible()
     return email
 
 

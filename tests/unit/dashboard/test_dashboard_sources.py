@@ -54,6 +54,10 @@ def test_serves_the_app_assets_and_fallback(tmp_path: Path) -> None:
         assert page.headers["x-frame-options"] == "DENY"
     js = client.get("/dashboard/assets/index-abc123.js")
     assert js.text == "console.log(1)"
+    assert js.headers["content-encoding"] == "gzip"  # TestClient asks for gzip and inflates
+    assert js.headers["vary"] == "Accept-Encoding"
+    plain = client.get("/dashboard/assets/index-abc123.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == "console.log(1)"
     assert js.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert js.headers["content-type"].startswith("text/javascript")
     # A path outside the listed files never reaches the filesystem: it gets the app.

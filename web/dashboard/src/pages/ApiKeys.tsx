@@ -2,7 +2,7 @@ import { useCallback, useEffect, useMemo, useState, type FormEvent } from "react
 import { api, unwrap } from "../api/client";
 import type { ApiKey, ApiKeyCreated, Usage } from "../api/models";
 import { SCOPES } from "../catalog";
-import { Chart } from "../components/Chart";
+import { Chart } from "../components/LazyChart";
 import { Code, CopyButton, ErrorNotice, Modal, Tabs, useAction, when } from "../components/ui";
 
 type Dialog =

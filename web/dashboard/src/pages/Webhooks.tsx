@@ -2,7 +2,7 @@ import { useCallback, useEffect, useMemo, useState, type FormEvent } from "react
 import { api, unwrap } from "../api/client";
 import type { Delivery, Endpoint, EndpointCreated, EndpointStats, Rotated, TestResult } from "../api/models";
 import { EVENT_TYPES } from "../catalog";
-import { Chart } from "../components/Chart";
+import { Chart } from "../components/LazyChart";
 import { Code, CopyButton, ErrorNotice, Link, Modal, Tabs, useAction, when } from "../components/ui";
 import { navigate } from "../router";
 
