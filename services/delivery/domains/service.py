@@ -9,6 +9,7 @@ Statuses: `pending` until every required record (DKIM, SPF) is found; `verified`
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import random
 import time
@@ -494,8 +495,9 @@ def _with_parents(name: str) -> list[str]:
 
 
 def _sender_domain_or_none(address: str) -> str | None:
+    """The domain of a sender (`a@x.io` or `Name <a@x.io>`), None when it has none."""
     try:
-        return sender_domain(address)
+        return sender_domain(email.utils.parseaddr(address)[1] or address)
     except InvalidDomainName:
         return None
 
