@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from jinja2 import (
     StrictUndefined,
     Template,
@@ -618,7 +619,7 @@ _FRAME = struct.Struct(">I")
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _read_frame_sync(stream: Any) -> Any:
@@ -626,7 +627,7 @@ def _read_frame_sync(stream: Any) -> Any:
     if len(head) < _FRAME.size:
         return None
     (size,) = _FRAME.unpack(head)
-    return json.loads(stream.read(size))
+    return orjson.loads(stream.read(size))
 
 
 def _write_frame_sync(stream: Any, obj: Any) -> None:
@@ -760,7 +761,7 @@ class _Worker:
                 (size,) = _FRAME.unpack_from(buf)
                 end = _FRAME.size + size
                 if len(buf) >= end:
-                    frame = json.loads(bytes(buf[_FRAME.size : end]))
+                    frame = orjson.loads(buf[_FRAME.size : end])
                     del buf[:end]
                     return frame
             chunk = await self.proc.stdout.read(1 << 20)
