@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from jinja2 import (
     StrictUndefined,
     Template,
@@ -109,18 +110,20 @@ class LimitExceeded(Exception):
 
 
 class _Budget:
-    __slots__ = ("deadline", "left")
+    __slots__ = ("deadline", "left", "ticks")
 
     def __init__(self, iterations: int, seconds: float) -> None:
         self.left = iterations
         self.deadline = time.monotonic() + seconds
+        self.ticks = 0
 
     def charge(self, n: int) -> None:
         self.left -= n
         if self.left < 0:
             raise LimitExceeded("the template loops too much (iteration budget exhausted)")
-        # ~50 ns against a loop iteration's ~1 µs: checked every time.
-        if time.monotonic() > self.deadline:
+        # The clock every 16 operations: each is bounded in size, so 16 of them are short.
+        self.ticks += 1
+        if not self.ticks & 15 and time.monotonic() > self.deadline:
             raise LimitExceeded("the template takes too long to render")
 
 
@@ -145,7 +148,9 @@ _NESTED_SPEC = re.compile(r"\{[^{}]*:[^{}]*\{|%(?:\([^)]*\))?[-#0 +]*(?:\*|\d*\.
 
 
 def _sized(value: Any) -> int:
-    if isinstance(value, str | bytes | list | tuple | dict | set | frozenset):
+    if isinstance(value, str):  # the common case first (Markup is a str)
+        return len(value)
+    if isinstance(value, bytes | list | tuple | dict | set | frozenset):
         return len(value)
     return 0
 
@@ -219,7 +224,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             )
 
     def _check_result(self, value: Any) -> Any:
-        self._check_len(_sized(value))
+        if _sized(value) > self.limits.max_string_chars:
+            self._check_len(_sized(value))
         return value
 
     def _check_format(self, fmt: str) -> None:
@@ -610,10 +616,12 @@ def render_in_process(job: RenderJob, limits: TemplateLimits = DEFAULT_LIMITS) -
 # ----------------------------------------------------------------------------- worker process
 
 _FRAME = struct.Struct(">I")
+_SPLIT_JOBS = 100  # a batch this large is shared between workers
+_FLUSH_SECONDS = 0.005
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _read_frame_sync(stream: Any) -> Any:
@@ -621,13 +629,14 @@ def _read_frame_sync(stream: Any) -> Any:
     if len(head) < _FRAME.size:
         return None
     (size,) = _FRAME.unpack(head)
-    return json.loads(stream.read(size))
+    return orjson.loads(stream.read(size))
 
 
-def _write_frame_sync(stream: Any, obj: Any) -> None:
+def _write_frame_sync(stream: Any, obj: Any, flush: bool = True) -> None:
     body = _dumps(obj)
     stream.write(_FRAME.pack(len(body)) + body)
-    stream.flush()
+    if flush:
+        stream.flush()
 
 
 def _limit_cpu_for_next(cpu_seconds: int) -> None:
@@ -664,7 +673,9 @@ def worker_main() -> None:
         if request is None:
             return
         sources: list[str] = request["sources"]
-        for raw in request["jobs"]:
+        last = len(request["jobs"]) - 1
+        flushed = time.monotonic()
+        for n, raw in enumerate(request["jobs"]):
             job = RenderJob(
                 parts={p: sources[i] for p, i in raw["parts"].items()},
                 context=raw["context"],
@@ -686,9 +697,15 @@ def worker_main() -> None:
                 result["recycle"] = True
                 _write_frame_sync(stdout, result)
                 return
-            # One write per answer: the parent times each message from the previous answer,
-            # so an answer held back would be blamed on the next message.
-            _write_frame_sync(stdout, result)
+            # Answers go out every few ms (and at the end of the frame), not one write per
+            # message: a wake-up of the parent per message costs more than the render. If the
+            # worker dies with answers held back, the parent re-runs the unanswered messages
+            # one per frame, so the blame still lands on the right one.
+            now = time.monotonic()
+            flush = n == last or now - flushed >= _FLUSH_SECONDS
+            _write_frame_sync(stdout, result, flush)
+            if flush:
+                flushed = now
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -755,7 +772,7 @@ class _Worker:
                 (size,) = _FRAME.unpack_from(buf)
                 end = _FRAME.size + size
                 if len(buf) >= end:
-                    frame = json.loads(bytes(buf[_FRAME.size : end]))
+                    frame = orjson.loads(buf[_FRAME.size : end])
                     del buf[:end]
                     return frame
             chunk = await self.proc.stdout.read(1 << 20)
@@ -796,7 +813,7 @@ class TemplatePool:
     size: int = 2
     limits: TemplateLimits = DEFAULT_LIMITS
     grace_seconds: float = 1.0
-    frame_jobs: int = 50
+    frame_jobs: int = 500
     start_timeout_seconds: float = 30.0
     restarts: int = 0
     _idle: list[_Worker] = field(default_factory=list)
@@ -828,7 +845,7 @@ class TemplatePool:
         if not jobs:
             return []
         # Large batches use every worker; small ones stay on one (one pipe round trip).
-        chunks = max(1, min(self.size, len(jobs) // self.frame_jobs))
+        chunks = max(1, min(self.size, len(jobs) // _SPLIT_JOBS))
         step = -(-len(jobs) // chunks)
         parts = await asyncio.gather(
             *(self._render_chunk(jobs[i : i + step], deadline) for i in range(0, len(jobs), step))
@@ -851,12 +868,21 @@ class TemplatePool:
             worker = await self._acquire()
             clean = False
             try:
+                careful = 0  # messages to run one per frame (after a worker died mid-frame)
                 while len(results) < len(jobs):
                     if deadline is not None and time.monotonic() >= deadline:
                         results.extend([None] * (len(jobs) - len(results)))
                         break
-                    frame = jobs[len(results) : len(results) + self.frame_jobs]
-                    worker = await self._run(worker, frame, results)
+                    done = len(results)
+                    frame = jobs[done : done + (1 if careful else self.frame_jobs)]
+                    worker, died = await self._run(worker, frame, results, deadline)
+                    if died is None:  # the deadline passed mid-frame
+                        results.extend([None] * (len(jobs) - len(results)))
+                        break
+                    if died:
+                        careful = len(frame) - (len(results) - done)
+                    elif careful:
+                        careful -= len(results) - done
                 clean = True
             finally:
                 # A worker left mid-frame (cancelled caller) would answer the next caller
@@ -872,9 +898,13 @@ class TemplatePool:
         worker: _Worker,
         jobs: Sequence[RenderJob],
         results: list[Rendered | TemplateProblem | None],
-    ) -> _Worker:
-        """Send one frame; collect its results, or up to the job that killed the worker
-        (that job fails; a fresh worker is returned for the rest)."""
+        deadline: float | None = None,
+    ) -> tuple[_Worker, bool | None]:
+        """Send one frame and collect its results. A one-message frame whose worker times
+        out or dies fails that message; a longer one keeps the answers received and
+        returns died=True (the rest are re-run one per frame: answers may have been held
+        back). Either way a fresh worker is returned. died=None: `deadline` (monotonic)
+        passed before the frame was done; the busy worker was replaced."""
         sources: dict[str, int] = {}
         wire = []
         for job in jobs:
@@ -887,21 +917,27 @@ class TemplatePool:
             await worker.send({"sources": list(sources), "jobs": wire})
         except (ConnectionError, BrokenPipeError):
             await worker.kill()
-            return await _Worker.start(self.limits, self.start_timeout_seconds)
+            return await _Worker.start(self.limits, self.start_timeout_seconds), False
         per_job = self.limits.timeout_seconds + self.grace_seconds
         loop = asyncio.get_running_loop()
         for _ in jobs:
+            wait = per_job
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
             try:
-                # One timer rescheduled per job (no task per read): the worker's answers
-                # stream back as they are ready.
-                async with asyncio.timeout_at(loop.time() + per_job):
+                # One timer per answer (no task per read): answers stream back as ready.
+                async with asyncio.timeout_at(loop.time() + wait):
                     reply = await worker.receive()
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
                 await worker.kill()
                 self.restarts += 1
+                if isinstance(exc, TimeoutError) and wait < per_job:
+                    return await _Worker.start(self.limits, self.start_timeout_seconds), None
+                if len(jobs) > 1:
+                    return await _Worker.start(self.limits, self.start_timeout_seconds), True
                 reason = _TIMEOUT if isinstance(exc, TimeoutError) else _CRASHED
                 results.append(TemplateProblem("limit", "body", reason))
-                return await _Worker.start(self.limits, self.start_timeout_seconds)
+                return await _Worker.start(self.limits, self.start_timeout_seconds), False
             if "ok" in reply:
                 results.append(reply["ok"])
             else:
@@ -909,8 +945,8 @@ class TemplatePool:
             if reply.get("recycle"):
                 await worker.kill()
                 self.restarts += 1
-                return await _Worker.start(self.limits, self.start_timeout_seconds)
-        return worker
+                return await _Worker.start(self.limits, self.start_timeout_seconds), False
+        return worker, False
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -165,7 +165,9 @@ async def test_hard_limits_fail_one_message_and_the_pool_carries_on() -> None:
         assert isinstance(results[2], TemplateProblem) and results[2].kind == "limit"
         assert "too long" in results[2].message
         assert results[3] == results[0]
-        assert pool.restarts == 2  # the memory hog's worker recycled, the CPU hog's killed
+        # The memory hog's worker recycled; the CPU hog's killed twice: once inside its frame
+        # (answers may be held back, so the unanswered are re-run one per frame), then alone.
+        assert pool.restarts == 3
         assert await pool.render_one(GOOD) == results[0]
     finally:
         await pool.close()
@@ -194,11 +196,13 @@ async def test_a_slow_render_never_blocks_the_event_loop() -> None:
 
 
 async def test_jobs_past_the_deadline_come_back_unrendered() -> None:
-    pool = TemplatePool(size=1, limits=SMALL, frame_jobs=1)
+    pool = TemplatePool(size=1, limits=SMALL)
     try:
         await pool.render_one(GOOD)  # worker started
         results = await pool.render([CPU_HOG, GOOD, GOOD], deadline=time.monotonic() + 0.1)
-        assert isinstance(results[0], TemplateProblem)
-        assert results[1:] == [None, None]
+        # Nothing answered by the deadline: all three come back to be retried later (the
+        # busy worker is replaced, so the caller is not held for the CPU hog's timeout).
+        assert results == [None, None, None]
+        assert await pool.render_one(GOOD) == {"subject": "Hi 1", "html": None, "text": "ok 1"}
     finally:
         await pool.close()
