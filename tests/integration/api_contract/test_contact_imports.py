@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import asyncpg
 import httpx
 
-from tests.conftest import service_dsn
-from tests.integration.api_contract.conftest import Account
+from tests.integration.api_contract.conftest import Account, connect
 from tests.integration.common.amqp_tools import eventually
 
 ROWS = 50_000
@@ -71,7 +69,7 @@ async def test_import_job_of_50000_rows(account: Account, unique: str) -> None:
     assert done["failed"] == len(BAD)
     assert sorted(e["row"] for e in done["errors"]) == sorted(i + 1 for i in BAD)
     assert all(e["field"] == "email" for e in done["errors"])
-    conn = await asyncpg.connect(service_dsn("campaigns"))
+    conn = await connect("campaigns")
     try:
         completed = await conn.fetchval(
             "SELECT payload->'data' FROM campaigns.outbox"

@@ -13,11 +13,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import asyncpg
 import httpx
 
-from tests.conftest import service_dsn
-from tests.integration.api_contract.conftest import Account
+from tests.integration.api_contract.conftest import Account, connect
 from tests.integration.common.amqp_tools import eventually
 
 # POST /api/v1/campaigns ("Create Campaign").
@@ -128,7 +126,7 @@ async def test_seed_campaign_send_bulk_and_analytics_bodies(account: Account) ->
 
     # The runner handed the step to delivery: inline html overrides the template's, the
     # template's subject is rendered with the recipient's personalization.
-    conn = await asyncpg.connect(service_dsn("delivery"))
+    conn = await connect("delivery")
     try:
 
         async def rendered() -> Any:
@@ -159,7 +157,7 @@ async def test_personalization_reaches_the_template(account: Account) -> None:
         cid = r.json()["data"]["id"]
         r = await c.post(f"/api/v1/campaigns/{cid}/start", headers=h)
         assert r.status_code == 200, r.text
-    conn = await asyncpg.connect(service_dsn("delivery"))
+    conn = await connect("delivery")
     try:
 
         async def rendered() -> Any:
