@@ -6,6 +6,7 @@ contact_import.completed is published. Other routes refuse a chunked body past 5
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,6 +80,7 @@ async def test_import_job_of_50000_rows(account: Account, unique: str) -> None:
     finally:
         await conn.close()
     assert completed is not None
+    completed = json.loads(completed)
     assert (completed["created"], completed["updated"], completed["failed"]) == (
         ROWS - len(BAD) - 1,
         1,

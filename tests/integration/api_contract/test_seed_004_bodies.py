@@ -11,6 +11,7 @@ send-bulk pulling a campaign's content through delivery's read model."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import httpx
@@ -172,6 +173,23 @@ async def test_personalization_reaches_the_template(account: Account) -> None:
         await conn.close()
     assert row["subject"] == "Welcome John"
     assert row["html"] == "<p>Template body for John at Acme Corp</p>"
+    # Every recipient's first step was handed to delivery: campaign.sent, once.
+    conn = await connect("campaigns")
+    try:
+
+        async def sent() -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT payload->'data' AS data FROM campaigns.outbox"
+                    " WHERE event_type = 'campaign.sent' AND payload->'data'->>'campaign_id' = $1",
+                    cid,
+                )
+            )
+
+        events = await eventually(sent, timeout=60, interval=0.3)
+    finally:
+        await conn.close()
+    assert len(events) == 1 and json.loads(events[0]["data"])["recipients"] == 1
 
 
 async def test_seed_send_body_and_the_default_sender(account: Account) -> None:
