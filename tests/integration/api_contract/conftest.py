@@ -8,15 +8,18 @@ sandbox connector instead of an ESP on the internet (none is reachable here).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from libs.common.principal import SCOPES
-from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_env
+from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_dsn, service_env
 from tests.fakes.dns_server import FakeDns
 from tests.integration.keys.platform_stack import Platform, bearer
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
@@ -165,3 +168,16 @@ def account(stack: Stack, unique: str) -> Account:
             assert r.status_code == 201, r.text
             keys[mode] = r.json()["data"]["key"]
     return Account(stack.gw, keys["test"], keys["live"], stack.dns)
+
+
+async def connect(service: str) -> asyncpg.Connection:
+    """A connection to the service's schema, waiting for a free slot: this stack and the other
+    sessions on the shared server can use every connection for a while."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return await asyncpg.connect(service_dsn(service))
+        except asyncpg.TooManyConnectionsError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)

@@ -1,17 +1,16 @@
 """Issue 15 §7: a webhook endpoint filtered by a contact tag receives that contact's email.*
-events (delivery learns the recipients' tags from contact.* events), and no one else's."""
+events (delivery learns the recipients' tags from contact.* events), and no one else's;
+email.delivered among them (issue 15 §1: the seed's event types reach webhooks)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import asyncpg
 import httpx
 
-from tests.conftest import service_dsn
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.integration.api_contract.conftest import Account
+from tests.integration.api_contract.conftest import Account, connect
 from tests.integration.common.amqp_tools import eventually
 
 
@@ -26,7 +25,7 @@ async def test_endpoint_filtered_by_contact_tag_gets_that_contacts_email_sent(
                 "/api/v1/webhooks",
                 json={
                     "url": receiver.url,
-                    "events": ["email.sent"],
+                    "events": ["email.sent", "email.delivered"],
                     "filters": {"contact_tags": ["vip"]},
                 },
                 headers=h,
@@ -37,7 +36,7 @@ async def test_endpoint_filtered_by_contact_tag_gets_that_contacts_email_sent(
                 assert r.status_code == 201, r.text
 
             # Delivery learns the tags from contact.created (its read model, asynchronously).
-            conn = await asyncpg.connect(service_dsn("delivery"))
+            conn = await connect("delivery")
             try:
 
                 async def learned() -> bool:
@@ -65,12 +64,17 @@ async def test_endpoint_filtered_by_contact_tag_gets_that_contacts_email_sent(
                 )
                 assert r.status_code == 202, r.text
 
-            def sent() -> list[dict[str, Any]]:
+            def of(kind: str) -> list[dict[str, Any]]:
                 events = [json.loads(x.body) for x in list(receiver.requests)]
-                return [e for e in events if e["type"] == "email.sent"]
+                return [e for e in events if e["type"] == kind]
 
-            await eventually(lambda: len(sent()) >= 2, timeout=60)
-            got = sent()
+            # email.delivered exists, is emitted (the sandbox reports delivery) and reaches
+            # webhooks, filtered the same way.
+            await eventually(
+                lambda: len(of("email.sent")) >= 2 and len(of("email.delivered")) >= 2,
+                timeout=60,
+            )
+            got = of("email.sent") + of("email.delivered")
     assert {_recipient(e) for e in got} == {vip}, got
     assert all({"vip", "beta"} <= set(_tags(e)) for e in got), got
 

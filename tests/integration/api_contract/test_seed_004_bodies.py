@@ -11,13 +11,12 @@ send-bulk pulling a campaign's content through delivery's read model."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
-import asyncpg
 import httpx
 
-from tests.conftest import service_dsn
-from tests.integration.api_contract.conftest import Account
+from tests.integration.api_contract.conftest import Account, connect
 from tests.integration.common.amqp_tools import eventually
 
 # POST /api/v1/campaigns ("Create Campaign").
@@ -128,7 +127,7 @@ async def test_seed_campaign_send_bulk_and_analytics_bodies(account: Account) ->
 
     # The runner handed the step to delivery: inline html overrides the template's, the
     # template's subject is rendered with the recipient's personalization.
-    conn = await asyncpg.connect(service_dsn("delivery"))
+    conn = await connect("delivery")
     try:
 
         async def rendered() -> Any:
@@ -159,7 +158,7 @@ async def test_personalization_reaches_the_template(account: Account) -> None:
         cid = r.json()["data"]["id"]
         r = await c.post(f"/api/v1/campaigns/{cid}/start", headers=h)
         assert r.status_code == 200, r.text
-    conn = await asyncpg.connect(service_dsn("delivery"))
+    conn = await connect("delivery")
     try:
 
         async def rendered() -> Any:
@@ -174,6 +173,23 @@ async def test_personalization_reaches_the_template(account: Account) -> None:
         await conn.close()
     assert row["subject"] == "Welcome John"
     assert row["html"] == "<p>Template body for John at Acme Corp</p>"
+    # Every recipient's first step was handed to delivery: campaign.sent, once.
+    conn = await connect("campaigns")
+    try:
+
+        async def sent() -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT payload->'data' AS data FROM campaigns.outbox"
+                    " WHERE event_type = 'campaign.sent' AND payload->'data'->>'campaign_id' = $1",
+                    cid,
+                )
+            )
+
+        events = await eventually(sent, timeout=60, interval=0.3)
+    finally:
+        await conn.close()
+    assert len(events) == 1 and json.loads(events[0]["data"])["recipients"] == 1
 
 
 async def test_seed_send_body_and_the_default_sender(account: Account) -> None:
