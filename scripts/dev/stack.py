@@ -86,9 +86,11 @@ TOKEN_KEY_ENV: dict[str, dict[str, str]] = {
 # (the caller's PM_* settings reach them on purpose, through `read_overrides`).
 _FOREIGN_ENV_PREFIXES = ("PM_", "VAULT_", "BAO_")
 # Handed out per process by the stack: an override would give a process another's
-# credentials or port (e.g. PM_DATABASE_URL from a sourced .dev/stack.env is the admin DSN).
+# credentials or port (e.g. PM_DATABASE_URL from a sourced .dev/stack.env is the admin DSN,
+# its PM_REDIS_URL not the service's own Redis user).
 _STACK_OWNED = (
     "PM_DATABASE_URL",
+    "PM_REDIS_URL",
     "PM_VAULT_ROLE_ID",
     "PM_VAULT_SECRET_ID",
     "PM_VAULT_TOKEN",

@@ -65,6 +65,7 @@ def test_overrides_file_then_environment(tmp_path: Path) -> None:
         "PM_WEBHOOKS_RETRY_SCHEDULE='[1, 1]'\n"
         "PM_CONSUMER_PREFETCH=4\n"
         "PM_DATABASE_URL=postgresql://postgres@127.0.0.1/pm\n"
+        "PM_REDIS_URL=redis://127.0.0.1:6379/0\n"
     )
     environ = {
         "PM_CONSUMER_PREFETCH": "8",
@@ -81,7 +82,7 @@ def test_overrides_file_then_environment(tmp_path: Path) -> None:
         "PM_CONSUMER_PREFETCH": "8",
         "PM_WEBHOOKS_ALLOW_HTTP": "false",
     }
-    assert refused == ["PM_DATABASE_URL"]
+    assert refused == ["PM_DATABASE_URL", "PM_REDIS_URL"]
 
 
 def test_overrides_file_rejects_other_lines(tmp_path: Path) -> None:
