@@ -115,7 +115,8 @@ async def test_verify_rejects_wrong_revoked_expired_and_other_tenants_keys(
     with pytest.raises(InvalidApiKey):
         await svc.verify(forged)
     with pytest.raises(InvalidApiKey):
-        await svc.verify(created["key"][:-1] + "x")  # checksum
+        # A wrong checksum (the last character changed: never to itself).
+        await svc.verify(created["key"][:-1] + ("y" if created["key"].endswith("x") else "x"))
     other_tenant, _ = await svc.create_tenant(f"o-{unique}@example.com", PASSWORD, "Other")
     with pytest.raises(ApiError) as not_found:
         await svc.revoke_key(other_tenant["id"], created["id"])
