@@ -36,7 +36,11 @@ class EndpointCreate(BaseModel):
         description="Seconds before each retry; attempts = 1 + len(retry_schedule).",
     )
     secret: SecretStr | None = Field(
-        default=None, description="Your own `whsec_<base64>` secret; generated when omitted."
+        default=None,
+        description="Your own secret, generated (`whsec_<base64>`) when omitted: either"
+        " `whsec_` + base64 of 24 to 64 bytes (the key is the decoded bytes) or any printable"
+        " string of 16 to 128 characters such as `your-webhook-secret-1` (the key is its UTF-8"
+        " bytes).",
     )
 
 
@@ -56,7 +60,9 @@ class EndpointUpdate(BaseModel):
 class RotateSecret(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    secret: SecretStr | None = None
+    secret: SecretStr | None = Field(
+        default=None, description="Same two forms as at creation; generated when omitted."
+    )
 
 
 class TestSend(BaseModel):

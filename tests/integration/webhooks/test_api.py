@@ -96,6 +96,11 @@ _LOCAL = "http://127.0.0.1:9/x"
         ({"url": "ftp://example.com/x", "events": ["*"]}, "webhook_url_refused", "body.url"),
         ({"url": _LOCAL, "events": ["*"], "secret": "plain"}, "validation_error", "body.secret"),
         (
+            {"url": _LOCAL, "events": ["*"], "secret": "whsec_not base64!!"},
+            "validation_error",
+            "body.secret",
+        ),
+        (
             {"url": _LOCAL, "events": ["*"], "retry_schedule": [0]},
             "validation_error",
             "body.retry_schedule.0",

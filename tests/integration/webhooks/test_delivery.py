@@ -286,3 +286,27 @@ async def test_delivery_time_ssrf_guard_blocks_loopback_when_not_allowed(
 
 async def _eq(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_raw_secret_signs_deliveries_with_its_utf8_bytes(
+    api, make_engine, publish, base_settings, unique
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    secret = "your-webhook-secret"  # seed 004's registration body
+    with WebhookReceiver() as rx:
+        ep = await api.create(unique, url=rx.url, events=["email.opened"], secret=secret)
+        assert ep["secret"] == secret
+        await make_engine(base_settings)
+        await publish(opened(unique, 7))
+        (got,) = await rx.until(1)
+        h = got.headers
+        signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + got.body
+        mac = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+        assert h["webhook-signature"] == "v1," + base64.b64encode(mac).decode()
+        # The seed's own verification: hex HMAC of the body keyed with the secret string.
+        seed = "sha256=" + hmac.new(secret.encode(), got.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(h["x-penguinmails-signature"], seed)
+        assert Webhook(secret.encode()).verify(got.body, h)["id"] == h["webhook-id"]
