@@ -350,6 +350,12 @@ def _access(rule: RouteRule, method: str) -> tuple[list[dict[str, list[str]]], s
             None,
         )
     scope = rule.scope_for(method.upper())
+    if scope is None:
+        return (
+            [{"ApiKey": []}, {"Jwt": []}],
+            "Any API key or dashboard JWT; the service checks the scope this operation names.",
+            None,
+        )
     return (
         [{"ApiKey": []}, {"Jwt": []}],
         f"Requires scope `{scope}` (API key or dashboard JWT).",

@@ -66,7 +66,8 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         body = sample(content["application/json"].get("schema", {}), spec)
     headers: dict[str, str] = {}
     if op.get("security"):
-        token = "$PM_API_KEY" if op.get("x-required-scope") else "$PM_ACCESS_TOKEN"
+        api_key = any("ApiKey" in requirement for requirement in op["security"])
+        token = "$PM_API_KEY" if api_key else "$PM_ACCESS_TOKEN"
         headers["Authorization"] = f"Bearer {token}"
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -79,6 +80,7 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         "body": body,
         "headers": headers,
         "multipart": "multipart/form-data" in content,
+        "stream": "text/event-stream" in op.get("responses", {}).get("200", {}).get("content", {}),
     }
 
 
@@ -89,7 +91,9 @@ def _qs(query: dict[str, Any]) -> str:
 
 
 def _curl(req: dict[str, Any]) -> str:
-    lines = [f'curl -X {req["method"]} "{BASE_URL}{req["path"]}{_qs(req["query"])}"']
+    # A stream: -N prints each event as it arrives (Ctrl-C or --max-time to stop).
+    flags = "-N --max-time 30 " if req["stream"] else ""
+    lines = [f'curl {flags}-X {req["method"]} "{BASE_URL}{req["path"]}{_qs(req["query"])}"']
     for k, v in req["headers"].items():
         lines.append(f'  -H "{k}: {v}"')
     if req["multipart"]:
@@ -122,6 +126,19 @@ def _node(req: dict[str, Any]) -> str:
     headers = ",\n".join(
         f"    {json.dumps(k)}: {_env(v, 'node')}" for k, v in req["headers"].items()
     )
+    if req["stream"]:
+        return (
+            f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
+            f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},\n'
+            "  signal: AbortSignal.timeout(30000),\n});\n"
+            "if (!res.ok) throw new Error(JSON.stringify(await res.json()));\n"
+            "const decoder = new TextDecoder();\n"
+            "try {\n"
+            "  for await (const chunk of res.body) process.stdout.write(decoder.decode(chunk));\n"
+            "} catch (err) {\n"
+            '  if (err.name !== "TimeoutError") throw err; // stop after 30 s\n'
+            "}"
+        )
     body = ""
     if req["body"] is not None and not req["multipart"]:
         body = f"\n  body: JSON.stringify({json.dumps(req['body'], indent=2)}),"
@@ -145,6 +162,17 @@ def _python(req: dict[str, Any]) -> str:
     elif req["body"] is not None:
         extra = f"    json={json.dumps(req['body'])},\n"
     params = f"    params={json.dumps(req['query'])},\n" if req["query"] else ""
+    if req["stream"]:
+        return (
+            "import os\n\nimport httpx\n\n"
+            f'with httpx.stream(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
+            f"{params}    headers={{\n{headers}    }},\n"
+            "    timeout=httpx.Timeout(10, read=60),\n) as resp:\n"
+            "    if resp.status_code != 200:\n"
+            "        raise RuntimeError(resp.read().decode())\n"
+            "    for line in resp.iter_lines():  # `id:`, `event:`, `data:` lines, blank between\n"
+            "        print(line)"
+        )
     return (
         "import os\nimport uuid\n\nimport httpx\n\n"
         f'resp = httpx.request(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
@@ -162,6 +190,18 @@ def _php(req: dict[str, Any]) -> str:
         for k, v in req["headers"].items()
     )
     body = ""
+    if req["stream"]:
+        return (
+            "<?php\n"
+            f"$ch = curl_init('{BASE_URL}{req['path']}{_qs(req['query'])}');\n"
+            f"curl_setopt($ch, CURLOPT_HTTPHEADER, [\n{headers}]);\n"
+            "curl_setopt($ch, CURLOPT_TIMEOUT, 30); // stop after 30 s\n"
+            "curl_setopt($ch, CURLOPT_WRITEFUNCTION, function ($ch, $chunk) {\n"
+            "    echo $chunk; // `id:`, `event:`, `data:` lines as they arrive\n"
+            "    return strlen($chunk);\n"
+            "});\n"
+            "curl_exec($ch);"
+        )
     if req["body"] is not None and not req["multipart"]:
         body = (
             "curl_setopt($ch, CURLOPT_POSTFIELDS, json_encode("
@@ -196,7 +236,11 @@ def render_examples(spec: dict[str, Any]) -> dict[str, str]:
             + (
                 f"scope `{op['x-required-scope']}`"
                 if op.get("x-required-scope")
-                else ("dashboard JWT" if op.get("security") else "no authentication")
+                else (
+                    ("any API key" if "ApiKey" in str(op["security"]) else "dashboard JWT")
+                    if op.get("security")
+                    else "no authentication"
+                )
             ),
             "",
         ]

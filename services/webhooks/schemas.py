@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from services.webhooks.payloads import PayloadVersion
+
 Url = Annotated[str, Field(min_length=8, max_length=2048)]
 EventPattern = Annotated[str, Field(min_length=1, max_length=100)]
 FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
@@ -35,6 +37,11 @@ class EndpointCreate(BaseModel):
         max_length=20,
         description="Seconds before each retry; attempts = 1 + len(retry_schedule).",
     )
+    payload_version: PayloadVersion = Field(
+        default="2026-12-01",
+        description="Payload shape: `2026-12-01` (default; the entity nested as `data.email`,"
+        " `data.campaign`, `data.contact`, ...) or `2026-11-21` (the flat catalog data).",
+    )
     secret: SecretStr | None = Field(
         default=None,
         description="Your own secret, generated (`whsec_<base64>`) when omitted: either"
@@ -55,6 +62,9 @@ class EndpointUpdate(BaseModel):
     filters: EndpointFilters | None = None
     enabled: bool | None = None
     retry_schedule: list[RetryDelay] | None = Field(default=None, max_length=20)
+    payload_version: PayloadVersion | None = Field(
+        default=None, description="Switch the payload shape; see docs/webhooks.md."
+    )
 
 
 class RotateSecret(BaseModel):

@@ -188,10 +188,10 @@ def test_delay_tiers_never_overshoot() -> None:
 
 def test_event_patterns_and_matching() -> None:
     assert invalid_event_patterns(["email.*", "*", "contact.created"]) == []
-    assert invalid_event_patterns(["api_key.*", "email.nope", "webhook.*"]) == [
+    assert invalid_event_patterns(["api_key.*", "email.nope", "tenant.*", "webhook.*"]) == [
         "api_key.*",
         "email.nope",
-        "webhook.*",
+        "tenant.*",
     ]
     assert "email.requested" not in WEBHOOK_EVENT_TYPES  # internal events are never sent
     ep = {"event_types": ["email.*"], "filter_campaign_ids": ["c1"], "filter_contact_tags": []}
