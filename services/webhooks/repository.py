@@ -507,52 +507,38 @@ class StreamRow:
 
 
 async def append_stream_event(
-    conn: asyncpg.Connection, row: StreamRow, notify_payload: Any
+    pool: asyncpg.Pool, row: StreamRow, frame: str | None, notify_tags: list[str]
 ) -> int | None:
-    """Append an event to its tenant's stream: the next number of (tenant, mode), taken under
-    the head's row lock so numbers commit in order and without gaps; a NOTIFY on commit wakes
-    the API processes. Returns the number, or None when the event is already stored
-    (redelivery). `notify_payload(seq)` makes the notification's text."""
-    async with conn.transaction():
-        seq: int = await conn.fetchval(
-            "INSERT INTO stream_heads (tenant_id, mode, seq) VALUES ($1, $2, 1)"
-            " ON CONFLICT (tenant_id, mode) DO UPDATE SET seq = stream_heads.seq + 1"
-            " RETURNING seq",
-            row.tenant_id,
-            row.mode,
-        )
-        inserted = await conn.fetchval(
-            "INSERT INTO stream_events (tenant_id, mode, seq, event_id, event_type, campaign_id,"
-            " contact_tags, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING true",
-            row.tenant_id,
-            row.mode,
-            seq,
-            row.event_id,
-            row.event_type,
-            row.campaign_id,
-            row.contact_tags,
-            row.payload,
-        )
-        if not inserted:
-            # Undo the head's increment with the transaction: numbers stay gapless.
-            raise _AlreadyStored
-        await conn.execute("SELECT pg_notify($1, $2)", STREAM_CHANNEL, notify_payload(seq))
-    return seq
-
-
-class _AlreadyStored(Exception):
-    pass
-
-
-async def append_stream_event_once(
-    pool: asyncpg.Pool, row: StreamRow, notify_payload: Any
-) -> int | None:
-    async with pool.acquire() as conn:
-        try:
-            return await append_stream_event(conn, row, notify_payload)
-        except _AlreadyStored:
-            return None
+    """Append an event to its tenant's stream in one statement (one round trip): the next
+    number of (tenant, mode), taken under the head's row lock so numbers commit in order, the
+    row, and a NOTIFY on commit that wakes the API processes (with the frame when it fits).
+    Returns the number, or None when the event is already stored (a redelivery; its number is
+    then skipped, which readers treat like any gap: they read the store)."""
+    seq = await pool.fetchval(
+        "WITH head AS ("
+        " INSERT INTO stream_heads (tenant_id, mode, seq) VALUES ($1, $2, 1)"
+        " ON CONFLICT (tenant_id, mode) DO UPDATE SET seq = stream_heads.seq + 1"
+        " RETURNING seq),"
+        " stored AS ("
+        " INSERT INTO stream_events (tenant_id, mode, seq, event_id, event_type, campaign_id,"
+        " contact_tags, payload) SELECT $1::text, $2::text, head.seq, $3::uuid, $4::text,"
+        " $5::text, $6::text[], $7::text FROM head"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING seq)"
+        " SELECT seq FROM stored, LATERAL (SELECT pg_notify($8::text, json_build_object("
+        "'t', $1::text, 'm', $2::text, 's', stored.seq, 'y', $4::text, 'c', $5::text,"
+        " 'g', $10::text[], 'i', $3::text, 'f', $9::text)::text)) AS n",
+        row.tenant_id,
+        row.mode,
+        row.event_id,
+        row.event_type,
+        row.campaign_id,
+        row.contact_tags,
+        row.payload,
+        STREAM_CHANNEL,
+        frame,
+        notify_tags,
+    )
+    return int(seq) if seq is not None else None
 
 
 async def stream_head(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mode: str) -> int:

@@ -1,9 +1,10 @@
 """The event stream (`GET /api/v1/events/stream`, Server-Sent Events): its store, its live
 feed and one reader per open connection.
 
-- Store: the fan-out consumer appends every deliverable event to `stream_events`, numbered
-  without gaps per (tenant, mode) under the head's row lock, so numbers commit in order
-  (`repository.append_stream_event`). The payload is the newest version's, with the event id
+- Store: the stream consumer (queue `webhooks.stream`) appends every deliverable event to
+  `stream_events`, numbered per (tenant, mode) under the head's row lock, so numbers commit
+  in order, in one statement (`repository.append_stream_event`); only a redelivered event
+  skips a number. The payload is the newest version's, with the event id
   as its `id`. Kept 25 h by default (bounded per tenant too), so a reconnect with
   `Last-Event-ID` from the last 24 h resumes without gaps.
 - Live feed: the append's NOTIFY (committed with the row) carries the frame; each API process
@@ -67,16 +68,12 @@ async def store_event(pool: asyncpg.Pool, event: Envelope) -> int | None:
         payload=payload,
     )
 
-    def notification(seq: int) -> str:
-        note = {"t": row.tenant_id, "m": row.mode, "s": seq, "y": row.event_type,
-                "c": row.campaign_id, "g": tags, "i": str(event.id), "f": payload}  # fmt: skip
-        text = orjson.dumps(note).decode()
-        if len(text.encode()) > _NOTIFY_LIMIT:
-            note["f"] = None
-            text = orjson.dumps(note).decode()
-        return text
-
-    return await repo.append_stream_event_once(pool, row, notification)
+    # The frame rides on the NOTIFY unless the notification would not fit (pg_notify takes
+    # < 8000 bytes): then readers read the store, where the tags are too.
+    size = len(payload.encode()) + sum(len(t.encode()) + 3 for t in tags) + 400
+    if size <= _NOTIFY_LIMIT:
+        return await repo.append_stream_event(pool, row, payload, tags)
+    return await repo.append_stream_event(pool, row, None, [])
 
 
 # ------------------------------------------------------------------ what a reader wants

@@ -1,8 +1,8 @@
 -- migrate:up
 -- The event stream's replay store (GET /api/v1/events/stream): every deliverable event of a
--- tenant and mode, numbered without gaps per (tenant, mode) so a reader knows whether it
--- has missed one, kept for `PM_EVENTS_STREAM_RETENTION_HOURS` (and at most
--- `PM_EVENTS_STREAM_TENANT_CAP` rows per tenant and mode). Fed by the fan-out consumer.
+-- tenant and mode, numbered per (tenant, mode) in commit order (the head's row lock) so a
+-- reader knows whether it has missed one, kept for `PM_EVENTS_STREAM_RETENTION_HOURS` (and at most
+-- `PM_EVENTS_STREAM_TENANT_CAP` rows per tenant and mode). Fed by the consumer of queue webhooks.stream.
 CREATE TABLE stream_heads (
     tenant_id text NOT NULL,
     mode text NOT NULL,

@@ -192,12 +192,12 @@ async def test_gone_disables_endpoint_with_notice_and_reenabling_resumes(
         stats = (await api.client.get(f"/api/v1/webhooks/{ep['id']}/stats", headers=headers)).json()
         assert stats["data"]["health"] == "failing"
 
-        second = opened(unique, 2)
-        await publish(second)  # disabled: not delivered
-        # Consumed (its stream row follows its fan-out) before the endpoint is enabled again.
-        await eventually(
-            lambda: wh_pool.fetchval("SELECT 1 FROM stream_events WHERE event_id = $1", second.id)
-        )
+        with WebhookReceiver() as witness:
+            # A second endpoint receiving em_2 proves its fan-out is done (the disabled one
+            # was skipped) before the first is enabled again.
+            await api.create(unique, url=witness.url, events=["email.opened"])
+            await publish(opened(unique, 2))  # disabled: not delivered
+            await witness.until(1)
         replies["status"] = 200
         r = await api.client.put(
             f"/api/v1/webhooks/{ep['id']}", json={"enabled": True}, headers=headers
