@@ -534,6 +534,13 @@ def render_webhook_events() -> str:
         ' "data": {...}}',
         "```",
         "",
+        "`data` depends on the endpoint's `payload_version`: `2026-12-01` (the default for",
+        "endpoints created from 2026-12-01 on) nests the entity (`data.email`, `data.campaign`,",
+        "`data.contact`, ...) and adds `data.analytics` to opens and clicks; `2026-11-21` (kept",
+        "by older endpoints until changed with `PATCH /api/v1/webhooks/{id}`) is the flat data",
+        "of the tables below. Each type shows both. The event stream",
+        "(`GET /api/v1/events/stream`) carries the `2026-12-01` payload.",
+        "",
         "Answer with any 2xx within 30 seconds, then do slow work; a `410 Gone` disables the",
         "endpoint. Delivery is at-least-once and not ordered: deduplicate on `webhook-id` and",
         "order by `created`.",
@@ -582,7 +589,9 @@ def render_webhook_events() -> str:
         "| type | when |",
         "| --- | --- |",
     ]
-    public = [t for t in sorted(schemas) if t in PUBLIC_EVENT_TYPES]
+    from services.webhooks.payloads import deliverable_types
+
+    public = [t for t in sorted(schemas) if t in deliverable_types()]
     for t in public:
         doc = (EVENT_TYPES[t].__doc__ or "").strip().split("\n")[0]
         lines.append(f"| [`{t}`](#{t.replace('.', '').replace('_', '')}) | {doc} |")
@@ -612,12 +621,27 @@ def render_webhook_events() -> str:
             lines.append(f"| `{name}` | {kind} | {'yes' if name in required else 'no'} | {desc} |")
         lines += [
             "",
+            "Payload version `2026-12-01` (the default for new endpoints; the catalog sample):",
+            "",
+            "```json",
+            json.dumps(_nested_example(t), indent=2),
+            "```",
+            "",
+            "Payload version `2026-11-21` (flat `data`, endpoints created before 2026-12-01):",
+            "",
             "```json",
             json.dumps(event_example(t, schemas[t]), indent=2),
             "```",
             "",
         ]
     return "\n".join(lines)
+
+
+def _nested_example(event_type: str) -> dict[str, Any]:
+    from services.webhooks.payloads import catalog
+
+    sample: dict[str, Any] = next(e["sample"] for e in catalog() if e["type"] == event_type)
+    return {**sample, "id": "msg_2q8ZK1vJ7c3T0aB9"}
 
 
 def render_all(collected: dict[str, dict[str, Any]]) -> dict[str, str]:
