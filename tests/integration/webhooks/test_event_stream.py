@@ -261,3 +261,32 @@ async def test_trigger_emits_the_sample_to_test_streams_and_test_webhooks(
             assert body["type"] == "email.clicked"
             assert body["data"]["analytics"]["device_type"] == "desktop"
             assert orjson.loads(got.body)["data"]["email"]["clicked_at"]
+
+
+async def test_seed_004_webhook_registration_body_through_the_gateway(
+    gw: str, publish: Any, unique: str
+) -> None:
+    """Seed 004's `POST /api/v1/webhooks` example as written, but for a reachable receiver:
+    201, and its deliveries verify with the seed's own HMAC scheme and the raw secret."""
+    import hashlib
+    import hmac
+
+    async with httpx.AsyncClient() as client:
+        tenant, token = await _tenant(client, gw, unique)
+        key = bearer((await create_key(client, gw, token, ["manage_webhooks"]))["key"])
+        with WebhookReceiver() as rx:
+            body = {
+                "url": rx.url,  # seed: https://yourapp.com/webhooks/penguinmails
+                "events": ["email.sent", "email.delivered", "email.opened", "campaign.completed"],
+                "secret": "your-webhook-secret",
+            }
+            r = await client.post(f"{gw}/api/v1/webhooks", json=body, headers=key)
+            assert r.status_code == 201, r.text
+            assert r.json()["data"]["payload_version"] == "2026-12-01"
+            await publish(_opened(tenant, 1, campaign_id="cmp_seed"))
+            (got,) = await rx.until(1)
+        expected = hmac.new(b"your-webhook-secret", got.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(got.headers["x-penguinmails-signature"], f"sha256={expected}")
+        payload = orjson.loads(got.body)
+        assert payload["type"] == "email.opened"
+        assert payload["data"]["email"]["campaign_id"] == "cmp_seed"
