@@ -87,7 +87,7 @@ async def _endpoint(pool, secrets: SecretStore, tenant: str, url: str, i: int) -
             conn,
             {"id": ep_id, "tenant_id": tenant, "mode": "live", "url": url, "description": None,
              "event_types": ["email.*"], "filter_campaign_ids": [], "filter_contact_tags": [],
-             "enabled": True, "retry_schedule_ms": None},
+             "enabled": True, "retry_schedule_ms": None, "payload_version": "2026-11-21"},
         )  # fmt: skip
 
 

@@ -27,7 +27,13 @@ def new_event_id() -> UUID:
 
 
 class EventData(BaseModel):
-    """Base of every event's `data`. Subclasses set `event_type`."""
+    """Base of every event's `data`. Subclasses set `event_type`.
+
+    Public types also carry their catalog entry (`GET /api/v1/events/types`, webhooks, the
+    event stream), one line each: `summary` (one sentence), `read_scope` (the API scope that
+    may read the entity; set once on a family base such as `_EmailEvent`) and `example`
+    (sample data, merged over the examples of its bases: give only what the base lacks).
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow")
     event_type: ClassVar[str]
@@ -35,6 +41,18 @@ class EventData(BaseModel):
     # Published ahead of routine facts waiting in the same outbox: work items that drive a
     # pipeline, and cache invalidations with a deadline (see `outbox`, `priority`).
     urgent: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+    read_scope: ClassVar[str | None] = None
+    example: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def example_data(cls) -> dict[str, Any]:
+        """The catalog sample of this type's data: the `example`s along the class hierarchy,
+        validated by the model (so a sample can never drift from the schema)."""
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("example", {}))
+        return cls.model_validate(merged).model_dump(mode="json", by_alias=True)
 
 
 class Envelope(BaseModel):
@@ -144,6 +162,16 @@ def parse_event(raw: bytes | str) -> Envelope:
 
 
 class _EmailEvent(EventData):
+    read_scope = "read_analytics"
+    example = {
+        "message_id": "msg_0192f5a7c3d84e1b",
+        "to": "recipient@example.com",
+        "campaign_id": "cmp_0192f5a7b2c1",
+        "contact_id": "ct_0192f5a7a001",
+        "step": 1,
+        "occurred_at": "2026-12-01T09:15:30Z",
+        "contact_tags": ["customer"],
+    }
     message_id: str
     to: str
     campaign_id: str | None = None
@@ -189,11 +217,14 @@ class EmailRequested(EventData):
 @register
 class EmailQueued(_EmailEvent):
     event_type = "email.queued"
+    summary = "An email was accepted and waits to be sent."
 
 
 @register
 class EmailSent(_EmailEvent):
     event_type = "email.sent"
+    summary = "An email was handed to the sending provider."
+    example = {"provider": "postmark", "provider_message_id": "b7bc2f4a-5c2a-4d1e"}
     provider: str
     provider_message_id: str | None = None
 
@@ -201,20 +232,29 @@ class EmailSent(_EmailEvent):
 @register
 class EmailDelivered(_EmailEvent):
     event_type = "email.delivered"
+    summary = "The recipient's mail server accepted the email."
+    example = {"provider": "postmark"}
     provider: str | None = None
 
 
 @register
 class EmailOpened(_EmailEvent):
     event_type = "email.opened"
+    summary = "The recipient opened the email (tracking pixel or provider report)."
+    example = {"user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)",
+               "ip": "203.0.113.10", "unique": True, "open_count": 1}  # fmt: skip
     user_agent: str | None = None
     ip: str | None = None
     unique: bool | None = None  # first open of this message
+    open_count: int | None = None  # opens of this message so far, this one included
 
 
 @register
 class EmailClicked(_EmailEvent):
     event_type = "email.clicked"
+    summary = "The recipient clicked a tracked link."
+    example = {"url": "https://example.com/offer", "unique": True,
+               "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"}  # fmt: skip
     url: str
     user_agent: str | None = None
     ip: str | None = None
@@ -224,12 +264,16 @@ class EmailClicked(_EmailEvent):
 @register
 class EmailReplied(_EmailEvent):
     event_type = "email.replied"
+    summary = "The recipient replied to the email."
+    example = {"reply_snippet": "Thanks, let's talk next week."}
     reply_snippet: str | None = None
 
 
 @register
 class EmailBounced(_EmailEvent):
     event_type = "email.bounced"
+    summary = "The email bounced (hard: the address is suppressed)."
+    example = {"bounce_type": "hard", "reason": "550 5.1.1 no such user"}
     bounce_type: Literal["hard", "soft"]
     reason: str | None = None
 
@@ -237,18 +281,24 @@ class EmailBounced(_EmailEvent):
 @register
 class EmailComplained(_EmailEvent):
     event_type = "email.complained"
+    summary = "The recipient marked the email as spam (the address is suppressed)."
+    example = {"feedback_type": "abuse"}
     feedback_type: str | None = None
 
 
 @register
 class EmailUnsubscribed(_EmailEvent):
     event_type = "email.unsubscribed"
+    summary = "The recipient unsubscribed (the address is suppressed)."
+    example = {"method": "one_click"}
     method: Literal["link", "one_click", "reply", "manual", "provider"] = "link"
 
 
 @register
 class EmailFailed(_EmailEvent):
     event_type = "email.failed"
+    summary = "The email could not be sent and will not be retried."
+    example = {"provider": "postmark", "reason": "rejected by provider"}
     provider: str | None = None
     reason: str
 
@@ -269,6 +319,8 @@ class EmailBatchQueued(EventData):
 
 
 class _CampaignEvent(EventData):
+    read_scope = "manage_campaigns"
+    example = {"campaign_id": "cmp_0192f5a7b2c1", "name": "Welcome Series"}
     campaign_id: str
     name: str | None = None
 
@@ -312,33 +364,42 @@ class CampaignSent(_CampaignEvent):
 @register
 class CampaignStarted(_CampaignEvent):
     event_type = "campaign.started"
+    summary = "A campaign started sending to its recipients."
+    example = {"recipients": 250}
     recipients: int = 0
 
 
 @register
 class CampaignPaused(_CampaignEvent):
     event_type = "campaign.paused"
+    summary = "A campaign was paused."
 
 
 @register
 class CampaignResumed(_CampaignEvent):
     event_type = "campaign.resumed"
+    summary = "A paused campaign was resumed."
 
 
 @register
 class CampaignCompleted(_CampaignEvent):
     event_type = "campaign.completed"
+    summary = "Every recipient of a campaign finished its sequence."
 
 
 @register
 class CampaignCancelled(_CampaignEvent):
     event_type = "campaign.cancelled"
+    summary = "A campaign was cancelled before it completed."
 
 
 # ---------------------------------------------------------------- contact.* (campaigns)
 
 
 class _ContactEvent(EventData):
+    read_scope = "manage_contacts"
+    example = {"contact_id": "ct_0192f5a7a001", "email": "recipient@example.com",
+               "contact_tags": ["customer"]}  # fmt: skip
     contact_id: str
     email: str
     # The contact's tags: webhook endpoints filter on them.
@@ -348,17 +409,21 @@ class _ContactEvent(EventData):
 @register
 class ContactCreated(_ContactEvent):
     event_type = "contact.created"
+    summary = "A contact was created."
 
 
 @register
 class ContactUpdated(_ContactEvent):
     event_type = "contact.updated"
+    summary = "A contact's fields or tags changed."
+    example = {"changed": ["tags"]}
     changed: list[str] = Field(default_factory=list)
 
 
 @register
 class ContactDeleted(_ContactEvent):
     event_type = "contact.deleted"
+    summary = "A contact was deleted."
 
 
 # ---------------------------------------------------------------- analytics (campaigns)
@@ -497,12 +562,21 @@ class TenantPlanChanged(EventData):
 @register
 class WebhookEndpointDisabled(EventData):
     event_type = "webhook.endpoint_disabled"
+    summary = "A webhook endpoint was disabled after failing for too long (or answering 410)."
+    read_scope = "manage_webhooks"
+    example = {"endpoint_id": "ep_0192f5a7", "url": "https://example.com/hooks",
+               "reason": "the endpoint answered 410 Gone"}  # fmt: skip
     endpoint_id: str
     url: str
     reason: str
 
 
+# ---------------------------------------------------------------- domain.* (delivery)
+
+
 class _DomainEvent(EventData):
+    read_scope = "manage_domains"
+    example = {"domain_id": "dom_0192f5a7c3d84e1b", "name": "mail.example.com"}
     domain_id: str
     name: str  # ASCII (punycode) form
 
@@ -510,6 +584,7 @@ class _DomainEvent(EventData):
 @register
 class DomainCreated(_DomainEvent):
     event_type = "domain.created"
+    summary = "A sending domain was added; its DNS records wait to be published and verified."
 
 
 @register
@@ -517,6 +592,7 @@ class DomainVerified(_DomainEvent):
     """Every required record (DKIM, SPF) was found: live mail may use the domain."""
 
     event_type = "domain.verified"
+    summary = "Every required DNS record of a sending domain was found: live mail may use it."
 
 
 @register
@@ -524,6 +600,8 @@ class DomainVerificationFailed(_DomainEvent):
     """A verification found required records missing or wrong; live mail may not use it."""
 
     event_type = "domain.verification_failed"
+    summary = "A verification found required records missing or wrong: live mail may not use it."
+    example = {"failed_records": ["spf"], "status": "failed"}
     failed_records: list[str] = Field(default_factory=list)
     status: Literal["pending", "verified", "failed"] = "failed"
 
@@ -542,6 +620,18 @@ class DomainHealthChanged(_DomainEvent):
     """A published record vanished, changed or came back since the previous check."""
 
     event_type = "domain.health_changed"
+    summary = "A published DNS record of a sending domain vanished, changed or came back."
+    example = {
+        "status": "failed",
+        "changes": [
+            {
+                "purpose": "spf",
+                "host": "mail.example.com",
+                "previous": "verified",
+                "current": "failed",
+            }
+        ],
+    }
     status: Literal["pending", "verified", "failed"]
     changes: list[DomainRecordChange] = Field(default_factory=list)
 
@@ -549,6 +639,7 @@ class DomainHealthChanged(_DomainEvent):
 @register
 class DomainDeleted(_DomainEvent):
     event_type = "domain.deleted"
+    summary = "A sending domain and its DKIM keys were deleted."
 
 
 @register
@@ -565,3 +656,10 @@ class StripeEventReceived(EventData):
 
 
 PUBLIC_EVENT_TYPES: tuple[str, ...] = tuple(t for t, m in EVENT_TYPES.items() if m.public)
+
+
+def read_scope_of(event_type: str) -> str | None:
+    """The API scope that may read events of this type (webhooks, the event stream); None for
+    internal types, which never leave the platform."""
+    cls = EVENT_TYPES.get(event_type)
+    return cls.read_scope if cls is not None and cls.public else None

@@ -351,6 +351,12 @@ def _access(rule: RouteRule, method: str) -> tuple[list[dict[str, list[str]]], s
             None,
         )
     scopes = sorted(rule.scopes_for(method.upper()))
+    if not scopes:
+        return (
+            [{"ApiKey": []}, {"Jwt": []}],
+            "Any API key or dashboard JWT; the service checks the scope this operation names.",
+            None,
+        )
     names = " and ".join(f"`{s}`" for s in scopes)
     sentence = f"Requires scope{'s' if len(scopes) > 1 else ''} {names} (API key or dashboard JWT)."
     roles = rule.roles_for(method.upper())
@@ -360,7 +366,7 @@ def _access(rule: RouteRule, method: str) -> tuple[list[dict[str, list[str]]], s
             " role of the user who created it)."
         )
     # OAuth style: several scopes are one space-separated string.
-    return [{"ApiKey": []}, {"Jwt": []}], sentence, " ".join(scopes) or None
+    return [{"ApiKey": []}, {"Jwt": []}], sentence, " ".join(scopes)
 
 
 def _success(response: dict[str, Any], status: str) -> dict[str, Any]:

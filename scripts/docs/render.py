@@ -66,7 +66,8 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         body = sample(content["application/json"].get("schema", {}), spec)
     headers: dict[str, str] = {}
     if op.get("security"):
-        token = "$PM_API_KEY" if op.get("x-required-scope") else "$PM_ACCESS_TOKEN"
+        api_key = any("ApiKey" in requirement for requirement in op["security"])
+        token = "$PM_API_KEY" if api_key else "$PM_ACCESS_TOKEN"
         headers["Authorization"] = f"Bearer {token}"
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -79,6 +80,7 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         "body": body,
         "headers": headers,
         "multipart": "multipart/form-data" in content,
+        "stream": "text/event-stream" in op.get("responses", {}).get("200", {}).get("content", {}),
     }
 
 
@@ -89,7 +91,9 @@ def _qs(query: dict[str, Any]) -> str:
 
 
 def _curl(req: dict[str, Any]) -> str:
-    lines = [f'curl -X {req["method"]} "{BASE_URL}{req["path"]}{_qs(req["query"])}"']
+    # A stream: -N prints each event as it arrives (Ctrl-C or --max-time to stop).
+    flags = "-N --max-time 30 " if req["stream"] else ""
+    lines = [f'curl {flags}-X {req["method"]} "{BASE_URL}{req["path"]}{_qs(req["query"])}"']
     for k, v in req["headers"].items():
         lines.append(f'  -H "{k}: {v}"')
     if req["multipart"]:
@@ -122,6 +126,19 @@ def _node(req: dict[str, Any]) -> str:
     headers = ",\n".join(
         f"    {json.dumps(k)}: {_env(v, 'node')}" for k, v in req["headers"].items()
     )
+    if req["stream"]:
+        return (
+            f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
+            f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},\n'
+            "  signal: AbortSignal.timeout(30000),\n});\n"
+            "if (!res.ok) throw new Error(JSON.stringify(await res.json()));\n"
+            "const decoder = new TextDecoder();\n"
+            "try {\n"
+            "  for await (const chunk of res.body) process.stdout.write(decoder.decode(chunk));\n"
+            "} catch (err) {\n"
+            '  if (err.name !== "TimeoutError") throw err; // stop after 30 s\n'
+            "}"
+        )
     body = ""
     if req["body"] is not None and not req["multipart"]:
         body = f"\n  body: JSON.stringify({json.dumps(req['body'], indent=2)}),"
@@ -145,6 +162,17 @@ def _python(req: dict[str, Any]) -> str:
     elif req["body"] is not None:
         extra = f"    json={json.dumps(req['body'])},\n"
     params = f"    params={json.dumps(req['query'])},\n" if req["query"] else ""
+    if req["stream"]:
+        return (
+            "import os\n\nimport httpx\n\n"
+            f'with httpx.stream(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
+            f"{params}    headers={{\n{headers}    }},\n"
+            "    timeout=httpx.Timeout(10, read=60),\n) as resp:\n"
+            "    if resp.status_code != 200:\n"
+            "        raise RuntimeError(resp.read().decode())\n"
+            "    for line in resp.iter_lines():  # `id:`, `event:`, `data:` lines, blank between\n"
+            "        print(line)"
+        )
     return (
         "import os\nimport uuid\n\nimport httpx\n\n"
         f'resp = httpx.request(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
@@ -162,6 +190,18 @@ def _php(req: dict[str, Any]) -> str:
         for k, v in req["headers"].items()
     )
     body = ""
+    if req["stream"]:
+        return (
+            "<?php\n"
+            f"$ch = curl_init('{BASE_URL}{req['path']}{_qs(req['query'])}');\n"
+            f"curl_setopt($ch, CURLOPT_HTTPHEADER, [\n{headers}]);\n"
+            "curl_setopt($ch, CURLOPT_TIMEOUT, 30); // stop after 30 s\n"
+            "curl_setopt($ch, CURLOPT_WRITEFUNCTION, function ($ch, $chunk) {\n"
+            "    echo $chunk; // `id:`, `event:`, `data:` lines as they arrive\n"
+            "    return strlen($chunk);\n"
+            "});\n"
+            "curl_exec($ch);"
+        )
     if req["body"] is not None and not req["multipart"]:
         body = (
             "curl_setopt($ch, CURLOPT_POSTFIELDS, json_encode("
@@ -196,7 +236,11 @@ def render_examples(spec: dict[str, Any]) -> dict[str, str]:
             + (
                 f"scope `{op['x-required-scope']}`"
                 if op.get("x-required-scope")
-                else ("dashboard JWT" if op.get("security") else "no authentication")
+                else (
+                    ("any API key" if "ApiKey" in str(op["security"]) else "dashboard JWT")
+                    if op.get("security")
+                    else "no authentication"
+                )
             ),
             "",
         ]
@@ -490,6 +534,13 @@ def render_webhook_events() -> str:
         ' "data": {...}}',
         "```",
         "",
+        "`data` depends on the endpoint's `payload_version`: `2026-12-01` (the default for",
+        "endpoints created from 2026-12-01 on) nests the entity (`data.email`, `data.campaign`,",
+        "`data.contact`, ...) and adds `data.analytics` to opens and clicks; `2026-11-21` (kept",
+        "by older endpoints until changed with `PATCH /api/v1/webhooks/{id}`) is the flat data",
+        "of the tables below. Each type shows both. The event stream",
+        "(`GET /api/v1/events/stream`) carries the `2026-12-01` payload.",
+        "",
         "Answer with any 2xx within 30 seconds, then do slow work; a `410 Gone` disables the",
         "endpoint. Delivery is at-least-once and not ordered: deduplicate on `webhook-id` and",
         "order by `created`.",
@@ -497,8 +548,11 @@ def render_webhook_events() -> str:
         "## Verifying the signature",
         "",
         "`webhook-signature` follows [Standard Webhooks](https://www.standardwebhooks.com/): the",
-        "HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{raw body}`, keyed with the base64-",
-        "decoded part of your `whsec_...` secret after the prefix, base64-encoded, prefixed `v1,`.",
+        "HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{raw body}`, base64-encoded, prefixed",
+        "`v1,`. The key depends on the form of your secret: for a `whsec_...` secret it is the",
+        "base64-decoded part after the prefix; for a secret you chose without that prefix (any",
+        'printable 16 to 128 characters, e.g. `"your-webhook-secret"`) it is the secret\'s UTF-8',
+        "bytes (the `standardwebhooks` libraries take it as bytes: `Webhook(secret.encode())`).",
         "Verify over the **raw** body bytes (not re-serialized JSON), compare in constant time,",
         "accept if any of the space-separated signatures matches (two travel during a secret",
         "rotation), and refuse timestamps more than 5 minutes from now (replays). The official",
@@ -512,8 +566,9 @@ def render_webhook_events() -> str:
         lines += [f"### {title}", "", f"```{lang}", verify[lang].rstrip(), "```", ""]
     lines += [
         "The legacy header `X-PenguinMails-Signature: sha256=<hex>` is the HMAC-SHA256 of the",
-        "body keyed with the whole secret string (`whsec_...`); prefer `webhook-signature`,",
-        "which also covers the id and timestamp.",
+        "body keyed with the whole secret string as you hold it (`whsec_...` included, or your",
+        "own secret's UTF-8 bytes), as seed 004's example computes it; prefer",
+        "`webhook-signature`, which also covers the id and timestamp.",
         "",
         "## Retries",
         "",
@@ -534,7 +589,9 @@ def render_webhook_events() -> str:
         "| type | when |",
         "| --- | --- |",
     ]
-    public = [t for t in sorted(schemas) if t in PUBLIC_EVENT_TYPES]
+    from services.webhooks.payloads import deliverable_types
+
+    public = [t for t in sorted(schemas) if t in deliverable_types()]
     for t in public:
         doc = (EVENT_TYPES[t].__doc__ or "").strip().split("\n")[0]
         lines.append(f"| [`{t}`](#{t.replace('.', '').replace('_', '')}) | {doc} |")
@@ -564,12 +621,27 @@ def render_webhook_events() -> str:
             lines.append(f"| `{name}` | {kind} | {'yes' if name in required else 'no'} | {desc} |")
         lines += [
             "",
+            "Payload version `2026-12-01` (the default for new endpoints; the catalog sample):",
+            "",
+            "```json",
+            json.dumps(_nested_example(t), indent=2),
+            "```",
+            "",
+            "Payload version `2026-11-21` (flat `data`, endpoints created before 2026-12-01):",
+            "",
             "```json",
             json.dumps(event_example(t, schemas[t]), indent=2),
             "```",
             "",
         ]
     return "\n".join(lines)
+
+
+def _nested_example(event_type: str) -> dict[str, Any]:
+    from services.webhooks.payloads import catalog
+
+    sample: dict[str, Any] = next(e["sample"] for e in catalog() if e["type"] == event_type)
+    return {**sample, "id": "msg_2q8ZK1vJ7c3T0aB9"}
 
 
 def render_all(collected: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -432,13 +432,13 @@ async def advance_status(conn: asyncpg.Connection, message_id: str, status: str)
     )
 
 
-async def count_open(conn: asyncpg.Connection, message_id: str) -> bool:
-    """Count an open; True when it is the message's first."""
+async def count_open(conn: asyncpg.Connection, message_id: str) -> int:
+    """Count an open; returns the message's opens so far (1: its first)."""
     n: int = await conn.fetchval(
         "UPDATE messages SET open_count = open_count + 1 WHERE id = $1 RETURNING open_count",
         message_id,
     )
-    return n == 1
+    return n
 
 
 async def count_click(conn: asyncpg.Connection, message_id: str, url: str) -> bool:

@@ -1049,7 +1049,8 @@ class DeliveryService:
             data = EmailUnsubscribed(**base, method="provider")
             await repo.add_suppression(conn, tenant_id, row["to_email"], "unsubscribe", row["id"])
         elif ev.status == "opened":
-            data = EmailOpened(**base, unique=await repo.count_open(conn, row["id"]))
+            opens = await repo.count_open(conn, row["id"])
+            data = EmailOpened(**base, unique=opens == 1, open_count=opens)
         elif ev.status == "clicked":
             unique = await repo.count_click(conn, row["id"], ev.url or "")
             data = EmailClicked(**base, url=ev.url or "", unique=unique)
@@ -1101,7 +1102,8 @@ class DeliveryService:
             base = _email_fields(row, occurred_at=now, user_agent=ua, ip=ip)
             data: EventData
             if status == "opened":
-                data = EmailOpened(**base, unique=await repo.count_open(conn, message_id))
+                opens = await repo.count_open(conn, message_id)
+                data = EmailOpened(**base, unique=opens == 1, open_count=opens)
                 detail: dict[str, Any] = {"user_agent": ua}
             else:
                 unique = await repo.count_click(conn, message_id, url or "")

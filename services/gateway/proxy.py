@@ -7,9 +7,10 @@ per-request CPU in httpx/httpcore (bench/gateway.py, BENCH_GATEWAY_PROFILE=1).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -108,6 +109,17 @@ class UpstreamResponse:
     body: bytes
 
 
+@dataclass
+class UpstreamStream:
+    """An upstream answer relayed as it arrives (`text/event-stream`): status and headers now,
+    the body chunk by chunk; `close()` releases the connection (also when the client left)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], None]
+
+
 class UpstreamUnreachable(ServiceUnavailable):
     """The service did not accept the connection: it never saw the request."""
 
@@ -117,6 +129,7 @@ class Upstreams:
         self._settings = settings
         self._bases = {name: settings.upstream_url(name) for name in UPSTREAM_SERVICES}
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._stream_sessions: dict[str, aiohttp.ClientSession] = {}
 
     def _session(self, service: str) -> aiohttp.ClientSession:
         # Created lazily, inside the running loop (aiohttp binds a session to its loop).
@@ -137,8 +150,101 @@ class Upstreams:
         return session
 
     async def close(self) -> None:
-        for session in self._sessions.values():
+        for session in [*self._sessions.values(), *self._stream_sessions.values()]:
             await session.close()
+
+    def _stream_session(self, service: str) -> aiohttp.ClientSession:
+        # Long-lived answers: no total timeout (a stream lasts minutes), but an upstream that
+        # sends nothing, not even its heartbeat comments, for `upstream_stream_idle_seconds`
+        # is dead. Its own pool, so open streams never take the request path's connections.
+        session = self._stream_sessions.get(service)
+        if session is None:
+            s = self._settings
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=s.upstream_connect_timeout_seconds,
+                    sock_read=s.upstream_stream_idle_seconds,
+                ),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._stream_sessions[service] = session
+        return session
+
+    def _outgoing(
+        self, headers: list[tuple[bytes, bytes]], extra: dict[str, str]
+    ) -> CIMultiDict[str]:
+        out: CIMultiDict[str] = CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in headers
+            if k.decode("latin-1").lower() not in _DROP_REQUEST
+        )
+        carrier: dict[str, str] = {}
+        inject_trace_context(carrier)
+        out.update(carrier)
+        out.update(extra)
+        out["Accept-Encoding"] = "identity"
+        return out
+
+    async def open_stream(
+        self,
+        service: str,
+        method: str,
+        raw_path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        extra: dict[str, str],
+    ) -> UpstreamStream | UpstreamResponse:
+        """Forward a request whose answer may be a stream: a `text/event-stream` 2xx comes back
+        as an `UpstreamStream` relayed chunk by chunk as the service flushes it; any other
+        answer (an error envelope) is read whole, as `forward` does."""
+        target = self._bases[service] + raw_path + ("?" + query.decode("latin-1") if query else "")
+        session = self._stream_session(service)
+        try:
+            resp = await session.request(
+                method,
+                URL(target, encoded=True),
+                headers=self._outgoing(headers, extra),
+                allow_redirects=False,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            log.warning("upstream unreachable", extra={"upstream": service})
+            raise UpstreamUnreachable(
+                f"The {service} service is unavailable; retry shortly.",
+                headers={"Retry-After": "1"},
+            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("upstream stream failed", extra={"upstream": service})
+            raise ApiError(f"The {service} service failed to answer.", code="bad_gateway") from exc
+        kept = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in resp.raw_headers
+            if k.decode("latin-1").lower() not in _DROP_RESPONSE
+        ]
+        if not (200 <= resp.status < 300 and resp.content_type == "text/event-stream"):
+            try:
+                return UpstreamResponse(resp.status, kept, await resp.read())
+            finally:
+                resp.release()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                # `iter_any` yields whatever has arrived: no buffering up to a chunk size.
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # The upstream went silent or away: end the stream; the client resumes.
+                log.info("upstream stream ended", extra={"upstream": service, "error": str(exc)})
+            finally:
+                resp.close()
+
+        def close() -> None:
+            with contextlib.suppress(Exception):
+                resp.close()
+
+        return UpstreamStream(resp.status, kept, chunks(), close)
 
     async def forward(
         self,

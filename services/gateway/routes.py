@@ -38,6 +38,8 @@ class RouteRule:
     max_body_bytes: int | None = None
     # Only paths matching this regular expression (whole path), when set.
     pattern: str | None = None
+    # A long-lived `text/event-stream` answer: relayed unbuffered, without the total timeout.
+    stream: bool = False
 
     def matches(self, path: str) -> bool:
         if self.exact:
@@ -138,6 +140,18 @@ ROUTES: tuple[RouteRule, ...] = (
     RouteRule(
         "webhooks", "/api/v1/webhooks", "webhooks", "credentials", _scoped("manage_webhooks")
     ),
+    # The event catalog, stream and triggers: any key may call them; the webhooks service
+    # narrows the stream to the types the key's scopes may read (the catalog's `scope`) and
+    # requires that scope for a trigger.
+    RouteRule(
+        "events-stream",
+        "/api/v1/events",
+        "webhooks",
+        "credentials",
+        exact=("/api/v1/events/stream",),
+        stream=True,
+    ),
+    RouteRule("events", "/api/v1/events", "webhooks", "credentials"),
     RouteRule("billing", "/api/v1/billing", "billing", "user", roles=frozenset({"owner"})),
     RouteRule("esp-hooks", "/hooks/esp", "delivery", "none"),
     RouteRule("stripe-hook", "/hooks/stripe", "billing", "none"),

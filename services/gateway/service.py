@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from libs.common.client_address import forwarded_client
 from libs.common.http import (
@@ -196,7 +196,9 @@ class Gateway:
                 path=request.scope["path"],
             )
             idem_key = request.headers.get(IDEMPOTENCY_HEADER)
-            if request.method == "POST" and idem_key is not None:
+            if rule.stream:
+                response = await self._stream(rule, request, extra)
+            elif request.method == "POST" and idem_key is not None:
                 assert isinstance(body, bytes)
                 stored = await self._idempotent(rule, request, body, extra, caller, idem_key)
                 response = _response(stored)
@@ -279,6 +281,25 @@ class Gateway:
             body,
             extra,
         )
+
+    async def _stream(self, rule: RouteRule, request: Request, extra: dict[str, str]) -> Response:
+        """A streamed answer (`text/event-stream`) is relayed as the service writes it, with
+        no total timeout; an error answer comes back whole like any other."""
+        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        upstream = await self.upstreams.open_stream(
+            rule.service,
+            request.method,
+            raw_path.decode("latin-1"),
+            request.scope.get("query_string", b""),
+            request.scope["headers"],
+            extra,
+        )
+        if isinstance(upstream, UpstreamResponse):
+            return _response(upstream)
+        response = StreamingResponse(upstream.chunks, status_code=upstream.status)
+        for name, value in upstream.headers:
+            response.headers.append(name, value)
+        return response
 
     async def _after_success(self, rule: RouteRule, request: Request, status: int) -> None:
         # A revoke or regenerate went through: evict on every replica now, not at the relay's pace.

@@ -25,6 +25,9 @@ class GatewaySettings(ServiceSettings):
     billing_url: str = _local("billing")
     upstream_timeout_seconds: float = 30.0
     upstream_connect_timeout_seconds: float = 2.0
+    # Event streams (`text/event-stream`) have no total timeout; an upstream silent for this
+    # long (no event, no heartbeat comment) is considered dead and the stream ends.
+    upstream_stream_idle_seconds: float = 60.0
     upstream_max_connections: int = 200
     max_body_bytes: int = 5 * 1024 * 1024
 

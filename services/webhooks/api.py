@@ -16,6 +16,8 @@ from libs.common.http import ErrorEnvelope, ValidationFailed, ok
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
 from services.webhooks.address_guard import parse_networks
+from services.webhooks.events_api import build_events_router
+from services.webhooks.events_service import EventsService
 from services.webhooks.schemas import (
     DeliveryStatus,
     EndpointCreate,
@@ -27,6 +29,7 @@ from services.webhooks.schemas import (
 from services.webhooks.secret_store import SecretStore
 from services.webhooks.service import AttemptContext, Caller, EndpointService, Page
 from services.webhooks.settings import WebhooksSettings
+from services.webhooks.stream import StreamHub
 from services.webhooks.transport import WebhookTransport
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -89,6 +92,11 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
     async def get_endpoint(endpoint_id: str, p: Scoped, svc: Service) -> dict[str, Any]:
         return ok(await svc.get(_caller(p), endpoint_id))
 
+    @router.patch(
+        "/{endpoint_id}",
+        name="patch_endpoint",
+        summary="Update an endpoint (omitted fields are kept)",
+    )
     @router.put("/{endpoint_id}", summary="Update an endpoint (omitted fields are kept)")
     async def update_endpoint(
         endpoint_id: str, body: EndpointUpdate, p: Scoped, svc: Service
@@ -199,9 +207,13 @@ def create_api(settings: WebhooksSettings | None = None) -> FastAPI:
                 parse_networks(settings.webhooks_allowed_networks),
             )
             app.state.webhooks = EndpointService(resources.pool, ctx)
+            hub = StreamHub(settings.database_url, settings.events_stream_queue_max)
+            await hub.start()
+            app.state.events = EventsService(resources.pool, hub, settings)
             try:
                 yield
             finally:
+                await hub.close()
                 await transport.close()
 
     return create_app(
@@ -209,7 +221,7 @@ def create_api(settings: WebhooksSettings | None = None) -> FastAPI:
         process="api",
         readiness=resources.readiness(),
         lifespan=lifespan,
-        routers=[build_router(settings)],
+        routers=[build_router(settings), build_events_router(settings)],
         title="PenguinMails webhooks service",
     )
 

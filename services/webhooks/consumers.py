@@ -1,10 +1,11 @@
-"""What the webhooks service does when a fact arrives: fan it out to customer endpoints.
+"""What the webhooks service does when a fact arrives: fan it out to customer endpoints, and
+append it to the tenant's event stream.
 
-Queue `webhooks.fanout`, bound to every public `email.*`, `campaign.*`, `contact.*` and
-`domain.*` type.
-No inbox: the unique (endpoint, event) delivery row is the idempotency mark, so a
-redelivered event finds its deliveries and only re-dispatches those still due (an inbox
-row would make a redelivery skip deliveries whose first attempt never started).
+Queues `webhooks.fanout` and `webhooks.stream`, each bound to every deliverable catalog type
+(public, with a read scope: `email.*`, `campaign.*`, `contact.*`, ...). No inbox: the unique
+(endpoint, event) delivery row and the unique stream row are the idempotency marks, so a
+redelivered event finds its deliveries and only re-dispatches those still due (an inbox row
+would make a redelivery skip deliveries whose first attempt never started).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import asyncpg
 from libs.common.bus import EventBus
 from libs.common.events import Envelope
 from services.webhooks.dispatcher import Dispatcher
+from services.webhooks.payloads import deliverable_types
+from services.webhooks.stream import store_event
 
-FANOUT_PATTERNS = ["email.*", "campaign.*", "contact.*", "domain.*"]
+FANOUT_PATTERNS = sorted(deliverable_types())
 
 
 def setup(bus: EventBus, dispatcher: Dispatcher) -> None:
@@ -23,3 +26,9 @@ def setup(bus: EventBus, dispatcher: Dispatcher) -> None:
     async def fan_out(event: Envelope, _conn: asyncpg.Connection | None) -> None:
         """Fan events out to the tenant's subscribed webhook endpoints."""
         await dispatcher.fan_out(event)
+
+    # A queue of its own: the stream never waits behind webhook fan-out, nor slows it.
+    @bus.subscribe("stream", FANOUT_PATTERNS, inbox=False)
+    async def append_to_stream(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+        """Append events to the tenant's event stream (GET /api/v1/events/stream)."""
+        await store_event(dispatcher.pool, event)

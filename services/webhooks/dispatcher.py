@@ -30,6 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from libs.common.events import Envelope
 from services.webhooks import repository as repo
 from services.webhooks.attempt_queue import DUE_TOLERANCE_MS, AttemptJob, AttemptQueue
+from services.webhooks.payloads import webhook_body
 from services.webhooks.service import (
     WEBHOOK_EVENT_TYPES,
     AttemptContext,
@@ -41,7 +42,6 @@ from services.webhooks.service import (
     event_mode,
     make_attempt,
     persist_outcomes,
-    webhook_body,
 )
 from services.webhooks.settings import WebhooksSettings
 
@@ -135,6 +135,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._trimmed_at = 0.0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -251,7 +252,7 @@ class Dispatcher:
         claims: dict[str, Claim] = {}
         for ep in targets:
             msg_id = delivery_id_for(ep["id"], event.id)
-            body = webhook_body(msg_id, event.type, event.time, event.data)
+            body = webhook_body(msg_id, event.type, event.time, event.data, ep["payload_version"])
             status = "sending" if self._reserve(ep["id"]) else "pending"
             if status == "sending":
                 claims[msg_id] = Claim(
@@ -361,6 +362,13 @@ class Dispatcher:
         if released:
             log.warning("webhooks: %d attempt(s) lost with their worker are due again", released)
         await repo.pause_disabled_overdue(self.pool)
+        if time.monotonic() - self._trimmed_at >= self.settings.events_stream_trim_interval_seconds:
+            self._trimmed_at = time.monotonic()
+            await repo.trim_stream(
+                self.pool,
+                self.settings.events_stream_retention_hours,
+                self.settings.events_stream_tenant_cap,
+            )
         for endpoint_id in await repo.endpoints_with_overdue(self.pool, grace):
             self._mark_backlog(endpoint_id)
             self._kick(endpoint_id)

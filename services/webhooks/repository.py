@@ -18,7 +18,7 @@ _ENDPOINT_COLUMNS = (
     "id, tenant_id, mode, url, description, event_types, filter_campaign_ids,"
     " filter_contact_tags, enabled, disabled_reason, disabled_at, retry_schedule_ms,"
     " secret_version, previous_secret_expires_at, failing_since, consecutive_failures,"
-    " created_at, updated_at"
+    " created_at, updated_at, payload_version"
 )
 # What an attempt needs: the delivery and its endpoint, returned by every claim.
 _CLAIM_RETURNING = (
@@ -36,8 +36,8 @@ ACTIVE = ("pending", "retrying")
 async def insert_endpoint(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record:
     return await conn.fetchrow(
         f"INSERT INTO endpoints (id, tenant_id, mode, url, description, event_types,"
-        f" filter_campaign_ids, filter_contact_tags, enabled, retry_schedule_ms)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_ENDPOINT_COLUMNS}",
+        f" filter_campaign_ids, filter_contact_tags, enabled, retry_schedule_ms, payload_version)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_ENDPOINT_COLUMNS}",
         row["id"],
         row["tenant_id"],
         row["mode"],
@@ -48,6 +48,7 @@ async def insert_endpoint(conn: asyncpg.Connection, row: dict[str, Any]) -> asyn
         row["filter_contact_tags"],
         row["enabled"],
         row["retry_schedule_ms"],
+        row["payload_version"],
     )
 
 
@@ -104,6 +105,7 @@ async def update_endpoint(
         "disabled_at",
         "failing_since",
         "consecutive_failures",
+        "payload_version",
     }
     assignments = []
     values: list[Any] = [endpoint_id, tenant_id, mode]
@@ -267,7 +269,7 @@ async def subscribed_endpoints(
 ) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT id, url, event_types, filter_campaign_ids, filter_contact_tags,"
-        " retry_schedule_ms, secret_version FROM endpoints"
+        " retry_schedule_ms, secret_version, payload_version FROM endpoints"
         " WHERE tenant_id = $1 AND mode = $2 AND enabled",
         tenant_id,
         mode,
@@ -486,3 +488,101 @@ async def disable_endpoint(
         endpoint_id,
         reason,
     )
+
+
+# ------------------------------------------------------------------ event stream store
+
+STREAM_CHANNEL = "webhooks_stream"
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    tenant_id: str
+    mode: str
+    event_id: Any
+    event_type: str
+    campaign_id: str | None
+    contact_tags: list[str]
+    payload: str
+
+
+async def append_stream_event(
+    pool: asyncpg.Pool, row: StreamRow, frame: str | None, notify_tags: list[str]
+) -> int | None:
+    """Append an event to its tenant's stream in one statement (one round trip): the next
+    number of (tenant, mode), taken under the head's row lock so numbers commit in order, the
+    row, and a NOTIFY on commit that wakes the API processes (with the frame when it fits).
+    Returns the number, or None when the event is already stored (a redelivery; its number is
+    then skipped, which readers treat like any gap: they read the store)."""
+    seq = await pool.fetchval(
+        "WITH head AS ("
+        " INSERT INTO stream_heads (tenant_id, mode, seq) VALUES ($1, $2, 1)"
+        " ON CONFLICT (tenant_id, mode) DO UPDATE SET seq = stream_heads.seq + 1"
+        " RETURNING seq),"
+        " stored AS ("
+        " INSERT INTO stream_events (tenant_id, mode, seq, event_id, event_type, campaign_id,"
+        " contact_tags, payload) SELECT $1::text, $2::text, head.seq, $3::uuid, $4::text,"
+        " $5::text, $6::text[], $7::text FROM head"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING seq)"
+        " SELECT seq FROM stored, LATERAL (SELECT pg_notify($8::text, json_build_object("
+        "'t', $1::text, 'm', $2::text, 's', stored.seq, 'y', $4::text, 'c', $5::text,"
+        " 'g', $10::text[], 'i', $3::text, 'f', $9::text)::text)) AS n",
+        row.tenant_id,
+        row.mode,
+        row.event_id,
+        row.event_type,
+        row.campaign_id,
+        row.contact_tags,
+        row.payload,
+        STREAM_CHANNEL,
+        frame,
+        notify_tags,
+    )
+    return int(seq) if seq is not None else None
+
+
+async def stream_head(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mode: str) -> int:
+    seq = await conn.fetchval(
+        "SELECT seq FROM stream_heads WHERE tenant_id = $1 AND mode = $2", tenant_id, mode
+    )
+    return int(seq or 0)
+
+
+async def stream_seq_of(pool: asyncpg.Pool, tenant_id: str, mode: str, event_id: Any) -> int | None:
+    """The number of a stored event of this tenant and mode (None: unknown or expired)."""
+    seq = await pool.fetchval(
+        "SELECT seq FROM stream_events WHERE event_id = $1 AND tenant_id = $2 AND mode = $3",
+        event_id,
+        tenant_id,
+        mode,
+    )
+    return int(seq) if seq is not None else None
+
+
+async def stream_events_after(
+    pool: asyncpg.Pool, tenant_id: str, mode: str, after: int, limit: int
+) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT seq, event_id, event_type, campaign_id, contact_tags, payload FROM stream_events"
+        " WHERE tenant_id = $1 AND mode = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        tenant_id,
+        mode,
+        after,
+        limit,
+    )
+
+
+async def trim_stream(pool: asyncpg.Pool, retention_hours: float, tenant_cap: int) -> int:
+    """Drop stream events older than the retention, and each tenant's beyond its cap."""
+    aged = await pool.fetchval(
+        "WITH gone AS (DELETE FROM stream_events WHERE stored_at < now() - make_interval("
+        "secs => $1) RETURNING 1) SELECT count(*) FROM gone",
+        retention_hours * 3600,
+    )
+    capped = await pool.fetchval(
+        "WITH gone AS (DELETE FROM stream_events s USING stream_heads h"
+        " WHERE s.tenant_id = h.tenant_id AND s.mode = h.mode AND s.seq <= h.seq - $1"
+        " RETURNING 1) SELECT count(*) FROM gone",
+        tenant_cap,
+    )
+    return int(aged) + int(capped)

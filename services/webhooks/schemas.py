@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from services.webhooks.payloads import PayloadVersion
+
 Url = Annotated[str, Field(min_length=8, max_length=2048)]
 EventPattern = Annotated[str, Field(min_length=1, max_length=100)]
 FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
@@ -35,8 +37,17 @@ class EndpointCreate(BaseModel):
         max_length=20,
         description="Seconds before each retry; attempts = 1 + len(retry_schedule).",
     )
+    payload_version: PayloadVersion = Field(
+        default="2026-12-01",
+        description="Payload shape: `2026-12-01` (default; the entity nested as `data.email`,"
+        " `data.campaign`, `data.contact`, ...) or `2026-11-21` (the flat catalog data).",
+    )
     secret: SecretStr | None = Field(
-        default=None, description="Your own `whsec_<base64>` secret; generated when omitted."
+        default=None,
+        description="Your own secret, generated (`whsec_<base64>`) when omitted: either"
+        " `whsec_` + base64 of 24 to 64 bytes (the key is the decoded bytes) or any printable"
+        " string of 16 to 128 characters such as `your-webhook-secret-1` (the key is its UTF-8"
+        " bytes).",
     )
 
 
@@ -51,12 +62,17 @@ class EndpointUpdate(BaseModel):
     filters: EndpointFilters | None = None
     enabled: bool | None = None
     retry_schedule: list[RetryDelay] | None = Field(default=None, max_length=20)
+    payload_version: PayloadVersion | None = Field(
+        default=None, description="Switch the payload shape; see docs/webhooks.md."
+    )
 
 
 class RotateSecret(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    secret: SecretStr | None = None
+    secret: SecretStr | None = Field(
+        default=None, description="Same two forms as at creation; generated when omitted."
+    )
 
 
 class TestSend(BaseModel):

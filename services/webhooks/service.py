@@ -22,8 +22,6 @@ import orjson
 
 from libs.common import outbox
 from libs.common.events import (
-    EVENT_TYPES,
-    PUBLIC_EVENT_TYPES,
     Envelope,
     WebhookEndpointDisabled,
     make_event,
@@ -32,6 +30,12 @@ from libs.common.http import ApiError, NotFound, ValidationFailed, register_erro
 from libs.common.pagination import decode_keyset, encode_cursor
 from services.webhooks import repository as repo
 from services.webhooks.address_guard import IPNetwork, UrlRefused, resolve_url
+from services.webhooks.payloads import (
+    LATEST_VERSION,
+    deliverable_types,
+    sample_data,
+    webhook_body,
+)
 from services.webhooks.secret_store import SecretStore
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signatures import (
@@ -57,10 +61,9 @@ register_error_code(
 )
 
 SOURCE = "/services/webhooks"
-WEBHOOK_EVENT_PREFIXES = ("email.", "campaign.", "contact.", "domain.")
-WEBHOOK_EVENT_TYPES: tuple[str, ...] = tuple(
-    t for t in PUBLIC_EVENT_TYPES if t.startswith(WEBHOOK_EVENT_PREFIXES)
-)
+# Every public catalog type with a read scope (email.*, campaign.*, contact.*, and whatever
+# the catalog gains): endpoints subscribe to them, the event stream carries them.
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = deliverable_types()
 _DELIVERY_NAMESPACE = uuid.UUID("5b0c3c9e-8a57-4f4e-9d1a-6a2f7e0d4b11")
 HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
 
@@ -94,65 +97,6 @@ def event_mode(event: Envelope) -> str:
 def delivery_id_for(endpoint_id: str, event_id: uuid.UUID) -> str:
     """The same event to the same endpoint always gets the same id (webhook-id, payload id)."""
     return "msg_" + uuid.uuid5(_DELIVERY_NAMESPACE, f"{endpoint_id}/{event_id}").hex
-
-
-def webhook_body(msg_id: str, event_type: str, created: datetime, data: Mapping[str, Any]) -> str:
-    """The payload of seed 004: `{"id", "type", "created", "data"}`."""
-    stamp = created.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return orjson.dumps({"id": msg_id, "type": event_type, "created": stamp, "data": data}).decode()
-
-
-def sample_data(event_type: str) -> dict[str, Any]:
-    """Plausible data for a test send of `event_type`, valid for the catalog model."""
-    email = {
-        "message_id": "msg_test_0001",
-        "to": "recipient@example.com",
-        "campaign_id": "cmp_test_0001",
-        "contact_id": "ct_test_0001",
-        "step": 1,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "contact_tags": ["example"],
-    }
-    extra: dict[str, dict[str, Any]] = {
-        "email.sent": {"provider": "postmark", "provider_message_id": "pm-test-0001"},
-        "email.delivered": {"provider": "postmark"},
-        "email.opened": {"user_agent": "Mozilla/5.0", "ip": "203.0.113.10"},
-        "email.clicked": {"url": "https://example.com/offer"},
-        "email.replied": {"reply_snippet": "Thanks, let's talk."},
-        "email.bounced": {"bounce_type": "hard", "reason": "550 5.1.1 no such user"},
-        "email.complained": {"feedback_type": "abuse"},
-        "email.unsubscribed": {"method": "link"},
-        "email.failed": {"provider": "postmark", "reason": "rejected by provider"},
-    }
-    if event_type.startswith("email."):
-        raw: dict[str, Any] = {**email, **extra.get(event_type, {})}
-    elif event_type.startswith("campaign."):
-        raw = {"campaign_id": "cmp_test_0001", "name": "Test campaign", "recipients": 100}
-    elif event_type.startswith("domain."):
-        fields = EVENT_TYPES[event_type].model_fields
-        raw = {
-            "domain_id": "dom_test_0001",
-            "name": "mail.example.com",
-            "status": "failed",
-            "failed_records": ["spf"],
-            "changes": [
-                {
-                    "purpose": "spf",
-                    "host": "mail.example.com",
-                    "previous": "verified",
-                    "current": "failed",
-                }
-            ],
-        }
-        raw = {k: v for k, v in raw.items() if k in fields}
-    else:
-        raw = {
-            "contact_id": "ct_test_0001",
-            "email": "recipient@example.com",
-            "contact_tags": ["example"],
-        }
-    model = EVENT_TYPES[event_type].model_validate(raw)
-    return model.model_dump(mode="json", by_alias=True)
 
 
 # ------------------------------------------------------------------ retries and health
@@ -403,6 +347,7 @@ def endpoint_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "disabled_reason": row["disabled_reason"],
         "disabled_at": row["disabled_at"],
         "retry_schedule": [ms / 1000 for ms in schedule] if schedule is not None else None,
+        "payload_version": row["payload_version"],
         "mode": row["mode"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
@@ -487,6 +432,7 @@ class EndpointService:
                         "filter_contact_tags": list(spec.get("contact_tags") or []),
                         "enabled": spec.get("enabled", True),
                         "retry_schedule_ms": _schedule_ms(spec.get("retry_schedule")),
+                        "payload_version": spec.get("payload_version") or LATEST_VERSION,
                     },
                 )
         except BaseException:
@@ -523,6 +469,8 @@ class EndpointService:
             columns["filter_contact_tags"] = list(changes["contact_tags"] or [])
         if "retry_schedule" in changes:
             columns["retry_schedule_ms"] = _schedule_ms(changes["retry_schedule"])
+        if changes.get("payload_version"):
+            columns["payload_version"] = changes["payload_version"]
         enabling = changes.get("enabled") is True and not current["enabled"]
         if changes.get("enabled") is False and current["enabled"]:
             columns.update(
@@ -573,7 +521,9 @@ class EndpointService:
                 details=[{"field": "body.event_type", "message": "not a webhook event type"}]
             )
         msg_id = "msg_" + uuid.uuid4().hex
-        payload = webhook_body(msg_id, event_type, _now(), sample_data(event_type))
+        payload = webhook_body(
+            msg_id, event_type, _now(), sample_data(event_type), endpoint["payload_version"]
+        )
         lease = self.settings.webhooks_lease_seconds
         async with self.pool.acquire() as conn:
             await repo.insert_test_delivery(

@@ -44,6 +44,20 @@ class WebhooksSettings(ServiceSettings):
     # ... or after this many failed attempts in a row (0: no count-based disabling).
     webhooks_disable_after_failures: int = 0
 
+    # --- event stream (GET /api/v1/events/stream) ------------------------------------------
+    # Events are kept this long for Last-Event-ID resumes (the promise is 24 h) ...
+    events_stream_retention_hours: float = 25.0
+    # ... and at most this many per tenant and mode (24 h at 20 events/s).
+    events_stream_tenant_cap: int = 1_728_000
+    events_stream_trim_interval_seconds: float = 60.0
+    # A comment line this often keeps proxies from closing an idle stream.
+    events_stream_heartbeat_seconds: float = 15.0
+    # Events waiting for one reader; a reader this far behind is disconnected (it resumes).
+    events_stream_queue_max: int = 1000
+    # A stream ends after this long (the client reconnects with Last-Event-ID), so a revoked
+    # key or a removed scope stops streaming within this time.
+    events_stream_max_seconds: float = 900.0
+
     @property
     def webhooks_lease_seconds(self) -> float:
         return self.webhooks_attempt_timeout_seconds + self.webhooks_lease_margin_seconds

@@ -1,10 +1,13 @@
 """Webhook signing secrets and signatures: Standard Webhooks and the seed's legacy header.
 
-A secret is `whsec_` + base64 of 24 random bytes (the Standard Webhooks format). Each request
-carries `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
-"{id}.{timestamp}.{body}">` keyed with the decoded secret bytes, one `v1,` entry per active
-secret, and `X-PenguinMails-Signature: sha256=<hex HMAC-SHA256 of the body>` keyed with the
-secret string as shown to the customer (the seed's verification example).
+A secret has one of two forms. `whsec_` + base64 (the Standard Webhooks format; generated
+secrets are 24 random bytes): the HMAC key is the decoded bytes. Any other printable string
+of 16 to 128 characters (the seed's `"your-webhook-secret"`): the HMAC key is its UTF-8 bytes.
+Each request carries `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64
+HMAC-SHA256 of "{id}.{timestamp}.{body}">`, one `v1,` entry per active secret, and
+`X-PenguinMails-Signature: sha256=<hex HMAC-SHA256 of the body>` (the seed's verification
+example). A raw secret keys both headers with its UTF-8 bytes; a `whsec_` secret keys the
+legacy header with the whole secret string, as before raw secrets existed.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SECRET_BYTES = 24
 _MIN_SECRET_BYTES = 24
 _MAX_SECRET_BYTES = 64
+RAW_SECRET_MIN, RAW_SECRET_MAX = 16, 128
 
 
 class InvalidSecret(ValueError):
-    """A supplied secret is not `whsec_<base64 of 24 to 64 bytes>`."""
+    """A supplied secret is neither `whsec_<base64 of 24 to 64 bytes>` nor a printable string
+    of 16 to 128 characters."""
 
 
 def generate_secret() -> str:
@@ -31,9 +36,18 @@ def generate_secret() -> str:
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a `whsec_` secret; raises `InvalidSecret` when malformed."""
+    """The HMAC key of a secret; raises `InvalidSecret` when malformed."""
     if not secret.startswith(SECRET_PREFIX):
-        raise InvalidSecret("the secret must start with 'whsec_'")
+        if not RAW_SECRET_MIN <= len(secret) <= RAW_SECRET_MAX:
+            raise InvalidSecret(
+                f"a secret without the 'whsec_' prefix must be {RAW_SECRET_MIN} to"
+                f" {RAW_SECRET_MAX} characters"
+            )
+        if not secret.isprintable() or secret != secret.strip():
+            raise InvalidSecret(
+                "the secret must be printable characters without leading or trailing spaces"
+            )
+        return secret.encode()
     encoded = secret[len(SECRET_PREFIX) :]
     try:
         key = base64.b64decode(encoded, validate=True)
@@ -53,6 +67,7 @@ def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) ->
 
 
 def legacy_signature(secret: str, body: bytes) -> str:
+    # The whole secret string as shown: for a raw secret that is exactly its key.
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 

@@ -152,7 +152,8 @@ def test_the_getting_started_guide_works(dev_stack: DevStack) -> None:
         assert send(client, another, env).status_code == 201
         delivered = eventually_sync(lambda: _contact_created(receiver), timeout=60)
         verifier.verify(delivered.body, delivered.headers)
-        assert json.loads(delivered.body)["data"]["email"] == "joe@example.com"
+        # Payload version 2026-12-01 (the default): the contact nested as data.contact.
+        assert json.loads(delivered.body)["data"]["contact"]["email"] == "joe@example.com"
 
         # 5. A paid plan: Checkout on the fake Stripe, Pay pressed as a browser does, the
         # signed webhook through /hooks/stripe, the plan changed.
@@ -181,7 +182,7 @@ def _contact_created(receiver: WebhookReceiver) -> Any:
         payload = json.loads(req.body)
         if (
             payload["type"] == "contact.created"
-            and payload["data"].get("email") == "joe@example.com"
+            and payload["data"].get("contact", {}).get("email") == "joe@example.com"
         ):
             return req
     return None

@@ -1,4 +1,6 @@
 // Verify a PenguinMails webhook (Standard Webhooks) with Node.js' crypto only.
+// `secret` as you chose or received it: a `whsec_...` secret's key is the base64 after the
+// prefix, any other secret's key is its UTF-8 bytes.
 const crypto = require("crypto");
 
 function verifyWebhook(secret, headers, rawBody, toleranceSeconds = 300) {
@@ -8,7 +10,9 @@ function verifyWebhook(secret, headers, rawBody, toleranceSeconds = 300) {
   if (!id || !timestamp || !signatures) return false;
   const now = Math.floor(Date.now() / 1000);
   if (Math.abs(now - Number(timestamp)) > toleranceSeconds) return false; // replay
-  const key = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
+  const key = secret.startsWith("whsec_")
+    ? Buffer.from(secret.slice("whsec_".length), "base64")
+    : Buffer.from(secret, "utf8");
   const expected = crypto
     .createHmac("sha256", key)
     .update(`${id}.${timestamp}.`)

@@ -1,5 +1,7 @@
 <?php
 // Verify a PenguinMails webhook (Standard Webhooks) with PHP's hash extension only.
+// $secret as you chose or received it: a `whsec_...` secret's key is the base64 after the
+// prefix, any other secret's key is its UTF-8 bytes.
 function verify_webhook(string $secret, array $headers, string $rawBody, int $tolerance = 300): bool
 {
     $id = $headers['webhook-id'] ?? null;
@@ -11,7 +13,9 @@ function verify_webhook(string $secret, array $headers, string $rawBody, int $to
     if (abs(time() - (int) $timestamp) > $tolerance) {
         return false; // replay
     }
-    $key = base64_decode(preg_replace('/^whsec_/', '', $secret), true);
+    $key = str_starts_with($secret, 'whsec_')
+        ? base64_decode(substr($secret, 6), true)
+        : $secret;
     $expected = base64_encode(hash_hmac('sha256', "{$id}.{$timestamp}." . $rawBody, $key, true));
     foreach (explode(' ', $signatures) as $entry) {
         [$version, $value] = array_pad(explode(',', $entry, 2), 2, '');

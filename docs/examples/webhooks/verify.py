@@ -1,4 +1,7 @@
-"""Verify a PenguinMails webhook (Standard Webhooks) with the standard library only."""
+"""Verify a PenguinMails webhook (Standard Webhooks) with the standard library only.
+
+`secret` is the endpoint's secret as you chose or received it: a `whsec_...` secret's key is
+the base64 after the prefix, any other secret's key is its UTF-8 bytes."""
 
 import base64
 import hashlib
@@ -16,7 +19,10 @@ def verify_webhook(
         return False
     if abs(time.time() - int(timestamp)) > tolerance:  # replay
         return False
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+    if secret.startswith("whsec_"):
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+    else:
+        key = secret.encode()
     signed = f"{msg_id}.{timestamp}.".encode() + raw_body  # the raw bytes as received
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     return any(

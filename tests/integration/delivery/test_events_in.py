@@ -49,6 +49,14 @@ async def test_open_click_unsubscribe_links_cannot_be_forged(harness: Harness) -
     email = await _email(harness, a)
     # The second open within the coalescing window is not a second event.
     assert email["opens"] == {"total": 1, "unique": 1} and email["clicks"]["total"] == 1
+    # The email.opened fact counts the message's opens so far (webhooks' `open_count`).
+    opens = await harness.service.pool.fetch(
+        "SELECT payload->'data' AS data FROM outbox WHERE event_type = 'email.opened'"
+        " AND payload->>'subject' = $1 ORDER BY created_at",
+        a,
+    )
+    counts = [(r["data"]["open_count"], r["data"]["unique"]) for r in opens]
+    assert counts == [(1, True)]
     assert (await _email(harness, b))["opens"]["total"] == 0
 
     unsub = signer.sign(TrackingToken("u", b))

@@ -96,6 +96,11 @@ _LOCAL = "http://127.0.0.1:9/x"
         ({"url": "ftp://example.com/x", "events": ["*"]}, "webhook_url_refused", "body.url"),
         ({"url": _LOCAL, "events": ["*"], "secret": "plain"}, "validation_error", "body.secret"),
         (
+            {"url": _LOCAL, "events": ["*"], "secret": "whsec_not base64!!"},
+            "validation_error",
+            "body.secret",
+        ),
+        (
             {"url": _LOCAL, "events": ["*"], "retry_schedule": [0]},
             "validation_error",
             "body.retry_schedule.0",
@@ -190,3 +195,31 @@ async def test_test_send_rotation_and_stats(api, unique) -> None:
         assert stats["health"] == "healthy"
         log = (await api.client.get(f"{BASE}/{ep['id']}/deliveries", headers=h)).json()["data"]
         assert [d["test"] for d in log] == [True, True]
+
+
+async def test_payload_version_defaults_to_the_newest_and_patch_changes_it(
+    api, unique, wh_pool
+) -> None:
+    h = api.as_tenant(unique)
+    ep = await api.create(unique, url="http://127.0.0.1:9/v", events=["email.*"])
+    assert ep["payload_version"] == "2026-12-01"
+    r = await api.client.patch(
+        f"{BASE}/{ep['id']}", json={"payload_version": "2026-11-21"}, headers=h
+    )
+    assert r.status_code == 200 and r.json()["data"]["payload_version"] == "2026-11-21"
+    assert r.json()["data"]["events"] == ["email.*"]  # PATCH keeps what it does not name
+    r = await api.client.patch(
+        f"{BASE}/{ep['id']}", json={"payload_version": "2020-01-01"}, headers=h
+    )
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"].startswith(
+        "body.payload_version"
+    )
+    # A row written before payload versions existed (the migration's default) stays flat.
+    await wh_pool.execute(
+        "INSERT INTO endpoints (id, tenant_id, mode, url, event_types)"
+        " VALUES ($1, $2, 'live', 'http://127.0.0.1:9/o', '{email.*}')",
+        f"ep_old_{unique}",
+        unique,
+    )
+    got = await api.client.get(f"{BASE}/ep_old_{unique}", headers=h)
+    assert got.json()["data"]["payload_version"] == "2026-11-21"

@@ -41,8 +41,14 @@ async def test_opened_event_reaches_subscribed_endpoint_signed_and_skips_others(
         WebhookReceiver() as other_type,
         WebhookReceiver() as filtered_out,
         WebhookReceiver() as tagged,
+        WebhookReceiver() as legacy,
     ):
         ep = await api.create(unique, url=subscribed.url, events=["email.opened"])
+        assert ep["payload_version"] == "2026-12-01"  # the default from now on
+        old = await api.create(
+            unique, url=legacy.url, events=["email.*"], payload_version="2026-11-21",
+            filters={"contact_tags": ["eu"]},
+        )  # fmt: skip
         await api.create(unique, url=other_type.url, events=["email.clicked", "campaign.*"])
         await api.create(
             unique,
@@ -65,7 +71,15 @@ async def test_opened_event_reaches_subscribed_endpoint_signed_and_skips_others(
         assert verified["type"] == "email.opened"
         assert set(verified) == {"id", "type", "created", "data"}
         assert verified["id"] == got.headers["webhook-id"] == delivery_id_for(ep["id"], ev.id)
-        assert verified["data"]["message_id"] == "em_1"
+        # 2026-12-01: seed 004's shape, the email nested, engagement in data.analytics.
+        assert verified["data"]["email"]["id"] == "em_1"
+        assert verified["data"]["email"]["campaign_id"] == "cmp_1"
+        assert set(verified["data"]) == {"email", "analytics"}
+        # 2026-11-21: the flat catalog data, filters working the same.
+        (flat,) = await legacy.until(1)
+        flat_body = Webhook(old["secret"]).verify(flat.body, flat.headers)
+        assert flat_body["data"]["message_id"] == "em_1"
+        assert flat_body["data"]["contact_tags"] == ["vip", "eu"]
         assert got.headers["x-penguinmails-signature"] == legacy_signature(ep["secret"], body)
         # The tag-filtered endpoint's copy has its own id and its own secret.
         tag_got = tagged.snapshot()[0]
@@ -178,7 +192,12 @@ async def test_gone_disables_endpoint_with_notice_and_reenabling_resumes(
         stats = (await api.client.get(f"/api/v1/webhooks/{ep['id']}/stats", headers=headers)).json()
         assert stats["data"]["health"] == "failing"
 
-        await publish(opened(unique, 2))  # disabled: not delivered
+        with WebhookReceiver() as witness:
+            # A second endpoint receiving em_2 proves its fan-out is done (the disabled one
+            # was skipped) before the first is enabled again.
+            await api.create(unique, url=witness.url, events=["email.opened"])
+            await publish(opened(unique, 2))  # disabled: not delivered
+            await witness.until(1)
         replies["status"] = 200
         r = await api.client.put(
             f"/api/v1/webhooks/{ep['id']}", json={"enabled": True}, headers=headers
@@ -186,7 +205,7 @@ async def test_gone_disables_endpoint_with_notice_and_reenabling_resumes(
         assert r.status_code == 200 and r.json()["data"]["enabled"] is True
         await publish(opened(unique, 3))
         got = await rx.until(2)
-        assert orjson.loads(got[1].body)["data"]["message_id"] == "em_3"
+        assert orjson.loads(got[1].body)["data"]["email"]["id"] == "em_3"
 
 
 async def test_recover_since_resends_exactly_the_failed_deliveries_in_the_window(
@@ -195,7 +214,7 @@ async def test_recover_since_resends_exactly_the_failed_deliveries_in_the_window
     mode = {"fail": True}
 
     def script(r: Received) -> Reply:
-        message = orjson.loads(r.body)["data"]["message_id"]
+        message = orjson.loads(r.body)["data"]["email"]["id"]
         return Reply(500 if mode["fail"] and message.startswith("em_f") else 200)
 
     with WebhookReceiver(script) as rx:
@@ -286,3 +305,27 @@ async def test_delivery_time_ssrf_guard_blocks_loopback_when_not_allowed(
 
 async def _eq(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_raw_secret_signs_deliveries_with_its_utf8_bytes(
+    api, make_engine, publish, base_settings, unique
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    secret = "your-webhook-secret"  # seed 004's registration body
+    with WebhookReceiver() as rx:
+        ep = await api.create(unique, url=rx.url, events=["email.opened"], secret=secret)
+        assert ep["secret"] == secret
+        await make_engine(base_settings)
+        await publish(opened(unique, 7))
+        (got,) = await rx.until(1)
+        h = got.headers
+        signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + got.body
+        mac = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+        assert h["webhook-signature"] == "v1," + base64.b64encode(mac).decode()
+        # The seed's own verification: hex HMAC of the body keyed with the secret string.
+        seed = "sha256=" + hmac.new(secret.encode(), got.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(h["x-penguinmails-signature"], seed)
+        assert Webhook(secret.encode()).verify(got.body, h)["id"] == h["webhook-id"]

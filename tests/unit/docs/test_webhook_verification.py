@@ -31,8 +31,13 @@ def _cases() -> list[Case]:
     signed = signature_headers([secret], "msg_1", now, BODY)
     rotating = signature_headers([secret, old_secret], "msg_1", now, BODY)
     stale = signature_headers([secret], "msg_1", now - 600, BODY)
+    raw = "your-webhook-secret-é"  # the seed's form: the key is the UTF-8 bytes
+    raw_signed = signature_headers([raw], "msg_1", now, BODY)
     return [
         (secret, signed, BODY, True),
+        (raw, raw_signed, BODY, True),
+        (raw, signed, BODY, False),
+        (raw + "x", raw_signed, BODY, False),
         (old_secret, rotating, BODY, True),  # a receiver still on the previous secret
         (secret, signed, BODY.replace(b"opened", b"clicked"), False),
         (stranger, signed, BODY, False),

@@ -70,10 +70,48 @@ def test_rotation_signs_with_both_secrets() -> None:
     ]
 
 
-@pytest.mark.parametrize("bad", ["plain", "whsec_!!!", "whsec_" + "QUJD", "whsec_"])
+def test_a_raw_secret_keys_both_headers_with_its_utf8_bytes() -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    secret = "your-webhook-secret"
+    body = '{"id":"msg_3","data":{"to":"é"}}'.encode()
+    ts = int(datetime.now(UTC).timestamp())
+    headers = signature_headers([secret], "msg_3", ts, body)
+    assert secret_key(secret) == secret.encode()
+    standard = hmac.new(secret.encode(), f"msg_3.{ts}.".encode() + body, hashlib.sha256)
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(standard.digest()).decode()
+    legacy = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-PenguinMails-Signature"] == f"sha256={legacy}"
+    # The reference library takes a raw key as bytes.
+    assert Webhook(secret.encode()).verify(body, headers)["id"] == "msg_3"
+    with pytest.raises(Exception, match="signature"):
+        Webhook(b"another-secret-of-16+").verify(body, headers)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "plain",
+        "x" * 15,
+        "x" * 129,
+        "sixteen chars\n ok",
+        " leading-space-secret",
+        "whsec_!!!",
+        "whsec_" + "QUJD",
+        "whsec_",
+        "whsec_not base64 at all!",
+    ],
+)
 def test_malformed_secrets_are_refused(bad: str) -> None:
     with pytest.raises(InvalidSecret):
         secret_key(bad)
+
+
+@pytest.mark.parametrize("good", ["x" * 16, "y" * 128, "your-webhook-secret", "clé-secrète-à-moi"])
+def test_printable_secrets_of_16_to_128_characters_are_keys(good: str) -> None:
+    assert secret_key(good) == good.encode()
 
 
 @pytest.mark.parametrize(
@@ -150,10 +188,10 @@ def test_delay_tiers_never_overshoot() -> None:
 
 def test_event_patterns_and_matching() -> None:
     assert invalid_event_patterns(["email.*", "*", "contact.created"]) == []
-    assert invalid_event_patterns(["api_key.*", "email.nope", "webhook.*"]) == [
+    assert invalid_event_patterns(["api_key.*", "email.nope", "tenant.*", "webhook.*"]) == [
         "api_key.*",
         "email.nope",
-        "webhook.*",
+        "tenant.*",
     ]
     assert "email.requested" not in WEBHOOK_EVENT_TYPES  # internal events are never sent
     ep = {"event_types": ["email.*"], "filter_campaign_ids": ["c1"], "filter_contact_tags": []}

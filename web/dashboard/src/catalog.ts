@@ -39,6 +39,7 @@ export const EVENT_TYPES: readonly string[] = [
   "contact.created",
   "contact.updated",
   "contact.deleted",
+  "webhook.endpoint_disabled",
   "domain.created",
   "domain.verified",
   "domain.verification_failed",

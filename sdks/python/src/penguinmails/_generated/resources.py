@@ -20,15 +20,10 @@ class Analytics:
     def __init__(self, core: SyncTransport) -> None:
         self._core = core
 
-    def campaign(
-        self, campaign_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> Any:
-        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`). Query: period."""
+    def campaign(self, campaign_id: str, *, request_options: RequestOptions | None = None) -> Any:
+        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`)."""
         return self._core.request(
-            "GET",
-            f"/api/v1/analytics/campaigns/{_seg(campaign_id)}",
-            query=fields,
-            options=request_options,
+            "GET", f"/api/v1/analytics/campaigns/{_seg(campaign_id)}", options=request_options
         )
 
     def contact(
@@ -46,22 +41,6 @@ class Analytics:
         """Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`). Query: period."""
         return self._core.request(
             "GET", "/api/v1/analytics/emails", query=fields, options=request_options
-        )
-
-    def record_conversion(
-        self,
-        body: ConversionCreate | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Conversion:
-        """Record Conversion: POST /api/v1/conversions (scope `manage_contacts`)."""
-        return self._core.request(
-            "POST",
-            "/api/v1/conversions",
-            body=_merge(body, fields),
-            idempotent=True,
-            options=request_options,
         )
 
 
@@ -132,7 +111,7 @@ class ApiKeys:
     def usage(
         self, key_id: str, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> Any:
-        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to, granularity."""
+        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to."""
         return self._core.request(
             "GET",
             f"/api/v1/platform/api-keys/{_seg(key_id)}/usage",
@@ -355,7 +334,7 @@ class Campaigns:
     def resume(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)."""
+        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)."""
         return self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/resume",
@@ -364,7 +343,7 @@ class Campaigns:
         )
 
     def start(self, campaign_id: str, *, request_options: RequestOptions | None = None) -> Campaign:
-        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)."""
+        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)."""
         return self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/start",
@@ -417,30 +396,6 @@ class Contacts:
             options=request_options,
         )
 
-    def submit_import(
-        self,
-        body: builtins.list[dict[str, Any]] | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> ImportJob:
-        """Submit Import: POST /api/v1/contacts/imports (scope `manage_contacts`)."""
-        return self._core.request(
-            "POST",
-            "/api/v1/contacts/imports",
-            body=_merge(body, fields),
-            idempotent=True,
-            options=request_options,
-        )
-
-    def get_import(
-        self, import_id: str, *, request_options: RequestOptions | None = None
-    ) -> ImportJob:
-        """Get Import: GET /api/v1/contacts/imports/{import_id} (scope `manage_contacts`)."""
-        return self._core.request(
-            "GET", f"/api/v1/contacts/imports/{_seg(import_id)}", options=request_options
-        )
-
     def get(self, contact_id: str, *, request_options: RequestOptions | None = None) -> Contact:
         """Get Contact: GET /api/v1/contacts/{contact_id} (scope `manage_contacts`)."""
         return self._core.request(
@@ -470,109 +425,6 @@ class Contacts:
         )
 
 
-class Domains:
-    """`client.domains`: the domains operations."""
-
-    def __init__(self, core: SyncTransport) -> None:
-        self._core = core
-
-    def list(
-        self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> SyncPage[Domain]:
-        """List Domains: GET /api/v1/domains (scope `manage_domains`). Query: status, limit, offset, cursor. Iterating the page walks every page."""
-        return self._core.list("GET", "/api/v1/domains", query=fields, options=request_options)
-
-    def create(
-        self,
-        body: CreateDomainRequest | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Domain:
-        """Create Domain: POST /api/v1/domains (scope `manage_domains`)."""
-        return self._core.request(
-            "POST",
-            "/api/v1/domains",
-            body=_merge(body, fields),
-            idempotent=True,
-            options=request_options,
-        )
-
-    def store_dns_credentials(
-        self,
-        body: DnsCredentialsRequest | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Any:
-        """Store Dns Credentials: PUT /api/v1/domains/dns-credentials (scope `manage_domains`)."""
-        return self._core.request(
-            "PUT",
-            "/api/v1/domains/dns-credentials",
-            body=_merge(body, fields),
-            options=request_options,
-        )
-
-    def get(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Domain:
-        """Get Domain: GET /api/v1/domains/{domain_id} (scope `manage_domains`)."""
-        return self._core.request(
-            "GET", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
-        )
-
-    def update(
-        self,
-        domain_id: str,
-        body: UpdateDomainRequest | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Domain:
-        """Update Domain: PATCH /api/v1/domains/{domain_id} (scope `manage_domains`)."""
-        return self._core.request(
-            "PATCH",
-            f"/api/v1/domains/{_seg(domain_id)}",
-            body=_merge(body, fields),
-            options=request_options,
-        )
-
-    def delete(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Any:
-        """Delete Domain: DELETE /api/v1/domains/{domain_id} (scope `manage_domains`)."""
-        return self._core.request(
-            "DELETE", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
-        )
-
-    def publish(
-        self, domain_id: str, *, request_options: RequestOptions | None = None
-    ) -> PublishResult:
-        """Publish Domain: POST /api/v1/domains/{domain_id}/publish (scope `manage_domains`)."""
-        return self._core.request(
-            "POST",
-            f"/api/v1/domains/{_seg(domain_id)}/publish",
-            idempotent=True,
-            options=request_options,
-        )
-
-    def rotate_dkim(
-        self, domain_id: str, *, request_options: RequestOptions | None = None
-    ) -> Domain:
-        """Rotate Dkim: POST /api/v1/domains/{domain_id}/rotate-dkim (scope `manage_domains`)."""
-        return self._core.request(
-            "POST",
-            f"/api/v1/domains/{_seg(domain_id)}/rotate-dkim",
-            idempotent=True,
-            options=request_options,
-        )
-
-    def verify(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Domain:
-        """Verify Domain: POST /api/v1/domains/{domain_id}/verify (scope `manage_domains`)."""
-        return self._core.request(
-            "POST",
-            f"/api/v1/domains/{_seg(domain_id)}/verify",
-            idempotent=True,
-            options=request_options,
-        )
-
-
 class Emails:
     """`client.emails`: the emails operations."""
 
@@ -584,14 +436,6 @@ class Emails:
     ) -> SyncPage[Any]:
         """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, cursor. Iterating the page walks every page."""
         return self._core.list("GET", "/api/v1/emails", query=fields, options=request_options)
-
-    def get_batch(
-        self, batch_id: str, *, request_options: RequestOptions | None = None
-    ) -> BatchReport:
-        """Get Batch: GET /api/v1/emails/batches/{batch_id} (scope `read_analytics`)."""
-        return self._core.request(
-            "GET", f"/api/v1/emails/batches/{_seg(batch_id)}", options=request_options
-        )
 
     def list_routing_rules(self, *, request_options: RequestOptions | None = None) -> Any:
         """List Rules: GET /api/v1/emails/routing-rules (scope `read_analytics`)."""
@@ -708,27 +552,33 @@ class Emails:
         )
 
 
-class Sending:
-    """`client.sending`: the sending operations."""
+class Events:
+    """`client.events`: the events operations."""
 
     def __init__(self, core: SyncTransport) -> None:
         self._core = core
 
-    def get_settings(self, *, request_options: RequestOptions | None = None) -> SendingSettings:
-        """Get Sending Settings: GET /api/v1/sending/settings (scope `send_email`)."""
-        return self._core.request("GET", "/api/v1/sending/settings", options=request_options)
-
-    def put_settings(
+    def trigger(
         self,
-        body: SendingSettingsIn | None = None,
+        body: EventTrigger | None = None,
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> SendingSettings:
-        """Put Sending Settings: PUT /api/v1/sending/settings (scope `send_email`)."""
+    ) -> EventTriggered:
+        """Test mode: emit the catalog sample of a type to your webhooks and streams: POST /api/v1/events/trigger."""
         return self._core.request(
-            "PUT", "/api/v1/sending/settings", body=_merge(body, fields), options=request_options
+            "POST",
+            "/api/v1/events/trigger",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
         )
+
+    def list_types(
+        self, *, request_options: RequestOptions | None = None
+    ) -> builtins.list[EventTypeInfo]:
+        """The event catalog: every type webhooks and the stream deliver: GET /api/v1/events/types."""
+        return self._core.request("GET", "/api/v1/events/types", options=request_options)
 
 
 class Templates:
@@ -855,6 +705,22 @@ class Webhooks:
             options=request_options,
         )
 
+    def patch(
+        self,
+        endpoint_id: str,
+        body: EndpointUpdate | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Update an endpoint (omitted fields are kept): PATCH /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
+        return self._core.request(
+            "PATCH",
+            f"/api/v1/webhooks/{_seg(endpoint_id)}",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
     def delete(self, endpoint_id: str, *, request_options: RequestOptions | None = None) -> Any:
         """Delete an endpoint, its secret and its log: DELETE /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return self._core.request(
@@ -971,9 +837,8 @@ class Resources:
         self.billing = Billing(core)
         self.campaigns = Campaigns(core)
         self.contacts = Contacts(core)
-        self.domains = Domains(core)
         self.emails = Emails(core)
-        self.sending = Sending(core)
+        self.events = Events(core)
         self.templates = Templates(core)
         self.webhooks = Webhooks(core)
 
@@ -985,14 +850,11 @@ class AsyncAnalytics:
         self._core = core
 
     async def campaign(
-        self, campaign_id: str, *, request_options: RequestOptions | None = None, **fields: Any
+        self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Any:
-        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`). Query: period."""
+        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`)."""
         return await self._core.request(
-            "GET",
-            f"/api/v1/analytics/campaigns/{_seg(campaign_id)}",
-            query=fields,
-            options=request_options,
+            "GET", f"/api/v1/analytics/campaigns/{_seg(campaign_id)}", options=request_options
         )
 
     def contact(
@@ -1010,22 +872,6 @@ class AsyncAnalytics:
         """Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`). Query: period."""
         return await self._core.request(
             "GET", "/api/v1/analytics/emails", query=fields, options=request_options
-        )
-
-    async def record_conversion(
-        self,
-        body: ConversionCreate | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Conversion:
-        """Record Conversion: POST /api/v1/conversions (scope `manage_contacts`)."""
-        return await self._core.request(
-            "POST",
-            "/api/v1/conversions",
-            body=_merge(body, fields),
-            idempotent=True,
-            options=request_options,
         )
 
 
@@ -1096,7 +942,7 @@ class AsyncApiKeys:
     async def usage(
         self, key_id: str, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> Any:
-        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to, granularity."""
+        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to."""
         return await self._core.request(
             "GET",
             f"/api/v1/platform/api-keys/{_seg(key_id)}/usage",
@@ -1327,7 +1173,7 @@ class AsyncCampaigns:
     async def resume(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)."""
+        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)."""
         return await self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/resume",
@@ -1338,7 +1184,7 @@ class AsyncCampaigns:
     async def start(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)."""
+        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)."""
         return await self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/start",
@@ -1391,30 +1237,6 @@ class AsyncContacts:
             options=request_options,
         )
 
-    async def submit_import(
-        self,
-        body: builtins.list[dict[str, Any]] | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> ImportJob:
-        """Submit Import: POST /api/v1/contacts/imports (scope `manage_contacts`)."""
-        return await self._core.request(
-            "POST",
-            "/api/v1/contacts/imports",
-            body=_merge(body, fields),
-            idempotent=True,
-            options=request_options,
-        )
-
-    async def get_import(
-        self, import_id: str, *, request_options: RequestOptions | None = None
-    ) -> ImportJob:
-        """Get Import: GET /api/v1/contacts/imports/{import_id} (scope `manage_contacts`)."""
-        return await self._core.request(
-            "GET", f"/api/v1/contacts/imports/{_seg(import_id)}", options=request_options
-        )
-
     async def get(
         self, contact_id: str, *, request_options: RequestOptions | None = None
     ) -> Contact:
@@ -1448,111 +1270,6 @@ class AsyncContacts:
         )
 
 
-class AsyncDomains:
-    """`client.domains`: the domains operations."""
-
-    def __init__(self, core: AsyncTransport) -> None:
-        self._core = core
-
-    def list(
-        self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> AsyncPager[Domain]:
-        """List Domains: GET /api/v1/domains (scope `manage_domains`). Query: status, limit, offset, cursor. Awaited: one page; `async for`: every item."""
-        return self._core.list("GET", "/api/v1/domains", query=fields, options=request_options)
-
-    async def create(
-        self,
-        body: CreateDomainRequest | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Domain:
-        """Create Domain: POST /api/v1/domains (scope `manage_domains`)."""
-        return await self._core.request(
-            "POST",
-            "/api/v1/domains",
-            body=_merge(body, fields),
-            idempotent=True,
-            options=request_options,
-        )
-
-    async def store_dns_credentials(
-        self,
-        body: DnsCredentialsRequest | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Any:
-        """Store Dns Credentials: PUT /api/v1/domains/dns-credentials (scope `manage_domains`)."""
-        return await self._core.request(
-            "PUT",
-            "/api/v1/domains/dns-credentials",
-            body=_merge(body, fields),
-            options=request_options,
-        )
-
-    async def get(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Domain:
-        """Get Domain: GET /api/v1/domains/{domain_id} (scope `manage_domains`)."""
-        return await self._core.request(
-            "GET", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
-        )
-
-    async def update(
-        self,
-        domain_id: str,
-        body: UpdateDomainRequest | None = None,
-        *,
-        request_options: RequestOptions | None = None,
-        **fields: Any,
-    ) -> Domain:
-        """Update Domain: PATCH /api/v1/domains/{domain_id} (scope `manage_domains`)."""
-        return await self._core.request(
-            "PATCH",
-            f"/api/v1/domains/{_seg(domain_id)}",
-            body=_merge(body, fields),
-            options=request_options,
-        )
-
-    async def delete(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Any:
-        """Delete Domain: DELETE /api/v1/domains/{domain_id} (scope `manage_domains`)."""
-        return await self._core.request(
-            "DELETE", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
-        )
-
-    async def publish(
-        self, domain_id: str, *, request_options: RequestOptions | None = None
-    ) -> PublishResult:
-        """Publish Domain: POST /api/v1/domains/{domain_id}/publish (scope `manage_domains`)."""
-        return await self._core.request(
-            "POST",
-            f"/api/v1/domains/{_seg(domain_id)}/publish",
-            idempotent=True,
-            options=request_options,
-        )
-
-    async def rotate_dkim(
-        self, domain_id: str, *, request_options: RequestOptions | None = None
-    ) -> Domain:
-        """Rotate Dkim: POST /api/v1/domains/{domain_id}/rotate-dkim (scope `manage_domains`)."""
-        return await self._core.request(
-            "POST",
-            f"/api/v1/domains/{_seg(domain_id)}/rotate-dkim",
-            idempotent=True,
-            options=request_options,
-        )
-
-    async def verify(
-        self, domain_id: str, *, request_options: RequestOptions | None = None
-    ) -> Domain:
-        """Verify Domain: POST /api/v1/domains/{domain_id}/verify (scope `manage_domains`)."""
-        return await self._core.request(
-            "POST",
-            f"/api/v1/domains/{_seg(domain_id)}/verify",
-            idempotent=True,
-            options=request_options,
-        )
-
-
 class AsyncEmails:
     """`client.emails`: the emails operations."""
 
@@ -1564,14 +1281,6 @@ class AsyncEmails:
     ) -> AsyncPager[Any]:
         """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, cursor. Awaited: one page; `async for`: every item."""
         return self._core.list("GET", "/api/v1/emails", query=fields, options=request_options)
-
-    async def get_batch(
-        self, batch_id: str, *, request_options: RequestOptions | None = None
-    ) -> BatchReport:
-        """Get Batch: GET /api/v1/emails/batches/{batch_id} (scope `read_analytics`)."""
-        return await self._core.request(
-            "GET", f"/api/v1/emails/batches/{_seg(batch_id)}", options=request_options
-        )
 
     async def list_routing_rules(self, *, request_options: RequestOptions | None = None) -> Any:
         """List Rules: GET /api/v1/emails/routing-rules (scope `read_analytics`)."""
@@ -1692,29 +1401,33 @@ class AsyncEmails:
         )
 
 
-class AsyncSending:
-    """`client.sending`: the sending operations."""
+class AsyncEvents:
+    """`client.events`: the events operations."""
 
     def __init__(self, core: AsyncTransport) -> None:
         self._core = core
 
-    async def get_settings(
-        self, *, request_options: RequestOptions | None = None
-    ) -> SendingSettings:
-        """Get Sending Settings: GET /api/v1/sending/settings (scope `send_email`)."""
-        return await self._core.request("GET", "/api/v1/sending/settings", options=request_options)
-
-    async def put_settings(
+    async def trigger(
         self,
-        body: SendingSettingsIn | None = None,
+        body: EventTrigger | None = None,
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> SendingSettings:
-        """Put Sending Settings: PUT /api/v1/sending/settings (scope `send_email`)."""
+    ) -> EventTriggered:
+        """Test mode: emit the catalog sample of a type to your webhooks and streams: POST /api/v1/events/trigger."""
         return await self._core.request(
-            "PUT", "/api/v1/sending/settings", body=_merge(body, fields), options=request_options
+            "POST",
+            "/api/v1/events/trigger",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
         )
+
+    async def list_types(
+        self, *, request_options: RequestOptions | None = None
+    ) -> builtins.list[EventTypeInfo]:
+        """The event catalog: every type webhooks and the stream deliver: GET /api/v1/events/types."""
+        return await self._core.request("GET", "/api/v1/events/types", options=request_options)
 
 
 class AsyncTemplates:
@@ -1845,6 +1558,22 @@ class AsyncWebhooks:
             options=request_options,
         )
 
+    async def patch(
+        self,
+        endpoint_id: str,
+        body: EndpointUpdate | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Update an endpoint (omitted fields are kept): PATCH /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
+        return await self._core.request(
+            "PATCH",
+            f"/api/v1/webhooks/{_seg(endpoint_id)}",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
     async def delete(
         self, endpoint_id: str, *, request_options: RequestOptions | None = None
     ) -> Any:
@@ -1965,8 +1694,7 @@ class AsyncResources:
         self.billing = AsyncBilling(core)
         self.campaigns = AsyncCampaigns(core)
         self.contacts = AsyncContacts(core)
-        self.domains = AsyncDomains(core)
         self.emails = AsyncEmails(core)
-        self.sending = AsyncSending(core)
+        self.events = AsyncEvents(core)
         self.templates = AsyncTemplates(core)
         self.webhooks = AsyncWebhooks(core)

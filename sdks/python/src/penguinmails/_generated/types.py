@@ -10,7 +10,6 @@ import builtins
 from typing import Any, Literal, TypedDict
 
 __all__ = [
-    "BatchReport",
     "BillingStateOut",
     "BulkRecipient",
     "Campaign",
@@ -24,24 +23,20 @@ __all__ = [
     "ContactCreate",
     "ContactUpdate",
     "Content",
-    "Conversion",
-    "ConversionCreate",
     "CreateApiKeyRequest",
-    "CreateDomainRequest",
-    "DnsCredentialsRequest",
-    "DnsRecord",
-    "Domain",
     "EndpointCreate",
     "EndpointFilters",
     "EndpointUpdate",
     "ErrorBody",
     "ErrorDetail",
     "ErrorEnvelope",
+    "EventPayload",
+    "EventTrigger",
+    "EventTriggered",
+    "EventTypeInfo",
     "FollowUp",
-    "ImportJob",
     "ImportReport",
     "ImportRowError",
-    "InlineRecipient",
     "LoginRequest",
     "Pagination",
     "PaymentOut",
@@ -50,8 +45,6 @@ __all__ = [
     "PortalSessionOut",
     "Preview",
     "PreviewRequest",
-    "PublishResult",
-    "PublishedRecord",
     "Recipients",
     "Recover",
     "RefreshRequest",
@@ -63,8 +56,6 @@ __all__ = [
     "SendBulkRequest",
     "SendEmailRequest",
     "SendingCapIn",
-    "SendingSettings",
-    "SendingSettingsIn",
     "SignupRequest",
     "Spacing",
     "SubscriptionOut",
@@ -74,21 +65,8 @@ __all__ = [
     "TemplateUpdate",
     "TestSend",
     "Tracking",
-    "UpdateDomainRequest",
     "WebhookReceipt",
 ]
-
-
-class BatchReport(TypedDict):
-    """A bulk send's progress: its messages counted by status."""
-
-    batch_size: int
-    campaign_id: str | None
-    counts: dict[str, int]
-    created_at: str
-    delay_between_batches: int
-    id: str
-    total: int
 
 
 class BillingStateOut(TypedDict):
@@ -112,7 +90,7 @@ class BulkRecipient(_BulkRecipientRequired, total=False):
     personalization: dict[str, Any]
 
 
-class _CampaignRequired(TypedDict):
+class Campaign(TypedDict):
     """Campaign"""
 
     completed_at: str | None
@@ -120,7 +98,7 @@ class _CampaignRequired(TypedDict):
     created_at: str
     daily_cap: int | None
     follow_ups: builtins.list[dict[str, Any]]
-    from_email: str | None
+    from_email: str
     from_name: str | None
     id: str
     name: str
@@ -137,12 +115,6 @@ class _CampaignRequired(TypedDict):
     updated_at: str
 
 
-class Campaign(_CampaignRequired, total=False):
-    """Campaign"""
-
-    sent_at: str | None
-
-
 class CampaignContent(TypedDict, total=False):
     """CampaignContent"""
 
@@ -155,8 +127,9 @@ class _CampaignCreateRequired(TypedDict):
     """CampaignCreate"""
 
     content: CampaignContent
+    from_email: str
     name: str
-    recipients: Recipients | builtins.list[InlineRecipient]
+    recipients: Recipients
 
 
 class CampaignCreate(_CampaignCreateRequired, total=False):
@@ -164,7 +137,6 @@ class CampaignCreate(_CampaignCreateRequired, total=False):
 
     daily_cap: int | None
     follow_ups: builtins.list[FollowUp]
-    from_email: str | None
     from_name: str | None
     reply_to: str | None
     schedule: Schedule | None
@@ -177,8 +149,6 @@ class CampaignCreate(_CampaignCreateRequired, total=False):
 class CampaignSettings(TypedDict, total=False):
     """CampaignSettings"""
 
-    ai_optimization: bool
-    analytics_enabled: bool
     category: Literal["marketing", "transactional"]
     track_clicks: bool
     track_opens: bool
@@ -193,7 +163,7 @@ class CampaignUpdate(TypedDict, total=False):
     from_email: str | None
     from_name: str | None
     name: str | None
-    recipients: Recipients | builtins.list[InlineRecipient] | None
+    recipients: Recipients | None
     reply_to: str | None
     schedule: Schedule | None
     scheduled_at: str | None
@@ -268,37 +238,6 @@ class Content(TypedDict, total=False):
     text: str | None
 
 
-class Conversion(TypedDict):
-    """Conversion"""
-
-    campaign_id: str | None
-    contact_id: str
-    created: bool
-    created_at: str
-    currency: str | None
-    goal: str
-    id: str
-    occurred_at: str
-    value: float | None
-
-
-class _ConversionCreateRequired(TypedDict):
-    """A goal a contact reached. Name the contact by `email` or `contact_id`. Idempotent: the same contact, goal and `occurred_at` is one conversion."""
-
-    goal: str
-
-
-class ConversionCreate(_ConversionCreateRequired, total=False):
-    """A goal a contact reached. Name the contact by `email` or `contact_id`. Idempotent: the same contact, goal and `occurred_at` is one conversion."""
-
-    campaign_id: str | None
-    contact_id: str | None
-    currency: str | None
-    email: str | None
-    occurred_at: str | None
-    value: float | None
-
-
 class _CreateApiKeyRequestRequired(TypedDict):
     """CreateApiKeyRequest"""
 
@@ -324,58 +263,6 @@ class CreateApiKeyRequest(_CreateApiKeyRequestRequired, total=False):
     mode: Literal["live", "test"]
 
 
-class CreateDomainRequest(TypedDict):
-    """CreateDomainRequest"""
-
-    name: str
-
-
-class _DnsCredentialsRequestRequired(TypedDict):
-    """DnsCredentialsRequest"""
-
-    api_token: str
-
-
-class DnsCredentialsRequest(_DnsCredentialsRequestRequired, total=False):
-    """DnsCredentialsRequest"""
-
-    provider: Literal["cloudflare"]
-
-
-class DnsRecord(TypedDict):
-    """DnsRecord"""
-
-    host: str
-    purpose: Literal["dkim", "dkim_next", "spf", "dmarc", "return_path", "tracking"]
-    required: bool
-    status: Literal["pending", "verified", "failed"]
-    type: Literal["TXT", "CNAME"]
-    value: str
-
-
-class _DomainRequired(TypedDict):
-    """Domain"""
-
-    created_at: str
-    dkim_selector: str
-    id: str
-    name: str
-    next_check_at: str
-    records: builtins.list[DnsRecord]
-    status: Literal["pending", "verified", "failed"]
-    unicode_name: str
-
-
-class Domain(_DomainRequired, total=False):
-    """Domain"""
-
-    default_from: str | None
-    default_from_name: str | None
-    dkim_next_selector: str | None
-    last_checked_at: str | None
-    verified_at: str | None
-
-
 class _EndpointCreateRequired(TypedDict):
     """EndpointCreate"""
 
@@ -389,6 +276,7 @@ class EndpointCreate(_EndpointCreateRequired, total=False):
     description: str | None
     enabled: bool
     filters: EndpointFilters
+    payload_version: Literal["2026-11-21", "2026-12-01"]
     retry_schedule: builtins.list[float] | None
     secret: str | None
 
@@ -407,6 +295,7 @@ class EndpointUpdate(TypedDict, total=False):
     enabled: bool | None
     events: builtins.list[str] | None
     filters: EndpointFilters | None
+    payload_version: Literal["2026-11-21", "2026-12-01"] | None
     retry_schedule: builtins.list[float] | None
     url: str | None
 
@@ -416,26 +305,16 @@ class _ErrorBodyRequired(TypedDict):
 
     code: Literal[
         "api_key_invalid",
-        "api_key_limit_reached",
         "auth_throttled",
         "bad_gateway",
         "bad_request",
         "billing_account_not_found",
         "billing_not_configured",
         "campaign_not_editable",
-        "campaign_not_found",
-        "campaign_sender_required",
         "conflict",
         "contact_exists",
-        "dkim_rotation_in_progress",
-        "dns_provider_not_configured",
-        "dns_provider_rejected",
-        "dns_provider_unavailable",
-        "dns_unavailable",
-        "domain_exists",
-        "domain_not_found",
-        "domain_taken",
         "email_taken",
+        "event_stream_cursor_expired",
         "forbidden",
         "gateway_timeout",
         "idempotency_key_in_use",
@@ -445,7 +324,6 @@ class _ErrorBodyRequired(TypedDict):
         "invalid_api_key",
         "invalid_credentials",
         "invalid_cursor",
-        "invalid_domain",
         "invalid_idempotency_key",
         "invalid_json",
         "invalid_refresh_token",
@@ -466,19 +344,15 @@ class _ErrorBodyRequired(TypedDict):
         "principal_invalid",
         "principal_missing",
         "rate_limited",
-        "role_required",
-        "sender_domain_not_verified",
-        "sender_required",
         "service_unavailable",
         "signup_disabled",
         "subscription_exists",
         "template_invalid",
-        "template_key_exists",
-        "template_limit_exceeded",
         "template_render_error",
         "template_syntax_error",
         "template_unsafe",
         "tenant_not_found",
+        "test_mode_required",
         "unauthorized",
         "unknown_provider",
         "unsupported_media_type",
@@ -518,6 +392,41 @@ class ErrorEnvelope(TypedDict):
     error: ErrorBody
 
 
+class EventPayload(TypedDict):
+    """A webhook payload of version `2026-12-01`: the entity nested under its name."""
+
+    created: str
+    data: dict[str, Any]
+    id: str
+    type: str
+
+
+class EventTrigger(TypedDict):
+    """EventTrigger"""
+
+    type: str
+
+
+class EventTriggered(TypedDict):
+    """EventTriggered"""
+
+    created: str
+    data: dict[str, Any]
+    id: str
+    mode: str
+    type: str
+
+
+class EventTypeInfo(TypedDict):
+    """EventTypeInfo"""
+
+    description: str
+    payload_version: str
+    sample: EventPayload
+    scope: str
+    type: str
+
+
 class _FollowUpRequired(TypedDict):
     """A later step: sent `delay_days` after the previous step, to recipients who have not replied. Without a subject it is sent as a reply: `Re: <first subject>`."""
 
@@ -529,21 +438,6 @@ class FollowUp(_FollowUpRequired, total=False):
     """A later step: sent `delay_days` after the previous step, to recipients who have not replied. Without a subject it is sent as a reply: `Re: <first subject>`."""
 
     subject: str | None
-
-
-class ImportJob(TypedDict):
-    """An import job's progress (`POST /api/v1/contacts/imports`)."""
-
-    completed_at: str | None
-    created: int
-    created_at: str
-    errors: builtins.list[ImportRowError]
-    failed: int
-    id: str
-    processed: int
-    status: Literal["pending", "running", "completed"]
-    total: int
-    updated: int
 
 
 class ImportReport(TypedDict):
@@ -568,18 +462,6 @@ class ImportRowError(_ImportRowErrorRequired, total=False):
 
     email: str | None
     field: str | None
-
-
-class _InlineRecipientRequired(TypedDict):
-    """Seed 004's recipient: the contact is upserted by email; `personalization` is given to the template (beside the contact's fields, which it overrides) for this campaign."""
-
-    email: str
-
-
-class InlineRecipient(_InlineRecipientRequired, total=False):
-    """Seed 004's recipient: the contact is upserted by email; `personalization` is given to the template (beside the contact's fields, which it overrides) for this campaign."""
-
-    personalization: dict[str, Any]
 
 
 class LoginRequest(TypedDict):
@@ -651,21 +533,6 @@ class PreviewRequest(TypedDict, total=False):
 
     contact_id: str | None
     data: dict[str, Any] | None
-
-
-class PublishResult(TypedDict):
-    """PublishResult"""
-
-    domain: Domain
-    published: builtins.list[PublishedRecord]
-
-
-class PublishedRecord(TypedDict):
-    """PublishedRecord"""
-
-    host: str
-    outcome: Literal["created", "updated", "unchanged"]
-    purpose: str
 
 
 class Recipients(TypedDict, total=False):
@@ -743,60 +610,58 @@ class Schedule(TypedDict, total=False):
     timezone: str
 
 
-_SendBulkRequestOptional = TypedDict(
-    "_SendBulkRequestOptional",
+_SendBulkRequestRequired = TypedDict(
+    "_SendBulkRequestRequired",
     {
-        "batch_size": "int",
-        "campaign_id": "str | None",
-        "category": "Literal['marketing', 'transactional']",
-        "content": "Content | None",
-        "delay_between_batches": "int",
-        "from": "str | None",
-        "html": "str | None",
-        "metadata": "dict[str, str]",
-        "reply_to": "str | None",
-        "subject": "str | None",
-        "tags": "builtins.list[str]",
-        "template_id": "str | None",
-        "text": "str | None",
-        "tracking": "Tracking",
+        "from": "str",
+        "recipients": "builtins.list[BulkRecipient]",
+        "subject": "str",
     },
-    total=False,
 )
 
 
-class SendBulkRequest(_SendBulkRequestOptional):
-    """With a `campaign_id` and no html/text, the campaign's content (subject, body, sender, tracking) is sent; anything given in the body wins over it."""
+class SendBulkRequest(_SendBulkRequestRequired, total=False):
+    """SendBulkRequest"""
 
-    recipients: builtins.list[BulkRecipient]
+    batch_size: int
+    campaign_id: str | None
+    category: Literal["marketing", "transactional"]
+    content: Content | None
+    delay_between_batches: int
+    html: str | None
+    metadata: dict[str, str]
+    reply_to: str | None
+    tags: builtins.list[str]
+    template_id: str | None
+    text: str | None
+    tracking: Tracking
 
 
-_SendEmailRequestOptional = TypedDict(
-    "_SendEmailRequestOptional",
+_SendEmailRequestRequired = TypedDict(
+    "_SendEmailRequestRequired",
     {
-        "campaign_id": "str | None",
-        "category": "Literal['marketing', 'transactional']",
-        "contact_id": "str | None",
-        "content": "Content | None",
-        "from": "str | None",
-        "html": "str | None",
-        "metadata": "dict[str, str]",
-        "reply_to": "str | None",
-        "tags": "builtins.list[str]",
-        "template_id": "str | None",
-        "text": "str | None",
-        "tracking": "Tracking",
-        "variables": "dict[str, Any]",
+        "from": "str",
+        "subject": "str",
+        "to": "str",
     },
-    total=False,
 )
 
 
-class SendEmailRequest(_SendEmailRequestOptional):
+class SendEmailRequest(_SendEmailRequestRequired, total=False):
     """SendEmailRequest"""
 
-    subject: str
-    to: str
+    campaign_id: str | None
+    category: Literal["marketing", "transactional"]
+    contact_id: str | None
+    content: Content | None
+    html: str | None
+    metadata: dict[str, str]
+    reply_to: str | None
+    tags: builtins.list[str]
+    template_id: str | None
+    text: str | None
+    tracking: Tracking
+    variables: dict[str, Any]
 
 
 class SendingCapIn(TypedDict):
@@ -805,24 +670,6 @@ class SendingCapIn(TypedDict):
     daily_limit: int
     scope: Literal["mailbox", "domain"]
     value: str
-
-
-class SendingSettings(TypedDict):
-    """SendingSettings"""
-
-    default_from: str | None
-    default_from_name: str | None
-    default_reply_to: str | None
-    effective_from: str | None
-    updated_at: str | None
-
-
-class SendingSettingsIn(TypedDict, total=False):
-    """PUT body: the whole settings object (an absent field is cleared)."""
-
-    default_from: str | None
-    default_from_name: str | None
-    default_reply_to: str | None
 
 
 class SignupRequest(TypedDict):
@@ -858,7 +705,7 @@ class SuppressionIn(TypedDict):
     email: str
 
 
-class _TemplateRequired(TypedDict):
+class Template(TypedDict):
     """Template"""
 
     created_at: str
@@ -869,12 +716,6 @@ class _TemplateRequired(TypedDict):
     text: str | None
     updated_at: str
     variables: dict[str, Any]
-
-
-class Template(_TemplateRequired, total=False):
-    """Template"""
-
-    key: str | None
 
 
 class _TemplateCreateRequired(TypedDict):
@@ -888,7 +729,6 @@ class TemplateCreate(_TemplateCreateRequired, total=False):
     """TemplateCreate"""
 
     html: str | None
-    key: str | None
     text: str | None
     variables: dict[str, Any]
 
@@ -897,7 +737,6 @@ class TemplateUpdate(TypedDict, total=False):
     """TemplateUpdate"""
 
     html: str | None
-    key: str | None
     name: str | None
     subject: str | None
     text: str | None
@@ -915,13 +754,6 @@ class Tracking(TypedDict, total=False):
 
     track_clicks: bool
     track_opens: bool
-
-
-class UpdateDomainRequest(TypedDict, total=False):
-    """UpdateDomainRequest"""
-
-    default_from: str | None
-    default_from_name: str | None
 
 
 class WebhookReceipt(TypedDict):

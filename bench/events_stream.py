@@ -1,0 +1,232 @@
+"""Event stream latency: event committed -> delivered on an open stream, against the webhooks
+engine's latency for the same events in the same run.
+
+Setup: real `python -m services.webhooks api|worker|relay` on a database and vhost of their
+own. 100 tenants (BENCH_STREAM_TENANTS) each hold one open `GET /api/v1/events/stream`
+(signed principals as the gateway forwards them; the gateway's relay adds one hop, measured
+by bench/gateway.py). 10 of them also have a webhook endpoint on a local receiver.
+Load: every 100 ms one transaction commits one `email.opened` per tenant into the webhooks
+outbox (10 events/s per tenant, 1,000/s in all), as any service publishes a fact; the relay
+publishes, the worker's fan-out consumer stores and notifies, the API pushes it.
+
+Latency = arrival at the reader (or the receiver) - the event's `created` (stamped just
+before the commit). Printed: stream p50/p99 (target p99 <= 100 ms), webhook p50/p99 for the
+events of the tenants with an endpoint, and the ratio stream / webhooks.
+
+Run: `uv run python -m bench.events_stream` (needs the OpenBao dev server of `make infra`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from datetime import datetime
+
+import httpx
+import orjson
+
+from bench.harness import (
+    REPO,
+    VAULT_ADDR,
+    VAULT_TOKEN_FILE,
+    free_port,
+    fresh_database,
+    fresh_vhost,
+    percentile,
+    service_dsn,
+    spawn,
+    stop,
+    summary,
+    wait_ready,
+)
+from libs.common import outbox
+from libs.common.db import create_pool
+from libs.common.events import EmailOpened, make_event
+from libs.common.principal import Principal, sign_principal
+from libs.common.vault import Vault, make_client
+from services.webhooks import repository as repo
+from services.webhooks.secret_store import SecretStore
+from services.webhooks.signatures import generate_secret
+from tests.fakes.webhook_receiver import WebhookReceiver
+
+TENANTS = int(os.environ.get("BENCH_STREAM_TENANTS", "100"))
+WITH_WEBHOOK = int(os.environ.get("BENCH_STREAM_WEBHOOK_TENANTS", "10"))
+RATE = int(os.environ.get("BENCH_STREAM_RATE", "10"))  # events/s per tenant
+SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "20"))
+WARMUP = float(os.environ.get("BENCH_STREAM_WARMUP_SECONDS", "3"))
+SIGNING_KEY = "bench-principal-key-0123456789abcdef"
+
+
+def _created(payload: bytes) -> float:
+    return datetime.fromisoformat(orjson.loads(payload)["created"]).timestamp()
+
+
+def _id(payload: bytes) -> str:
+    return str(orjson.loads(payload)["id"])
+
+
+async def _reader(
+    client: httpx.AsyncClient,
+    url: str,
+    tenant: str,
+    out: list[tuple[float, float, str]],
+    ready: asyncio.Event,
+) -> None:
+    principal = Principal(tenant_id=tenant, subject_type="api_key", subject_id="key_bench",
+                          scopes=["read_analytics"], plan="enterprise", mode="live")  # fmt: skip
+    # Principals are short-lived per request; the stream is one request.
+    headers = {"X-PM-Principal": sign_principal(principal, SIGNING_KEY, 3600)}
+    async with client.stream(
+        "GET", f"{url}/api/v1/events/stream", headers=headers, timeout=httpx.Timeout(10, read=120)
+    ) as resp:
+        resp.raise_for_status()
+        ready.set()
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                data = line[6:].encode()
+                out.append((time.time(), _created(data), _id(data)))
+
+
+async def main() -> None:
+    await fresh_database("webhooks")
+    amqp_url = fresh_vhost()
+    token = os.environ.get("PM_BENCH_VAULT_TOKEN") or VAULT_TOKEN_FILE.read_text().strip()
+    pool = await create_pool(service_dsn("webhooks"), "webhooks", min_size=1, max_size=4)
+    secrets = SecretStore(Vault(make_client(VAULT_ADDR, token=token)))
+    tenants = [f"t_bench_{i}" for i in range(TENANTS)]
+    receiver = WebhookReceiver().start()
+    for tenant in tenants[:WITH_WEBHOOK]:
+        ep_id = f"ep_{tenant}"
+        await secrets.create(ep_id, generate_secret())
+        async with pool.acquire() as conn:
+            await repo.insert_endpoint(
+                conn,
+                {"id": ep_id, "tenant_id": tenant, "mode": "live", "url": receiver.url,
+                 "description": None, "event_types": ["email.*"], "filter_campaign_ids": [],
+                 "filter_contact_tags": [], "enabled": True, "retry_schedule_ms": None,
+                 "payload_version": "2026-12-01"},
+            )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    env.update(
+        PM_DATABASE_URL=service_dsn("webhooks"), PM_AMQP_URL=amqp_url, PM_VAULT_ADDR=VAULT_ADDR,
+        PM_VAULT_TOKEN=token, PM_WEBHOOKS_ALLOW_HTTP="true", PM_LOG_LEVEL="WARNING",
+        PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]', PM_PRINCIPAL_SIGNING_KEY=SIGNING_KEY,
+        PM_DB_POOL_MAX="5", PYTHONPATH=str(REPO),  # a shared Postgres: few connections
+    )  # fmt: skip
+    ports = {name: free_port() for name in ("api", "worker", "relay")}
+    procs = [
+        spawn(
+            ["-m", "services.webhooks", name],
+            {**env, "PM_HTTP_PORT": str(port)},
+            f"events-stream-{name}",
+        )
+        for name, port in ports.items()
+    ]
+    arrivals: list[tuple[float, float, str]] = []
+    readers: list[asyncio.Task[None]] = []
+    stored_lag: list[float] = []
+    stored_at: dict[str, float] = {}
+    try:
+        for port in ports.values():
+            wait_ready(f"http://127.0.0.1:{port}")
+        api = f"http://127.0.0.1:{ports['api']}"
+        limits = httpx.Limits(max_connections=TENANTS + 10, max_keepalive_connections=TENANTS)
+        async with httpx.AsyncClient(limits=limits) as client:
+            ready = [asyncio.Event() for _ in tenants]
+            readers = [
+                asyncio.create_task(_reader(client, api, t, arrivals, r))
+                for t, r in zip(tenants, ready, strict=True)
+            ]
+            await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 60)
+
+            interval = 1 / RATE
+            ticks = int((WARMUP + SECONDS) * RATE)
+            measured_from = time.time() + WARMUP
+            t0 = time.perf_counter()
+            for tick in range(ticks):
+                async with pool.acquire() as conn, conn.transaction():
+                    await outbox.enqueue(
+                        conn,
+                        *(
+                            make_event(
+                                EmailOpened(
+                                    message_id=f"em_{tick}_{i}",
+                                    to="u@example.com",
+                                    user_agent="Mozilla/5.0 (iPhone)",
+                                ),
+                                tenant_id=t,
+                                source="/bench",
+                            )
+                            for i, t in enumerate(tenants)
+                        ),
+                    )
+                await asyncio.sleep(max(0.0, t0 + (tick + 1) * interval - time.perf_counter()))
+            expected = ticks * TENANTS
+            deadline = time.monotonic() + 60
+            while len(arrivals) < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            webhook_expected = ticks * WITH_WEBHOOK
+            while receiver.count < webhook_expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        # Where the time goes: committed -> stored in the stream table (relay, broker, the
+        # stream consumer) versus stored -> on the stream (NOTIFY, hub, HTTP).
+        rows = await pool.fetch(
+            "SELECT event_id::text AS id, extract(epoch FROM stored_at) AS stored,"
+            " extract(epoch FROM stored_at - (payload::json->>'created')::timestamptz) AS lag"
+            " FROM stream_events WHERE (payload::json->>'created')::timestamptz"
+            " >= to_timestamp($1)",
+            measured_from,
+        )
+        stored_lag = [float(r["lag"]) for r in rows]
+        stored_at = {r["id"]: float(r["stored"]) for r in rows}
+    finally:
+        for task in readers:
+            task.cancel()
+        for task in readers:
+            with contextlib.suppress(BaseException):
+                await task
+        stop(procs)
+        receiver.stop()
+        await pool.close()
+
+    stream = [at - created for at, created, _ in arrivals if created >= measured_from]
+    # stored_at is the statement's start (now()): the push share includes the append itself.
+    pushed = [at - stored_at[i] for at, _, i in arrivals if i in stored_at]
+    hooks = [
+        r.at - _created(r.body) for r in receiver.snapshot() if _created(r.body) >= measured_from
+    ]
+    print(
+        f"bench/events_stream.py  {TENANTS} tenants x 1 stream x {RATE} events/s, {SECONDS:.0f} s"
+        f" measured ({WITH_WEBHOOK} tenants also with a webhook endpoint)"
+    )
+    print(f"  stream arrivals: {len(arrivals)} of {expected} (all phases),"
+          f" webhook arrivals: {receiver.count} of {webhook_expected}")  # fmt: skip
+    if not stream or not hooks:
+        print("  the pipeline fell behind: no measured event arrived within 60 s of the load")
+        return
+    s99, w99 = percentile(stream, 99) * 1000, percentile(hooks, 99) * 1000
+    s50, w50 = percentile(stream, 50) * 1000, percentile(hooks, 50) * 1000
+    print(f"  stream   (commit -> on the open stream):  {summary(stream)}")
+    print(f"  webhooks (commit -> at the receiver):     {summary(hooks)}")
+    if stored_lag and pushed:
+        print(f"  of which commit -> stored in stream_events: {summary(stored_lag)}")
+        print(f"  and stored -> on the open stream:            {summary(pushed)}")
+    print(f"  stream p99 {s99:.1f} ms (target <= 100 ms) {'OK' if s99 <= 100 else 'ABOVE TARGET'}")
+    print(f"  ratio stream / webhooks: p50 {s50 / w50:.2f}x, p99 {s99 / w99:.2f}x")
+    figures = {
+        "stream_p50_ms": s50,
+        "stream_p99_ms": s99,
+        "webhooks_p50_ms": w50,
+        "webhooks_p99_ms": w99,
+        "push_p99_ms": percentile(pushed, 99) * 1000,
+        "p99_ratio": s99 / w99,
+        "delivered": len(arrivals),
+        "expected": expected,
+    }
+    print(orjson.dumps(figures).decode())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
