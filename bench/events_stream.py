@@ -45,6 +45,7 @@ from libs.common import outbox
 from libs.common.db import create_pool
 from libs.common.events import EmailOpened, make_event
 from libs.common.principal import Principal, sign_principal
+from libs.common.signing_keys import generate_private_key, public_keys_of
 from libs.common.vault import Vault, make_client
 from services.webhooks import repository as repo
 from services.webhooks.secret_store import SecretStore
@@ -56,7 +57,7 @@ WITH_WEBHOOK = int(os.environ.get("BENCH_STREAM_WEBHOOK_TENANTS", "10"))
 RATE = int(os.environ.get("BENCH_STREAM_RATE", "10"))  # events/s per tenant
 SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "20"))
 WARMUP = float(os.environ.get("BENCH_STREAM_WARMUP_SECONDS", "3"))
-SIGNING_KEY = "bench-principal-key-0123456789abcdef"
+SIGNING_KEY = generate_private_key()  # the bench's own Ed25519 principal key
 
 
 def _created(payload: bytes) -> float:
@@ -77,7 +78,15 @@ async def _reader(
     principal = Principal(tenant_id=tenant, subject_type="api_key", subject_id="key_bench",
                           scopes=["read_analytics"], plan="enterprise", mode="live")  # fmt: skip
     # Principals are short-lived per request; the stream is one request.
-    headers = {"X-PM-Principal": sign_principal(principal, SIGNING_KEY, 3600)}
+    token = sign_principal(
+        principal,
+        SIGNING_KEY,
+        3600,
+        audience="webhooks",
+        method="GET",
+        path="/api/v1/events/stream",
+    )
+    headers = {"X-PM-Principal": token}
     async with client.stream(
         "GET", f"{url}/api/v1/events/stream", headers=headers, timeout=httpx.Timeout(10, read=120)
     ) as resp:
@@ -112,7 +121,8 @@ async def main() -> None:
     env.update(
         PM_DATABASE_URL=service_dsn("webhooks"), PM_AMQP_URL=amqp_url, PM_VAULT_ADDR=VAULT_ADDR,
         PM_VAULT_TOKEN=token, PM_WEBHOOKS_ALLOW_HTTP="true", PM_LOG_LEVEL="WARNING",
-        PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]', PM_PRINCIPAL_SIGNING_KEY=SIGNING_KEY,
+        PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
+        PM_PRINCIPAL_PUBLIC_KEYS=public_keys_of(SIGNING_KEY),
         PM_DB_POOL_MAX="5", PYTHONPATH=str(REPO),  # a shared Postgres: few connections
     )  # fmt: skip
     ports = {name: free_port() for name in ("api", "worker", "relay")}

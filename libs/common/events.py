@@ -358,6 +358,8 @@ class CampaignSent(_CampaignEvent):
     """Every recipient's first step has been handed to delivery."""
 
     event_type = "campaign.sent"
+    summary = "Every recipient's first step of a campaign was handed to delivery."
+    example = {"recipients": 250}
     recipients: int = 0
 
 
@@ -434,6 +436,9 @@ class AnalyticsUpdated(EventData):
     """A campaign's counters changed (at most one per campaign per minute)."""
 
     event_type = "analytics.updated"
+    summary = "A campaign's counters changed (at most once a minute per campaign)."
+    read_scope = "read_analytics"
+    example = {"campaign_id": "cmp_0192f5a7b2c1", "name": "Q4", "overview": {"sent": 10}}
     campaign_id: str
     name: str | None = None
     # Distinct messages per email event type so far (sent, delivered, opened, clicked, ...).
@@ -441,6 +446,13 @@ class AnalyticsUpdated(EventData):
 
 
 class _ConversionEvent(EventData):
+    read_scope = "read_analytics"
+    example = {
+        "conversion_id": "cnv_0192f5a7c3d8",
+        "contact_id": "ct_0192f5a7a001",
+        "goal": "demo_booked",
+        "campaign_id": "cmp_0192f5a7b2c1",
+    }
     conversion_id: str
     contact_id: str
     email: str | None = None
@@ -457,6 +469,7 @@ class GoalConverted(_ConversionEvent):
     """A contact reached a goal (POST /api/v1/conversions), attributed to a campaign."""
 
     event_type = "goal.converted"
+    summary = "A contact reached a goal, attributed to the last campaign that reached them."
 
 
 @register
@@ -464,6 +477,8 @@ class RevenueRecorded(_ConversionEvent):
     """A conversion with a value: `value` in `currency`."""
 
     event_type = "revenue.recorded"
+    summary = "A conversion with a value was recorded (value in currency)."
+    example = {"value": 499.0, "currency": "USD"}
 
 
 # ---------------------------------------------------------------- sending_settings.* (delivery)
@@ -499,6 +514,9 @@ class ContactImportCompleted(EventData):
     """An import job finished: its totals (row errors: GET /api/v1/contacts/imports/{id})."""
 
     event_type = "contact_import.completed"
+    summary = "A contact import job finished; its totals (row errors on the import)."
+    read_scope = "manage_contacts"
+    example = {"import_id": "imp_0192f5a7", "total": 3, "created": 2, "updated": 0, "failed": 1}
     import_id: str
     total: int
     created: int

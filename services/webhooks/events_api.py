@@ -38,7 +38,9 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def build_events_router(settings: WebhooksSettings) -> APIRouter:
-    current = principal_dependency(lambda: settings.principal_signing_key.get_secret_value())
+    current = principal_dependency(
+        lambda: settings.principal_public_keys, audience=settings.service_name
+    )
     Caller = Annotated[Principal, Depends(current)]
     Service = Annotated[EventsService, Depends(_events)]
     router = APIRouter(prefix="/api/v1/events", tags=["events"], responses=ERRORS)

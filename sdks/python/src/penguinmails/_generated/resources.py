@@ -20,10 +20,15 @@ class Analytics:
     def __init__(self, core: SyncTransport) -> None:
         self._core = core
 
-    def campaign(self, campaign_id: str, *, request_options: RequestOptions | None = None) -> Any:
-        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`)."""
+    def campaign(
+        self, campaign_id: str, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> Any:
+        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`). Query: period."""
         return self._core.request(
-            "GET", f"/api/v1/analytics/campaigns/{_seg(campaign_id)}", options=request_options
+            "GET",
+            f"/api/v1/analytics/campaigns/{_seg(campaign_id)}",
+            query=fields,
+            options=request_options,
         )
 
     def contact(
@@ -41,6 +46,22 @@ class Analytics:
         """Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`). Query: period."""
         return self._core.request(
             "GET", "/api/v1/analytics/emails", query=fields, options=request_options
+        )
+
+    def record_conversion(
+        self,
+        body: ConversionCreate | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Conversion:
+        """Record Conversion: POST /api/v1/conversions (scope `manage_contacts`)."""
+        return self._core.request(
+            "POST",
+            "/api/v1/conversions",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
         )
 
 
@@ -111,7 +132,7 @@ class ApiKeys:
     def usage(
         self, key_id: str, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> Any:
-        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to."""
+        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to, granularity."""
         return self._core.request(
             "GET",
             f"/api/v1/platform/api-keys/{_seg(key_id)}/usage",
@@ -334,7 +355,7 @@ class Campaigns:
     def resume(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)."""
+        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)."""
         return self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/resume",
@@ -343,7 +364,7 @@ class Campaigns:
         )
 
     def start(self, campaign_id: str, *, request_options: RequestOptions | None = None) -> Campaign:
-        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)."""
+        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)."""
         return self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/start",
@@ -396,6 +417,30 @@ class Contacts:
             options=request_options,
         )
 
+    def submit_import(
+        self,
+        body: builtins.list[dict[str, Any]] | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> ImportJob:
+        """Submit Import: POST /api/v1/contacts/imports (scope `manage_contacts`)."""
+        return self._core.request(
+            "POST",
+            "/api/v1/contacts/imports",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
+        )
+
+    def get_import(
+        self, import_id: str, *, request_options: RequestOptions | None = None
+    ) -> ImportJob:
+        """Get Import: GET /api/v1/contacts/imports/{import_id} (scope `manage_contacts`)."""
+        return self._core.request(
+            "GET", f"/api/v1/contacts/imports/{_seg(import_id)}", options=request_options
+        )
+
     def get(self, contact_id: str, *, request_options: RequestOptions | None = None) -> Contact:
         """Get Contact: GET /api/v1/contacts/{contact_id} (scope `manage_contacts`)."""
         return self._core.request(
@@ -425,6 +470,109 @@ class Contacts:
         )
 
 
+class Domains:
+    """`client.domains`: the domains operations."""
+
+    def __init__(self, core: SyncTransport) -> None:
+        self._core = core
+
+    def list(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> SyncPage[Domain]:
+        """List Domains: GET /api/v1/domains (scope `manage_domains`). Query: status, limit, offset, cursor. Iterating the page walks every page."""
+        return self._core.list("GET", "/api/v1/domains", query=fields, options=request_options)
+
+    def create(
+        self,
+        body: CreateDomainRequest | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Domain:
+        """Create Domain: POST /api/v1/domains (scope `manage_domains`)."""
+        return self._core.request(
+            "POST",
+            "/api/v1/domains",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
+        )
+
+    def store_dns_credentials(
+        self,
+        body: DnsCredentialsRequest | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Store Dns Credentials: PUT /api/v1/domains/dns-credentials (scope `manage_domains`)."""
+        return self._core.request(
+            "PUT",
+            "/api/v1/domains/dns-credentials",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
+    def get(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Domain:
+        """Get Domain: GET /api/v1/domains/{domain_id} (scope `manage_domains`)."""
+        return self._core.request(
+            "GET", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
+        )
+
+    def update(
+        self,
+        domain_id: str,
+        body: UpdateDomainRequest | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Domain:
+        """Update Domain: PATCH /api/v1/domains/{domain_id} (scope `manage_domains`)."""
+        return self._core.request(
+            "PATCH",
+            f"/api/v1/domains/{_seg(domain_id)}",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
+    def delete(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Any:
+        """Delete Domain: DELETE /api/v1/domains/{domain_id} (scope `manage_domains`)."""
+        return self._core.request(
+            "DELETE", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
+        )
+
+    def publish(
+        self, domain_id: str, *, request_options: RequestOptions | None = None
+    ) -> PublishResult:
+        """Publish Domain: POST /api/v1/domains/{domain_id}/publish (scope `manage_domains`)."""
+        return self._core.request(
+            "POST",
+            f"/api/v1/domains/{_seg(domain_id)}/publish",
+            idempotent=True,
+            options=request_options,
+        )
+
+    def rotate_dkim(
+        self, domain_id: str, *, request_options: RequestOptions | None = None
+    ) -> Domain:
+        """Rotate Dkim: POST /api/v1/domains/{domain_id}/rotate-dkim (scope `manage_domains`)."""
+        return self._core.request(
+            "POST",
+            f"/api/v1/domains/{_seg(domain_id)}/rotate-dkim",
+            idempotent=True,
+            options=request_options,
+        )
+
+    def verify(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Domain:
+        """Verify Domain: POST /api/v1/domains/{domain_id}/verify (scope `manage_domains`)."""
+        return self._core.request(
+            "POST",
+            f"/api/v1/domains/{_seg(domain_id)}/verify",
+            idempotent=True,
+            options=request_options,
+        )
+
+
 class Emails:
     """`client.emails`: the emails operations."""
 
@@ -436,6 +584,14 @@ class Emails:
     ) -> SyncPage[Any]:
         """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, cursor. Iterating the page walks every page."""
         return self._core.list("GET", "/api/v1/emails", query=fields, options=request_options)
+
+    def get_batch(
+        self, batch_id: str, *, request_options: RequestOptions | None = None
+    ) -> BatchReport:
+        """Get Batch: GET /api/v1/emails/batches/{batch_id} (scope `read_analytics`)."""
+        return self._core.request(
+            "GET", f"/api/v1/emails/batches/{_seg(batch_id)}", options=request_options
+        )
 
     def list_routing_rules(self, *, request_options: RequestOptions | None = None) -> Any:
         """List Rules: GET /api/v1/emails/routing-rules (scope `read_analytics`)."""
@@ -579,6 +735,29 @@ class Events:
     ) -> builtins.list[EventTypeInfo]:
         """The event catalog: every type webhooks and the stream deliver: GET /api/v1/events/types."""
         return self._core.request("GET", "/api/v1/events/types", options=request_options)
+
+
+class Sending:
+    """`client.sending`: the sending operations."""
+
+    def __init__(self, core: SyncTransport) -> None:
+        self._core = core
+
+    def get_settings(self, *, request_options: RequestOptions | None = None) -> SendingSettings:
+        """Get Sending Settings: GET /api/v1/sending/settings (scope `send_email`)."""
+        return self._core.request("GET", "/api/v1/sending/settings", options=request_options)
+
+    def put_settings(
+        self,
+        body: SendingSettingsIn | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> SendingSettings:
+        """Put Sending Settings: PUT /api/v1/sending/settings (scope `send_email`)."""
+        return self._core.request(
+            "PUT", "/api/v1/sending/settings", body=_merge(body, fields), options=request_options
+        )
 
 
 class Templates:
@@ -837,8 +1016,10 @@ class Resources:
         self.billing = Billing(core)
         self.campaigns = Campaigns(core)
         self.contacts = Contacts(core)
+        self.domains = Domains(core)
         self.emails = Emails(core)
         self.events = Events(core)
+        self.sending = Sending(core)
         self.templates = Templates(core)
         self.webhooks = Webhooks(core)
 
@@ -850,11 +1031,14 @@ class AsyncAnalytics:
         self._core = core
 
     async def campaign(
-        self, campaign_id: str, *, request_options: RequestOptions | None = None
+        self, campaign_id: str, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> Any:
-        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`)."""
+        """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`). Query: period."""
         return await self._core.request(
-            "GET", f"/api/v1/analytics/campaigns/{_seg(campaign_id)}", options=request_options
+            "GET",
+            f"/api/v1/analytics/campaigns/{_seg(campaign_id)}",
+            query=fields,
+            options=request_options,
         )
 
     def contact(
@@ -872,6 +1056,22 @@ class AsyncAnalytics:
         """Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`). Query: period."""
         return await self._core.request(
             "GET", "/api/v1/analytics/emails", query=fields, options=request_options
+        )
+
+    async def record_conversion(
+        self,
+        body: ConversionCreate | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Conversion:
+        """Record Conversion: POST /api/v1/conversions (scope `manage_contacts`)."""
+        return await self._core.request(
+            "POST",
+            "/api/v1/conversions",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
         )
 
 
@@ -942,7 +1142,7 @@ class AsyncApiKeys:
     async def usage(
         self, key_id: str, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> Any:
-        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to."""
+        """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to, granularity."""
         return await self._core.request(
             "GET",
             f"/api/v1/platform/api-keys/{_seg(key_id)}/usage",
@@ -1173,7 +1373,7 @@ class AsyncCampaigns:
     async def resume(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)."""
+        """Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)."""
         return await self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/resume",
@@ -1184,7 +1384,7 @@ class AsyncCampaigns:
     async def start(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
     ) -> Campaign:
-        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)."""
+        """Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)."""
         return await self._core.request(
             "POST",
             f"/api/v1/campaigns/{_seg(campaign_id)}/start",
@@ -1237,6 +1437,30 @@ class AsyncContacts:
             options=request_options,
         )
 
+    async def submit_import(
+        self,
+        body: builtins.list[dict[str, Any]] | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> ImportJob:
+        """Submit Import: POST /api/v1/contacts/imports (scope `manage_contacts`)."""
+        return await self._core.request(
+            "POST",
+            "/api/v1/contacts/imports",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
+        )
+
+    async def get_import(
+        self, import_id: str, *, request_options: RequestOptions | None = None
+    ) -> ImportJob:
+        """Get Import: GET /api/v1/contacts/imports/{import_id} (scope `manage_contacts`)."""
+        return await self._core.request(
+            "GET", f"/api/v1/contacts/imports/{_seg(import_id)}", options=request_options
+        )
+
     async def get(
         self, contact_id: str, *, request_options: RequestOptions | None = None
     ) -> Contact:
@@ -1270,6 +1494,111 @@ class AsyncContacts:
         )
 
 
+class AsyncDomains:
+    """`client.domains`: the domains operations."""
+
+    def __init__(self, core: AsyncTransport) -> None:
+        self._core = core
+
+    def list(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> AsyncPager[Domain]:
+        """List Domains: GET /api/v1/domains (scope `manage_domains`). Query: status, limit, offset, cursor. Awaited: one page; `async for`: every item."""
+        return self._core.list("GET", "/api/v1/domains", query=fields, options=request_options)
+
+    async def create(
+        self,
+        body: CreateDomainRequest | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Domain:
+        """Create Domain: POST /api/v1/domains (scope `manage_domains`)."""
+        return await self._core.request(
+            "POST",
+            "/api/v1/domains",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
+        )
+
+    async def store_dns_credentials(
+        self,
+        body: DnsCredentialsRequest | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Store Dns Credentials: PUT /api/v1/domains/dns-credentials (scope `manage_domains`)."""
+        return await self._core.request(
+            "PUT",
+            "/api/v1/domains/dns-credentials",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
+    async def get(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Domain:
+        """Get Domain: GET /api/v1/domains/{domain_id} (scope `manage_domains`)."""
+        return await self._core.request(
+            "GET", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
+        )
+
+    async def update(
+        self,
+        domain_id: str,
+        body: UpdateDomainRequest | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> Domain:
+        """Update Domain: PATCH /api/v1/domains/{domain_id} (scope `manage_domains`)."""
+        return await self._core.request(
+            "PATCH",
+            f"/api/v1/domains/{_seg(domain_id)}",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
+    async def delete(self, domain_id: str, *, request_options: RequestOptions | None = None) -> Any:
+        """Delete Domain: DELETE /api/v1/domains/{domain_id} (scope `manage_domains`)."""
+        return await self._core.request(
+            "DELETE", f"/api/v1/domains/{_seg(domain_id)}", options=request_options
+        )
+
+    async def publish(
+        self, domain_id: str, *, request_options: RequestOptions | None = None
+    ) -> PublishResult:
+        """Publish Domain: POST /api/v1/domains/{domain_id}/publish (scope `manage_domains`)."""
+        return await self._core.request(
+            "POST",
+            f"/api/v1/domains/{_seg(domain_id)}/publish",
+            idempotent=True,
+            options=request_options,
+        )
+
+    async def rotate_dkim(
+        self, domain_id: str, *, request_options: RequestOptions | None = None
+    ) -> Domain:
+        """Rotate Dkim: POST /api/v1/domains/{domain_id}/rotate-dkim (scope `manage_domains`)."""
+        return await self._core.request(
+            "POST",
+            f"/api/v1/domains/{_seg(domain_id)}/rotate-dkim",
+            idempotent=True,
+            options=request_options,
+        )
+
+    async def verify(
+        self, domain_id: str, *, request_options: RequestOptions | None = None
+    ) -> Domain:
+        """Verify Domain: POST /api/v1/domains/{domain_id}/verify (scope `manage_domains`)."""
+        return await self._core.request(
+            "POST",
+            f"/api/v1/domains/{_seg(domain_id)}/verify",
+            idempotent=True,
+            options=request_options,
+        )
+
+
 class AsyncEmails:
     """`client.emails`: the emails operations."""
 
@@ -1281,6 +1610,14 @@ class AsyncEmails:
     ) -> AsyncPager[Any]:
         """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, cursor. Awaited: one page; `async for`: every item."""
         return self._core.list("GET", "/api/v1/emails", query=fields, options=request_options)
+
+    async def get_batch(
+        self, batch_id: str, *, request_options: RequestOptions | None = None
+    ) -> BatchReport:
+        """Get Batch: GET /api/v1/emails/batches/{batch_id} (scope `read_analytics`)."""
+        return await self._core.request(
+            "GET", f"/api/v1/emails/batches/{_seg(batch_id)}", options=request_options
+        )
 
     async def list_routing_rules(self, *, request_options: RequestOptions | None = None) -> Any:
         """List Rules: GET /api/v1/emails/routing-rules (scope `read_analytics`)."""
@@ -1428,6 +1765,31 @@ class AsyncEvents:
     ) -> builtins.list[EventTypeInfo]:
         """The event catalog: every type webhooks and the stream deliver: GET /api/v1/events/types."""
         return await self._core.request("GET", "/api/v1/events/types", options=request_options)
+
+
+class AsyncSending:
+    """`client.sending`: the sending operations."""
+
+    def __init__(self, core: AsyncTransport) -> None:
+        self._core = core
+
+    async def get_settings(
+        self, *, request_options: RequestOptions | None = None
+    ) -> SendingSettings:
+        """Get Sending Settings: GET /api/v1/sending/settings (scope `send_email`)."""
+        return await self._core.request("GET", "/api/v1/sending/settings", options=request_options)
+
+    async def put_settings(
+        self,
+        body: SendingSettingsIn | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> SendingSettings:
+        """Put Sending Settings: PUT /api/v1/sending/settings (scope `send_email`)."""
+        return await self._core.request(
+            "PUT", "/api/v1/sending/settings", body=_merge(body, fields), options=request_options
+        )
 
 
 class AsyncTemplates:
@@ -1694,7 +2056,9 @@ class AsyncResources:
         self.billing = AsyncBilling(core)
         self.campaigns = AsyncCampaigns(core)
         self.contacts = AsyncContacts(core)
+        self.domains = AsyncDomains(core)
         self.emails = AsyncEmails(core)
         self.events = AsyncEvents(core)
+        self.sending = AsyncSending(core)
         self.templates = AsyncTemplates(core)
         self.webhooks = AsyncWebhooks(core)

@@ -10,6 +10,7 @@ import builtins
 from typing import Any, Literal, TypedDict
 
 __all__ = [
+    "BatchReport",
     "BillingStateOut",
     "BulkRecipient",
     "Campaign",
@@ -23,7 +24,13 @@ __all__ = [
     "ContactCreate",
     "ContactUpdate",
     "Content",
+    "Conversion",
+    "ConversionCreate",
     "CreateApiKeyRequest",
+    "CreateDomainRequest",
+    "DnsCredentialsRequest",
+    "DnsRecord",
+    "Domain",
     "EndpointCreate",
     "EndpointFilters",
     "EndpointUpdate",
@@ -35,8 +42,10 @@ __all__ = [
     "EventTriggered",
     "EventTypeInfo",
     "FollowUp",
+    "ImportJob",
     "ImportReport",
     "ImportRowError",
+    "InlineRecipient",
     "LoginRequest",
     "Pagination",
     "PaymentOut",
@@ -45,6 +54,8 @@ __all__ = [
     "PortalSessionOut",
     "Preview",
     "PreviewRequest",
+    "PublishResult",
+    "PublishedRecord",
     "Recipients",
     "Recover",
     "RefreshRequest",
@@ -56,6 +67,8 @@ __all__ = [
     "SendBulkRequest",
     "SendEmailRequest",
     "SendingCapIn",
+    "SendingSettings",
+    "SendingSettingsIn",
     "SignupRequest",
     "Spacing",
     "SubscriptionOut",
@@ -65,8 +78,21 @@ __all__ = [
     "TemplateUpdate",
     "TestSend",
     "Tracking",
+    "UpdateDomainRequest",
     "WebhookReceipt",
 ]
+
+
+class BatchReport(TypedDict):
+    """A bulk send's progress: its messages counted by status."""
+
+    batch_size: int
+    campaign_id: str | None
+    counts: dict[str, int]
+    created_at: str
+    delay_between_batches: int
+    id: str
+    total: int
 
 
 class BillingStateOut(TypedDict):
@@ -90,7 +116,7 @@ class BulkRecipient(_BulkRecipientRequired, total=False):
     personalization: dict[str, Any]
 
 
-class Campaign(TypedDict):
+class _CampaignRequired(TypedDict):
     """Campaign"""
 
     completed_at: str | None
@@ -98,7 +124,7 @@ class Campaign(TypedDict):
     created_at: str
     daily_cap: int | None
     follow_ups: builtins.list[dict[str, Any]]
-    from_email: str
+    from_email: str | None
     from_name: str | None
     id: str
     name: str
@@ -115,6 +141,12 @@ class Campaign(TypedDict):
     updated_at: str
 
 
+class Campaign(_CampaignRequired, total=False):
+    """Campaign"""
+
+    sent_at: str | None
+
+
 class CampaignContent(TypedDict, total=False):
     """CampaignContent"""
 
@@ -127,9 +159,8 @@ class _CampaignCreateRequired(TypedDict):
     """CampaignCreate"""
 
     content: CampaignContent
-    from_email: str
     name: str
-    recipients: Recipients
+    recipients: Recipients | builtins.list[InlineRecipient]
 
 
 class CampaignCreate(_CampaignCreateRequired, total=False):
@@ -137,6 +168,7 @@ class CampaignCreate(_CampaignCreateRequired, total=False):
 
     daily_cap: int | None
     follow_ups: builtins.list[FollowUp]
+    from_email: str | None
     from_name: str | None
     reply_to: str | None
     schedule: Schedule | None
@@ -149,6 +181,8 @@ class CampaignCreate(_CampaignCreateRequired, total=False):
 class CampaignSettings(TypedDict, total=False):
     """CampaignSettings"""
 
+    ai_optimization: bool
+    analytics_enabled: bool
     category: Literal["marketing", "transactional"]
     track_clicks: bool
     track_opens: bool
@@ -163,7 +197,7 @@ class CampaignUpdate(TypedDict, total=False):
     from_email: str | None
     from_name: str | None
     name: str | None
-    recipients: Recipients | None
+    recipients: Recipients | builtins.list[InlineRecipient] | None
     reply_to: str | None
     schedule: Schedule | None
     scheduled_at: str | None
@@ -238,6 +272,37 @@ class Content(TypedDict, total=False):
     text: str | None
 
 
+class Conversion(TypedDict):
+    """Conversion"""
+
+    campaign_id: str | None
+    contact_id: str
+    created: bool
+    created_at: str
+    currency: str | None
+    goal: str
+    id: str
+    occurred_at: str
+    value: float | None
+
+
+class _ConversionCreateRequired(TypedDict):
+    """A goal a contact reached. Name the contact by `email` or `contact_id`. Idempotent: the same contact, goal and `occurred_at` is one conversion."""
+
+    goal: str
+
+
+class ConversionCreate(_ConversionCreateRequired, total=False):
+    """A goal a contact reached. Name the contact by `email` or `contact_id`. Idempotent: the same contact, goal and `occurred_at` is one conversion."""
+
+    campaign_id: str | None
+    contact_id: str | None
+    currency: str | None
+    email: str | None
+    occurred_at: str | None
+    value: float | None
+
+
 class _CreateApiKeyRequestRequired(TypedDict):
     """CreateApiKeyRequest"""
 
@@ -261,6 +326,58 @@ class CreateApiKeyRequest(_CreateApiKeyRequestRequired, total=False):
 
     expires_at: str | None
     mode: Literal["live", "test"]
+
+
+class CreateDomainRequest(TypedDict):
+    """CreateDomainRequest"""
+
+    name: str
+
+
+class _DnsCredentialsRequestRequired(TypedDict):
+    """DnsCredentialsRequest"""
+
+    api_token: str
+
+
+class DnsCredentialsRequest(_DnsCredentialsRequestRequired, total=False):
+    """DnsCredentialsRequest"""
+
+    provider: Literal["cloudflare"]
+
+
+class DnsRecord(TypedDict):
+    """DnsRecord"""
+
+    host: str
+    purpose: Literal["dkim", "dkim_next", "spf", "dmarc", "return_path", "tracking"]
+    required: bool
+    status: Literal["pending", "verified", "failed"]
+    type: Literal["TXT", "CNAME"]
+    value: str
+
+
+class _DomainRequired(TypedDict):
+    """Domain"""
+
+    created_at: str
+    dkim_selector: str
+    id: str
+    name: str
+    next_check_at: str
+    records: builtins.list[DnsRecord]
+    status: Literal["pending", "verified", "failed"]
+    unicode_name: str
+
+
+class Domain(_DomainRequired, total=False):
+    """Domain"""
+
+    default_from: str | None
+    default_from_name: str | None
+    dkim_next_selector: str | None
+    last_checked_at: str | None
+    verified_at: str | None
 
 
 class _EndpointCreateRequired(TypedDict):
@@ -305,14 +422,25 @@ class _ErrorBodyRequired(TypedDict):
 
     code: Literal[
         "api_key_invalid",
+        "api_key_limit_reached",
         "auth_throttled",
         "bad_gateway",
         "bad_request",
         "billing_account_not_found",
         "billing_not_configured",
         "campaign_not_editable",
+        "campaign_not_found",
+        "campaign_sender_required",
         "conflict",
         "contact_exists",
+        "dkim_rotation_in_progress",
+        "dns_provider_not_configured",
+        "dns_provider_rejected",
+        "dns_provider_unavailable",
+        "dns_unavailable",
+        "domain_exists",
+        "domain_not_found",
+        "domain_taken",
         "email_taken",
         "event_stream_cursor_expired",
         "forbidden",
@@ -324,6 +452,7 @@ class _ErrorBodyRequired(TypedDict):
         "invalid_api_key",
         "invalid_credentials",
         "invalid_cursor",
+        "invalid_domain",
         "invalid_idempotency_key",
         "invalid_json",
         "invalid_refresh_token",
@@ -344,10 +473,15 @@ class _ErrorBodyRequired(TypedDict):
         "principal_invalid",
         "principal_missing",
         "rate_limited",
+        "role_required",
+        "sender_domain_not_verified",
+        "sender_required",
         "service_unavailable",
         "signup_disabled",
         "subscription_exists",
         "template_invalid",
+        "template_key_exists",
+        "template_limit_exceeded",
         "template_render_error",
         "template_syntax_error",
         "template_unsafe",
@@ -440,6 +574,21 @@ class FollowUp(_FollowUpRequired, total=False):
     subject: str | None
 
 
+class ImportJob(TypedDict):
+    """An import job's progress (`POST /api/v1/contacts/imports`)."""
+
+    completed_at: str | None
+    created: int
+    created_at: str
+    errors: builtins.list[ImportRowError]
+    failed: int
+    id: str
+    processed: int
+    status: Literal["pending", "running", "completed"]
+    total: int
+    updated: int
+
+
 class ImportReport(TypedDict):
     """ImportReport"""
 
@@ -462,6 +611,18 @@ class ImportRowError(_ImportRowErrorRequired, total=False):
 
     email: str | None
     field: str | None
+
+
+class _InlineRecipientRequired(TypedDict):
+    """Seed 004's recipient: the contact is upserted by email; `personalization` is given to the template (beside the contact's fields, which it overrides) for this campaign."""
+
+    email: str
+
+
+class InlineRecipient(_InlineRecipientRequired, total=False):
+    """Seed 004's recipient: the contact is upserted by email; `personalization` is given to the template (beside the contact's fields, which it overrides) for this campaign."""
+
+    personalization: dict[str, Any]
 
 
 class LoginRequest(TypedDict):
@@ -533,6 +694,21 @@ class PreviewRequest(TypedDict, total=False):
 
     contact_id: str | None
     data: dict[str, Any] | None
+
+
+class PublishResult(TypedDict):
+    """PublishResult"""
+
+    domain: Domain
+    published: builtins.list[PublishedRecord]
+
+
+class PublishedRecord(TypedDict):
+    """PublishedRecord"""
+
+    host: str
+    outcome: Literal["created", "updated", "unchanged"]
+    purpose: str
 
 
 class Recipients(TypedDict, total=False):
@@ -610,58 +786,60 @@ class Schedule(TypedDict, total=False):
     timezone: str
 
 
-_SendBulkRequestRequired = TypedDict(
-    "_SendBulkRequestRequired",
+_SendBulkRequestOptional = TypedDict(
+    "_SendBulkRequestOptional",
     {
-        "from": "str",
-        "recipients": "builtins.list[BulkRecipient]",
-        "subject": "str",
+        "batch_size": "int",
+        "campaign_id": "str | None",
+        "category": "Literal['marketing', 'transactional']",
+        "content": "Content | None",
+        "delay_between_batches": "int",
+        "from": "str | None",
+        "html": "str | None",
+        "metadata": "dict[str, str]",
+        "reply_to": "str | None",
+        "subject": "str | None",
+        "tags": "builtins.list[str]",
+        "template_id": "str | None",
+        "text": "str | None",
+        "tracking": "Tracking",
     },
+    total=False,
 )
 
 
-class SendBulkRequest(_SendBulkRequestRequired, total=False):
-    """SendBulkRequest"""
+class SendBulkRequest(_SendBulkRequestOptional):
+    """With a `campaign_id` and no html/text, the campaign's content (subject, body, sender, tracking) is sent; anything given in the body wins over it."""
 
-    batch_size: int
-    campaign_id: str | None
-    category: Literal["marketing", "transactional"]
-    content: Content | None
-    delay_between_batches: int
-    html: str | None
-    metadata: dict[str, str]
-    reply_to: str | None
-    tags: builtins.list[str]
-    template_id: str | None
-    text: str | None
-    tracking: Tracking
+    recipients: builtins.list[BulkRecipient]
 
 
-_SendEmailRequestRequired = TypedDict(
-    "_SendEmailRequestRequired",
+_SendEmailRequestOptional = TypedDict(
+    "_SendEmailRequestOptional",
     {
-        "from": "str",
-        "subject": "str",
-        "to": "str",
+        "campaign_id": "str | None",
+        "category": "Literal['marketing', 'transactional']",
+        "contact_id": "str | None",
+        "content": "Content | None",
+        "from": "str | None",
+        "html": "str | None",
+        "metadata": "dict[str, str]",
+        "reply_to": "str | None",
+        "tags": "builtins.list[str]",
+        "template_id": "str | None",
+        "text": "str | None",
+        "tracking": "Tracking",
+        "variables": "dict[str, Any]",
     },
+    total=False,
 )
 
 
-class SendEmailRequest(_SendEmailRequestRequired, total=False):
+class SendEmailRequest(_SendEmailRequestOptional):
     """SendEmailRequest"""
 
-    campaign_id: str | None
-    category: Literal["marketing", "transactional"]
-    contact_id: str | None
-    content: Content | None
-    html: str | None
-    metadata: dict[str, str]
-    reply_to: str | None
-    tags: builtins.list[str]
-    template_id: str | None
-    text: str | None
-    tracking: Tracking
-    variables: dict[str, Any]
+    subject: str
+    to: str
 
 
 class SendingCapIn(TypedDict):
@@ -670,6 +848,24 @@ class SendingCapIn(TypedDict):
     daily_limit: int
     scope: Literal["mailbox", "domain"]
     value: str
+
+
+class SendingSettings(TypedDict):
+    """SendingSettings"""
+
+    default_from: str | None
+    default_from_name: str | None
+    default_reply_to: str | None
+    effective_from: str | None
+    updated_at: str | None
+
+
+class SendingSettingsIn(TypedDict, total=False):
+    """PUT body: the whole settings object (an absent field is cleared)."""
+
+    default_from: str | None
+    default_from_name: str | None
+    default_reply_to: str | None
 
 
 class SignupRequest(TypedDict):
@@ -705,7 +901,7 @@ class SuppressionIn(TypedDict):
     email: str
 
 
-class Template(TypedDict):
+class _TemplateRequired(TypedDict):
     """Template"""
 
     created_at: str
@@ -716,6 +912,12 @@ class Template(TypedDict):
     text: str | None
     updated_at: str
     variables: dict[str, Any]
+
+
+class Template(_TemplateRequired, total=False):
+    """Template"""
+
+    key: str | None
 
 
 class _TemplateCreateRequired(TypedDict):
@@ -729,6 +931,7 @@ class TemplateCreate(_TemplateCreateRequired, total=False):
     """TemplateCreate"""
 
     html: str | None
+    key: str | None
     text: str | None
     variables: dict[str, Any]
 
@@ -737,6 +940,7 @@ class TemplateUpdate(TypedDict, total=False):
     """TemplateUpdate"""
 
     html: str | None
+    key: str | None
     name: str | None
     subject: str | None
     text: str | None
@@ -754,6 +958,13 @@ class Tracking(TypedDict, total=False):
 
     track_clicks: bool
     track_opens: bool
+
+
+class UpdateDomainRequest(TypedDict, total=False):
+    """UpdateDomainRequest"""
+
+    default_from: str | None
+    default_from_name: str | None
 
 
 class WebhookReceipt(TypedDict):

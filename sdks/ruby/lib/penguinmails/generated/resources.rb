@@ -7,8 +7,8 @@ module PenguinMails
     # client.analytics: the analytics operations.
     class Analytics < Base
       # Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`)
-      def campaign(campaign_id, request_options: {})
-        @core.request(:get, "/api/v1/analytics/campaigns/#{seg(campaign_id)}", options: request_options)
+      def campaign(campaign_id, request_options: {}, **fields)
+        @core.request(:get, "/api/v1/analytics/campaigns/#{seg(campaign_id)}", query: fields, options: request_options)
       end
 
       # Contact Analytics: GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`)
@@ -19,6 +19,11 @@ module PenguinMails
       # Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`)
       def emails(request_options: {}, **fields)
         @core.request(:get, "/api/v1/analytics/emails", query: fields, options: request_options)
+      end
+
+      # Record Conversion: POST /api/v1/conversions (scope `manage_contacts`)
+      def record_conversion(body = nil, request_options: {}, **fields)
+        @core.request(:post, "/api/v1/conversions", idempotent: true, body: merge(body, fields), options: request_options)
       end
     end
 
@@ -143,12 +148,12 @@ module PenguinMails
         @core.request(:post, "/api/v1/campaigns/#{seg(campaign_id)}/pause", idempotent: true, options: request_options)
       end
 
-      # Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`)
+      # Resume Campaign: POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`)
       def resume(campaign_id, request_options: {})
         @core.request(:post, "/api/v1/campaigns/#{seg(campaign_id)}/resume", idempotent: true, options: request_options)
       end
 
-      # Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`)
+      # Start Campaign: POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`)
       def start(campaign_id, request_options: {})
         @core.request(:post, "/api/v1/campaigns/#{seg(campaign_id)}/start", idempotent: true, options: request_options)
       end
@@ -171,6 +176,16 @@ module PenguinMails
         @core.request(:post, "/api/v1/contacts/import", idempotent: true, body: merge(body, fields), options: request_options)
       end
 
+      # Submit Import: POST /api/v1/contacts/imports (scope `manage_contacts`)
+      def submit_import(body = nil, request_options: {}, **fields)
+        @core.request(:post, "/api/v1/contacts/imports", idempotent: true, body: merge(body, fields), options: request_options)
+      end
+
+      # Get Import: GET /api/v1/contacts/imports/{import_id} (scope `manage_contacts`)
+      def get_import(import_id, request_options: {})
+        @core.request(:get, "/api/v1/contacts/imports/#{seg(import_id)}", options: request_options)
+      end
+
       # Get Contact: GET /api/v1/contacts/{contact_id} (scope `manage_contacts`)
       def get(contact_id, request_options: {})
         @core.request(:get, "/api/v1/contacts/#{seg(contact_id)}", options: request_options)
@@ -187,11 +202,64 @@ module PenguinMails
       end
     end
 
+    # client.domains: the domains operations.
+    class Domains < Base
+      # List Domains: GET /api/v1/domains (scope `manage_domains`)
+      def list(request_options: {}, **fields)
+        @core.list(:get, "/api/v1/domains", query: fields, options: request_options)
+      end
+
+      # Create Domain: POST /api/v1/domains (scope `manage_domains`)
+      def create(body = nil, request_options: {}, **fields)
+        @core.request(:post, "/api/v1/domains", idempotent: true, body: merge(body, fields), options: request_options)
+      end
+
+      # Store Dns Credentials: PUT /api/v1/domains/dns-credentials (scope `manage_domains`)
+      def store_dns_credentials(body = nil, request_options: {}, **fields)
+        @core.request(:put, "/api/v1/domains/dns-credentials", body: merge(body, fields), options: request_options)
+      end
+
+      # Get Domain: GET /api/v1/domains/{domain_id} (scope `manage_domains`)
+      def get(domain_id, request_options: {})
+        @core.request(:get, "/api/v1/domains/#{seg(domain_id)}", options: request_options)
+      end
+
+      # Update Domain: PATCH /api/v1/domains/{domain_id} (scope `manage_domains`)
+      def update(domain_id, body = nil, request_options: {}, **fields)
+        @core.request(:patch, "/api/v1/domains/#{seg(domain_id)}", body: merge(body, fields), options: request_options)
+      end
+
+      # Delete Domain: DELETE /api/v1/domains/{domain_id} (scope `manage_domains`)
+      def delete(domain_id, request_options: {})
+        @core.request(:delete, "/api/v1/domains/#{seg(domain_id)}", options: request_options)
+      end
+
+      # Publish Domain: POST /api/v1/domains/{domain_id}/publish (scope `manage_domains`)
+      def publish(domain_id, request_options: {})
+        @core.request(:post, "/api/v1/domains/#{seg(domain_id)}/publish", idempotent: true, options: request_options)
+      end
+
+      # Rotate Dkim: POST /api/v1/domains/{domain_id}/rotate-dkim (scope `manage_domains`)
+      def rotate_dkim(domain_id, request_options: {})
+        @core.request(:post, "/api/v1/domains/#{seg(domain_id)}/rotate-dkim", idempotent: true, options: request_options)
+      end
+
+      # Verify Domain: POST /api/v1/domains/{domain_id}/verify (scope `manage_domains`)
+      def verify(domain_id, request_options: {})
+        @core.request(:post, "/api/v1/domains/#{seg(domain_id)}/verify", idempotent: true, options: request_options)
+      end
+    end
+
     # client.emails: the emails operations.
     class Emails < Base
       # List Emails: GET /api/v1/emails (scope `read_analytics`)
       def list(request_options: {}, **fields)
         @core.list(:get, "/api/v1/emails", query: fields, options: request_options)
+      end
+
+      # Get Batch: GET /api/v1/emails/batches/{batch_id} (scope `read_analytics`)
+      def get_batch(batch_id, request_options: {})
+        @core.request(:get, "/api/v1/emails/batches/#{seg(batch_id)}", options: request_options)
       end
 
       # List Rules: GET /api/v1/emails/routing-rules (scope `read_analytics`)
@@ -260,6 +328,19 @@ module PenguinMails
       # The event catalog: every type webhooks and the stream deliver: GET /api/v1/events/types
       def list_types(request_options: {})
         @core.request(:get, "/api/v1/events/types", options: request_options)
+      end
+    end
+
+    # client.sending: the sending operations.
+    class Sending < Base
+      # Get Sending Settings: GET /api/v1/sending/settings (scope `send_email`)
+      def get_settings(request_options: {})
+        @core.request(:get, "/api/v1/sending/settings", options: request_options)
+      end
+
+      # Put Sending Settings: PUT /api/v1/sending/settings (scope `send_email`)
+      def put_settings(body = nil, request_options: {}, **fields)
+        @core.request(:put, "/api/v1/sending/settings", body: merge(body, fields), options: request_options)
       end
     end
 
@@ -376,8 +457,10 @@ module PenguinMails
       billing: Billing,
       campaigns: Campaigns,
       contacts: Contacts,
+      domains: Domains,
       emails: Emails,
       events: Events,
+      sending: Sending,
       templates: Templates,
       webhooks: Webhooks,
     }.freeze

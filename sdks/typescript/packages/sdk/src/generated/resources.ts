@@ -4,6 +4,11 @@ import type * as T from './types.js';
 import { APIResource, PagePromise, type Params, type RequestOptions } from '../core.js';
 import { verifyWebhook, type WebhookHeaders } from '../webhooks.js';
 
+export type AnalyticsCampaignQuery = {
+  /** Days back, `1d` to `90d` (today included); absent: lifetime. */
+  period?: string | null;
+};
+
 export type AnalyticsContactQuery = {
   /** Page size (1-500). */
   limit?: number;
@@ -18,8 +23,8 @@ export type AnalyticsEmailsQuery = {
 
 export class Analytics extends APIResource {
   /** Campaign Analytics — GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`) */
-  campaign(campaignId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/analytics/campaigns/${encodeURIComponent(campaignId)}` }, options);
+  campaign(campaignId: string, query?: Params<AnalyticsCampaignQuery>, options?: RequestOptions): Promise<any> {
+    return this.core.request<any>({ method: 'GET', path: `/api/v1/analytics/campaigns/${encodeURIComponent(campaignId)}`, query }, options);
   }
   /** Contact Analytics — GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`). Awaited: one page; iterated with `for await`: every item. */
   contact(contactId: string, query?: Params<AnalyticsContactQuery>, options?: RequestOptions): PagePromise<any> {
@@ -28,6 +33,10 @@ export class Analytics extends APIResource {
   /** Email Analytics — GET /api/v1/analytics/emails (scope `read_analytics`) */
   emails(query?: Params<AnalyticsEmailsQuery>, options?: RequestOptions): Promise<any> {
     return this.core.request<any>({ method: 'GET', path: `/api/v1/analytics/emails`, query }, options);
+  }
+  /** Record Conversion — POST /api/v1/conversions (scope `manage_contacts`) */
+  recordConversion(body: Params<T.ConversionCreate>, options?: RequestOptions): Promise<T.Conversion> {
+    return this.core.request<T.Conversion>({ method: 'POST', path: `/api/v1/conversions`, idempotent: true, body }, options);
   }
 }
 
@@ -41,6 +50,7 @@ export type ApiKeysListQuery = {
 export type ApiKeysUsageQuery = {
   from?: string | null;
   to?: string | null;
+  granularity?: 'minute' | 'hour' | 'day';
 };
 
 export class ApiKeys extends APIResource {
@@ -76,11 +86,11 @@ export class Auth extends APIResource {
     return this.core.request<any>({ method: 'POST', path: `/api/v1/auth/login`, auth: 'none', body }, options);
   }
   /** Logout — POST /api/v1/auth/logout */
-  logout(body: Params<T.RefreshRequest>, options?: RequestOptions): Promise<any> {
+  logout(body?: Params<T.RefreshRequest>, options?: RequestOptions): Promise<any> {
     return this.core.request<any>({ method: 'POST', path: `/api/v1/auth/logout`, auth: 'none', body }, options);
   }
   /** Refresh — POST /api/v1/auth/refresh */
-  refresh(body: Params<T.RefreshRequest>, options?: RequestOptions): Promise<any> {
+  refresh(body?: Params<T.RefreshRequest>, options?: RequestOptions): Promise<any> {
     return this.core.request<any>({ method: 'POST', path: `/api/v1/auth/refresh`, auth: 'none', body }, options);
   }
   /** Signup — POST /api/v1/auth/signup */
@@ -156,11 +166,11 @@ export class Campaigns extends APIResource {
   pause(campaignId: string, options?: RequestOptions): Promise<T.Campaign> {
     return this.core.request<T.Campaign>({ method: 'POST', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}/pause`, idempotent: true }, options);
   }
-  /** Resume Campaign — POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns`) */
+  /** Resume Campaign — POST /api/v1/campaigns/{campaign_id}/resume (scope `manage_campaigns send_email`) */
   resume(campaignId: string, options?: RequestOptions): Promise<T.Campaign> {
     return this.core.request<T.Campaign>({ method: 'POST', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}/resume`, idempotent: true }, options);
   }
-  /** Start Campaign — POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns`) */
+  /** Start Campaign — POST /api/v1/campaigns/{campaign_id}/start (scope `manage_campaigns send_email`) */
   start(campaignId: string, options?: RequestOptions): Promise<T.Campaign> {
     return this.core.request<T.Campaign>({ method: 'POST', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}/start`, idempotent: true }, options);
   }
@@ -200,6 +210,14 @@ export class Contacts extends APIResource {
   importContacts(body: Params<Array<Record<string, any>>>, options?: RequestOptions): Promise<T.ImportReport> {
     return this.core.request<T.ImportReport>({ method: 'POST', path: `/api/v1/contacts/import`, idempotent: true, body }, options);
   }
+  /** Submit Import — POST /api/v1/contacts/imports (scope `manage_contacts`) */
+  submitImport(body: Params<Array<Record<string, any>>>, options?: RequestOptions): Promise<T.ImportJob> {
+    return this.core.request<T.ImportJob>({ method: 'POST', path: `/api/v1/contacts/imports`, idempotent: true, body }, options);
+  }
+  /** Get Import — GET /api/v1/contacts/imports/{import_id} (scope `manage_contacts`) */
+  getImport(importId: string, options?: RequestOptions): Promise<T.ImportJob> {
+    return this.core.request<T.ImportJob>({ method: 'GET', path: `/api/v1/contacts/imports/${encodeURIComponent(importId)}` }, options);
+  }
   /** Get Contact — GET /api/v1/contacts/{contact_id} (scope `manage_contacts`) */
   get(contactId: string, options?: RequestOptions): Promise<T.Contact> {
     return this.core.request<T.Contact>({ method: 'GET', path: `/api/v1/contacts/${encodeURIComponent(contactId)}` }, options);
@@ -211,6 +229,52 @@ export class Contacts extends APIResource {
   /** Delete Contact — DELETE /api/v1/contacts/{contact_id} (scope `manage_contacts`) */
   delete(contactId: string, options?: RequestOptions): Promise<any> {
     return this.core.request<any>({ method: 'DELETE', path: `/api/v1/contacts/${encodeURIComponent(contactId)}` }, options);
+  }
+}
+
+export type DomainsListQuery = {
+  status?: 'pending' | 'verified' | 'failed' | null;
+  limit?: number;
+  offset?: number;
+  cursor?: string | null;
+};
+
+export class Domains extends APIResource {
+  /** List Domains — GET /api/v1/domains (scope `manage_domains`). Awaited: one page; iterated with `for await`: every item. */
+  list(query?: Params<DomainsListQuery>, options?: RequestOptions): PagePromise<T.Domain> {
+    return this.core.list<T.Domain>({ method: 'GET', path: `/api/v1/domains`, query }, options);
+  }
+  /** Create Domain — POST /api/v1/domains (scope `manage_domains`) */
+  create(body: Params<T.CreateDomainRequest>, options?: RequestOptions): Promise<T.Domain> {
+    return this.core.request<T.Domain>({ method: 'POST', path: `/api/v1/domains`, idempotent: true, body }, options);
+  }
+  /** Store Dns Credentials — PUT /api/v1/domains/dns-credentials (scope `manage_domains`) */
+  storeDnsCredentials(body: Params<T.DnsCredentialsRequest>, options?: RequestOptions): Promise<any> {
+    return this.core.request<any>({ method: 'PUT', path: `/api/v1/domains/dns-credentials`, body }, options);
+  }
+  /** Get Domain — GET /api/v1/domains/{domain_id} (scope `manage_domains`) */
+  get(domainId: string, options?: RequestOptions): Promise<T.Domain> {
+    return this.core.request<T.Domain>({ method: 'GET', path: `/api/v1/domains/${encodeURIComponent(domainId)}` }, options);
+  }
+  /** Update Domain — PATCH /api/v1/domains/{domain_id} (scope `manage_domains`) */
+  update(domainId: string, body: Params<T.UpdateDomainRequest>, options?: RequestOptions): Promise<T.Domain> {
+    return this.core.request<T.Domain>({ method: 'PATCH', path: `/api/v1/domains/${encodeURIComponent(domainId)}`, body }, options);
+  }
+  /** Delete Domain — DELETE /api/v1/domains/{domain_id} (scope `manage_domains`) */
+  delete(domainId: string, options?: RequestOptions): Promise<any> {
+    return this.core.request<any>({ method: 'DELETE', path: `/api/v1/domains/${encodeURIComponent(domainId)}` }, options);
+  }
+  /** Publish Domain — POST /api/v1/domains/{domain_id}/publish (scope `manage_domains`) */
+  publish(domainId: string, options?: RequestOptions): Promise<T.PublishResult> {
+    return this.core.request<T.PublishResult>({ method: 'POST', path: `/api/v1/domains/${encodeURIComponent(domainId)}/publish`, idempotent: true }, options);
+  }
+  /** Rotate Dkim — POST /api/v1/domains/{domain_id}/rotate-dkim (scope `manage_domains`) */
+  rotateDkim(domainId: string, options?: RequestOptions): Promise<T.Domain> {
+    return this.core.request<T.Domain>({ method: 'POST', path: `/api/v1/domains/${encodeURIComponent(domainId)}/rotate-dkim`, idempotent: true }, options);
+  }
+  /** Verify Domain — POST /api/v1/domains/{domain_id}/verify (scope `manage_domains`) */
+  verify(domainId: string, options?: RequestOptions): Promise<T.Domain> {
+    return this.core.request<T.Domain>({ method: 'POST', path: `/api/v1/domains/${encodeURIComponent(domainId)}/verify`, idempotent: true }, options);
   }
 }
 
@@ -234,6 +298,10 @@ export class Emails extends APIResource {
   /** List Emails — GET /api/v1/emails (scope `read_analytics`). Awaited: one page; iterated with `for await`: every item. */
   list(query?: Params<EmailsListQuery>, options?: RequestOptions): PagePromise<any> {
     return this.core.list<any>({ method: 'GET', path: `/api/v1/emails`, query }, options);
+  }
+  /** Get Batch — GET /api/v1/emails/batches/{batch_id} (scope `read_analytics`) */
+  getBatch(batchId: string, options?: RequestOptions): Promise<T.BatchReport> {
+    return this.core.request<T.BatchReport>({ method: 'GET', path: `/api/v1/emails/batches/${encodeURIComponent(batchId)}` }, options);
   }
   /** List Rules — GET /api/v1/emails/routing-rules (scope `read_analytics`) */
   listRoutingRules(options?: RequestOptions): Promise<any> {
@@ -289,6 +357,17 @@ export class Events extends APIResource {
   /** The event catalog: every type webhooks and the stream deliver — GET /api/v1/events/types */
   listTypes(options?: RequestOptions): Promise<Array<T.EventTypeInfo>> {
     return this.core.request<Array<T.EventTypeInfo>>({ method: 'GET', path: `/api/v1/events/types` }, options);
+  }
+}
+
+export class Sending extends APIResource {
+  /** Get Sending Settings — GET /api/v1/sending/settings (scope `send_email`) */
+  getSettings(options?: RequestOptions): Promise<T.SendingSettings> {
+    return this.core.request<T.SendingSettings>({ method: 'GET', path: `/api/v1/sending/settings` }, options);
+  }
+  /** Put Sending Settings — PUT /api/v1/sending/settings (scope `send_email`) */
+  putSettings(body: Params<T.SendingSettingsIn>, options?: RequestOptions): Promise<T.SendingSettings> {
+    return this.core.request<T.SendingSettings>({ method: 'PUT', path: `/api/v1/sending/settings`, body }, options);
   }
 }
 
@@ -409,8 +488,10 @@ export abstract class APIResources {
   readonly billing: Billing;
   readonly campaigns: Campaigns;
   readonly contacts: Contacts;
+  readonly domains: Domains;
   readonly emails: Emails;
   readonly events: Events;
+  readonly sending: Sending;
   readonly templates: Templates;
   readonly webhooks: Webhooks;
   protected constructor(core: APIResource['core']) {
@@ -420,8 +501,10 @@ export abstract class APIResources {
     this.billing = new Billing(core);
     this.campaigns = new Campaigns(core);
     this.contacts = new Contacts(core);
+    this.domains = new Domains(core);
     this.emails = new Emails(core);
     this.events = new Events(core);
+    this.sending = new Sending(core);
     this.templates = new Templates(core);
     this.webhooks = new Webhooks(core);
   }
