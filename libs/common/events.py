@@ -344,6 +344,7 @@ class _CampaignContentEvent(_CampaignEvent):
 @register
 class CampaignCreated(_CampaignContentEvent):
     event_type = "campaign.created"
+    summary = "A campaign was created (with its content)."
 
 
 @register
@@ -351,6 +352,7 @@ class CampaignUpdated(_CampaignContentEvent):
     """A draft campaign was changed (PUT)."""
 
     event_type = "campaign.updated"
+    summary = "A draft campaign was changed."
 
 
 @register

@@ -27,7 +27,14 @@ PAYLOAD_VERSIONS: tuple[str, ...] = (LEGACY_VERSION, LATEST_VERSION)
 PayloadVersion = Literal["2026-11-21", "2026-12-01"]
 
 # Fields that name the entity's id when it is not `<entity>_id`.
-_ID_FIELDS = {"email": "message_id", "webhook": "endpoint_id"}
+_ID_FIELDS = {
+    "email": "message_id",
+    "webhook": "endpoint_id",
+    "analytics": "campaign_id",
+    "goal": "conversion_id",
+    "revenue": "conversion_id",
+    "contact_import": "import_id",
+}
 # Engagement details of opens and clicks, moved out of the entity into `data.analytics`.
 _ANALYTICS_FIELDS = ("open_count", "unique", "user_agent", "ip")
 _MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS"})

@@ -67,9 +67,12 @@ def test_other_entities_nest_under_their_name() -> None:
         "contact.created", {"contact_id": "ct", "email": "a@x.io", "contact_tags": ["t"]}, WHEN
     )
     assert contact["contact"]["id"] == "ct" and contact["contact"]["tags"] == ["t"]
-    # A type the catalog may gain later nests generically.
-    goal = nested_data("goal.converted", {"goal_id": "g1", "value": 5}, WHEN)
-    assert goal["goal"]["id"] == "g1" and goal["goal"]["value"] == 5
+    # A conversion's id is its conversion_id; a type the catalog may gain later nests
+    # generically under its entity, `<entity>_id` as the id.
+    goal = nested_data("goal.converted", {"conversion_id": "cv1", "goal": "demo"}, WHEN)
+    assert goal["goal"]["id"] == "cv1" and goal["goal"]["goal"] == "demo"
+    widget = nested_data("widget.made", {"widget_id": "w1", "size": 5}, WHEN)
+    assert widget["widget"]["id"] == "w1" and widget["widget"]["size"] == 5
 
 
 @pytest.mark.parametrize(
@@ -114,7 +117,7 @@ def test_the_catalog_lists_type_description_scope_and_a_newest_version_sample() 
 def test_stream_types_follow_the_scopes() -> None:
     assert readable_types(["read_analytics"], None) == {
         t for t in deliverable_types() if t.startswith("email.")
-    }
+    } | {"analytics.updated", "goal.converted", "revenue.recorded"}
     assert readable_types(["read_analytics", "manage_contacts"], ["contact.*"]) == {
         "contact.created",
         "contact.updated",
