@@ -66,6 +66,9 @@ class ServiceSettings(BaseSettings):
     # Key that signs/verifies the principal the gateway forwards to services.
     principal_signing_key: SecretStr = SecretStr("dev-only-principal-key-change-me-0123456789")
     principal_ttl_seconds: int = 60
+    # Seals list cursors (libs/common/pagination.py); unset: derived from the principal key,
+    # which every replica of every service already shares.
+    cursor_key: SecretStr | None = None
 
     otel_exporter_otlp_endpoint: str | None = None
     events_exchange: str = "pm.events"

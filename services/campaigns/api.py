@@ -4,26 +4,44 @@ the result in the envelope.
 """
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 
 from libs.common.app import create_app
-from libs.common.http import ApiError, ErrorDetail, ErrorEnvelope, NotFound, SuccessEnvelope, ok
+from libs.common.http import (
+    ApiError,
+    Deleted,
+    ErrorDetail,
+    ErrorEnvelope,
+    NotFound,
+    SuccessEnvelope,
+    ok,
+)
+from libs.common.pagination import (
+    MAX_CURSOR_CHARS,
+    ListParams,
+    list_params,
+    reject_unknown_query,
+)
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources, resources_of
 from services.campaigns import service
-from services.campaigns.repository import ContactFilter, Owner
+from services.campaigns.repository import CampaignFilter, ContactFilter, Owner, TemplateFilter
 from services.campaigns.schemas import (
     Campaign,
+    CampaignAnalytics,
     CampaignCreate,
+    CampaignStatus,
     CampaignUpdate,
     Contact,
+    ContactAnalytics,
     ContactCreate,
     ContactStatus,
     ContactUpdate,
+    EmailAnalytics,
     ImportReport,
     Preview,
     PreviewRequest,
@@ -57,10 +75,11 @@ def _owner(p: Principal) -> Owner:
 
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (1-500).")]
-Offset = Annotated[int | None, Query(ge=0, description="Rows to skip (limit/offset paging).")]
-Cursor = Annotated[
-    str | None, Query(description="`next_cursor` of the previous page (cursor paging).")
+ContactParams = Annotated[
+    ListParams,
+    Depends(list_params(("created_at", "updated_at", "email"), max_limit=MAX_LIMIT)),
 ]
+CreatedParams = Annotated[ListParams, Depends(list_params(("created_at",), max_limit=MAX_LIMIT))]
 
 
 def build_router(settings: CampaignsSettings) -> APIRouter:
@@ -69,7 +88,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     templates_scope = Annotated[Principal, Depends(require_scope("manage_templates", current))]
     campaigns_scope = Annotated[Principal, Depends(require_scope("manage_campaigns", current))]
     analytics_scope = Annotated[Principal, Depends(require_scope("read_analytics", current))]
-    router = APIRouter(prefix="/api/v1", responses=ERRORS)
+    router = APIRouter(
+        prefix="/api/v1", responses=ERRORS, dependencies=[Depends(reject_unknown_query)]
+    )
 
     # ------------------------------------------------------------ contacts
 
@@ -77,11 +98,7 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     async def list_contacts(
         p: contacts_scope,
         pool: Pool,
-        limit: Limit = 50,
-        offset: Offset = None,
-        cursor: Cursor = None,
-        sort_by: Literal["created_at", "updated_at", "email"] = "created_at",
-        order: Literal["asc", "desc"] = "desc",
+        params: ContactParams,
         email: Annotated[str | None, Query(description="Exact address, any case.")] = None,
         tag: Annotated[list[str] | None, Query(description="Has every given tag.")] = None,
         status: ContactStatus | None = None,
@@ -92,24 +109,18 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         ] = None,
         include_total: bool = False,
     ) -> dict[str, Any]:
-        query = service.ContactQuery(
-            limit=limit,
-            offset=offset,
-            cursor=cursor,
-            sort_by=sort_by,
-            order=order,
-            include_total=include_total,
-            filter=ContactFilter(
-                email=email,
-                tags=tag,
-                status=status,
-                created_after=created_after,
-                created_before=created_before,
-                custom_fields=service.parse_custom_field_filters(custom_field or []),
-            ),
+        flt = ContactFilter(
+            email=email,
+            tags=tag,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            custom_fields=service.parse_custom_field_filters(custom_field or []),
         )
-        page = await service.list_contacts(pool, _owner(p), query)
-        return ok(page.items, pagination=page.pagination)
+        page = await service.list_contacts(
+            pool, _owner(p), flt, params, include_total=include_total
+        )
+        return page.envelope()
 
     @router.post(
         "/contacts",
@@ -166,7 +177,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         cid = _id(contact_id, "Contact")
         return ok(await service.update_contact(pool, _owner(p), cid, body))
 
-    @router.delete("/contacts/{contact_id}", tags=["contacts"])
+    @router.delete(
+        "/contacts/{contact_id}", response_model=SuccessEnvelope[Deleted], tags=["contacts"]
+    )
     async def delete_contact(contact_id: str, p: contacts_scope, pool: Pool) -> dict[str, Any]:
         return ok(await service.delete_contact(pool, _owner(p), _id(contact_id, "Contact")))
 
@@ -176,12 +189,15 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     async def list_templates(
         p: templates_scope,
         pool: Pool,
-        limit: Limit = 50,
-        offset: Offset = None,
-        cursor: Cursor = None,
+        params: CreatedParams,
+        name: Annotated[
+            str | None, Query(max_length=200, description="Exact name, any case.")
+        ] = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> dict[str, Any]:
-        page = await service.list_templates(pool, _owner(p), limit, offset, cursor)
-        return ok(page.items, pagination=page.pagination)
+        flt = TemplateFilter(name=name, created_after=created_after, created_before=created_before)
+        return (await service.list_templates(pool, _owner(p), flt, params)).envelope()
 
     @router.post(
         "/templates", status_code=201, response_model=SuccessEnvelope[Template], tags=["templates"]
@@ -206,7 +222,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         tid = _id(template_id, "Template")
         return ok(await service.update_template(pool, _owner(p), tid, body))
 
-    @router.delete("/templates/{template_id}", tags=["templates"])
+    @router.delete(
+        "/templates/{template_id}", response_model=SuccessEnvelope[Deleted], tags=["templates"]
+    )
     async def delete_template(template_id: str, p: templates_scope, pool: Pool) -> dict[str, Any]:
         return ok(await service.delete_template(pool, _owner(p), _id(template_id, "Template")))
 
@@ -230,14 +248,18 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     async def list_campaigns(
         p: campaigns_scope,
         pool: Pool,
-        limit: Limit = 50,
-        offset: Offset = None,
-        cursor: Cursor = None,
-        status: Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
-        | None = None,
+        params: CreatedParams,
+        status: CampaignStatus | None = None,
+        name: Annotated[
+            str | None, Query(max_length=200, description="Exact name, any case.")
+        ] = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> dict[str, Any]:
-        page = await service.list_campaigns(pool, _owner(p), limit, offset, cursor, status)
-        return ok(page.items, pagination=page.pagination)
+        flt = CampaignFilter(
+            status=status, name=name, created_after=created_after, created_before=created_before
+        )
+        return (await service.list_campaigns(pool, _owner(p), flt, params)).envelope()
 
     @router.post(
         "/campaigns", status_code=201, response_model=SuccessEnvelope[Campaign], tags=["campaigns"]
@@ -262,7 +284,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         cid = _id(campaign_id, "Campaign")
         return ok(await service.update_campaign(pool, _owner(p), cid, body))
 
-    @router.delete("/campaigns/{campaign_id}", tags=["campaigns"])
+    @router.delete(
+        "/campaigns/{campaign_id}", response_model=SuccessEnvelope[Deleted], tags=["campaigns"]
+    )
     async def delete_campaign(campaign_id: str, p: campaigns_scope, pool: Pool) -> dict[str, Any]:
         return ok(await service.delete_campaign(pool, _owner(p), _id(campaign_id, "Campaign")))
 
@@ -283,7 +307,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
 
     # ------------------------------------------------------------ analytics
 
-    @router.get("/analytics/emails", tags=["analytics"])
+    @router.get(
+        "/analytics/emails", response_model=SuccessEnvelope[EmailAnalytics], tags=["analytics"]
+    )
     async def email_analytics(
         p: analytics_scope,
         pool: Pool,
@@ -291,16 +317,30 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     ) -> dict[str, Any]:
         return ok(await service.email_analytics(pool, _owner(p), period))
 
-    @router.get("/analytics/campaigns/{campaign_id}", tags=["analytics"])
+    @router.get(
+        "/analytics/campaigns/{campaign_id}",
+        response_model=SuccessEnvelope[CampaignAnalytics],
+        tags=["analytics"],
+    )
     async def campaign_analytics(
         campaign_id: str, p: analytics_scope, pool: Pool
     ) -> dict[str, Any]:
         cid = _id(campaign_id, "Campaign")
         return ok(await service.campaign_analytics(pool, _owner(p), cid))
 
-    @router.get("/analytics/contacts/{contact_id}", tags=["analytics"])
+    @router.get(
+        "/analytics/contacts/{contact_id}",
+        response_model=SuccessEnvelope[ContactAnalytics],
+        tags=["analytics"],
+    )
     async def contact_analytics(
-        contact_id: str, p: analytics_scope, pool: Pool, limit: Limit = 50, cursor: Cursor = None
+        contact_id: str,
+        p: analytics_scope,
+        pool: Pool,
+        limit: Limit = 50,
+        cursor: Annotated[
+            str | None, Query(max_length=MAX_CURSOR_CHARS, description="`next_cursor` (opaque).")
+        ] = None,
     ) -> dict[str, Any]:
         cid = _id(contact_id, "Contact")
         data, pagination = await service.contact_analytics(pool, _owner(p), cid, limit, cursor)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.common.emails import Email
+from libs.common.http import ResponseModel
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
@@ -72,19 +73,19 @@ class SendBulkRequest(_SendBase):
     delay_between_batches: int = Field(default=0, ge=0, le=86400)
 
 
-class SendAccepted(BaseModel):
+class SendAccepted(ResponseModel):
     message_id: str
     status: Literal["queued"] = "queued"
 
 
-class BulkAccepted(BaseModel):
+class BulkAccepted(ResponseModel):
     batch_id: str
     accepted: int
     batches: int
     status: Literal["queued"] = "queued"
 
 
-class TimelineEntry(BaseModel):
+class TimelineEntry(ResponseModel):
     status: str
     occurred_at: datetime
     provider: str | None = None
@@ -92,12 +93,12 @@ class TimelineEntry(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class Counts(BaseModel):
+class Counts(ResponseModel):
     total: int
     unique: int
 
 
-class EmailSummary(BaseModel):
+class EmailSummary(ResponseModel):
     id: str
     to: str
     from_: str = Field(serialization_alias="from")
@@ -127,7 +128,12 @@ class SuppressionIn(BaseModel):
     email: Email
 
 
-class Suppression(BaseModel):
+class SuppressionAdded(ResponseModel):
+    email: str
+    reason: Literal["manual"]
+
+
+class Suppression(ResponseModel):
     email: str
     reason: str
     message_id: str | None
@@ -143,8 +149,16 @@ class RoutingRuleIn(BaseModel):
     priority: int = Field(default=100, ge=0, le=10000)
 
 
-class RoutingRule(RoutingRuleIn):
+Provider = Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"]
+
+
+class RoutingRule(ResponseModel):
     id: str
+    category: Category | None
+    sending_domain: str | None
+    primary_provider: Provider
+    secondary_provider: Provider | None
+    priority: int
 
 
 class SendingCapIn(BaseModel):
@@ -154,5 +168,7 @@ class SendingCapIn(BaseModel):
     daily_limit: int = Field(ge=0, le=1_000_000)
 
 
-class SendingCap(SendingCapIn):
-    pass
+class SendingCap(ResponseModel):
+    scope: Literal["mailbox", "domain"]
+    value: str
+    daily_limit: int
