@@ -327,8 +327,12 @@ def _components(error_codes: dict[str, list[Any]]) -> dict[str, Any]:
                 "name": "X-Request-Id",
                 "in": "header",
                 "required": False,
-                "description": "Your correlation id; echoed back (a new one is made if absent).",
-                "schema": {"type": "string", "maxLength": 128},
+                # No maxLength/pattern in the schema: any value is accepted (never a 4xx), and
+                # one that is not 1-128 of `A-Za-z0-9._-` is replaced, as described.
+                "description": "Your correlation id, 1-128 characters from `A-Z a-z 0-9 . _ -`; "
+                "echoed back. Absent or any other value: a new id is made and returned instead.",
+                "schema": {"type": "string"},
+                "example": "req-7f0c1f5e",
             },
         },
         "responses": responses,

@@ -55,6 +55,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 422)
 }
 MAX_LIMIT = 500
+# The days `service.parse_period` accepts, stated in the spec: 1d..90d, no leading zero.
+PERIOD_PATTERN = r"^([1-9]|[1-8][0-9]|90)d$"
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -313,7 +315,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     async def email_analytics(
         p: analytics_scope,
         pool: Pool,
-        period: Annotated[str, Query(description="Days back, `1d` to `90d`.")] = "7d",
+        period: Annotated[
+            str, Query(pattern=PERIOD_PATTERN, description="Days back, `1d` to `90d`.")
+        ] = "7d",
     ) -> dict[str, Any]:
         return ok(await service.email_analytics(pool, _owner(p), period))
 

@@ -94,8 +94,12 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------- contacts
 
 
+# The rule check_email applies, stated in the spec (`libs.common.emails.Email` does the same).
+_EMAIL_FORMAT: Any = {"format": "email"}
+
+
 class ContactCreate(_Strict):
-    email: str
+    email: str = Field(json_schema_extra=_EMAIL_FORMAT)
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
@@ -116,7 +120,7 @@ class ContactCreate(_Strict):
 class ContactUpdate(_Strict):
     """PUT body: only the fields present change (`custom_fields` replaces the whole object)."""
 
-    email: str | None = None
+    email: str | None = Field(default=None, json_schema_extra=_EMAIL_FORMAT)
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
