@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.responses import Response
 from starlette.types import Lifespan
 
+from libs.common import http, pagination
 from libs.common.http import RequestIdMiddleware, install_error_handlers
 from libs.common.settings import ServiceSettings
 from libs.common.telemetry import (
@@ -102,6 +103,8 @@ def create_app(
     `{"postgres": db.is_ready, "rabbitmq": bus.is_ready}`; `/readyz` is 503 while any fails.
     """
     service = settings.service_name
+    http.STRICT_RESPONSE_FIELDS = settings.environment != "production"
+    pagination.configure_cursors(settings.cursor_key.get_secret_value())
     configure_logging(service, settings.log_level, process=process)
     tracer_provider = configure_tracing(
         service, settings.otel_exporter_otlp_endpoint, process=process

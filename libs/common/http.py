@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +31,7 @@ __all__ = [
     "ApiError",
     "BadRequest",
     "Conflict",
+    "Deleted",
     "ErrorBody",
     "ErrorDetail",
     "ErrorEnvelope",
@@ -41,6 +42,7 @@ __all__ = [
     "RateLimited",
     "RequestIdMiddleware",
     "ResponseMeta",
+    "ResponseModel",
     "ServiceUnavailable",
     "SuccessEnvelope",
     "Unauthorized",
@@ -163,6 +165,44 @@ class SuccessEnvelope(BaseModel, Generic[T]):
     success: Literal[True] = True
     data: T
     meta: ResponseMeta
+
+
+STRICT_RESPONSE_FIELDS = True
+"""Outside production, a response model refuses a field it does not declare (a 500 in tests
+and dev), so a model can never silently drop what the service layer produces; production
+leaves the extra field out instead. `create_app` sets it from the settings' environment."""
+
+
+class ResponseModel(BaseModel):
+    """Base of every response model (every `data` a route answers with)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _declares_every_field(cls, data: Any) -> Any:
+        if STRICT_RESPONSE_FIELDS and isinstance(data, Mapping):
+            known = _known_fields(cls)
+            unknown = [k for k in data if k not in known]
+            if unknown:
+                raise ValueError(f"{cls.__name__} does not declare {sorted(unknown)}")
+        return data
+
+
+def _known_fields(cls: type[BaseModel]) -> frozenset[str]:
+    known: frozenset[str] | None = cls.__dict__.get("_pm_known_fields")
+    if known is None:
+        names = set(cls.model_fields)
+        for info in cls.model_fields.values():
+            names |= {a for a in (info.alias, info.validation_alias) if isinstance(a, str)}
+        known = frozenset(names)
+        type.__setattr__(cls, "_pm_known_fields", known)
+    return known
+
+
+class Deleted(ResponseModel):
+    """What a DELETE answers with when it answers with a body."""
+
+    id: str
+    deleted: Literal[True] = True
 
 
 class ErrorDetail(BaseModel):

@@ -40,6 +40,8 @@ USER_TOKEN_PRIVATE_PATH = "keys/user-token"  # noqa: S105
 USER_TOKEN_PUBLIC_PATH = "platform/user-token"  # noqa: S105
 # Encrypts the gateway's stored idempotent responses (gateway policy only).
 IDEMPOTENCY_KEY_PATH = "gateway/idempotency"
+# The key that seals list cursors (PM_CURSOR_KEY), readable by every service (platform/*).
+CURSOR_KEY_PATH = "platform/cursor"
 PRIVATE_FIELD = "private_key"
 PUBLIC_FIELD = "public_keys"
 APPROLE_TTL = "1h"
@@ -214,6 +216,7 @@ def _provision_vault_once(
     _ensure_key_pair(client, PRINCIPAL_PRIVATE_PATH, PRINCIPAL_PUBLIC_PATH)
     _ensure_key_pair(client, USER_TOKEN_PRIVATE_PATH, USER_TOKEN_PUBLIC_PATH)
     _ensure_random_secret(client, IDEMPOTENCY_KEY_PATH, "key")
+    _ensure_random_secret(client, CURSOR_KEY_PATH, "key")
 
     creds: dict[str, tuple[str, str]] = {}
     for svc in services:

@@ -77,6 +77,10 @@ class ServiceSettings(BaseSettings):
     # Only the gateway holds the private half (GatewaySettings.principal_private_key).
     principal_public_keys: str = DEV_PRINCIPAL_PUBLIC_KEYS
     principal_ttl_seconds: int = 60
+    # Seals list cursors (libs/common/pagination.py, AES-GCM under a key derived from it).
+    # Every replica of a service must share it; outside dev/test the built-in one is refused
+    # (k8s: `vault:secret/platform/cursor#key`, see docs/operations.md).
+    cursor_key: SecretStr = SecretStr("dev-only-cursor-key-0123456789abcdef0123456789")
 
     otel_exporter_otlp_endpoint: str | None = None
     events_exchange: str = "pm.events"

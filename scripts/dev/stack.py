@@ -74,7 +74,10 @@ REDIS_NAMESPACE = "pm"  # PM_REDIS_NAMESPACE's default: the ACL users' key patte
 # Token keys (libs/common/provision.py generates them): every process reads the public
 # halves; only the minting service gets its private key (its Vault policy alone allows it).
 TOKEN_KEY_ENV: dict[str, dict[str, str]] = {
-    "*": {"PM_PRINCIPAL_PUBLIC_KEYS": "vault:secret/platform/principal#public_keys"},
+    "*": {
+        "PM_PRINCIPAL_PUBLIC_KEYS": "vault:secret/platform/principal#public_keys",
+        "PM_CURSOR_KEY": "vault:secret/platform/cursor#key",
+    },
     "gateway": {
         "PM_PRINCIPAL_PRIVATE_KEY": "vault:secret/gateway/principal#private_key",
         "PM_USER_TOKEN_PUBLIC_KEYS": "vault:secret/platform/user-token#public_keys",

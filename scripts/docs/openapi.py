@@ -23,6 +23,18 @@ METHODS = ("get", "put", "post", "patch", "delete")
 # Codes between the gateway and the services (the signed principal): listed, never shown as
 # examples, since an integrator can only meet them through a misconfigured deployment.
 INTERNAL_CODE_PREFIX = "principal_"
+# The relative server first: Swagger UI's "Try it out" then calls the host that served the
+# page (a local stack, a staging host); paths keep their `/api/v1` prefix.
+SERVERS = [
+    {"url": "/", "description": "The host serving this document"},
+    {"url": "https://api.penguinmails.com", "description": "Production (live and test keys)"},
+    {"url": "https://sandbox-api.penguinmails.com", "description": "Sandbox"},
+]
+# FastAPI names a generic envelope `SuccessEnvelope_Contact_`; published as `ContactResponse`
+# (and `SuccessEnvelope_list_Contact__` as `ContactListResponse`), names SDK generators keep.
+# FastAPI's default 422 bodies: every 422 is documented as our ErrorEnvelope instead.
+_FASTAPI_422 = ("HTTPValidationError", "ValidationError")
+_ENVELOPE_NAME = re.compile(r"SuccessEnvelope_(list_)?([A-Za-z0-9]+)_+")
 
 SCOPES = {
     "send_email": "Send transactional email (`POST /emails/send`, `/emails/send-bulk`).",
@@ -41,14 +53,17 @@ The PenguinMails public REST API. Every path lives under `/api/v1` on the gatewa
   Each operation names the scope(s) it needs in `x-required-scope` (space-separated when it
   needs several) and in its description.
 * **Envelopes**: success is `{"success": true, "data": ..., "meta": {...}}`, failure is
-  `{"success": false, "error": {"code", "message", "details", "request_id"}}`. Every error
-  `code` is listed in `x-error-codes` and in the guide `docs/errors.md`.
+  `{"success": false, "error": {"code", "message", "details", "request_id"}}`. `code` is an
+  open string: every code known today is listed in `x-error-codes` (and `x-known-codes` on the
+  field) and in the guide `docs/errors.md`; handle an unknown one by its HTTP status.
 * **Rate limits**: every authenticated response carries `X-RateLimit-*` and the IETF
   `RateLimit` / `RateLimit-Policy` fields; `429` carries `Retry-After`.
 * **Idempotency**: send `Idempotency-Key` on POST; a retry with the same key and body
   returns the stored response for 24 h (header `Idempotent-Replayed: true`).
-* **Pagination**: lists take `limit` and either `offset` or `cursor`; `meta.pagination`
-  returns `next_cursor` and `has_more`.
+* **Lists**: `limit` with `offset` or `cursor` (opaque, sealed; a changed one is
+  `400 invalid_cursor`), `sort_by` + `order`, and filters; `meta.pagination` returns
+  `next_cursor` and `has_more`. An unknown query parameter is `422 validation_error` naming it.
+  Guide: `docs/pagination.md`.
 
 Inbound third-party hooks (`/hooks/esp/*`, `/hooks/stripe`), tracking links (`/t/*`) and
 unsubscribe pages (`/unsubscribe/*`) are served by the gateway too but are not part of the
@@ -195,9 +210,14 @@ def _shared_schemas(error_codes: dict[str, list[Any]]) -> dict[str, Any]:
             "required": ["code", "message"],
             "properties": {
                 "code": {
+                    # An open string, not an enum: a code added later must not break a
+                    # generated client; the codes known today are listed beside it.
                     "type": "string",
-                    "enum": codes,
-                    "description": "Stable, machine-readable; branch on this, not on text.",
+                    "description": "Stable, machine-readable; branch on this, not on text. "
+                    "New codes may be added at any time: treat an unknown code by its HTTP "
+                    "status. The codes known to this version are in `x-known-codes`.",
+                    "x-known-codes": codes,
+                    "example": "validation_error",
                 },
                 "message": {"type": "string"},
                 "details": {
@@ -232,15 +252,6 @@ def _shared_schemas(error_codes: dict[str, list[Any]]) -> dict[str, Any]:
                 "request_id": {"type": "string", "nullable": True},
                 "timestamp": {"type": "string", "format": "date-time"},
                 "pagination": {"$ref": "#/components/schemas/Pagination"},
-            },
-        },
-        "SuccessEnvelope": {
-            "type": "object",
-            "required": ["success", "data", "meta"],
-            "properties": {
-                "success": {"type": "boolean", "enum": [True]},
-                "data": {"description": "The operation's result."},
-                "meta": {"$ref": "#/components/schemas/ResponseMeta"},
             },
         },
     }
@@ -317,8 +328,12 @@ def _components(error_codes: dict[str, list[Any]]) -> dict[str, Any]:
                 "name": "X-Request-Id",
                 "in": "header",
                 "required": False,
-                "description": "Your correlation id; echoed back (a new one is made if absent).",
-                "schema": {"type": "string", "maxLength": 128},
+                # No maxLength/pattern in the schema: any value is accepted (never a 4xx), and
+                # one that is not 1-128 of `A-Za-z0-9._-` is replaced, as described.
+                "description": "Your correlation id, 1-128 characters from `A-Z a-z 0-9 . _ -`; "
+                "echoed back. Absent or any other value: a new id is made and returned instead.",
+                "schema": {"type": "string"},
+                "example": "req-7f0c1f5e",
             },
         },
         "responses": responses,
@@ -370,12 +385,8 @@ def _access(rule: RouteRule, method: str) -> tuple[list[dict[str, list[str]]], s
 
 
 def _success(response: dict[str, Any], status: str) -> dict[str, Any]:
-    content = response.get("content", {}).get("application/json")
-    if content is not None:
-        schema = content.get("schema", {})
-        # Handlers typed `dict[str, Any]` describe nothing: they all answer with the envelope.
-        if "$ref" not in schema and "allOf" not in schema:
-            content["schema"] = {"$ref": "#/components/schemas/SuccessEnvelope"}
+    # Every route declares `response_model=SuccessEnvelope[Model]`; one that does not keeps
+    # its untyped body here, and tests/unit/docs/test_openapi_sync.py names it.
     return response
 
 
@@ -467,15 +478,24 @@ def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
         spec = _downgrade(info["openapi"])
         own = spec.get("components", {}).get("schemas", {})
         rename: dict[str, str] = {}
+        for name in own:
+            found = _ENVELOPE_NAME.fullmatch(name)
+            if found:
+                rename[name] = f"{found.group(2)}{'List' if found.group(1) else ''}Response"
         for name, schema in own.items():
             if name in shared:
                 continue  # the envelope pieces are documented once, by the shared definitions
-            if name in schemas and schemas[name] != schema:
-                rename[name] = f"{service.capitalize()}{name}"
+            public = rename.get(name, name)
+            if public in schemas and schemas[public] != _refs(schema, rename):
+                rename[name] = f"{service.capitalize()}{public}"
         for name, schema in own.items():
-            if name in shared:
+            if name in shared or name in _FASTAPI_422:
                 continue
-            schemas[rename.get(name, name)] = _refs(schema, rename)
+            public = rename.get(name, name)
+            schemas[public] = _refs(schema, rename)
+            if public != name and "title" in schema:
+                # Generators name classes after the title (`SuccessEnvelope[Campaign]`).
+                schemas[public]["title"] = public
         for path, item in sorted(spec.get("paths", {}).items()):
             if not path.startswith(API_PREFIX):
                 continue
@@ -498,9 +518,7 @@ def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "description": DESCRIPTION,
             "contact": {"name": "PenguinMails developer support"},
         },
-        "servers": [
-            {"url": "http://localhost:8000", "description": "`make up` (local stack)"},
-        ],
+        "servers": SERVERS,
         "tags": [
             {"name": t, "description": f"Served by the {s} service."}
             for t, s in sorted(tags.items())

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from libs.common.app import create_app
 from libs.common.http import ApiError, ErrorEnvelope, Forbidden, SuccessEnvelope, ok
+from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal, principal_dependency
 from libs.common.resources import Resources
 from services.billing.schemas import (
@@ -38,6 +39,7 @@ def _service(request: Request) -> BillingService:
 
 
 Service = Annotated[BillingService, Depends(_service)]
+PaymentParams = Annotated[ListParams, Depends(list_params(("created_at",), default_limit=25))]
 
 
 def build_routers(settings: BillingSettings) -> list[APIRouter]:
@@ -52,7 +54,12 @@ def build_routers(settings: BillingSettings) -> list[APIRouter]:
         return p
 
     Owner = Annotated[Principal, Depends(dashboard_user)]
-    api = APIRouter(prefix="/api/v1/billing", tags=["billing"], responses=_ERRORS)
+    api = APIRouter(
+        prefix="/api/v1/billing",
+        tags=["billing"],
+        responses=_ERRORS,
+        dependencies=[Depends(reject_unknown_query)],
+    )
 
     @api.get("/plans", response_model=SuccessEnvelope[list[PlanOut]])
     async def list_plans(p: Owner, svc: Service) -> dict[str, Any]:
@@ -80,18 +87,14 @@ def build_routers(settings: BillingSettings) -> list[APIRouter]:
     async def list_payments(
         p: Owner,
         svc: Service,
-        limit: int = Query(default=25, ge=1, le=100),
-        cursor: str | None = Query(default=None, max_length=200),
+        params: PaymentParams,
+        status: Annotated[str | None, Query(max_length=50, description="Exact status.")] = None,
+        subscription_id: Annotated[str | None, Query(max_length=255)] = None,
     ) -> dict[str, Any]:
-        items, next_cursor = await svc.payments(p.tenant_id, p.mode, limit, cursor)
-        return ok(
-            items,
-            pagination={
-                "limit": limit,
-                "next_cursor": next_cursor,
-                "has_more": next_cursor is not None,
-            },
+        page = await svc.payments(
+            p.tenant_id, p.mode, params, status=status, subscription_id=subscription_id
         )
+        return page.envelope()
 
     hooks = APIRouter(tags=["stripe"], responses=_ERRORS)
 

@@ -11,6 +11,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from libs.common.pagination import ListParams, keyset_sql
+
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 # ---------------------------------------------------------------- clock and locks
@@ -265,20 +267,22 @@ async def list_payments(
     db: Conn,
     tenant_id: str,
     mode: str,
-    limit: int,
-    after: tuple[datetime, str] | None,
+    params: ListParams,
+    *,
+    status: str | None = None,
+    subscription_id: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Newest first; `after` is the (created, invoice id) of the previous page's last row."""
-    created, invoice_id = after if after is not None else (None, None)
+    """Sorted by Stripe's creation time (the indexed column), invoice id breaking ties."""
+    args: list[Any] = [tenant_id, mode, status, subscription_id]
+    keyset, tail = keyset_sql(
+        params, {"created_at": "stripe_created_at"}, args, id_column="stripe_invoice_id"
+    )
     rows: list[asyncpg.Record] = await db.fetch(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND mode = $2"
-        " AND ($4::timestamptz IS NULL OR (stripe_created_at, stripe_invoice_id) < ($4, $5))"
-        " ORDER BY stripe_created_at DESC, stripe_invoice_id DESC LIMIT $3",
-        tenant_id,
-        mode,
-        limit,
-        created,
-        invoice_id,
+        " AND ($3::text IS NULL OR status = $3)"
+        " AND ($4::text IS NULL OR stripe_subscription_id = $4)"
+        f"{' AND ' + keyset if keyset else ''} {tail}",
+        *args,
     )
     return rows
 

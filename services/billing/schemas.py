@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from libs.common.http import ResponseModel
 from services.billing.catalog import PlanId
 
 
@@ -19,19 +20,19 @@ class PortalSessionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CheckoutSessionOut(BaseModel):
+class CheckoutSessionOut(ResponseModel):
     id: str
     url: str
     plan_id: str
     expires_at: datetime | None
 
 
-class PortalSessionOut(BaseModel):
+class PortalSessionOut(ResponseModel):
     url: str
     return_url: str
 
 
-class SubscriptionOut(BaseModel):
+class SubscriptionOut(ResponseModel):
     id: str
     plan_id: str | None
     status: str
@@ -41,13 +42,13 @@ class SubscriptionOut(BaseModel):
     created_at: datetime
 
 
-class BillingStateOut(BaseModel):
+class BillingStateOut(ResponseModel):
     plan: str
     mode: str
     subscription: SubscriptionOut | None
 
 
-class PaymentOut(BaseModel):
+class PaymentOut(ResponseModel):
     id: str
     subscription_id: str | None
     status: str
@@ -63,7 +64,7 @@ class PaymentOut(BaseModel):
     created_at: datetime
 
 
-class PlanOut(BaseModel):
+class PlanOut(ResponseModel):
     id: str
     name: str
     monthly_amount: int
@@ -72,7 +73,7 @@ class PlanOut(BaseModel):
     purchasable: bool
 
 
-class WebhookReceipt(BaseModel):
+class WebhookReceipt(ResponseModel):
     received: bool
     event_id: str
     duplicate: bool

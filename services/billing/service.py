@@ -32,7 +32,7 @@ from libs.common.http import (
     register_error_code,
 )
 from libs.common.inbox import claim_event
-from libs.common.pagination import decode_keyset, encode_cursor
+from libs.common.pagination import ListParams, Page
 from services.billing import repository as repo
 from services.billing.catalog import (
     GOOD_STANDING,
@@ -287,36 +287,23 @@ class BillingService:
         }
 
     async def payments(
-        self, tenant_id: str, mode: Mode, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        after = decode_keyset(cursor) if cursor else None
-        rows = await repo.list_payments(self.pool, tenant_id, mode, limit + 1, after)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        items = [
-            {
-                "id": r["stripe_invoice_id"],
-                "subscription_id": r["stripe_subscription_id"],
-                "status": r["status"],
-                "amount_due": r["amount_due"],
-                "amount_paid": r["amount_paid"],
-                "currency": r["currency"],
-                "attempt_count": r["attempt_count"],
-                "next_payment_attempt": r["next_payment_attempt"],
-                "hosted_invoice_url": r["hosted_invoice_url"],
-                "period_start": r["period_start"],
-                "period_end": r["period_end"],
-                "paid_at": r["paid_at"],
-                "created_at": r["stripe_created_at"],
-            }
-            for r in rows
-        ]
-        next_cursor = (
-            encode_cursor(rows[-1]["stripe_created_at"], rows[-1]["stripe_invoice_id"])
-            if more
-            else None
+        self,
+        tenant_id: str,
+        mode: Mode,
+        params: ListParams,
+        *,
+        status: str | None = None,
+        subscription_id: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        rows = await repo.list_payments(
+            self.pool, tenant_id, mode, params, status=status, subscription_id=subscription_id
         )
-        return items, next_cursor
+        return params.page(
+            rows,
+            _payment_out,
+            sort_value=lambda r: r["stripe_created_at"],
+            row_id=lambda r: r["stripe_invoice_id"],
+        )
 
     # ================================================================ webhooks
 
@@ -754,4 +741,22 @@ def _payment_row(
         "paid_at": _ts(transitions.get("paid_at")),
         "stripe_created_at": _ts(invoice.get("created")) or synced_at,
         "synced_at": synced_at,
+    }
+
+
+def _payment_out(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["stripe_invoice_id"],
+        "subscription_id": r["stripe_subscription_id"],
+        "status": r["status"],
+        "amount_due": r["amount_due"],
+        "amount_paid": r["amount_paid"],
+        "currency": r["currency"],
+        "attempt_count": r["attempt_count"],
+        "next_payment_attempt": r["next_payment_attempt"],
+        "hosted_invoice_url": r["hosted_invoice_url"],
+        "period_start": r["period_start"],
+        "period_end": r["period_end"],
+        "paid_at": r["paid_at"],
+        "created_at": r["stripe_created_at"],
     }

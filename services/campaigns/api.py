@@ -4,28 +4,46 @@ the result in the envelope.
 """
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 
 from libs.common.app import create_app
-from libs.common.http import ApiError, ErrorDetail, ErrorEnvelope, NotFound, SuccessEnvelope, ok
+from libs.common.http import (
+    ApiError,
+    Deleted,
+    ErrorDetail,
+    ErrorEnvelope,
+    NotFound,
+    SuccessEnvelope,
+    ok,
+)
+from libs.common.pagination import (
+    MAX_CURSOR_CHARS,
+    ListParams,
+    list_params,
+    reject_unknown_query,
+)
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources, resources_of
 from services.campaigns import service
-from services.campaigns.repository import ContactFilter, Owner
+from services.campaigns.repository import CampaignFilter, ContactFilter, Owner, TemplateFilter
 from services.campaigns.schemas import (
     Campaign,
+    CampaignAnalytics,
     CampaignCreate,
+    CampaignStatus,
     CampaignUpdate,
     Contact,
+    ContactAnalytics,
     ContactCreate,
     ContactStatus,
     ContactUpdate,
     Conversion,
     ConversionCreate,
+    EmailAnalytics,
     ImportJob,
     ImportReport,
     Preview,
@@ -40,6 +58,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 422)
 }
 MAX_LIMIT = 500
+# The days `service.parse_period` accepts, stated in the spec: 1d..90d, no leading zero.
+PERIOD_PATTERN = r"^([1-9]|[1-8][0-9]|90)d$"
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -60,10 +80,11 @@ def _owner(p: Principal) -> Owner:
 
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (1-500).")]
-Offset = Annotated[int | None, Query(ge=0, description="Rows to skip (limit/offset paging).")]
-Cursor = Annotated[
-    str | None, Query(description="`next_cursor` of the previous page (cursor paging).")
+ContactParams = Annotated[
+    ListParams,
+    Depends(list_params(("created_at", "updated_at", "email"), max_limit=MAX_LIMIT)),
 ]
+CreatedParams = Annotated[ListParams, Depends(list_params(("created_at",), max_limit=MAX_LIMIT))]
 
 
 def build_router(settings: CampaignsSettings) -> APIRouter:
@@ -74,7 +95,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     templates_scope = Annotated[Principal, Depends(require_scope("manage_templates", current))]
     campaigns_scope = Annotated[Principal, Depends(require_scope("manage_campaigns", current))]
     analytics_scope = Annotated[Principal, Depends(require_scope("read_analytics", current))]
-    router = APIRouter(prefix="/api/v1", responses=ERRORS)
+    router = APIRouter(
+        prefix="/api/v1", responses=ERRORS, dependencies=[Depends(reject_unknown_query)]
+    )
 
     # ------------------------------------------------------------ contacts
 
@@ -82,11 +105,7 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     async def list_contacts(
         p: contacts_scope,
         pool: Pool,
-        limit: Limit = 50,
-        offset: Offset = None,
-        cursor: Cursor = None,
-        sort_by: Literal["created_at", "updated_at", "email"] = "created_at",
-        order: Literal["asc", "desc"] = "desc",
+        params: ContactParams,
         email: Annotated[str | None, Query(description="Exact address, any case.")] = None,
         tag: Annotated[list[str] | None, Query(description="Has every given tag.")] = None,
         status: ContactStatus | None = None,
@@ -97,24 +116,18 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         ] = None,
         include_total: bool = False,
     ) -> dict[str, Any]:
-        query = service.ContactQuery(
-            limit=limit,
-            offset=offset,
-            cursor=cursor,
-            sort_by=sort_by,
-            order=order,
-            include_total=include_total,
-            filter=ContactFilter(
-                email=email,
-                tags=tag,
-                status=status,
-                created_after=created_after,
-                created_before=created_before,
-                custom_fields=service.parse_custom_field_filters(custom_field or []),
-            ),
+        flt = ContactFilter(
+            email=email,
+            tags=tag,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            custom_fields=service.parse_custom_field_filters(custom_field or []),
         )
-        page = await service.list_contacts(pool, _owner(p), query)
-        return ok(page.items, pagination=page.pagination)
+        page = await service.list_contacts(
+            pool, _owner(p), flt, params, include_total=include_total
+        )
+        return page.envelope()
 
     @router.post(
         "/contacts",
@@ -213,7 +226,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         cid = _id(contact_id, "Contact")
         return ok(await service.update_contact(pool, _owner(p), cid, body))
 
-    @router.delete("/contacts/{contact_id}", tags=["contacts"])
+    @router.delete(
+        "/contacts/{contact_id}", response_model=SuccessEnvelope[Deleted], tags=["contacts"]
+    )
     async def delete_contact(contact_id: str, p: contacts_scope, pool: Pool) -> dict[str, Any]:
         return ok(await service.delete_contact(pool, _owner(p), _id(contact_id, "Contact")))
 
@@ -223,12 +238,15 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     async def list_templates(
         p: templates_scope,
         pool: Pool,
-        limit: Limit = 50,
-        offset: Offset = None,
-        cursor: Cursor = None,
+        params: CreatedParams,
+        name: Annotated[
+            str | None, Query(max_length=200, description="Exact name, any case.")
+        ] = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> dict[str, Any]:
-        page = await service.list_templates(pool, _owner(p), limit, offset, cursor)
-        return ok(page.items, pagination=page.pagination)
+        flt = TemplateFilter(name=name, created_after=created_after, created_before=created_before)
+        return (await service.list_templates(pool, _owner(p), flt, params)).envelope()
 
     @router.post(
         "/templates", status_code=201, response_model=SuccessEnvelope[Template], tags=["templates"]
@@ -253,7 +271,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         tid = _id(template_id, "Template")
         return ok(await service.update_template(pool, _owner(p), tid, body))
 
-    @router.delete("/templates/{template_id}", tags=["templates"])
+    @router.delete(
+        "/templates/{template_id}", response_model=SuccessEnvelope[Deleted], tags=["templates"]
+    )
     async def delete_template(template_id: str, p: templates_scope, pool: Pool) -> dict[str, Any]:
         return ok(await service.delete_template(pool, _owner(p), _id(template_id, "Template")))
 
@@ -277,14 +297,18 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
     async def list_campaigns(
         p: campaigns_scope,
         pool: Pool,
-        limit: Limit = 50,
-        offset: Offset = None,
-        cursor: Cursor = None,
-        status: Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
-        | None = None,
+        params: CreatedParams,
+        status: CampaignStatus | None = None,
+        name: Annotated[
+            str | None, Query(max_length=200, description="Exact name, any case.")
+        ] = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> dict[str, Any]:
-        page = await service.list_campaigns(pool, _owner(p), limit, offset, cursor, status)
-        return ok(page.items, pagination=page.pagination)
+        flt = CampaignFilter(
+            status=status, name=name, created_after=created_after, created_before=created_before
+        )
+        return (await service.list_campaigns(pool, _owner(p), flt, params)).envelope()
 
     @router.post(
         "/campaigns", status_code=201, response_model=SuccessEnvelope[Campaign], tags=["campaigns"]
@@ -309,7 +333,9 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
         cid = _id(campaign_id, "Campaign")
         return ok(await service.update_campaign(pool, _owner(p), cid, body))
 
-    @router.delete("/campaigns/{campaign_id}", tags=["campaigns"])
+    @router.delete(
+        "/campaigns/{campaign_id}", response_model=SuccessEnvelope[Deleted], tags=["campaigns"]
+    )
     async def delete_campaign(campaign_id: str, p: campaigns_scope, pool: Pool) -> dict[str, Any]:
         return ok(await service.delete_campaign(pool, _owner(p), _id(campaign_id, "Campaign")))
 
@@ -330,15 +356,23 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
 
     # ------------------------------------------------------------ analytics
 
-    @router.get("/analytics/emails", tags=["analytics"])
+    @router.get(
+        "/analytics/emails", response_model=SuccessEnvelope[EmailAnalytics], tags=["analytics"]
+    )
     async def email_analytics(
         p: analytics_scope,
         pool: Pool,
-        period: Annotated[str, Query(description="Days back, `1d` to `90d`.")] = "7d",
+        period: Annotated[
+            str, Query(pattern=PERIOD_PATTERN, description="Days back, `1d` to `90d`.")
+        ] = "7d",
     ) -> dict[str, Any]:
         return ok(await service.email_analytics(pool, _owner(p), period))
 
-    @router.get("/analytics/campaigns/{campaign_id}", tags=["analytics"])
+    @router.get(
+        "/analytics/campaigns/{campaign_id}",
+        response_model=SuccessEnvelope[CampaignAnalytics],
+        tags=["analytics"],
+    )
     async def campaign_analytics(
         campaign_id: str,
         p: analytics_scope,
@@ -370,9 +404,19 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
             response.status_code = 200
         return ok(out)
 
-    @router.get("/analytics/contacts/{contact_id}", tags=["analytics"])
+    @router.get(
+        "/analytics/contacts/{contact_id}",
+        response_model=SuccessEnvelope[ContactAnalytics],
+        tags=["analytics"],
+    )
     async def contact_analytics(
-        contact_id: str, p: analytics_scope, pool: Pool, limit: Limit = 50, cursor: Cursor = None
+        contact_id: str,
+        p: analytics_scope,
+        pool: Pool,
+        limit: Limit = 50,
+        cursor: Annotated[
+            str | None, Query(max_length=MAX_CURSOR_CHARS, description="`next_cursor` (opaque).")
+        ] = None,
     ) -> dict[str, Any]:
         cid = _id(contact_id, "Contact")
         data, pagination = await service.contact_analytics(pool, _owner(p), cid, limit, cursor)

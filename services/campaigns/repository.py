@@ -10,11 +10,13 @@ import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 import orjson
+
+from libs.common.pagination import Keyset, ListParams, keyset_sql
 
 CONTACT_COLUMNS = (
     "id, email, first_name, last_name, company, tags, custom_fields, status, created_at, updated_at"
@@ -31,6 +33,8 @@ CONTACT_SORT_COLUMNS = {
     "updated_at": "updated_at",
     "email": "email_key",
 }
+# Templates and campaigns: only creation time is indexed (tenant_id, mode, created_at, id).
+CREATED_SORT = {"created_at": "created_at"}
 
 
 class Owner(NamedTuple):
@@ -116,6 +120,21 @@ async def delete_contact(
 
 
 @dataclass
+class TemplateFilter:
+    name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass
+class CampaignFilter:
+    status: str | None = None
+    name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass
 class ContactFilter:
     email: str | None = None
     tags: list[str] | None = None
@@ -126,38 +145,29 @@ class ContactFilter:
     custom_fields: list[tuple[str, list[Any]]] | None = None
 
 
-@dataclass
-class Keyset:
-    """Where a cursor page starts: after (value, id) in the list's order."""
-
-    value: Any
-    id: UUID
-
-
 async def list_contacts(
-    conn: asyncpg.Pool,
-    owner: Owner,
-    flt: ContactFilter,
-    *,
-    sort_by: str,
-    order: Literal["asc", "desc"],
-    limit: int,
-    offset: int = 0,
-    after: Keyset | None = None,
+    conn: asyncpg.Pool, owner: Owner, flt: ContactFilter, params: ListParams
 ) -> list[asyncpg.Record]:
-    """Up to `limit` contacts (one more is fetched by callers to learn `has_more`)."""
-    column = CONTACT_SORT_COLUMNS[sort_by]
+    """Up to `limit + 1` contacts (the extra row tells `has_more`)."""
     where, args = _contact_where(owner, flt)
-    if after is not None:
-        op = ">" if order == "asc" else "<"
-        args += [after.value, after.id]
-        where.append(f"({column}, id) {op} (${len(args) - 1}, ${len(args)})")
-    direction = "ASC" if order == "asc" else "DESC"
-    args += [limit, offset]
+    return await _list(conn, "contacts", CONTACT_COLUMNS, where, args, params, CONTACT_SORT_COLUMNS)
+
+
+async def _list(
+    conn: asyncpg.Pool,
+    table: str,
+    columns: str,
+    where: list[str],
+    args: list[Any],
+    params: ListParams,
+    sort_columns: dict[str, str],
+) -> list[asyncpg.Record]:
+    condition, tail = keyset_sql(params, sort_columns, args)
+    if condition:
+        where = [*where, condition]
+    column = sort_columns[params.sort_by]
     return await conn.fetch(
-        f"SELECT {CONTACT_COLUMNS}, {column} AS sort_value FROM contacts"
-        f" WHERE {' AND '.join(where)} ORDER BY {column} {direction}, id {direction}"
-        f" LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+        f"SELECT {columns}, {column} AS sort_value FROM {table} WHERE {' AND '.join(where)} {tail}",
         *args,
     )
 
@@ -401,38 +411,27 @@ async def delete_template(conn: asyncpg.Pool, owner: Owner, template_id: UUID) -
 
 
 async def list_templates(
-    conn: asyncpg.Pool, owner: Owner, *, limit: int, offset: int, after: Keyset | None
+    conn: asyncpg.Pool, owner: Owner, flt: TemplateFilter, params: ListParams
 ) -> list[asyncpg.Record]:
-    return await _list_newest_first(
-        conn, "templates", TEMPLATE_COLUMNS, owner, limit=limit, offset=offset, after=after
-    )
+    where, args = _owned(owner, created_after=flt.created_after, created_before=flt.created_before)
+    if flt.name is not None:
+        args.append(flt.name)
+        where.append(f"lower(name) = lower(${len(args)})")
+    return await _list(conn, "templates", TEMPLATE_COLUMNS, where, args, params, CREATED_SORT)
 
 
-async def _list_newest_first(
-    conn: asyncpg.Pool,
-    table: str,
-    columns: str,
-    owner: Owner,
-    *,
-    limit: int,
-    offset: int,
-    after: Keyset | None,
-    status: str | None = None,
-) -> list[asyncpg.Record]:
+def _owned(
+    owner: Owner, *, created_after: datetime | None, created_before: datetime | None
+) -> tuple[list[str], list[Any]]:
     where = ["tenant_id = $1", "mode = $2"]
     args: list[Any] = [owner.tenant_id, owner.mode]
-    if status is not None:
-        args.append(status)
-        where.append(f"status = ${len(args)}")
-    if after is not None:
-        args += [after.value, after.id]
-        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
-    args += [limit, offset]
-    return await conn.fetch(
-        f"SELECT {columns}, created_at AS sort_value FROM {table} WHERE {' AND '.join(where)}"
-        f" ORDER BY created_at DESC, id DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}",
-        *args,
-    )
+    if created_after is not None:
+        args.append(created_after)
+        where.append(f"created_at >= ${len(args)}")
+    if created_before is not None:
+        args.append(created_before)
+        where.append(f"created_at < ${len(args)}")
+    return where, args
 
 
 # ---------------------------------------------------------------- campaigns
@@ -520,24 +519,16 @@ async def delete_campaign(conn: asyncpg.Connection, campaign_id: UUID) -> None:
 
 
 async def list_campaigns(
-    conn: asyncpg.Pool,
-    owner: Owner,
-    *,
-    limit: int,
-    offset: int,
-    after: Keyset | None,
-    status: str | None,
+    conn: asyncpg.Pool, owner: Owner, flt: CampaignFilter, params: ListParams
 ) -> list[asyncpg.Record]:
-    return await _list_newest_first(
-        conn,
-        "campaigns",
-        CAMPAIGN_COLUMNS,
-        owner,
-        limit=limit,
-        offset=offset,
-        after=after,
-        status=status,
-    )
+    where, args = _owned(owner, created_after=flt.created_after, created_before=flt.created_before)
+    if flt.status is not None:
+        args.append(flt.status)
+        where.append(f"status = ${len(args)}")
+    if flt.name is not None:
+        args.append(flt.name)
+        where.append(f"lower(name) = lower(${len(args)})")
+    return await _list(conn, "campaigns", CAMPAIGN_COLUMNS, where, args, params, CREATED_SORT)
 
 
 async def existing_contact_ids(conn: asyncpg.Pool, owner: Owner, ids: Sequence[UUID]) -> set[UUID]:
@@ -865,7 +856,7 @@ async def contact_timeline(
     args: list[Any] = [tenant_id, contact_id, limit]
     cond = ""
     if after is not None:
-        args += [after.value, after.id]
+        args += [after.value, after.row_id]
         cond = " AND (occurred_at, event_id) < ($4, $5)"
     return await conn.fetch(
         "SELECT event_id, event_type, message_id, campaign_id, step, occurred_at, detail,"

@@ -13,6 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.common.emails import InvalidEmail, check_display_name, normalize_email
+from libs.common.http import ResponseModel
 from services.campaigns.scheduling import DAY_NAMES
 
 ContactStatus = Literal["active", "unsubscribed", "bounced", "complained"]
@@ -94,8 +95,12 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------- contacts
 
 
+# The rule check_email applies, stated in the spec (`libs.common.emails.Email` does the same).
+_EMAIL_FORMAT: Any = {"format": "email"}
+
+
 class ContactCreate(_Strict):
-    email: str
+    email: str = Field(json_schema_extra=_EMAIL_FORMAT)
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
@@ -116,7 +121,7 @@ class ContactCreate(_Strict):
 class ContactUpdate(_Strict):
     """PUT body: only the fields present change (`custom_fields` replaces the whole object)."""
 
-    email: str | None = None
+    email: str | None = Field(default=None, json_schema_extra=_EMAIL_FORMAT)
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
@@ -145,7 +150,7 @@ class ContactUpdate(_Strict):
         return check_name(value, info.field_name)
 
 
-class Contact(BaseModel):
+class Contact(ResponseModel):
     id: UUID
     email: str
     first_name: str | None
@@ -158,14 +163,14 @@ class Contact(BaseModel):
     updated_at: datetime
 
 
-class ImportRowError(BaseModel):
+class ImportRowError(ResponseModel):
     row: int
     email: str | None = None
     field: str | None = None
     message: str
 
 
-class ImportReport(BaseModel):
+class ImportReport(ResponseModel):
     received: int
     created: int
     updated: int
@@ -215,7 +220,7 @@ class TemplateUpdate(_Strict):
     _sources = field_validator("html", "text")(_check_source)
 
 
-class Template(BaseModel):
+class Template(ResponseModel):
     id: UUID
     name: str
     key: str | None = None
@@ -234,7 +239,7 @@ class PreviewRequest(_Strict):
     data: dict[str, Any] | None = None
 
 
-class Preview(BaseModel):
+class Preview(ResponseModel):
     subject: str
     html: str | None
     text: str | None
@@ -436,7 +441,32 @@ class CampaignUpdate(_Strict):
         return value
 
 
-class Campaign(BaseModel):
+def _omitted_when_none() -> Any:
+    # Stored JSON leaves unset parts out; the response does too rather than sending null.
+    return Field(default=None, exclude_if=lambda v: v is None)
+
+
+class StepContent(ResponseModel):
+    """A step's frozen content: inline parts, or a template's parts copied in."""
+
+    html: str | None = _omitted_when_none()
+    text: str | None = _omitted_when_none()
+    template_id: UUID | None = _omitted_when_none()
+
+
+class FollowUpStep(ResponseModel):
+    delay_days: float
+    subject: str | None
+    content: StepContent
+
+
+class RecipientSelection(ResponseModel):
+    contact_ids: list[UUID] | None = _omitted_when_none()
+    tags: list[str] | None = _omitted_when_none()
+    match: Literal["any", "all"]
+
+
+class Campaign(ResponseModel):
     id: UUID
     name: str
     status: CampaignStatus
@@ -444,13 +474,13 @@ class Campaign(BaseModel):
     from_name: str | None
     reply_to: str | None
     subject: str | None
-    content: dict[str, Any]
-    recipients: dict[str, Any]
-    settings: dict[str, Any]
-    follow_ups: list[dict[str, Any]]
-    schedule: dict[str, Any] | None
+    content: StepContent
+    recipients: RecipientSelection
+    settings: CampaignSettings
+    follow_ups: list[FollowUpStep]
+    schedule: Schedule | None
     daily_cap: int | None
-    spacing: dict[str, int] | None
+    spacing: Spacing | None
     scheduled_at: datetime | None
     recipient_count: int
     started_at: datetime | None
@@ -497,7 +527,7 @@ class ConversionCreate(_Strict):
         return self
 
 
-class Conversion(BaseModel):
+class Conversion(ResponseModel):
     id: UUID
     contact_id: UUID
     goal: str
@@ -510,14 +540,17 @@ class Conversion(BaseModel):
     created: bool
 
 
-class RevenueAmount(BaseModel):
+class RevenueAmount(ResponseModel):
     currency: str | None
     amount: float
     conversions: int
 
 
-class CampaignOverview(BaseModel):
-    """Seed 004's `overview`: distinct messages per outcome, in the period."""
+# ---------------------------------------------------------------- analytics
+
+
+class MetricCounts(ResponseModel):
+    """Events per kind (`total`) or distinct emails per kind (`unique`)."""
 
     sent: int
     delivered: int
@@ -528,10 +561,15 @@ class CampaignOverview(BaseModel):
     complained: int
     unsubscribed: int
     failed: int
+
+
+class CampaignOverview(MetricCounts):
+    """Seed 004's `overview`: distinct messages per outcome, in the period."""
+
     conversions: int
 
 
-class ImportJob(BaseModel):
+class ImportJob(ResponseModel):
     """An import job's progress (`POST /api/v1/contacts/imports`)."""
 
     id: UUID
@@ -544,3 +582,88 @@ class ImportJob(BaseModel):
     errors: list[ImportRowError]
     created_at: datetime
     completed_at: datetime | None
+
+
+class MetricRates(ResponseModel):
+    """Ratios of unique counts, 0-1, rounded to 4 places (0 when the base is 0)."""
+
+    delivery_rate: float
+    open_rate: float
+    click_rate: float
+    click_to_open_rate: float
+    reply_rate: float
+    bounce_rate: float
+    unsubscribe_rate: float
+    complaint_rate: float
+
+
+class DailyCounts(MetricCounts):
+    date: str = Field(json_schema_extra={"format": "date"})
+
+
+class EmailAnalytics(ResponseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    period: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    total: MetricCounts
+    unique: MetricCounts
+    rates: MetricRates
+    daily: list[DailyCounts]
+
+
+class RecipientStates(ResponseModel):
+    total: int
+    pending: int
+    done: int
+    replied: int
+    stopped: int
+    failed: int
+
+
+class StepAnalytics(ResponseModel):
+    step: int
+    total: MetricCounts
+    unique: MetricCounts
+    rates: MetricRates
+
+
+class CampaignAnalytics(ResponseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    campaign_id: UUID
+    status: CampaignStatus
+    requested: int
+    recipients: RecipientStates
+    total: MetricCounts
+    unique: MetricCounts
+    rates: MetricRates
+    steps: list[StepAnalytics]
+    # The `period` asked for (`1d`..`90d`; null: lifetime) and its bounds.
+    period: str | None = None
+    from_: datetime | None = Field(default=None, alias="from")
+    to: datetime | None = None
+    overview: CampaignOverview
+    conversions: int
+    revenue: list[RevenueAmount]
+
+
+class ContactTimelineEvent(ResponseModel):
+    event_id: UUID
+    type: str
+    occurred_at: datetime
+    message_id: str
+    campaign_id: UUID | None
+    step: int | None
+    detail: dict[str, Any]
+
+
+class ContactAnalytics(ResponseModel):
+    contact_id: UUID
+    email: str
+    status: ContactStatus
+    total: MetricCounts
+    unique: MetricCounts
+    last_activity_at: datetime | None
+    timeline: list[ContactTimelineEvent]

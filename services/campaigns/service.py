@@ -15,16 +15,15 @@ import io
 import itertools
 import re
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 import orjson
 from pydantic import ValidationError as PydanticValidationError
 
-from libs.common import outbox, pagination
+from libs.common import outbox
 from libs.common.events import (
     CampaignCancelled,
     CampaignCreated,
@@ -51,12 +50,20 @@ from libs.common.http import (
     Conflict,
     ErrorDetail,
     NotFound,
+    Pagination,
     ValidationFailed,
     register_error_code,
 )
+from libs.common.pagination import ListParams, Page
 from libs.common.templating import LIMIT_ERROR_CODE, LIMIT_ERROR_MEANING
 from services.campaigns import repository as repo
-from services.campaigns.repository import ContactFilter, ImportRow, Keyset, Owner
+from services.campaigns.repository import (
+    CampaignFilter,
+    ContactFilter,
+    ImportRow,
+    Owner,
+    TemplateFilter,
+)
 from services.campaigns.schemas import (
     CampaignCreate,
     CampaignUpdate,
@@ -129,60 +136,6 @@ def _event(owner: Owner, data: EventData, subject: str) -> Any:
     return make_event(
         data, tenant_id=owner.tenant_id, source=SOURCE, subject=subject, mode=owner.mode
     )
-
-
-# ---------------------------------------------------------------- pagination
-
-
-@dataclass
-class Page:
-    items: list[dict[str, Any]]
-    pagination: dict[str, Any]
-
-
-_DATETIME_SORTS = ("created_at", "updated_at", "occurred_at")
-
-
-def encode_cursor(kind: str, order: str, value: Any, row_id: UUID) -> str:
-    return pagination.encode_cursor(value, row_id, sort=f"{kind}:{order}")
-
-
-def decode_cursor(cursor: str, kind: str, order: str) -> Keyset:
-    """The keyset a cursor points at; it must come from a list with the same sort."""
-    keyset = pagination.decode_cursor(
-        cursor, sort=f"{kind}:{order}", datetime_value=kind in _DATETIME_SORTS
-    )
-    try:
-        if not isinstance(keyset.value, str | datetime):
-            raise ValueError("bad value")
-        return Keyset(value=keyset.value, id=UUID(keyset.row_id))
-    except ValueError as exc:
-        raise BadRequest(
-            "The cursor is malformed.",
-            code="invalid_cursor",
-            details=[ErrorDetail(field="query.cursor", message="not a cursor from this API")],
-        ) from exc
-
-
-def _page(
-    rows: list[asyncpg.Record],
-    limit: int,
-    offset: int | None,
-    kind: str,
-    order: str,
-    shape: Any,
-) -> Page:
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        encode_cursor(kind, order, rows[-1]["sort_value"], rows[-1]["id"])
-        if has_more and rows
-        else None
-    )
-    pagination: dict[str, Any] = {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}
-    if offset is not None:
-        pagination["offset"] = offset
-    return Page([shape(r) for r in rows], pagination)
 
 
 # ---------------------------------------------------------------- contacts
@@ -278,17 +231,6 @@ async def delete_contact(pool: asyncpg.Pool, owner: Owner, contact_id: UUID) -> 
     return {"id": row["id"], "deleted": True}
 
 
-@dataclass
-class ContactQuery:
-    limit: int
-    offset: int | None
-    cursor: str | None
-    sort_by: Literal["created_at", "updated_at", "email"]
-    order: Literal["asc", "desc"]
-    include_total: bool
-    filter: ContactFilter
-
-
 def parse_custom_field_filters(raw: list[str]) -> list[tuple[str, list[Any]]]:
     """`key:value` pairs; the value also matches as a JSON number/boolean (`seats:5`)."""
     out: list[tuple[str, list[Any]]] = []
@@ -311,27 +253,21 @@ def parse_custom_field_filters(raw: list[str]) -> list[tuple[str, list[Any]]]:
     return out
 
 
-async def list_contacts(pool: asyncpg.Pool, owner: Owner, q: ContactQuery) -> Page:
-    if q.cursor is not None and q.offset:
-        raise ValidationFailed(
-            "Use either cursor or offset pagination, not both.",
-            details=[ErrorDetail(field="query.cursor", message="cannot be combined with offset")],
-        )
-    after = decode_cursor(q.cursor, q.sort_by, q.order) if q.cursor else None
-    rows = await repo.list_contacts(
-        pool,
-        owner,
-        q.filter,
-        sort_by=q.sort_by,
-        order=q.order,
-        limit=q.limit + 1,
-        offset=0 if after else (q.offset or 0),
-        after=after,
-    )
-    page = _page(rows, q.limit, None if after else (q.offset or 0), q.sort_by, q.order, contact_out)
-    if q.include_total:
-        page.pagination["total"] = await repo.count_contacts(pool, owner, q.filter)
-    return page
+async def list_contacts(
+    pool: asyncpg.Pool,
+    owner: Owner,
+    flt: ContactFilter,
+    params: ListParams,
+    *,
+    include_total: bool = False,
+) -> Page[dict[str, Any]]:
+    rows = await repo.list_contacts(pool, owner, flt, params)
+    total = await repo.count_contacts(pool, owner, flt) if include_total else None
+    return params.page(rows, contact_out, sort_value=_sort_value, total=total)
+
+
+def _sort_value(row: asyncpg.Record) -> Any:
+    return row["sort_value"]
 
 
 # ---------------------------------------------------------------- contact import
@@ -678,13 +614,10 @@ async def delete_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -
 
 
 async def list_templates(
-    pool: asyncpg.Pool, owner: Owner, limit: int, offset: int | None, cursor: str | None
-) -> Page:
-    after = decode_cursor(cursor, "created_at", "desc") if cursor else None
-    rows = await repo.list_templates(
-        pool, owner, limit=limit + 1, offset=0 if after else (offset or 0), after=after
-    )
-    return _page(rows, limit, None if after else (offset or 0), "created_at", "desc", template_out)
+    pool: asyncpg.Pool, owner: Owner, flt: TemplateFilter, params: ListParams
+) -> Page[dict[str, Any]]:
+    rows = await repo.list_templates(pool, owner, flt, params)
+    return params.page(rows, template_out, sort_value=_sort_value)
 
 
 async def preview_template(
@@ -990,23 +923,10 @@ async def delete_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -
 
 
 async def list_campaigns(
-    pool: asyncpg.Pool,
-    owner: Owner,
-    limit: int,
-    offset: int | None,
-    cursor: str | None,
-    status: str | None,
-) -> Page:
-    after = decode_cursor(cursor, "created_at", "desc") if cursor else None
-    rows = await repo.list_campaigns(
-        pool,
-        owner,
-        limit=limit + 1,
-        offset=0 if after else (offset or 0),
-        after=after,
-        status=status,
-    )
-    return _page(rows, limit, None if after else (offset or 0), "created_at", "desc", campaign_out)
+    pool: asyncpg.Pool, owner: Owner, flt: CampaignFilter, params: ListParams
+) -> Page[dict[str, Any]]:
+    rows = await repo.list_campaigns(pool, owner, flt, params)
+    return params.page(rows, campaign_out, sort_value=_sort_value)
 
 
 async def _resolve_steps(
@@ -1320,21 +1240,17 @@ async def campaign_analytics(
 
 async def contact_analytics(
     pool: asyncpg.Pool, owner: Owner, contact_id: UUID, limit: int, cursor: str | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], Pagination]:
     """Engagement of one contact: totals and a newest-first timeline (cursor pages)."""
     contact = await repo.get_contact(pool, owner, contact_id)
     if contact is None:
         raise NotFound("Contact not found.")
-    after = decode_cursor(cursor, "occurred_at", "desc") if cursor else None
+    params = ListParams(limit=limit, cursor=cursor, sort_by="occurred_at", order="desc")
     rows = await repo.contact_timeline(
-        pool, owner.tenant_id, contact_id, limit=limit + 1, after=after
+        pool, owner.tenant_id, contact_id, limit=limit + 1, after=params.after()
     )
-    page = _page(
+    page = params.page(
         rows,
-        limit,
-        None,
-        "occurred_at",
-        "desc",
         lambda r: {
             "event_id": r["event_id"],
             "type": r["event_type"],
@@ -1344,6 +1260,7 @@ async def contact_analytics(
             "step": r["step"],
             "detail": r["detail"],
         },
+        sort_value=_sort_value,
     )
     counts = await repo.contact_event_counts(pool, owner.tenant_id, contact_id)
     summary = _fold(counts)

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from libs.common.app import create_app
 from libs.common.http import SuccessEnvelope, ok
+from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
 from services.delivery.connectors.base import WebhookRequest
@@ -22,13 +23,19 @@ from services.delivery.domains import api as domains_api
 from services.delivery.schemas import (
     BatchReport,
     BulkAccepted,
+    EmailDetail,
+    EmailSummary,
+    RoutingRule,
     RoutingRuleIn,
     SendAccepted,
     SendBulkRequest,
     SendEmailRequest,
+    SendingCap,
     SendingCapIn,
     SendingSettings,
     SendingSettingsIn,
+    Suppression,
+    SuppressionAdded,
     SuppressionIn,
 )
 from services.delivery.service import DeliveryService
@@ -61,6 +68,19 @@ def _service(request: Request) -> DeliveryService:
 
 
 Service = Annotated[DeliveryService, Depends(_service)]
+EmailParams = Annotated[ListParams, Depends(list_params(("created_at",), default_limit=25))]
+SuppressionParams = Annotated[
+    ListParams,
+    Depends(
+        list_params(
+            ("email", "created_at"),
+            default_sort="email",
+            default_order="asc",
+            default_limit=100,
+            max_limit=1000,
+        )
+    ),
+]
 
 
 def build_routers(settings: DeliverySettings) -> list[APIRouter]:
@@ -69,36 +89,36 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
     )
     Sender = Annotated[Principal, Depends(require_scope("send_email", principal))]
     Reader = Annotated[Principal, Depends(require_scope("read_analytics", principal))]
-    api = APIRouter(prefix="/api/v1/emails", tags=["emails"])
+    api = APIRouter(
+        prefix="/api/v1/emails", tags=["emails"], dependencies=[Depends(reject_unknown_query)]
+    )
 
-    @api.post("/send", status_code=202)
+    @api.post("/send", status_code=202, response_model=SuccessEnvelope[SendAccepted])
     async def send_email(body: SendEmailRequest, p: Sender, svc: Service) -> dict[str, Any]:
         message_id = await svc.send_single(p.tenant_id, p.mode, body)
         return ok(SendAccepted(message_id=message_id))
 
-    @api.post("/send-bulk", status_code=202)
+    @api.post("/send-bulk", status_code=202, response_model=SuccessEnvelope[BulkAccepted])
     async def send_bulk(body: SendBulkRequest, p: Sender, svc: Service) -> dict[str, Any]:
         batch_id, accepted, batches = await svc.send_bulk(p.tenant_id, p.mode, body)
         return ok(BulkAccepted(batch_id=batch_id, accepted=accepted, batches=batches))
 
-    @api.get("")
+    @api.get("", response_model=SuccessEnvelope[list[EmailSummary]])
     async def list_emails(
         p: Reader,
         svc: Service,
+        params: EmailParams,
         status: StatusFilter | None = None,
         campaign_id: str | None = None,
         batch_id: str | None = None,
         recipient: str | None = Query(default=None, max_length=320),
         created_after: datetime | None = None,
         created_before: datetime | None = None,
-        limit: int = Query(default=25, ge=1, le=100),
-        cursor: str | None = Query(default=None, max_length=512),
     ) -> dict[str, Any]:
-        items, next_cursor = await svc.list_emails(
+        page = await svc.list_emails(
             p.tenant_id,
             p.mode,
-            limit=limit,
-            cursor=cursor,
+            params,
             status=status,
             campaign_id=campaign_id,
             batch_id=batch_id,
@@ -106,35 +126,29 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
             created_from=created_after,
             created_to=created_before,
         )
-        return ok(
-            [_public(i) for i in items],
-            pagination={
-                "limit": limit,
-                "next_cursor": next_cursor,
-                "has_more": next_cursor is not None,
-            },
-        )
+        return page.envelope()
 
-    @api.get("/suppressions")
+    @api.get("/suppressions", response_model=SuccessEnvelope[list[Suppression]])
     async def list_suppressions(
         p: Reader,
         svc: Service,
-        limit: int = Query(default=100, ge=1, le=1000),
-        cursor: str | None = Query(default=None, max_length=320),
+        params: SuppressionParams,
+        reason: Literal["hard_bounce", "complaint", "unsubscribe", "manual"] | None = None,
+        email: str | None = Query(default=None, max_length=320, description="Exact address."),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> dict[str, Any]:
-        rows = await svc.list_suppressions(p.tenant_id, limit + 1, cursor)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return ok(
-            [dict(r) for r in rows],
-            pagination={
-                "limit": limit,
-                "next_cursor": rows[-1]["email"] if more else None,
-                "has_more": more,
-            },
+        page = await svc.list_suppressions(
+            p.tenant_id,
+            params,
+            reason=reason,
+            email=email,
+            created_after=created_after,
+            created_before=created_before,
         )
+        return page.envelope()
 
-    @api.post("/suppressions", status_code=201)
+    @api.post("/suppressions", status_code=201, response_model=SuccessEnvelope[SuppressionAdded])
     async def add_suppression(body: SuppressionIn, p: Sender, svc: Service) -> dict[str, Any]:
         await svc.suppress(p.tenant_id, str(body.email))
         return ok({"email": str(body.email).lower(), "reason": "manual"})
@@ -144,11 +158,11 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
         await svc.unsuppress(p.tenant_id, email)
         return Response(status_code=204)
 
-    @api.get("/routing-rules")
+    @api.get("/routing-rules", response_model=SuccessEnvelope[list[RoutingRule]])
     async def list_rules(p: Reader, svc: Service) -> dict[str, Any]:
         return ok(await svc.routing_rules(p.tenant_id))
 
-    @api.post("/routing-rules", status_code=201)
+    @api.post("/routing-rules", status_code=201, response_model=SuccessEnvelope[RoutingRule])
     async def add_rule(body: RoutingRuleIn, p: Sender, svc: Service) -> dict[str, Any]:
         return ok(await svc.add_routing_rule(p.tenant_id, body))
 
@@ -157,11 +171,11 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
         await svc.delete_routing_rule(p.tenant_id, rule_id)
         return Response(status_code=204)
 
-    @api.get("/sending-caps")
+    @api.get("/sending-caps", response_model=SuccessEnvelope[list[SendingCap]])
     async def list_caps(p: Reader, svc: Service) -> dict[str, Any]:
         return ok(await svc.sending_caps(p.tenant_id))
 
-    @api.put("/sending-caps")
+    @api.put("/sending-caps", response_model=SuccessEnvelope[SendingCap])
     async def set_cap(body: SendingCapIn, p: Sender, svc: Service) -> dict[str, Any]:
         await svc.set_sending_cap(p.tenant_id, body)
         return ok(body)
@@ -171,9 +185,9 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
         """A bulk send's progress: its messages counted by status."""
         return ok(await svc.batch_report(p.tenant_id, p.mode, batch_id))
 
-    @api.get("/{message_id}")
+    @api.get("/{message_id}", response_model=SuccessEnvelope[EmailDetail])
     async def get_email(message_id: str, p: Reader, svc: Service) -> dict[str, Any]:
-        return ok(_public(await svc.get_email(p.tenant_id, p.mode, message_id)))
+        return ok(await svc.get_email(p.tenant_id, p.mode, message_id))
 
     sending = APIRouter(prefix="/api/v1/sending", tags=["sending"])
 
@@ -242,12 +256,6 @@ _PAGE = (
     "<!doctype html><html><head><meta charset='utf-8'><title>Unsubscribe</title>"
     "<meta name='robots' content='noindex'></head><body>{body}</body></html>"
 )
-
-
-def _public(item: dict[str, Any]) -> dict[str, Any]:
-    out = dict(item)
-    out["from"] = out.pop("from_")
-    return out
 
 
 def _client_ip(request: Request) -> str | None:

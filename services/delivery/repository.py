@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from libs.common.pagination import ListParams, keyset_sql
+
 # Lifecycle order: a later event never moves a message back (a late "delivered" after
 # "opened" is kept in the timeline but not as the status).
 STATUS_ORDER = (
@@ -338,14 +340,27 @@ async def delete_suppression(conn: asyncpg.Connection, tenant_id: str, email: st
 
 
 async def list_suppressions(
-    conn: asyncpg.Connection, tenant_id: str, limit: int, after: str | None
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    params: ListParams,
+    *,
+    reason: str | None,
+    email: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
 ) -> list[asyncpg.Record]:
+    args: list[Any] = [tenant_id, reason, email, created_after, created_before]
+    # The primary key (tenant_id, email) orders by address; created_at scans the tenant's rows.
+    keyset, tail = keyset_sql(
+        params, {"email": "email", "created_at": "created_at"}, args, id_column="email"
+    )
     return await conn.fetch(
         "SELECT email, reason, message_id, created_at FROM suppressions WHERE tenant_id = $1"
-        " AND ($2::text IS NULL OR email > $2) ORDER BY email LIMIT $3",
-        tenant_id,
-        after,
-        limit,
+        " AND ($2::text IS NULL OR reason = $2) AND ($3::text IS NULL OR email = lower($3))"
+        " AND ($4::timestamptz IS NULL OR created_at >= $4)"
+        " AND ($5::timestamptz IS NULL OR created_at < $5)"
+        f"{' AND ' + keyset if keyset else ''} {tail}",
+        *args,
     )
 
 
@@ -501,6 +516,7 @@ async def list_messages(
     conn: asyncpg.Connection,
     tenant_id: str,
     mode: str,
+    params: ListParams,
     *,
     status: str | None,
     campaign_id: str | None,
@@ -508,9 +524,18 @@ async def list_messages(
     recipient: str | None,
     created_from: datetime | None,
     created_to: datetime | None,
-    cursor: tuple[datetime, str] | None,
-    limit: int,
 ) -> list[asyncpg.Record]:
+    args: list[Any] = [
+        tenant_id,
+        status,
+        campaign_id,
+        batch_id,
+        recipient,
+        created_from,
+        created_to,
+        mode,
+    ]
+    keyset, tail = keyset_sql(params, {"created_at": "m.created_at"}, args, id_column="m.id")
     return await conn.fetch(
         "SELECT m.id, m.to_email, m.status, m.category, m.campaign_id, m.contact_id, m.batch_id,"
         " m.provider, m.provider_message_id, m.attempts, m.last_error, m.open_count,"
@@ -521,19 +546,8 @@ async def list_messages(
         " AND ($5::text IS NULL OR lower(m.to_email) = lower($5))"
         " AND ($6::timestamptz IS NULL OR m.created_at >= $6)"
         " AND ($7::timestamptz IS NULL OR m.created_at < $7)"
-        " AND ($8::timestamptz IS NULL OR (m.created_at, m.id) < ($8, $9))"
-        " AND m.mode = $11 ORDER BY m.created_at DESC, m.id DESC LIMIT $10",
-        tenant_id,
-        status,
-        campaign_id,
-        batch_id,
-        recipient,
-        created_from,
-        created_to,
-        cursor[0] if cursor else None,
-        cursor[1] if cursor else None,
-        limit,
-        mode,
+        f" AND m.mode = $8{' AND ' + keyset if keyset else ''} {tail}",
+        *args,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.common.emails import Email
+from libs.common.http import ResponseModel
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
@@ -99,19 +100,19 @@ class SendBulkRequest(_SendBase):
         return self
 
 
-class SendAccepted(BaseModel):
+class SendAccepted(ResponseModel):
     message_id: str
     status: Literal["queued"] = "queued"
 
 
-class BulkAccepted(BaseModel):
+class BulkAccepted(ResponseModel):
     batch_id: str
     accepted: int
     batches: int
     status: Literal["queued"] = "queued"
 
 
-class TimelineEntry(BaseModel):
+class TimelineEntry(ResponseModel):
     status: str
     occurred_at: datetime
     provider: str | None = None
@@ -119,12 +120,12 @@ class TimelineEntry(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class Counts(BaseModel):
+class Counts(ResponseModel):
     total: int
     unique: int
 
 
-class EmailSummary(BaseModel):
+class EmailSummary(ResponseModel):
     id: str
     to: str
     from_: str = Field(serialization_alias="from")
@@ -154,7 +155,12 @@ class SuppressionIn(BaseModel):
     email: Email
 
 
-class Suppression(BaseModel):
+class SuppressionAdded(ResponseModel):
+    email: str
+    reason: Literal["manual"]
+
+
+class Suppression(ResponseModel):
     email: str
     reason: str
     message_id: str | None
@@ -170,8 +176,16 @@ class RoutingRuleIn(BaseModel):
     priority: int = Field(default=100, ge=0, le=10000)
 
 
-class RoutingRule(RoutingRuleIn):
+Provider = Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"]
+
+
+class RoutingRule(ResponseModel):
     id: str
+    category: Category | None
+    sending_domain: str | None
+    primary_provider: Provider
+    secondary_provider: Provider | None
+    priority: int
 
 
 class SendingCapIn(BaseModel):
@@ -181,8 +195,10 @@ class SendingCapIn(BaseModel):
     daily_limit: int = Field(ge=0, le=1_000_000)
 
 
-class SendingCap(SendingCapIn):
-    pass
+class SendingCap(ResponseModel):
+    scope: Literal["mailbox", "domain"]
+    value: str
+    daily_limit: int
 
 
 class SendingSettingsIn(BaseModel):
@@ -194,7 +210,7 @@ class SendingSettingsIn(BaseModel):
     default_reply_to: Email | None = None
 
 
-class SendingSettings(BaseModel):
+class SendingSettings(ResponseModel):
     default_from: str | None
     default_from_name: str | None
     default_reply_to: str | None
@@ -204,7 +220,7 @@ class SendingSettings(BaseModel):
     updated_at: datetime | None
 
 
-class BatchReport(BaseModel):
+class BatchReport(ResponseModel):
     """A bulk send's progress: its messages counted by status."""
 
     id: str

@@ -55,7 +55,7 @@ from libs.common.events import (
     stamp_events,
 )
 from libs.common.http import ApiError, NotFound, register_error_code
-from libs.common.pagination import decode_keyset, encode_cursor
+from libs.common.pagination import ListParams, Page
 from libs.common.templating import (
     LIMIT_ERROR_CODE,
     LIMIT_ERROR_MEANING,
@@ -1212,25 +1212,20 @@ class DeliveryService:
         return out
 
     async def list_emails(
-        self, tenant_id: str, mode: str, *, limit: int, cursor: str | None, **filters: Any
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        position = decode_keyset(cursor) if cursor else None
+        self, tenant_id: str, mode: str, params: ListParams, **filters: Any
+    ) -> Page[dict[str, Any]]:
         async with self.pool.acquire() as conn:
-            rows = await repo.list_messages(
-                conn, tenant_id, mode, cursor=position, limit=limit + 1, **filters
-            )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return [_summary(r) for r in rows], next_cursor
+            rows = await repo.list_messages(conn, tenant_id, mode, params, **filters)
+        return params.page(rows, _summary)
 
     # ------------------------------------------------------------ policy management
 
     async def list_suppressions(
-        self, tenant_id: str, limit: int, after: str | None
-    ) -> list[asyncpg.Record]:
+        self, tenant_id: str, params: ListParams, **filters: Any
+    ) -> Page[dict[str, Any]]:
         async with self.pool.acquire() as conn:
-            return await repo.list_suppressions(conn, tenant_id, limit, after)
+            rows = await repo.list_suppressions(conn, tenant_id, params, **filters)
+        return params.page(rows, dict, row_id=lambda r: r["email"])
 
     async def suppress(self, tenant_id: str, email: str) -> None:
         async with self.pool.acquire() as conn:

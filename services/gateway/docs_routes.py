@@ -1,7 +1,8 @@
 """The interactive API reference on the gateway: `GET /api/docs` (Swagger UI, served from the
 files of the `swagger-ui-bundle` package, so it works offline and behind a strict CSP: no CDN,
 no inline script) and `GET /api/openapi.json` (the committed public document). No
-authentication: the reference is public; "Try it out" calls the API with the caller's key."""
+authentication: the reference is public; "Try it out" calls the API with the caller's key, on
+the host that served the page (the document's first server is `/`), or on the public hosts."""
 
 from __future__ import annotations
 
@@ -27,11 +28,17 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>PenguinMails API reference</title>
   <link rel="stylesheet" href="/api/docs/assets/swagger-ui.css">
-  <link rel="icon" type="image/png" href="/api/docs/assets/favicon-32x32.png" sizes="32x32">
+  <link rel="stylesheet" href="/api/docs/assets/penguinmails.css">
+  <link rel="icon" type="image/svg+xml" href="/api/docs/assets/penguinmails.svg">
 </head>
 <body>
+  <header class="pm-brand">
+    <img src="/api/docs/assets/penguinmails.svg" alt="" width="28" height="28">
+    <span>PenguinMails</span> <small>API reference</small>
+  </header>
   <div id="swagger-ui"></div>
   <script src="/api/docs/assets/swagger-ui-bundle.js"></script>
   <script src="/api/docs/assets/swagger-ui-standalone-preset.js"></script>
@@ -45,15 +52,38 @@ _INITIALIZER = """window.onload = function () {
     dom_id: "#swagger-ui",
     deepLinking: true,
     persistAuthorization: false,
+    // No call to validator.swagger.io (it would leak the document and break the CSP).
+    validatorUrl: null,
+    displayRequestDuration: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "StandaloneLayout",
+    // BaseLayout: no Swagger top bar (its URL box and logo); the page has its own header.
+    layout: "BaseLayout",
   });
 };
 """
+# "Try it out" may call this host (server `/`) or the public hosts the document lists.
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; font-src 'self'"
+    "img-src 'self' data:; connect-src 'self' https://api.penguinmails.com "
+    "https://sandbox-api.penguinmails.com; font-src 'self'"
 )
+_BRAND_CSS = """.pm-brand { display: flex; align-items: center; gap: .5rem; padding: .75rem 1.5rem;
+  background: #0b1f3a; color: #fff; font: 600 1.1rem/1.2 system-ui, sans-serif; }
+.pm-brand small { font-weight: 400; opacity: .8; }
+.swagger-ui .info .title small.version-stamp { background: #0b7ac2; }
+"""
+_LOGO_SVG = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">
+<ellipse cx="16" cy="18" rx="11" ry="13" fill="#0b1f3a"/>
+<ellipse cx="16" cy="20" rx="7" ry="9" fill="#fff"/>
+<circle cx="13" cy="11" r="1.6" fill="#fff"/><circle cx="19" cy="11" r="1.6" fill="#fff"/>
+<path d="M14 14h4l-2 3z" fill="#f5a623"/></svg>
+"""
+# Served from memory, like the initializer: our own small files beside the bundle's.
+_OWN_ASSETS = {
+    "initializer.js": ("text/javascript; charset=utf-8", _INITIALIZER),
+    "penguinmails.css": ("text/css; charset=utf-8", _BRAND_CSS),
+    "penguinmails.svg": ("image/svg+xml", _LOGO_SVG),
+}
 _ASSET_CACHE = "public, max-age=86400"
 
 
@@ -64,12 +94,11 @@ def docs_router() -> APIRouter:
     async def swagger_ui() -> HTMLResponse:
         return HTMLResponse(_PAGE, headers={"Content-Security-Policy": _CSP})
 
-    @router.get("/api/docs/assets/initializer.js")
-    async def initializer() -> Response:
-        return Response(_INITIALIZER, media_type="text/javascript; charset=utf-8")
-
     @router.get("/api/docs/assets/{name}")
-    async def asset(name: str) -> FileResponse:
+    async def asset(name: str) -> Response:
+        own = _OWN_ASSETS.get(name)
+        if own is not None:
+            return Response(own[1], media_type=own[0], headers={"Cache-Control": _ASSET_CACHE})
         media_type = ASSET_TYPES.get(name)
         if media_type is None:
             raise NotFound("No such documentation asset.")

@@ -13,16 +13,23 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Query, Request, Response
 
 from libs.common.app import create_app
-from libs.common.http import ApiError, Forbidden, ok
+from libs.common.http import ApiError, Forbidden, SuccessEnvelope, ok
+from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal, principal_dependency
 from libs.common.resources import Resources
 from libs.common.vault import Vault
 from services.keys.schemas import (
+    ApiKeyCreated,
+    ApiKeyOut,
+    ApiKeyUsage,
     CreateApiKeyRequest,
+    LoggedOut,
     LoginRequest,
     RefreshRequest,
     RegenerateApiKeyRequest,
+    SessionOut,
     SignupRequest,
+    TokenPair,
     VerifyRequest,
 )
 from services.keys.service import KeysService
@@ -30,6 +37,7 @@ from services.keys.settings import KeysSettings
 
 # Scope a service principal needs for the internal routes (only the gateway signs it).
 INTERNAL_SCOPE = "internal:keys"
+KeyParams = Annotated[ListParams, Depends(list_params(("created_at",), default_limit=20))]
 
 
 def _service(request: Request) -> KeysService:
@@ -105,9 +113,11 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
     User = Annotated[Principal, Depends(user)]
     Svc = Annotated[KeysService, Depends(_service)]
 
-    auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+    auth = APIRouter(
+        prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(reject_unknown_query)]
+    )
 
-    @auth.post("/signup", status_code=201)
+    @auth.post("/signup", status_code=201, response_model=SuccessEnvelope[SessionOut])
     async def signup(
         body: SignupRequest,
         request: Request,
@@ -118,7 +128,7 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
         session = await svc.signup(body.email, body.password, body.company, _client_ip(request))
         return ok(_deliver_refresh(session, response, transport, refresh_ttl))
 
-    @auth.post("/login")
+    @auth.post("/login", response_model=SuccessEnvelope[SessionOut])
     async def login(
         body: LoginRequest,
         request: Request,
@@ -129,7 +139,7 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
         session = await svc.login(body.email, body.password, _client_ip(request))
         return ok(_deliver_refresh(session, response, transport, refresh_ttl))
 
-    @auth.post("/refresh")
+    @auth.post("/refresh", response_model=SuccessEnvelope[TokenPair])
     async def refresh(
         response: Response,
         svc: Svc,
@@ -140,7 +150,7 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
         tokens = await svc.refresh(_refresh_token(body, cookie))
         return ok(_deliver_refresh(tokens, response, transport, refresh_ttl))
 
-    @auth.post("/logout")
+    @auth.post("/logout", response_model=SuccessEnvelope[LoggedOut])
     async def logout(
         response: Response,
         svc: Svc,
@@ -158,40 +168,44 @@ def build_routers(settings: KeysSettings) -> list[APIRouter]:
             )
         return ok({"logged_out": True})
 
-    keys = APIRouter(prefix="/api/v1/platform/api-keys", tags=["api-keys"])
+    keys = APIRouter(
+        prefix="/api/v1/platform/api-keys",
+        tags=["api-keys"],
+        dependencies=[Depends(reject_unknown_query)],
+    )
 
-    @keys.post("", status_code=201)
+    @keys.post("", status_code=201, response_model=SuccessEnvelope[ApiKeyCreated])
     async def create_key(body: CreateApiKeyRequest, p: User, svc: Svc) -> dict[str, Any]:
         return ok(await svc.create_key(p, body))
 
-    @keys.get("")
+    @keys.get("", response_model=SuccessEnvelope[list[ApiKeyOut]])
     async def list_keys(
         p: User,
         svc: Svc,
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        params: KeyParams,
         status: Literal["active", "revoked", "expired"] | None = None,
-        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        mode: Literal["live", "test"] | None = None,
+        name: Annotated[str | None, Query(max_length=100, description="Exact name.")] = None,
     ) -> dict[str, Any]:
-        items, pagination = await svc.list_keys(p.tenant_id, limit, offset, status, cursor)
-        return ok(items, pagination=pagination)
+        page = await svc.list_keys(p.tenant_id, params, status=status, mode=mode, name=name)
+        return page.envelope()
 
-    @keys.get("/{key_id}")
+    @keys.get("/{key_id}", response_model=SuccessEnvelope[ApiKeyOut])
     async def get_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
         return ok(await svc.get_key(p.tenant_id, key_id))
 
-    @keys.post("/{key_id}/regenerate")
+    @keys.post("/{key_id}/regenerate", response_model=SuccessEnvelope[ApiKeyCreated])
     async def regenerate_key(
         key_id: str, p: User, svc: Svc, body: RegenerateApiKeyRequest | None = None
     ) -> dict[str, Any]:
         grace = body.grace_period_seconds if body else 0
         return ok(await svc.regenerate_key(p.tenant_id, key_id, grace))
 
-    @keys.delete("/{key_id}")
+    @keys.delete("/{key_id}", response_model=SuccessEnvelope[ApiKeyOut])
     async def revoke_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
         return ok(await svc.revoke_key(p.tenant_id, key_id))
 
-    @keys.get("/{key_id}/usage")
+    @keys.get("/{key_id}/usage", response_model=SuccessEnvelope[ApiKeyUsage])
     async def key_usage(
         key_id: str,
         p: User,

@@ -9,6 +9,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from libs.common.pagination import ListParams, keyset_sql
+
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 _KEY_COLUMNS = (
@@ -185,30 +187,26 @@ async def insert_api_key(
 async def list_api_keys(
     conn: Conn,
     tenant_id: str,
+    params: ListParams,
     *,
-    limit: int,
-    offset: int,
     status: str | None,
-    after: tuple[datetime, str] | None = None,
+    mode: str | None = None,
+    name: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Newest first; `status` filters active / revoked / expired; `after` is the keyset
-    (created_at, id) of the previous page's last row."""
+    """`status` filters active / revoked / expired; sorted by creation (the indexed column)."""
+    args: list[Any] = [tenant_id, status, mode, name]
+    keyset, tail = keyset_sql(params, {"created_at": "created_at"}, args)
     return list(
         await conn.fetch(
             f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1"
-            " AND ($4::text IS NULL"
-            "  OR ($4 = 'revoked' AND revoked_at IS NOT NULL)"
-            "  OR ($4 = 'expired' AND revoked_at IS NULL AND expires_at <= now())"
-            "  OR ($4 = 'active' AND revoked_at IS NULL"
+            " AND ($2::text IS NULL"
+            "  OR ($2 = 'revoked' AND revoked_at IS NOT NULL)"
+            "  OR ($2 = 'expired' AND revoked_at IS NULL AND expires_at <= now())"
+            "  OR ($2 = 'active' AND revoked_at IS NULL"
             "      AND (expires_at IS NULL OR expires_at > now())))"
-            " AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))"
-            " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
-            tenant_id,
-            limit,
-            offset,
-            status,
-            after[0] if after else None,
-            after[1] if after else None,
+            " AND ($3::text IS NULL OR mode = $3) AND ($4::text IS NULL OR name = $4)"
+            f"{' AND ' + keyset if keyset else ''} {tail}",
+            *args,
         )
     )
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from libs.common.emails import Email
+from libs.common.http import ResponseModel
 from libs.common.plans import PLAN_NAMES, PlanName
 from libs.common.principal import SCOPES, Scope
 
@@ -35,7 +36,7 @@ class RefreshRequest(_Strict):
     refresh_token: str = Field(min_length=1, max_length=200)
 
 
-class TokenPair(BaseModel):
+class TokenPair(ResponseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
@@ -43,13 +44,13 @@ class TokenPair(BaseModel):
     refresh_token: str | None
 
 
-class UserOut(BaseModel):
+class UserOut(ResponseModel):
     id: str
     email: str
     role: str
 
 
-class TenantOut(BaseModel):
+class TenantOut(ResponseModel):
     id: str
     name: str
     plan: str
@@ -84,7 +85,7 @@ class RegenerateApiKeyRequest(_Strict):
     grace_period_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
 
 
-class ApiKeyOut(BaseModel):
+class ApiKeyOut(ResponseModel):
     id: str
     name: str
     mode: str
@@ -99,11 +100,38 @@ class ApiKeyOut(BaseModel):
     revoked_at: datetime | None
     regenerated_at: datetime | None
     previous_valid_until: datetime | None
-    usage: dict[str, int | datetime | None]
+    usage: ApiKeyUsageTotals
 
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="The full key. Shown once: store it now.")
+
+
+class ApiKeyUsageTotals(ResponseModel):
+    request_count: int
+    error_count: int
+    last_used_at: datetime | None
+
+
+class UsageBucket(ResponseModel):
+    minute: datetime
+    requests: int
+    errors: int
+
+
+class ApiKeyUsage(ResponseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    key_id: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    granularity: Literal["minute"]
+    totals: ApiKeyUsageTotals
+    buckets: list[UsageBucket]
+
+
+class LoggedOut(ResponseModel):
+    logged_out: Literal[True] = True
 
 
 class VerifyRequest(_Strict):

@@ -47,7 +47,7 @@ from libs.common.http import (
     ValidationFailed,
     register_error_code,
 )
-from libs.common.pagination import decode_cursor, encode_cursor
+from libs.common.pagination import ListParams, Page
 from libs.common.plans import DEFAULT_PLAN, limits_for
 from libs.common.principal import Principal
 from libs.common.signing_keys import load_private_key
@@ -478,21 +478,18 @@ class KeysService:
             )
 
     async def list_keys(
-        self, tenant_id: str, limit: int, offset: int, status: str | None, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """A page and its pagination (limit/offset, and a keyset cursor for the next page)."""
-        after = None
-        if cursor:
-            keyset = decode_cursor(cursor)
-            after = (keyset.value, keyset.row_id)
+        self,
+        tenant_id: str,
+        params: ListParams,
+        *,
+        status: str | None = None,
+        mode: str | None = None,
+        name: str | None = None,
+    ) -> Page[dict[str, Any]]:
         rows = await repo.list_api_keys(
-            self.pool, tenant_id, limit=limit + 1, offset=offset, status=status, after=after
+            self.pool, tenant_id, params, status=status, mode=mode, name=name
         )
-        page, more = rows[:limit], len(rows) > limit
-        pagination: dict[str, Any] = {"limit": limit, "offset": offset, "has_more": more}
-        if more:
-            pagination["next_cursor"] = encode_cursor(page[-1]["created_at"], page[-1]["id"])
-        return [key_out(r) for r in page], pagination
+        return params.page(rows, key_out)
 
     async def get_key(self, tenant_id: str, key_id: str) -> dict[str, Any]:
         row = await repo.get_api_key(self.pool, tenant_id, key_id)

@@ -12,22 +12,31 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
 from libs.common.app import create_app
-from libs.common.http import ErrorEnvelope, ValidationFailed, ok
+from libs.common.http import Deleted, ErrorEnvelope, SuccessEnvelope, ValidationFailed, ok
+from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
 from services.webhooks.address_guard import parse_networks
 from services.webhooks.events_api import build_events_router
 from services.webhooks.events_service import EventsService
 from services.webhooks.schemas import (
+    Delivery,
+    DeliveryDetail,
     DeliveryStatus,
+    Endpoint,
     EndpointCreate,
+    EndpointCreated,
+    EndpointStats,
     EndpointUpdate,
     Recover,
+    Recovered,
     RotateSecret,
+    SampleSendResult,
+    SecretRotated,
     TestSend,
 )
 from services.webhooks.secret_store import SecretStore
-from services.webhooks.service import AttemptContext, Caller, EndpointService, Page
+from services.webhooks.service import AttemptContext, Caller, EndpointService
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.stream import StreamHub
 from services.webhooks.transport import WebhookTransport
@@ -35,7 +44,8 @@ from services.webhooks.transport import WebhookTransport
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 422)
 }
-Limit = Annotated[int, Query(ge=1, le=100)]
+EndpointParams = Annotated[ListParams, Depends(list_params(("created_at",), default_limit=20))]
+DeliveryParams = Annotated[ListParams, Depends(list_params(("created_at",), default_limit=50))]
 
 
 def _service(request: Request) -> EndpointService:
@@ -45,17 +55,6 @@ def _service(request: Request) -> EndpointService:
 
 def _caller(p: Principal) -> Caller:
     return Caller(tenant_id=p.tenant_id, mode=p.mode)
-
-
-def _page(page: Page) -> dict[str, Any]:
-    return ok(
-        page.items,
-        pagination={
-            "limit": page.limit,
-            "next_cursor": page.next_cursor,
-            "has_more": page.has_more,
-        },
-    )
 
 
 def _utc(value: datetime | None, field: str) -> datetime | None:
@@ -70,9 +69,19 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
     )
     Scoped = Annotated[Principal, Depends(require_scope("manage_webhooks", current))]
     Service = Annotated[EndpointService, Depends(_service)]
-    router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=ERRORS)
+    router = APIRouter(
+        prefix="/api/v1/webhooks",
+        tags=["webhooks"],
+        responses=ERRORS,
+        dependencies=[Depends(reject_unknown_query)],
+    )
 
-    @router.post("", status_code=201, summary="Create an endpoint (the secret is shown once)")
+    @router.post(
+        "",
+        status_code=201,
+        response_model=SuccessEnvelope[EndpointCreated],
+        summary="Create an endpoint (the secret is shown once)",
+    )
     async def create_endpoint(body: EndpointCreate, p: Scoped, svc: Service) -> dict[str, Any]:
         spec = {
             **body.model_dump(exclude={"secret", "filters"}),
@@ -82,22 +91,33 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
         }
         return ok(await svc.create(_caller(p), spec))
 
-    @router.get("", summary="List endpoints (newest first)")
+    @router.get("", response_model=SuccessEnvelope[list[Endpoint]], summary="List endpoints")
     async def list_endpoints(
-        p: Scoped, svc: Service, limit: Limit = 20, cursor: str | None = None
+        p: Scoped,
+        svc: Service,
+        params: EndpointParams,
+        enabled: bool | None = None,
+        url: Annotated[str | None, Query(max_length=2048, description="Exact URL.")] = None,
     ) -> dict[str, Any]:
-        return _page(await svc.list(_caller(p), limit, cursor))
+        return (await svc.list(_caller(p), params, enabled=enabled, url=url)).envelope()
 
-    @router.get("/{endpoint_id}", summary="Get an endpoint")
+    @router.get(
+        "/{endpoint_id}", response_model=SuccessEnvelope[Endpoint], summary="Get an endpoint"
+    )
     async def get_endpoint(endpoint_id: str, p: Scoped, svc: Service) -> dict[str, Any]:
         return ok(await svc.get(_caller(p), endpoint_id))
 
     @router.patch(
         "/{endpoint_id}",
         name="patch_endpoint",
+        response_model=SuccessEnvelope[Endpoint],
         summary="Update an endpoint (omitted fields are kept)",
     )
-    @router.put("/{endpoint_id}", summary="Update an endpoint (omitted fields are kept)")
+    @router.put(
+        "/{endpoint_id}",
+        response_model=SuccessEnvelope[Endpoint],
+        summary="Update an endpoint (omitted fields are kept)",
+    )
     async def update_endpoint(
         endpoint_id: str, body: EndpointUpdate, p: Scoped, svc: Service
     ) -> dict[str, Any]:
@@ -112,36 +132,51 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
                 changes[name] = value
         return ok(await svc.update(_caller(p), endpoint_id, changes))
 
-    @router.delete("/{endpoint_id}", summary="Delete an endpoint, its secret and its log")
+    @router.delete(
+        "/{endpoint_id}",
+        response_model=SuccessEnvelope[Deleted],
+        summary="Delete an endpoint, its secret and its log",
+    )
     async def delete_endpoint(endpoint_id: str, p: Scoped, svc: Service) -> dict[str, Any]:
         await svc.delete(_caller(p), endpoint_id)
         return ok({"id": endpoint_id, "deleted": True})
 
-    @router.post("/{endpoint_id}/rotate-secret", summary="New secret; the old one signs 24 h more")
+    @router.post(
+        "/{endpoint_id}/rotate-secret",
+        response_model=SuccessEnvelope[SecretRotated],
+        summary="New secret; the old one signs 24 h more",
+    )
     async def rotate_secret(
         endpoint_id: str, p: Scoped, svc: Service, body: RotateSecret | None = None
     ) -> dict[str, Any]:
         supplied = body.secret.get_secret_value() if body and body.secret else None
         return ok(await svc.rotate_secret(_caller(p), endpoint_id, supplied))
 
-    @router.post("/{endpoint_id}/test", summary="Send a sample event now; returns the attempt")
+    @router.post(
+        "/{endpoint_id}/test",
+        response_model=SuccessEnvelope[SampleSendResult],
+        summary="Send a sample event now; returns the attempt",
+    )
     async def send_test(
         endpoint_id: str, p: Scoped, svc: Service, body: TestSend | None = None
     ) -> dict[str, Any]:
         event_type = body.event_type if body else "email.opened"
         return ok(await svc.send_test(_caller(p), endpoint_id, event_type))
 
-    @router.get("/{endpoint_id}/deliveries", summary="The delivery log (newest first)")
+    @router.get(
+        "/{endpoint_id}/deliveries",
+        response_model=SuccessEnvelope[list[Delivery]],
+        summary="The delivery log",
+    )
     async def list_deliveries(
         endpoint_id: str,
         p: Scoped,
         svc: Service,
+        params: DeliveryParams,
         status: DeliveryStatus | None = None,
         event_type: Annotated[str | None, Query(max_length=100)] = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
-        limit: Limit = 50,
-        cursor: str | None = None,
     ) -> dict[str, Any]:
         page = await svc.deliveries(
             _caller(p),
@@ -150,12 +185,15 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
             event_type=event_type,
             created_after=_utc(created_after, "query.created_after"),
             created_before=_utc(created_before, "query.created_before"),
-            limit=limit,
-            cursor=cursor,
+            params=params,
         )
-        return _page(page)
+        return page.envelope()
 
-    @router.get("/{endpoint_id}/deliveries/{delivery_id}", summary="A delivery and its attempts")
+    @router.get(
+        "/{endpoint_id}/deliveries/{delivery_id}",
+        response_model=SuccessEnvelope[DeliveryDetail],
+        summary="A delivery and its attempts",
+    )
     async def get_delivery(
         endpoint_id: str, delivery_id: str, p: Scoped, svc: Service
     ) -> dict[str, Any]:
@@ -164,6 +202,7 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
     @router.post(
         "/{endpoint_id}/deliveries/{delivery_id}/retry",
         status_code=202,
+        response_model=SuccessEnvelope[DeliveryDetail],
         summary="Send a finished delivery again (fresh retry cycle, same id)",
     )
     async def retry_delivery(
@@ -174,6 +213,7 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
     @router.post(
         "/{endpoint_id}/recover",
         status_code=202,
+        response_model=SuccessEnvelope[Recovered],
         summary="Re-send every failed delivery created since a time",
     )
     async def recover(endpoint_id: str, body: Recover, p: Scoped, svc: Service) -> dict[str, Any]:
@@ -181,7 +221,11 @@ def build_router(settings: WebhooksSettings) -> APIRouter:
         assert since is not None
         return ok(await svc.recover(_caller(p), endpoint_id, since, _utc(body.until, "body.until")))
 
-    @router.get("/{endpoint_id}/stats", summary="Success and error rates, latency, health")
+    @router.get(
+        "/{endpoint_id}/stats",
+        response_model=SuccessEnvelope[EndpointStats],
+        summary="Success and error rates, latency, health",
+    )
     async def stats(endpoint_id: str, p: Scoped, svc: Service) -> dict[str, Any]:
         return ok(await svc.stats(_caller(p), endpoint_id))
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from libs.common.pagination import ListParams, keyset_sql
+
 # Columns of an endpoint as management and matching need them.
 _ENDPOINT_COLUMNS = (
     "id, tenant_id, mode, url, description, event_types, filter_campaign_ids,"
@@ -67,26 +69,19 @@ async def list_endpoints(
     pool: asyncpg.Pool,
     tenant_id: str,
     mode: str,
+    params: ListParams,
     *,
-    limit: int,
-    after: tuple[datetime, str] | None,
+    enabled: bool | None = None,
+    url: str | None = None,
 ) -> list[asyncpg.Record]:
-    if after is None:
-        return await pool.fetch(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND mode = $2"
-            " ORDER BY created_at DESC, id DESC LIMIT $3",
-            tenant_id,
-            mode,
-            limit,
-        )
+    args: list[Any] = [tenant_id, mode, enabled, url]
+    keyset, tail = keyset_sql(params, {"created_at": "created_at"}, args)
     return await pool.fetch(
         f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND mode = $2"
-        " AND (created_at, id) < ($3, $4) ORDER BY created_at DESC, id DESC LIMIT $5",
-        tenant_id,
-        mode,
-        after[0],
-        after[1],
-        limit,
+        " AND ($3::boolean IS NULL OR enabled = $3)"
+        " AND ($4::text IS NULL OR url = $4)"
+        f"{' AND ' + keyset if keyset else ''} {tail}",
+        *args,
     )
 
 
@@ -167,14 +162,15 @@ async def notify_wake(conn: asyncpg.Connection, endpoint_id: str) -> None:
 async def list_deliveries(
     pool: asyncpg.Pool,
     endpoint_id: str,
+    params: ListParams,
     *,
     status: str | None,
     event_type: str | None,
     created_after: datetime | None,
     created_before: datetime | None,
-    after: tuple[datetime, str] | None,
-    limit: int,
 ) -> list[asyncpg.Record]:
+    args: list[Any] = [endpoint_id, status, event_type, created_after, created_before]
+    keyset, tail = keyset_sql(params, {"created_at": "created_at"}, args)
     return await pool.fetch(
         "SELECT id, endpoint_id, event_id, event_type, status, is_test, trigger, attempts,"
         " next_attempt_at, last_status_code, last_error, created_at, updated_at, completed_at"
@@ -183,16 +179,8 @@ async def list_deliveries(
         " AND ($3::text IS NULL OR event_type = $3)"
         " AND ($4::timestamptz IS NULL OR created_at >= $4)"
         " AND ($5::timestamptz IS NULL OR created_at < $5)"
-        " AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))"
-        " ORDER BY created_at DESC, id DESC LIMIT $8",
-        endpoint_id,
-        status,
-        event_type,
-        created_after,
-        created_before,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
+        f"{' AND ' + keyset if keyset else ''} {tail}",
+        *args,
     )
 
 

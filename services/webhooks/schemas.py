@@ -1,12 +1,13 @@
-"""Request models of the webhooks API (responses are the envelopes of `libs.common.http`)."""
+"""Request and response models of the webhooks API."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from libs.common.http import ResponseModel
 from services.webhooks.payloads import PayloadVersion
 
 Url = Annotated[str, Field(min_length=8, max_length=2048)]
@@ -86,3 +87,108 @@ class Recover(BaseModel):
 
     since: datetime
     until: datetime | None = None
+
+
+# ------------------------------------------------------------------ responses
+
+
+class EndpointFiltersOut(ResponseModel):
+    campaign_ids: list[str]
+    contact_tags: list[str]
+
+
+class Endpoint(ResponseModel):
+    id: str
+    url: str
+    description: str | None
+    events: list[str]
+    filters: EndpointFiltersOut
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    retry_schedule: list[float] | None
+    mode: Literal["live", "test"]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EndpointCreated(Endpoint):
+    secret: str = Field(description="The signing secret (`whsec_...`). Shown once: store it.")
+
+
+class SecretRotated(ResponseModel):
+    id: str
+    secret: str
+    previous_secret_expires_at: datetime | None
+
+
+class Attempt(ResponseModel):
+    attempt: int
+    attempted_at: datetime
+    succeeded: bool
+    status_code: int | None
+    response_ms: float | None
+    response_body: str | None
+    error: str | None
+
+
+class AttemptLogEntry(Attempt):
+    trigger: str
+
+
+class SampleSendResult(ResponseModel):
+    delivery_id: str
+    event_type: str
+    payload: dict[str, Any]
+    attempt: Attempt
+
+
+class Delivery(ResponseModel):
+    id: str
+    endpoint_id: str
+    event_id: str | None
+    event_type: str
+    status: DeliveryStatus
+    test: bool
+    trigger: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class DeliveryDetail(Delivery):
+    payload: dict[str, Any]
+    attempt_log: list[AttemptLogEntry]
+
+
+class Recovered(ResponseModel):
+    endpoint_id: str
+    since: datetime
+    until: datetime | None
+    recovered: int
+    delivery_ids: list[str]
+
+
+class StatsWindow(ResponseModel):
+    attempts: int
+    deliveries: int
+    succeeded: int
+    failed: int
+    success_rate: float | None
+    error_rate: float | None
+    avg_response_ms: float | None
+    p95_response_ms: float | None
+
+
+class EndpointStats(ResponseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    endpoint_id: str
+    health: Literal["healthy", "degraded", "failing"]
+    enabled: bool
+    failing_since: datetime | None
+    last_24h: StatsWindow = Field(alias="24h")
+    last_7d: StatsWindow = Field(alias="7d")

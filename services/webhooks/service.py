@@ -27,7 +27,7 @@ from libs.common.events import (
     make_event,
 )
 from libs.common.http import ApiError, NotFound, ValidationFailed, register_error_code
-from libs.common.pagination import decode_keyset, encode_cursor
+from libs.common.pagination import ListParams, Page
 from services.webhooks import repository as repo
 from services.webhooks.address_guard import IPNetwork, UrlRefused, resolve_url
 from services.webhooks.payloads import (
@@ -324,14 +324,6 @@ class Caller:
     mode: str
 
 
-@dataclass
-class Page:
-    items: list[dict[str, Any]]
-    next_cursor: str | None
-    has_more: bool
-    limit: int
-
-
 def endpoint_view(row: Mapping[str, Any]) -> dict[str, Any]:
     schedule = row["retry_schedule_ms"]
     return {
@@ -440,12 +432,18 @@ class EndpointService:
             raise
         return {**endpoint_view(row), "secret": secret}
 
-    async def list(self, caller: Caller, limit: int, cursor: str | None) -> Page:
-        after = decode_keyset(cursor) if cursor else None
+    async def list(
+        self,
+        caller: Caller,
+        params: ListParams,
+        *,
+        enabled: bool | None = None,
+        url: str | None = None,
+    ) -> Page[dict[str, Any]]:
         rows = await repo.list_endpoints(
-            self.pool, caller.tenant_id, caller.mode, limit=limit + 1, after=after
+            self.pool, caller.tenant_id, caller.mode, params, enabled=enabled, url=url
         )
-        return _page(rows, limit, endpoint_view)
+        return params.page(rows, endpoint_view)
 
     async def get(self, caller: Caller, endpoint_id: str) -> dict[str, Any]:
         return endpoint_view(await self._endpoint(caller, endpoint_id))
@@ -571,21 +569,19 @@ class EndpointService:
         event_type: str | None,
         created_after: datetime | None,
         created_before: datetime | None,
-        limit: int,
-        cursor: str | None,
-    ) -> Page:
+        params: ListParams,
+    ) -> Page[dict[str, Any]]:
         await self._endpoint(caller, endpoint_id)
         rows = await repo.list_deliveries(
             self.pool,
             endpoint_id,
+            params,
             status=status,
             event_type=event_type,
             created_after=created_after,
             created_before=created_before,
-            after=decode_keyset(cursor) if cursor else None,
-            limit=limit + 1,
         )
-        return _page(rows, limit, _delivery_view)
+        return params.page(rows, _delivery_view)
 
     async def delivery(self, caller: Caller, endpoint_id: str, delivery_id: str) -> dict[str, Any]:
         await self._endpoint(caller, endpoint_id)
@@ -664,13 +660,6 @@ def _attempt_view(row: repo.OutcomeRow) -> dict[str, Any]:
         "response_body": row.response_body,
         "error": row.error,
     }
-
-
-def _page(rows: Sequence[asyncpg.Record], limit: int, view: Any) -> Page:
-    has_more = len(rows) > limit
-    kept = list(rows[:limit])
-    cursor = encode_cursor(kept[-1]["created_at"], kept[-1]["id"]) if has_more and kept else None
-    return Page([view(r) for r in kept], cursor, has_more, limit)
 
 
 def _schedule_ms(schedule: Sequence[float] | None) -> list[int] | None:

@@ -87,6 +87,19 @@ async def test_checkout_completed_links_subscription_and_changes_plan(
         assert payments[0]["status"] == "paid"
         assert payments[0]["amount_paid"] == 9900
         assert payments[0]["subscription_id"] == sub_id
+        # Filters and sorting of the payments list (docs/pagination.md).
+        base = f"{billing.api.url}/api/v1/billing/payments"
+        for query, expected in (
+            (f"?status=paid&subscription_id={sub_id}&order=asc", 1),
+            ("?status=void", 0),
+            ("?subscription_id=sub_other", 0),
+            ("?limit=1&offset=1", 0),
+        ):
+            listed = await client.get(base + query, headers=principal_headers(tenant))
+            assert listed.status_code == 200 and len(listed.json()["data"]) == expected, query
+        refused = await client.get(base + "?sort_by=amount_paid", headers=principal_headers(tenant))
+        assert refused.status_code == 422
+        assert refused.json()["error"]["details"][0]["field"] == "query.sort_by"
 
         view = await client.get(
             f"{billing.api.url}/api/v1/billing/subscription", headers=principal_headers(tenant)

@@ -376,3 +376,40 @@ def test_only_the_admin_command_sets_the_internal_unlimited_plan(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{tenant_id}: starter -> unlimited"
     assert PLANS["unlimited"].key_cap is None
+
+
+async def test_key_list_pages_sorts_and_filters(make_service: object, unique: str) -> None:
+    from libs.common.pagination import ListParams
+
+    svc: KeysService = make_service()  # type: ignore[operator]
+    tenant, user = await svc.create_tenant(f"l-{unique}@example.com", PASSWORD, "Lister")
+    who = _user(tenant["id"], user["id"])
+    ids = []
+    for i, mode in enumerate(("live", "test", "live")):
+        req = CreateApiKeyRequest(name=f"k{i}", scopes=["send_email"], mode=mode)  # type: ignore[arg-type]
+        ids.append((await svc.create_key(who, req))["id"])
+    await svc.revoke_key(tenant["id"], ids[0])
+
+    seen, cursor = [], None
+    while True:
+        page = await svc.list_keys(tenant["id"], ListParams(limit=2, order="asc", cursor=cursor))
+        seen += [k["id"] for k in page.items]
+        cursor = page.pagination.next_cursor
+        if not page.pagination.has_more:
+            break
+    assert seen == ids
+    newest = await svc.list_keys(tenant["id"], ListParams(limit=1, offset=1))
+    assert [k["id"] for k in newest.items] == [ids[1]]
+    assert newest.pagination.offset == 1 and newest.pagination.has_more
+    active = await svc.list_keys(tenant["id"], ListParams(limit=10), status="active", mode="live")
+    assert [k["id"] for k in active.items] == [ids[2]]
+    named = await svc.list_keys(tenant["id"], ListParams(limit=10), name="k1")
+    assert [k["id"] for k in named.items] == [ids[1]]
+    assert set(named.items[0]["usage"]) == {"request_count", "error_count", "last_used_at"}
+    # A cursor from one order is refused by the other.
+    first = await svc.list_keys(tenant["id"], ListParams(limit=1))
+    with pytest.raises(ApiError) as refused:
+        await svc.list_keys(
+            tenant["id"], ListParams(limit=1, order="asc", cursor=first.pagination.next_cursor)
+        )
+    assert refused.value.code == "invalid_cursor"

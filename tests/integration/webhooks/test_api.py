@@ -84,6 +84,29 @@ async def test_list_paginates_with_a_cursor(api, unique) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
 
 
+async def test_list_sorts_filters_and_offsets(api, unique) -> None:
+    h = api.as_tenant(unique)
+    ids = [
+        (await api.create(unique, url=f"http://127.0.0.1:9/o{i}", events=["email.*"]))["id"]
+        for i in range(3)
+    ]
+    await api.client.put(f"{BASE}/{ids[1]}", json={"enabled": False}, headers=h)
+    body = (await api.client.get(BASE, params={"order": "asc"}, headers=h)).json()
+    assert [e["id"] for e in body["data"]] == ids
+    body = (await api.client.get(BASE, params={"limit": 1, "offset": 2}, headers=h)).json()
+    assert [e["id"] for e in body["data"]] == [ids[0]]
+    assert body["meta"]["pagination"]["offset"] == 2
+    body = (await api.client.get(BASE, params={"enabled": "false"}, headers=h)).json()
+    assert [e["id"] for e in body["data"]] == [ids[1]]
+    body = (await api.client.get(BASE, params={"url": "http://127.0.0.1:9/o2"}, headers=h)).json()
+    assert [e["id"] for e in body["data"]] == [ids[2]]
+    for params, field in (({"sort_by": "url"}, "query.sort_by"), ({"active": "1"}, "query.active")):
+        r = await api.client.get(BASE, params=params, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == field
+    r = await api.client.get(f"{BASE}/{ids[0]}/deliveries", params={"sort_by": "status"}, headers=h)
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "query.sort_by"
+
+
 _LOCAL = "http://127.0.0.1:9/x"
 
 

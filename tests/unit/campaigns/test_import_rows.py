@@ -8,8 +8,6 @@ from libs.common.http import ApiError
 from services.campaigns.schemas import check_email
 from services.campaigns.service import (
     _import_row,
-    decode_cursor,
-    encode_cursor,
     parse_import_csv,
     parse_import_json,
     parse_period,
@@ -95,20 +93,6 @@ def test_bad_rows_name_the_field(item: object, field: str | None) -> None:
     row, got_field, message = _import_row(item)
     assert row is None and message
     assert got_field == field
-
-
-def test_cursor_round_trip_and_mismatch() -> None:
-    import uuid
-    from datetime import UTC, datetime
-
-    rid = uuid.uuid4()
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    keyset = decode_cursor(encode_cursor("created_at", "desc", at, rid), "created_at", "desc")
-    assert keyset.value == at and keyset.id == rid
-    for bad in ("garbage", encode_cursor("email", "asc", "a", rid)):
-        with pytest.raises(ApiError) as info:
-            decode_cursor(bad, "created_at", "desc")
-        assert info.value.code == "invalid_cursor"
 
 
 def test_period() -> None:

@@ -131,7 +131,8 @@ def test_only_the_gateway_is_reachable_from_outside(overlay: str) -> None:
         for rule in ing["spec"]["rules"]
         for p in rule["http"]["paths"]
     }
-    assert paths == {"/api/v1", "/hooks", "/t", "/unsubscribe"}
+    # The public API, its reference (Swagger UI and the document), ESP/Stripe hooks, links.
+    assert paths == {"/api/v1", "/api/docs", "/api/openapi.json", "/hooks", "/t", "/unsubscribe"}
     policies = of_kind(objs, "NetworkPolicy")
     deny = policies["pm-default-deny"]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}

@@ -49,3 +49,40 @@ def test_openapi_json_is_the_committed_document(committed_spec: dict[str, Any]) 
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
     assert resp.json() == committed_spec
+
+
+def test_swagger_ui_is_branded_and_never_calls_the_validator() -> None:
+    client = _client()
+    page = client.get("/api/docs")
+    assert "PenguinMails" in page.text and "<title>PenguinMails API reference</title>" in page.text
+    init = client.get("/api/docs/assets/initializer.js").text
+    assert "validatorUrl: null" in init
+    assert "StandaloneLayout" not in init  # no Swagger top bar
+    logo = client.get("/api/docs/assets/penguinmails.svg")
+    assert logo.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_try_it_out_works_from_any_host(committed_spec: dict[str, Any]) -> None:
+    servers = [s["url"] for s in committed_spec["servers"]]
+    # Relative first: the page calls the host that served it, whatever that host is.
+    assert servers == ["/", "https://api.penguinmails.com", "https://sandbox-api.penguinmails.com"]
+    assert all(p.startswith("/api/v1/") for p in committed_spec["paths"])
+    csp = _client().get("/api/docs").headers["content-security-policy"]
+    connect = next(d for d in csp.split(";") if d.strip().startswith("connect-src")).split()
+    assert "'self'" in connect
+    assert {"https://api.penguinmails.com", "https://sandbox-api.penguinmails.com"} <= set(connect)
+
+
+def test_ingress_routes_the_reference_to_the_gateway() -> None:
+    import yaml
+
+    from scripts.docs.collect import REPO
+
+    ingress = yaml.safe_load((REPO / "deploy/k8s/base/platform/ingress.yaml").read_text())
+    paths = {
+        p["path"]: p["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    assert paths["/api/docs"] == "pm-gateway-api"
+    assert paths["/api/openapi.json"] == "pm-gateway-api"

@@ -22,7 +22,7 @@ class Analytics:
 
     def campaign(
         self, campaign_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> Any:
+    ) -> CampaignAnalytics:
         """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`). Query: period."""
         return self._core.request(
             "GET",
@@ -33,16 +33,18 @@ class Analytics:
 
     def contact(
         self, contact_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> SyncPage[Any]:
-        """Contact Analytics: GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`). Query: limit, cursor. Iterating the page walks every page."""
-        return self._core.list(
+    ) -> ContactAnalytics:
+        """Contact Analytics: GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`). Query: limit, cursor."""
+        return self._core.request(
             "GET",
             f"/api/v1/analytics/contacts/{_seg(contact_id)}",
             query=fields,
             options=request_options,
         )
 
-    def emails(self, *, request_options: RequestOptions | None = None, **fields: Any) -> Any:
+    def emails(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> EmailAnalytics:
         """Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`). Query: period."""
         return self._core.request(
             "GET", "/api/v1/analytics/emails", query=fields, options=request_options
@@ -73,8 +75,8 @@ class ApiKeys:
 
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> SyncPage[Any]:
-        """List Keys: GET /api/v1/platform/api-keys. Query: limit, offset, status, cursor. Iterating the page walks every page."""
+    ) -> SyncPage[ApiKeyOut]:
+        """List Keys: GET /api/v1/platform/api-keys. Query: status, mode, name, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list(
             "GET", "/api/v1/platform/api-keys", query=fields, auth="jwt", options=request_options
         )
@@ -85,7 +87,7 @@ class ApiKeys:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> ApiKeyCreated:
         """Create Key: POST /api/v1/platform/api-keys."""
         return self._core.request(
             "POST",
@@ -96,13 +98,13 @@ class ApiKeys:
             options=request_options,
         )
 
-    def get(self, key_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def get(self, key_id: str, *, request_options: RequestOptions | None = None) -> ApiKeyOut:
         """Get Key: GET /api/v1/platform/api-keys/{key_id}."""
         return self._core.request(
             "GET", f"/api/v1/platform/api-keys/{_seg(key_id)}", auth="jwt", options=request_options
         )
 
-    def revoke(self, key_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def revoke(self, key_id: str, *, request_options: RequestOptions | None = None) -> ApiKeyOut:
         """Revoke Key: DELETE /api/v1/platform/api-keys/{key_id}."""
         return self._core.request(
             "DELETE",
@@ -118,7 +120,7 @@ class ApiKeys:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> ApiKeyCreated:
         """Regenerate Key: POST /api/v1/platform/api-keys/{key_id}/regenerate."""
         return self._core.request(
             "POST",
@@ -131,7 +133,7 @@ class ApiKeys:
 
     def usage(
         self, key_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> Any:
+    ) -> ApiKeyUsage:
         """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to, granularity."""
         return self._core.request(
             "GET",
@@ -154,7 +156,7 @@ class Auth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SessionOut:
         """Login: POST /api/v1/auth/login."""
         return self._core.request(
             "POST",
@@ -170,7 +172,7 @@ class Auth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> LoggedOut:
         """Logout: POST /api/v1/auth/logout."""
         return self._core.request(
             "POST",
@@ -186,7 +188,7 @@ class Auth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> TokenPair:
         """Refresh: POST /api/v1/auth/refresh."""
         return self._core.request(
             "POST",
@@ -202,7 +204,7 @@ class Auth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SessionOut:
         """Signup: POST /api/v1/auth/signup."""
         return self._core.request(
             "POST",
@@ -239,7 +241,7 @@ class Billing:
     def list_payments(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> SyncPage[PaymentOut]:
-        """List Payments: GET /api/v1/billing/payments. Query: limit, cursor. Iterating the page walks every page."""
+        """List Payments: GET /api/v1/billing/payments. Query: status, subscription_id, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list(
             "GET", "/api/v1/billing/payments", query=fields, auth="jwt", options=request_options
         )
@@ -285,7 +287,7 @@ class Campaigns:
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> SyncPage[Campaign]:
-        """List Campaigns: GET /api/v1/campaigns (scope `manage_campaigns`). Query: limit, offset, cursor, status. Iterating the page walks every page."""
+        """List Campaigns: GET /api/v1/campaigns (scope `manage_campaigns`). Query: status, name, created_after, created_before, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list("GET", "/api/v1/campaigns", query=fields, options=request_options)
 
     def create(
@@ -326,7 +328,7 @@ class Campaigns:
             options=request_options,
         )
 
-    def delete(self, campaign_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def delete(self, campaign_id: str, *, request_options: RequestOptions | None = None) -> Deleted:
         """Delete Campaign: DELETE /api/v1/campaigns/{campaign_id} (scope `manage_campaigns`)."""
         return self._core.request(
             "DELETE", f"/api/v1/campaigns/{_seg(campaign_id)}", options=request_options
@@ -382,7 +384,7 @@ class Contacts:
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> SyncPage[Contact]:
-        """List Contacts: GET /api/v1/contacts (scope `manage_contacts`). Query: limit, offset, cursor, sort_by, order, email, tag, status, created_after, created_before, custom_field, include_total. Iterating the page walks every page."""
+        """List Contacts: GET /api/v1/contacts (scope `manage_contacts`). Query: email, tag, status, created_after, created_before, custom_field, include_total, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list("GET", "/api/v1/contacts", query=fields, options=request_options)
 
     def create(
@@ -463,7 +465,7 @@ class Contacts:
             options=request_options,
         )
 
-    def delete(self, contact_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def delete(self, contact_id: str, *, request_options: RequestOptions | None = None) -> Deleted:
         """Delete Contact: DELETE /api/v1/contacts/{contact_id} (scope `manage_contacts`)."""
         return self._core.request(
             "DELETE", f"/api/v1/contacts/{_seg(contact_id)}", options=request_options
@@ -581,8 +583,8 @@ class Emails:
 
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> SyncPage[Any]:
-        """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, cursor. Iterating the page walks every page."""
+    ) -> SyncPage[EmailSummary]:
+        """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list("GET", "/api/v1/emails", query=fields, options=request_options)
 
     def get_batch(
@@ -593,7 +595,9 @@ class Emails:
             "GET", f"/api/v1/emails/batches/{_seg(batch_id)}", options=request_options
         )
 
-    def list_routing_rules(self, *, request_options: RequestOptions | None = None) -> Any:
+    def list_routing_rules(
+        self, *, request_options: RequestOptions | None = None
+    ) -> builtins.list[RoutingRule]:
         """List Rules: GET /api/v1/emails/routing-rules (scope `read_analytics`)."""
         return self._core.request("GET", "/api/v1/emails/routing-rules", options=request_options)
 
@@ -603,7 +607,7 @@ class Emails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> RoutingRule:
         """Add Rule: POST /api/v1/emails/routing-rules (scope `send_email`)."""
         return self._core.request(
             "POST",
@@ -627,7 +631,7 @@ class Emails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SendAccepted:
         """Send Email: POST /api/v1/emails/send (scope `send_email`)."""
         return self._core.request(
             "POST",
@@ -643,7 +647,7 @@ class Emails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> BulkAccepted:
         """Send Bulk: POST /api/v1/emails/send-bulk (scope `send_email`)."""
         return self._core.request(
             "POST",
@@ -653,7 +657,9 @@ class Emails:
             options=request_options,
         )
 
-    def list_sending_caps(self, *, request_options: RequestOptions | None = None) -> Any:
+    def list_sending_caps(
+        self, *, request_options: RequestOptions | None = None
+    ) -> builtins.list[SendingCap]:
         """List Caps: GET /api/v1/emails/sending-caps (scope `read_analytics`)."""
         return self._core.request("GET", "/api/v1/emails/sending-caps", options=request_options)
 
@@ -663,7 +669,7 @@ class Emails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SendingCap:
         """Set Cap: PUT /api/v1/emails/sending-caps (scope `send_email`)."""
         return self._core.request(
             "PUT", "/api/v1/emails/sending-caps", body=_merge(body, fields), options=request_options
@@ -671,8 +677,8 @@ class Emails:
 
     def list_suppressions(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> SyncPage[Any]:
-        """List Suppressions: GET /api/v1/emails/suppressions (scope `read_analytics`). Query: limit, cursor. Iterating the page walks every page."""
+    ) -> SyncPage[Suppression]:
+        """List Suppressions: GET /api/v1/emails/suppressions (scope `read_analytics`). Query: reason, email, created_after, created_before, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list(
             "GET", "/api/v1/emails/suppressions", query=fields, options=request_options
         )
@@ -683,7 +689,7 @@ class Emails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SuppressionAdded:
         """Add Suppression: POST /api/v1/emails/suppressions (scope `send_email`)."""
         return self._core.request(
             "POST",
@@ -701,7 +707,7 @@ class Emails:
             "DELETE", f"/api/v1/emails/suppressions/{_seg(email)}", options=request_options
         )
 
-    def get(self, message_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def get(self, message_id: str, *, request_options: RequestOptions | None = None) -> EmailDetail:
         """Get Email: GET /api/v1/emails/{message_id} (scope `read_analytics`)."""
         return self._core.request(
             "GET", f"/api/v1/emails/{_seg(message_id)}", options=request_options
@@ -769,7 +775,7 @@ class Templates:
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> SyncPage[Template]:
-        """List Templates: GET /api/v1/templates (scope `manage_templates`). Query: limit, offset, cursor. Iterating the page walks every page."""
+        """List Templates: GET /api/v1/templates (scope `manage_templates`). Query: name, created_after, created_before, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list("GET", "/api/v1/templates", query=fields, options=request_options)
 
     def create(
@@ -810,7 +816,7 @@ class Templates:
             options=request_options,
         )
 
-    def delete(self, template_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def delete(self, template_id: str, *, request_options: RequestOptions | None = None) -> Deleted:
         """Delete Template: DELETE /api/v1/templates/{template_id} (scope `manage_templates`)."""
         return self._core.request(
             "DELETE", f"/api/v1/templates/{_seg(template_id)}", options=request_options
@@ -842,8 +848,8 @@ class Webhooks:
 
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> SyncPage[Any]:
-        """List endpoints (newest first): GET /api/v1/webhooks (scope `manage_webhooks`). Query: limit, cursor. Iterating the page walks every page."""
+    ) -> SyncPage[Endpoint]:
+        """List endpoints: GET /api/v1/webhooks (scope `manage_webhooks`). Query: enabled, url, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list("GET", "/api/v1/webhooks", query=fields, options=request_options)
 
     def create(
@@ -852,7 +858,7 @@ class Webhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> EndpointCreated:
         """Create an endpoint (the secret is shown once): POST /api/v1/webhooks (scope `manage_webhooks`)."""
         return self._core.request(
             "POST",
@@ -862,7 +868,7 @@ class Webhooks:
             options=request_options,
         )
 
-    def get(self, endpoint_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def get(self, endpoint_id: str, *, request_options: RequestOptions | None = None) -> Endpoint:
         """Get an endpoint: GET /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return self._core.request(
             "GET", f"/api/v1/webhooks/{_seg(endpoint_id)}", options=request_options
@@ -875,7 +881,7 @@ class Webhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> Endpoint:
         """Update an endpoint (omitted fields are kept): PUT /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return self._core.request(
             "PUT",
@@ -891,7 +897,7 @@ class Webhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> Endpoint:
         """Update an endpoint (omitted fields are kept): PATCH /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return self._core.request(
             "PATCH",
@@ -900,7 +906,7 @@ class Webhooks:
             options=request_options,
         )
 
-    def delete(self, endpoint_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def delete(self, endpoint_id: str, *, request_options: RequestOptions | None = None) -> Deleted:
         """Delete an endpoint, its secret and its log: DELETE /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return self._core.request(
             "DELETE", f"/api/v1/webhooks/{_seg(endpoint_id)}", options=request_options
@@ -908,8 +914,8 @@ class Webhooks:
 
     def list_deliveries(
         self, endpoint_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> SyncPage[Any]:
-        """The delivery log (newest first): GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`). Query: status, event_type, created_after, created_before, limit, cursor. Iterating the page walks every page."""
+    ) -> SyncPage[Delivery]:
+        """The delivery log: GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`). Query: status, event_type, created_after, created_before, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
         return self._core.list(
             "GET",
             f"/api/v1/webhooks/{_seg(endpoint_id)}/deliveries",
@@ -919,7 +925,7 @@ class Webhooks:
 
     def get_delivery(
         self, endpoint_id: str, delivery_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> DeliveryDetail:
         """A delivery and its attempts: GET /api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id} (scope `manage_webhooks`)."""
         return self._core.request(
             "GET",
@@ -929,7 +935,7 @@ class Webhooks:
 
     def retry_delivery(
         self, endpoint_id: str, delivery_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> DeliveryDetail:
         """Send a finished delivery again (fresh retry cycle, same id): POST /api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry (scope `manage_webhooks`)."""
         return self._core.request(
             "POST",
@@ -945,7 +951,7 @@ class Webhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> Recovered:
         """Re-send every failed delivery created since a time: POST /api/v1/webhooks/{endpoint_id}/recover (scope `manage_webhooks`)."""
         return self._core.request(
             "POST",
@@ -962,7 +968,7 @@ class Webhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SecretRotated:
         """New secret; the old one signs 24 h more: POST /api/v1/webhooks/{endpoint_id}/rotate-secret (scope `manage_webhooks`)."""
         return self._core.request(
             "POST",
@@ -972,7 +978,9 @@ class Webhooks:
             options=request_options,
         )
 
-    def stats(self, endpoint_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    def stats(
+        self, endpoint_id: str, *, request_options: RequestOptions | None = None
+    ) -> EndpointStats:
         """Success and error rates, latency, health: GET /api/v1/webhooks/{endpoint_id}/stats (scope `manage_webhooks`)."""
         return self._core.request(
             "GET", f"/api/v1/webhooks/{_seg(endpoint_id)}/stats", options=request_options
@@ -985,7 +993,7 @@ class Webhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SampleSendResult:
         """Send a sample event now; returns the attempt: POST /api/v1/webhooks/{endpoint_id}/test (scope `manage_webhooks`)."""
         return self._core.request(
             "POST",
@@ -1032,7 +1040,7 @@ class AsyncAnalytics:
 
     async def campaign(
         self, campaign_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> Any:
+    ) -> CampaignAnalytics:
         """Campaign Analytics: GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`). Query: period."""
         return await self._core.request(
             "GET",
@@ -1041,18 +1049,20 @@ class AsyncAnalytics:
             options=request_options,
         )
 
-    def contact(
+    async def contact(
         self, contact_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> AsyncPager[Any]:
-        """Contact Analytics: GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`). Query: limit, cursor. Awaited: one page; `async for`: every item."""
-        return self._core.list(
+    ) -> ContactAnalytics:
+        """Contact Analytics: GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`). Query: limit, cursor."""
+        return await self._core.request(
             "GET",
             f"/api/v1/analytics/contacts/{_seg(contact_id)}",
             query=fields,
             options=request_options,
         )
 
-    async def emails(self, *, request_options: RequestOptions | None = None, **fields: Any) -> Any:
+    async def emails(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> EmailAnalytics:
         """Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`). Query: period."""
         return await self._core.request(
             "GET", "/api/v1/analytics/emails", query=fields, options=request_options
@@ -1083,8 +1093,8 @@ class AsyncApiKeys:
 
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> AsyncPager[Any]:
-        """List Keys: GET /api/v1/platform/api-keys. Query: limit, offset, status, cursor. Awaited: one page; `async for`: every item."""
+    ) -> AsyncPager[ApiKeyOut]:
+        """List Keys: GET /api/v1/platform/api-keys. Query: status, mode, name, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list(
             "GET", "/api/v1/platform/api-keys", query=fields, auth="jwt", options=request_options
         )
@@ -1095,7 +1105,7 @@ class AsyncApiKeys:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> ApiKeyCreated:
         """Create Key: POST /api/v1/platform/api-keys."""
         return await self._core.request(
             "POST",
@@ -1106,13 +1116,15 @@ class AsyncApiKeys:
             options=request_options,
         )
 
-    async def get(self, key_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    async def get(self, key_id: str, *, request_options: RequestOptions | None = None) -> ApiKeyOut:
         """Get Key: GET /api/v1/platform/api-keys/{key_id}."""
         return await self._core.request(
             "GET", f"/api/v1/platform/api-keys/{_seg(key_id)}", auth="jwt", options=request_options
         )
 
-    async def revoke(self, key_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    async def revoke(
+        self, key_id: str, *, request_options: RequestOptions | None = None
+    ) -> ApiKeyOut:
         """Revoke Key: DELETE /api/v1/platform/api-keys/{key_id}."""
         return await self._core.request(
             "DELETE",
@@ -1128,7 +1140,7 @@ class AsyncApiKeys:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> ApiKeyCreated:
         """Regenerate Key: POST /api/v1/platform/api-keys/{key_id}/regenerate."""
         return await self._core.request(
             "POST",
@@ -1141,7 +1153,7 @@ class AsyncApiKeys:
 
     async def usage(
         self, key_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> Any:
+    ) -> ApiKeyUsage:
         """Key Usage: GET /api/v1/platform/api-keys/{key_id}/usage. Query: from, to, granularity."""
         return await self._core.request(
             "GET",
@@ -1164,7 +1176,7 @@ class AsyncAuth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SessionOut:
         """Login: POST /api/v1/auth/login."""
         return await self._core.request(
             "POST",
@@ -1180,7 +1192,7 @@ class AsyncAuth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> LoggedOut:
         """Logout: POST /api/v1/auth/logout."""
         return await self._core.request(
             "POST",
@@ -1196,7 +1208,7 @@ class AsyncAuth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> TokenPair:
         """Refresh: POST /api/v1/auth/refresh."""
         return await self._core.request(
             "POST",
@@ -1212,7 +1224,7 @@ class AsyncAuth:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SessionOut:
         """Signup: POST /api/v1/auth/signup."""
         return await self._core.request(
             "POST",
@@ -1249,7 +1261,7 @@ class AsyncBilling:
     def list_payments(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> AsyncPager[PaymentOut]:
-        """List Payments: GET /api/v1/billing/payments. Query: limit, cursor. Awaited: one page; `async for`: every item."""
+        """List Payments: GET /api/v1/billing/payments. Query: status, subscription_id, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list(
             "GET", "/api/v1/billing/payments", query=fields, auth="jwt", options=request_options
         )
@@ -1297,7 +1309,7 @@ class AsyncCampaigns:
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> AsyncPager[Campaign]:
-        """List Campaigns: GET /api/v1/campaigns (scope `manage_campaigns`). Query: limit, offset, cursor, status. Awaited: one page; `async for`: every item."""
+        """List Campaigns: GET /api/v1/campaigns (scope `manage_campaigns`). Query: status, name, created_after, created_before, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list("GET", "/api/v1/campaigns", query=fields, options=request_options)
 
     async def create(
@@ -1342,7 +1354,7 @@ class AsyncCampaigns:
 
     async def delete(
         self, campaign_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> Deleted:
         """Delete Campaign: DELETE /api/v1/campaigns/{campaign_id} (scope `manage_campaigns`)."""
         return await self._core.request(
             "DELETE", f"/api/v1/campaigns/{_seg(campaign_id)}", options=request_options
@@ -1402,7 +1414,7 @@ class AsyncContacts:
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> AsyncPager[Contact]:
-        """List Contacts: GET /api/v1/contacts (scope `manage_contacts`). Query: limit, offset, cursor, sort_by, order, email, tag, status, created_after, created_before, custom_field, include_total. Awaited: one page; `async for`: every item."""
+        """List Contacts: GET /api/v1/contacts (scope `manage_contacts`). Query: email, tag, status, created_after, created_before, custom_field, include_total, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list("GET", "/api/v1/contacts", query=fields, options=request_options)
 
     async def create(
@@ -1487,7 +1499,7 @@ class AsyncContacts:
 
     async def delete(
         self, contact_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> Deleted:
         """Delete Contact: DELETE /api/v1/contacts/{contact_id} (scope `manage_contacts`)."""
         return await self._core.request(
             "DELETE", f"/api/v1/contacts/{_seg(contact_id)}", options=request_options
@@ -1607,8 +1619,8 @@ class AsyncEmails:
 
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> AsyncPager[Any]:
-        """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, cursor. Awaited: one page; `async for`: every item."""
+    ) -> AsyncPager[EmailSummary]:
+        """List Emails: GET /api/v1/emails (scope `read_analytics`). Query: status, campaign_id, batch_id, recipient, created_after, created_before, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list("GET", "/api/v1/emails", query=fields, options=request_options)
 
     async def get_batch(
@@ -1619,7 +1631,9 @@ class AsyncEmails:
             "GET", f"/api/v1/emails/batches/{_seg(batch_id)}", options=request_options
         )
 
-    async def list_routing_rules(self, *, request_options: RequestOptions | None = None) -> Any:
+    async def list_routing_rules(
+        self, *, request_options: RequestOptions | None = None
+    ) -> builtins.list[RoutingRule]:
         """List Rules: GET /api/v1/emails/routing-rules (scope `read_analytics`)."""
         return await self._core.request(
             "GET", "/api/v1/emails/routing-rules", options=request_options
@@ -1631,7 +1645,7 @@ class AsyncEmails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> RoutingRule:
         """Add Rule: POST /api/v1/emails/routing-rules (scope `send_email`)."""
         return await self._core.request(
             "POST",
@@ -1655,7 +1669,7 @@ class AsyncEmails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SendAccepted:
         """Send Email: POST /api/v1/emails/send (scope `send_email`)."""
         return await self._core.request(
             "POST",
@@ -1671,7 +1685,7 @@ class AsyncEmails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> BulkAccepted:
         """Send Bulk: POST /api/v1/emails/send-bulk (scope `send_email`)."""
         return await self._core.request(
             "POST",
@@ -1681,7 +1695,9 @@ class AsyncEmails:
             options=request_options,
         )
 
-    async def list_sending_caps(self, *, request_options: RequestOptions | None = None) -> Any:
+    async def list_sending_caps(
+        self, *, request_options: RequestOptions | None = None
+    ) -> builtins.list[SendingCap]:
         """List Caps: GET /api/v1/emails/sending-caps (scope `read_analytics`)."""
         return await self._core.request(
             "GET", "/api/v1/emails/sending-caps", options=request_options
@@ -1693,7 +1709,7 @@ class AsyncEmails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SendingCap:
         """Set Cap: PUT /api/v1/emails/sending-caps (scope `send_email`)."""
         return await self._core.request(
             "PUT", "/api/v1/emails/sending-caps", body=_merge(body, fields), options=request_options
@@ -1701,8 +1717,8 @@ class AsyncEmails:
 
     def list_suppressions(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> AsyncPager[Any]:
-        """List Suppressions: GET /api/v1/emails/suppressions (scope `read_analytics`). Query: limit, cursor. Awaited: one page; `async for`: every item."""
+    ) -> AsyncPager[Suppression]:
+        """List Suppressions: GET /api/v1/emails/suppressions (scope `read_analytics`). Query: reason, email, created_after, created_before, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list(
             "GET", "/api/v1/emails/suppressions", query=fields, options=request_options
         )
@@ -1713,7 +1729,7 @@ class AsyncEmails:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SuppressionAdded:
         """Add Suppression: POST /api/v1/emails/suppressions (scope `send_email`)."""
         return await self._core.request(
             "POST",
@@ -1731,7 +1747,9 @@ class AsyncEmails:
             "DELETE", f"/api/v1/emails/suppressions/{_seg(email)}", options=request_options
         )
 
-    async def get(self, message_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    async def get(
+        self, message_id: str, *, request_options: RequestOptions | None = None
+    ) -> EmailDetail:
         """Get Email: GET /api/v1/emails/{message_id} (scope `read_analytics`)."""
         return await self._core.request(
             "GET", f"/api/v1/emails/{_seg(message_id)}", options=request_options
@@ -1801,7 +1819,7 @@ class AsyncTemplates:
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
     ) -> AsyncPager[Template]:
-        """List Templates: GET /api/v1/templates (scope `manage_templates`). Query: limit, offset, cursor. Awaited: one page; `async for`: every item."""
+        """List Templates: GET /api/v1/templates (scope `manage_templates`). Query: name, created_after, created_before, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list("GET", "/api/v1/templates", query=fields, options=request_options)
 
     async def create(
@@ -1846,7 +1864,7 @@ class AsyncTemplates:
 
     async def delete(
         self, template_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> Deleted:
         """Delete Template: DELETE /api/v1/templates/{template_id} (scope `manage_templates`)."""
         return await self._core.request(
             "DELETE", f"/api/v1/templates/{_seg(template_id)}", options=request_options
@@ -1878,8 +1896,8 @@ class AsyncWebhooks:
 
     def list(
         self, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> AsyncPager[Any]:
-        """List endpoints (newest first): GET /api/v1/webhooks (scope `manage_webhooks`). Query: limit, cursor. Awaited: one page; `async for`: every item."""
+    ) -> AsyncPager[Endpoint]:
+        """List endpoints: GET /api/v1/webhooks (scope `manage_webhooks`). Query: enabled, url, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list("GET", "/api/v1/webhooks", query=fields, options=request_options)
 
     async def create(
@@ -1888,7 +1906,7 @@ class AsyncWebhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> EndpointCreated:
         """Create an endpoint (the secret is shown once): POST /api/v1/webhooks (scope `manage_webhooks`)."""
         return await self._core.request(
             "POST",
@@ -1898,7 +1916,9 @@ class AsyncWebhooks:
             options=request_options,
         )
 
-    async def get(self, endpoint_id: str, *, request_options: RequestOptions | None = None) -> Any:
+    async def get(
+        self, endpoint_id: str, *, request_options: RequestOptions | None = None
+    ) -> Endpoint:
         """Get an endpoint: GET /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return await self._core.request(
             "GET", f"/api/v1/webhooks/{_seg(endpoint_id)}", options=request_options
@@ -1911,7 +1931,7 @@ class AsyncWebhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> Endpoint:
         """Update an endpoint (omitted fields are kept): PUT /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return await self._core.request(
             "PUT",
@@ -1927,7 +1947,7 @@ class AsyncWebhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> Endpoint:
         """Update an endpoint (omitted fields are kept): PATCH /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return await self._core.request(
             "PATCH",
@@ -1938,7 +1958,7 @@ class AsyncWebhooks:
 
     async def delete(
         self, endpoint_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> Deleted:
         """Delete an endpoint, its secret and its log: DELETE /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`)."""
         return await self._core.request(
             "DELETE", f"/api/v1/webhooks/{_seg(endpoint_id)}", options=request_options
@@ -1946,8 +1966,8 @@ class AsyncWebhooks:
 
     def list_deliveries(
         self, endpoint_id: str, *, request_options: RequestOptions | None = None, **fields: Any
-    ) -> AsyncPager[Any]:
-        """The delivery log (newest first): GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`). Query: status, event_type, created_after, created_before, limit, cursor. Awaited: one page; `async for`: every item."""
+    ) -> AsyncPager[Delivery]:
+        """The delivery log: GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`). Query: status, event_type, created_after, created_before, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
         return self._core.list(
             "GET",
             f"/api/v1/webhooks/{_seg(endpoint_id)}/deliveries",
@@ -1957,7 +1977,7 @@ class AsyncWebhooks:
 
     async def get_delivery(
         self, endpoint_id: str, delivery_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> DeliveryDetail:
         """A delivery and its attempts: GET /api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id} (scope `manage_webhooks`)."""
         return await self._core.request(
             "GET",
@@ -1967,7 +1987,7 @@ class AsyncWebhooks:
 
     async def retry_delivery(
         self, endpoint_id: str, delivery_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> DeliveryDetail:
         """Send a finished delivery again (fresh retry cycle, same id): POST /api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry (scope `manage_webhooks`)."""
         return await self._core.request(
             "POST",
@@ -1983,7 +2003,7 @@ class AsyncWebhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> Recovered:
         """Re-send every failed delivery created since a time: POST /api/v1/webhooks/{endpoint_id}/recover (scope `manage_webhooks`)."""
         return await self._core.request(
             "POST",
@@ -2000,7 +2020,7 @@ class AsyncWebhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SecretRotated:
         """New secret; the old one signs 24 h more: POST /api/v1/webhooks/{endpoint_id}/rotate-secret (scope `manage_webhooks`)."""
         return await self._core.request(
             "POST",
@@ -2012,7 +2032,7 @@ class AsyncWebhooks:
 
     async def stats(
         self, endpoint_id: str, *, request_options: RequestOptions | None = None
-    ) -> Any:
+    ) -> EndpointStats:
         """Success and error rates, latency, health: GET /api/v1/webhooks/{endpoint_id}/stats (scope `manage_webhooks`)."""
         return await self._core.request(
             "GET", f"/api/v1/webhooks/{_seg(endpoint_id)}/stats", options=request_options
@@ -2025,7 +2045,7 @@ class AsyncWebhooks:
         *,
         request_options: RequestOptions | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> SampleSendResult:
         """Send a sample event now; returns the attempt: POST /api/v1/webhooks/{endpoint_id}/test (scope `manage_webhooks`)."""
         return await self._core.request(
             "POST",

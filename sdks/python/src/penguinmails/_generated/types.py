@@ -10,29 +10,79 @@ import builtins
 from typing import Any, Literal, TypedDict
 
 __all__ = [
+    "ApiKeyCreated",
+    "ApiKeyCreatedResponse",
+    "ApiKeyOut",
+    "ApiKeyOutListResponse",
+    "ApiKeyOutResponse",
+    "ApiKeyUsage",
+    "ApiKeyUsageResponse",
+    "ApiKeyUsageTotals",
+    "Attempt",
+    "AttemptLogEntry",
     "BatchReport",
+    "BatchReportResponse",
     "BillingStateOut",
+    "BillingStateOutResponse",
+    "BulkAccepted",
+    "BulkAcceptedResponse",
     "BulkRecipient",
     "Campaign",
+    "CampaignAnalytics",
+    "CampaignAnalyticsResponse",
     "CampaignContent",
     "CampaignCreate",
+    "CampaignListResponse",
+    "CampaignOverview",
+    "CampaignResponse",
     "CampaignSettings",
     "CampaignUpdate",
     "CheckoutSessionIn",
     "CheckoutSessionOut",
+    "CheckoutSessionOutResponse",
     "Contact",
+    "ContactAnalytics",
+    "ContactAnalyticsResponse",
     "ContactCreate",
+    "ContactListResponse",
+    "ContactResponse",
+    "ContactTimelineEvent",
     "ContactUpdate",
     "Content",
     "Conversion",
     "ConversionCreate",
+    "ConversionResponse",
+    "Counts",
     "CreateApiKeyRequest",
     "CreateDomainRequest",
+    "DailyCounts",
+    "Deleted",
+    "DeletedResponse",
+    "Delivery",
+    "DeliveryDetail",
+    "DeliveryDetailResponse",
+    "DeliveryListResponse",
     "DnsCredentialsRequest",
     "DnsRecord",
     "Domain",
+    "DomainListResponse",
+    "DomainResponse",
+    "EmailAnalytics",
+    "EmailAnalyticsResponse",
+    "EmailDetail",
+    "EmailDetailResponse",
+    "EmailSummary",
+    "EmailSummaryListResponse",
+    "Endpoint",
     "EndpointCreate",
+    "EndpointCreated",
+    "EndpointCreatedResponse",
     "EndpointFilters",
+    "EndpointFiltersOut",
+    "EndpointListResponse",
+    "EndpointResponse",
+    "EndpointStats",
+    "EndpointStatsResponse",
     "EndpointUpdate",
     "ErrorBody",
     "ErrorDetail",
@@ -40,47 +90,237 @@ __all__ = [
     "EventPayload",
     "EventTrigger",
     "EventTriggered",
+    "EventTriggeredResponse",
     "EventTypeInfo",
+    "EventTypeInfoListResponse",
     "FollowUp",
+    "FollowUpStep",
     "ImportJob",
+    "ImportJobResponse",
     "ImportReport",
+    "ImportReportResponse",
     "ImportRowError",
     "InlineRecipient",
+    "LoggedOut",
+    "LoggedOutResponse",
     "LoginRequest",
+    "MetricCounts",
+    "MetricRates",
     "Pagination",
     "PaymentOut",
+    "PaymentOutListResponse",
     "PlanOut",
+    "PlanOutListResponse",
     "PortalSessionIn",
     "PortalSessionOut",
+    "PortalSessionOutResponse",
     "Preview",
     "PreviewRequest",
+    "PreviewResponse",
     "PublishResult",
+    "PublishResultResponse",
     "PublishedRecord",
+    "RecipientSelection",
+    "RecipientStates",
     "Recipients",
     "Recover",
+    "Recovered",
+    "RecoveredResponse",
     "RefreshRequest",
     "RegenerateApiKeyRequest",
     "ResponseMeta",
+    "RevenueAmount",
     "RotateSecret",
+    "RoutingRule",
     "RoutingRuleIn",
+    "RoutingRuleListResponse",
+    "RoutingRuleResponse",
+    "SampleSendResult",
+    "SampleSendResultResponse",
     "Schedule",
+    "SecretRotated",
+    "SecretRotatedResponse",
+    "SendAccepted",
+    "SendAcceptedResponse",
     "SendBulkRequest",
     "SendEmailRequest",
+    "SendingCap",
     "SendingCapIn",
+    "SendingCapListResponse",
+    "SendingCapResponse",
     "SendingSettings",
     "SendingSettingsIn",
+    "SendingSettingsResponse",
+    "SessionOut",
+    "SessionOutResponse",
     "SignupRequest",
     "Spacing",
+    "StatsWindow",
+    "StepAnalytics",
+    "StepContent",
     "SubscriptionOut",
+    "Suppression",
+    "SuppressionAdded",
+    "SuppressionAddedResponse",
     "SuppressionIn",
+    "SuppressionListResponse",
     "Template",
     "TemplateCreate",
+    "TemplateListResponse",
+    "TemplateResponse",
     "TemplateUpdate",
+    "TenantOut",
     "TestSend",
+    "TimelineEntry",
+    "TokenPair",
+    "TokenPairResponse",
     "Tracking",
     "UpdateDomainRequest",
+    "UsageBucket",
+    "UserOut",
     "WebhookReceipt",
+    "WebhookReceiptResponse",
+    "WebhooksDeletedResponse",
 ]
+
+
+class ApiKeyCreated(TypedDict):
+    """ApiKeyCreated"""
+
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    id: str
+    key: str
+    last4: str
+    lookup_id: str
+    masked_key: str
+    mode: str
+    name: str
+    previous_valid_until: str | None
+    regenerated_at: str | None
+    revoked_at: str | None
+    scopes: builtins.list[str]
+    status: Literal["active", "revoked", "expired"]
+    usage: ApiKeyUsageTotals
+
+
+class _ApiKeyCreatedResponseRequired(TypedDict):
+    """ApiKeyCreatedResponse"""
+
+    data: ApiKeyCreated
+    meta: ResponseMeta
+
+
+class ApiKeyCreatedResponse(_ApiKeyCreatedResponseRequired, total=False):
+    """ApiKeyCreatedResponse"""
+
+    success: Literal[True]
+
+
+class ApiKeyOut(TypedDict):
+    """ApiKeyOut"""
+
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    id: str
+    last4: str
+    lookup_id: str
+    masked_key: str
+    mode: str
+    name: str
+    previous_valid_until: str | None
+    regenerated_at: str | None
+    revoked_at: str | None
+    scopes: builtins.list[str]
+    status: Literal["active", "revoked", "expired"]
+    usage: ApiKeyUsageTotals
+
+
+class _ApiKeyOutListResponseRequired(TypedDict):
+    """ApiKeyOutListResponse"""
+
+    data: builtins.list[ApiKeyOut]
+    meta: ResponseMeta
+
+
+class ApiKeyOutListResponse(_ApiKeyOutListResponseRequired, total=False):
+    """ApiKeyOutListResponse"""
+
+    success: Literal[True]
+
+
+class _ApiKeyOutResponseRequired(TypedDict):
+    """ApiKeyOutResponse"""
+
+    data: ApiKeyOut
+    meta: ResponseMeta
+
+
+class ApiKeyOutResponse(_ApiKeyOutResponseRequired, total=False):
+    """ApiKeyOutResponse"""
+
+    success: Literal[True]
+
+
+ApiKeyUsage = TypedDict(
+    "ApiKeyUsage",
+    {
+        "buckets": "builtins.list[UsageBucket]",
+        "from": "str",
+        "granularity": "Literal['minute']",
+        "key_id": "str",
+        "to": "str",
+        "totals": "ApiKeyUsageTotals",
+    },
+)
+
+
+class _ApiKeyUsageResponseRequired(TypedDict):
+    """ApiKeyUsageResponse"""
+
+    data: ApiKeyUsage
+    meta: ResponseMeta
+
+
+class ApiKeyUsageResponse(_ApiKeyUsageResponseRequired, total=False):
+    """ApiKeyUsageResponse"""
+
+    success: Literal[True]
+
+
+class ApiKeyUsageTotals(TypedDict):
+    """ApiKeyUsageTotals"""
+
+    error_count: int
+    last_used_at: str | None
+    request_count: int
+
+
+class Attempt(TypedDict):
+    """Attempt"""
+
+    attempt: int
+    attempted_at: str
+    error: str | None
+    response_body: str | None
+    response_ms: float | None
+    status_code: int | None
+    succeeded: bool
+
+
+class AttemptLogEntry(TypedDict):
+    """AttemptLogEntry"""
+
+    attempt: int
+    attempted_at: str
+    error: str | None
+    response_body: str | None
+    response_ms: float | None
+    status_code: int | None
+    succeeded: bool
+    trigger: str
 
 
 class BatchReport(TypedDict):
@@ -95,12 +335,65 @@ class BatchReport(TypedDict):
     total: int
 
 
+class _BatchReportResponseRequired(TypedDict):
+    """BatchReportResponse"""
+
+    data: BatchReport
+    meta: ResponseMeta
+
+
+class BatchReportResponse(_BatchReportResponseRequired, total=False):
+    """BatchReportResponse"""
+
+    success: Literal[True]
+
+
 class BillingStateOut(TypedDict):
     """BillingStateOut"""
 
     mode: str
     plan: str
     subscription: SubscriptionOut | None
+
+
+class _BillingStateOutResponseRequired(TypedDict):
+    """BillingStateOutResponse"""
+
+    data: BillingStateOut
+    meta: ResponseMeta
+
+
+class BillingStateOutResponse(_BillingStateOutResponseRequired, total=False):
+    """BillingStateOutResponse"""
+
+    success: Literal[True]
+
+
+class _BulkAcceptedRequired(TypedDict):
+    """BulkAccepted"""
+
+    accepted: int
+    batch_id: str
+    batches: int
+
+
+class BulkAccepted(_BulkAcceptedRequired, total=False):
+    """BulkAccepted"""
+
+    status: Literal["queued"]
+
+
+class _BulkAcceptedResponseRequired(TypedDict):
+    """BulkAcceptedResponse"""
+
+    data: BulkAccepted
+    meta: ResponseMeta
+
+
+class BulkAcceptedResponse(_BulkAcceptedResponseRequired, total=False):
+    """BulkAcceptedResponse"""
+
+    success: Literal[True]
 
 
 class _BulkRecipientRequired(TypedDict):
@@ -120,21 +413,21 @@ class _CampaignRequired(TypedDict):
     """Campaign"""
 
     completed_at: str | None
-    content: dict[str, Any]
+    content: StepContent
     created_at: str
     daily_cap: int | None
-    follow_ups: builtins.list[dict[str, Any]]
+    follow_ups: builtins.list[FollowUpStep]
     from_email: str | None
     from_name: str | None
     id: str
     name: str
     recipient_count: int
-    recipients: dict[str, Any]
+    recipients: RecipientSelection
     reply_to: str | None
-    schedule: dict[str, Any] | None
+    schedule: Schedule | None
     scheduled_at: str | None
-    settings: dict[str, Any]
-    spacing: dict[str, int] | None
+    settings: CampaignSettings
+    spacing: Spacing | None
     started_at: str | None
     status: Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
     subject: str | None
@@ -145,6 +438,46 @@ class Campaign(_CampaignRequired, total=False):
     """Campaign"""
 
     sent_at: str | None
+
+
+_CampaignAnalyticsOptional = TypedDict(
+    "_CampaignAnalyticsOptional",
+    {
+        "from": "str | None",
+        "period": "str | None",
+        "to": "str | None",
+    },
+    total=False,
+)
+
+
+class CampaignAnalytics(_CampaignAnalyticsOptional):
+    """CampaignAnalytics"""
+
+    campaign_id: str
+    conversions: int
+    overview: CampaignOverview
+    rates: MetricRates
+    recipients: RecipientStates
+    requested: int
+    revenue: builtins.list[RevenueAmount]
+    status: Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
+    steps: builtins.list[StepAnalytics]
+    total: MetricCounts
+    unique: MetricCounts
+
+
+class _CampaignAnalyticsResponseRequired(TypedDict):
+    """CampaignAnalyticsResponse"""
+
+    data: CampaignAnalytics
+    meta: ResponseMeta
+
+
+class CampaignAnalyticsResponse(_CampaignAnalyticsResponseRequired, total=False):
+    """CampaignAnalyticsResponse"""
+
+    success: Literal[True]
 
 
 class CampaignContent(TypedDict, total=False):
@@ -176,6 +509,47 @@ class CampaignCreate(_CampaignCreateRequired, total=False):
     settings: CampaignSettings
     spacing: Spacing | None
     subject: str | None
+
+
+class _CampaignListResponseRequired(TypedDict):
+    """CampaignListResponse"""
+
+    data: builtins.list[Campaign]
+    meta: ResponseMeta
+
+
+class CampaignListResponse(_CampaignListResponseRequired, total=False):
+    """CampaignListResponse"""
+
+    success: Literal[True]
+
+
+class CampaignOverview(TypedDict):
+    """Seed 004's `overview`: distinct messages per outcome, in the period."""
+
+    bounced: int
+    clicked: int
+    complained: int
+    conversions: int
+    delivered: int
+    failed: int
+    opened: int
+    replied: int
+    sent: int
+    unsubscribed: int
+
+
+class _CampaignResponseRequired(TypedDict):
+    """CampaignResponse"""
+
+    data: Campaign
+    meta: ResponseMeta
+
+
+class CampaignResponse(_CampaignResponseRequired, total=False):
+    """CampaignResponse"""
+
+    success: Literal[True]
 
 
 class CampaignSettings(TypedDict, total=False):
@@ -221,6 +595,19 @@ class CheckoutSessionOut(TypedDict):
     url: str
 
 
+class _CheckoutSessionOutResponseRequired(TypedDict):
+    """CheckoutSessionOutResponse"""
+
+    data: CheckoutSessionOut
+    meta: ResponseMeta
+
+
+class CheckoutSessionOutResponse(_CheckoutSessionOutResponseRequired, total=False):
+    """CheckoutSessionOutResponse"""
+
+    success: Literal[True]
+
+
 class Contact(TypedDict):
     """Contact"""
 
@@ -234,6 +621,31 @@ class Contact(TypedDict):
     status: Literal["active", "unsubscribed", "bounced", "complained"]
     tags: builtins.list[str]
     updated_at: str
+
+
+class ContactAnalytics(TypedDict):
+    """ContactAnalytics"""
+
+    contact_id: str
+    email: str
+    last_activity_at: str | None
+    status: Literal["active", "unsubscribed", "bounced", "complained"]
+    timeline: builtins.list[ContactTimelineEvent]
+    total: MetricCounts
+    unique: MetricCounts
+
+
+class _ContactAnalyticsResponseRequired(TypedDict):
+    """ContactAnalyticsResponse"""
+
+    data: ContactAnalytics
+    meta: ResponseMeta
+
+
+class ContactAnalyticsResponse(_ContactAnalyticsResponseRequired, total=False):
+    """ContactAnalyticsResponse"""
+
+    success: Literal[True]
 
 
 class _ContactCreateRequired(TypedDict):
@@ -251,6 +663,44 @@ class ContactCreate(_ContactCreateRequired, total=False):
     last_name: str | None
     status: Literal["active", "unsubscribed", "bounced", "complained"]
     tags: builtins.list[str]
+
+
+class _ContactListResponseRequired(TypedDict):
+    """ContactListResponse"""
+
+    data: builtins.list[Contact]
+    meta: ResponseMeta
+
+
+class ContactListResponse(_ContactListResponseRequired, total=False):
+    """ContactListResponse"""
+
+    success: Literal[True]
+
+
+class _ContactResponseRequired(TypedDict):
+    """ContactResponse"""
+
+    data: Contact
+    meta: ResponseMeta
+
+
+class ContactResponse(_ContactResponseRequired, total=False):
+    """ContactResponse"""
+
+    success: Literal[True]
+
+
+class ContactTimelineEvent(TypedDict):
+    """ContactTimelineEvent"""
+
+    campaign_id: str | None
+    detail: dict[str, Any]
+    event_id: str
+    message_id: str
+    occurred_at: str
+    step: int | None
+    type: str
 
 
 class ContactUpdate(TypedDict, total=False):
@@ -303,6 +753,26 @@ class ConversionCreate(_ConversionCreateRequired, total=False):
     value: float | None
 
 
+class _ConversionResponseRequired(TypedDict):
+    """ConversionResponse"""
+
+    data: Conversion
+    meta: ResponseMeta
+
+
+class ConversionResponse(_ConversionResponseRequired, total=False):
+    """ConversionResponse"""
+
+    success: Literal[True]
+
+
+class Counts(TypedDict):
+    """Counts"""
+
+    total: int
+    unique: int
+
+
 class _CreateApiKeyRequestRequired(TypedDict):
     """CreateApiKeyRequest"""
 
@@ -332,6 +802,110 @@ class CreateDomainRequest(TypedDict):
     """CreateDomainRequest"""
 
     name: str
+
+
+class DailyCounts(TypedDict):
+    """DailyCounts"""
+
+    bounced: int
+    clicked: int
+    complained: int
+    date: str
+    delivered: int
+    failed: int
+    opened: int
+    replied: int
+    sent: int
+    unsubscribed: int
+
+
+class _DeletedRequired(TypedDict):
+    """What a DELETE answers with when it answers with a body."""
+
+    id: str
+
+
+class Deleted(_DeletedRequired, total=False):
+    """What a DELETE answers with when it answers with a body."""
+
+    deleted: Literal[True]
+
+
+class _DeletedResponseRequired(TypedDict):
+    """DeletedResponse"""
+
+    data: Deleted
+    meta: ResponseMeta
+
+
+class DeletedResponse(_DeletedResponseRequired, total=False):
+    """DeletedResponse"""
+
+    success: Literal[True]
+
+
+class Delivery(TypedDict):
+    """Delivery"""
+
+    attempts: int
+    completed_at: str | None
+    created_at: str
+    endpoint_id: str
+    event_id: str | None
+    event_type: str
+    id: str
+    last_error: str | None
+    last_status_code: int | None
+    next_attempt_at: str | None
+    status: Literal["pending", "sending", "retrying", "succeeded", "failed", "paused"]
+    test: bool
+    trigger: str
+
+
+class DeliveryDetail(TypedDict):
+    """DeliveryDetail"""
+
+    attempt_log: builtins.list[AttemptLogEntry]
+    attempts: int
+    completed_at: str | None
+    created_at: str
+    endpoint_id: str
+    event_id: str | None
+    event_type: str
+    id: str
+    last_error: str | None
+    last_status_code: int | None
+    next_attempt_at: str | None
+    payload: dict[str, Any]
+    status: Literal["pending", "sending", "retrying", "succeeded", "failed", "paused"]
+    test: bool
+    trigger: str
+
+
+class _DeliveryDetailResponseRequired(TypedDict):
+    """DeliveryDetailResponse"""
+
+    data: DeliveryDetail
+    meta: ResponseMeta
+
+
+class DeliveryDetailResponse(_DeliveryDetailResponseRequired, total=False):
+    """DeliveryDetailResponse"""
+
+    success: Literal[True]
+
+
+class _DeliveryListResponseRequired(TypedDict):
+    """DeliveryListResponse"""
+
+    data: builtins.list[Delivery]
+    meta: ResponseMeta
+
+
+class DeliveryListResponse(_DeliveryListResponseRequired, total=False):
+    """DeliveryListResponse"""
+
+    success: Literal[True]
 
 
 class _DnsCredentialsRequestRequired(TypedDict):
@@ -380,6 +954,151 @@ class Domain(_DomainRequired, total=False):
     verified_at: str | None
 
 
+class _DomainListResponseRequired(TypedDict):
+    """DomainListResponse"""
+
+    data: builtins.list[Domain]
+    meta: ResponseMeta
+
+
+class DomainListResponse(_DomainListResponseRequired, total=False):
+    """DomainListResponse"""
+
+    success: Literal[True]
+
+
+class _DomainResponseRequired(TypedDict):
+    """DomainResponse"""
+
+    data: Domain
+    meta: ResponseMeta
+
+
+class DomainResponse(_DomainResponseRequired, total=False):
+    """DomainResponse"""
+
+    success: Literal[True]
+
+
+EmailAnalytics = TypedDict(
+    "EmailAnalytics",
+    {
+        "daily": "builtins.list[DailyCounts]",
+        "from": "str",
+        "period": "str",
+        "rates": "MetricRates",
+        "to": "str",
+        "total": "MetricCounts",
+        "unique": "MetricCounts",
+    },
+)
+
+
+class _EmailAnalyticsResponseRequired(TypedDict):
+    """EmailAnalyticsResponse"""
+
+    data: EmailAnalytics
+    meta: ResponseMeta
+
+
+class EmailAnalyticsResponse(_EmailAnalyticsResponseRequired, total=False):
+    """EmailAnalyticsResponse"""
+
+    success: Literal[True]
+
+
+EmailDetail = TypedDict(
+    "EmailDetail",
+    {
+        "attempts": "int",
+        "batch_id": "str | None",
+        "campaign_id": "str | None",
+        "category": "str",
+        "clicks": "Counts",
+        "contact_id": "str | None",
+        "created_at": "str",
+        "from": "str",
+        "id": "str",
+        "last_error": "str | None",
+        "mode": "str",
+        "opens": "Counts",
+        "provider": "str | None",
+        "provider_message_id": "str | None",
+        "status": "str",
+        "subject": "str",
+        "timeline": "builtins.list[TimelineEntry]",
+        "to": "str",
+        "updated_at": "str",
+    },
+)
+
+
+class _EmailDetailResponseRequired(TypedDict):
+    """EmailDetailResponse"""
+
+    data: EmailDetail
+    meta: ResponseMeta
+
+
+class EmailDetailResponse(_EmailDetailResponseRequired, total=False):
+    """EmailDetailResponse"""
+
+    success: Literal[True]
+
+
+EmailSummary = TypedDict(
+    "EmailSummary",
+    {
+        "attempts": "int",
+        "batch_id": "str | None",
+        "campaign_id": "str | None",
+        "category": "str",
+        "contact_id": "str | None",
+        "created_at": "str",
+        "from": "str",
+        "id": "str",
+        "last_error": "str | None",
+        "mode": "str",
+        "provider": "str | None",
+        "provider_message_id": "str | None",
+        "status": "str",
+        "subject": "str",
+        "to": "str",
+        "updated_at": "str",
+    },
+)
+
+
+class _EmailSummaryListResponseRequired(TypedDict):
+    """EmailSummaryListResponse"""
+
+    data: builtins.list[EmailSummary]
+    meta: ResponseMeta
+
+
+class EmailSummaryListResponse(_EmailSummaryListResponseRequired, total=False):
+    """EmailSummaryListResponse"""
+
+    success: Literal[True]
+
+
+class Endpoint(TypedDict):
+    """Endpoint"""
+
+    created_at: str
+    description: str | None
+    disabled_at: str | None
+    disabled_reason: str | None
+    enabled: bool
+    events: builtins.list[str]
+    filters: EndpointFiltersOut
+    id: str
+    mode: Literal["live", "test"]
+    retry_schedule: builtins.list[float] | None
+    updated_at: str
+    url: str
+
+
 class _EndpointCreateRequired(TypedDict):
     """EndpointCreate"""
 
@@ -398,11 +1117,101 @@ class EndpointCreate(_EndpointCreateRequired, total=False):
     secret: str | None
 
 
+class EndpointCreated(TypedDict):
+    """EndpointCreated"""
+
+    created_at: str
+    description: str | None
+    disabled_at: str | None
+    disabled_reason: str | None
+    enabled: bool
+    events: builtins.list[str]
+    filters: EndpointFiltersOut
+    id: str
+    mode: Literal["live", "test"]
+    retry_schedule: builtins.list[float] | None
+    secret: str
+    updated_at: str
+    url: str
+
+
+class _EndpointCreatedResponseRequired(TypedDict):
+    """EndpointCreatedResponse"""
+
+    data: EndpointCreated
+    meta: ResponseMeta
+
+
+class EndpointCreatedResponse(_EndpointCreatedResponseRequired, total=False):
+    """EndpointCreatedResponse"""
+
+    success: Literal[True]
+
+
 class EndpointFilters(TypedDict, total=False):
     """EndpointFilters"""
 
     campaign_ids: builtins.list[str]
     contact_tags: builtins.list[str]
+
+
+class EndpointFiltersOut(TypedDict):
+    """EndpointFiltersOut"""
+
+    campaign_ids: builtins.list[str]
+    contact_tags: builtins.list[str]
+
+
+class _EndpointListResponseRequired(TypedDict):
+    """EndpointListResponse"""
+
+    data: builtins.list[Endpoint]
+    meta: ResponseMeta
+
+
+class EndpointListResponse(_EndpointListResponseRequired, total=False):
+    """EndpointListResponse"""
+
+    success: Literal[True]
+
+
+class _EndpointResponseRequired(TypedDict):
+    """EndpointResponse"""
+
+    data: Endpoint
+    meta: ResponseMeta
+
+
+class EndpointResponse(_EndpointResponseRequired, total=False):
+    """EndpointResponse"""
+
+    success: Literal[True]
+
+
+EndpointStats = TypedDict(
+    "EndpointStats",
+    {
+        "24h": "StatsWindow",
+        "7d": "StatsWindow",
+        "enabled": "bool",
+        "endpoint_id": "str",
+        "failing_since": "str | None",
+        "health": "Literal['healthy', 'degraded', 'failing']",
+    },
+)
+
+
+class _EndpointStatsResponseRequired(TypedDict):
+    """EndpointStatsResponse"""
+
+    data: EndpointStats
+    meta: ResponseMeta
+
+
+class EndpointStatsResponse(_EndpointStatsResponseRequired, total=False):
+    """EndpointStatsResponse"""
+
+    success: Literal[True]
 
 
 class EndpointUpdate(TypedDict, total=False):
@@ -420,83 +1229,7 @@ class EndpointUpdate(TypedDict, total=False):
 class _ErrorBodyRequired(TypedDict):
     """ErrorBody"""
 
-    code: Literal[
-        "api_key_invalid",
-        "api_key_limit_reached",
-        "auth_throttled",
-        "bad_gateway",
-        "bad_request",
-        "billing_account_not_found",
-        "billing_not_configured",
-        "campaign_not_editable",
-        "campaign_not_found",
-        "campaign_sender_required",
-        "conflict",
-        "contact_exists",
-        "dkim_rotation_in_progress",
-        "dns_provider_not_configured",
-        "dns_provider_rejected",
-        "dns_provider_unavailable",
-        "dns_unavailable",
-        "domain_exists",
-        "domain_not_found",
-        "domain_taken",
-        "email_taken",
-        "event_stream_cursor_expired",
-        "forbidden",
-        "gateway_timeout",
-        "idempotency_key_in_use",
-        "idempotency_key_reused",
-        "insufficient_scope",
-        "internal_error",
-        "invalid_api_key",
-        "invalid_credentials",
-        "invalid_cursor",
-        "invalid_domain",
-        "invalid_idempotency_key",
-        "invalid_json",
-        "invalid_refresh_token",
-        "invalid_status_transition",
-        "invalid_stripe_event",
-        "invalid_stripe_signature",
-        "invalid_token",
-        "invalid_tracking_token",
-        "login_throttled",
-        "method_not_allowed",
-        "no_recipients",
-        "not_acceptable",
-        "not_found",
-        "payload_too_large",
-        "payment_provider_error",
-        "payment_provider_unavailable",
-        "principal_expired",
-        "principal_invalid",
-        "principal_missing",
-        "rate_limited",
-        "role_required",
-        "sender_domain_not_verified",
-        "sender_required",
-        "service_unavailable",
-        "signup_disabled",
-        "subscription_exists",
-        "template_invalid",
-        "template_key_exists",
-        "template_limit_exceeded",
-        "template_render_error",
-        "template_syntax_error",
-        "template_unsafe",
-        "tenant_not_found",
-        "test_mode_required",
-        "unauthorized",
-        "unknown_provider",
-        "unsupported_media_type",
-        "user_session_required",
-        "validation_error",
-        "webhook_delivery_in_progress",
-        "webhook_endpoint_disabled",
-        "webhook_signature_invalid",
-        "webhook_url_refused",
-    ]
+    code: str
     message: str
 
 
@@ -551,6 +1284,19 @@ class EventTriggered(TypedDict):
     type: str
 
 
+class _EventTriggeredResponseRequired(TypedDict):
+    """EventTriggeredResponse"""
+
+    data: EventTriggered
+    meta: ResponseMeta
+
+
+class EventTriggeredResponse(_EventTriggeredResponseRequired, total=False):
+    """EventTriggeredResponse"""
+
+    success: Literal[True]
+
+
 class EventTypeInfo(TypedDict):
     """EventTypeInfo"""
 
@@ -559,6 +1305,19 @@ class EventTypeInfo(TypedDict):
     sample: EventPayload
     scope: str
     type: str
+
+
+class _EventTypeInfoListResponseRequired(TypedDict):
+    """EventTypeInfoListResponse"""
+
+    data: builtins.list[EventTypeInfo]
+    meta: ResponseMeta
+
+
+class EventTypeInfoListResponse(_EventTypeInfoListResponseRequired, total=False):
+    """EventTypeInfoListResponse"""
+
+    success: Literal[True]
 
 
 class _FollowUpRequired(TypedDict):
@@ -571,6 +1330,14 @@ class _FollowUpRequired(TypedDict):
 class FollowUp(_FollowUpRequired, total=False):
     """A later step: sent `delay_days` after the previous step, to recipients who have not replied. Without a subject it is sent as a reply: `Re: <first subject>`."""
 
+    subject: str | None
+
+
+class FollowUpStep(TypedDict):
+    """FollowUpStep"""
+
+    content: StepContent
+    delay_days: float
     subject: str | None
 
 
@@ -589,6 +1356,19 @@ class ImportJob(TypedDict):
     updated: int
 
 
+class _ImportJobResponseRequired(TypedDict):
+    """ImportJobResponse"""
+
+    data: ImportJob
+    meta: ResponseMeta
+
+
+class ImportJobResponse(_ImportJobResponseRequired, total=False):
+    """ImportJobResponse"""
+
+    success: Literal[True]
+
+
 class ImportReport(TypedDict):
     """ImportReport"""
 
@@ -597,6 +1377,19 @@ class ImportReport(TypedDict):
     failed: int
     received: int
     updated: int
+
+
+class _ImportReportResponseRequired(TypedDict):
+    """ImportReportResponse"""
+
+    data: ImportReport
+    meta: ResponseMeta
+
+
+class ImportReportResponse(_ImportReportResponseRequired, total=False):
+    """ImportReportResponse"""
+
+    success: Literal[True]
 
 
 class _ImportRowErrorRequired(TypedDict):
@@ -625,11 +1418,57 @@ class InlineRecipient(_InlineRecipientRequired, total=False):
     personalization: dict[str, Any]
 
 
+class LoggedOut(TypedDict, total=False):
+    """LoggedOut"""
+
+    logged_out: Literal[True]
+
+
+class _LoggedOutResponseRequired(TypedDict):
+    """LoggedOutResponse"""
+
+    data: LoggedOut
+    meta: ResponseMeta
+
+
+class LoggedOutResponse(_LoggedOutResponseRequired, total=False):
+    """LoggedOutResponse"""
+
+    success: Literal[True]
+
+
 class LoginRequest(TypedDict):
     """LoginRequest"""
 
     email: str
     password: str
+
+
+class MetricCounts(TypedDict):
+    """Events per kind (`total`) or distinct emails per kind (`unique`)."""
+
+    bounced: int
+    clicked: int
+    complained: int
+    delivered: int
+    failed: int
+    opened: int
+    replied: int
+    sent: int
+    unsubscribed: int
+
+
+class MetricRates(TypedDict):
+    """Ratios of unique counts, 0-1, rounded to 4 places (0 when the base is 0)."""
+
+    bounce_rate: float
+    click_rate: float
+    click_to_open_rate: float
+    complaint_rate: float
+    delivery_rate: float
+    open_rate: float
+    reply_rate: float
+    unsubscribe_rate: float
 
 
 class Pagination(TypedDict, total=False):
@@ -660,6 +1499,19 @@ class PaymentOut(TypedDict):
     subscription_id: str | None
 
 
+class _PaymentOutListResponseRequired(TypedDict):
+    """PaymentOutListResponse"""
+
+    data: builtins.list[PaymentOut]
+    meta: ResponseMeta
+
+
+class PaymentOutListResponse(_PaymentOutListResponseRequired, total=False):
+    """PaymentOutListResponse"""
+
+    success: Literal[True]
+
+
 class PlanOut(TypedDict):
     """PlanOut"""
 
@@ -671,6 +1523,19 @@ class PlanOut(TypedDict):
     requests_per_minute: int
 
 
+class _PlanOutListResponseRequired(TypedDict):
+    """PlanOutListResponse"""
+
+    data: builtins.list[PlanOut]
+    meta: ResponseMeta
+
+
+class PlanOutListResponse(_PlanOutListResponseRequired, total=False):
+    """PlanOutListResponse"""
+
+    success: Literal[True]
+
+
 PortalSessionIn = dict[str, Any]
 
 
@@ -679,6 +1544,19 @@ class PortalSessionOut(TypedDict):
 
     return_url: str
     url: str
+
+
+class _PortalSessionOutResponseRequired(TypedDict):
+    """PortalSessionOutResponse"""
+
+    data: PortalSessionOut
+    meta: ResponseMeta
+
+
+class PortalSessionOutResponse(_PortalSessionOutResponseRequired, total=False):
+    """PortalSessionOutResponse"""
+
+    success: Literal[True]
 
 
 class Preview(TypedDict):
@@ -696,11 +1574,37 @@ class PreviewRequest(TypedDict, total=False):
     data: dict[str, Any] | None
 
 
+class _PreviewResponseRequired(TypedDict):
+    """PreviewResponse"""
+
+    data: Preview
+    meta: ResponseMeta
+
+
+class PreviewResponse(_PreviewResponseRequired, total=False):
+    """PreviewResponse"""
+
+    success: Literal[True]
+
+
 class PublishResult(TypedDict):
     """PublishResult"""
 
     domain: Domain
     published: builtins.list[PublishedRecord]
+
+
+class _PublishResultResponseRequired(TypedDict):
+    """PublishResultResponse"""
+
+    data: PublishResult
+    meta: ResponseMeta
+
+
+class PublishResultResponse(_PublishResultResponseRequired, total=False):
+    """PublishResultResponse"""
+
+    success: Literal[True]
 
 
 class PublishedRecord(TypedDict):
@@ -709,6 +1613,30 @@ class PublishedRecord(TypedDict):
     host: str
     outcome: Literal["created", "updated", "unchanged"]
     purpose: str
+
+
+class _RecipientSelectionRequired(TypedDict):
+    """RecipientSelection"""
+
+    match: Literal["any", "all"]
+
+
+class RecipientSelection(_RecipientSelectionRequired, total=False):
+    """RecipientSelection"""
+
+    contact_ids: builtins.list[str] | None
+    tags: builtins.list[str] | None
+
+
+class RecipientStates(TypedDict):
+    """RecipientStates"""
+
+    done: int
+    failed: int
+    pending: int
+    replied: int
+    stopped: int
+    total: int
 
 
 class Recipients(TypedDict, total=False):
@@ -729,6 +1657,29 @@ class Recover(_RecoverRequired, total=False):
     """Recover"""
 
     until: str | None
+
+
+class Recovered(TypedDict):
+    """Recovered"""
+
+    delivery_ids: builtins.list[str]
+    endpoint_id: str
+    recovered: int
+    since: str
+    until: str | None
+
+
+class _RecoveredResponseRequired(TypedDict):
+    """RecoveredResponse"""
+
+    data: Recovered
+    meta: ResponseMeta
+
+
+class RecoveredResponse(_RecoveredResponseRequired, total=False):
+    """RecoveredResponse"""
+
+    success: Literal[True]
 
 
 class RefreshRequest(TypedDict):
@@ -756,10 +1707,29 @@ class ResponseMeta(_ResponseMetaRequired, total=False):
     pagination: Pagination
 
 
+class RevenueAmount(TypedDict):
+    """RevenueAmount"""
+
+    amount: float
+    conversions: int
+    currency: str | None
+
+
 class RotateSecret(TypedDict, total=False):
     """RotateSecret"""
 
     secret: str | None
+
+
+class RoutingRule(TypedDict):
+    """RoutingRule"""
+
+    category: Literal["marketing", "transactional"] | None
+    id: str
+    primary_provider: Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"]
+    priority: int
+    secondary_provider: Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"] | None
+    sending_domain: str | None
 
 
 class _RoutingRuleInRequired(TypedDict):
@@ -777,6 +1747,54 @@ class RoutingRuleIn(_RoutingRuleInRequired, total=False):
     sending_domain: str | None
 
 
+class _RoutingRuleListResponseRequired(TypedDict):
+    """RoutingRuleListResponse"""
+
+    data: builtins.list[RoutingRule]
+    meta: ResponseMeta
+
+
+class RoutingRuleListResponse(_RoutingRuleListResponseRequired, total=False):
+    """RoutingRuleListResponse"""
+
+    success: Literal[True]
+
+
+class _RoutingRuleResponseRequired(TypedDict):
+    """RoutingRuleResponse"""
+
+    data: RoutingRule
+    meta: ResponseMeta
+
+
+class RoutingRuleResponse(_RoutingRuleResponseRequired, total=False):
+    """RoutingRuleResponse"""
+
+    success: Literal[True]
+
+
+class SampleSendResult(TypedDict):
+    """SampleSendResult"""
+
+    attempt: Attempt
+    delivery_id: str
+    event_type: str
+    payload: dict[str, Any]
+
+
+class _SampleSendResultResponseRequired(TypedDict):
+    """SampleSendResultResponse"""
+
+    data: SampleSendResult
+    meta: ResponseMeta
+
+
+class SampleSendResultResponse(_SampleSendResultResponseRequired, total=False):
+    """SampleSendResultResponse"""
+
+    success: Literal[True]
+
+
 class Schedule(TypedDict, total=False):
     """Schedule"""
 
@@ -784,6 +1802,52 @@ class Schedule(TypedDict, total=False):
     end_hour: int
     start_hour: int
     timezone: str
+
+
+class SecretRotated(TypedDict):
+    """SecretRotated"""
+
+    id: str
+    previous_secret_expires_at: str | None
+    secret: str
+
+
+class _SecretRotatedResponseRequired(TypedDict):
+    """SecretRotatedResponse"""
+
+    data: SecretRotated
+    meta: ResponseMeta
+
+
+class SecretRotatedResponse(_SecretRotatedResponseRequired, total=False):
+    """SecretRotatedResponse"""
+
+    success: Literal[True]
+
+
+class _SendAcceptedRequired(TypedDict):
+    """SendAccepted"""
+
+    message_id: str
+
+
+class SendAccepted(_SendAcceptedRequired, total=False):
+    """SendAccepted"""
+
+    status: Literal["queued"]
+
+
+class _SendAcceptedResponseRequired(TypedDict):
+    """SendAcceptedResponse"""
+
+    data: SendAccepted
+    meta: ResponseMeta
+
+
+class SendAcceptedResponse(_SendAcceptedResponseRequired, total=False):
+    """SendAcceptedResponse"""
+
+    success: Literal[True]
 
 
 _SendBulkRequestOptional = TypedDict(
@@ -842,12 +1906,46 @@ class SendEmailRequest(_SendEmailRequestOptional):
     to: str
 
 
+class SendingCap(TypedDict):
+    """SendingCap"""
+
+    daily_limit: int
+    scope: Literal["mailbox", "domain"]
+    value: str
+
+
 class SendingCapIn(TypedDict):
     """SendingCapIn"""
 
     daily_limit: int
     scope: Literal["mailbox", "domain"]
     value: str
+
+
+class _SendingCapListResponseRequired(TypedDict):
+    """SendingCapListResponse"""
+
+    data: builtins.list[SendingCap]
+    meta: ResponseMeta
+
+
+class SendingCapListResponse(_SendingCapListResponseRequired, total=False):
+    """SendingCapListResponse"""
+
+    success: Literal[True]
+
+
+class _SendingCapResponseRequired(TypedDict):
+    """SendingCapResponse"""
+
+    data: SendingCap
+    meta: ResponseMeta
+
+
+class SendingCapResponse(_SendingCapResponseRequired, total=False):
+    """SendingCapResponse"""
+
+    success: Literal[True]
 
 
 class SendingSettings(TypedDict):
@@ -868,6 +1966,48 @@ class SendingSettingsIn(TypedDict, total=False):
     default_reply_to: str | None
 
 
+class _SendingSettingsResponseRequired(TypedDict):
+    """SendingSettingsResponse"""
+
+    data: SendingSettings
+    meta: ResponseMeta
+
+
+class SendingSettingsResponse(_SendingSettingsResponseRequired, total=False):
+    """SendingSettingsResponse"""
+
+    success: Literal[True]
+
+
+class _SessionOutRequired(TypedDict):
+    """SessionOut"""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str | None
+    tenant: TenantOut
+    user: UserOut
+
+
+class SessionOut(_SessionOutRequired, total=False):
+    """SessionOut"""
+
+    token_type: Literal["Bearer"]
+
+
+class _SessionOutResponseRequired(TypedDict):
+    """SessionOutResponse"""
+
+    data: SessionOut
+    meta: ResponseMeta
+
+
+class SessionOutResponse(_SessionOutResponseRequired, total=False):
+    """SessionOutResponse"""
+
+    success: Literal[True]
+
+
 class SignupRequest(TypedDict):
     """SignupRequest"""
 
@@ -883,6 +2023,36 @@ class Spacing(TypedDict):
     min_seconds: int
 
 
+class StatsWindow(TypedDict):
+    """StatsWindow"""
+
+    attempts: int
+    avg_response_ms: float | None
+    deliveries: int
+    error_rate: float | None
+    failed: int
+    p95_response_ms: float | None
+    succeeded: int
+    success_rate: float | None
+
+
+class StepAnalytics(TypedDict):
+    """StepAnalytics"""
+
+    rates: MetricRates
+    step: int
+    total: MetricCounts
+    unique: MetricCounts
+
+
+class StepContent(TypedDict, total=False):
+    """A step's frozen content: inline parts, or a template's parts copied in."""
+
+    html: str | None
+    template_id: str | None
+    text: str | None
+
+
 class SubscriptionOut(TypedDict):
     """SubscriptionOut"""
 
@@ -895,10 +2065,52 @@ class SubscriptionOut(TypedDict):
     status: str
 
 
+class Suppression(TypedDict):
+    """Suppression"""
+
+    created_at: str
+    email: str
+    message_id: str | None
+    reason: str
+
+
+class SuppressionAdded(TypedDict):
+    """SuppressionAdded"""
+
+    email: str
+    reason: Literal["manual"]
+
+
+class _SuppressionAddedResponseRequired(TypedDict):
+    """SuppressionAddedResponse"""
+
+    data: SuppressionAdded
+    meta: ResponseMeta
+
+
+class SuppressionAddedResponse(_SuppressionAddedResponseRequired, total=False):
+    """SuppressionAddedResponse"""
+
+    success: Literal[True]
+
+
 class SuppressionIn(TypedDict):
     """SuppressionIn"""
 
     email: str
+
+
+class _SuppressionListResponseRequired(TypedDict):
+    """SuppressionListResponse"""
+
+    data: builtins.list[Suppression]
+    meta: ResponseMeta
+
+
+class SuppressionListResponse(_SuppressionListResponseRequired, total=False):
+    """SuppressionListResponse"""
+
+    success: Literal[True]
 
 
 class _TemplateRequired(TypedDict):
@@ -936,6 +2148,32 @@ class TemplateCreate(_TemplateCreateRequired, total=False):
     variables: dict[str, Any]
 
 
+class _TemplateListResponseRequired(TypedDict):
+    """TemplateListResponse"""
+
+    data: builtins.list[Template]
+    meta: ResponseMeta
+
+
+class TemplateListResponse(_TemplateListResponseRequired, total=False):
+    """TemplateListResponse"""
+
+    success: Literal[True]
+
+
+class _TemplateResponseRequired(TypedDict):
+    """TemplateResponse"""
+
+    data: Template
+    meta: ResponseMeta
+
+
+class TemplateResponse(_TemplateResponseRequired, total=False):
+    """TemplateResponse"""
+
+    success: Literal[True]
+
+
 class TemplateUpdate(TypedDict, total=False):
     """TemplateUpdate"""
 
@@ -947,10 +2185,60 @@ class TemplateUpdate(TypedDict, total=False):
     variables: dict[str, Any] | None
 
 
+class TenantOut(TypedDict):
+    """TenantOut"""
+
+    id: str
+    name: str
+    plan: str
+
+
 class TestSend(TypedDict, total=False):
     """TestSend"""
 
     event_type: str
+
+
+class _TimelineEntryRequired(TypedDict):
+    """TimelineEntry"""
+
+    occurred_at: str
+    status: str
+
+
+class TimelineEntry(_TimelineEntryRequired, total=False):
+    """TimelineEntry"""
+
+    details: dict[str, Any]
+    provider: str | None
+    provider_message_id: str | None
+
+
+class _TokenPairRequired(TypedDict):
+    """TokenPair"""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str | None
+
+
+class TokenPair(_TokenPairRequired, total=False):
+    """TokenPair"""
+
+    token_type: Literal["Bearer"]
+
+
+class _TokenPairResponseRequired(TypedDict):
+    """TokenPairResponse"""
+
+    data: TokenPair
+    meta: ResponseMeta
+
+
+class TokenPairResponse(_TokenPairResponseRequired, total=False):
+    """TokenPairResponse"""
+
+    success: Literal[True]
 
 
 class Tracking(TypedDict, total=False):
@@ -967,9 +2255,51 @@ class UpdateDomainRequest(TypedDict, total=False):
     default_from_name: str | None
 
 
+class UsageBucket(TypedDict):
+    """UsageBucket"""
+
+    errors: int
+    minute: str
+    requests: int
+
+
+class UserOut(TypedDict):
+    """UserOut"""
+
+    email: str
+    id: str
+    role: str
+
+
 class WebhookReceipt(TypedDict):
     """WebhookReceipt"""
 
     duplicate: bool
     event_id: str
     received: bool
+
+
+class _WebhookReceiptResponseRequired(TypedDict):
+    """WebhookReceiptResponse"""
+
+    data: WebhookReceipt
+    meta: ResponseMeta
+
+
+class WebhookReceiptResponse(_WebhookReceiptResponseRequired, total=False):
+    """WebhookReceiptResponse"""
+
+    success: Literal[True]
+
+
+class _WebhooksDeletedResponseRequired(TypedDict):
+    """WebhooksDeletedResponse"""
+
+    data: Deleted
+    meta: ResponseMeta
+
+
+class WebhooksDeletedResponse(_WebhooksDeletedResponseRequired, total=False):
+    """WebhooksDeletedResponse"""
+
+    success: Literal[True]

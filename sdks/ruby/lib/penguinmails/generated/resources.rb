@@ -13,7 +13,7 @@ module PenguinMails
 
       # Contact Analytics: GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`)
       def contact(contact_id, request_options: {}, **fields)
-        @core.list(:get, "/api/v1/analytics/contacts/#{seg(contact_id)}", query: fields, options: request_options)
+        @core.request(:get, "/api/v1/analytics/contacts/#{seg(contact_id)}", query: fields, options: request_options)
       end
 
       # Email Analytics: GET /api/v1/analytics/emails (scope `read_analytics`)
@@ -379,7 +379,7 @@ module PenguinMails
 
     # client.webhooks: the webhooks operations.
     class Webhooks < Base
-      # List endpoints (newest first): GET /api/v1/webhooks (scope `manage_webhooks`)
+      # List endpoints: GET /api/v1/webhooks (scope `manage_webhooks`)
       def list(request_options: {}, **fields)
         @core.list(:get, "/api/v1/webhooks", query: fields, options: request_options)
       end
@@ -409,7 +409,7 @@ module PenguinMails
         @core.request(:delete, "/api/v1/webhooks/#{seg(endpoint_id)}", options: request_options)
       end
 
-      # The delivery log (newest first): GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`)
+      # The delivery log: GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`)
       def list_deliveries(endpoint_id, request_options: {}, **fields)
         @core.list(:get, "/api/v1/webhooks/#{seg(endpoint_id)}/deliveries", query: fields, options: request_options)
       end

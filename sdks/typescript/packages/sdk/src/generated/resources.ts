@@ -12,7 +12,7 @@ export type AnalyticsCampaignQuery = {
 export type AnalyticsContactQuery = {
   /** Page size (1-500). */
   limit?: number;
-  /** `next_cursor` of the previous page (cursor paging). */
+  /** `next_cursor` (opaque). */
   cursor?: string | null;
 };
 
@@ -23,16 +23,16 @@ export type AnalyticsEmailsQuery = {
 
 export class Analytics extends APIResource {
   /** Campaign Analytics — GET /api/v1/analytics/campaigns/{campaign_id} (scope `read_analytics`) */
-  campaign(campaignId: string, query?: Params<AnalyticsCampaignQuery>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/analytics/campaigns/${encodeURIComponent(campaignId)}`, query }, options);
+  campaign(campaignId: string, query?: Params<AnalyticsCampaignQuery>, options?: RequestOptions): Promise<T.CampaignAnalytics> {
+    return this.core.request<T.CampaignAnalytics>({ method: 'GET', path: `/api/v1/analytics/campaigns/${encodeURIComponent(campaignId)}`, query }, options);
   }
-  /** Contact Analytics — GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`). Awaited: one page; iterated with `for await`: every item. */
-  contact(contactId: string, query?: Params<AnalyticsContactQuery>, options?: RequestOptions): PagePromise<any> {
-    return this.core.list<any>({ method: 'GET', path: `/api/v1/analytics/contacts/${encodeURIComponent(contactId)}`, query }, options);
+  /** Contact Analytics — GET /api/v1/analytics/contacts/{contact_id} (scope `read_analytics`) */
+  contact(contactId: string, query?: Params<AnalyticsContactQuery>, options?: RequestOptions): Promise<T.ContactAnalytics> {
+    return this.core.request<T.ContactAnalytics>({ method: 'GET', path: `/api/v1/analytics/contacts/${encodeURIComponent(contactId)}`, query }, options);
   }
   /** Email Analytics — GET /api/v1/analytics/emails (scope `read_analytics`) */
-  emails(query?: Params<AnalyticsEmailsQuery>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/analytics/emails`, query }, options);
+  emails(query?: Params<AnalyticsEmailsQuery>, options?: RequestOptions): Promise<T.EmailAnalytics> {
+    return this.core.request<T.EmailAnalytics>({ method: 'GET', path: `/api/v1/analytics/emails`, query }, options);
   }
   /** Record Conversion — POST /api/v1/conversions (scope `manage_contacts`) */
   recordConversion(body: Params<T.ConversionCreate>, options?: RequestOptions): Promise<T.Conversion> {
@@ -41,10 +41,20 @@ export class Analytics extends APIResource {
 }
 
 export type ApiKeysListQuery = {
-  limit?: number;
-  offset?: number;
   status?: 'active' | 'revoked' | 'expired' | null;
+  mode?: 'live' | 'test' | null;
+  /** Exact name. */
+  name?: string | null;
+  /** Page size (1-100). */
+  limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export type ApiKeysUsageQuery = {
@@ -55,53 +65,64 @@ export type ApiKeysUsageQuery = {
 
 export class ApiKeys extends APIResource {
   /** List Keys — GET /api/v1/platform/api-keys. Awaited: one page; iterated with `for await`: every item. */
-  list(query?: Params<ApiKeysListQuery>, options?: RequestOptions): PagePromise<any> {
-    return this.core.list<any>({ method: 'GET', path: `/api/v1/platform/api-keys`, auth: 'jwt', query }, options);
+  list(query?: Params<ApiKeysListQuery>, options?: RequestOptions): PagePromise<T.ApiKeyOut> {
+    return this.core.list<T.ApiKeyOut>({ method: 'GET', path: `/api/v1/platform/api-keys`, auth: 'jwt', query }, options);
   }
   /** Create Key — POST /api/v1/platform/api-keys */
-  create(body: Params<T.CreateApiKeyRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/platform/api-keys`, auth: 'jwt', idempotent: true, body }, options);
+  create(body: Params<T.CreateApiKeyRequest>, options?: RequestOptions): Promise<T.ApiKeyCreated> {
+    return this.core.request<T.ApiKeyCreated>({ method: 'POST', path: `/api/v1/platform/api-keys`, auth: 'jwt', idempotent: true, body }, options);
   }
   /** Get Key — GET /api/v1/platform/api-keys/{key_id} */
-  get(keyId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}`, auth: 'jwt' }, options);
+  get(keyId: string, options?: RequestOptions): Promise<T.ApiKeyOut> {
+    return this.core.request<T.ApiKeyOut>({ method: 'GET', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}`, auth: 'jwt' }, options);
   }
   /** Revoke Key — DELETE /api/v1/platform/api-keys/{key_id} */
-  revoke(keyId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'DELETE', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}`, auth: 'jwt' }, options);
+  revoke(keyId: string, options?: RequestOptions): Promise<T.ApiKeyOut> {
+    return this.core.request<T.ApiKeyOut>({ method: 'DELETE', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}`, auth: 'jwt' }, options);
   }
   /** Regenerate Key — POST /api/v1/platform/api-keys/{key_id}/regenerate */
-  regenerate(keyId: string, body?: Params<T.RegenerateApiKeyRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}/regenerate`, auth: 'jwt', idempotent: true, body }, options);
+  regenerate(keyId: string, body?: Params<T.RegenerateApiKeyRequest>, options?: RequestOptions): Promise<T.ApiKeyCreated> {
+    return this.core.request<T.ApiKeyCreated>({ method: 'POST', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}/regenerate`, auth: 'jwt', idempotent: true, body }, options);
   }
   /** Key Usage — GET /api/v1/platform/api-keys/{key_id}/usage */
-  usage(keyId: string, query?: Params<ApiKeysUsageQuery>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}/usage`, auth: 'jwt', query }, options);
+  usage(keyId: string, query?: Params<ApiKeysUsageQuery>, options?: RequestOptions): Promise<T.ApiKeyUsage> {
+    return this.core.request<T.ApiKeyUsage>({ method: 'GET', path: `/api/v1/platform/api-keys/${encodeURIComponent(keyId)}/usage`, auth: 'jwt', query }, options);
   }
 }
 
 export class Auth extends APIResource {
   /** Login — POST /api/v1/auth/login */
-  login(body: Params<T.LoginRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/auth/login`, auth: 'none', body }, options);
+  login(body: Params<T.LoginRequest>, options?: RequestOptions): Promise<T.SessionOut> {
+    return this.core.request<T.SessionOut>({ method: 'POST', path: `/api/v1/auth/login`, auth: 'none', body }, options);
   }
   /** Logout — POST /api/v1/auth/logout */
-  logout(body?: Params<T.RefreshRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/auth/logout`, auth: 'none', body }, options);
+  logout(body?: Params<T.RefreshRequest>, options?: RequestOptions): Promise<T.LoggedOut> {
+    return this.core.request<T.LoggedOut>({ method: 'POST', path: `/api/v1/auth/logout`, auth: 'none', body }, options);
   }
   /** Refresh — POST /api/v1/auth/refresh */
-  refresh(body?: Params<T.RefreshRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/auth/refresh`, auth: 'none', body }, options);
+  refresh(body?: Params<T.RefreshRequest>, options?: RequestOptions): Promise<T.TokenPair> {
+    return this.core.request<T.TokenPair>({ method: 'POST', path: `/api/v1/auth/refresh`, auth: 'none', body }, options);
   }
   /** Signup — POST /api/v1/auth/signup */
-  signup(body: Params<T.SignupRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/auth/signup`, auth: 'none', body }, options);
+  signup(body: Params<T.SignupRequest>, options?: RequestOptions): Promise<T.SessionOut> {
+    return this.core.request<T.SessionOut>({ method: 'POST', path: `/api/v1/auth/signup`, auth: 'none', body }, options);
   }
 }
 
 export type BillingListPaymentsQuery = {
+  /** Exact status. */
+  status?: string | null;
+  subscription_id?: string | null;
+  /** Page size (1-100). */
   limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export class Billing extends APIResource {
@@ -128,13 +149,21 @@ export class Billing extends APIResource {
 }
 
 export type CampaignsListQuery = {
+  status?: 'draft' | 'scheduled' | 'running' | 'paused' | 'completed' | 'cancelled' | null;
+  /** Exact name, any case. */
+  name?: string | null;
+  created_after?: string | null;
+  created_before?: string | null;
   /** Page size (1-500). */
   limit?: number;
   /** Rows to skip (limit/offset paging). */
-  offset?: number | null;
-  /** `next_cursor` of the previous page (cursor paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
-  status?: 'draft' | 'scheduled' | 'running' | 'paused' | 'completed' | 'cancelled' | null;
+  /** Sort field. */
+  sort_by?: 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export class Campaigns extends APIResource {
@@ -155,8 +184,8 @@ export class Campaigns extends APIResource {
     return this.core.request<T.Campaign>({ method: 'PUT', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}`, body }, options);
   }
   /** Delete Campaign — DELETE /api/v1/campaigns/{campaign_id} (scope `manage_campaigns`) */
-  delete(campaignId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'DELETE', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}` }, options);
+  delete(campaignId: string, options?: RequestOptions): Promise<T.Deleted> {
+    return this.core.request<T.Deleted>({ method: 'DELETE', path: `/api/v1/campaigns/${encodeURIComponent(campaignId)}` }, options);
   }
   /** Cancel Campaign — POST /api/v1/campaigns/{campaign_id}/cancel (scope `manage_campaigns`) */
   cancel(campaignId: string, options?: RequestOptions): Promise<T.Campaign> {
@@ -177,14 +206,6 @@ export class Campaigns extends APIResource {
 }
 
 export type ContactsListQuery = {
-  /** Page size (1-500). */
-  limit?: number;
-  /** Rows to skip (limit/offset paging). */
-  offset?: number | null;
-  /** `next_cursor` of the previous page (cursor paging). */
-  cursor?: string | null;
-  sort_by?: 'created_at' | 'updated_at' | 'email';
-  order?: 'asc' | 'desc';
   /** Exact address, any case. */
   email?: string | null;
   /** Has every given tag. */
@@ -195,6 +216,16 @@ export type ContactsListQuery = {
   /** `key:value` equality, repeatable. */
   custom_field?: Array<string> | null;
   include_total?: boolean;
+  /** Page size (1-500). */
+  limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
+  cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at' | 'updated_at' | 'email';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export class Contacts extends APIResource {
@@ -227,8 +258,8 @@ export class Contacts extends APIResource {
     return this.core.request<T.Contact>({ method: 'PUT', path: `/api/v1/contacts/${encodeURIComponent(contactId)}`, body }, options);
   }
   /** Delete Contact — DELETE /api/v1/contacts/{contact_id} (scope `manage_contacts`) */
-  delete(contactId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'DELETE', path: `/api/v1/contacts/${encodeURIComponent(contactId)}` }, options);
+  delete(contactId: string, options?: RequestOptions): Promise<T.Deleted> {
+    return this.core.request<T.Deleted>({ method: 'DELETE', path: `/api/v1/contacts/${encodeURIComponent(contactId)}` }, options);
   }
 }
 
@@ -285,67 +316,88 @@ export type EmailsListQuery = {
   recipient?: string | null;
   created_after?: string | null;
   created_before?: string | null;
+  /** Page size (1-100). */
   limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export type EmailsListSuppressionsQuery = {
+  reason?: 'hard_bounce' | 'complaint' | 'unsubscribe' | 'manual' | null;
+  /** Exact address. */
+  email?: string | null;
+  created_after?: string | null;
+  created_before?: string | null;
+  /** Page size (1-1000). */
   limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'email' | 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export class Emails extends APIResource {
   /** List Emails — GET /api/v1/emails (scope `read_analytics`). Awaited: one page; iterated with `for await`: every item. */
-  list(query?: Params<EmailsListQuery>, options?: RequestOptions): PagePromise<any> {
-    return this.core.list<any>({ method: 'GET', path: `/api/v1/emails`, query }, options);
+  list(query?: Params<EmailsListQuery>, options?: RequestOptions): PagePromise<T.EmailSummary> {
+    return this.core.list<T.EmailSummary>({ method: 'GET', path: `/api/v1/emails`, query }, options);
   }
   /** Get Batch — GET /api/v1/emails/batches/{batch_id} (scope `read_analytics`) */
   getBatch(batchId: string, options?: RequestOptions): Promise<T.BatchReport> {
     return this.core.request<T.BatchReport>({ method: 'GET', path: `/api/v1/emails/batches/${encodeURIComponent(batchId)}` }, options);
   }
   /** List Rules — GET /api/v1/emails/routing-rules (scope `read_analytics`) */
-  listRoutingRules(options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/emails/routing-rules` }, options);
+  listRoutingRules(options?: RequestOptions): Promise<Array<T.RoutingRule>> {
+    return this.core.request<Array<T.RoutingRule>>({ method: 'GET', path: `/api/v1/emails/routing-rules` }, options);
   }
   /** Add Rule — POST /api/v1/emails/routing-rules (scope `send_email`) */
-  addRoutingRule(body: Params<T.RoutingRuleIn>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/emails/routing-rules`, idempotent: true, body }, options);
+  addRoutingRule(body: Params<T.RoutingRuleIn>, options?: RequestOptions): Promise<T.RoutingRule> {
+    return this.core.request<T.RoutingRule>({ method: 'POST', path: `/api/v1/emails/routing-rules`, idempotent: true, body }, options);
   }
   /** Delete Rule — DELETE /api/v1/emails/routing-rules/{rule_id} (scope `send_email`) */
   deleteRoutingRule(ruleId: string, options?: RequestOptions): Promise<any> {
     return this.core.request<any>({ method: 'DELETE', path: `/api/v1/emails/routing-rules/${encodeURIComponent(ruleId)}` }, options);
   }
   /** Send Email — POST /api/v1/emails/send (scope `send_email`) */
-  send(body: Params<T.SendEmailRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/emails/send`, idempotent: true, body }, options);
+  send(body: Params<T.SendEmailRequest>, options?: RequestOptions): Promise<T.SendAccepted> {
+    return this.core.request<T.SendAccepted>({ method: 'POST', path: `/api/v1/emails/send`, idempotent: true, body }, options);
   }
   /** Send Bulk — POST /api/v1/emails/send-bulk (scope `send_email`) */
-  sendBulk(body: Params<T.SendBulkRequest>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/emails/send-bulk`, idempotent: true, body }, options);
+  sendBulk(body: Params<T.SendBulkRequest>, options?: RequestOptions): Promise<T.BulkAccepted> {
+    return this.core.request<T.BulkAccepted>({ method: 'POST', path: `/api/v1/emails/send-bulk`, idempotent: true, body }, options);
   }
   /** List Caps — GET /api/v1/emails/sending-caps (scope `read_analytics`) */
-  listSendingCaps(options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/emails/sending-caps` }, options);
+  listSendingCaps(options?: RequestOptions): Promise<Array<T.SendingCap>> {
+    return this.core.request<Array<T.SendingCap>>({ method: 'GET', path: `/api/v1/emails/sending-caps` }, options);
   }
   /** Set Cap — PUT /api/v1/emails/sending-caps (scope `send_email`) */
-  setSendingCap(body: Params<T.SendingCapIn>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'PUT', path: `/api/v1/emails/sending-caps`, body }, options);
+  setSendingCap(body: Params<T.SendingCapIn>, options?: RequestOptions): Promise<T.SendingCap> {
+    return this.core.request<T.SendingCap>({ method: 'PUT', path: `/api/v1/emails/sending-caps`, body }, options);
   }
   /** List Suppressions — GET /api/v1/emails/suppressions (scope `read_analytics`). Awaited: one page; iterated with `for await`: every item. */
-  listSuppressions(query?: Params<EmailsListSuppressionsQuery>, options?: RequestOptions): PagePromise<any> {
-    return this.core.list<any>({ method: 'GET', path: `/api/v1/emails/suppressions`, query }, options);
+  listSuppressions(query?: Params<EmailsListSuppressionsQuery>, options?: RequestOptions): PagePromise<T.Suppression> {
+    return this.core.list<T.Suppression>({ method: 'GET', path: `/api/v1/emails/suppressions`, query }, options);
   }
   /** Add Suppression — POST /api/v1/emails/suppressions (scope `send_email`) */
-  addSuppression(body: Params<T.SuppressionIn>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/emails/suppressions`, idempotent: true, body }, options);
+  addSuppression(body: Params<T.SuppressionIn>, options?: RequestOptions): Promise<T.SuppressionAdded> {
+    return this.core.request<T.SuppressionAdded>({ method: 'POST', path: `/api/v1/emails/suppressions`, idempotent: true, body }, options);
   }
   /** Delete Suppression — DELETE /api/v1/emails/suppressions/{email} (scope `send_email`) */
   deleteSuppression(email: string, options?: RequestOptions): Promise<any> {
     return this.core.request<any>({ method: 'DELETE', path: `/api/v1/emails/suppressions/${encodeURIComponent(email)}` }, options);
   }
   /** Get Email — GET /api/v1/emails/{message_id} (scope `read_analytics`) */
-  get(messageId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/emails/${encodeURIComponent(messageId)}` }, options);
+  get(messageId: string, options?: RequestOptions): Promise<T.EmailDetail> {
+    return this.core.request<T.EmailDetail>({ method: 'GET', path: `/api/v1/emails/${encodeURIComponent(messageId)}` }, options);
   }
 }
 
@@ -372,12 +424,20 @@ export class Sending extends APIResource {
 }
 
 export type TemplatesListQuery = {
+  /** Exact name, any case. */
+  name?: string | null;
+  created_after?: string | null;
+  created_before?: string | null;
   /** Page size (1-500). */
   limit?: number;
   /** Rows to skip (limit/offset paging). */
-  offset?: number | null;
-  /** `next_cursor` of the previous page (cursor paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export class Templates extends APIResource {
@@ -398,8 +458,8 @@ export class Templates extends APIResource {
     return this.core.request<T.Template>({ method: 'PUT', path: `/api/v1/templates/${encodeURIComponent(templateId)}`, body }, options);
   }
   /** Delete Template — DELETE /api/v1/templates/{template_id} (scope `manage_templates`) */
-  delete(templateId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'DELETE', path: `/api/v1/templates/${encodeURIComponent(templateId)}` }, options);
+  delete(templateId: string, options?: RequestOptions): Promise<T.Deleted> {
+    return this.core.request<T.Deleted>({ method: 'DELETE', path: `/api/v1/templates/${encodeURIComponent(templateId)}` }, options);
   }
   /** Preview Template — POST /api/v1/templates/{template_id}/preview (scope `manage_templates`) */
   preview(templateId: string, body?: Params<T.PreviewRequest>, options?: RequestOptions): Promise<T.Preview> {
@@ -408,8 +468,19 @@ export class Templates extends APIResource {
 }
 
 export type WebhooksListQuery = {
+  enabled?: boolean | null;
+  /** Exact URL. */
+  url?: string | null;
+  /** Page size (1-100). */
   limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export type WebhooksListDeliveriesQuery = {
@@ -417,62 +488,70 @@ export type WebhooksListDeliveriesQuery = {
   event_type?: string | null;
   created_after?: string | null;
   created_before?: string | null;
+  /** Page size (1-100). */
   limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
 };
 
 export class Webhooks extends APIResource {
-  /** List endpoints (newest first) — GET /api/v1/webhooks (scope `manage_webhooks`). Awaited: one page; iterated with `for await`: every item. */
-  list(query?: Params<WebhooksListQuery>, options?: RequestOptions): PagePromise<any> {
-    return this.core.list<any>({ method: 'GET', path: `/api/v1/webhooks`, query }, options);
+  /** List endpoints — GET /api/v1/webhooks (scope `manage_webhooks`). Awaited: one page; iterated with `for await`: every item. */
+  list(query?: Params<WebhooksListQuery>, options?: RequestOptions): PagePromise<T.Endpoint> {
+    return this.core.list<T.Endpoint>({ method: 'GET', path: `/api/v1/webhooks`, query }, options);
   }
   /** Create an endpoint (the secret is shown once) — POST /api/v1/webhooks (scope `manage_webhooks`) */
-  create(body: Params<T.EndpointCreate>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/webhooks`, idempotent: true, body }, options);
+  create(body: Params<T.EndpointCreate>, options?: RequestOptions): Promise<T.EndpointCreated> {
+    return this.core.request<T.EndpointCreated>({ method: 'POST', path: `/api/v1/webhooks`, idempotent: true, body }, options);
   }
   /** Get an endpoint — GET /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`) */
-  get(endpointId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}` }, options);
+  get(endpointId: string, options?: RequestOptions): Promise<T.Endpoint> {
+    return this.core.request<T.Endpoint>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}` }, options);
   }
   /** Update an endpoint (omitted fields are kept) — PUT /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`) */
-  update(endpointId: string, body: Params<T.EndpointUpdate>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'PUT', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}`, body }, options);
+  update(endpointId: string, body: Params<T.EndpointUpdate>, options?: RequestOptions): Promise<T.Endpoint> {
+    return this.core.request<T.Endpoint>({ method: 'PUT', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}`, body }, options);
   }
   /** Update an endpoint (omitted fields are kept) — PATCH /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`) */
-  patch(endpointId: string, body: Params<T.EndpointUpdate>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'PATCH', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}`, body }, options);
+  patch(endpointId: string, body: Params<T.EndpointUpdate>, options?: RequestOptions): Promise<T.Endpoint> {
+    return this.core.request<T.Endpoint>({ method: 'PATCH', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}`, body }, options);
   }
   /** Delete an endpoint, its secret and its log — DELETE /api/v1/webhooks/{endpoint_id} (scope `manage_webhooks`) */
-  delete(endpointId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'DELETE', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}` }, options);
+  delete(endpointId: string, options?: RequestOptions): Promise<T.Deleted> {
+    return this.core.request<T.Deleted>({ method: 'DELETE', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}` }, options);
   }
-  /** The delivery log (newest first) — GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`). Awaited: one page; iterated with `for await`: every item. */
-  listDeliveries(endpointId: string, query?: Params<WebhooksListDeliveriesQuery>, options?: RequestOptions): PagePromise<any> {
-    return this.core.list<any>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/deliveries`, query }, options);
+  /** The delivery log — GET /api/v1/webhooks/{endpoint_id}/deliveries (scope `manage_webhooks`). Awaited: one page; iterated with `for await`: every item. */
+  listDeliveries(endpointId: string, query?: Params<WebhooksListDeliveriesQuery>, options?: RequestOptions): PagePromise<T.Delivery> {
+    return this.core.list<T.Delivery>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/deliveries`, query }, options);
   }
   /** A delivery and its attempts — GET /api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id} (scope `manage_webhooks`) */
-  getDelivery(endpointId: string, deliveryId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/deliveries/${encodeURIComponent(deliveryId)}` }, options);
+  getDelivery(endpointId: string, deliveryId: string, options?: RequestOptions): Promise<T.DeliveryDetail> {
+    return this.core.request<T.DeliveryDetail>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/deliveries/${encodeURIComponent(deliveryId)}` }, options);
   }
   /** Send a finished delivery again (fresh retry cycle, same id) — POST /api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry (scope `manage_webhooks`) */
-  retryDelivery(endpointId: string, deliveryId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/deliveries/${encodeURIComponent(deliveryId)}/retry`, idempotent: true }, options);
+  retryDelivery(endpointId: string, deliveryId: string, options?: RequestOptions): Promise<T.DeliveryDetail> {
+    return this.core.request<T.DeliveryDetail>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/deliveries/${encodeURIComponent(deliveryId)}/retry`, idempotent: true }, options);
   }
   /** Re-send every failed delivery created since a time — POST /api/v1/webhooks/{endpoint_id}/recover (scope `manage_webhooks`) */
-  recover(endpointId: string, body: Params<T.Recover>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/recover`, idempotent: true, body }, options);
+  recover(endpointId: string, body: Params<T.Recover>, options?: RequestOptions): Promise<T.Recovered> {
+    return this.core.request<T.Recovered>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/recover`, idempotent: true, body }, options);
   }
   /** New secret; the old one signs 24 h more — POST /api/v1/webhooks/{endpoint_id}/rotate-secret (scope `manage_webhooks`) */
-  rotateSecret(endpointId: string, body?: Params<T.RotateSecret>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/rotate-secret`, idempotent: true, body }, options);
+  rotateSecret(endpointId: string, body?: Params<T.RotateSecret>, options?: RequestOptions): Promise<T.SecretRotated> {
+    return this.core.request<T.SecretRotated>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/rotate-secret`, idempotent: true, body }, options);
   }
   /** Success and error rates, latency, health — GET /api/v1/webhooks/{endpoint_id}/stats (scope `manage_webhooks`) */
-  stats(endpointId: string, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/stats` }, options);
+  stats(endpointId: string, options?: RequestOptions): Promise<T.EndpointStats> {
+    return this.core.request<T.EndpointStats>({ method: 'GET', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/stats` }, options);
   }
   /** Send a sample event now; returns the attempt — POST /api/v1/webhooks/{endpoint_id}/test (scope `manage_webhooks`) */
-  sendTest(endpointId: string, body?: Params<T.TestSend>, options?: RequestOptions): Promise<any> {
-    return this.core.request<any>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/test`, idempotent: true, body }, options);
+  sendTest(endpointId: string, body?: Params<T.TestSend>, options?: RequestOptions): Promise<T.SampleSendResult> {
+    return this.core.request<T.SampleSendResult>({ method: 'POST', path: `/api/v1/webhooks/${encodeURIComponent(endpointId)}/test`, idempotent: true, body }, options);
   }
   /** Verify a Standard Webhooks delivery (`webhook-id`, `webhook-timestamp`, `webhook-signature`) and return its parsed payload. */
   verify(payload: string | Uint8Array, headers: WebhookHeaders, secret: string, toleranceSeconds?: number): Promise<any> {
