@@ -219,6 +219,7 @@ def test_malformed_keys_are_a_configuration_error() -> None:
 def test_builtin_keys_are_refused_outside_dev_and_test(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
+    monkeypatch.setenv("PM_CURSOR_KEY", "a-generated-cursor-key-0123456789abcdef")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for environment in ("dev", "test"):
@@ -238,6 +239,7 @@ def test_the_gateway_refuses_the_builtin_private_key_in_production(
     monkeypatch.setenv("PM_PRINCIPAL_PUBLIC_KEYS", PUBLIC)
     monkeypatch.setenv("PM_USER_TOKEN_PUBLIC_KEYS", PUBLIC)
     monkeypatch.setenv("PM_IDEMPOTENCY_ENCRYPTION_KEY", "a-generated-secret-0123456789abcdef")
+    monkeypatch.setenv("PM_CURSOR_KEY", "a-generated-cursor-key-0123456789abcdef")
     with pytest.raises(SettingsError, match="PM_PRINCIPAL_PRIVATE_KEY"):
         GatewaySettings(environment="production")
     monkeypatch.setenv("PM_PRINCIPAL_PRIVATE_KEY", KEY)
@@ -382,3 +384,13 @@ def test_the_scope_catalog_is_the_issues_eight() -> None:
         "manage_templates", "manage_domains", "read_inbox", "manage_webhooks",
     }  # fmt: skip
     assert len(SCOPES) == 8
+
+
+def test_the_builtin_cursor_key_is_refused_outside_dev_and_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PM_PRINCIPAL_PUBLIC_KEYS", PUBLIC)
+    with pytest.raises(SettingsError, match="PM_CURSOR_KEY"):
+        ServiceSettings(environment="production")
+    monkeypatch.setenv("PM_CURSOR_KEY", "a-generated-cursor-key-0123456789abcdef")
+    ServiceSettings(environment="production")
