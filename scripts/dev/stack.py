@@ -308,7 +308,8 @@ def dev_settings(service: str) -> dict[str, str]:
     - billing: Stripe is the fake Stripe (`FAKE_STRIPE`), keys and webhook secrets from Vault
       at the production paths; Checkout returns to the dashboard the gateway serves.
     - delivery: live-mode mail goes over SMTP to the mail capture (credentials in Vault at
-      the platform's `penguinmails/api-keys/smtp`); test-mode mail stays in the sandbox.
+      the platform's `penguinmails/api-keys/smtp`); test-mode mail stays in the sandbox;
+      sending domains verify against the fake Cloudflare's DNS server (`FAKE_CLOUDFLARE`).
     """
     if service == "gateway":
         return {
@@ -338,6 +339,10 @@ def dev_settings(service: str) -> dict[str, str]:
             "PM_DEFAULT_ROUTES": '{"transactional": ["smtp"], "marketing": ["smtp"]}',
             "PM_ESP_CREDENTIALS_PATH": paths["esp"],
             "PM_TRACKING_BASE_URL": GATEWAY_URL,
+            # Sending domains verify against the fake Cloudflare's DNS server; publishing
+            # through its API (the token in .dev/stack.env) makes the records resolvable.
+            "PM_DNS_RESOLVERS": f"127.0.0.1:{DNS_PORT}",
+            "PM_CLOUDFLARE_BASE_URL": f"{FAKE_CLOUDFLARE.url}/client/v4",
         }
     return {}
 
@@ -435,7 +440,14 @@ MAIL_CAPTURE = DevTool(
     "mail-capture", "scripts.dev.mail_capture", 8701 + PORT_OFFSET, "mail capture (live mode)"
 )
 MAIL_SMTP_PORT = 8725 + PORT_OFFSET
-DEV_TOOLS = (FAKE_STRIPE, MAIL_CAPTURE)
+FAKE_CLOUDFLARE = DevTool(
+    "fake-cloudflare",
+    "tests.fakes.cloudflare",
+    8702 + PORT_OFFSET,
+    "fake Cloudflare DNS API and authoritative DNS (sending domains)",
+)
+DNS_PORT = 8753 + PORT_OFFSET  # UDP and TCP: what delivery verifies sending domains against
+DEV_TOOLS = (FAKE_STRIPE, MAIL_CAPTURE, FAKE_CLOUDFLARE)
 
 
 def fake_credentials(prov: Provisioned) -> dict[str, str]:
@@ -446,6 +458,7 @@ def fake_credentials(prov: Provisioned) -> dict[str, str]:
         "stripe_test_key": f"sk_test_fake_{secrets.token_hex(16)}",
         "stripe_live_whsec": f"whsec_{secrets.token_hex(24)}",
         "stripe_test_whsec": f"whsec_{secrets.token_hex(24)}",
+        "cloudflare_token": f"cf-fake-{secrets.token_hex(16)}",
     }
     for name, value in made.items():
         prov.fakes.setdefault(name, value)
@@ -456,6 +469,18 @@ def dev_tool_command(tool: DevTool) -> list[str]:
     hook = f"{GATEWAY_URL}/hooks/stripe"
     if tool is FAKE_STRIPE:
         return [sys.executable, "-m", tool.module, "--port", str(tool.port), "--webhook-url", hook]
+    if tool is FAKE_CLOUDFLARE:
+        port, dns = str(tool.port), str(DNS_PORT)
+        return [
+            sys.executable,
+            "-m",
+            tool.module,
+            "--port",
+            port,
+            "--dns-port",
+            dns,
+            "--auto-zones",
+        ]
     return [
         sys.executable,
         "-m",
@@ -472,6 +497,8 @@ def dev_tool_command(tool: DevTool) -> list[str]:
 
 def dev_tool_env(tool: DevTool, prov: Provisioned) -> dict[str, str]:
     """Secrets go through the environment, not the command line (`ps` shows that)."""
+    if tool is FAKE_CLOUDFLARE:
+        return {"FAKE_CLOUDFLARE_TOKEN": fake_credentials(prov)["cloudflare_token"]}
     if tool is not FAKE_STRIPE:
         return {}
     creds = fake_credentials(prov)
@@ -1018,7 +1045,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
             print(_indent(tail(LOGS / f"{name}.log")))
         print(f"\n{len(not_ready)} of {programs} programs not ready; `make down` stops all")
         return 1
-    write_stack_env(infra)
+    write_stack_env(infra, prov)
     print(up_summary(len(processes), time.monotonic() - started, overrides, refused))
     if broken:
         print(f"\nbut left out (do not import): {', '.join(sorted(broken))}")
@@ -1026,7 +1053,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
     return 0
 
 
-def write_stack_env(infra: Infra) -> None:
+def write_stack_env(infra: Infra, prov: Provisioned) -> None:
     _write_private(
         STACK_ENV,
         "".join(
@@ -1035,6 +1062,9 @@ def write_stack_env(infra: Infra) -> None:
                 "PM_GATEWAY_URL": GATEWAY_URL,
                 "PM_FAKE_STRIPE_URL": FAKE_STRIPE.url,
                 "PM_MAIL_CAPTURE_URL": MAIL_CAPTURE.url,
+                "PM_FAKE_CLOUDFLARE_URL": FAKE_CLOUDFLARE.url,
+                # For PUT /api/v1/domains/dns-credentials on this stack (docs/domains.md).
+                "PM_FAKE_CLOUDFLARE_TOKEN": fake_credentials(prov)["cloudflare_token"],
                 "VAULT_ADDR": infra.vault_addr,
                 "VAULT_TOKEN": infra.vault_token,
                 "PM_DATABASE_URL": service_dsn_admin(infra),
@@ -1062,6 +1092,9 @@ def up_summary(
         " webhooks signed to /hooks/stripe",
         f"  mail      {MAIL_CAPTURE.url}  captured live-mode mail (SMTP 127.0.0.1:"
         f"{MAIL_SMTP_PORT}); `make mail` lists it",
+        f"  domains   {FAKE_CLOUDFLARE.url}  FAKE Cloudflare + DNS on 127.0.0.1:{DNS_PORT}:"
+        " publish a sending domain with the token PM_FAKE_CLOUDFLARE_TOKEN (.dev/stack.env),"
+        " then verify it (docs/domains.md)",
         "  webhooks  http:// and loopback endpoint URLs are allowed (dev stack only)",
         "  logs      tail -f .dev/logs/<service>-<process>.log  (e.g. .dev/logs/gateway-api.log)",
         "  env       set -a; . .dev/stack.env; set +a   (gateway URL, Vault, admin DSN)",

@@ -8,6 +8,9 @@ end on loopback. Run alone: `python -m tests.fakes.cloudflare --port N`.
 
 from __future__ import annotations
 
+import argparse
+import os
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.dns_server import FakeDns
-from tests.fakes.esp_server import FakeEsp, run_standalone
+from tests.fakes.esp_server import FakeEsp
 
 
 def _now() -> str:
@@ -43,12 +46,17 @@ def _error(status: int, code: int, message: str) -> Response:
 
 
 class FakeCloudflare(FakeEsp):
-    def __init__(self, token: str = "cf-test-token-0123456789abcdef") -> None:
+    def __init__(
+        self, token: str = "cf-test-token-0123456789abcdef", *, auto_zones: bool = False
+    ) -> None:
         super().__init__()
         self.token = token
         self.zones: dict[str, str] = {}  # id -> name
         self.records: dict[str, dict[str, Any]] = {}  # id -> record
         self.dns: FakeDns | None = None
+        # The dev stack's instance: a zone looked up by name exists (the first name asked,
+        # e.g. `mail.example.com`), so any domain can be published locally.
+        self.auto_zones = auto_zones
 
     @property
     def url(self) -> str:
@@ -66,6 +74,7 @@ class FakeCloudflare(FakeEsp):
     def routes(self) -> list[Route]:
         base = "/client/v4"
         return [
+            Route("/readyz", self._ready, methods=["GET"]),
             Route(f"{base}/zones", self._zones, methods=["GET"]),
             Route(f"{base}/zones/{{zone_id}}/dns_records", self._records, methods=["GET", "POST"]),
             Route(
@@ -78,10 +87,15 @@ class FakeCloudflare(FakeEsp):
     def _authorized(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {self.token}"
 
+    async def _ready(self, request: Request) -> Response:
+        return JSONResponse({"status": "ready", "fake": "Cloudflare DNS API"})
+
     async def _zones(self, request: Request) -> Response:
         if (failed := await self._gate(request)) is not None:
             return failed
         name = request.query_params.get("name")
+        if name and self.auto_zones and name not in self.zones.values():
+            self.add_zone(name)
         found = [
             {"id": zid, "name": zname, "status": "active", "type": "full", "paused": False}
             for zid, zname in self.zones.items()
@@ -172,5 +186,30 @@ class FakeCloudflare(FakeEsp):
         self.dns.set(name, rtype, *values)
 
 
+def main() -> None:
+    """The dev stack's instance: the HTTP API on --port and, with --dns-port, the records it
+    holds served by an authoritative DNS server on that UDP/TCP port (the token comes from
+    FAKE_CLOUDFLARE_TOKEN)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.cloudflare")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dns-port", type=int)
+    parser.add_argument("--auto-zones", action="store_true")
+    args = parser.parse_args()
+    token = os.environ.get("FAKE_CLOUDFLARE_TOKEN", "cf-test-token-0123456789abcdef")
+    fake = FakeCloudflare(token, auto_zones=args.auto_zones)
+    dns = FakeDns().start(args.dns_port) if args.dns_port else None
+    if dns is not None:
+        fake.serve_with(dns)
+    fake.start(args.port)
+    print(f"fake Cloudflare on {fake.url}" + (f", DNS on {dns.address}" if dns else ""), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+        if dns is not None:
+            dns.stop()
+
+
 if __name__ == "__main__":
-    run_standalone(FakeCloudflare, "cloudflare")
+    main()
