@@ -107,13 +107,19 @@ class Endpoint(ResponseModel):
     disabled_reason: str | None
     disabled_at: datetime | None
     retry_schedule: list[float] | None
+    payload_version: PayloadVersion = Field(
+        description="The payload shape this endpoint receives (docs/webhooks.md)."
+    )
     mode: Literal["live", "test"]
     created_at: datetime
     updated_at: datetime
 
 
 class EndpointCreated(Endpoint):
-    secret: str = Field(description="The signing secret (`whsec_...`). Shown once: store it.")
+    secret: str = Field(
+        description="The signing secret (`whsec_...`, or the printable secret you chose)."
+        " Shown once: store it."
+    )
 
 
 class SecretRotated(ResponseModel):
