@@ -390,3 +390,42 @@ def test_dkim_signature_covers_the_headers_present() -> None:
     header = signed.split(b"\r\n\r\n")[0].decode()
     assert header.startswith("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;")
     assert "d=example.com" in header and f"s={pair.selector}" in header
+
+
+async def test_live_sends_only_from_verified_domains_test_mode_exempt(
+    harness: Harness, fake_dns: FakeDns, unique: str
+) -> None:
+    body = {
+        "to": "bob@example.net",
+        "subject": "Hi",
+        "text": "Hello",
+        "from": f"ceo@bigbank-{unique}.example",
+    }
+    send, bulk = "/api/v1/emails/send", "/api/v1/emails/send-bulk"
+    bulk_body = {**body, "recipients": [{"email": "bob@example.net"}]}
+    bulk_body.pop("to")
+    for path, payload in ((send, body), (bulk, bulk_body)):
+        refused = await harness.client.post(path, json=payload, headers=harness.headers())
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "sender_domain_not_verified"
+        assert f"bigbank-{unique}.example" in error["message"]
+        assert error["details"][0]["field"] == "body.from"
+        # Test mode is exempt.
+        test = await harness.client.post(path, json=payload, headers=harness.headers(mode="test"))
+        assert test.status_code == 202, test.text
+
+    # Verified by another tenant: still refused for this one.
+    other = f"t_owner_{unique}"
+    domain = (await create(harness, f"bigbank-{unique}.example", tenant=other)).json()["data"]
+    publish(fake_dns, domain)
+    await harness.client.post(
+        f"/api/v1/domains/{domain['id']}/verify", headers=harness.headers(SCOPES, tenant=other)
+    )
+    again = await harness.client.post(send, json=body, headers=harness.headers())
+    assert again.json()["error"]["code"] == "sender_domain_not_verified"
+    # The owner's live send is accepted, also From a subdomain of the verified domain.
+    owner = harness.headers(tenant=other)
+    assert (await harness.client.post(send, json=body, headers=owner)).status_code == 202
+    sub = {**body, "from": f"News <news@mail.bigbank-{unique}.example>"}
+    assert (await harness.client.post(send, json=sub, headers=owner)).status_code == 202
