@@ -46,7 +46,7 @@ async def test_endpoint_filtered_by_contact_tag_gets_that_contacts_email_sent(
                     )
                     return bool(n == 2)
 
-                await eventually(learned, timeout=60)
+                await eventually(learned, timeout=600)
             finally:
                 await conn.close()
 
@@ -72,7 +72,7 @@ async def test_endpoint_filtered_by_contact_tag_gets_that_contacts_email_sent(
             # webhooks, filtered the same way.
             await eventually(
                 lambda: len(of("email.sent")) >= 2 and len(of("email.delivered")) >= 2,
-                timeout=60,
+                timeout=600,
             )
             got = of("email.sent") + of("email.delivered")
     assert {_recipient(e) for e in got} == {vip}, got

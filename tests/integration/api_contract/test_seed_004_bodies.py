@@ -99,7 +99,7 @@ async def test_seed_campaign_send_bulk_and_analytics_bodies(account: Account) ->
             r = await c.post("/api/v1/emails/send-bulk", json=bulk, headers=h)
             return r if r.status_code == 202 else None
 
-        r = await eventually(accepted, timeout=60, interval=0.3)
+        r = await eventually(accepted, timeout=600, interval=0.3)
         batch = r.json()["data"]
         assert batch["accepted"] == 1 and batch["batches"] == 1
         r = await c.get(f"/api/v1/emails/batches/{batch['batch_id']}", headers=h)
@@ -138,7 +138,7 @@ async def test_seed_campaign_send_bulk_and_analytics_bodies(account: Account) ->
                 campaign["id"],
             )
 
-        row = await eventually(rendered, timeout=60, interval=0.3)
+        row = await eventually(rendered, timeout=600, interval=0.3)
     finally:
         await conn.close()
     assert row["subject"] == "Welcome to PenguinMails!"
@@ -168,7 +168,7 @@ async def test_personalization_reaches_the_template(account: Account) -> None:
                 cid,
             )
 
-        row = await eventually(rendered, timeout=60, interval=0.3)
+        row = await eventually(rendered, timeout=600, interval=0.3)
     finally:
         await conn.close()
     assert row["subject"] == "Welcome John"
@@ -186,7 +186,7 @@ async def test_personalization_reaches_the_template(account: Account) -> None:
                 )
             )
 
-        events = await eventually(sent, timeout=60, interval=0.3)
+        events = await eventually(sent, timeout=600, interval=0.3)
     finally:
         await conn.close()
     assert len(events) == 1 and json.loads(events[0]["data"])["recipients"] == 1
@@ -231,7 +231,7 @@ async def test_seed_send_body_and_the_default_sender(account: Account) -> None:
             r = await c.post(f"/api/v1/campaigns/{cid}/start", headers=live)
             return r if r.status_code == 200 else None
 
-        r = await eventually(started, timeout=60, interval=0.3)
+        r = await eventually(started, timeout=600, interval=0.3)
         assert r.json()["data"]["from_email"] == "hello@acme.example.com"
         assert r.json()["data"]["from_name"] == "Acme"
         r = await c.delete(f"/api/v1/domains/{domain_id}", headers=live)
