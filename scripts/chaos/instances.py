@@ -112,9 +112,18 @@ class Postgres:
             " -c max_connections=400 -c fsync=off"
         )
         r = self._as_postgres(
-            _pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts,
-            "-l", str(self.base / "postgres.log"), "-w", "-t", "120", "start",
-        )  # fmt: skip
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.base / "postgres.log"),
+            "-w",
+            "-t",
+            "120",
+            "start",
+        )
         if r.returncode != 0:
             raise InstanceError(f"pg_ctl start: {r.stdout.strip()[-500:]} {r.stderr.strip()}")
 
@@ -135,11 +144,24 @@ class Redis:
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.base), "--save", "", "--appendonly", "yes", "--protected-mode", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.base),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--protected-mode",
+                "no",
+            ],
             stdout=open(self.base / "redis.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
         wait_until(self._pong, 30, "redis")
 
     def _pong(self) -> bool:
@@ -165,8 +187,12 @@ class RabbitMQ:
     base: Path
     port: int
     dist_port: int
-    node: str = "pmchaos@localhost"
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node(self) -> str:
+        """One Erlang node name per AMQP port: two drills may run side by side."""
+        return f"pmdrill{self.port}@localhost"
 
     @property
     def url(self) -> str:
@@ -193,7 +219,7 @@ class RabbitMQ:
         self.base.mkdir(parents=True, exist_ok=True)
         if fresh:
             (self.base / "enabled_plugins").write_text("[].\n")
-            os.chmod(self.base.parent, 0o755)
+            os.chmod(self.base.parent, 0o755)  # noqa: S103 (the rabbitmq user must reach it)
             _chown(self.base, "rabbitmq")
         self.proc = subprocess.Popen(
             ["rabbitmq-server"],
@@ -246,7 +272,7 @@ class OpenBao:
 
     def _call(self, method: str, path: str, body: object = None) -> dict[str, object]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)
+        req = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)  # noqa: S310 (loopback)
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (loopback)
             raw = resp.read()
         return json.loads(raw) if raw else {}
@@ -327,7 +353,7 @@ class PrivateInfra:
         # directories through a temporary directory made 0700 by mkdtemp.
         self.base.mkdir(parents=True, exist_ok=True)
         for d in (self.base.parent, self.base):
-            os.chmod(d, 0o755)
+            os.chmod(d, 0o755)  # noqa: S103 (read by the postgres and rabbitmq users)
         self.postgres.init()
         self.postgres.start()
         self.redis.start()
@@ -338,7 +364,7 @@ class PrivateInfra:
         for stop in (self.bao.stop, self.rabbit.stop, self.redis.stop, self.postgres.stop):
             try:
                 stop()
-            except Exception as exc:  # noqa: BLE001 (best effort: stop the others too)
+            except Exception as exc:
                 print(f"stop: {type(exc).__name__}: {exc}")
 
     def stack_env(self, dev_dir: Path, port_offset: int) -> dict[str, str]:
