@@ -270,10 +270,12 @@ class OpenBao:
     def addr(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _call(self, method: str, path: str, body: object = None) -> dict[str, object]:
+    def _call(
+        self, method: str, path: str, body: object = None, timeout: float = 60
+    ) -> dict[str, object]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)  # noqa: S310 (loopback)
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback)
             raw = resp.read()
         return json.loads(raw) if raw else {}
 
@@ -301,7 +303,7 @@ class OpenBao:
 
     def _status(self) -> dict[str, object] | None:
         try:
-            return self._call("GET", "sys/seal-status")
+            return self._call("GET", "sys/seal-status", timeout=5)
         except OSError:
             return None
 

@@ -400,14 +400,15 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
     print(f"chaos: private servers in {base} (ports {args.ports}..{args.ports + 5})", flush=True)
     dns, receiver = FakeDns().start(), WebhookReceiver().start()
     dev_dir = base / "stack"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PM_", "VAULT_", "BAO_"))},
-        **infra.stack_env(dev_dir, args.offset),
-        "PM_DNS_RESOLVERS": dns.address,
-    }
-    os.environ.update(infra.stack_env(dev_dir, args.offset))  # scripts.dev.stack reads these
+    env: dict[str, str] = {}
     try:
-        infra.start()
+        infra.start()  # before the stack's environment: it names OpenBao's root token
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PM_", "VAULT_", "BAO_"))},
+            **infra.stack_env(dev_dir, args.offset),
+            "PM_DNS_RESOLVERS": dns.address,
+        }
+        os.environ.update(infra.stack_env(dev_dir, args.offset))  # scripts.dev.stack reads them
         print("chaos: starting the platform (scripts.dev.stack up) ...", flush=True)
         if stack_cmd(env, "up") != 0:
             print("chaos: the stack did not come up; logs in", dev_dir / "logs")
@@ -499,7 +500,8 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
         print_report(load, rows, captured(mail_dir), receiver, left, dlq, states, took)
         return 0
     finally:
-        stack_cmd(env, "down", timeout=120)
+        if env:
+            stack_cmd(env, "down", timeout=120)
         infra.stop()
         dns.stop()
         receiver.stop()
@@ -588,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ports", type=int, default=19400, help="first of 6 server ports")
+    parser.add_argument("--ports", type=int, default=7400, help="first of 6 server ports")
     parser.add_argument("--offset", type=int, default=2000, help="stack port offset")
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--max-requests", type=int, default=20000)
