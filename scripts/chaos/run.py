@@ -78,6 +78,17 @@ class FaultRow:
     note: str = ""
 
 
+def start_dns() -> FakeDns:
+    """The local DNS server; its UDP port's TCP twin may be taken: try another port."""
+    for attempt in range(5):
+        try:
+            return FakeDns().start()
+        except OSError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
 def stack_cmd(env: dict[str, str], command: str, timeout: float = 900) -> int:
     return subprocess.run(
         [sys.executable, "-m", "scripts.dev.stack", command],
@@ -398,7 +409,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
     t_begin = time.monotonic()
     infra = PrivateInfra(base / "infra", first=args.ports)
     print(f"chaos: private servers in {base} (ports {args.ports}..{args.ports + 5})", flush=True)
-    dns, receiver = FakeDns().start(), WebhookReceiver().start()
+    dns, receiver = start_dns(), WebhookReceiver().start()
     dev_dir = base / "stack"
     env: dict[str, str] = {}
     try:

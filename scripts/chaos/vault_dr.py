@@ -37,7 +37,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from scripts.chaos.instances import BAO, OpenBao, PrivateInfra, port_free
-from scripts.chaos.run import DOMAIN, RCPT_DOMAIN, captured, stack_cmd
+from scripts.chaos.run import DOMAIN, RCPT_DOMAIN, captured, stack_cmd, start_dns
 from tests.fakes.dns_server import FakeDns
 from tests.fakes.webhook_receiver import WebhookReceiver
 
@@ -174,7 +174,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
     if not (port_free(fresh.port) and port_free(fresh.port + 1)):
         raise RuntimeError(f"ports {fresh.port}-{fresh.port + 1} taken")
     print(f"vault-dr: private servers in {base}", flush=True)
-    dns, receiver = FakeDns().start(), WebhookReceiver().start()
+    dns, receiver = start_dns(), WebhookReceiver().start()
     dev_dir = base / "stack"
 
     def env_for(bao: OpenBao) -> dict[str, str]:
