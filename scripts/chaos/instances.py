@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,10 +272,12 @@ class OpenBao:
         return f"http://127.0.0.1:{self.port}"
 
     def _call(
-        self, method: str, path: str, body: object = None, timeout: float = 60
+        self, method: str, path: str, body: object = None, timeout: float = 60, token: str = ""
     ) -> dict[str, object]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)  # noqa: S310 (loopback)
+        if token:
+            req.add_header("X-Vault-Token", token)
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback)
             raw = resp.read()
         return json.loads(raw) if raw else {}
@@ -295,11 +298,29 @@ class OpenBao:
             stderr=subprocess.STDOUT,
         )
         wait_until(lambda: self._status() is not None, 60, "openbao")
-        if not self.unseal_key:
+        fresh = not self.unseal_key
+        if fresh:
             init = self._call("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1})
             self.unseal_key = str(init["keys_base64"][0])  # type: ignore[index]
             self.root_token = str(init["root_token"])
         self.unseal()
+        if fresh:
+            self.mount_kv_v2("secret", "api_keys")
+
+    def mount_kv_v2(self, *mounts: str) -> None:
+        """KV mounts made as version 2 at once: provisioning would otherwise meet a kv v1
+        mount's upgrade ("Upgrading from non-versioned to versioned data") and fail."""
+        for mount in mounts:
+            body = {"type": "kv", "options": {"version": "2"}}
+            self._call("POST", f"sys/mounts/{mount}", body, token=self.root_token)
+            wait_until(lambda m=mount: self._kv_ready(m), 60, f"openbao kv {mount}")
+
+    def _kv_ready(self, mount: str) -> bool:
+        try:
+            self._call("GET", f"{mount}/config", token=self.root_token, timeout=5)
+        except urllib.error.HTTPError:
+            return False
+        return True
 
     def _status(self) -> dict[str, object] | None:
         try:

@@ -474,7 +474,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                     else "api NOT back in 120 s"
                 )
                 row.note += (
-                    f"; events flow {pipe:.1f} s after"
+                    f"; events flow {pipe + (took or 0):.1f} s after it returned"
                     if pipe is not None
                     else "; events NOT flowing after 120 s"
                 )
