@@ -298,8 +298,9 @@ async def kill_program(client: httpx.AsyncClient, name: str, row: FaultRow) -> N
 
     async def back() -> bool:
         info = await asyncio.to_thread(rpc.supervisor.getProcessInfo, name)
-        if info["statename"] in ("FATAL", "EXITED", "STOPPED"):  # gave up: start it again
-            row.note = f"supervisord: {info['statename']}"
+        if info["statename"] == "FATAL":  # supervisord gave up (startretries): say so, retry
+            row.note = "supervisord: FATAL, started again"
+            await asyncio.to_thread(rpc.supervisor.startProcess, name, False)
         return bool(info["pid"] and info["pid"] != old and await ready(client, port))
 
     row.recovered = await until(back, 120)
