@@ -19,7 +19,7 @@ ARGS ?=
 QUEUE ?=
 ID ?=
 
-.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates dashboard sdk-deps
+.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates dashboard sdk-deps chaos vault-dr
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -100,6 +100,14 @@ bench: infra ## run every benchmark: each bench/*.py with a __main__ block, as a
 		$(UV) run --frozen python -m "$$m"; ran=$$((ran + 1)); \
 	done; \
 	[ "$$ran" -gt 0 ] || echo "no benchmark in bench/ yet"
+
+# Drills on private Postgres/Redis/RabbitMQ/OpenBao servers they start in a temporary
+# directory (never the machine's shared ones); not part of `make test`. ARGS passes options.
+chaos: venv ## faults under load (kill -9, broker/db/redis/vault restarts); prints one table
+	$(UV) run --frozen python -m scripts.chaos.run $(ARGS)
+
+vault-dr: venv ## Vault disaster-recovery drill: snapshot, restore into a fresh OpenBao, verify
+	$(UV) run --frozen python -m scripts.chaos.vault_dr $(ARGS)
 
 replay-dlq: venv ## move a dead-letter queue's messages back: make replay-dlq QUEUE=<queue>
 	@if [ -z "$(QUEUE)" ]; then echo "usage: make replay-dlq QUEUE=<queue>" >&2; exit 2; fi

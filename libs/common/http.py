@@ -385,7 +385,55 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     return _envelope_response(status, code, message, headers=exc.headers)
 
 
+# A dependency that is down or restarting (Postgres refusing connections or shutting down,
+# Redis or the broker gone) is a 503 the client may retry, not a 500: found by `make chaos`
+# (a Postgres restart under load answered 500 from every route that opened a connection).
+_DEPENDENCY_DOWN_MODULES = ("asyncpg", "redis", "aiormq", "aio_pika", "pamqp", "hvac")
+_DEPENDENCY_DOWN_NAMES = (
+    "CannotConnectNowError",  # asyncpg: the server is starting up or shutting down
+    "AdminShutdownError",
+    "ConnectionDoesNotExistError",
+    "ConnectionFailureError",
+    "InterfaceError",  # asyncpg: pool closing or connection lost
+    "ConnectionError",  # redis
+    "TimeoutError",
+    "AMQPConnectionError",
+    "ChannelInvalidStateError",
+    "VaultDown",
+)
+
+
+def dependency_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause) says a dependency is unreachable rather than a bug."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, (ConnectionError, TimeoutError)):  # refused, reset, timed out
+            return True
+        module = type(current).__module__.partition(".")[0]
+        if module in _DEPENDENCY_DOWN_MODULES and any(
+            cls.__name__ in _DEPENDENCY_DOWN_NAMES for cls in type(current).__mro__
+        ):
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
+
+
 async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if dependency_unavailable(exc):
+        logger.warning(
+            "dependency unavailable in %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            exc,
+        )
+        return _envelope_response(
+            503,
+            "service_unavailable",
+            ERROR_CODES["service_unavailable"][1],
+            headers={"Retry-After": "1"},
+        )
     logger.error(
         "unhandled error in %s %s",
         request.method,

@@ -60,6 +60,10 @@ def build_app() -> FastAPI:
     async def boom() -> None:
         raise RuntimeError("db password hunter2 leaked in exception text")
 
+    @app.get("/db-down")
+    async def db_down() -> None:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
     @app.get("/missing")
     async def missing() -> None:
         raise NotFound("Contact c_1 does not exist.")
@@ -145,6 +149,14 @@ async def test_unhandled_exception_is_500_without_its_text(
         assert leak not in resp.text
     logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is RuntimeError]
     assert logged, "the traceback must be logged server-side"
+
+
+async def test_unreachable_dependency_is_503_not_500(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/db-down")
+    error = assert_error(resp, 503, "service_unavailable")
+    assert resp.headers["Retry-After"] == "1"
+    assert "5432" not in resp.text and "Refused" not in resp.text
+    assert error["message"] == ERROR_CODES["service_unavailable"][1]
 
 
 async def test_api_errors_keep_message_details_and_headers(client: httpx.AsyncClient) -> None:
