@@ -114,6 +114,7 @@ class ApiKeyUsageTotals(ResponseModel):
 
 
 class UsageBucket(ResponseModel):
+    # The bucket's start, whatever the granularity (the field kept its first name).
     minute: datetime
     requests: int
     errors: int
@@ -125,7 +126,7 @@ class ApiKeyUsage(ResponseModel):
     key_id: str
     from_: datetime = Field(alias="from")
     to: datetime
-    granularity: Literal["minute"]
+    granularity: Literal["minute", "hour", "day"]
     totals: ApiKeyUsageTotals
     buckets: list[UsageBucket]
 

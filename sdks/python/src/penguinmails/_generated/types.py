@@ -269,7 +269,7 @@ ApiKeyUsage = TypedDict(
     {
         "buckets": "builtins.list[UsageBucket]",
         "from": "str",
-        "granularity": "Literal['minute']",
+        "granularity": "Literal['minute', 'hour', 'day']",
         "key_id": "str",
         "to": "str",
         "totals": "ApiKeyUsageTotals",
@@ -1094,6 +1094,7 @@ class Endpoint(TypedDict):
     filters: EndpointFiltersOut
     id: str
     mode: Literal["live", "test"]
+    payload_version: Literal["2026-11-21", "2026-12-01"]
     retry_schedule: builtins.list[float] | None
     updated_at: str
     url: str
@@ -1129,6 +1130,7 @@ class EndpointCreated(TypedDict):
     filters: EndpointFiltersOut
     id: str
     mode: Literal["live", "test"]
+    payload_version: Literal["2026-11-21", "2026-12-01"]
     retry_schedule: builtins.list[float] | None
     secret: str
     updated_at: str

@@ -59,7 +59,7 @@ export interface ApiKeyOutResponse {
 export interface ApiKeyUsage {
   buckets: Array<UsageBucket>;
   from: string;
-  granularity: 'minute';
+  granularity: 'minute' | 'hour' | 'day';
   key_id: string;
   to: string;
   totals: ApiKeyUsageTotals;
@@ -603,6 +603,7 @@ export interface Endpoint {
   filters: EndpointFiltersOut;
   id: string;
   mode: 'live' | 'test';
+  payload_version: '2026-11-21' | '2026-12-01';
   retry_schedule: Array<number> | null;
   updated_at: string;
   url: string;
@@ -629,6 +630,7 @@ export interface EndpointCreated {
   filters: EndpointFiltersOut;
   id: string;
   mode: 'live' | 'test';
+  payload_version: '2026-11-21' | '2026-12-01';
   retry_schedule: Array<number> | null;
   secret: string;
   updated_at: string;
