@@ -451,7 +451,8 @@ class StepContent(ResponseModel):
 
     html: str | None = _omitted_when_none()
     text: str | None = _omitted_when_none()
-    template_id: UUID | None = _omitted_when_none()
+    # A template's id, or the `key` it was named by (seed 004's `welcome_template`).
+    template_id: str | None = _omitted_when_none()
 
 
 class FollowUpStep(ResponseModel):
@@ -463,7 +464,8 @@ class FollowUpStep(ResponseModel):
 class RecipientSelection(ResponseModel):
     contact_ids: list[UUID] | None = _omitted_when_none()
     tags: list[str] | None = _omitted_when_none()
-    match: Literal["any", "all"]
+    # How `tags` combine; inline recipients (frozen to contact_ids) have none.
+    match: Literal["any", "all"] = "any"
 
 
 class Campaign(ResponseModel):

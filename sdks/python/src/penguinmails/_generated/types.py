@@ -1617,16 +1617,11 @@ class PublishedRecord(TypedDict):
     purpose: str
 
 
-class _RecipientSelectionRequired(TypedDict):
-    """RecipientSelection"""
-
-    match: Literal["any", "all"]
-
-
-class RecipientSelection(_RecipientSelectionRequired, total=False):
+class RecipientSelection(TypedDict, total=False):
     """RecipientSelection"""
 
     contact_ids: builtins.list[str] | None
+    match: Literal["any", "all"]
     tags: builtins.list[str] | None
 
 

@@ -951,7 +951,7 @@ export interface PublishedRecord {
 
 export interface RecipientSelection {
   contact_ids?: Array<string> | null;
-  match: 'any' | 'all';
+  match?: 'any' | 'all';
   tags?: Array<string> | null;
 }
 
