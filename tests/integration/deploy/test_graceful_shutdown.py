@@ -140,6 +140,7 @@ async def test_sigterm_webhooks_worker_mid_stream_delivers_each_event_once(
 ) -> None:
     from services.webhooks.settings import WebhooksSettings
     from tests.integration.webhooks.conftest import principal_header
+    from tests.principals import BIND_HOOKS
 
     tenant = f"t_{uuid.uuid4().hex[:10]}"
     env = {
@@ -157,7 +158,9 @@ async def test_sigterm_webhooks_worker_mid_stream_delivers_each_event_once(
             asyncio.to_thread(api.wait_ready, 60), asyncio.to_thread(first.wait_ready, 60)
         )
         headers = principal_header(WebhooksSettings(), tenant)
-        async with httpx.AsyncClient(base_url=api.url, timeout=10.0) as client:
+        async with httpx.AsyncClient(
+            base_url=api.url, timeout=10.0, event_hooks=BIND_HOOKS
+        ) as client:
             created = await client.post(
                 "/api/v1/webhooks", json={"url": rx.url, "events": ["email.*"]}, headers=headers
             )
@@ -186,4 +189,6 @@ def _message_id(body: bytes) -> str:
     """Which event a webhook carries: the payload is `{"id": msg_id, "type", "data"}`."""
     import orjson
 
-    return str(orjson.loads(body)["data"]["message_id"])
+    data = orjson.loads(body)["data"]
+    # Payload 2026-11-21 is flat; 2026-12-01 (new endpoints' default) nests the email.
+    return str(data["message_id"] if "message_id" in data else data["email"]["id"])
