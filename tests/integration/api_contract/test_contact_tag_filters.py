@@ -86,4 +86,5 @@ def _recipient(event: dict[str, Any]) -> str:
 
 def _tags(event: dict[str, Any]) -> list[str]:
     data = event["data"]
-    return list(data.get("contact_tags") or data.get("contact", {}).get("tags") or [])
+    # Flat (2026-11-21) or nested under the email (2026-12-01, new endpoints' default).
+    return list(data.get("contact_tags") or data.get("email", {}).get("contact_tags") or [])
