@@ -341,7 +341,18 @@ class DomainService:
                         promote_next_selector=False,
                     )
                     continue
-                _, old = await self._apply(conn, row, result, manual=False)
+                try:
+                    _, old = await self._apply(conn, row, result, manual=False)
+                except ApiError:  # verified by another tenant meanwhile: it stays unverified
+                    await repo.save_check(
+                        conn,
+                        row["id"],
+                        status="pending" if row["status"] == "pending" else "failed",
+                        record_status=row["record_status"],
+                        next_check_at=self._next_check(row["status"]),
+                        promote_next_selector=False,
+                    )
+                    continue
                 retired.append((row["tenant_id"], row["id"], old))
         for tenant_id, domain_id, selector in retired:
             await self._drop_key(tenant_id, domain_id, selector)
@@ -404,14 +415,20 @@ class DomainService:
         required_ok = all(statuses.get(p) == "verified" for p in REQUIRED)
         previous = row["status"]
         status = "verified" if required_ok else ("pending" if previous == "pending" else "failed")
-        saved = await repo.save_check(
-            conn,
-            row["id"],
-            status=status,
-            record_status=statuses,
-            next_check_at=self._next_check(status),
-            promote_next_selector=promote,
-        )
+        try:
+            # A savepoint: another tenant may have verified the same name in a transaction
+            # that committed after our check (the unique index decides; the caller goes on).
+            async with conn.transaction():
+                saved = await repo.save_check(
+                    conn,
+                    row["id"],
+                    status=status,
+                    record_status=statuses,
+                    next_check_at=self._next_check(status),
+                    promote_next_selector=promote,
+                )
+        except asyncpg.UniqueViolationError:
+            raise ApiError(code="domain_taken", details=[_field("name", row["name"])]) from None
         ids = {"domain_id": row["id"], "name": row["name"]}
         if status == "verified" and previous != "verified":
             await self._emit(conn, row, DomainVerified(**ids))

@@ -3,6 +3,7 @@ DNS server on loopback (dnslib) and a local fake of Cloudflare's DNS API."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -429,3 +430,32 @@ async def test_live_sends_only_from_verified_domains_test_mode_exempt(
     assert (await harness.client.post(send, json=body, headers=owner)).status_code == 202
     sub = {**body, "from": f"News <news@mail.bigbank-{unique}.example>"}
     assert (await harness.client.post(send, json=sub, headers=owner)).status_code == 202
+
+
+async def test_two_tenants_verifying_one_name_at_once_one_wins_the_other_gets_409(
+    harness: Harness, fake_dns: FakeDns, delivery_pool: asyncpg.Pool, unique: str
+) -> None:
+    name = f"race-{unique}.example.com"
+    a = (await create(harness, name)).json()["data"]
+    other = f"t_race_{unique}"
+    b = (await create(harness, name, tenant=other)).json()["data"]
+    publish(fake_dns, b)
+    # Tenant A's verification is in a transaction that has not committed yet: B's check
+    # cannot see it, and B's write waits on the unique index until A commits.
+    async with delivery_pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("UPDATE sending_domains SET status = 'verified' WHERE id = $1", a["id"])
+        verify_b = asyncio.create_task(
+            harness.client.post(
+                f"/api/v1/domains/{b['id']}/verify", headers=harness.headers(SCOPES, tenant=other)
+            )
+        )
+        await asyncio.sleep(1.0)
+        await tx.commit()
+    r = await verify_b
+    assert r.status_code == 409 and r.json()["error"]["code"] == "domain_taken", r.text
+    got = await harness.client.get(
+        f"/api/v1/domains/{b['id']}", headers=harness.headers(SCOPES, tenant=other)
+    )
+    assert got.json()["data"]["status"] == "pending"
