@@ -210,6 +210,10 @@ class EmailRequested(EventData):
     reply_to: str | None = None
     # "test" for sandbox (pm_test_ key) campaigns: never reaches a real ESP.
     mode: Literal["live", "test"] = "live"
+    # The producer already personalised subject/html/text (the campaign runner renders them):
+    # delivery sends them verbatim and never evaluates them as a template again, so contact
+    # data such as `{{ 7*7 }}` stays text.
+    prerendered: bool = False
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 

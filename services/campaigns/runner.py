@@ -237,6 +237,7 @@ class CampaignRunner:
                     track_clicks=tracking and settings.get("track_clicks", True),
                     tags=list(r["tags"] or []),
                     mode=campaign["mode"],
+                    prerendered=True,
                 ),
                 campaign["tenant_id"],
                 f"campaigns/{cid}",

@@ -75,6 +75,8 @@ class Content:
     html: str | None
     text: str | None
     reply_to: str | None = None
+    # Already personalised by its producer (campaign runner): sent verbatim, never a template.
+    literal: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,15 +89,26 @@ class SlotContent:
     links: tuple[str, ...]
 
 
+def _verbatim(source: str | None) -> str | None:
+    """Literal content as a slot template with no slots: the slot delimiters (ASCII record and
+    unit separators, meaningless in mail) are dropped so no text can pose as a slot."""
+    return None if source is None else source.translate(_SLOT_DELIMITERS)
+
+
+_SLOT_DELIMITERS = str.maketrans("", "", "\x1e\x1f")
+
+
 @lru_cache(maxsize=256)
 def _slot_content(content: Content) -> SlotContent | None:
     sources = [s for s in (content.subject, content.html, content.text) if s]
-    if not all(_is_simple(s) for s in sources):
+    if not content.literal and not all(_is_simple(s) for s in sources):
         return None
 
     def render(source: str | None, html: bool) -> str | None:
         if source is None:
             return None
+        if content.literal:
+            return _verbatim(source)
         tree = _ENV.parse(source)
         names = {n.name for n in tree.find_all(nodes.Name)}
         env = _HTML_ENV if html else _ENV

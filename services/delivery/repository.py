@@ -39,7 +39,7 @@ _CLAIMED_COLUMNS = """
     claimed.campaign_id, claimed.contact_id, claimed.step, claimed.to_email, claimed.variables,
     claimed.category, claimed.tags, claimed.metadata, claimed.track_opens, claimed.track_clicks,
     claimed.attempts, claimed.provider, claimed.contact_tags,
-    c.from_email, c.subject, c.html, c.text_body, c.reply_to
+    c.from_email, c.subject, c.html, c.text_body, c.reply_to, c.literal
 """
 
 MESSAGE_COLUMNS = (
@@ -80,7 +80,7 @@ TIMELINE_COLUMNS = (
 async def insert_content(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO contents (id, tenant_id, from_email, subject, html, text_body,"
-        " template_id, reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " template_id, reply_to, literal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         row["id"],
         row["tenant_id"],
         row["from_email"],
@@ -89,6 +89,7 @@ async def insert_content(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
         row["text_body"],
         row["template_id"],
         row["reply_to"],
+        row.get("literal", False),
     )
 
 

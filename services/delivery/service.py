@@ -362,6 +362,7 @@ class DeliveryService:
             data.text,
             data.template_id,
             data.reply_to,
+            literal=data.prerendered,
         )
         options = SendOptions(
             tenant_id,
@@ -492,8 +493,13 @@ class DeliveryService:
         text: str | None,
         template_id: str | None,
         reply_to: str | None,
+        literal: bool = False,
     ) -> dict[str, Any]:
-        for field, source in (("subject", subject), ("html", html), ("text", text)):
+        """The content row; `literal` content (already personalised by its producer) is sent
+        verbatim, so it is not a template and is not checked as one."""
+        for field, source in (
+            () if literal else (("subject", subject), ("html", html), ("text", text))
+        ):
             try:
                 check_template(source, field)
             except ContentLimitExceeded as exc:
@@ -515,6 +521,7 @@ class DeliveryService:
             "text_body": text,
             "template_id": template_id,
             "reply_to": str(reply_to) if reply_to else None,
+            "literal": literal,
         }
 
     async def _enqueue(
@@ -760,7 +767,13 @@ class DeliveryService:
 
     def _spec(self, r: asyncpg.Record) -> tuple[Content, MessageSpec]:
         content = Content(
-            r["content_id"], r["from_email"], r["subject"], r["html"], r["text_body"], r["reply_to"]
+            r["content_id"],
+            r["from_email"],
+            r["subject"],
+            r["html"],
+            r["text_body"],
+            r["reply_to"],
+            r["literal"],
         )
         spec = MessageSpec(
             r["id"],

@@ -94,6 +94,8 @@ async def test_two_step_sequence_goes_only_to_contacts_who_did_not_reply(
     name = by_email[first["data"]["to"]]["first_name"]
     assert first["data"]["subject"] == f"Idea for your team, {name}"
     assert first["data"]["html"] == f"<p>Hi {name}</p>"
+    # Rendered here, so delivery must not evaluate contact data as a template again.
+    assert first["data"]["prerendered"] is True
 
     # Two contacts reply to step 1 (as delivery reports it on pm.events).
     repliers = [c["id"] for c in contacts[:2]]
