@@ -23,6 +23,7 @@ from ._errors import (
     WebhookVerificationError,
 )
 from ._generated import types
+from ._stream import EventStream, StreamEvent
 from ._webhooks import sign_webhook, verify_webhook
 
 __all__ = [
@@ -35,12 +36,14 @@ __all__ = [
     "AsyncPenguinMails",
     "AuthenticationError",
     "ConflictError",
+    "EventStream",
     "NotFoundError",
     "PenguinMails",
     "PenguinMailsError",
     "PermissionError",
     "RateLimitError",
     "RequestOptions",
+    "StreamEvent",
     "SyncPage",
     "ValidationError",
     "WebhookVerificationError",
