@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -73,6 +74,32 @@ def _open_stream(args: argparse.Namespace, last_event_id: str | None) -> EventSt
     )
 
 
+class _Stopper:
+    """Ctrl-C / SIGTERM while an event is being handled waits for it to finish, so the resume
+    id names exactly the events handled (a second signal stops at once); while waiting for
+    events they stop at once."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.requested = False
+
+    def __call__(self, _signum: int, _frame: Any) -> None:
+        if self.busy and not self.requested:
+            self.requested = True
+            say("Stopping after this event (again to stop now).")
+            return
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _Stopper:
+        self.busy = True
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.busy = False
+        if self.requested:
+            raise KeyboardInterrupt
+
+
 def _follow(args: argparse.Namespace, handle: Callable[[StreamEvent], object]) -> int:
     """Hand each event to `handle` until --limit events, Ctrl-C or SIGTERM; then name the id
     to resume from. An expired cursor is said loudly, then the stream goes on from now."""
@@ -80,13 +107,17 @@ def _follow(args: argparse.Namespace, handle: Callable[[StreamEvent], object]) -
     handled = 0
     resume: str | None = args.last_event_id
     stream = _open_stream(args, resume)
+    stopper = _Stopper()
+    signal.signal(signal.SIGINT, stopper)
+    signal.signal(signal.SIGTERM, stopper)
     try:
         while limit is None or handled < limit:
             try:
                 for event in stream:
-                    handle(event)
-                    handled += 1
-                    resume = event.id
+                    with stopper:
+                        handle(event)
+                        handled += 1
+                        resume = event.id
                     if limit is not None and handled >= limit:
                         break
                 else:
