@@ -289,7 +289,7 @@ class Forwarder:
             if not final:
                 wait = (
                     min(retry_after, MAX_FORWARD_RETRY_AFTER)
-                    if retry_after
+                    if retry_after is not None
                     else backoff(attempt - 1)
                 )
             self.report(
