@@ -245,3 +245,20 @@ def test_event_stream_delivers_a_triggered_event_and_moves_its_resume_point(
     assert stream.last_event_id != event.id
     with pytest.raises(ValidationError):
         next(iter(client.events.stream(types="email.teleported")))
+
+
+def test_async_event_stream_delivers_a_triggered_event() -> None:
+    sync = PenguinMails()
+    sent: list[str] = []
+
+    def connected() -> None:
+        if not sent:
+            sent.append(sync.events.trigger(type="email.clicked")["id"])
+
+    async def main() -> None:
+        async with AsyncPenguinMails() as c:
+            async for event in c.events.stream(types=["email.clicked"], on_connect=connected):
+                assert (event.id, event.type) == (sent[0], "email.clicked")
+                break
+
+    asyncio.run(main())

@@ -5,11 +5,18 @@ signatures any Standard Webhooks library accepts, retries of failures with the s
 from __future__ import annotations
 
 import json
+import signal
 from typing import Any
 
 import pytest
 from penguinmails import verify_webhook
-from penguinmails._cli_events import Forwarder, _summary, forward_url, generate_secret
+from penguinmails._cli_events import (
+    Forwarder,
+    _Stopper,
+    _summary,
+    forward_url,
+    generate_secret,
+)
 from penguinmails._cli_support import UsageError
 from penguinmails._stream import StreamEvent
 from standardwebhooks import Webhook
@@ -90,3 +97,20 @@ def test_forward_urls() -> None:
 def test_pretty_summary_names_the_entity() -> None:
     assert _summary(json.loads(EVENT.data)) == "jo@example.com (msg_1)"
     assert _summary({"data": "odd"}) == ""
+
+
+def test_a_stop_signal_while_an_event_is_handled_waits_for_it() -> None:
+    stopper = _Stopper()
+    handled = []
+    with pytest.raises(KeyboardInterrupt), stopper:
+        stopper(signal.SIGTERM, None)  # deferred: the event is finished first
+        handled.append("event")
+    assert handled == ["event"]
+    with pytest.raises(KeyboardInterrupt):
+        stopper(signal.SIGINT, None)  # waiting for events: at once
+    busy = _Stopper()
+    with pytest.raises(KeyboardInterrupt), busy:
+        busy(signal.SIGINT, None)
+        busy(signal.SIGINT, None)  # a second signal: at once
+        handled.append("never")
+    assert handled == ["event"]

@@ -23,7 +23,7 @@ from ._errors import (
     WebhookVerificationError,
 )
 from ._generated import types
-from ._stream import EventStream, StreamEvent
+from ._stream import AsyncEventStream, EventStream, StreamEvent
 from ._webhooks import sign_webhook, verify_webhook
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "AsyncEventStream",
     "AsyncPage",
     "AsyncPager",
     "AsyncPenguinMails",

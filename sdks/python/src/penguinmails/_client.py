@@ -9,9 +9,9 @@ from typing import Literal
 import httpx
 
 from ._core import AsyncTransport, RequestOptions, SyncTransport, _config
-from ._generated.resources import AsyncResources, Contacts, Events, Resources
+from ._generated.resources import AsyncEvents, AsyncResources, Contacts, Events, Resources
 from ._generated.types import ImportJob
-from ._stream import DEFAULT_READ_TIMEOUT, EventStream
+from ._stream import DEFAULT_READ_TIMEOUT, AsyncEventStream, EventStream
 
 IMPORT_MEDIA_TYPES = {"csv": "text/csv", "json": "application/json"}
 
@@ -72,6 +72,35 @@ class EventsResource(Events):
         )
 
 
+class AsyncEventsResource(AsyncEvents):
+    """`client.events` of the asyncio client: `async for event in client.events.stream()`."""
+
+    def stream(
+        self,
+        *,
+        types: Sequence[str] | str | None = None,
+        campaign_ids: Sequence[str] | str | None = None,
+        contact_tags: Sequence[str] | str | None = None,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        on_connect: Callable[[], None] | None = None,
+        on_reconnect: Callable[[str, float], None] | None = None,
+    ) -> AsyncEventStream:
+        """Live events (GET /api/v1/events/stream), as `EventsResource.stream`."""
+        return AsyncEventStream(
+            self._core,
+            types=types,
+            campaign_ids=campaign_ids,
+            contact_tags=contact_tags,
+            last_event_id=last_event_id,
+            reconnect=reconnect,
+            read_timeout=read_timeout,
+            on_connect=on_connect,
+            on_reconnect=on_reconnect,
+        )
+
+
 class PenguinMails(Resources):
     """The PenguinMails API client.
 
@@ -119,6 +148,8 @@ class PenguinMails(Resources):
 class AsyncPenguinMails(AsyncResources):
     """The asyncio client: the same resources, every method awaitable."""
 
+    events: AsyncEventsResource
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -133,6 +164,7 @@ class AsyncPenguinMails(AsyncResources):
         config = _config(api_key, access_token, base_url, max_retries, timeout, default_headers)
         self.core = AsyncTransport(config, http_client)
         super().__init__(self.core)
+        self.events = AsyncEventsResource(self.core)
 
     @property
     def base_url(self) -> str:
