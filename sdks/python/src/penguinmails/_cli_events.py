@@ -56,15 +56,20 @@ def _split(values: list[str] | None) -> list[str]:
 
 def _open_stream(args: argparse.Namespace, last_event_id: str | None) -> EventStream:
     client = api_client(args)
+    stream: EventStream
 
     def connected() -> None:
-        say("Connected to the event stream; waiting for events (Ctrl-C to stop).")
+        if stream.connections == 1:
+            say("Connected to the event stream; waiting for events (Ctrl-C to stop).")
+        else:
+            after = f" after {stream.last_event_id}" if stream.last_event_id else ""
+            say(f"Connected to the event stream again, resuming{after}.")
 
     def reconnecting(reason: str, wait: float) -> None:
         if wait:
             say(f"Reconnecting in {wait:.1f} s: {reason}")
 
-    return client.events.stream(
+    stream = client.events.stream(
         types=_split(args.types),
         campaign_ids=_split(args.campaign_id),
         contact_tags=_split(args.contact_tag),
@@ -72,6 +77,7 @@ def _open_stream(args: argparse.Namespace, last_event_id: str | None) -> EventSt
         on_connect=connected,
         on_reconnect=reconnecting,
     )
+    return stream
 
 
 class _Stopper:
@@ -133,10 +139,9 @@ def _follow(args: argparse.Namespace, handle: Callable[[StreamEvent], object]) -
                 stream = _open_stream(args, None)
     except KeyboardInterrupt:
         pass
-    finally:
-        cursor = resume if handled else (stream.last_event_id or resume)
-        if cursor:
-            say(f"Stopped. To resume from here: --last-event-id {cursor}")
+    cursor = resume if handled else (stream.last_event_id or resume)
+    if cursor:
+        say(f"Stopped. To resume from here: --last-event-id {cursor}")
     return EXIT_OK
 
 
