@@ -5,7 +5,10 @@ signatures any Standard Webhooks library accepts, retries of failures with the s
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import subprocess
 from typing import Any
 
 import pytest
@@ -21,7 +24,7 @@ from penguinmails._cli_support import UsageError
 from penguinmails._stream import StreamEvent
 from standardwebhooks import Webhook
 
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.fakes.webhook_receiver import Received, Reply, WebhookReceiver, always
 
 EVENT = StreamEvent(
@@ -114,3 +117,27 @@ def test_a_stop_signal_while_an_event_is_handled_waits_for_it() -> None:
         busy(signal.SIGINT, None)  # a second signal: at once
         handled.append("never")
     assert handled == ["event"]
+
+
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Any) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone (`| head` exited) before the CLI writes
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "PENGUINMAILS_API_KEY": "pm_test_unused",
+        "PENGUINMAILS_BASE_URL": "http://127.0.0.1:9",
+    }
+    exe = shutil.which("penguinmails", path=str(REPO / ".venv" / "bin")) or "penguinmails"
+    try:
+        done = subprocess.run(
+            [exe, "listen", "--forward-to", ":3000/x", "--print-secret"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, b"")

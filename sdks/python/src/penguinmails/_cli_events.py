@@ -257,12 +257,15 @@ class Forwarder:
         retries: int,
         timeout: float,
         report: Callable[[dict[str, Any]], None],
+        verify_tls: bool = True,
     ) -> None:
         self.url = url
         self.secret = secret
         self.retries = retries
         self.report = report
-        self.http = httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT})
+        self.http = httpx.Client(
+            timeout=timeout, headers={"User-Agent": USER_AGENT}, verify=verify_tls
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -347,7 +350,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
         print(secret)
         return EXIT_OK
     report = json_line if args.json else _print_attempt(url)
-    forwarder = Forwarder(url, secret, retries=args.retries, timeout=args.timeout, report=report)
+    forwarder = Forwarder(
+        url,
+        secret,
+        retries=args.retries,
+        timeout=args.timeout,
+        report=report,
+        verify_tls=not args.skip_verify,
+    )
     if args.json:
         json_line({"ready": True, "forward_to": url, "secret": secret})
     else:
@@ -395,6 +405,11 @@ def add_commands(
     )
     listen.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for the receiver (default 10)"
+    )
+    listen.add_argument(
+        "--skip-verify",
+        action="store_true",
+        help="accept the receiver's self-signed TLS certificate (https URLs)",
     )
     _stream_arguments(listen)
     listen.set_defaults(func=cmd_listen)

@@ -24,6 +24,7 @@ from . import _cli_contacts, _cli_events
 from ._cli_support import (
     EXIT_API,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     UsageError,
     api_client,
@@ -287,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed by its reader (`events tail | head -3`): done, without a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
