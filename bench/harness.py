@@ -195,12 +195,13 @@ async def gateway_stack(
     plan: str = "unlimited",
     key_count: int = 1,
     gateway_profile: Path | None = None,
+    gateway_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Gateway]:
     """A real keys api (bcrypt cost 12) and gateway in front of `upstreams` (`{"delivery":
     url}` sets `PM_DELIVERY_URL`), a tenant signed up through the gateway on `plan`, and
     `key_count` live API keys with `scopes`. `keys_dsn`'s database must have the keys schema
-    migrated. `gateway_profile`: write a cProfile of the gateway there. The stack's Redis
-    keys are removed at exit."""
+    migrated. `gateway_profile`: write a cProfile of the gateway there; `gateway_env`: more
+    settings of the gateway. The stack's Redis keys are removed at exit."""
     role_id, secret_id = provision_vault(
         VAULT_ADDR, VAULT_TOKEN_FILE.read_text().strip(), ["keys"]
     )["keys"]
@@ -243,6 +244,7 @@ async def gateway_stack(
                 "PM_KEYS_URL": keys_url,
                 "PM_PRINCIPAL_PRIVATE_KEY": signing_key,
                 "PM_METRICS_PORT": str(metrics_port),
+                **(gateway_env or {}),
             },
             "gateway-stack-gateway",
         ),
