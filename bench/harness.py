@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -205,7 +206,7 @@ async def gateway_stack(
     role_id, secret_id = provision_vault(
         VAULT_ADDR, VAULT_TOKEN_FILE.read_text().strip(), ["keys"]
     )["keys"]
-    ns = f"pmbench{os.getpid()}"
+    ns = f"pmbench{os.getpid()}x{secrets.token_hex(3)}"  # two stacks may run in one process
     redis_url = "redis://127.0.0.1:6379/14"
     common = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PM_")},
