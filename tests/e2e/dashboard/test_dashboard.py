@@ -166,11 +166,14 @@ def test_api_key_lifecycle(page: Any, stack: DashboardStack) -> None:
     def usage_shows_calls() -> bool:
         page.get_by_role("button", name="Details of ci key").click()
         details = page.get_by_role("dialog", name="Key: ci key")
-        expect(details.get_by_role("img", name=re.compile("Requests and errors"))).to_be_visible()
+        chart = details.get_by_role("img", name=re.compile("Requests and errors"))
+        expect(chart).to_be_visible()
+        expect(details.get_by_role("img", name=re.compile("Error rate"))).to_be_visible()
         total = details.get_by_test_id("total-requests").inner_text()
-        label = details.get_by_role("img").get_attribute("aria-label") or ""
+        rate = details.get_by_test_id("error-rate").inner_text()
+        label = chart.get_attribute("aria-label") or ""
         details.get_by_role("button", name="Close").click()
-        return total == "3" and "Requests total 3" in label
+        return total == "3" and "Requests total 3" in label and rate == "0%"
 
     eventually(usage_shows_calls, what="usage totals of 3 calls")
 
