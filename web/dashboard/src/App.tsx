@@ -10,7 +10,8 @@ import { session } from "./session";
 const AuthPage = lazy(() => import("./pages/Auth").then((m) => ({ default: m.AuthPage })));
 const BillingPage = lazy(() => import("./pages/Billing").then((m) => ({ default: m.BillingPage })));
 const WebhooksPage = lazy(() => import("./pages/Webhooks").then((m) => ({ default: m.WebhooksPage })));
-const loading = <p className="boot">Loading…</p>;
+// The same words as index.html's static placeholder: the first paint does not change.
+const loading = <p className="boot">Loading the dashboard…</p>;
 
 function useSession() {
   return useSyncExternalStore(
