@@ -488,11 +488,17 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
         limits = httpx.Limits(max_connections=args.concurrency + 4)
         async with httpx.AsyncClient(timeout=15, limits=limits) as client:
             key = await setup_tenant(client, gw, dns, receiver.url)
-            campaign = await start_campaign(client, gw, key, args.campaign_recipients)
-            print(
-                f"chaos: campaign {campaign.id} started ({len(campaign.recipients)} recipients)",
-                flush=True,
-            )
+            try:
+                campaign = await start_campaign(client, gw, key, args.campaign_recipients)
+                print(
+                    f"chaos: campaign {campaign.id} started"
+                    f" ({len(campaign.recipients)} recipients)",
+                    flush=True,
+                )
+            except (RuntimeError, httpx.HTTPError) as exc:
+                # The rest of the drill still runs; the report says why there is no campaign.
+                campaign = CampaignRun("", set(), status=f"NOT STARTED: {exc}")
+                print(f"chaos: {campaign.status}", flush=True)
             load, stop = Load(), asyncio.Event()
             workers = [
                 asyncio.create_task(
@@ -567,7 +573,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                 await asyncio.sleep(1)
             # The campaign finishes its spaced sends (bounded: `--campaign-wait` seconds).
             deadline = time.monotonic() + args.campaign_wait
-            while time.monotonic() < deadline:
+            while campaign.id and time.monotonic() < deadline:
                 campaign.status = await campaign_status(client, gw, key, campaign.id)
                 if (
                     campaign.status == "completed"
@@ -576,7 +582,8 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                     break
                 await asyncio.sleep(2)
             await asyncio.sleep(3)
-            campaign.status = await campaign_status(client, gw, key, campaign.id)
+            if campaign.id:
+                campaign.status = await campaign_status(client, gw, key, campaign.id)
             campaign.sent_at["the end"] = sum(campaign.captured(captured(mail_dir)).values())
             pm_dsn = f"{infra.postgres.admin_dsn.rsplit('/', 1)[0]}/pm"
             left = await outbox_left(pm_dsn)
