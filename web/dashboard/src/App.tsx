@@ -10,8 +10,7 @@ import { session } from "./session";
 const AuthPage = lazy(() => import("./pages/Auth").then((m) => ({ default: m.AuthPage })));
 const BillingPage = lazy(() => import("./pages/Billing").then((m) => ({ default: m.BillingPage })));
 const WebhooksPage = lazy(() => import("./pages/Webhooks").then((m) => ({ default: m.WebhooksPage })));
-// The same words as index.html's static placeholder: the first paint does not change.
-const loading = <p className="boot">Loading the dashboard…</p>;
+const loading = <p className="boot">Loading…</p>;
 
 function useSession() {
   return useSyncExternalStore(
