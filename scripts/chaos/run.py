@@ -45,6 +45,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from libs.common.settings import SERVICE_NAMES
 from scripts.chaos.instances import ROOT, PrivateInfra
 from tests.fakes.dns_server import FakeDns
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -515,10 +516,12 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
             rows.append(baseline)
 
             campaign.sent_at["faults began"] = sum(campaign.captured(captured(mail_dir)).values())
+            # The platform's processes (`<service>-<process>`); the stack's fakes and the mail
+            # capture (fake-stripe, fake-cloudflare, mail-capture, ...) are not under test.
             programs = sorted(
                 str(i["name"])
                 for i in supervisor().supervisor.getAllProcessInfo()
-                if i["name"] not in ("fake-stripe", "mail-capture")
+                if str(i["name"]).partition("-")[0] in SERVICE_NAMES
             )
             for name in programs:
                 row = FaultRow(f"kill -9 {name}", time.monotonic())
