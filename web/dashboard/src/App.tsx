@@ -32,7 +32,7 @@ export function App() {
 
   useEffect(() => {
     // A reload keeps the session through the HttpOnly refresh cookie alone.
-    void session.refresh().finally(() => setBooted(true));
+    void session.boot().finally(() => setBooted(true));
   }, []);
 
   const publicPage = path === "/signin" || path === "/signup";

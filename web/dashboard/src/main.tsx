@@ -5,8 +5,8 @@ import { session } from "./session";
 import "./styles.css";
 
 // Ask for the session (refresh cookie → access token) before React renders: the request is
-// in flight while the app mounts; App's own refresh() joins this one.
-void session.refresh();
+// in flight while the app mounts; App waits for this same one (session.boot()).
+void session.boot();
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>
