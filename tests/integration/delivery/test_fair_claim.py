@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from services.delivery import repository as repo
-from tests.integration.delivery.conftest import Harness, verify_sender_domain
 from tests.fakes.dns_server import FakeDns
+from tests.integration.delivery.conftest import Harness, verify_sender_domain
 
 
 @pytest.mark.parametrize("harness", [{"claim_limit": 10}], indirect=True)
