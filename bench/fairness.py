@@ -1,0 +1,221 @@
+"""Fair claiming across tenants: a small tenant's accept -> sent latency while another
+tenant's 100,000-recipient bulk send drains, against the same small tenant's latency on an
+idle system, measured in the same run.
+
+Real `python -m services.delivery api|relay|worker` processes (one worker) in a database
+and vhost of their own (`pm_bench_<pid>`), a local fake Mailgun (provider rate limit lifted:
+this measures the pipeline's order, not the provider's pace). Callers are signed principals
+(the gateway's part is measured by bench/gateway.py): the big tenant on the internal
+`unlimited` plan, the small one on `pro`; each has a verified sending domain.
+
+1. idle: the small tenant sends K single emails, one every INTERVAL seconds; latency = from
+   the start of its API call to the arrival of its provider request at the fake.
+2. busy: the big tenant sends N recipients (bulk calls of 10,000, batch_size 1,000); once
+   they are accepted, while they drain, the small tenant sends K emails as in 1.
+
+Prints both p50/p95/p99, and busy p99 / idle p99 (target <= 2x, issue 13).
+Run: `uv run python -m bench.fairness` (needs the OpenBao dev server of `make infra`);
+BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.harness import (
+    REPO,
+    VAULT_ADDR,
+    free_port,
+    fresh_database,
+    fresh_vhost,
+    percentile,
+    service_dsn,
+    spawn,
+    stop,
+    summary,
+    wait_ready,
+)
+from libs.common.principal import PRINCIPAL_HEADER, Principal, sign_principal
+from libs.common.signing_keys import generate_private_key, public_keys_of
+from libs.common.vault import Vault, make_client
+from tests.fakes.dns_server import FakeDns
+from tests.fakes.mailgun import FakeMailgun
+
+N = int(os.environ.get("BENCH_FAIRNESS_N", "100000"))
+K = int(os.environ.get("BENCH_FAIRNESS_K", "40"))
+INTERVAL = 0.25
+PER_CALL = 10_000
+BATCH_SIZE = 1000
+PRINCIPAL_KEY = generate_private_key()
+BIG = "big.example.org"
+SCOPES = ["send_email", "read_analytics", "manage_domains"]
+
+
+class Caller:
+    def __init__(self, client: httpx.AsyncClient, base: str, tenant: str, plan: str) -> None:
+        self.client, self.base = client, base
+        self.principal = Principal(
+            tenant_id=tenant,
+            subject_type="api_key",
+            subject_id=f"key_{tenant}",
+            scopes=SCOPES,
+            plan=plan,
+            mode="live",
+        )
+
+    async def post(self, path: str, body: Any) -> httpx.Response:
+        token = sign_principal(
+            self.principal, PRINCIPAL_KEY, 300, audience="delivery", method="POST", path=path
+        )
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        r = await self.client.post(
+            self.base + path,
+            content=content,
+            headers={PRINCIPAL_HEADER: token, "Content-Type": "application/json"},
+        )
+        r.raise_for_status()
+        return r
+
+    async def verify_domain(self, dns: FakeDns, name: str) -> None:
+        domain = (await self.post("/api/v1/domains", {"name": name})).json()["data"]
+        for record in domain["records"]:
+            dns.set(record["host"], record["type"], record["value"])
+        verified = await self.post(f"/api/v1/domains/{domain['id']}/verify", {})
+        assert verified.json()["data"]["status"] == "verified", verified.text
+
+
+async def small_sends(small: Caller, fake: FakeMailgun, tag: str, busy: Any = None) -> list[float]:
+    """K single sends, one every INTERVAL s; accept -> provider latencies (seconds)."""
+    started: dict[str, float] = {}
+    for i in range(K):
+        if busy is not None and not busy():
+            break  # the bulk has drained: later sends would measure an idle system
+        to = f"{tag}{i}@small.example.org"
+        started[to] = time.time()
+        await small.post(
+            "/api/v1/emails/send",
+            {"to": to, "from": "hi@small.example.com", "subject": "Hi", "text": "Hello"},
+        )
+        await asyncio.sleep(INTERVAL)
+    deadline = time.monotonic() + 600
+    while True:
+        arrived = {to: req.at for req in fake.requests() for to in req.recipients if to in started}
+        if len(arrived) == len(started) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    if len(arrived) < len(started):
+        raise RuntimeError(f"{len(started) - len(arrived)} small-tenant emails never arrived")
+    return [arrived[to] - started[to] for to in started]
+
+
+async def main() -> None:
+    await fresh_database("delivery")
+    amqp_url = fresh_vhost()
+    token = (REPO / ".dev" / "vault-root-token").read_text().strip()
+    vault = Vault(make_client(VAULT_ADDR, token=token))
+    creds_path = f"bench-fairness/{uuid.uuid4().hex[:8]}"
+    fake = FakeMailgun().start()
+    dns = FakeDns().start()
+    await vault.write(f"{creds_path}/platform/mailgun", {"api_key": fake.api_key})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    env.update(
+        PM_ENVIRONMENT="test", PM_DATABASE_URL=service_dsn("delivery"), PM_AMQP_URL=amqp_url,
+        PM_VAULT_ADDR=VAULT_ADDR, PM_VAULT_TOKEN=token, PM_LOG_LEVEL="WARNING",
+        PM_PRINCIPAL_PUBLIC_KEYS=public_keys_of(PRINCIPAL_KEY), PM_FORCE_SANDBOX="false",
+        PM_TRACKING_SIGNING_KEY="bench-tracking-key-0123456789abcdef-0123456789",
+        PM_ESP_CREDENTIALS_PATH=f"{creds_path}/platform",
+        PM_TENANT_CREDENTIALS_PATH=f"{creds_path}/tenants",
+        PM_MAILGUN_BASE_URL=fake.url,
+        PM_PROVIDER_LIMITS=json.dumps({"mailgun": [1_000_000, 1_000_000]}),
+        PM_DEFAULT_ROUTES=json.dumps({"marketing": ["mailgun"], "transactional": ["mailgun"]}),
+        PM_DNS_RESOLVERS=dns.address, PYTHONPATH=str(REPO),
+    )  # fmt: skip
+    ports = {p: free_port() for p in ("api", "relay", "worker")}
+    procs = [
+        spawn(["-m", "services.delivery", p], {**env, "PM_HTTP_PORT": str(port)}, f"fair-{p}")
+        for p, port in ports.items()
+    ]
+    try:
+        for port in ports.values():
+            wait_ready(f"http://127.0.0.1:{port}")
+        async with httpx.AsyncClient(timeout=300) as client:
+            base = f"http://127.0.0.1:{ports['api']}"
+            big = Caller(client, base, f"t_big_{uuid.uuid4().hex[:8]}", "unlimited")
+            small = Caller(client, base, f"t_small_{uuid.uuid4().hex[:8]}", "pro")
+            await big.verify_domain(dns, "big.example.com")
+            await small.verify_domain(dns, "small.example.com")
+
+            idle = await small_sends(small, fake, "idle")
+
+            bodies = [
+                orjson.dumps(
+                    {
+                        "from": "news@big.example.com",
+                        "subject": "Hello {{ name }}",
+                        "html": "<p>Hi {{ name }}</p>",
+                        "batch_size": BATCH_SIZE,
+                        "recipients": [
+                            {"email": f"r{i}@big.example.org", "personalization": {"name": f"R{i}"}}
+                            for i in range(lo, min(N, lo + PER_CALL))
+                        ],
+                    }
+                )
+                for lo in range(0, N, PER_CALL)
+            ]
+            started = time.time()
+            for body in bodies:
+                await big.post("/api/v1/emails/send-bulk", body)
+            accepted = time.time() - started
+
+            def big_arrived() -> int:
+                return sum(1 for r in fake.requests() for to in r.recipients if to.endswith(BIG))
+
+            at_start = big_arrived()
+            busy = await small_sends(small, fake, "busy", busy=lambda: big_arrived() < N)
+            at_end = big_arrived()
+            while big_arrived() < N:
+                for p in procs:
+                    if p.poll() is not None:
+                        raise RuntimeError(f"a delivery process exited ({p.args})")
+                await asyncio.sleep(0.2)
+            drained = time.time() - started
+    finally:
+        stop(procs)
+        fake.stop()
+        dns.stop()
+        await vault.delete(f"{creds_path}/platform/mailgun")
+
+    ratio = percentile(busy, 99) / percentile(idle, 99)
+    print(f"bench/fairness.py  big tenant: {N:,} recipients ({len(bodies)} bulk calls of "
+          f"{PER_CALL:,}, batch_size {BATCH_SIZE}); small tenant: {K} single sends, one per "
+          f"{INTERVAL} s")  # fmt: skip
+    print(f"  big bulk accepted in {accepted:.1f} s, drained (last provider request) after "
+          f"{drained:.1f} s")  # fmt: skip
+    print(f"  small tenant, idle system:        {summary(idle)}  ({len(idle)} sends)")
+    print(f"  small tenant, while bulk drains:  {summary(busy)}  ({len(busy)} sends, while the"
+          f" big tenant's arrivals went {at_start:,} -> {at_end:,} of {N:,})")  # fmt: skip
+    status = "OK" if ratio <= 2 else "ABOVE TARGET"
+    print(f"  busy p99 / idle p99: {ratio:.2f}x (target <= 2x) {status}")
+    print(
+        orjson.dumps(
+            {
+                "idle_p99": percentile(idle, 99),
+                "busy_p99": percentile(busy, 99),
+                "ratio": ratio,
+                "busy_sends": len(busy),
+                "drain_seconds": drained,
+            }
+        ).decode()
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
