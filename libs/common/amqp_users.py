@@ -18,15 +18,20 @@ Provisioning (idempotent; re-run after a release adds an event type):
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -125,11 +130,42 @@ def _amqp_url(base: str, vhost: str, user: str, password: str) -> str:
     return urlunsplit((parts.scheme or "amqp", f"{auth}@{host}:{port}", path, "", ""))
 
 
-def _ctl(*args: str) -> None:
-    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    done = subprocess.run([exe, "-q", *args], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {args[0]} failed: {done.stderr.strip()}")
+def _password_hash(password: str) -> str:
+    """RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt + sha256(salt + password))."""
+    salt = secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def definitions(vhost: str, passwords: Mapping[str, str], *, prefix: str = "pm") -> dict[str, Any]:
+    """The users, permissions and topic permissions as a RabbitMQ definitions document
+    (`rabbitmqctl import_definitions`, `POST /api/definitions`, or the `load_definitions`
+    file of a cluster). Passwords appear only hashed."""
+    users, perms, topics = [], [], []
+    for service, password in passwords.items():
+        if service not in PUBLISHES:
+            raise ValueError(f"no AMQP permissions for service {service!r}")
+        user, p = user_name(service, prefix), permissions(service)
+        users.append(
+            {
+                "name": user,
+                "password_hash": _password_hash(password),
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": [],
+            }
+        )
+        perms.append(
+            {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write,
+             "read": p.read}
+        )  # fmt: skip
+        topics.append(
+            {"user": user, "vhost": vhost, "exchange": EXCHANGE, "write": p.topic_write,
+             "read": p.topic_read}
+        )  # fmt: skip
+    return {"users": users, "permissions": perms, "topic_permissions": topics}
+
+
+def _rabbitmqctl() -> str:
+    return shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 
 def provision_amqp_users(
@@ -141,64 +177,42 @@ def provision_amqp_users(
     management_url: str | None = None,
 ) -> dict[str, str]:
     """Create or update one user per service in `passwords` in `vhost` (which must exist),
-    with its permissions; returns service -> AMQP URL. Through the management HTTP API when
-    `management_url` (with admin credentials) is given, else the local `rabbitmqctl`."""
-    urls: dict[str, str] = {}
-    client = None
+    with its permissions, in one definitions import (only these users and their
+    permissions; nothing else is touched); returns service -> AMQP URL. Through the
+    management HTTP API when `management_url` (admin credentials) is given, else the local
+    `rabbitmqctl`."""
+    document = definitions(vhost, passwords, prefix=prefix)
     if management_url is not None:
         parts = urlsplit(management_url)
         base = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 15672}", "", "", ""))
-        client = httpx.Client(
-            base_url=base + "/api", auth=(parts.username or "", parts.password or ""), timeout=30
-        )
-    try:
-        for service, password in passwords.items():
-            if service not in PUBLISHES:
-                raise ValueError(f"no AMQP permissions for service {service!r}")
-            user, perms = user_name(service, prefix), permissions(service)
-            if client is None:
-                # add_user fails if the user exists: then only its password is set.
-                exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-                added = subprocess.run(
-                    [exe, "-q", "add_user", user, password], capture_output=True, timeout=60
-                )
-                if added.returncode != 0:
-                    _ctl("change_password", user, password)
-                _ctl("set_permissions", "-p", vhost, user, perms.configure, perms.write, perms.read)
-                _ctl(
-                    "set_topic_permissions", "-p", vhost, user, EXCHANGE,
-                    perms.topic_write, perms.topic_read,
-                )  # fmt: skip
-            else:
-                v, u = quote(vhost, safe=""), quote(user, safe="")
-                for path, body in (
-                    (f"/users/{u}", {"password": password, "tags": ""}),
-                    (
-                        f"/permissions/{v}/{u}",
-                        {"configure": perms.configure, "write": perms.write, "read": perms.read},
-                    ),
-                    (
-                        f"/topic-permissions/{v}/{u}",
-                        {
-                            "exchange": EXCHANGE,
-                            "write": perms.topic_write,
-                            "read": perms.topic_read,
-                        },
-                    ),
-                ):
-                    client.put(path, json=body).raise_for_status()
-            urls[service] = _amqp_url(amqp_url, vhost, user, password)
-        return urls
-    finally:
-        if client is not None:
-            client.close()
+        auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        with httpx.Client(base_url=base + "/api", auth=auth, timeout=60) as client:
+            client.post("/definitions", json=document).raise_for_status()
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            os.chmod(f.name, 0o644)  # the broker's own user reads it
+            json.dump(document, f)
+            f.flush()
+            done = subprocess.run(
+                [_rabbitmqctl(), "-q", "import_definitions", f.name],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl import_definitions failed: {done.stderr.strip()}")
+    return {
+        service: _amqp_url(amqp_url, vhost, user_name(service, prefix), password)
+        for service, password in passwords.items()
+    }
 
 
 def delete_amqp_users(services: list[str], *, prefix: str = "pm") -> None:
     """Remove the users (rabbitmqctl; tests clean up after themselves)."""
     for service in services:
-        exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-        subprocess.run([exe, "-q", "delete_user", user_name(service, prefix)], capture_output=True)
+        subprocess.run(
+            [_rabbitmqctl(), "-q", "delete_user", user_name(service, prefix)], capture_output=True
+        )
 
 
 def unproduced_event_types() -> list[str]:
@@ -215,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument("--amqp-url", default="amqp://127.0.0.1:5672", help="host the URLs name")
     prov.add_argument("--prefix", default="pm")
     prov.add_argument("--services", default=",".join(SERVICE_NAMES))
+    prov.add_argument(
+        "--urls-file", default=None, help="write the URLs (JSON) here instead of stdout"
+    )
     show = sub.add_parser("permissions", help="print each service's permission regexes")
     show.add_argument("--services", default=",".join(SERVICE_NAMES))
     args = parser.parse_args(argv)
@@ -230,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         prefix=args.prefix,
         management_url=args.management_url,
     )
-    json.dump(urls, sys.stdout, indent=2)
-    print()
+    if args.urls_file:
+        with open(args.urls_file, "w", opener=lambda p, f: os.open(p, f, 0o600)) as out:
+            json.dump(urls, out, indent=2)
+    else:
+        json.dump(urls, sys.stdout, indent=2)
+        print()
     return 0
 
 
