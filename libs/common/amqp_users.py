@@ -187,6 +187,8 @@ def provision_amqp_users(
         base = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 15672}", "", "", ""))
         auth = (unquote(parts.username or ""), unquote(parts.password or ""))
         with httpx.Client(base_url=base + "/api", auth=auth, timeout=60) as client:
+            # A cluster's first run creates the vhost too (idempotent).
+            document = {**document, "vhosts": [{"name": vhost}]}
             client.post("/definitions", json=document).raise_for_status()
     else:
         with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
@@ -232,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument(
         "--urls-file", default=None, help="write the URLs (JSON) here instead of stdout"
     )
+    prov.add_argument(
+        "--vault-kv",
+        default=None,
+        help="store each URL in Vault KV v2 (VAULT_ADDR, VAULT_TOKEN) at <mount>:<service>/"
+        "rabbitmq field url, e.g. --vault-kv secret; prints nothing secret",
+    )
     show = sub.add_parser("permissions", help="print each service's permission regexes")
     show.add_argument("--services", default=",".join(SERVICE_NAMES))
     args = parser.parse_args(argv)
@@ -247,7 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         prefix=args.prefix,
         management_url=args.management_url,
     )
-    if args.urls_file:
+    if args.vault_kv:
+        import hvac
+
+        client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+        for service, url in urls.items():
+            client.secrets.kv.v2.create_or_update_secret(
+                path=f"{service}/rabbitmq", secret={"url": url}, mount_point=args.vault_kv
+            )
+            print(f"{service}: {user_name(service, args.prefix)} -> {args.vault_kv}:"
+                  f"{service}/rabbitmq#url")  # fmt: skip
+    elif args.urls_file:
         with open(args.urls_file, "w", opener=lambda p, f: os.open(p, f, 0o600)) as out:
             json.dump(urls, out, indent=2)
     else:
