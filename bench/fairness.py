@@ -56,6 +56,7 @@ K = int(os.environ.get("BENCH_FAIRNESS_K", "40"))
 INTERVAL = 0.25
 CLAIM_LIMIT = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT", "500")  # PM_CLAIM_LIMIT's default
 PREFETCH = os.environ.get("BENCH_FAIRNESS_PREFETCH", "32")  # PM_CONSUMER_PREFETCH's default
+SLOTS = os.environ.get("BENCH_FAIRNESS_SEND_CONCURRENCY", "2")  # PM_SEND_CONCURRENCY's default
 PER_CALL = 10_000
 BATCH_SIZE = 1000
 PRINCIPAL_KEY = generate_private_key()
@@ -154,7 +155,7 @@ async def main() -> None:
         PM_PROVIDER_LIMITS=json.dumps({"mailgun": [1_000_000, 1_000_000]}),
         PM_DEFAULT_ROUTES=json.dumps({"marketing": ["mailgun"], "transactional": ["mailgun"]}),
         PM_DNS_RESOLVERS=dns.address, PYTHONPATH=str(REPO),
-        PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CONSUMER_PREFETCH=PREFETCH,
+        PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CONSUMER_PREFETCH=PREFETCH, PM_SEND_CONCURRENCY=SLOTS,
     )  # fmt: skip
     ports = {p: free_port() for p in ("api", "relay", "worker")}
     procs = [
@@ -224,7 +225,8 @@ async def main() -> None:
     ratio = percentile(busy, 99) / percentile(idle, 99)
     print(f"bench/fairness.py  big tenant: {N:,} recipients ({len(bodies)} bulk calls of "
           f"{PER_CALL:,}, batch_size {BATCH_SIZE}); small tenant: {K} single sends, one per "
-          f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT}, prefetch {PREFETCH}")  # fmt: skip
+          f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT}, prefetch {PREFETCH}, "
+          f"send slots {SLOTS}")  # fmt: skip
     print(f"  big bulk accepted in {accepted:.1f} s, drained (last provider request) after "
           f"{drained:.1f} s")  # fmt: skip
     print(f"  small tenant, idle system:        {summary(idle)}  ({len(idle)} sends)")

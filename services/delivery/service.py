@@ -16,6 +16,7 @@ leaving the host, such a message was never sent yet is reported failed (not sile
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import itertools
@@ -307,6 +308,7 @@ class DeliveryService:
         self.force_sandbox = settings.environment == "dev" if force is None else force
         self.domains = DomainService(settings, pool, vault)
         self._plans_known: set[str] = set()
+        self._send_slots = asyncio.Semaphore(settings.send_concurrency)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -754,14 +756,17 @@ class DeliveryService:
         listed message still waits. Each round claims at least one message, or stops."""
         sent = 0
         while True:
-            async with self.pool.acquire() as conn:
-                rows = await repo.claim_fair(
-                    conn, self.settings.claim_limit, self.settings.send_lease_seconds
-                )
-            if not rows:
-                return sent
-            sent += len(rows)
-            await self._send_claimed(rows)
+            # Claim only when a send slot is free: what waits stays in Postgres, where the
+            # next claim orders it fairly, not in this process behind other batches.
+            async with self._send_slots:
+                async with self.pool.acquire() as conn:
+                    rows = await repo.claim_fair(
+                        conn, self.settings.claim_limit, self.settings.send_lease_seconds
+                    )
+                if not rows:
+                    return sent
+                sent += len(rows)
+                await self._send_claimed(rows)
             async with self.pool.acquire() as conn:
                 if not await repo.waiting_among(conn, message_ids):
                     return sent
@@ -808,11 +813,16 @@ class DeliveryService:
                             for r in uncertain
                         ],
                     )
-            rows = await repo.claim_due(
-                conn, limit, self.settings.send_lease_seconds, self.settings.sweep_grace_seconds
-            )
-        if rows:
-            await self._send_claimed(rows)
+        async with self._send_slots:
+            async with self.pool.acquire() as conn:
+                rows = await repo.claim_due(
+                    conn,
+                    limit,
+                    self.settings.send_lease_seconds,
+                    self.settings.sweep_grace_seconds,
+                )
+            if rows:
+                await self._send_claimed(rows)
         return len(rows)
 
     async def _send_claimed(self, rows: Sequence[asyncpg.Record]) -> None:

@@ -91,6 +91,10 @@ class DeliverySettings(ServiceSettings):
     # again while its own messages wait): smaller claims let another tenant's message in
     # sooner, larger ones make fewer provider calls.
     claim_limit: int = 500
+    # Claimed batches a worker process sends at once (work items beyond wait to claim): a
+    # batch claimed but waiting behind others in one event loop would delay a small tenant's
+    # message claimed with it; more slots only overlap provider round trips.
+    send_concurrency: int = 2
 
     bulk_max_recipients: int = 10000
 
