@@ -54,7 +54,7 @@ from tests.fakes.mailgun import FakeMailgun
 N = int(os.environ.get("BENCH_FAIRNESS_N", "100000"))
 K = int(os.environ.get("BENCH_FAIRNESS_K", "40"))
 INTERVAL = 0.25
-CLAIM_LIMIT = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT", "500")  # PM_CLAIM_LIMIT's default
+CLAIM_LIMIT = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT", "200")  # PM_CLAIM_LIMIT's default
 PREFETCH = os.environ.get("BENCH_FAIRNESS_PREFETCH", "32")  # PM_CONSUMER_PREFETCH's default
 SLOTS = os.environ.get("BENCH_FAIRNESS_SEND_CONCURRENCY", "2")  # PM_SEND_CONCURRENCY's default
 PER_CALL = 10_000

@@ -90,7 +90,7 @@ class DeliverySettings(ServiceSettings):
     # One claim takes at most this many messages, fairly across tenants (a work item claims
     # again while its own messages wait): smaller claims let another tenant's message in
     # sooner, larger ones make fewer provider calls.
-    claim_limit: int = 500
+    claim_limit: int = 200
     # Claimed batches a worker process sends at once (work items beyond wait to claim): a
     # batch claimed but waiting behind others in one event loop would delay a small tenant's
     # message claimed with it; more slots only overlap provider round trips.
