@@ -37,6 +37,7 @@ import importlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -45,10 +46,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 from redis.exceptions import RedisError
 
+from libs.common.amqp_users import provision_amqp_users
 from libs.common.db import migrations_dirs
 from libs.common.provision import (
     provision_database,
@@ -173,6 +176,11 @@ class Provisioned:
     # Per-service Redis ACL users (password, and the URL provisioning derived from it).
     redis_passwords: dict[str, str] = field(default_factory=dict)
     redis_urls: dict[str, str] = field(default_factory=dict)
+    # Per-service RabbitMQ users (libs/common/amqp_users.py) in the stack's own vhost.
+    amqp_passwords: dict[str, str] = field(default_factory=dict)
+    amqp_urls: dict[str, str] = field(default_factory=dict)
+    # The stack's vhost with the admin (guest) credentials: admin commands, stack.env.
+    amqp_admin_url: str = ""
 
     @classmethod
     def load(cls, path: Path) -> Provisioned:
@@ -184,6 +192,7 @@ class Provisioned:
             approles={k: (v[0], v[1]) for k, v in raw.get("approles", {}).items()},
             fakes=dict(raw.get("fakes", {})),
             redis_passwords=dict(raw.get("redis_passwords", {})),
+            amqp_passwords=dict(raw.get("amqp_passwords", {})),
         )
 
     def save(self, path: Path) -> None:
@@ -192,6 +201,7 @@ class Provisioned:
             "approles": self.approles,
             "fakes": self.fakes,
             "redis_passwords": self.redis_passwords,
+            "amqp_passwords": self.amqp_passwords,
         }
         _write_private(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
@@ -276,7 +286,8 @@ def service_env(
     role_id, secret_id = prov.approles[service]
     env = {
         "PM_ENVIRONMENT": "dev",
-        "PM_AMQP_URL": infra.amqp_url,
+        # Its own RabbitMQ user: publishes only its own event types, reads its own queues.
+        "PM_AMQP_URL": prov.amqp_urls.get(service, prov.amqp_admin_url or infra.amqp_url),
         # The service's own Redis ACL user (provision), reaching only its own keys.
         "PM_REDIS_URL": prov.redis_urls.get(service, infra.redis_url),
         "PM_VAULT_ADDR": infra.vault_addr,
@@ -564,12 +575,45 @@ def provision(infra: Infra, state_file: Path) -> Provisioned:
         )
     except RedisError as exc:
         raise StackError(f"cannot create Redis ACL users at {infra.redis_url}: {exc}") from exc
+    prov.amqp_urls = provision_stack_amqp_users(infra, prov)
     prov.save(state_file)
     print(
         f"provisioned: database {infra.database!r} ({len(SCHEMA_SERVICES)} roles/schemas), "
         f"Vault ({len(SERVICE_NAMES)} AppRoles)"
     )
     return prov
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    return subprocess.run([exe, "-q", *args], capture_output=True, text=True, timeout=120)
+
+
+def provision_stack_amqp_users(infra: Infra, prov: Provisioned) -> dict[str, str]:
+    """One RabbitMQ user per service (`<vhost>-<service>`, libs/common/amqp_users.py) in the
+    stack's own vhost: the one PM_AMQP_URL names, or, when that is the shared `/`, a vhost
+    named after the database, created here (the stack's processes and stack.env move to
+    it). The `guest` user keeps its permissions and gets the stack's vhost for admin
+    commands (replay-dlq); `/` is never changed. Without a local rabbitmqctl (compose) the
+    services share PM_AMQP_URL."""
+    if shutil.which("rabbitmqctl") is None and not Path("/usr/sbin/rabbitmqctl").exists():
+        return {}
+    parts = urlsplit(infra.amqp_url)
+    vhost = unquote(parts.path.lstrip("/")) or "/"
+    if vhost == "/":
+        vhost = infra.database
+        _rabbitmqctl("add_vhost", vhost)  # fails harmlessly when it exists
+        admin = unquote(parts.username or "guest")
+        _rabbitmqctl("set_permissions", "-p", vhost, admin, ".*", ".*", ".*")
+    prov.amqp_admin_url = urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    for svc in SERVICE_NAMES:
+        prov.amqp_passwords.setdefault(svc, secrets.token_hex(24))
+    try:
+        return provision_amqp_users(
+            vhost, prov.amqp_passwords, amqp_url=prov.amqp_admin_url, prefix=vhost
+        )
+    except (OSError, RuntimeError) as exc:
+        raise StackError(f"cannot create RabbitMQ users in vhost {vhost!r}: {exc}") from exc
 
 
 def run_migrations(infra: Infra, prov: Provisioned) -> None:
@@ -1068,7 +1112,7 @@ def write_stack_env(infra: Infra, prov: Provisioned) -> None:
                 "VAULT_ADDR": infra.vault_addr,
                 "VAULT_TOKEN": infra.vault_token,
                 "PM_DATABASE_URL": service_dsn_admin(infra),
-                "PM_AMQP_URL": infra.amqp_url,
+                "PM_AMQP_URL": prov.amqp_admin_url or infra.amqp_url,
                 "PM_REDIS_URL": infra.redis_url,
             }.items()
         ),

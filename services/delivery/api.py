@@ -94,13 +94,21 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
     )
 
     @api.post("/send", status_code=202, response_model=SuccessEnvelope[SendAccepted])
-    async def send_email(body: SendEmailRequest, p: Sender, svc: Service) -> dict[str, Any]:
-        message_id = await svc.send_single(p.tenant_id, p.mode, body)
+    async def send_email(
+        body: SendEmailRequest, p: Sender, svc: Service, response: Response
+    ) -> dict[str, Any]:
+        message_id, quota = await svc.send_single(p.tenant_id, p.mode, body, p.plan)
+        if quota is not None:
+            response.headers.update(quota.headers())
         return ok(SendAccepted(message_id=message_id))
 
     @api.post("/send-bulk", status_code=202, response_model=SuccessEnvelope[BulkAccepted])
-    async def send_bulk(body: SendBulkRequest, p: Sender, svc: Service) -> dict[str, Any]:
-        batch_id, accepted, batches = await svc.send_bulk(p.tenant_id, p.mode, body)
+    async def send_bulk(
+        body: SendBulkRequest, p: Sender, svc: Service, response: Response
+    ) -> dict[str, Any]:
+        batch_id, accepted, batches, quota = await svc.send_bulk(p.tenant_id, p.mode, body, p.plan)
+        if quota is not None:
+            response.headers.update(quota.headers())
         return ok(BulkAccepted(batch_id=batch_id, accepted=accepted, batches=batches))
 
     @api.get("", response_model=SuccessEnvelope[list[EmailSummary]])

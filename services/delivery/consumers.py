@@ -6,8 +6,11 @@
   event carries `contact_tags` (webhook filters by contact tag).
 - `delivery.campaigns` (`campaign.created` / `campaign.updated`, inbox): the campaign-content
   read model of `send-bulk` with a `campaign_id`.
+- `delivery.plans` (`tenant.created` / `tenant.plan_changed`, inbox): the plan read model
+  (daily send quota of campaign sends); only keys' and billing's plan facts count.
 - `delivery.send` (`email_batch.queued`, no inbox): claims and sends the listed messages.
   Idempotent by message state: a redelivered work item finds nothing queued to claim.
+  Claims are fair across tenants (`DeliveryService.dispatch`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncpg
 
 from libs.common.bus import EventBus, PermanentError
 from libs.common.events import EmailBatchQueued, EmailRequested, Envelope
-from services.delivery.service import DeliveryService, TemplateInvalid
+from services.delivery.service import DailyQuotaExceeded, DeliveryService, TemplateInvalid
 
 
 def setup(bus: EventBus, service: DeliveryService) -> None:
@@ -30,6 +33,15 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
             await service.accept_requested(conn, event.tenant_id, data)
         except TemplateInvalid as exc:
             raise PermanentError(f"template_invalid: {exc.message}") from exc
+        except DailyQuotaExceeded as exc:
+            # No room in the deferral horizon: kept in the DLQ, replayable once there is.
+            raise PermanentError(f"daily_send_quota_exceeded: {exc.message}") from exc
+
+    @bus.subscribe("plans", ["tenant.created", "tenant.plan_changed"])
+    async def on_plan(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        """Learn the tenant's plan: the daily send quota of its campaign sends."""
+        assert conn is not None
+        await service.learn_plan(conn, event)
 
     @bus.subscribe("contacts", ["contact.created", "contact.updated", "contact.deleted"])
     async def on_contact(event: Envelope, conn: asyncpg.Connection | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -198,25 +198,76 @@ async def claim(
     )
 
 
+# Fair claiming: every tenant with queued work (a skip scan over `messages_queued_tenant`)
+# offers its oldest due messages, and the claim takes them round by round (each tenant's
+# first, then each tenant's second, ...), so one tenant's 100,000-message backlog never
+# stands in front of another tenant's single message. `$4` (grace) set: only the rows the
+# sweeper owns (retries, requeued claims, delayed chunks, work items long overdue).
+_CLAIM_FAIR = f"""
+WITH RECURSIVE tenants AS (
+    (SELECT tenant_id FROM messages WHERE status = 'queued' ORDER BY tenant_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.tenant_id FROM messages m WHERE m.status = 'queued'
+            AND m.tenant_id > t.tenant_id ORDER BY m.tenant_id LIMIT 1)
+    FROM tenants t WHERE t.tenant_id IS NOT NULL
+), offered AS (
+    SELECT o.id, row_number() OVER (PARTITION BY t.tenant_id ORDER BY o.next_attempt_at, o.id)
+           AS turn
+    FROM tenants t CROSS JOIN LATERAL (
+        SELECT m.id, m.next_attempt_at FROM messages m
+        WHERE m.tenant_id = t.tenant_id AND m.status = 'queued' AND m.next_attempt_at <= now()
+          AND ($4::float8 IS NULL OR m.next_attempt_at > m.created_at
+               OR m.next_attempt_at < now() - make_interval(secs => $4::float8))
+        ORDER BY m.next_attempt_at, m.id LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) o
+    WHERE t.tenant_id IS NOT NULL
+), chosen AS (
+    SELECT id FROM offered ORDER BY turn, id LIMIT $1
+), claimed AS (
+    UPDATE messages m SET status = 'sending', attempts = attempts + 1,
+        lease_until = now() + make_interval(secs => $2), call_started_at = NULL,
+        updated_at = now()
+    FROM chosen WHERE m.id = chosen.id
+    RETURNING m.*
+)
+SELECT {_CLAIMED_COLUMNS} FROM claimed JOIN contents c ON c.id = claimed.content_id
+ORDER BY claimed.id
+"""
+
+
+async def claim_fair(
+    conn: asyncpg.Connection,
+    limit: int,
+    lease_seconds: float,
+    *,
+    grace_seconds: float | None = None,
+    per_tenant: int | None = None,
+) -> list[asyncpg.Record]:
+    """Claim up to `limit` due queued messages, fairly across tenants (round-robin by
+    turn; other workers skip what this one locks). `per_tenant` bounds what one tenant
+    offers (default `limit`); `grace_seconds`: only what the sweeper owns."""
+    return await conn.fetch(_CLAIM_FAIR, limit, lease_seconds, per_tenant or limit, grace_seconds)
+
+
 async def claim_due(
     conn: asyncpg.Connection, limit: int, lease_seconds: float, grace_seconds: float
 ) -> list[asyncpg.Record]:
     """Claim due queued messages the sweeper owns: retries, requeued claims and delayed
     chunks (due after their creation), and fresh messages whose work item is overdue by
-    `grace_seconds` (its event was dead-lettered, or no worker consumed it)."""
-    return await conn.fetch(
-        "WITH claimed AS (UPDATE messages m SET status = 'sending', attempts = attempts + 1,"
-        " lease_until = now() + make_interval(secs => $2), call_started_at = NULL,"
-        " updated_at = now() WHERE m.id IN (SELECT id FROM messages WHERE status = 'queued'"
-        " AND next_attempt_at <= now() AND (next_attempt_at > created_at"
-        " OR next_attempt_at < now() - make_interval(secs => $3))"
-        " ORDER BY next_attempt_at LIMIT $1"
-        f" FOR UPDATE SKIP LOCKED) RETURNING m.*) SELECT {_CLAIMED_COLUMNS} FROM claimed"
-        " JOIN contents c ON c.id = claimed.content_id ORDER BY claimed.id",
-        limit,
-        lease_seconds,
-        grace_seconds,
+    `grace_seconds` (its event was dead-lettered, or no worker consumed it). Fair across
+    tenants, as every claim."""
+    return await claim_fair(conn, limit, lease_seconds, grace_seconds=grace_seconds)
+
+
+async def waiting_among(conn: asyncpg.Connection, ids: Sequence[str]) -> bool:
+    """Whether any listed message is still queued and due (a work item not done yet)."""
+    found = await conn.fetchval(
+        "SELECT true FROM messages WHERE id = ANY($1::text[]) AND status = 'queued'"
+        " AND next_attempt_at <= now() LIMIT 1",
+        list(ids),
     )
+    return bool(found)
 
 
 async def mark_call_started(conn: asyncpg.Connection, ids: Sequence[str], provider: str) -> None:
@@ -362,6 +413,95 @@ async def list_suppressions(
         " AND ($5::timestamptz IS NULL OR created_at < $5)"
         f"{' AND ' + keyset if keyset else ''} {tail}",
         *args,
+    )
+
+
+async def take_daily_sends(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, day: date, n: int, limit: int
+) -> int | None:
+    """Count `n` sends on `day` unless that passes `limit`: the new count, or None (nothing
+    counted). Row-locked until the caller's transaction ends, so concurrent accepts of one
+    tenant queue here and can never pass the quota together; a rolled-back accept un-counts."""
+    count: int | None = await conn.fetchval(
+        "INSERT INTO daily_sends (tenant_id, mode, day, sends)"
+        " SELECT $1::text, $2::text, $3::date, $4::int"
+        " WHERE $4::int <= $5::int ON CONFLICT (tenant_id, mode, day) DO UPDATE"
+        " SET sends = daily_sends.sends + excluded.sends"
+        " WHERE daily_sends.sends + excluded.sends <= $5::int RETURNING sends",
+        tenant_id,
+        mode,
+        day,
+        n,
+        limit,
+    )
+    return count
+
+
+async def daily_sends(conn: asyncpg.Connection, tenant_id: str, mode: str, day: date) -> int:
+    count: int | None = await conn.fetchval(
+        "SELECT sends FROM daily_sends WHERE tenant_id = $1 AND mode = $2 AND day = $3",
+        tenant_id,
+        mode,
+        day,
+    )
+    return count or 0
+
+
+async def first_day_with_room(
+    conn: asyncpg.Connection, tenant_id: str, mode: str, start: date, days: int, n: int, limit: int
+) -> date | None:
+    """The first of `days` days from `start` whose count leaves room for `n` more."""
+    found: date | None = await conn.fetchval(
+        "SELECT d::date FROM generate_series($3::date, $3::date + ($4::int - 1),"
+        " interval '1 day') d"
+        " LEFT JOIN daily_sends s ON s.tenant_id = $1 AND s.mode = $2 AND s.day = d::date"
+        " WHERE coalesce(s.sends, 0) + $5::int <= $6::int ORDER BY d LIMIT 1",
+        tenant_id,
+        mode,
+        start,
+        days,
+        n,
+        limit,
+    )
+    return found
+
+
+async def defer_message(
+    conn: asyncpg.Connection, message_id: str, due: datetime, reason: str
+) -> None:
+    await conn.execute(
+        "UPDATE messages SET next_attempt_at = $2, last_error = $3 WHERE id = $1",
+        message_id,
+        due,
+        reason,
+    )
+
+
+async def tenant_plan(conn: asyncpg.Connection, tenant_id: str) -> str | None:
+    plan: str | None = await conn.fetchval(
+        "SELECT plan FROM tenant_plans WHERE tenant_id = $1", tenant_id
+    )
+    return plan
+
+
+async def learn_tenant_plan(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    tenant_id: str,
+    plan: str,
+    at: datetime,
+    *,
+    only_if_unknown: bool = False,
+) -> None:
+    """Record a tenant's plan unless a later fact was applied (or, `only_if_unknown`, any)."""
+    await conn.execute(
+        "INSERT INTO tenant_plans (tenant_id, plan, event_time) VALUES ($1, $2, $3)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET plan = excluded.plan,"
+        " event_time = excluded.event_time"
+        " WHERE NOT $4 AND tenant_plans.event_time <= excluded.event_time",
+        tenant_id,
+        plan,
+        at,
+        only_if_unknown,
     )
 
 

@@ -16,10 +16,12 @@ leaving the host, such a message was never sent yet is reported failed (not sile
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import itertools
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -32,6 +34,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 import uuid_utils
+from prometheus_client import Counter
 
 from libs.common import outbox
 from libs.common.emails import format_address
@@ -51,11 +54,14 @@ from libs.common.events import (
     Envelope,
     EventData,
     SendingSettingsUpdated,
+    TenantCreated,
+    TenantPlanChanged,
     make_event,
     stamp_events,
 )
 from libs.common.http import ApiError, NotFound, register_error_code
 from libs.common.pagination import ListParams, Page
+from libs.common.plans import DEFAULT_PLAN, limits_for, plan_change_allowed
 from libs.common.templating import (
     LIMIT_ERROR_CODE,
     LIMIT_ERROR_MEANING,
@@ -98,6 +104,11 @@ from services.delivery.tracking import InvalidToken, Kind, TokenSigner, Tracking
 
 log = logging.getLogger(__name__)
 SOURCE = "/services/delivery"
+QUOTA = Counter(
+    "pm_delivery_daily_quota_total",
+    "Sends beyond a tenant's daily quota: refused (API), deferred or refused (campaign steps)",
+    ["outcome"],
+)
 
 register_error_code("invalid_tracking_token", 404, "The tracking or unsubscribe link is not valid.")
 register_error_code(
@@ -137,6 +148,43 @@ register_error_code(
     404,
     "send-bulk names a campaign_id this tenant (in this mode) has no campaign with.",
 )
+
+
+register_error_code(
+    "daily_send_quota_exceeded",
+    429,
+    "The tenant's plan allows no more emails today (UTC); the quota resets at midnight UTC.",
+)
+
+
+class DailyQuotaExceeded(ApiError):
+    code = "daily_send_quota_exceeded"
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """A tenant's daily send quota after an accept: the `X-Daily-Quota-*` headers."""
+
+    limit: int
+    remaining: int
+    reset: int  # Unix seconds of the next UTC midnight
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Daily-Quota-Limit": str(self.limit),
+            "X-Daily-Quota-Remaining": str(self.remaining),
+            "X-Daily-Quota-Reset": str(self.reset),
+        }
+
+
+def _next_midnight(at: datetime) -> datetime:
+    day = at.astimezone(UTC).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+# Where a principal's plan fills in a tenant the plan read model has not seen: older than any
+# event, so `tenant.created` / `tenant.plan_changed` always win.
+_PRINCIPAL_PLAN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class InvalidTokenError(ApiError):
@@ -259,6 +307,8 @@ class DeliveryService:
         force = settings.force_sandbox
         self.force_sandbox = settings.environment == "dev" if force is None else force
         self.domains = DomainService(settings, pool, vault)
+        self._plans_known: set[str] = set()
+        self._send_slots = asyncio.Semaphore(settings.send_concurrency)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -266,7 +316,9 @@ class DeliveryService:
 
     # ------------------------------------------------------------ accepting
 
-    async def send_single(self, tenant_id: str, mode: str, req: SendEmailRequest) -> str:
+    async def send_single(
+        self, tenant_id: str, mode: str, req: SendEmailRequest, plan: str = DEFAULT_PLAN
+    ) -> tuple[str, QuotaState | None]:
         from_, reply_to = await self._sender(tenant_id, mode, req.from_, req.reply_to)
         content = self._content(
             tenant_id, from_, req.subject, req.html, req.text, req.template_id, reply_to
@@ -286,11 +338,13 @@ class DeliveryService:
         )
         async with self.pool.acquire() as conn, conn.transaction():
             ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
-        return ids[0]
+            # Counted last: the tenant's counter row stays locked only until the commit.
+            quota = await self._charge_quota(conn, tenant_id, mode, plan, len(ids))
+        return ids[0], quota
 
     async def send_bulk(
-        self, tenant_id: str, mode: str, req: SendBulkRequest
-    ) -> tuple[str, int, int]:
+        self, tenant_id: str, mode: str, req: SendBulkRequest, plan: str = DEFAULT_PLAN
+    ) -> tuple[str, int, int, QuotaState | None]:
         seen: set[str] = set()
         for i, r in enumerate(req.recipients):
             key = str(r.email).lower()
@@ -343,8 +397,10 @@ class DeliveryService:
                 req.batch_size,
                 req.delay_between_batches,
             )
+            # Whole or not at all: a bulk send passing the quota is refused entirely.
+            quota = await self._charge_quota(conn, tenant_id, mode, plan, len(recipients))
         chunks = -(-len(recipients) // req.batch_size)
-        return batch["id"], len(recipients), chunks
+        return batch["id"], len(recipients), chunks, quota
 
     async def accept_requested(
         self, conn: asyncpg.Connection, tenant_id: str, data: EmailRequested
@@ -384,7 +440,111 @@ class DeliveryService:
             list(data.tags) if data.campaign_id and data.contact_id else None,
         )
         ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
+        if ids:
+            await self._charge_campaign_quota(conn, tenant_id, data.mode, ids[0])
         return ids[0] if ids else None
+
+    # ------------------------------------------------------------ daily send quota
+
+    async def _charge_quota(
+        self, conn: asyncpg.Connection, tenant_id: str, mode: str, plan: str, n: int
+    ) -> QuotaState | None:
+        """Count `n` accepted emails on today's (UTC) quota of the principal's plan, or
+        refuse the whole accept (429, the transaction rolls back). Test mode counts apart,
+        against the same number: sandbox traffic never uses up live sending."""
+        await self._learn_principal_plan(conn, tenant_id, plan)
+        limit = limits_for(plan).daily_sends
+        if limit is None or n == 0:
+            return None
+        now = await repo.transaction_time(conn)
+        day = now.astimezone(UTC).date()
+        reset = _next_midnight(now)
+        count = await repo.take_daily_sends(conn, tenant_id, mode, day, n, limit)
+        if count is None:
+            left = max(0, limit - await repo.daily_sends(conn, tenant_id, mode, day))
+            wait = max(1, math.ceil((reset - now).total_seconds()))
+            QUOTA.labels("refused").inc()
+            raise DailyQuotaExceeded(
+                f"The {plan} plan allows {limit:,} emails per day; {left:,} left today"
+                f" and this send has {n:,}. The quota resets at midnight UTC.",
+                details=[
+                    {
+                        "field": "daily_sends",
+                        "message": f"limit {limit}, remaining {left}, requested {n}",
+                    }
+                ],
+                headers={
+                    **QuotaState(limit, left, int(reset.timestamp())).headers(),
+                    "Retry-After": str(wait),
+                },
+            )
+        return QuotaState(limit, limit - count, int(reset.timestamp()))
+
+    async def _learn_principal_plan(
+        self, conn: asyncpg.Connection, tenant_id: str, plan: str
+    ) -> None:
+        """A tenant the plan read model has not met yet (created before delivery kept it)
+        gets the plan the gateway signed, until an event says otherwise."""
+        if tenant_id in self._plans_known:
+            return
+        await repo.learn_tenant_plan(
+            conn, tenant_id, plan, _PRINCIPAL_PLAN_TIME, only_if_unknown=True
+        )
+        if len(self._plans_known) > 100_000:
+            self._plans_known.clear()
+        self._plans_known.add(tenant_id)
+
+    async def _charge_campaign_quota(
+        self, conn: asyncpg.Connection, tenant_id: str, mode: str, message_id: str
+    ) -> None:
+        """A campaign step (no principal: the plan read model's plan). Beyond today's quota
+        it is deferred, visibly (`queued`, `last_error` daily_send_quota_exceeded, due at
+        the UTC midnight of the first day with room, counted on that day); with no room in
+        `quota_defer_days` the request is refused (dead-lettered, replayable)."""
+        plan = await repo.tenant_plan(conn, tenant_id) or DEFAULT_PLAN
+        limit = limits_for(plan).daily_sends
+        if limit is None:
+            return
+        now = await repo.transaction_time(conn)
+        today = now.astimezone(UTC).date()
+        if await repo.take_daily_sends(conn, tenant_id, mode, today, 1, limit) is not None:
+            return
+        horizon = self.settings.quota_defer_days
+        for _ in range(3):  # a concurrent accept may fill the day found first
+            day = await repo.first_day_with_room(
+                conn, tenant_id, mode, today + timedelta(days=1), horizon, 1, limit
+            )
+            if day is None:
+                break
+            if await repo.take_daily_sends(conn, tenant_id, mode, day, 1, limit) is not None:
+                due = datetime(day.year, day.month, day.day, tzinfo=UTC)
+                await repo.defer_message(conn, message_id, due, "daily_send_quota_exceeded")
+                QUOTA.labels("deferred").inc()
+                return
+        QUOTA.labels("campaign_refused").inc()
+        raise DailyQuotaExceeded(
+            f"The {plan} plan's daily send quota ({limit:,}) is used up for the next"
+            f" {horizon + 1} days."
+        )
+
+    async def learn_plan(self, conn: asyncpg.Connection, event: Envelope) -> None:
+        """Keep the plan read model (`tenant.created` from keys, `tenant.plan_changed` from
+        keys or billing; any other producer is ignored)."""
+        data = event.payload()
+        if isinstance(data, TenantCreated):
+            plan = data.plan
+            allowed = event.source == "/services/keys"
+        else:
+            assert isinstance(data, TenantPlanChanged)
+            plan = data.new_plan
+            allowed = plan_change_allowed(event.source, plan)
+        if not allowed:
+            log.warning(
+                "plan event from an unexpected producer ignored",
+                extra={"source": event.source, "event_type": event.type},
+            )
+            return
+        await repo.learn_tenant_plan(conn, event.tenant_id, plan, event.time)
 
     async def _with_campaign_content(
         self, tenant_id: str, mode: str, req: SendBulkRequest
@@ -597,12 +757,26 @@ class DeliveryService:
     # ------------------------------------------------------------ sending
 
     async def dispatch(self, message_ids: Sequence[str]) -> int:
-        """Send the listed messages that are still queued and due (an `email_batch.queued`)."""
-        async with self.pool.acquire() as conn:
-            rows = await repo.claim(conn, message_ids, self.settings.send_lease_seconds)
-        if rows:
-            await self._send_claimed(rows)
-        return len(rows)
+        """One work item (`email_batch.queued`): claim fairly across tenants, not just the
+        listed messages (a large bulk's items ahead in the queue must not hold back another
+        tenant's message: whichever item runs next claims it), and claim again while any
+        listed message still waits. Each round claims at least one message, or stops."""
+        sent = 0
+        while True:
+            # Claim only when a send slot is free: what waits stays in Postgres, where the
+            # next claim orders it fairly, not in this process behind other batches.
+            async with self._send_slots:
+                async with self.pool.acquire() as conn:
+                    rows = await repo.claim_fair(
+                        conn, self.settings.claim_limit, self.settings.send_lease_seconds
+                    )
+                if not rows:
+                    return sent
+                sent += len(rows)
+                await self._send_claimed(rows)
+            async with self.pool.acquire() as conn:
+                if not await repo.waiting_among(conn, message_ids):
+                    return sent
 
     async def sweep(self, limit: int = 500) -> int:
         """Retries that are due, delayed batches, and claims of vanished workers."""
@@ -646,18 +820,24 @@ class DeliveryService:
                             for r in uncertain
                         ],
                     )
-            rows = await repo.claim_due(
-                conn, limit, self.settings.send_lease_seconds, self.settings.sweep_grace_seconds
-            )
-        if rows:
-            await self._send_claimed(rows)
+        async with self._send_slots:
+            async with self.pool.acquire() as conn:
+                rows = await repo.claim_due(
+                    conn,
+                    limit,
+                    self.settings.send_lease_seconds,
+                    self.settings.sweep_grace_seconds,
+                )
+            if rows:
+                await self._send_claimed(rows)
         return len(rows)
 
     async def _send_claimed(self, rows: Sequence[asyncpg.Record]) -> None:
         by_tenant: dict[str, list[asyncpg.Record]] = defaultdict(list)
         for r in rows:
             by_tenant[r["tenant_id"]].append(r)
-        for tenant_id, tenant_rows in by_tenant.items():
+        # Fewest first: a tenant's single message is not sent after another's 499.
+        for tenant_id, tenant_rows in sorted(by_tenant.items(), key=lambda kv: len(kv[1])):
             try:
                 await self._send_tenant(tenant_id, tenant_rows)
             except Exception as exc:

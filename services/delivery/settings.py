@@ -87,7 +87,20 @@ class DeliverySettings(ServiceSettings):
     # A fresh message is its work item's job; the sweeper takes it only this long overdue.
     sweep_grace_seconds: float = 60.0
 
+    # One claim takes at most this many messages, fairly across tenants (a work item claims
+    # again while its own messages wait): smaller claims let another tenant's message in
+    # sooner, larger ones make fewer provider calls.
+    claim_limit: int = 200
+    # Claimed batches a worker process sends at once (work items beyond wait to claim): a
+    # batch claimed but waiting behind others in one event loop would delay a small tenant's
+    # message claimed with it; more slots only overlap provider round trips.
+    send_concurrency: int = 2
+
     bulk_max_recipients: int = 10000
+
+    # Daily send quota (plan table): a campaign step beyond today's quota is deferred to the
+    # first UTC day with room within this many days, else dead-lettered (replayable).
+    quota_defer_days: int = 7
 
     # Sending domains (services/delivery/domains). DKIM private keys live in Vault at
     # `<domain_keys_path>/<tenant>/<domain id>/<selector>` (field `private_key`).

@@ -149,13 +149,14 @@ class Harness:
         scopes: tuple[str, ...] = ("send_email", "read_analytics"),
         tenant: str | None = None,
         mode: str = "live",
+        plan: str = "pro",
     ) -> dict[str, str]:
         p = Principal(
             tenant_id=tenant or self.tenant,
             subject_type="api_key",
             subject_id="key_1",
             scopes=list(scopes),
-            plan="pro",
+            plan=plan,
             mode=mode,
         )  # type: ignore[arg-type]
         return {"X-PM-Principal": unbound_principal(p, "delivery")}

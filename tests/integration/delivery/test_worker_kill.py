@@ -63,6 +63,10 @@ def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any, dns: FakeDns) -
         # The fake is not rate limited; the seed's 300/s would only make the test slow.
         "PM_PROVIDER_LIMITS": json.dumps({"mailgun": [1_000_000, 1_000_000]}),
         "PM_CONSUMER_PREFETCH": str(PREFETCH),
+        # One claim (one provider call) per work item in flight, as the assertions count:
+        # a claim takes a work item's worth, and every work item held may send at once.
+        "PM_SEND_CONCURRENCY": str(PREFETCH),
+        "PM_CLAIM_LIMIT": str(BATCH),
         "PM_SEND_LEASE_SECONDS": "3",
         "PM_SWEEP_INTERVAL_SECONDS": "0.5",
     }
@@ -252,7 +256,7 @@ async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing
 
     n, batch = 2_000, 100
     tenant = f"t_{unique}"
-    env = _env(reset_fakes, creds_path, vault_dev, fake_dns)
+    env = {**_env(reset_fakes, creds_path, vault_dev, fake_dns), "PM_CLAIM_LIMIT": str(batch)}
     api, _relay, first = await _start_pipeline(
         processes, env, reset_fakes, creds_path, vault_dev, tenant, fake_dns
     )

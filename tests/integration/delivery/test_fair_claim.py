@@ -1,0 +1,76 @@
+"""Fair claiming across tenants (issue 13): a work item claims round-robin over every tenant
+with due messages, so another tenant's large bulk ahead in the queue never holds back a small
+tenant's message until it has drained."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.delivery import repository as repo
+from tests.fakes.dns_server import FakeDns
+from tests.integration.delivery.conftest import Harness, verify_sender_domain
+
+
+@pytest.mark.parametrize("harness", [{"claim_limit": 10}], indirect=True)
+async def test_a_bulks_work_item_also_claims_another_tenants_message(
+    harness: Harness, fake_dns: FakeDns, unique: str
+) -> None:
+    h = harness
+    big = h.headers(plan="unlimited")
+    r = await h.client.post(
+        "/api/v1/emails/send-bulk",
+        headers=big,
+        json={
+            "from": "team@acme.example.com",
+            "subject": "Bulk",
+            "text": "t",
+            "batch_size": 40,
+            "recipients": [{"email": f"b{i}@example.com"} for i in range(40)],
+        },
+    )
+    assert r.status_code == 202, r.text
+    async with h.service.pool.acquire() as conn:
+        bulk_ids = [
+            row["id"]
+            for row in await conn.fetch(
+                "SELECT id FROM messages WHERE batch_id = $1 ORDER BY id",
+                r.json()["data"]["batch_id"],
+            )
+        ]
+    small_tenant = f"small_{unique}"
+    domain = f"small-{unique}.example.com"
+    domain_id = await verify_sender_domain(h.service, fake_dns, small_tenant, domain)
+    try:
+        r = await h.client.post(
+            "/api/v1/emails/send",
+            headers=h.headers(tenant=small_tenant),
+            json={"to": "s@example.com", "from": f"hi@{domain}", "subject": "s", "text": "t"},
+        )
+        assert r.status_code == 202, r.text
+        small_id = r.json()["data"]["message_id"]
+
+        # The first claim of the bulk's work item takes the small tenant's message in its
+        # first round (one message per tenant per turn), ahead of the bulk's backlog.
+        async with h.service.pool.acquire() as conn:
+            claimed = await repo.claim_fair(conn, 10, 60)
+        claimed_ids = [c["id"] for c in claimed]
+        assert small_id in claimed_ids
+        assert len(claimed_ids) == 10
+        async with h.service.pool.acquire() as conn:
+            await repo.mark_retry(conn, claimed_ids, [0.0] * 10, ["test"] * 10)
+
+        # Through the work item: the bulk's item sends the small message too, and keeps
+        # claiming until its own 40 messages are out.
+        sent = await h.service.dispatch(bulk_ids)
+        assert sent >= 41
+        async with h.service.pool.acquire() as conn:
+            statuses = dict(
+                await conn.fetch(
+                    "SELECT id, status FROM messages WHERE id = ANY($1::text[])",
+                    [*bulk_ids, small_id],
+                )
+            )
+        assert statuses[small_id] == "sent"
+        assert {statuses[i] for i in bulk_ids} == {"sent"}
+    finally:
+        await h.service.domains.delete(small_tenant, domain_id)
