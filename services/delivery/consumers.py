@@ -6,6 +6,9 @@
   event carries `contact_tags` (webhook filters by contact tag).
 - `delivery.campaigns` (`campaign.created` / `campaign.updated`, inbox): the campaign-content
   read model of `send-bulk` with a `campaign_id`.
+- `delivery.inbox` (`email.replied`, `inbox_feedback.received`, inbox): the inbox's facts
+  about a message: replies in its timeline and status, bounces (DSN) and unsubscribe
+  requests by mail applied as ESP reports are.
 - `delivery.send` (`email_batch.queued`, no inbox): claims and sends the listed messages.
   Idempotent by message state: a redelivered work item finds nothing queued to claim.
 """
@@ -42,6 +45,12 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
         """Learn the campaign's content: send-bulk with a campaign_id sends it."""
         assert conn is not None
         await service.learn_campaign(conn, event, event.payload().model_dump(mode="json"))
+
+    @bus.subscribe("inbox", ["email.replied", "inbox_feedback.received"])
+    async def on_inbox_event(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        """Apply a reply, a bounce or an unsubscribe request the inbox received."""
+        assert conn is not None
+        await service.apply_inbox_event(conn, event)
 
     @bus.subscribe("send", ["email_batch.queued"], inbox=False)
     async def on_batch_queued(event: Envelope, _conn: asyncpg.Connection | None) -> None:
