@@ -110,12 +110,13 @@ def parse_mail(raw: bytes) -> ParsedMail:
     is_report = msg.get_content_type() == "multipart/report"
     for part in msg.walk():
         ctype = part.get_content_type()
-        if part.is_multipart():
-            continue
-        disposition = part.get_content_disposition()
+        # message/delivery-status parses as a container of header blocks: read it first.
         if is_report and ctype == "message/delivery-status":
             dsn.extend(_dsn_fields(part))
             continue
+        if part.is_multipart():
+            continue
+        disposition = part.get_content_disposition()
         if is_report and ctype in ("message/rfc822", "text/rfc822-headers"):
             dsn_ids.extend(_original_ids(part))
             continue

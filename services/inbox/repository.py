@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from libs.common.pagination import ListParams, keyset_sql
 

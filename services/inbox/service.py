@@ -10,6 +10,7 @@ never dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -458,6 +459,10 @@ class InboxService:
     async def list_threads(
         self, tenant_id: str, mode: str, f: repo.ThreadFilter, params: ListParams
     ) -> Page[dict[str, Any]]:
+        # `last_message_at` is a timestamp: its cursor values decode as datetimes.
+        params = dataclasses.replace(
+            params, datetime_sorts=params.datetime_sorts | {"last_message_at"}
+        )
         rows = await repo.list_threads(self.pool, tenant_id, mode, f, params)
         return params.page(rows, thread_out)
 
