@@ -80,12 +80,8 @@ async def test_patch_marks_read_archives_and_labels(harness: Harness) -> None:
     )
     assert [t["id"] for t in archived.json()["data"]] == [thread_id]
     assert (await h.client.patch(path, json={}, headers=h.headers())).status_code == 422
-    assert (
-        await h.client.patch(path, json={"read": None}, headers=h.headers())
-    ).status_code == 422
-    assert (
-        await h.client.patch(path, json={"bogus": 1}, headers=h.headers())
-    ).status_code == 422
+    assert (await h.client.patch(path, json={"read": None}, headers=h.headers())).status_code == 422
+    assert (await h.client.patch(path, json={"bogus": 1}, headers=h.headers())).status_code == 422
     # A new reply brings the thread back: unread and out of the archive.
     await _reply_in(h, header, "One more thing")
     again = (await h.thread(thread_id)).json()["data"]

@@ -312,9 +312,7 @@ async def test_unmatched_mail_goes_to_the_senders_unmatched_folder_or_quarantine
     broken = await h.service.ingest(_smtp(b"\x00\x01 garbage", h, recipients=(h.sender,)))
     assert broken.folder == "unmatched"
     msg = (
-        await h.client.get(
-            f"/api/v1/inbox/messages/{broken.inbox_message_id}", headers=h.headers()
-        )
+        await h.client.get(f"/api/v1/inbox/messages/{broken.inbox_message_id}", headers=h.headers())
     ).json()["data"]
     assert msg["parse_error"] and msg["has_raw"] is True
     # Nobody's mail: the operator quarantine.
@@ -361,4 +359,3 @@ def _smtp(raw: bytes, h: Harness, recipients: tuple[str, ...] | None = None) -> 
 
     key = f"test:{hashlib.sha256(raw + h.unique.encode()).hexdigest()}:{time.monotonic_ns()}"
     return InboundMail(raw, key, "smtp", (h.sender,) if recipients is None else recipients)
-
