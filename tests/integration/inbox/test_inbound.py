@@ -359,3 +359,66 @@ def _smtp(raw: bytes, h: Harness, recipients: tuple[str, ...] | None = None) -> 
 
     key = f"test:{hashlib.sha256(raw + h.unique.encode()).hexdigest()}:{time.monotonic_ns()}"
     return InboundMail(raw, key, "smtp", (h.sender,) if recipients is None else recipients)
+
+
+async def test_starttls_is_offered_when_a_certificate_is_configured(
+    harness: Harness, tmp_path: Any
+) -> None:
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, REPLY_DOMAIN)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    h = harness
+    _, header = await h.sent()
+    settings = inbox_settings(
+        h.service.settings.inbound_credentials_path,
+        inbound_smtp_port=_free_port(),
+        inbound_smtp_tls_cert=str(tmp_path / "cert.pem"),
+        inbound_smtp_tls_key=str(tmp_path / "key.pem"),
+    )
+    server = await serve_smtp(settings, h.service)
+    raw = mail.reply(to=h.sender, in_reply_to=header)
+
+    def deliver() -> tuple[bool, Any]:
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        context.check_hostname = False
+        with smtplib.SMTP("127.0.0.1", settings.inbound_smtp_port, timeout=10) as smtp:
+            smtp.ehlo()
+            offered = smtp.has_extn("starttls")
+            smtp.starttls(context=context)
+            smtp.ehlo()
+            return offered, smtp.sendmail("p@example.org", [f"x@{REPLY_DOMAIN}"], raw)
+
+    try:
+        offered, refused = await asyncio.to_thread(deliver)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert offered is True and refused == {}
+    threads = await h.client.get("/api/v1/inbox/threads", headers=h.headers())
+    assert len(threads.json()["data"]) == 1
