@@ -131,6 +131,8 @@ async def raw_of_message(conn: Conn, tenant_id: str, mode: str, message_id: str)
 
 
 async def sweep_raw(conn: Conn, limit: int = 1000) -> int:
+    # Mailgun tokens are refused after 15 minutes anyway: a day of them is plenty.
+    await conn.execute("DELETE FROM hook_tokens WHERE seen_at < now() - interval '1 day'")
     done = await conn.execute(
         "DELETE FROM raw_messages WHERE id IN (SELECT id FROM raw_messages"
         " WHERE expires_at < now() LIMIT $1)",
@@ -391,22 +393,29 @@ async def list_messages(
 
 
 async def outbound_sent(
-    conn: asyncpg.Connection, request_id: str, message_id: str, header_id: str | None
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    request_id: str,
+    message_id: str,
+    header_id: str | None,
 ) -> asyncpg.Record | None:
     """Our reply was handed to the provider: link it to delivery's message."""
     return await conn.fetchrow(
-        "UPDATE messages SET status = 'sent', sent_message_id = $2,"
-        " header_message_id = coalesce($3, header_message_id)"
-        " WHERE id = $1 AND direction = 'outbound' RETURNING thread_id, tenant_id",
+        "UPDATE messages SET status = 'sent', sent_message_id = $3,"
+        " header_message_id = coalesce($4, header_message_id)"
+        " WHERE id = $2 AND tenant_id = $1 AND direction = 'outbound' RETURNING thread_id",
+        tenant_id,
         request_id,
         message_id,
         header_id,
     )
 
 
-async def outbound_failed(conn: asyncpg.Connection, message_id: str) -> None:
+async def outbound_failed(conn: asyncpg.Connection, tenant_id: str, message_id: str) -> None:
     await conn.execute(
-        "UPDATE messages SET status = 'failed' WHERE id = (SELECT request_id FROM sent_messages"
-        " WHERE message_id = $1) AND direction = 'outbound'",
+        "UPDATE messages SET status = 'failed' WHERE tenant_id = $1 AND direction = 'outbound'"
+        " AND id = (SELECT request_id FROM sent_messages WHERE message_id = $2"
+        " AND tenant_id = $1)",
+        tenant_id,
         message_id,
     )

@@ -447,12 +447,16 @@ class InboxService:
         await repo.learn_sent(conn, event.tenant_id, event.mode, fields)
         if event.type == "email.sent" and fields["request_id"]:
             linked = await repo.outbound_sent(
-                conn, fields["request_id"], data["message_id"], fields["header_message_id"]
+                conn,
+                event.tenant_id,
+                fields["request_id"],
+                data["message_id"],
+                fields["header_message_id"],
             )
-            if linked is not None and linked["tenant_id"] == event.tenant_id:
+            if linked is not None:
                 await repo.set_sent_thread(conn, data["message_id"], linked["thread_id"])
         elif event.type == "email.failed":
-            await repo.outbound_failed(conn, data["message_id"])
+            await repo.outbound_failed(conn, event.tenant_id, data["message_id"])
 
     # ------------------------------------------------------------ API
 
