@@ -151,14 +151,22 @@ def build_routers(settings: InboxSettings) -> list[APIRouter]:
     @api.get(
         "/messages/{message_id}/raw",
         response_class=Response,
-        responses={200: {"content": {"message/rfc822": {}}}},
+        # application/octet-stream (an .eml download): what every generated client reads.
+        responses={
+            200: {
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+                "description": "The message as received (RFC 5322), as an .eml download.",
+            }
+        },
     )
     async def get_raw(message_id: str, p: Reader, svc: Service) -> Response:
         """The message as received (RFC 5322), kept 30 days."""
         raw = await svc.raw_message(p.tenant_id, p.mode, message_id)
         return Response(
             raw,
-            media_type="message/rfc822",
+            media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{message_id}.eml"'},
         )
 
