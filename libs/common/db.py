@@ -65,6 +65,8 @@ POOL_BUDGET: dict[str, PoolBudget] = {
     "relay": PoolBudget(1, 3),
     "runner": PoolBudget(1, 2),
     "reconciler": PoolBudget(1, 2),
+    # The inbox's inbound SMTP listener: one ingest transaction per message.
+    "smtp": PoolBudget(1, 2),
     # One-shot commands (migrate, create-tenant, reconcile-once, ...) and anything unnamed.
     "command": PoolBudget(1, 2),
 }

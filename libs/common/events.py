@@ -228,9 +228,22 @@ class EmailQueued(_EmailEvent):
 class EmailSent(_EmailEvent):
     event_type = "email.sent"
     summary = "An email was handed to the sending provider."
-    example = {"provider": "postmark", "provider_message_id": "b7bc2f4a-5c2a-4d1e"}
+    example = {
+        "provider": "postmark",
+        "provider_message_id": "b7bc2f4a-5c2a-4d1e",
+        "message_id_header": "<msg_0192f5a7c3d84e1b@acme.example.com>",
+        "from_email": "Alice <alice@acme.example.com>",
+        "subject": "Quick question",
+    }
     provider: str
     provider_message_id: str | None = None
+    # The RFC 5322 Message-ID the message went out with (replies reference it), its sender
+    # and subject: the inbox threads replies and answers them from these.
+    message_id_header: str | None = None
+    from_email: str | None = None
+    subject: str | None = None
+    # The `email.requested` that asked for this message, when one did.
+    request_id: str | None = None
 
 
 @register
@@ -268,9 +281,30 @@ class EmailClicked(_EmailEvent):
 @register
 class EmailReplied(_EmailEvent):
     event_type = "email.replied"
-    summary = "The recipient replied to the email."
-    example = {"reply_snippet": "Thanks, let's talk next week."}
+    summary = "The recipient replied to the email (a human reply; stops the sequence)."
+    example = {
+        "reply_snippet": "Thanks, let's talk next week.",
+        "thread_id": "thr_0192f5a7d0e14c2a9b3e",
+        "inbox_message_id": "imsg_0192f5a7d0e14c2a9b3f",
+    }
     reply_snippet: str | None = None
+    # The inbox thread and message holding the reply (GET /api/v1/inbox/threads/{id}).
+    thread_id: str | None = None
+    inbox_message_id: str | None = None
+
+
+@register
+class EmailAutoReplied(_EmailEvent):
+    event_type = "email.auto_replied"
+    summary = "An automatic answer (out of office, auto-responder) came back to the email."
+    example = {
+        "reply_snippet": "I am out of the office until Monday.",
+        "thread_id": "thr_0192f5a7d0e14c2a9b3e",
+        "inbox_message_id": "imsg_0192f5a7d0e14c2a9b3f",
+    }
+    reply_snippet: str | None = None
+    thread_id: str | None = None
+    inbox_message_id: str | None = None
 
 
 @register
@@ -317,6 +351,54 @@ class EmailBatchQueued(EventData):
     urgent = True
     message_ids: list[str]
     batch_id: str | None = None
+
+
+# ---------------------------------------------------------------- inbox_message.* (inbox)
+
+
+@register
+class InboxMessageReceived(EventData):
+    event_type = "inbox_message.received"
+    summary = "An inbound message (reply, auto-reply, bounce, unmatched mail) reached the inbox."
+    read_scope = "read_inbox"
+    example = {
+        "inbox_message_id": "imsg_0192f5a7d0e14c2a9b3f",
+        "thread_id": "thr_0192f5a7d0e14c2a9b3e",
+        "folder": "inbox",
+        "classification": "human_reply",
+        "from_email": "recipient@example.com",
+        "subject": "Re: Quick question",
+        "message_id": "msg_0192f5a7c3d84e1b",
+        "campaign_id": "cmp_0192f5a7b2c1",
+        "contact_id": "ct_0192f5a7a001",
+        "occurred_at": "2026-12-01T10:02:11Z",
+    }
+    inbox_message_id: str
+    thread_id: str
+    folder: Literal["inbox", "unmatched"]
+    classification: str
+    from_email: str | None = None
+    subject: str | None = None
+    # The sent message it answers (delivery's id), when threading found one.
+    message_id: str | None = None
+    campaign_id: str | None = None
+    contact_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+@register
+class InboxFeedbackReceived(EventData):
+    """A bounce (RFC 3464 DSN) or an unsubscribe request arrived by mail for one of
+    delivery's messages (inbox → delivery, which applies it as it applies ESP reports).
+    Internal: webhooks receive delivery's `email.bounced` / `email.unsubscribed`."""
+
+    event_type = "inbox_feedback.received"
+    public = False
+    kind: Literal["bounce", "unsubscribe"]
+    message_id: str
+    inbox_message_id: str
+    bounce_type: Literal["hard", "soft"] | None = None
+    reason: str | None = None
 
 
 # ---------------------------------------------------------------- campaign.* (campaigns)

@@ -42,6 +42,8 @@ USER_TOKEN_PUBLIC_PATH = "platform/user-token"  # noqa: S105
 IDEMPOTENCY_KEY_PATH = "gateway/idempotency"
 # The key that seals list cursors (PM_CURSOR_KEY), readable by every service (platform/*).
 CURSOR_KEY_PATH = "platform/cursor"
+# The reply-address HMAC key delivery signs and the inbox verifies (libs/common/reply_tokens.py).
+REPLY_TOKEN_KEY_PATH = "platform/reply-token"  # noqa: S105 (a Vault path)
 PRIVATE_FIELD = "private_key"
 PUBLIC_FIELD = "public_keys"
 APPROLE_TTL = "1h"
@@ -217,6 +219,7 @@ def _provision_vault_once(
     _ensure_key_pair(client, USER_TOKEN_PRIVATE_PATH, USER_TOKEN_PUBLIC_PATH)
     _ensure_random_secret(client, IDEMPOTENCY_KEY_PATH, "key")
     _ensure_random_secret(client, CURSOR_KEY_PATH, "key")
+    _ensure_random_secret(client, REPLY_TOKEN_KEY_PATH, "key")
 
     creds: dict[str, tuple[str, str]] = {}
     for svc in services:
@@ -354,6 +357,7 @@ REDIS_KEY_PATTERNS: dict[str, tuple[str, ...]] = {
     "campaigns": (),
     "webhooks": (),
     "billing": (),
+    "inbox": (),
 }
 REDIS_COMMANDS = ("+@all", "-@dangerous")
 

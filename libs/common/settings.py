@@ -17,10 +17,10 @@ from libs.common.db import PoolBudget, pool_budget
 from libs.common.signing_keys import DEV_PRINCIPAL_PUBLIC_KEYS, is_builtin_key
 from libs.common.vault import VaultError, VaultRef, make_client, read_secret_sync
 
-SERVICE_NAMES = ("gateway", "keys", "campaigns", "delivery", "webhooks", "billing")
-SCHEMA_SERVICES = ("keys", "campaigns", "delivery", "webhooks", "billing")
+SERVICE_NAMES = ("gateway", "keys", "campaigns", "delivery", "webhooks", "billing", "inbox")
+SCHEMA_SERVICES = ("keys", "campaigns", "delivery", "webhooks", "billing", "inbox")
 
-# Port plan for local runs: process kind base + service index (gateway 0 ... billing 5).
+# Port plan for local runs: process kind base + service index (gateway 0 ... inbox 6).
 # 8200-8201 stay free for Vault/OpenBao (API and cluster listener).
 _PROCESS_PORT_BASE = {
     "api": 8000,

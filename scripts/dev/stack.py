@@ -87,6 +87,8 @@ TOKEN_KEY_ENV: dict[str, dict[str, str]] = {
         "PM_IDEMPOTENCY_ENCRYPTION_KEY": "vault:secret/gateway/idempotency#key",
     },
     "keys": {"PM_USER_TOKEN_PRIVATE_KEY": "vault:secret/keys/user-token#private_key"},
+    "delivery": {"PM_REPLY_TOKEN_KEY": "vault:secret/platform/reply-token#key"},
+    "inbox": {"PM_REPLY_TOKEN_KEY": "vault:secret/platform/reply-token#key"},
 }
 # Variables a developer's shell may carry that must not leak into service processes
 # (the caller's PM_* settings reach them on purpose, through `read_overrides`).
@@ -320,7 +322,10 @@ def dev_settings(service: str) -> dict[str, str]:
       at the production paths; Checkout returns to the dashboard the gateway serves.
     - delivery: live-mode mail goes over SMTP to the mail capture (credentials in Vault at
       the platform's `penguinmails/api-keys/smtp`); test-mode mail stays in the sandbox;
-      sending domains verify against the fake Cloudflare's DNS server (`FAKE_CLOUDFLARE`).
+      sending domains verify against the fake Cloudflare's DNS server (`FAKE_CLOUDFLARE`);
+      messages without their own Reply-To get `reply+<token>@DEV_REPLY_DOMAIN`.
+    - inbox: the inbound SMTP listener on 127.0.0.1:INBOUND_SMTP_PORT accepts mail for
+      DEV_REPLY_DOMAIN (host and port also in .dev/stack.env).
     """
     if service == "gateway":
         return {
@@ -344,8 +349,18 @@ def dev_settings(service: str) -> dict[str, str]:
             "PM_STRIPE_TEST_WEBHOOK_SECRET": f"{hook}#test_value",
             "PM_DASHBOARD_URL": GATEWAY_URL,
         }
+    if service == "inbox":
+        return {
+            "PM_REPLY_DOMAINS": f'["{DEV_REPLY_DOMAIN}"]',
+            # Replies trickle in on a dev machine: small pools keep the stack within its
+            # share of a default Postgres (docs/operations.md "Connection budget").
+            "PM_DB_POOL_MAX": "2",
+            "PM_INBOUND_SMTP_HOST": "127.0.0.1",
+            "PM_INBOUND_SMTP_PORT": str(INBOUND_SMTP_PORT),
+        }
     if service == "delivery":
         return {
+            "PM_REPLY_DOMAIN": DEV_REPLY_DOMAIN,
             "PM_FORCE_SANDBOX": "false",
             "PM_DEFAULT_ROUTES": '{"transactional": ["smtp"], "marketing": ["smtp"]}',
             "PM_ESP_CREDENTIALS_PATH": paths["esp"],
@@ -451,6 +466,9 @@ MAIL_CAPTURE = DevTool(
     "mail-capture", "scripts.dev.mail_capture", 8701 + PORT_OFFSET, "mail capture (live mode)"
 )
 MAIL_SMTP_PORT = 8725 + PORT_OFFSET
+# The inbox's inbound SMTP listener (its MX in production) and the reply domain it accepts.
+INBOUND_SMTP_PORT = 8726 + PORT_OFFSET
+DEV_REPLY_DOMAIN = "reply.penguinmails.localhost"
 FAKE_CLOUDFLARE = DevTool(
     "fake-cloudflare",
     "tests.fakes.cloudflare",
@@ -1106,6 +1124,9 @@ def write_stack_env(infra: Infra, prov: Provisioned) -> None:
                 "PM_GATEWAY_URL": GATEWAY_URL,
                 "PM_FAKE_STRIPE_URL": FAKE_STRIPE.url,
                 "PM_MAIL_CAPTURE_URL": MAIL_CAPTURE.url,
+                # The inbox's inbound SMTP listener: deliver replies here (docs/inbox.md).
+                "PM_INBOUND_SMTP_HOST": "127.0.0.1",
+                "PM_INBOUND_SMTP_PORT": str(INBOUND_SMTP_PORT),
                 "PM_FAKE_CLOUDFLARE_URL": FAKE_CLOUDFLARE.url,
                 # For PUT /api/v1/domains/dns-credentials on this stack (docs/domains.md).
                 "PM_FAKE_CLOUDFLARE_TOKEN": fake_credentials(prov)["cloudflare_token"],
@@ -1140,6 +1161,8 @@ def up_summary(
         " publish a sending domain with the token PM_FAKE_CLOUDFLARE_TOKEN (.dev/stack.env),"
         " then verify it (docs/domains.md)",
         "  webhooks  http:// and loopback endpoint URLs are allowed (dev stack only)",
+        f"  inbox     inbound SMTP 127.0.0.1:{INBOUND_SMTP_PORT} for replies to"
+        f" reply+<token>@{DEV_REPLY_DOMAIN} (docs/inbox.md)",
         "  logs      tail -f .dev/logs/<service>-<process>.log  (e.g. .dev/logs/gateway-api.log)",
         "  env       set -a; . .dev/stack.env; set +a   (gateway URL, Vault, admin DSN)",
         "  status    make status",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-UPSTREAM_SERVICES = ("keys", "campaigns", "delivery", "webhooks", "billing")
+UPSTREAM_SERVICES = ("keys", "campaigns", "delivery", "webhooks", "billing", "inbox")
 ALL_SERVICES = ("gateway", *UPSTREAM_SERVICES)
 
 

@@ -1,7 +1,8 @@
 """HTTP API of the delivery service: the emails API (`/api/v1/emails...`, behind the gateway's
 signed principal), and the unauthenticated-but-verified edges: open pixel and click redirect
-(`/t/...`), unsubscribe page and RFC 8058 one-click (`/unsubscribe/...`), ESP webhooks and
-inbound replies (`/hooks/esp/{provider}`).
+(`/t/...`), unsubscribe page and RFC 8058 one-click (`/unsubscribe/...`) and ESP event
+webhooks (`/hooks/esp/{provider}`). Inbound mail (`/hooks/esp/{provider}/inbound`) belongs to
+the inbox service.
 """
 
 import contextlib
@@ -248,13 +249,6 @@ def build_routers(settings: DeliverySettings) -> list[APIRouter]:
     @edges.post("/hooks/esp/{provider}")
     async def esp_webhook(provider: str, request: Request, svc: Service) -> JSONResponse:
         applied = await svc.provider_webhook(provider, await _webhook_request(request))
-        return JSONResponse(ok({"applied": applied}))
-
-    @edges.post("/hooks/esp/{provider}/inbound")
-    async def esp_inbound(provider: str, request: Request, svc: Service) -> JSONResponse:
-        applied = await svc.provider_webhook(
-            provider, await _webhook_request(request), inbound=True
-        )
         return JSONResponse(ok({"applied": applied}))
 
     return [api, sending, domains_api.build_router(principal), edges]

@@ -8,6 +8,9 @@
   read model of `send-bulk` with a `campaign_id`.
 - `delivery.plans` (`tenant.created` / `tenant.plan_changed`, inbox): the plan read model
   (daily send quota of campaign sends); only keys' and billing's plan facts count.
+- `delivery.inbox` (`email.replied`, `inbox_feedback.received`, inbox): the inbox's facts
+  about a message: replies in its timeline and status, bounces (DSN) and unsubscribe
+  requests by mail applied as ESP reports are.
 - `delivery.send` (`email_batch.queued`, no inbox): claims and sends the listed messages.
   Idempotent by message state: a redelivered work item finds nothing queued to claim.
   Claims are fair across tenants (`DeliveryService.dispatch`).
@@ -54,6 +57,12 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
         """Learn the campaign's content: send-bulk with a campaign_id sends it."""
         assert conn is not None
         await service.learn_campaign(conn, event, event.payload().model_dump(mode="json"))
+
+    @bus.subscribe("inbox", ["email.replied", "inbox_feedback.received"])
+    async def on_inbox_event(event: Envelope, conn: asyncpg.Connection | None) -> None:
+        """Apply a reply, a bounce or an unsubscribe request the inbox received."""
+        assert conn is not None
+        await service.apply_inbox_event(conn, event)
 
     @bus.subscribe("send", ["email_batch.queued"], inbox=False)
     async def on_batch_queued(event: Envelope, _conn: asyncpg.Connection | None) -> None:

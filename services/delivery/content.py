@@ -11,6 +11,7 @@ richer is rendered per message, in the bounded render pool (`Renderer.job` gives
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from jinja2 import nodes
 from markupsafe import escape
 
+from libs.common.reply_tokens import reply_address
 from libs.common.templating import (
     Rendered,
     RenderJob,
@@ -29,7 +31,7 @@ from libs.common.templating import (
     is_plain_substitution,
 )
 from services.delivery.connectors.base import BatchTemplate, OutgoingEmail, fill_slots, slot
-from services.delivery.connectors.replies import message_id_header
+from services.delivery.connectors.replies import message_id_header, sender_domain
 from services.delivery.tracking import TokenSigner, TrackingToken
 
 _HREF = re.compile(r"""(href\s*=\s*)(["'])(https?://[^"'\s]+)\2""", re.IGNORECASE)
@@ -152,9 +154,24 @@ class MessageSpec:
 
 
 class Renderer:
-    def __init__(self, signer: TokenSigner, tracking_base_url: str) -> None:
+    def __init__(
+        self,
+        signer: TokenSigner,
+        tracking_base_url: str,
+        reply_token_key: str | None = None,
+        reply_domain: str | None = None,
+    ) -> None:
         self.signer = signer
         self.base = tracking_base_url.rstrip("/")
+        # Set: a message without its own Reply-To gets `reply+<token>@<reply_domain>`, so a
+        # reply threads in the inbox even when the client drops In-Reply-To/References.
+        self.reply_token_key = reply_token_key
+        self.reply_domain = reply_domain
+
+    def reply_to(self, content: Content, message_id: str) -> str | None:
+        if content.reply_to or not (self.reply_token_key and self.reply_domain):
+            return content.reply_to
+        return reply_address(self.reply_token_key, message_id, self.reply_domain)
 
     def _url(self, path: str, token: TrackingToken) -> str:
         return f"{self.base}{path}{self.signer.sign(token)}"
@@ -163,12 +180,13 @@ class Renderer:
         return self._url("/unsubscribe/", TrackingToken("u", message_id))
 
     def _headers(self, content: Content, m: MessageSpec, unsub: str) -> dict[str, str]:
-        domain = content.from_email.rpartition("@")[2].rstrip(">").lower()
-        return {
-            "Message-ID": message_id_header(m.id, domain),
+        headers = {
+            "Message-ID": message_id_header(m.id, sender_domain(content.from_email)),
             "List-Unsubscribe": f"<{unsub}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
+        headers.update(_threading(m))
+        return headers
 
     @staticmethod
     def job(content: Content, m: MessageSpec) -> RenderJob | None:
@@ -203,7 +221,9 @@ class Renderer:
                 )
             if m.track_opens:
                 html = _with_pixel(html, self._url("/t/o/", TrackingToken("o", m.id)))
-        return self._email(content, m, _one_line(subject), html, text, headers, None)
+        return self._email(
+            content, m, _one_line(subject), html, text, headers, None, self.reply_to(content, m.id)
+        )
 
     def _from_slots(
         self,
@@ -236,8 +256,16 @@ class Renderer:
             headers={
                 "List-Unsubscribe": f"<{slot('pm_unsubscribe_url')}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                **_threading(m),
             },
         )
+        reply_to = self.reply_to(content, m.id)
+        if reply_to and reply_to != content.reply_to:
+            # Per recipient: batch APIs substitute it like any other value.
+            values["pm_reply_to"] = reply_to
+            template = dataclasses.replace(
+                template, headers={**template.headers, "Reply-To": slot("pm_reply_to")}
+            )
 
         def get(name: str) -> str:
             return values.get(name, "")
@@ -250,6 +278,7 @@ class Renderer:
             fill_slots(shared.text, get) if shared.text is not None else None,
             headers,
             template,
+            reply_to,
         )
 
     @staticmethod
@@ -261,6 +290,7 @@ class Renderer:
         text: str | None,
         headers: dict[str, str],
         template: BatchTemplate | None,
+        reply_to: str | None,
     ) -> OutgoingEmail:
         return OutgoingEmail(
             message_id=m.id,
@@ -274,9 +304,20 @@ class Renderer:
             category=m.category,
             tags=m.tags,
             metadata=m.metadata,
-            reply_to=content.reply_to,
+            reply_to=reply_to,
             template=template,
         )
+
+
+def _threading(m: MessageSpec) -> dict[str, str]:
+    """In-Reply-To/References of a reply the inbox asked for (reserved `pm_` metadata, never
+    sent to the provider as metadata)."""
+    out = {}
+    if m.metadata.get("pm_in_reply_to"):
+        out["In-Reply-To"] = _one_line(m.metadata["pm_in_reply_to"])
+    if m.metadata.get("pm_references"):
+        out["References"] = _one_line(m.metadata["pm_references"])
+    return out
 
 
 def _with_pixel(html: str, url: str) -> str:

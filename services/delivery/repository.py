@@ -38,7 +38,7 @@ _CLAIMED_COLUMNS = """
     claimed.id, claimed.tenant_id, claimed.mode, claimed.content_id, claimed.batch_id,
     claimed.campaign_id, claimed.contact_id, claimed.step, claimed.to_email, claimed.variables,
     claimed.category, claimed.tags, claimed.metadata, claimed.track_opens, claimed.track_clicks,
-    claimed.attempts, claimed.provider, claimed.contact_tags,
+    claimed.attempts, claimed.provider, claimed.contact_tags, claimed.request_id,
     c.from_email, c.subject, c.html, c.text_body, c.reply_to, c.literal
 """
 

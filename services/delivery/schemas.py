@@ -145,6 +145,8 @@ class EmailSummary(ResponseModel):
 
 
 class EmailDetail(EmailSummary):
+    # The RFC 5322 Message-ID the message goes out with (replies reference it).
+    message_id_header: str
     opens: Counts
     clicks: Counts
     timeline: list[TimelineEntry]

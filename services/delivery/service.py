@@ -1,5 +1,5 @@
 """Domain logic of delivery: one send pipeline from accept to provider, and every later fact
-about a message (tracking, ESP webhooks, replies, suppression).
+about a message (tracking, ESP webhooks, the inbox's replies and bounces, suppression).
 
 Accept (API single/bulk, `email.requested` consumer) → messages `queued` + outbox
 `email.queued` and `email_batch.queued` in one transaction → a worker claims the messages
@@ -53,6 +53,7 @@ from libs.common.events import (
     EmailUnsubscribed,
     Envelope,
     EventData,
+    InboxFeedbackReceived,
     SendingSettingsUpdated,
     TenantCreated,
     TenantPlanChanged,
@@ -79,6 +80,7 @@ from services.delivery.connectors.base import (
     WebhookRequest,
 )
 from services.delivery.connectors.registry import PROVIDERS, build_connector
+from services.delivery.connectors.replies import message_id_for
 from services.delivery.connectors.sandbox import SandboxConnector
 from services.delivery.content import (
     Content,
@@ -285,7 +287,12 @@ class DeliveryService:
         self.redis = redis
         self.client = client or httpx.AsyncClient(timeout=settings.provider_timeout_seconds)
         self.signer = TokenSigner(settings.tracking_signing_key.get_secret_value())
-        self.renderer = Renderer(self.signer, settings.tracking_base_url)
+        self.renderer = Renderer(
+            self.signer,
+            settings.tracking_base_url,
+            settings.reply_token_key.get_secret_value(),
+            settings.reply_domain,
+        )
         self.render_pool = TemplatePool()
         self.tracking_throttle = (
             TrackingThrottle(
@@ -1126,7 +1133,14 @@ class DeliveryService:
             timeline.append(
                 (r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now)
             )
-            fields = _email_fields(r, provider_message_id=res.provider_message_id)
+            fields = _email_fields(
+                r,
+                provider_message_id=res.provider_message_id,
+                message_id_header=m.headers.get("Message-ID"),
+                from_email=m.from_,
+                subject=m.subject,
+                request_id=r["request_id"],
+            )
             sent[r["mode"]].append((r["id"], fields))
             if isinstance(connector, SandboxConnector):
                 simulated.append(connector.simulate(m))
@@ -1170,16 +1184,12 @@ class DeliveryService:
 
     # ------------------------------------------------------------ provider events
 
-    async def provider_webhook(
-        self, provider: str, request: WebhookRequest, inbound: bool = False
-    ) -> int:
+    async def provider_webhook(self, provider: str, request: WebhookRequest) -> int:
         if provider not in PROVIDERS or provider in ("smtp", "sandbox"):
             raise NotFound(f"No ESP webhook for provider {provider!r}.", code="unknown_provider")
         connector, _ = await self._connector(provider, None)  # type: ignore[arg-type]
         try:
-            events = await (
-                connector.on_inbound(request) if inbound else connector.on_webhook(request)
-            )
+            events = await connector.on_webhook(request)
             await self._refuse_replay(provider, connector, request)
         except WebhookRejected as exc:
             log.warning("esp webhook rejected", extra={"provider": provider, "error": str(exc)})
@@ -1239,7 +1249,8 @@ class DeliveryService:
             data = EmailComplained(**base, feedback_type=ev.reason)
             await repo.add_suppression(conn, tenant_id, row["to_email"], "complaint", row["id"])
         elif ev.status == "unsubscribed":
-            data = EmailUnsubscribed(**base, method="provider")
+            # "inbox": the recipient asked by mail (inbox_feedback.received).
+            data = EmailUnsubscribed(**base, method="reply" if provider == "inbox" else "provider")
             await repo.add_suppression(conn, tenant_id, row["to_email"], "unsubscribe", row["id"])
         elif ev.status == "opened":
             opens = await repo.count_open(conn, row["id"])
@@ -1248,8 +1259,8 @@ class DeliveryService:
             unique = await repo.count_click(conn, row["id"], ev.url or "")
             data = EmailClicked(**base, url=ev.url or "", unique=unique)
             detail["url"] = ev.url
-        else:
-            data = EmailReplied(**base, reply_snippet=ev.snippet)
+        else:  # "replied" is the inbox's fact (apply_inbox_event), never a connector's
+            return 0
         await repo.copy_timeline(
             conn,
             [(row["id"], tenant_id, ev.status, provider, ev.provider_message_id, detail, occurred)],
@@ -1257,6 +1268,37 @@ class DeliveryService:
         await repo.advance_status(conn, row["id"], ev.status)
         await outbox.enqueue(conn, _event(data, tenant_id, row["id"], mode=row["mode"]))
         return 1
+
+    async def apply_inbox_event(self, conn: asyncpg.Connection, event: Envelope) -> int:
+        """The inbox's facts about one of our messages: a human reply (timeline and status;
+        the inbox published `email.replied` itself), and a bounce (RFC 3464 DSN) or an
+        unsubscribe request that arrived by mail, applied as an ESP report is."""
+        data = event.payload()
+        if not isinstance(data, EmailReplied | InboxFeedbackReceived):
+            return 0
+        row = await repo.message_by_id(conn, data.message_id)
+        if row is None or row["tenant_id"] != event.tenant_id:
+            log.info("inbox event for an unknown message", extra={"type": event.type})
+            return 0
+        if isinstance(data, EmailReplied):
+            key = f"reply:{data.inbox_message_id or event.id}"
+            if not await repo.claim_provider_event(conn, "inbox", key):
+                return 0
+            detail = {"source": "inbox", "thread_id": data.thread_id}
+            occurred = data.occurred_at or event.time
+            await repo.copy_timeline(
+                conn, [(row["id"], row["tenant_id"], "replied", "inbox", None, detail, occurred)]
+            )
+            await repo.advance_status(conn, row["id"], "replied")
+            return 1
+        ev = NormalizedEvent(
+            "bounced" if data.kind == "bounce" else "unsubscribed",
+            f"{data.kind}:{data.inbox_message_id}",
+            message_id=data.message_id,
+            bounce_type=data.bounce_type,
+            reason=data.reason,
+        )
+        return await self._apply_event(conn, "inbox", ev)
 
     # ------------------------------------------------------------ tracking
 
@@ -1381,6 +1423,7 @@ class DeliveryService:
             events = await repo.timeline(conn, message_id)
             unique_clicks = await repo.unique_clicks(conn, message_id)
         out = _summary(row)
+        out["message_id_header"] = message_id_for(row["id"], row["from_email"])
         out["opens"] = {"total": row["open_count"], "unique": min(1, row["open_count"])}
         out["clicks"] = {"total": row["click_count"], "unique": unique_clicks}
         # `queued` is the message's creation: not stored as a row (a bulk send would write

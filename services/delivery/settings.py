@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from libs.common.reply_tokens import DEV_REPLY_TOKEN_KEY
 from libs.common.settings import ServiceSettings
 
 
@@ -28,6 +29,12 @@ class DeliverySettings(ServiceSettings):
     tracking_rate_window_seconds: int = 60
     # Opens of one message within this window are one `email.opened` (0: every open counts).
     tracking_open_window_seconds: int = 3600
+
+    # The per-message reply address `reply+<token>@<reply_domain>` (the inbox's MX) used as
+    # Reply-To when a send sets none; None: no reply address (replies thread by headers).
+    # The key is shared with the inbox: `vault:secret/platform/reply-token#key` in prod.
+    reply_domain: str | None = None
+    reply_token_key: SecretStr = SecretStr(DEV_REPLY_TOKEN_KEY)
 
     # Where ESP credentials live in Vault (KV v2 mount `vault_kv_mount`): platform-wide at
     # `<esp_credentials_path>/<provider>`, per tenant at

@@ -64,6 +64,7 @@ def _scoped(scope: str) -> dict[str, str]:
 
 # Contact imports (up to 50,000 rows of JSON or CSV) stream through with their own cap.
 IMPORT_MAX_BODY_BYTES = 64 * 1024 * 1024
+INBOUND_MAX_BODY_BYTES = 40 * 1024 * 1024
 
 # Order matters: the first rule that matches wins (specific before general).
 ROUTES: tuple[RouteRule, ...] = (
@@ -153,13 +154,41 @@ ROUTES: tuple[RouteRule, ...] = (
     ),
     RouteRule("events", "/api/v1/events", "webhooks", "credentials"),
     RouteRule("billing", "/api/v1/billing", "billing", "user", roles=frozenset({"owner"})),
+    # Replying sends email: it needs both scopes.
+    RouteRule(
+        "inbox-reply",
+        "/api/v1/inbox",
+        "inbox",
+        "credentials",
+        {"POST": frozenset({"read_inbox", "send_email"}), "*": "read_inbox"},
+        pattern=r"/api/v1/inbox/threads/[^/]+/reply",
+    ),
+    RouteRule("inbox", "/api/v1/inbox", "inbox", "credentials", _scoped("read_inbox")),
+    # Inbound mail (ESP inbound routes) belongs to the inbox; event webhooks to delivery.
+    RouteRule(
+        "esp-inbound",
+        "/hooks/esp",
+        "inbox",
+        "none",
+        pattern=r"/hooks/esp/[^/]+/inbound",
+        # A 25 MiB message base64-encoded in JSON (Postmark, SES): streamed, capped.
+        stream_body=True,
+        max_body_bytes=INBOUND_MAX_BODY_BYTES,
+    ),
     RouteRule("esp-hooks", "/hooks/esp", "delivery", "none"),
     RouteRule("stripe-hook", "/hooks/stripe", "billing", "none"),
     RouteRule("tracking", "/t", "delivery", "none"),
     RouteRule("unsubscribe", "/unsubscribe", "delivery", "none"),
 )
 
-UPSTREAM_SERVICES: tuple[str, ...] = ("keys", "campaigns", "delivery", "webhooks", "billing")
+UPSTREAM_SERVICES: tuple[str, ...] = (
+    "keys",
+    "campaigns",
+    "delivery",
+    "webhooks",
+    "billing",
+    "inbox",
+)
 
 
 def has_dot_segments(path: str) -> bool:

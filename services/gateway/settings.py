@@ -23,6 +23,7 @@ class GatewaySettings(ServiceSettings):
     delivery_url: str = _local("delivery")
     webhooks_url: str = _local("webhooks")
     billing_url: str = _local("billing")
+    inbox_url: str = _local("inbox")
     upstream_timeout_seconds: float = 30.0
     upstream_connect_timeout_seconds: float = 2.0
     # Event streams (`text/event-stream`) have no total timeout; an upstream silent for this

@@ -192,10 +192,6 @@ class Connector(abc.ABC):
         """Verify and normalise an event webhook; raise `WebhookRejected` when forged."""
         raise WebhookRejected(f"{self.id} has no event webhooks")
 
-    async def on_inbound(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        """Verify and normalise an inbound reply; raise `WebhookRejected` when forged."""
-        raise WebhookRejected(f"{self.id} has no inbound route")
-
     def replay_token(self, request: WebhookRequest) -> tuple[str, int] | None:
         """(token, seconds) for providers whose signature does not cover the payload: the
         caller refuses a verified delivery whose token was seen within `seconds`."""

@@ -1,6 +1,6 @@
 """Mailgun: `POST /v3/{domain}/messages` as multipart/form-data (batches of up to 1,000
-recipients with `recipient-variables`), event webhooks signed with HMAC-SHA256, inbound
-replies from a route forwarding JSON.
+recipients with `recipient-variables`), event webhooks signed with HMAC-SHA256. (Inbound
+mail is the inbox service's.)
 
 Multipart, not urlencoded: Mailgun documents and takes both, but percent-encoding a batch's
 `recipient-variables` (hundreds of KB of JSON with tracking URLs) costs ~85 ms of worker CPU
@@ -36,7 +36,6 @@ from services.delivery.connectors.base import (
     network_failure,
     retry_after_seconds,
 )
-from services.delivery.connectors.replies import our_message_id
 
 # Signed webhooks older than this are refused (replay protection on top of dedup).
 SIGNATURE_MAX_AGE_SECONDS = 15 * 60
@@ -91,7 +90,7 @@ class MailgunConnector(HttpApiConnector):
         form = [("o:tracking", "no"), ("o:tracking-opens", "no"), ("o:tracking-clicks", "no")]
         form += [("o:tag", t) for t in list(m.tags)[:3]]
         form += [(f"v:{k}", v) for k, v in m.tenant_metadata.items()]
-        if m.reply_to:
+        if m.reply_to and not (m.template and "Reply-To" in m.template.headers):
             form.append(("h:Reply-To", m.reply_to))
         return form
 
@@ -194,26 +193,6 @@ class MailgunConnector(HttpApiConnector):
         if kind == "unsubscribed":
             return [NormalizedEvent("unsubscribed", **common)]
         return []
-
-    async def on_inbound(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        body = _body(request)
-        self._verify(
-            str(body.get("timestamp", "")),
-            str(body.get("token", "")),
-            str(body.get("signature", "")),
-        )
-        refs = f"{body.get('In-Reply-To', '')} {body.get('References', '')}"
-        snippet = str(body.get("stripped-text") or body.get("body-plain") or "")[:200]
-        return [
-            NormalizedEvent(
-                "replied",
-                f"inbound:{body.get('Message-Id') or body['token']}",
-                message_id=our_message_id(refs),
-                recipient=body.get("sender"),
-                in_reply_to=refs.strip(),
-                snippet=snippet,
-            )
-        ]
 
 
 def _multipart(pairs: list[tuple[str, str]]) -> list[tuple[str, tuple[None, bytes]]]:

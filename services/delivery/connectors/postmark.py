@@ -1,5 +1,5 @@
 """Postmark: `POST /email` and `POST /email/batch` (up to 500), event webhooks guarded by
-basic auth, inbound replies as Postmark's inbound JSON.
+basic auth. (Inbound mail is the inbox service's.)
 
 API: https://postmarkapp.com/developer/api/email-api; errors: HTTP 422 with `ErrorCode`
 (300 invalid request, 406 inactive recipient, ...), 401 bad server token, 429, 5xx.
@@ -28,7 +28,6 @@ from services.delivery.connectors.base import (
     network_failure,
     retry_after_seconds,
 )
-from services.delivery.connectors.replies import our_message_id
 
 _HARD_BOUNCE_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "Blocked"}
 # Postmark's per-message error codes that a later retry can fix (rate/limit related).
@@ -202,24 +201,6 @@ class PostmarkConnector(HttpApiConnector):
                 )
             ]
         return []
-
-    async def on_inbound(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        self._verify(request)
-        e = _body(request)
-        headers = {h.get("Name", "").lower(): h.get("Value", "") for h in e.get("Headers", [])}
-        refs = f"{headers.get('in-reply-to', '')} {headers.get('references', '')}"
-        sender = (e.get("FromFull") or {}).get("Email") or e.get("From")
-        snippet = (e.get("StrippedTextReply") or e.get("TextBody") or "")[:200]
-        return [
-            NormalizedEvent(
-                "replied",
-                f"inbound:{e.get('MessageID')}",
-                message_id=our_message_id(refs),
-                recipient=sender,
-                in_reply_to=refs.strip(),
-                snippet=snippet,
-            )
-        ]
 
 
 def _json(r: httpx.Response) -> dict[str, Any]:

@@ -1,17 +1,18 @@
-"""How our Message-ID looks, and how a reply's In-Reply-To/References map back to it."""
+"""How our Message-ID looks: `<msg_...@sender domain>`. Replies reference it; the inbox
+service threads them (and the per-message reply address, `libs.common.reply_tokens`)."""
 
 from __future__ import annotations
-
-import re
-
-_OURS = re.compile(r"<(msg_[0-9a-f]{32})@[^>]+>")
 
 
 def message_id_header(message_id: str, from_domain: str) -> str:
     return f"<{message_id}@{from_domain or 'penguinmails.local'}>"
 
 
-def our_message_id(references: str) -> str | None:
-    """The last of our message ids in an In-Reply-To/References value, if any."""
-    found = _OURS.findall(references or "")
-    return found[-1] if found else None
+def sender_domain(from_email: str) -> str:
+    """The lower-cased domain of a From value (`a@b` or `Name <a@b>`)."""
+    return from_email.rpartition("@")[2].rstrip(">").strip().lower()
+
+
+def message_id_for(message_id: str, from_email: str) -> str:
+    """The Message-ID header a message from `from_email` goes out with."""
+    return message_id_header(message_id, sender_domain(from_email))

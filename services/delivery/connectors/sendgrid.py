@@ -51,7 +51,12 @@ class SendGridConnector(HttpApiConnector):
         groups: dict[tuple[str, ...], list[OutgoingEmail]] = defaultdict(list)
         results: dict[str, SendResult] = {}
         for m in messages:
-            key = (m.from_, *m.template.key) if m.template else ("single", m.message_id)
+            # Reply-To is per message at SendGrid: per-recipient reply addresses split groups.
+            key = (
+                (m.from_, m.reply_to or "", *m.template.key)
+                if m.template
+                else ("single", m.message_id)
+            )
             groups[key].append(m)
         for group in groups.values():
             for r in await self._post(group):

@@ -1,7 +1,8 @@
 """Amazon SES v2: SigV4-signed `SendEmail` (`POST /v2/email/outbound-emails`), one request
 per message sent concurrently (SES's `SendBulkEmail` only takes stored templates), and
 events arriving through SNS, whose message signature is verified with the signing
-certificate fetched from an allow-listed `SigningCertURL`.
+certificate fetched from an allow-listed `SigningCertURL` (`libs.common.sns`, shared with
+the inbox's SES receipt notifications).
 
 Errors (header `x-amzn-ErrorType`, body `{"message"}`): 400 `MessageRejected`,
 `BadRequestException`, `MailFromDomainNotVerifiedException`; 429 `TooManyRequestsException`,
@@ -12,20 +13,14 @@ retried (and count against the circuit) rather than failing the message.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
 import orjson
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from libs.common.sns import SnsRejected, SnsVerifier, parse_sns
 from services.delivery.connectors.base import (
     Connector,
     NormalizedEvent,
@@ -40,18 +35,6 @@ from services.delivery.connectors.base import (
 from services.delivery.connectors.sigv4 import sign
 
 _ACCOUNT_WIDE = {"AccountSuspendedException", "SendingPausedException", "ThrottlingException"}
-_NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
-_CONFIRMATION_FIELDS = (
-    "Message",
-    "MessageId",
-    "SubscribeURL",
-    "Timestamp",
-    "Token",
-    "TopicArn",
-    "Type",
-)
-# Certificates are few (one per region/rotation): keep them for the process lifetime.
-_CERT_CACHE: dict[str, rsa.RSAPublicKey] = {}
 
 
 class SesConnector(Connector):
@@ -78,7 +61,7 @@ class SesConnector(Connector):
         )
         self.region = str(credentials.get("region") or "us-east-1")
         self.base_url = (base_url or f"https://email.{self.region}.amazonaws.com").rstrip("/")
-        self.cert_url_pattern = re.compile(cert_url_pattern)
+        self._sns = SnsVerifier(client, cert_url_pattern, self.topic_arns)
 
     def _request(self, m: OutgoingEmail) -> dict[str, Any]:
         body: dict[str, Any] = {}
@@ -136,57 +119,20 @@ class SesConnector(Connector):
         reason = f"ses HTTP {r.status_code} {kind}: {detail}"[:500]
         return SendResult(m.message_id, outcome, reason=reason, retry_after=retry_after_seconds(r))
 
-    async def _public_key(self, url: str) -> rsa.RSAPublicKey:
-        if not self.cert_url_pattern.match(url):
-            raise WebhookRejected("sns: SigningCertURL is not an allowed SNS certificate URL")
-        key = _CERT_CACHE.get(url)
-        if key is None:
-            try:
-                r = await self.client.get(url)
-                r.raise_for_status()
-                cert = x509.load_pem_x509_certificate(r.content)
-            except (httpx.HTTPError, ValueError) as exc:
-                raise WebhookRejected("sns: signing certificate unavailable") from exc
-            public = cert.public_key()
-            if not isinstance(public, rsa.RSAPublicKey):
-                raise WebhookRejected("sns: signing certificate is not RSA")
-            _CERT_CACHE[url] = key = public
-        return key
-
     async def verify_sns(self, msg: dict[str, Any]) -> None:
-        # The topic first: an unknown topic costs no certificate fetch and is never confirmed.
-        if not self.topic_arns:
-            raise WebhookRejected("sns: no topic allowed (set PM_SNS_TOPIC_ARNS)")
-        if msg.get("TopicArn") not in self.topic_arns:
-            raise WebhookRejected("sns: message from a topic that is not allowed")
-        kind = msg.get("Type")
-        fields = _NOTIFICATION_FIELDS if kind == "Notification" else _CONFIRMATION_FIELDS
-        if kind not in ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"):
-            raise WebhookRejected("sns: unknown message type")
-        to_sign = "".join(f"{f}\n{msg[f]}\n" for f in fields if msg.get(f) is not None)
-        # SignatureVersion 1 is SHA1 by SNS's definition; 2 is SHA256.
-        v2 = str(msg.get("SignatureVersion")) == "2"
-        algorithm = hashes.SHA256() if v2 else hashes.SHA1()  # noqa: S303
         try:
-            signature = base64.b64decode(str(msg.get("Signature", "")), validate=True)
-        except ValueError as exc:
-            raise WebhookRejected("sns: malformed signature") from exc
-        key = await self._public_key(str(msg.get("SigningCertURL", "")))
-        try:
-            key.verify(signature, to_sign.encode(), padding.PKCS1v15(), algorithm)
-        except InvalidSignature as exc:
-            raise WebhookRejected("sns: bad signature") from exc
+            await self._sns.verify(msg)
+        except SnsRejected as exc:
+            raise WebhookRejected(str(exc)) from exc
 
     async def on_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
         try:
-            msg = orjson.loads(request.body)
-        except orjson.JSONDecodeError as exc:
-            raise WebhookRejected("sns: body is not JSON") from exc
-        if not isinstance(msg, dict):
-            raise WebhookRejected("sns: body is not an object")
+            msg = parse_sns(request.body)
+        except SnsRejected as exc:
+            raise WebhookRejected(str(exc)) from exc
         await self.verify_sns(msg)
         if msg["Type"] == "SubscriptionConfirmation":
-            await self._confirm(str(msg.get("SubscribeURL", "")), str(msg["SigningCertURL"]))
+            await self._sns.confirm(msg)
             return []
         if msg["Type"] != "Notification":
             return []
@@ -195,14 +141,6 @@ class SesConnector(Connector):
         except (orjson.JSONDecodeError, TypeError) as exc:
             raise WebhookRejected("sns: SES event is not JSON") from exc
         return _ses_events(e, str(msg.get("MessageId")))
-
-    async def _confirm(self, subscribe_url: str, cert_url: str) -> None:
-        # Only follow a SubscribeURL on the same SNS endpoint that signed the message.
-        origin = "/".join(cert_url.split("/", 3)[:3])
-        if subscribe_url.startswith(origin + "/"):
-            # SNS resends the confirmation on failure; nothing is lost.
-            with contextlib.suppress(httpx.HTTPError):
-                await self.client.get(subscribe_url)
 
 
 def _ses_events(e: dict[str, Any], key: str) -> list[NormalizedEvent]:

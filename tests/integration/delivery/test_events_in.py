@@ -1,4 +1,4 @@
-"""Inbound facts: tracking links that cannot be forged, verified ESP webhooks, replies."""
+"""Inbound facts: tracking links that cannot be forged, verified ESP webhooks."""
 
 from __future__ import annotations
 
@@ -154,14 +154,5 @@ async def test_verified_webhooks_update_status_and_suppress(
     r = await harness.client.post("/hooks/esp/ses", json=sns)
     assert r.status_code == 200 and (await _email(harness, mid2))["status"] == "complained"
 
-    inbound = {
-        "From": "d@example.com",
-        "MessageID": "in-1",
-        "StrippedTextReply": "Thanks!",
-        "Headers": [{"Name": "In-Reply-To", "Value": f"<{mid2}@acme.example.com>"}],
-    }
-    auth = {"Authorization": "Basic " + base64.b64encode(b"pmhook:pm-hook-secret").decode()}
-    r = await harness.client.post("/hooks/esp/postmark/inbound", json=inbound, headers=auth)
-    assert r.status_code == 200 and r.json()["data"]["applied"] == 1
-    timeline = [t["status"] for t in (await _email(harness, mid2))["timeline"]]
-    assert timeline[-1] == "replied"
+    # Inbound replies are the inbox's (tests/integration/inbox); delivery applies the
+    # inbox's facts (test_inbox_facts.py).

@@ -36,6 +36,9 @@ SCOPED_ROUTES = [
     ("GET", "/api/v1/webhooks", "manage_webhooks"),
     ("POST", "/api/v1/webhooks", "manage_webhooks"),
     ("DELETE", "/api/v1/webhooks/wh_1", "manage_webhooks"),
+    ("GET", "/api/v1/inbox/threads", "read_inbox"),
+    ("PATCH", "/api/v1/inbox/threads/thr_1", "read_inbox"),
+    ("GET", "/api/v1/inbox/messages/imsg_1", "read_inbox"),
 ]
 USER_ROUTES = [
     ("GET", "/api/v1/platform/api-keys"),
@@ -212,6 +215,23 @@ async def test_starting_a_campaign_needs_both_scopes(platform: Platform, unique:
         # Other campaign operations still need manage_campaigns alone.
         paused = await _call(client, platform.gw, "POST", "/api/v1/campaigns/cmp_1/pause", manage)
         assert paused.status_code == 200
+
+
+async def test_replying_from_the_inbox_needs_both_scopes(platform: Platform, unique: str) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        token = owner["access_token"]
+        read = (await create_key(client, platform.gw, token, ["read_inbox"]))["key"]
+        send = (await create_key(client, platform.gw, token, ["send_email"]))["key"]
+        both = (await create_key(client, platform.gw, token, ["read_inbox", "send_email"]))["key"]
+        path = "/api/v1/inbox/threads/thr_1/reply"
+        for key, missing in ((read, "send_email"), (send, "read_inbox")):
+            refused = await _call(client, platform.gw, "POST", path, key)
+            assert refused.status_code == 403, refused.text
+            assert f"'{missing}'" in refused.json()["error"]["message"]
+        allowed = await _call(client, platform.gw, "POST", path, both)
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["data"]["audience"] == "inbox"
 
 
 async def test_deleting_a_suppression_needs_an_owner_or_admin_behind_the_key(

@@ -101,6 +101,7 @@ def gateway_env(amqp_url: str, keys_url: str, echo_url: str, **extra: str) -> di
         PM_DELIVERY_URL=echo_url,
         PM_WEBHOOKS_URL=echo_url,
         PM_BILLING_URL=echo_url,
+        PM_INBOX_URL=echo_url,
         PM_REDIS_NAMESPACE=NAMESPACE,
         PM_BAD_SECRET_LIMIT="5",
         **extra,

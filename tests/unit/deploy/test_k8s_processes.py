@@ -59,7 +59,9 @@ def test_every_declared_process_has_a_deployment_with_probes(
     c = app_container(dep)
     assert c["command"] == VAULT_WRAPPER
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 8080}
+    # The inbox's SMTP listener also listens for mail (PM_INBOUND_SMTP_PORT in inbox.env).
+    extra = {"smtp": 2525} if (service, process) == ("inbox", "smtp") else {}
+    assert ports == {"http": 8080, **extra}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
@@ -131,7 +133,8 @@ def test_each_process_kind_has_its_scaling_availability_and_network_objects(
         spread = pod_spec(dep)["topologySpreadConstraints"]
         assert {t["topologyKey"] for t in spread} >= {"kubernetes.io/hostname"}, name
         assert all(t["labelSelector"]["matchLabels"] == selector for t in spread), name
-        if process == "api":
+        # The inbox's SMTP listener is reached by mail servers: a Service and an HPA too.
+        if process in ("api", "smtp"):
             assert services[name]["spec"]["selector"] == selector, name
             assert hpas[name]["spec"]["scaleTargetRef"]["name"] == name
             assert "replicas" not in dep["spec"], f"{name}: the HPA owns replicas"

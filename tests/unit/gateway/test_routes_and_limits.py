@@ -31,6 +31,11 @@ from services.gateway.routes import has_dot_segments, match_route
         ("POST", "/api/v1/events/trigger", "events", None),
         ("GET", "/api/v1/billing/invoices", "billing", None),
         ("POST", "/hooks/esp/postmark", "esp-hooks", None),
+        ("POST", "/hooks/esp/postmark/inbound", "esp-inbound", None),
+        ("POST", "/hooks/esp/ses/inbound", "esp-inbound", None),
+        ("GET", "/api/v1/inbox/threads", "inbox", "read_inbox"),
+        ("PATCH", "/api/v1/inbox/threads/thr_1", "inbox", "read_inbox"),
+        ("GET", "/api/v1/inbox/messages/imsg_1/raw", "inbox", "read_inbox"),
         ("POST", "/hooks/stripe", "stripe-hook", None),
         ("GET", "/t/o/abc.gif", "tracking", None),
         ("GET", "/unsubscribe/tok", "unsubscribe", None),
@@ -39,6 +44,9 @@ from services.gateway.routes import has_dot_segments, match_route
 def test_route_map(method: str, path: str, route: str, scope: str | None) -> None:
     rule = match_route(path)
     assert rule is not None and rule.name == route
+    # Inbound mail and the inbox API are the inbox service's; ESP events stay delivery's.
+    if route.startswith(("inbox", "esp-inbound")):
+        assert rule.service == "inbox"
     assert rule.scopes_for(method) == (frozenset({scope}) if scope else frozenset())
 
 
@@ -55,6 +63,9 @@ def test_route_map(method: str, path: str, route: str, scope: str | None) -> Non
          {"owner", "admin"}),
         ("POST", "/api/v1/emails/suppressions", "suppressions", {"send_email"}, None),
         ("GET", "/api/v1/emails/suppressions", "suppressions", {"read_analytics"}, None),
+        ("POST", "/api/v1/inbox/threads/thr_1/reply", "inbox-reply",
+         {"read_inbox", "send_email"}, None),
+        ("GET", "/api/v1/inbox/threads/thr_1/reply", "inbox-reply", {"read_inbox"}, None),
     ],
 )  # fmt: skip
 def test_scope_sets_and_roles(

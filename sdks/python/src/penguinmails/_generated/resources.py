@@ -743,6 +743,78 @@ class Events:
         return self._core.request("GET", "/api/v1/events/types", options=request_options)
 
 
+class Inbox:
+    """`client.inbox`: the inbox operations."""
+
+    def __init__(self, core: SyncTransport) -> None:
+        self._core = core
+
+    def list_messages(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> SyncPage[MessageOut]:
+        """List Messages: GET /api/v1/inbox/messages (scope `read_inbox`). Query: thread_id, direction, classification, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
+        return self._core.list(
+            "GET", "/api/v1/inbox/messages", query=fields, options=request_options
+        )
+
+    def get_message(
+        self, message_id: str, *, request_options: RequestOptions | None = None
+    ) -> MessageOut:
+        """Get Message: GET /api/v1/inbox/messages/{message_id} (scope `read_inbox`)."""
+        return self._core.request(
+            "GET", f"/api/v1/inbox/messages/{_seg(message_id)}", options=request_options
+        )
+
+    def list_threads(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> SyncPage[ThreadOut]:
+        """List Threads: GET /api/v1/inbox/threads (scope `read_inbox`). Query: folder, campaign_id, contact_id, contact_email, classification, unread, archived, label, since, until, limit, offset, cursor, sort_by, order. Iterating the page walks every page."""
+        return self._core.list(
+            "GET", "/api/v1/inbox/threads", query=fields, options=request_options
+        )
+
+    def get_thread(
+        self, thread_id: str, *, request_options: RequestOptions | None = None
+    ) -> ThreadDetail:
+        """Get Thread: GET /api/v1/inbox/threads/{thread_id} (scope `read_inbox`)."""
+        return self._core.request(
+            "GET", f"/api/v1/inbox/threads/{_seg(thread_id)}", options=request_options
+        )
+
+    def update_thread(
+        self,
+        thread_id: str,
+        body: ThreadPatch | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> ThreadOut:
+        """Update Thread: PATCH /api/v1/inbox/threads/{thread_id} (scope `read_inbox`)."""
+        return self._core.request(
+            "PATCH",
+            f"/api/v1/inbox/threads/{_seg(thread_id)}",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
+    def reply(
+        self,
+        thread_id: str,
+        body: ReplyIn | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> MessageOut:
+        """Reply: POST /api/v1/inbox/threads/{thread_id}/reply (scope `read_inbox send_email`)."""
+        return self._core.request(
+            "POST",
+            f"/api/v1/inbox/threads/{_seg(thread_id)}/reply",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
+        )
+
+
 class Sending:
     """`client.sending`: the sending operations."""
 
@@ -1027,6 +1099,7 @@ class Resources:
         self.domains = Domains(core)
         self.emails = Emails(core)
         self.events = Events(core)
+        self.inbox = Inbox(core)
         self.sending = Sending(core)
         self.templates = Templates(core)
         self.webhooks = Webhooks(core)
@@ -1785,6 +1858,78 @@ class AsyncEvents:
         return await self._core.request("GET", "/api/v1/events/types", options=request_options)
 
 
+class AsyncInbox:
+    """`client.inbox`: the inbox operations."""
+
+    def __init__(self, core: AsyncTransport) -> None:
+        self._core = core
+
+    def list_messages(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> AsyncPager[MessageOut]:
+        """List Messages: GET /api/v1/inbox/messages (scope `read_inbox`). Query: thread_id, direction, classification, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
+        return self._core.list(
+            "GET", "/api/v1/inbox/messages", query=fields, options=request_options
+        )
+
+    async def get_message(
+        self, message_id: str, *, request_options: RequestOptions | None = None
+    ) -> MessageOut:
+        """Get Message: GET /api/v1/inbox/messages/{message_id} (scope `read_inbox`)."""
+        return await self._core.request(
+            "GET", f"/api/v1/inbox/messages/{_seg(message_id)}", options=request_options
+        )
+
+    def list_threads(
+        self, *, request_options: RequestOptions | None = None, **fields: Any
+    ) -> AsyncPager[ThreadOut]:
+        """List Threads: GET /api/v1/inbox/threads (scope `read_inbox`). Query: folder, campaign_id, contact_id, contact_email, classification, unread, archived, label, since, until, limit, offset, cursor, sort_by, order. Awaited: one page; `async for`: every item."""
+        return self._core.list(
+            "GET", "/api/v1/inbox/threads", query=fields, options=request_options
+        )
+
+    async def get_thread(
+        self, thread_id: str, *, request_options: RequestOptions | None = None
+    ) -> ThreadDetail:
+        """Get Thread: GET /api/v1/inbox/threads/{thread_id} (scope `read_inbox`)."""
+        return await self._core.request(
+            "GET", f"/api/v1/inbox/threads/{_seg(thread_id)}", options=request_options
+        )
+
+    async def update_thread(
+        self,
+        thread_id: str,
+        body: ThreadPatch | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> ThreadOut:
+        """Update Thread: PATCH /api/v1/inbox/threads/{thread_id} (scope `read_inbox`)."""
+        return await self._core.request(
+            "PATCH",
+            f"/api/v1/inbox/threads/{_seg(thread_id)}",
+            body=_merge(body, fields),
+            options=request_options,
+        )
+
+    async def reply(
+        self,
+        thread_id: str,
+        body: ReplyIn | None = None,
+        *,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
+    ) -> MessageOut:
+        """Reply: POST /api/v1/inbox/threads/{thread_id}/reply (scope `read_inbox send_email`)."""
+        return await self._core.request(
+            "POST",
+            f"/api/v1/inbox/threads/{_seg(thread_id)}/reply",
+            body=_merge(body, fields),
+            idempotent=True,
+            options=request_options,
+        )
+
+
 class AsyncSending:
     """`client.sending`: the sending operations."""
 
@@ -2079,6 +2224,7 @@ class AsyncResources:
         self.domains = AsyncDomains(core)
         self.emails = AsyncEmails(core)
         self.events = AsyncEvents(core)
+        self.inbox = AsyncInbox(core)
         self.sending = AsyncSending(core)
         self.templates = AsyncTemplates(core)
         self.webhooks = AsyncWebhooks(core)

@@ -18,6 +18,7 @@ __all__ = [
     "ApiKeyUsage",
     "ApiKeyUsageResponse",
     "ApiKeyUsageTotals",
+    "AttachmentOut",
     "Attempt",
     "AttemptLogEntry",
     "BatchReport",
@@ -95,15 +96,22 @@ __all__ = [
     "EventTypeInfoListResponse",
     "FollowUp",
     "FollowUpStep",
+    "HeaderOut",
     "ImportJob",
     "ImportJobResponse",
     "ImportReport",
     "ImportReportResponse",
     "ImportRowError",
+    "InboundReceipt",
+    "InboundReceiptResponse",
+    "InboundResult",
     "InlineRecipient",
     "LoggedOut",
     "LoggedOutResponse",
     "LoginRequest",
+    "MessageOut",
+    "MessageOutListResponse",
+    "MessageOutResponse",
     "MetricCounts",
     "MetricRates",
     "Pagination",
@@ -128,6 +136,7 @@ __all__ = [
     "RecoveredResponse",
     "RefreshRequest",
     "RegenerateApiKeyRequest",
+    "ReplyIn",
     "ResponseMeta",
     "RevenueAmount",
     "RotateSecret",
@@ -171,6 +180,12 @@ __all__ = [
     "TemplateUpdate",
     "TenantOut",
     "TestSend",
+    "ThreadDetail",
+    "ThreadDetailResponse",
+    "ThreadOut",
+    "ThreadOutListResponse",
+    "ThreadOutResponse",
+    "ThreadPatch",
     "TimelineEntry",
     "TokenPair",
     "TokenPairResponse",
@@ -296,6 +311,20 @@ class ApiKeyUsageTotals(TypedDict):
     error_count: int
     last_used_at: str | None
     request_count: int
+
+
+class _AttachmentOutRequired(TypedDict):
+    """AttachmentOut"""
+
+    content_type: str
+    filename: str | None
+    size: int
+
+
+class AttachmentOut(_AttachmentOutRequired, total=False):
+    """AttachmentOut"""
+
+    content_id: str | None
 
 
 class Attempt(TypedDict):
@@ -1020,6 +1049,7 @@ EmailDetail = TypedDict(
         "from": "str",
         "id": "str",
         "last_error": "str | None",
+        "message_id_header": "str",
         "mode": "str",
         "opens": "Counts",
         "provider": "str | None",
@@ -1343,6 +1373,13 @@ class FollowUpStep(TypedDict):
     subject: str | None
 
 
+class HeaderOut(TypedDict):
+    """HeaderOut"""
+
+    name: str
+    value: str
+
+
 class ImportJob(TypedDict):
     """An import job's progress (`POST /api/v1/contacts/imports`)."""
 
@@ -1408,6 +1445,35 @@ class ImportRowError(_ImportRowErrorRequired, total=False):
     field: str | None
 
 
+class InboundReceipt(TypedDict):
+    """InboundReceipt"""
+
+    received: int
+    results: builtins.list[InboundResult]
+
+
+class _InboundReceiptResponseRequired(TypedDict):
+    """InboundReceiptResponse"""
+
+    data: InboundReceipt
+    meta: ResponseMeta
+
+
+class InboundReceiptResponse(_InboundReceiptResponseRequired, total=False):
+    """InboundReceiptResponse"""
+
+    success: Literal[True]
+
+
+class InboundResult(TypedDict):
+    """InboundResult"""
+
+    classification: str | None
+    folder: str
+    inbox_message_id: str | None
+    thread_id: str | None
+
+
 class _InlineRecipientRequired(TypedDict):
     """Seed 004's recipient: the contact is upserted by email; `personalization` is given to the template (beside the contact's fields, which it overrides) for this campaign."""
 
@@ -1444,6 +1510,59 @@ class LoginRequest(TypedDict):
 
     email: str
     password: str
+
+
+class MessageOut(TypedDict):
+    """MessageOut"""
+
+    attachments: builtins.list[AttachmentOut]
+    classification: str | None
+    created_at: str
+    direction: Literal["inbound", "outbound"]
+    email_id: str | None
+    from_email: str | None
+    from_name: str | None
+    has_raw: bool
+    headers: builtins.list[HeaderOut]
+    html: str | None
+    id: str
+    in_reply_to: str | None
+    message_id_header: str | None
+    occurred_at: str
+    parse_error: str | None
+    references: str | None
+    source: str | None
+    status: str | None
+    subject: str
+    text: str | None
+    thread_id: str
+    to: str | None
+
+
+class _MessageOutListResponseRequired(TypedDict):
+    """MessageOutListResponse"""
+
+    data: builtins.list[MessageOut]
+    meta: ResponseMeta
+
+
+class MessageOutListResponse(_MessageOutListResponseRequired, total=False):
+    """MessageOutListResponse"""
+
+    success: Literal[True]
+
+
+class _MessageOutResponseRequired(TypedDict):
+    """MessageOutResponse"""
+
+    data: MessageOut
+    meta: ResponseMeta
+
+
+class MessageOutResponse(_MessageOutResponseRequired, total=False):
+    """MessageOutResponse"""
+
+    success: Literal[True]
 
 
 class MetricCounts(TypedDict):
@@ -1689,6 +1808,14 @@ class RegenerateApiKeyRequest(TypedDict, total=False):
     """RegenerateApiKeyRequest"""
 
     grace_period_seconds: int
+
+
+class ReplyIn(TypedDict, total=False):
+    """ReplyIn"""
+
+    html: str | None
+    subject: str | None
+    text: str | None
 
 
 class _ResponseMetaRequired(TypedDict):
@@ -2194,6 +2321,96 @@ class TestSend(TypedDict, total=False):
     """TestSend"""
 
     event_type: str
+
+
+class ThreadDetail(TypedDict):
+    """ThreadDetail"""
+
+    archived: bool
+    campaign_id: str | None
+    classification: str | None
+    contact_email: str | None
+    contact_id: str | None
+    created_at: str
+    folder: Literal["inbox", "unmatched"]
+    id: str
+    labels: builtins.list[str]
+    last_message_at: str
+    message_count: int
+    message_id: str | None
+    messages: builtins.list[MessageOut]
+    mode: str
+    read: bool
+    subject: str
+    updated_at: str
+
+
+class _ThreadDetailResponseRequired(TypedDict):
+    """ThreadDetailResponse"""
+
+    data: ThreadDetail
+    meta: ResponseMeta
+
+
+class ThreadDetailResponse(_ThreadDetailResponseRequired, total=False):
+    """ThreadDetailResponse"""
+
+    success: Literal[True]
+
+
+class ThreadOut(TypedDict):
+    """ThreadOut"""
+
+    archived: bool
+    campaign_id: str | None
+    classification: str | None
+    contact_email: str | None
+    contact_id: str | None
+    created_at: str
+    folder: Literal["inbox", "unmatched"]
+    id: str
+    labels: builtins.list[str]
+    last_message_at: str
+    message_count: int
+    message_id: str | None
+    mode: str
+    read: bool
+    subject: str
+    updated_at: str
+
+
+class _ThreadOutListResponseRequired(TypedDict):
+    """ThreadOutListResponse"""
+
+    data: builtins.list[ThreadOut]
+    meta: ResponseMeta
+
+
+class ThreadOutListResponse(_ThreadOutListResponseRequired, total=False):
+    """ThreadOutListResponse"""
+
+    success: Literal[True]
+
+
+class _ThreadOutResponseRequired(TypedDict):
+    """ThreadOutResponse"""
+
+    data: ThreadOut
+    meta: ResponseMeta
+
+
+class ThreadOutResponse(_ThreadOutResponseRequired, total=False):
+    """ThreadOutResponse"""
+
+    success: Literal[True]
+
+
+class ThreadPatch(TypedDict, total=False):
+    """ThreadPatch"""
+
+    archived: bool | None
+    labels: builtins.list[str] | None
+    read: bool | None
 
 
 class _TimelineEntryRequired(TypedDict):

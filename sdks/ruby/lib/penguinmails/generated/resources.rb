@@ -331,6 +331,39 @@ module PenguinMails
       end
     end
 
+    # client.inbox: the inbox operations.
+    class Inbox < Base
+      # List Messages: GET /api/v1/inbox/messages (scope `read_inbox`)
+      def list_messages(request_options: {}, **fields)
+        @core.list(:get, "/api/v1/inbox/messages", query: fields, options: request_options)
+      end
+
+      # Get Message: GET /api/v1/inbox/messages/{message_id} (scope `read_inbox`)
+      def get_message(message_id, request_options: {})
+        @core.request(:get, "/api/v1/inbox/messages/#{seg(message_id)}", options: request_options)
+      end
+
+      # List Threads: GET /api/v1/inbox/threads (scope `read_inbox`)
+      def list_threads(request_options: {}, **fields)
+        @core.list(:get, "/api/v1/inbox/threads", query: fields, options: request_options)
+      end
+
+      # Get Thread: GET /api/v1/inbox/threads/{thread_id} (scope `read_inbox`)
+      def get_thread(thread_id, request_options: {})
+        @core.request(:get, "/api/v1/inbox/threads/#{seg(thread_id)}", options: request_options)
+      end
+
+      # Update Thread: PATCH /api/v1/inbox/threads/{thread_id} (scope `read_inbox`)
+      def update_thread(thread_id, body = nil, request_options: {}, **fields)
+        @core.request(:patch, "/api/v1/inbox/threads/#{seg(thread_id)}", body: merge(body, fields), options: request_options)
+      end
+
+      # Reply: POST /api/v1/inbox/threads/{thread_id}/reply (scope `read_inbox send_email`)
+      def reply(thread_id, body = nil, request_options: {}, **fields)
+        @core.request(:post, "/api/v1/inbox/threads/#{seg(thread_id)}/reply", idempotent: true, body: merge(body, fields), options: request_options)
+      end
+    end
+
     # client.sending: the sending operations.
     class Sending < Base
       # Get Sending Settings: GET /api/v1/sending/settings (scope `send_email`)
@@ -460,6 +493,7 @@ module PenguinMails
       domains: Domains,
       emails: Emails,
       events: Events,
+      inbox: Inbox,
       sending: Sending,
       templates: Templates,
       webhooks: Webhooks,

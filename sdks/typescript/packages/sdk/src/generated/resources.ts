@@ -412,6 +412,75 @@ export class Events extends APIResource {
   }
 }
 
+export type InboxListMessagesQuery = {
+  thread_id?: string | null;
+  direction?: 'inbound' | 'outbound' | null;
+  classification?: 'human_reply' | 'auto_reply' | 'bounce' | 'unsubscribe_request' | null;
+  /** Page size (1-100). */
+  limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
+  cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'created_at' | 'occurred_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
+};
+
+export type InboxListThreadsQuery = {
+  folder?: 'inbox' | 'unmatched' | null;
+  campaign_id?: string | null;
+  contact_id?: string | null;
+  contact_email?: string | null;
+  classification?: 'human_reply' | 'auto_reply' | 'bounce' | 'unsubscribe_request' | null;
+  unread?: boolean | null;
+  /** Default false; give true for archived threads. */
+  archived?: boolean | null;
+  label?: string | null;
+  /** Last message at or after (ISO 8601). */
+  since?: string | null;
+  /** Last message before. */
+  until?: string | null;
+  /** Page size (1-100). */
+  limit?: number;
+  /** Rows to skip (limit/offset paging). */
+  offset?: number;
+  /** `meta.pagination.next_cursor` of the previous page (opaque). */
+  cursor?: string | null;
+  /** Sort field. */
+  sort_by?: 'last_message_at' | 'created_at';
+  /** Sort direction. */
+  order?: 'asc' | 'desc';
+};
+
+export class Inbox extends APIResource {
+  /** List Messages — GET /api/v1/inbox/messages (scope `read_inbox`). Awaited: one page; iterated with `for await`: every item. */
+  listMessages(query?: Params<InboxListMessagesQuery>, options?: RequestOptions): PagePromise<T.MessageOut> {
+    return this.core.list<T.MessageOut>({ method: 'GET', path: `/api/v1/inbox/messages`, query }, options);
+  }
+  /** Get Message — GET /api/v1/inbox/messages/{message_id} (scope `read_inbox`) */
+  getMessage(messageId: string, options?: RequestOptions): Promise<T.MessageOut> {
+    return this.core.request<T.MessageOut>({ method: 'GET', path: `/api/v1/inbox/messages/${encodeURIComponent(messageId)}` }, options);
+  }
+  /** List Threads — GET /api/v1/inbox/threads (scope `read_inbox`). Awaited: one page; iterated with `for await`: every item. */
+  listThreads(query?: Params<InboxListThreadsQuery>, options?: RequestOptions): PagePromise<T.ThreadOut> {
+    return this.core.list<T.ThreadOut>({ method: 'GET', path: `/api/v1/inbox/threads`, query }, options);
+  }
+  /** Get Thread — GET /api/v1/inbox/threads/{thread_id} (scope `read_inbox`) */
+  getThread(threadId: string, options?: RequestOptions): Promise<T.ThreadDetail> {
+    return this.core.request<T.ThreadDetail>({ method: 'GET', path: `/api/v1/inbox/threads/${encodeURIComponent(threadId)}` }, options);
+  }
+  /** Update Thread — PATCH /api/v1/inbox/threads/{thread_id} (scope `read_inbox`) */
+  updateThread(threadId: string, body: Params<T.ThreadPatch>, options?: RequestOptions): Promise<T.ThreadOut> {
+    return this.core.request<T.ThreadOut>({ method: 'PATCH', path: `/api/v1/inbox/threads/${encodeURIComponent(threadId)}`, body }, options);
+  }
+  /** Reply — POST /api/v1/inbox/threads/{thread_id}/reply (scope `read_inbox send_email`) */
+  reply(threadId: string, body: Params<T.ReplyIn>, options?: RequestOptions): Promise<T.MessageOut> {
+    return this.core.request<T.MessageOut>({ method: 'POST', path: `/api/v1/inbox/threads/${encodeURIComponent(threadId)}/reply`, idempotent: true, body }, options);
+  }
+}
+
 export class Sending extends APIResource {
   /** Get Sending Settings — GET /api/v1/sending/settings (scope `send_email`) */
   getSettings(options?: RequestOptions): Promise<T.SendingSettings> {
@@ -570,6 +639,7 @@ export abstract class APIResources {
   readonly domains: Domains;
   readonly emails: Emails;
   readonly events: Events;
+  readonly inbox: Inbox;
   readonly sending: Sending;
   readonly templates: Templates;
   readonly webhooks: Webhooks;
@@ -583,6 +653,7 @@ export abstract class APIResources {
     this.domains = new Domains(core);
     this.emails = new Emails(core);
     this.events = new Events(core);
+    this.inbox = new Inbox(core);
     this.sending = new Sending(core);
     this.templates = new Templates(core);
     this.webhooks = new Webhooks(core);

@@ -77,6 +77,13 @@ export interface ApiKeyUsageTotals {
   request_count: number;
 }
 
+export interface AttachmentOut {
+  content_id?: string | null;
+  content_type: string;
+  filename: string | null;
+  size: number;
+}
+
 export interface Attempt {
   attempt: number;
   attempted_at: string;
@@ -551,6 +558,7 @@ export interface EmailDetail {
   from: string;
   id: string;
   last_error: string | null;
+  message_id_header: string;
   mode: string;
   opens: Counts;
   provider: string | null;
@@ -764,6 +772,11 @@ export interface FollowUpStep {
   subject: string | null;
 }
 
+export interface HeaderOut {
+  name: string;
+  value: string;
+}
+
 /** An import job's progress (`POST /api/v1/contacts/imports`). */
 
 export interface ImportJob {
@@ -806,6 +819,24 @@ export interface ImportRowError {
   row: number;
 }
 
+export interface InboundReceipt {
+  received: number;
+  results: Array<InboundResult>;
+}
+
+export interface InboundReceiptResponse {
+  data: InboundReceipt;
+  meta: ResponseMeta;
+  success?: true;
+}
+
+export interface InboundResult {
+  classification: string | null;
+  folder: string;
+  inbox_message_id: string | null;
+  thread_id: string | null;
+}
+
 /** Seed 004's recipient: the contact is upserted by email; `personalization` is given to the template (beside the contact's fields, which it overrides) for this campaign. */
 
 export interface InlineRecipient {
@@ -826,6 +857,43 @@ export interface LoggedOutResponse {
 export interface LoginRequest {
   email: string;
   password: string;
+}
+
+export interface MessageOut {
+  attachments: Array<AttachmentOut>;
+  classification: string | null;
+  created_at: string;
+  direction: 'inbound' | 'outbound';
+  email_id: string | null;
+  from_email: string | null;
+  from_name: string | null;
+  has_raw: boolean;
+  headers: Array<HeaderOut>;
+  html: string | null;
+  id: string;
+  in_reply_to: string | null;
+  message_id_header: string | null;
+  occurred_at: string;
+  parse_error: string | null;
+  references: string | null;
+  source: string | null;
+  status: string | null;
+  subject: string;
+  text: string | null;
+  thread_id: string;
+  to: string | null;
+}
+
+export interface MessageOutListResponse {
+  data: Array<MessageOut>;
+  meta: ResponseMeta;
+  success?: true;
+}
+
+export interface MessageOutResponse {
+  data: MessageOut;
+  meta: ResponseMeta;
+  success?: true;
 }
 
 /** Events per kind (`total`) or distinct emails per kind (`unique`). */
@@ -995,6 +1063,12 @@ export interface RefreshRequest {
 
 export interface RegenerateApiKeyRequest {
   grace_period_seconds?: number;
+}
+
+export interface ReplyIn {
+  html?: string | null;
+  subject?: string | null;
+  text?: string | null;
 }
 
 export interface ResponseMeta {
@@ -1309,6 +1383,69 @@ export interface TenantOut {
 
 export interface TestSend {
   event_type?: string;
+}
+
+export interface ThreadDetail {
+  archived: boolean;
+  campaign_id: string | null;
+  classification: string | null;
+  contact_email: string | null;
+  contact_id: string | null;
+  created_at: string;
+  folder: 'inbox' | 'unmatched';
+  id: string;
+  labels: Array<string>;
+  last_message_at: string;
+  message_count: number;
+  message_id: string | null;
+  messages: Array<MessageOut>;
+  mode: string;
+  read: boolean;
+  subject: string;
+  updated_at: string;
+}
+
+export interface ThreadDetailResponse {
+  data: ThreadDetail;
+  meta: ResponseMeta;
+  success?: true;
+}
+
+export interface ThreadOut {
+  archived: boolean;
+  campaign_id: string | null;
+  classification: string | null;
+  contact_email: string | null;
+  contact_id: string | null;
+  created_at: string;
+  folder: 'inbox' | 'unmatched';
+  id: string;
+  labels: Array<string>;
+  last_message_at: string;
+  message_count: number;
+  message_id: string | null;
+  mode: string;
+  read: boolean;
+  subject: string;
+  updated_at: string;
+}
+
+export interface ThreadOutListResponse {
+  data: Array<ThreadOut>;
+  meta: ResponseMeta;
+  success?: true;
+}
+
+export interface ThreadOutResponse {
+  data: ThreadOut;
+  meta: ResponseMeta;
+  success?: true;
+}
+
+export interface ThreadPatch {
+  archived?: boolean | null;
+  labels?: Array<string> | null;
+  read?: boolean | null;
 }
 
 export interface TimelineEntry {
