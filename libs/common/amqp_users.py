@@ -67,7 +67,6 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "email.delivered",
         "email.opened",
         "email.clicked",
-        "email.replied",
         "email.bounced",
         "email.complained",
         "email.unsubscribed",
@@ -75,6 +74,14 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "email_batch.queued",
         "domain.*",
         "sending_settings.updated",
+    ),
+    "inbox": (
+        "email.replied",
+        "email.auto_replied",
+        "inbox_message.received",
+        "inbox_feedback.received",
+        # A reply written in the inbox is sent by delivery like a campaign step.
+        "email.requested",
     ),
     "webhooks": ("webhook.endpoint_disabled",),
     "billing": ("stripe_event.received", "tenant.plan_changed"),

@@ -16,7 +16,7 @@ def test_every_event_type_has_a_producer() -> None:
 
 def test_plan_changes_and_work_items_only_from_their_producers() -> None:
     assert {s for s in PUBLISHES if may_publish(s, "tenant.plan_changed")} == {"keys", "billing"}
-    assert {s for s in PUBLISHES if may_publish(s, "email.requested")} == {"campaigns"}
+    assert {s for s in PUBLISHES if may_publish(s, "email.requested")} == {"campaigns", "inbox"}
     assert {s for s in PUBLISHES if may_publish(s, "email.sent")} == {"delivery"}
     assert not may_publish("gateway", "api_key.revoked")
     # A family wildcard is one segment, and nothing else leaks through the pattern.
