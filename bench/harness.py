@@ -103,7 +103,11 @@ def verdict(name: str, ratio: float, target: float) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
-VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR", "http://127.0.0.1:8200")
+# This checkout's OpenBao (`make infra` writes its address), else the default dev port.
+_VAULT_ADDR_FILE = REPO / ".dev" / "vault-addr"
+VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR") or (
+    _VAULT_ADDR_FILE.read_text().strip() if _VAULT_ADDR_FILE.exists() else "http://127.0.0.1:8200"
+)
 VAULT_TOKEN_FILE = REPO / ".dev" / "vault-root-token"
 
 
@@ -148,6 +152,33 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc): robust to other load on the host."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a live process in MiB (/proc: VmRSS, VmHWM)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def peak_rss(pids: dict[str, int]) -> dict[str, float]:
+    """Peak RSS (MiB) of each named live process, and of this benchmark process itself.
+    Read it before the processes stop: the kernel keeps the peak only while they live."""
+    import resource
+
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            out[name] = rss_mib(pid)[1]
+    out["bench (this process)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def memory_line(peaks: dict[str, float]) -> str:
+    return "peak RSS: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in peaks.items())
 
 
 def cpu_by_command(*names: str) -> dict[str, float]:

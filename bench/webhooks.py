@@ -32,6 +32,8 @@ from bench.harness import (
     VAULT_ADDR,
     fresh_database,
     fresh_vhost,
+    memory_line,
+    peak_rss,
     percentile,
     service_dsn,
     summary,
@@ -194,6 +196,7 @@ async def main() -> None:
         await _publish(exchange, _events("t_hang", N))
         await _wait_total(receivers, offsets3 + 3 * N)
         hang_rate = 3 * N / (time.perf_counter() - start)
+        peaks = peak_rss({"webhooks worker": worker.pid})
         await connection.close()
     finally:
         worker.terminate()
@@ -214,6 +217,7 @@ async def main() -> None:
     print(f"  p99 {p99:.1f} ms (target <= 250 ms) {'OK' if p99 <= 250 else 'ABOVE TARGET'}")
     print(f"  with a hanging 4th endpoint:         {hang_rate:,.0f} healthy deliveries/s")
     print("  " + verdict("hanging / clean", hang_rate / engine_rate, 0.9))
+    print("  " + memory_line(peaks))
     figures = {"baseline": base_rate, "engine": engine_rate, "ratio": engine_rate / base_rate,
                "p99_ms": p99, "isolation": hang_rate / engine_rate}  # fmt: skip
     print(orjson.dumps(figures).decode())
