@@ -30,6 +30,7 @@ import orjson
 from bench.harness import (
     REPO,
     VAULT_ADDR,
+    free_port,
     fresh_database,
     fresh_vhost,
     memory_line,
@@ -50,7 +51,7 @@ from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 
 N = int(os.environ.get("BENCH_WEBHOOKS_N", "10000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_WEBHOOKS_LATENCY_SECONDS", "5"))
-PORT = 18204
+PORT = int(os.environ.get("BENCH_WEBHOOKS_PORT") or free_port())
 
 
 def _events(tenant: str, n: int) -> list[Envelope]:
