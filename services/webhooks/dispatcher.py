@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from libs.common.events import Envelope
 from services.webhooks import repository as repo
 from services.webhooks.attempt_queue import DUE_TOLERANCE_MS, AttemptJob, AttemptQueue
-from services.webhooks.payloads import webhook_body
+from services.webhooks.payloads import EventBodies
 from services.webhooks.service import (
     WEBHOOK_EVENT_TYPES,
     AttemptContext,
@@ -250,9 +250,10 @@ class Dispatcher:
             return 0
         rows = []
         claims: dict[str, Claim] = {}
+        bodies = EventBodies(event.type, event.time, event.data)
         for ep in targets:
             msg_id = delivery_id_for(ep["id"], event.id)
-            body = webhook_body(msg_id, event.type, event.time, event.data, ep["payload_version"])
+            body = bodies.body(msg_id, ep["payload_version"])
             status = "sending" if self._reserve(ep["id"]) else "pending"
             if status == "sending":
                 claims[msg_id] = Claim(
@@ -345,10 +346,17 @@ class Dispatcher:
                 extra={"delivery_id": claim.delivery_id, "error": f"{type(exc).__name__}: {exc}"},
             )
         finally:
+            capped = self._total >= self.max_in_flight
             self._release(claim.endpoint_id)
-            if claim.endpoint_id in self._backlog:
+            # A backlogged endpoint pulls when half its slots are free, not after every attempt:
+            # one claim for several deliveries, while the other half keeps it busy.
+            if (
+                claim.endpoint_id in self._backlog
+                and self._in_flight.get(claim.endpoint_id, 0) <= self.per_endpoint // 2
+            ):
                 self._kick(claim.endpoint_id)
-            if self._backlog:
+            # The process-wide cap was what held the others back: this free slot is theirs too.
+            if capped and self._backlog:
                 self._kick_backlog()
 
     # ----------------------------------------------------------------- safety nets
