@@ -252,16 +252,21 @@ async def endpoint_stats(pool: asyncpg.Pool, endpoint_id: str, hours: int) -> as
 # ------------------------------------------------------------------ fan-out and claims
 
 
-async def subscribed_endpoints(
-    pool: asyncpg.Pool, tenant_id: str, mode: str
-) -> list[asyncpg.Record]:
-    return await pool.fetch(
-        "SELECT id, url, event_types, filter_campaign_ids, filter_contact_tags,"
+async def subscribed_endpoints_of(
+    pool: asyncpg.Pool, owners: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[asyncpg.Record]]:
+    """`subscribed_endpoints` of many (tenant, mode) pairs in one query."""
+    rows = await pool.fetch(
+        "SELECT tenant_id, mode, id, url, event_types, filter_campaign_ids, filter_contact_tags,"
         " retry_schedule_ms, secret_version, payload_version FROM endpoints"
-        " WHERE tenant_id = $1 AND mode = $2 AND enabled",
-        tenant_id,
-        mode,
+        " WHERE (tenant_id, mode) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND enabled",
+        [t for t, _ in owners],
+        [m for _, m in owners],
     )
+    found: dict[tuple[str, str], list[asyncpg.Record]] = {owner: [] for owner in owners}
+    for r in rows:
+        found[(r["tenant_id"], r["mode"])].append(r)
+    return found
 
 
 async def insert_deliveries(pool: asyncpg.Pool, rows: Sequence[tuple[Any, ...]]) -> set[str]:
