@@ -5,9 +5,10 @@
   attempted at once.
 - Isolation: each endpoint has at most `webhooks_endpoint_concurrency` attempts in flight in
   this process. A delivery that finds its endpoint full is not held anywhere in memory or in
-  a broker slot: it stays due in Postgres and the endpoint is marked as having a backlog;
-  each finished attempt pulls the next due deliveries of its endpoint. A hanging endpoint
-  therefore ties up its own slots only, never the consumers or other endpoints.
+  a broker slot: it stays due in Postgres and the endpoint is marked as having a backlog
+  (new events of a backlogged endpoint queue behind it); once half the endpoint's slots are
+  free, one claim takes its next due deliveries, oldest first. A hanging endpoint therefore
+  ties up its own slots only, never the consumers or other endpoints.
 - Retries: the outcome is committed, then a wake-up job goes to a broker delay queue
   (`attempt_queue.py`); nothing sleeps in the worker.
 - Safety net: a sweeper releases leases of attempts whose worker died and re-dispatches due
@@ -161,6 +162,8 @@ class Dispatcher:
         self.ctx = ctx
         self.queue = queue
         self.per_endpoint = settings.webhooks_endpoint_concurrency
+        # A backlogged endpoint claims due deliveries once this few attempts are left in flight.
+        self._low_water = self.per_endpoint // 2
         self.max_in_flight = settings.webhooks_max_in_flight
         self.lease = settings.webhooks_lease_seconds
         self.writer = OutcomeWriter(pool, settings)
@@ -292,7 +295,9 @@ class Dispatcher:
         for ep in targets:
             msg_id = delivery_id_for(ep["id"], event.id)
             body = bodies.body(msg_id, ep["payload_version"])
-            status = "sending" if self._reserve(ep["id"]) else "pending"
+            # Behind an endpoint's backlog, not ahead of it: its older deliveries go first.
+            backlogged = ep["id"] in self._backlog
+            status = "sending" if not backlogged and self._reserve(ep["id"]) else "pending"
             if status == "sending":
                 claims[msg_id] = Claim(
                     delivery_id=msg_id,
@@ -327,7 +332,7 @@ class Dispatcher:
         for row in rows:
             if row[0] not in claims or row[0] not in inserted:
                 self._mark_backlog(row[1])
-                if self._in_flight.get(row[1], 0) < self.per_endpoint:
+                if self._in_flight.get(row[1], 0) <= self._low_water:
                     self._kick(row[1])
         return len(rows)
 
@@ -390,7 +395,7 @@ class Dispatcher:
             # one claim for several deliveries, while the other half keeps it busy.
             if (
                 claim.endpoint_id in self._backlog
-                and self._in_flight.get(claim.endpoint_id, 0) <= self.per_endpoint // 2
+                and self._in_flight.get(claim.endpoint_id, 0) <= self._low_water
             ):
                 self._kick(claim.endpoint_id)
             # The process-wide cap was what held the others back: this free slot is theirs too.
