@@ -19,7 +19,7 @@ ARGS ?=
 QUEUE ?=
 ID ?=
 
-.PHONY: help up down status mail test lint fmt migrate bench replay-dlq uv venv infra fuzz fuzz-templates dashboard sdk-deps chaos vault-dr
+.PHONY: help up down status mail test lint fmt migrate bench soak replay-dlq uv venv infra fuzz fuzz-templates dashboard sdk-deps chaos vault-dr
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -95,11 +95,15 @@ migrate: venv ## provision the dev database and apply every service's migrations
 bench: infra ## run every benchmark: each bench/*.py with a __main__ block, as a module
 	@shopt -s nullglob; ran=0; \
 	for f in bench/*.py; do \
+		[ "$$f" != bench/soak.py ] || continue; \
 		grep -q '^if __name__ == "__main__":' "$$f" || continue; \
 		m="$${f%.py}"; m="$${m//\//.}"; echo "== python -m $$m"; \
 		$(UV) run --frozen python -m "$$m"; ran=$$((ran + 1)); \
 	done; \
 	[ "$$ran" -gt 0 ] || echo "no benchmark in bench/ yet"
+
+soak: infra ## memory under 10 minutes of steady load: RSS of each process at 1 and 10 min
+	$(UV) run --frozen python -m bench.soak
 
 # Drills on private Postgres/Redis/RabbitMQ/OpenBao servers they start in a temporary
 # directory (never the machine's shared ones); not part of `make test`. ARGS passes options.

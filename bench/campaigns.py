@@ -30,7 +30,14 @@ import orjson
 from pamqp import commands as spec
 
 from bench import harness
-from bench.harness import fresh_database, fresh_vhost, service_dsn, verdict
+from bench.harness import (
+    fresh_database,
+    fresh_vhost,
+    memory_line,
+    peak_rss,
+    service_dsn,
+    verdict,
+)
 from libs.common.db import create_pool
 from libs.common.events import DomainVerified, EmailRequested, make_event
 from libs.common.outbox import OutboxRelay
@@ -328,6 +335,7 @@ async def main() -> None:
     print(f"  runner + relay to last confirm: {RUN_N / run_s:>9,.0f} sends/s ({run_s:.2f} s)")
     print("  " + verdict("runner / raw publish (1) (the issue's target)", run_ratio, 0.5))
     print(f"  runner / raw publish (2): {wire_s / run_s:.2f}x")
+    print("  " + memory_line(peak_rss({})) + " (import, runner and relay run in it)")
     print(
         orjson.dumps(
             {

@@ -44,6 +44,8 @@ from bench.harness import (
     fresh_database,
     fresh_vhost,
     gateway_stack,
+    memory_line,
+    peak_rss,
     service_dsn,
     spawn,
     stop,
@@ -249,6 +251,7 @@ async def main() -> None:
             pipeline_rate = N / arrivals[-1]
             calls = len(fake.requests())
             duplicates = len(fake.recipients()) - len(set(fake.recipients()))
+            peaks = peak_rss(pids)
     finally:
         stop(procs)
         fake.stop()
@@ -279,6 +282,7 @@ async def main() -> None:
         "  CPU seconds in the window: "
         + ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
     )
+    print("  " + memory_line(peaks))
     print(f"  plain COPY of 10,000 message rows:  {copy_seconds * 1000:,.0f} ms")
     print(
         "  API accept of 10,000 recipients:     "

@@ -34,6 +34,8 @@ from bench.harness import (
     free_port,
     fresh_database,
     fresh_vhost,
+    memory_line,
+    peak_rss,
     percentile,
     service_dsn,
     spawn,
@@ -191,6 +193,7 @@ async def main() -> None:
         )
         stored_lag = [float(r["lag"]) for r in rows]
         stored_at = {r["id"]: float(r["stored"]) for r in rows}
+        peaks = peak_rss({f"webhooks {name}": p.pid for name, p in zip(ports, procs, strict=True)})
     finally:
         for task in readers:
             task.cancel()
@@ -223,6 +226,7 @@ async def main() -> None:
     if stored_lag and pushed:
         print(f"  of which commit -> stored in stream_events: {summary(stored_lag)}")
         print(f"  and stored -> on the open stream:            {summary(pushed)}")
+    print("  " + memory_line(peaks))
     print(f"  stream p99 {s99:.1f} ms (target <= 100 ms) {'OK' if s99 <= 100 else 'ABOVE TARGET'}")
     print(f"  ratio stream / webhooks: p50 {s50 / w50:.2f}x, p99 {s99 / w99:.2f}x")
     figures = {

@@ -11,20 +11,29 @@ run measures forwarding, not 429s.
    second request of the same key (cache hit): cold ms, and the gateway's `verified` counter
    proves bcrypt was paid once per key.
 2. throughput/latency: `CONCURRENCY` clients, `SECONDS` in total per side, in `ROUNDS`
-   alternating direct / gateway windows; plus each process's CPU time per request (from
-   /proc), which other load on a shared host distorts far less than throughput.
+   alternating direct / nginx / gateway windows; plus each process's CPU time per request
+   (from /proc), which other load on a shared host distorts far less than throughput. nginx
+   (Debian `nginx-light`, installed when absent; one worker, keep-alive upstream, a
+   `limit_req` zone keyed by the Authorization header) is the reference proxy.
 
-3. added latency: `SEQUENTIAL` requests one at a time, alternating direct / gateway.
+3. added latency: `SEQUENTIAL` requests one at a time, alternating direct / nginx / gateway.
 
-Run: `uv run python -m bench.gateway`. Targets (issue): gateway >= 0.6x direct throughput,
-added p99 <= 3 ms, cold verification <= 400 ms.
+Every process's peak RSS is printed at the end.
+
+Run: `uv run python -m bench.gateway`. Targets (issues 8, 21): gateway >= 0.6x direct and
+>= 0.9x nginx throughput, added p99 one at a time <= 1 ms, cold verification <= 400 ms.
 """
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import httpx
@@ -36,6 +45,8 @@ from bench.harness import (
     fresh_database,
     fresh_vhost,
     gateway_stack,
+    memory_line,
+    peak_rss,
     percentile,
     service_dsn,
     spawn,
@@ -55,6 +66,84 @@ KEYS = int(os.environ.get("BENCH_GATEWAY_KEYS", "12"))
 PROFILE = os.environ.get("BENCH_GATEWAY_PROFILE") == "1"
 # The upstream child process imports this module: the key pair must be the parent's.
 SIGNING_KEY = os.environ.get("BENCH_GATEWAY_PRIVATE_KEY") or generate_private_key()
+
+
+def ensure_nginx() -> str:
+    """The nginx binary; Debian's `nginx-light` is installed (as root, else with sudo) when
+    absent. The package's own service is never started by the bench."""
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+    if found:
+        return found
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print("installing nginx-light from Debian packages", flush=True)
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=True)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "nginx-light"], env=env, check=True)
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    # One zone keyed by the caller's credential, like the gateway's per-key buckets; a rate no
+    # bench reaches, so it is paid for on every request but never refuses one.
+    limit_req_zone $http_authorization zone=per_key:10m rate=100000r/s;
+    upstream app {{
+        server 127.0.0.1:{upstream_port};
+        keepalive {keepalive};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            limit_req zone=per_key burst=100000 nodelay;
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx_proxy(upstream_port: int) -> Iterator[tuple[str, int]]:
+    """nginx (one worker, like the gateway's one process) in front of the upstream, with
+    keep-alive to it and a `limit_req` zone keyed by the Authorization header."""
+    binary = ensure_nginx()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="pm-bench-nginx-") as tmp:
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=tmp, upstream_port=upstream_port, port=port,
+                                      keepalive=CONCURRENCY * 2))  # fmt: skip
+        proc = subprocess.Popen(
+            [binary, "-c", conf, "-p", tmp, "-e", os.path.join(tmp, "error.log")]
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, "/healthz")
+            # The worker serves the requests: its pid is the one whose CPU and memory count.
+            worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                        text=True, check=True).stdout.split()[0])  # fmt: skip
+            yield url, worker
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def upstream_app() -> Any:
@@ -163,47 +252,48 @@ async def main() -> None:
             )
             direct_headers = {"X-PM-Principal": token}
             gw_headers = [{"Authorization": f"Bearer {k}"} for k in keys]
-            await load(up_url + route, lambda i: direct_headers, 1.0)  # warm-up
-            await load(gw_url + route, lambda i: gw_headers[i % len(keys)], 1.0)
-            # Direct and gateway windows alternate, so load from other processes on a shared
-            # host hits both sides alike.
-            gw_pid, up_pid = gateway.pids["gateway"], upstream.pid
-            d_n = g_n = d_err = g_err = 0
-            d_lat: list[float] = []
-            g_lat: list[float] = []
-            up_direct_cpu = up_via_cpu = gw_cpu = 0.0
-            window = SECONDS / ROUNDS
-            for _ in range(ROUNDS):
-                up0 = cpu_seconds(up_pid)
-                n, lat, err = await load(up_url + route, lambda i: direct_headers, window)
-                up_direct_cpu += cpu_seconds(up_pid) - up0
-                d_n, d_err = d_n + n, d_err + err
-                d_lat += lat
-                gw0, up0 = cpu_seconds(gw_pid), cpu_seconds(up_pid)
-                n, lat, err = await load(
-                    gw_url + route, lambda i: gw_headers[i % len(keys)], window
-                )
-                gw_cpu += cpu_seconds(gw_pid) - gw0
-                up_via_cpu += cpu_seconds(up_pid) - up0
-                g_n, g_err = g_n + n, g_err + err
-                g_lat += lat
-            up_cpu_direct, up_cpu_via, gw_cpu_per = (
-                up_direct_cpu / d_n,
-                up_via_cpu / g_n,
-                gw_cpu / g_n,
-            )
+            # nginx cannot sign principals: it forwards the direct side's, and keys its
+            # limit_req zone by the caller's Authorization header as the gateway keys buckets.
+            nginx_headers = [{**direct_headers, **h} for h in gw_headers]
+            with nginx_proxy(up_port) as (nginx_url, nginx_pid):
+                sides: dict[str, tuple[str, Callable[[int], dict[str, str]], int | None]] = {
+                    "direct": (up_url + route, lambda i: direct_headers, None),
+                    "nginx": (nginx_url + route, lambda i: nginx_headers[i % len(keys)], nginx_pid),
+                    "gateway": (gw_url + route, lambda i: gw_headers[i % len(keys)],
+                                gateway.pids["gateway"]),
+                }  # fmt: skip
+                for url, headers_for, _ in sides.values():
+                    await load(url, headers_for, 1.0)  # warm-up
+                # The sides' windows alternate, so load from other processes on a shared host
+                # hits them all alike.
+                up_pid = upstream.pid
+                count = dict.fromkeys(sides, 0)
+                errors = dict.fromkeys(sides, 0)
+                lat: dict[str, list[float]] = {name: [] for name in sides}
+                up_cpu = dict.fromkeys(sides, 0.0)
+                proxy_cpu = dict.fromkeys(sides, 0.0)
+                window = SECONDS / ROUNDS
+                for _ in range(ROUNDS):
+                    for name, (url, headers_for, pid) in sides.items():
+                        up0 = cpu_seconds(up_pid)
+                        px0 = cpu_seconds(pid) if pid else 0.0
+                        n, latencies, err = await load(url, headers_for, window)
+                        up_cpu[name] += cpu_seconds(up_pid) - up0
+                        if pid:
+                            proxy_cpu[name] += cpu_seconds(pid) - px0
+                        count[name] += n
+                        errors[name] += err
+                        lat[name] += latencies
 
-            # 3. added latency without queueing: one request at a time, alternating sides.
-            seq_direct: list[float] = []
-            seq_gateway: list[float] = []
-            async with httpx.AsyncClient(timeout=10) as client:
-                for i in range(SEQUENTIAL):
-                    started = time.perf_counter()
-                    await client.get(up_url + route, headers=direct_headers)
-                    seq_direct.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    await client.get(gw_url + route, headers=gw_headers[i % len(keys)])
-                    seq_gateway.append(time.perf_counter() - started)
+                # 3. added latency without queueing: one request at a time, alternating sides.
+                seq: dict[str, list[float]] = {name: [] for name in sides}
+                async with httpx.AsyncClient(timeout=10) as client:
+                    for i in range(SEQUENTIAL):
+                        for name, (url, headers_for, _) in sides.items():
+                            started = time.perf_counter()
+                            await client.get(url, headers=headers_for(i))
+                            seq[name].append(time.perf_counter() - started)
+                peaks = peak_rss({"upstream": up_pid, "nginx worker": nginx_pid, **gateway.pids})
     finally:
         stop([upstream])
 
@@ -217,30 +307,46 @@ async def main() -> None:
         bcrypt.checkpw(b"pm_live_baseline", hashed)
         raw_bcrypt.append(time.perf_counter() - started)
 
-    d_rps, g_rps = d_n / SECONDS, g_n / SECONDS
-    added_p99 = (percentile(seq_gateway, 99) - percentile(seq_direct, 99)) * 1000
-    added_p50 = (percentile(seq_gateway, 50) - percentile(seq_direct, 50)) * 1000
-    queued_p99 = (percentile(g_lat, 99) - percentile(d_lat, 99)) * 1000
+    rps = {name: n / SECONDS for name, n in count.items()}
+    d_rps, n_rps, g_rps = rps["direct"], rps["nginx"], rps["gateway"]
+    g_n = count["gateway"]
+
+    def added(name: str, p: float) -> float:
+        return (percentile(seq[name], p) - percentile(seq["direct"], p)) * 1000
+
     print(
         f"concurrency {CONCURRENCY}, {SECONDS:.0f} s per side in {ROUNDS} alternating rounds,"
         f" {KEYS} keys, load average before the run {os.getloadavg()[0]:.1f}"
         f" on {os.cpu_count()} CPUs"
     )
-    print(f"direct : {d_rps:8.0f} req/s  {summary(d_lat)}  errors {d_err}")
-    print(f"gateway: {g_rps:8.0f} req/s  {summary(g_lat)}  errors {g_err}")
+    for name in sides:
+        print(f"{name:<7}: {rps[name]:8.0f} req/s  {summary(lat[name])}  errors {errors[name]}")
     print(verdict("gateway / direct throughput", g_rps / d_rps, 0.6))
+    print(f"nginx / direct throughput: {n_rps / d_rps:.2f}x")
+    print(verdict("gateway / nginx throughput", g_rps / n_rps, 0.9))
+    up_direct = up_cpu["direct"] / count["direct"]
     print(
-        f"CPU per request: upstream {up_cpu_direct * 1000:.2f} ms direct,"
-        f" {up_cpu_via * 1000:.2f} ms via gateway; gateway {gw_cpu_per * 1000:.2f} ms"
-        f" ({gw_cpu_per / up_cpu_direct:.2f}x the upstream's own work)"
+        f"CPU per request: upstream {up_direct * 1000:.2f} ms direct,"
+        f" {up_cpu['gateway'] / g_n * 1000:.2f} ms via gateway;"
+        f" gateway {proxy_cpu['gateway'] / g_n * 1000:.2f} ms"
+        f" ({proxy_cpu['gateway'] / g_n / up_direct:.2f}x the upstream's own work);"
+        f" nginx {proxy_cpu['nginx'] / count['nginx'] * 1000:.3f} ms"
     )
-    print(f"sequential direct : {summary(seq_direct)}")
-    print(f"sequential gateway: {summary(seq_gateway)}")
+    for name in sides:
+        print(f"sequential {name:<7}: {summary(seq[name])}")
+    g99, n99 = added("gateway", 99), added("nginx", 99)
     print(
-        f"added latency, one request at a time: p50 {added_p50:.1f} ms, p99 {added_p99:.1f} ms"
-        f" (target p99 <= 3 ms) {'OK' if added_p99 <= 3 else 'ABOVE TARGET'};"
-        f" under concurrency {CONCURRENCY}: p99 {queued_p99:+.1f} ms"
+        f"added latency, one request at a time: gateway p50 {added('gateway', 50):.2f} ms,"
+        f" p99 {g99:.2f} ms (target p99 <= 1 ms) {'OK' if g99 <= 1 else 'ABOVE TARGET'};"
+        f" nginx p50 {added('nginx', 50):.2f} ms, p99 {n99:.2f} ms;"
+        f" gateway - nginx added p99 {g99 - n99:+.2f} ms"
     )
+    queued = {n: (percentile(lat[n], 99) - percentile(lat["direct"], 99)) * 1000 for n in sides}
+    print(
+        f"added p99 under concurrency {CONCURRENCY}:"
+        f" gateway {queued['gateway']:+.1f} ms, nginx {queued['nginx']:+.1f} ms"
+    )
+    print(memory_line(peaks))
     print(
         f"cold verification (bcrypt 12, via keys+Vault): {summary(cold)};"
         f" warm second request: {summary(warm)}"

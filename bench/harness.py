@@ -127,8 +127,12 @@ def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[b
     )
 
 
+# How long a spawned process may take to answer (raise it on a machine under heavy load).
+READY_SECONDS = float(os.environ.get("BENCH_READY_SECONDS", "60"))
+
+
 def wait_ready(url: str, path: str = "/readyz") -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + path, timeout=1).status_code == 200:
@@ -153,6 +157,33 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc): robust to other load on the host."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a live process in MiB (/proc: VmRSS, VmHWM)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def peak_rss(pids: dict[str, int]) -> dict[str, float]:
+    """Peak RSS (MiB) of each named live process, and of this benchmark process itself.
+    Read it before the processes stop: the kernel keeps the peak only while they live."""
+    import resource
+
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            out[name] = rss_mib(pid)[1]
+    out["bench (this process)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def memory_line(peaks: dict[str, float]) -> str:
+    return "peak RSS: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in peaks.items())
 
 
 def cpu_by_command(*names: str) -> dict[str, float]:

@@ -21,7 +21,16 @@ import time
 import aio_pika
 import orjson
 
-from bench.harness import fresh_database, fresh_vhost, percentile, service_dsn, summary, verdict
+from bench.harness import (
+    fresh_database,
+    fresh_vhost,
+    memory_line,
+    peak_rss,
+    percentile,
+    service_dsn,
+    summary,
+    verdict,
+)
 from libs.common.db import create_pool
 from libs.common.events import ContactCreated, make_event
 from libs.common.outbox import OutboxRelay, enqueue_many
@@ -117,6 +126,7 @@ async def main() -> None:
     )
     p99 = percentile(latencies, 99) * 1000
     print(f"  p99 {p99:.1f} ms (target <= 100 ms) {'OK' if p99 <= 100 else 'ABOVE TARGET'}")
+    print("  " + memory_line(peak_rss({})) + " (the relay runs in it)")
     print(
         orjson.dumps(
             {"raw_rate": raw_rate, "relay_rate": relay_rate, "ratio": ratio, "p99_ms": p99}

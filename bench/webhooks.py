@@ -30,8 +30,11 @@ import orjson
 from bench.harness import (
     REPO,
     VAULT_ADDR,
+    free_port,
     fresh_database,
     fresh_vhost,
+    memory_line,
+    peak_rss,
     percentile,
     service_dsn,
     summary,
@@ -48,7 +51,7 @@ from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 
 N = int(os.environ.get("BENCH_WEBHOOKS_N", "10000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_WEBHOOKS_LATENCY_SECONDS", "5"))
-PORT = 18204
+PORT = int(os.environ.get("BENCH_WEBHOOKS_PORT") or free_port())
 
 
 def _events(tenant: str, n: int) -> list[Envelope]:
@@ -194,6 +197,7 @@ async def main() -> None:
         await _publish(exchange, _events("t_hang", N))
         await _wait_total(receivers, offsets3 + 3 * N)
         hang_rate = 3 * N / (time.perf_counter() - start)
+        peaks = peak_rss({"webhooks worker": worker.pid})
         await connection.close()
     finally:
         worker.terminate()
@@ -214,6 +218,7 @@ async def main() -> None:
     print(f"  p99 {p99:.1f} ms (target <= 250 ms) {'OK' if p99 <= 250 else 'ABOVE TARGET'}")
     print(f"  with a hanging 4th endpoint:         {hang_rate:,.0f} healthy deliveries/s")
     print("  " + verdict("hanging / clean", hang_rate / engine_rate, 0.9))
+    print("  " + memory_line(peaks))
     figures = {"baseline": base_rate, "engine": engine_rate, "ratio": engine_rate / base_rate,
                "p99_ms": p99, "isolation": hang_rate / engine_rate}  # fmt: skip
     print(orjson.dumps(figures).decode())

@@ -163,6 +163,10 @@ _RELAY_ERRORS = (
 )
 
 
+# The smallest batch a relay shrinks to when confirms time out.
+_MIN_BATCH = 10
+
+
 def notify_channel(schema: str) -> str:
     return f"{schema}_outbox"
 
@@ -194,6 +198,10 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.retention_hours = retention_hours
         self.concurrency = concurrency
+        # Rows claimed per batch now: halved after a batch whose confirms timed out (a broker
+        # that slow would time the same batch out again and again, republishing it each
+        # time), doubled back towards `batch_size` after each batch that went through.
+        self.batch_limit = batch_size
         self._wake = asyncio.Event()
         self._connect_lock = asyncio.Lock()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
@@ -230,7 +238,7 @@ class OutboxRelay:
                     " FROM outbox WHERE published_at IS NULL ORDER BY priority DESC, created_at"
                     " LIMIT $1"
                     " FOR UPDATE SKIP LOCKED",
-                    self.batch_size,
+                    self.batch_limit,
                 )
                 if not rows:
                     return 0
@@ -341,6 +349,7 @@ class OutboxRelay:
         backoff = 0.2
         while not stop.is_set():
             self._wake.clear()  # before looking: a NOTIFY from now on wakes the wait below
+            limit = self.batch_limit
             try:
                 if self._exchange is None:
                     async with self._connect_lock:
@@ -348,15 +357,22 @@ class OutboxRelay:
                             await self.connect()
                 n = await self.publish_batch()
                 backoff = 0.2
+                self.batch_limit = min(self.batch_size, max(self.batch_limit, limit) * 2)
             except _RELAY_ERRORS as exc:
+                if isinstance(exc, TimeoutError):
+                    self.batch_limit = max(_MIN_BATCH, min(self.batch_limit, limit) // 2)
                 log.warning(
                     "outbox relay: publish failed, retrying",
-                    extra={"schema": self.schema, "error": f"{type(exc).__name__}: {exc}"},
+                    extra={
+                        "schema": self.schema,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "batch_limit": self.batch_limit,
+                    },
                 )
                 await _wait(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if n >= self.batch_size:
+            if n >= limit:
                 continue  # more is waiting: no sleep
             await _wait_any(stop, self._wake, self.poll_interval)
 

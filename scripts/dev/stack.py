@@ -871,6 +871,45 @@ def supervisor_states() -> dict[str, str]:
     return {str(i["name"]): str(i["statename"]) for i in infos}
 
 
+def supervisor_pids() -> dict[str, int]:
+    """The pid of every running program of the stack (0: not running)."""
+    if not supervisord_running():
+        return {}
+    infos = supervisor_rpc().supervisor.getAllProcessInfo()
+    return {str(i["name"]): int(i.get("pid") or 0) for i in infos}
+
+
+def tree_rss_mib(pid: int, children: dict[int, list[int]]) -> float:
+    """Resident memory (MiB) of a process and its descendants (e.g. a template pool's
+    workers), from /proc."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+                    break
+        except OSError:
+            continue
+        todo.extend(children.get(current, ()))
+    return total
+
+
+def process_children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
 # ----------------------------------------------------------------------------- readiness
 
 
@@ -1220,15 +1259,21 @@ def cmd_status(_args: argparse.Namespace) -> int:
     if not states:
         print("\nservice processes: not running (`make up` starts them)")
         return 1
-    print(f"\n{'program':<22} {'state':<9} {'port':>5}  ready")
+    pids = supervisor_pids()
+    children = process_children()
+    print(f"\n{'program':<22} {'state':<9} {'port':>5}  ready  {'RSS MiB':>7}")
     all_ready = True
+    total_rss = 0.0
     tools = {tool.name: tool.port for tool in DEV_TOOLS}
     for name, state in sorted(states.items()):
         svc, _, proc = name.partition("-")
         port = port_of(svc, proc) if svc in SERVICE_NAMES else tools.get(name, 0)
         ready = bool(port) and is_ready(port)
         all_ready &= ready
-        print(f"{name:<22} {state:<9} {port:>5}  {'yes' if ready else 'NO'}")
+        rss = tree_rss_mib(pids[name], children) if pids.get(name) else 0.0
+        total_rss += rss
+        print(f"{name:<22} {state:<9} {port:>5}  {'yes' if ready else 'NO':<5}  {rss:>7.0f}")
+    print(f"{'total (service processes)':<45}  {total_rss:>7.0f}")
     return 0 if all_ready else 1
 
 

@@ -252,7 +252,8 @@ class CampaignRunner:
             else:
                 advances.append(RecipientAdvance(contact_id, number, now, "done", None, True))
         await repo.record_sends(conn, cid, sends, advances, now)
-        await outbox.enqueue_many(conn, events)
+        # One COPY for the batch's events (the same rows as INSERTs; a fraction of the cost).
+        await outbox.enqueue_copy(conn, events)
         STEPS.labels("sent").inc(len(sends))
         return len(sends)
 

@@ -57,6 +57,8 @@ _DROP_REQUEST = frozenset(
         PRINCIPAL_HEADER.lower(),
     }
 )
+# ASGI hands header names lower-cased, as bytes: compared as they come, nothing decoded.
+_DROP_REQUEST_RAW = frozenset(name.encode("latin-1") for name in _DROP_REQUEST)
 _DROP_RESPONSE = frozenset(
     {
         "connection",
@@ -179,12 +181,13 @@ class Upstreams:
         out: CIMultiDict[str] = CIMultiDict(
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in headers
-            if k.decode("latin-1").lower() not in _DROP_REQUEST
+            if k.lower() not in _DROP_REQUEST_RAW
         )
         carrier: dict[str, str] = {}
         inject_trace_context(carrier)
         out.update(carrier)
         out.update(extra)
+        # The body is relayed as the service sent it (no decompression, no re-encoding).
         out["Accept-Encoding"] = "identity"
         return out
 
@@ -256,17 +259,7 @@ class Upstreams:
         body: bytes | LimitedBody,
         extra: dict[str, str],
     ) -> UpstreamResponse:
-        out: CIMultiDict[str] = CIMultiDict(
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in headers
-            if k.decode("latin-1").lower() not in _DROP_REQUEST
-        )
-        carrier: dict[str, str] = {}
-        inject_trace_context(carrier)
-        out.update(carrier)
-        out.update(extra)
-        # The body is relayed as the service sent it (no decompression, no re-encoding).
-        out["Accept-Encoding"] = "identity"
+        out = self._outgoing(headers, extra)
         target = self._bases[service] + raw_path + ("?" + query.decode("latin-1") if query else "")
         started = time.perf_counter()
         status = "error"

@@ -16,7 +16,7 @@ from libs.common.bus import EventBus
 from libs.common.events import Envelope
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.payloads import deliverable_types
-from services.webhooks.stream import store_event
+from services.webhooks.stream import StreamWriter
 
 FANOUT_PATTERNS = sorted(deliverable_types())
 
@@ -28,7 +28,10 @@ def setup(bus: EventBus, dispatcher: Dispatcher) -> None:
         await dispatcher.fan_out(event)
 
     # A queue of its own: the stream never waits behind webhook fan-out, nor slows it.
+    # Messages are handled concurrently (up to the prefetch); their appends share commits.
+    writer = StreamWriter(dispatcher.pool)
+
     @bus.subscribe("stream", FANOUT_PATTERNS, inbox=False)
     async def append_to_stream(event: Envelope, _conn: asyncpg.Connection | None) -> None:
         """Append events to the tenant's event stream (GET /api/v1/events/stream)."""
-        await store_event(dispatcher.pool, event)
+        await writer.store(event)

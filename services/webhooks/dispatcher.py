@@ -5,9 +5,10 @@
   attempted at once.
 - Isolation: each endpoint has at most `webhooks_endpoint_concurrency` attempts in flight in
   this process. A delivery that finds its endpoint full is not held anywhere in memory or in
-  a broker slot: it stays due in Postgres and the endpoint is marked as having a backlog;
-  each finished attempt pulls the next due deliveries of its endpoint. A hanging endpoint
-  therefore ties up its own slots only, never the consumers or other endpoints.
+  a broker slot: it stays due in Postgres and the endpoint is marked as having a backlog
+  (new events of a backlogged endpoint queue behind it); once half the endpoint's slots are
+  free, one claim takes its next due deliveries, oldest first. A hanging endpoint therefore
+  ties up its own slots only, never the consumers or other endpoints.
 - Retries: the outcome is committed, then a wake-up job goes to a broker delay queue
   (`attempt_queue.py`); nothing sleeps in the worker.
 - Safety net: a sweeper releases leases of attempts whose worker died and re-dispatches due
@@ -30,7 +31,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from libs.common.events import Envelope
 from services.webhooks import repository as repo
 from services.webhooks.attempt_queue import DUE_TOLERANCE_MS, AttemptJob, AttemptQueue
-from services.webhooks.payloads import webhook_body
+from services.webhooks.payloads import EventBodies
 from services.webhooks.service import (
     WEBHOOK_EVENT_TYPES,
     AttemptContext,
@@ -111,6 +112,43 @@ class OutcomeWriter:
                 return
 
 
+class EndpointLookup:
+    """The subscribed endpoints of each arriving event's tenant, looked up for all the events
+    that arrived meanwhile in one query (fan-out handles messages concurrently; one query per
+    event was most of its database work, and most tenants have no endpoint). Looked up after
+    the event arrived, as before: nothing cached, an endpoint change applies at once."""
+
+    def __init__(self, pool: asyncpg.Pool, batch: int = 500) -> None:
+        self.pool = pool
+        self.batch = batch
+        self._waiting: dict[tuple[str, str], list[asyncio.Future[list[asyncpg.Record]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def endpoints(self, tenant_id: str, mode: str) -> list[asyncpg.Record]:
+        future: asyncio.Future[list[asyncpg.Record]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault((tenant_id, mode), []).append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="webhooks-endpoint-lookup")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            owners = list(self._waiting)[: self.batch]
+            futures = {owner: self._waiting.pop(owner) for owner in owners}
+            try:
+                found = await repo.subscribed_endpoints_of(self.pool, owners)
+            except Exception as exc:
+                for waiting in futures.values():
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(exc)
+                continue
+            for owner, waiting in futures.items():
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(found[owner])
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -124,9 +162,12 @@ class Dispatcher:
         self.ctx = ctx
         self.queue = queue
         self.per_endpoint = settings.webhooks_endpoint_concurrency
+        # A backlogged endpoint claims due deliveries once this few attempts are left in flight.
+        self._low_water = self.per_endpoint // 2
         self.max_in_flight = settings.webhooks_max_in_flight
         self.lease = settings.webhooks_lease_seconds
         self.writer = OutcomeWriter(pool, settings)
+        self.lookup = EndpointLookup(pool)
         self._in_flight: dict[str, int] = defaultdict(int)
         self._total = 0
         self._backlog: set[str] = set()
@@ -244,16 +285,19 @@ class Dispatcher:
         deliveries the event has."""
         if event.type not in WEBHOOK_EVENT_TYPES:
             return 0
-        endpoints = await repo.subscribed_endpoints(self.pool, event.tenant_id, event_mode(event))
+        endpoints = await self.lookup.endpoints(event.tenant_id, event_mode(event))
         targets = [e for e in endpoints if endpoint_matches(e, event.type, event.data)]
         if not targets:
             return 0
         rows = []
         claims: dict[str, Claim] = {}
+        bodies = EventBodies(event.type, event.time, event.data)
         for ep in targets:
             msg_id = delivery_id_for(ep["id"], event.id)
-            body = webhook_body(msg_id, event.type, event.time, event.data, ep["payload_version"])
-            status = "sending" if self._reserve(ep["id"]) else "pending"
+            body = bodies.body(msg_id, ep["payload_version"])
+            # Behind an endpoint's backlog, not ahead of it: its older deliveries go first.
+            backlogged = ep["id"] in self._backlog
+            status = "sending" if not backlogged and self._reserve(ep["id"]) else "pending"
             if status == "sending":
                 claims[msg_id] = Claim(
                     delivery_id=msg_id,
@@ -288,7 +332,7 @@ class Dispatcher:
         for row in rows:
             if row[0] not in claims or row[0] not in inserted:
                 self._mark_backlog(row[1])
-                if self._in_flight.get(row[1], 0) < self.per_endpoint:
+                if self._in_flight.get(row[1], 0) <= self._low_water:
                     self._kick(row[1])
         return len(rows)
 
@@ -345,10 +389,17 @@ class Dispatcher:
                 extra={"delivery_id": claim.delivery_id, "error": f"{type(exc).__name__}: {exc}"},
             )
         finally:
+            capped = self._total >= self.max_in_flight
             self._release(claim.endpoint_id)
-            if claim.endpoint_id in self._backlog:
+            # A backlogged endpoint pulls when half its slots are free, not after every attempt:
+            # one claim for several deliveries, while the other half keeps it busy.
+            if (
+                claim.endpoint_id in self._backlog
+                and self._in_flight.get(claim.endpoint_id, 0) <= self._low_water
+            ):
                 self._kick(claim.endpoint_id)
-            if self._backlog:
+            # The process-wide cap was what held the others back: this free slot is theirs too.
+            if capped and self._backlog:
                 self._kick_backlog()
 
     # ----------------------------------------------------------------- safety nets

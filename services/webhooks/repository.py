@@ -252,16 +252,21 @@ async def endpoint_stats(pool: asyncpg.Pool, endpoint_id: str, hours: int) -> as
 # ------------------------------------------------------------------ fan-out and claims
 
 
-async def subscribed_endpoints(
-    pool: asyncpg.Pool, tenant_id: str, mode: str
-) -> list[asyncpg.Record]:
-    return await pool.fetch(
-        "SELECT id, url, event_types, filter_campaign_ids, filter_contact_tags,"
+async def subscribed_endpoints_of(
+    pool: asyncpg.Pool, owners: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[asyncpg.Record]]:
+    """`subscribed_endpoints` of many (tenant, mode) pairs in one query."""
+    rows = await pool.fetch(
+        "SELECT tenant_id, mode, id, url, event_types, filter_campaign_ids, filter_contact_tags,"
         " retry_schedule_ms, secret_version, payload_version FROM endpoints"
-        " WHERE tenant_id = $1 AND mode = $2 AND enabled",
-        tenant_id,
-        mode,
+        " WHERE (tenant_id, mode) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND enabled",
+        [t for t, _ in owners],
+        [m for _, m in owners],
     )
+    found: dict[tuple[str, str], list[asyncpg.Record]] = {owner: [] for owner in owners}
+    for r in rows:
+        found[(r["tenant_id"], r["mode"])].append(r)
+    return found
 
 
 async def insert_deliveries(pool: asyncpg.Pool, rows: Sequence[tuple[Any, ...]]) -> set[str]:
@@ -494,27 +499,24 @@ class StreamRow:
     payload: str
 
 
-async def append_stream_event(
-    pool: asyncpg.Pool, row: StreamRow, frame: str | None, notify_tags: list[str]
-) -> int | None:
-    """Append an event to its tenant's stream in one statement (one round trip): the next
-    number of (tenant, mode), taken under the head's row lock so numbers commit in order, the
-    row, and a NOTIFY on commit that wakes the API processes (with the frame when it fits).
-    Returns the number, or None when the event is already stored (a redelivery; its number is
-    then skipped, which readers treat like any gap: they read the store)."""
-    seq = await pool.fetchval(
-        "WITH head AS ("
-        " INSERT INTO stream_heads (tenant_id, mode, seq) VALUES ($1, $2, 1)"
-        " ON CONFLICT (tenant_id, mode) DO UPDATE SET seq = stream_heads.seq + 1"
-        " RETURNING seq),"
-        " stored AS ("
-        " INSERT INTO stream_events (tenant_id, mode, seq, event_id, event_type, campaign_id,"
-        " contact_tags, payload) SELECT $1::text, $2::text, head.seq, $3::uuid, $4::text,"
-        " $5::text, $6::text[], $7::text FROM head"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING seq)"
-        " SELECT seq FROM stored, LATERAL (SELECT pg_notify($8::text, json_build_object("
-        "'t', $1::text, 'm', $2::text, 's', stored.seq, 'y', $4::text, 'c', $5::text,"
-        " 'g', $10::text[], 'i', $3::text, 'f', $9::text)::text)) AS n",
+_APPEND_STREAM_EVENT = (
+    "WITH head AS ("
+    " INSERT INTO stream_heads (tenant_id, mode, seq) VALUES ($1, $2, 1)"
+    " ON CONFLICT (tenant_id, mode) DO UPDATE SET seq = stream_heads.seq + 1"
+    " RETURNING seq),"
+    " stored AS ("
+    " INSERT INTO stream_events (tenant_id, mode, seq, event_id, event_type, campaign_id,"
+    " contact_tags, payload) SELECT $1::text, $2::text, head.seq, $3::uuid, $4::text,"
+    " $5::text, $6::text[], $7::text FROM head"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING seq)"
+    " SELECT seq FROM stored, LATERAL (SELECT pg_notify($8::text, json_build_object("
+    "'t', $1::text, 'm', $2::text, 's', stored.seq, 'y', $4::text, 'c', $5::text,"
+    " 'g', $10::text[], 'i', $3::text, 'f', $9::text)::text)) AS n"
+)
+
+
+def _append_args(row: StreamRow, frame: str | None, notify_tags: list[str]) -> tuple[Any, ...]:
+    return (
         row.tenant_id,
         row.mode,
         row.event_id,
@@ -526,7 +528,29 @@ async def append_stream_event(
         frame,
         notify_tags,
     )
+
+
+async def append_stream_event(
+    pool: asyncpg.Pool, row: StreamRow, frame: str | None, notify_tags: list[str]
+) -> int | None:
+    """Append an event to its tenant's stream in one statement (one round trip): the next
+    number of (tenant, mode), taken under the head's row lock so numbers commit in order, the
+    row, and a NOTIFY on commit that wakes the API processes (with the frame when it fits).
+    Returns the number, or None when the event is already stored (a redelivery; its number is
+    then skipped, which readers treat like any gap: they read the store)."""
+    seq = await pool.fetchval(_APPEND_STREAM_EVENT, *_append_args(row, frame, notify_tags))
     return int(seq) if seq is not None else None
+
+
+async def append_stream_events(
+    pool: asyncpg.Pool, items: Sequence[tuple[StreamRow, str | None, list[str]]]
+) -> None:
+    """`append_stream_event` for many events in one transaction (one commit, statements
+    pipelined). Heads are locked in (tenant, mode) order, so writers in several processes
+    never deadlock; the sort is stable, so each tenant's events keep their order."""
+    ordered = sorted(items, key=lambda item: (item[0].tenant_id, item[0].mode))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.executemany(_APPEND_STREAM_EVENT, [_append_args(*item) for item in ordered])
 
 
 async def stream_head(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mode: str) -> int:

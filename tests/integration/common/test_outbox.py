@@ -97,6 +97,44 @@ async def test_two_relays_publish_every_event_exactly_once(
     assert await unpublished(keys_pool, tenant) == 0
 
 
+class SlowConfirmRelay(OutboxRelay):
+    """A relay whose broker confirms batches of more than `ceiling` rows too late: each of
+    their publishes times out, as aiormq's confirm wait does with an overloaded broker."""
+
+    ceiling = 40
+    timed_out = 0
+    published_by: list[int] = []  # the batch limit of each batch that published rows
+
+    async def publish_batch(self) -> int:
+        self._claiming = limit = self.batch_limit
+        n = await super().publish_batch()
+        if n:
+            self.published_by = [*self.published_by, limit]
+        return n
+
+    async def _publish_row(self, amqp, row):  # type: ignore[no-untyped-def]
+        if self._claiming > self.ceiling:
+            self.timed_out += 1
+            raise TimeoutError
+        await super()._publish_row(amqp, row)
+
+
+async def test_a_relay_whose_confirms_time_out_shrinks_its_batches_and_publishes_everything(
+    keys_pool: asyncpg.Pool, widgets: str, amqp_url: str, unique: str
+) -> None:
+    tenant = f"t_{unique}"
+    relay = SlowConfirmRelay(keys_pool, "keys", amqp_url, batch_size=500, poll_interval=0.2)
+    async with Collector(amqp_url, "contact.created") as seen:
+        ids = await commit_events(keys_pool, tenant, 0, 300)
+        async with running(relay):
+            await eventually(lambda: set(seen.ids(tenant)) >= set(ids), timeout=60)
+    # Batches of 500, 250, 125 and 62 timed out (their rows stayed unpublished, released by
+    # the rollback); once small enough the broker kept up, and every event went out.
+    assert relay.timed_out > 0
+    assert relay.published_by and max(relay.published_by) <= relay.ceiling
+    assert await unpublished(keys_pool, tenant) == 0
+
+
 async def test_notify_wakes_the_relay_without_waiting_for_the_poll(
     keys_pool: asyncpg.Pool, widgets: str, amqp_url: str, unique: str
 ) -> None:

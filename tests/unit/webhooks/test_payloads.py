@@ -12,6 +12,7 @@ from libs.common.principal import SCOPES
 from services.webhooks.payloads import (
     LATEST_VERSION,
     LEGACY_VERSION,
+    EventBodies,
     catalog,
     deliverable_types,
     device_type,
@@ -36,6 +37,15 @@ def _opened() -> dict[str, object]:
         unique=True,
         open_count=1,
     ).model_dump(mode="json", by_alias=True)
+
+
+@pytest.mark.parametrize("version", [LEGACY_VERSION, LATEST_VERSION])
+def test_an_events_bodies_built_once_are_byte_for_byte_webhook_body(version: str) -> None:
+    bodies = EventBodies("email.opened", WHEN, _opened())
+    for msg_id in ("msg_1", "msg_2", 'msg_"quoted"\\'):
+        assert bodies.body(msg_id, version) == webhook_body(
+            msg_id, "email.opened", WHEN, _opened(), version
+        )
 
 
 def test_the_newest_version_nests_the_entity_as_seed_004_shows() -> None:
