@@ -103,7 +103,11 @@ def verdict(name: str, ratio: float, target: float) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
-VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR", "http://127.0.0.1:8200")
+# This checkout's OpenBao (`make infra` writes its address to .dev/vault-addr).
+_VAULT_ADDR_FILE = REPO / ".dev" / "vault-addr"
+VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR") or (
+    _VAULT_ADDR_FILE.read_text().strip() if _VAULT_ADDR_FILE.exists() else "http://127.0.0.1:8200"
+)
 VAULT_TOKEN_FILE = REPO / ".dev" / "vault-root-token"
 
 

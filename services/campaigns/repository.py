@@ -162,7 +162,7 @@ async def _list(
     params: ListParams,
     sort_columns: dict[str, str],
 ) -> list[asyncpg.Record]:
-    condition, tail = keyset_sql(params, sort_columns, args)
+    condition, tail = keyset_sql(params, sort_columns, args, id_type="uuid")
     if condition:
         where = [*where, condition]
     column = sort_columns[params.sort_by]
@@ -768,14 +768,18 @@ async def contact_ids_by_email(conn: asyncpg.Connection, tenant_id: str, email: 
 
 
 async def insert_email_event(conn: asyncpg.Connection, row: dict[str, Any]) -> bool:
-    """Add one email fact to the read model; False when this event id is already there.
+    """Add one email fact to the read model and count it in the analytics rollup (same
+    statement, so same transaction); False when this event id is already there.
     Without a mode in the event, the campaign's mode (else live) applies."""
     inserted = await conn.fetchval(
-        "INSERT INTO email_events (event_id, tenant_id, mode, event_type, message_id,"
-        " campaign_id, contact_id, step, recipient, occurred_at, detail)"
+        "WITH added AS (INSERT INTO email_events (event_id, tenant_id, mode, event_type,"
+        " message_id, campaign_id, contact_id, step, recipient, occurred_at, detail)"
         " VALUES ($1, $2, coalesce($3, (SELECT mode FROM campaigns WHERE id = $6"
         " AND tenant_id = $2), 'live'), $4, $5, $6, $7, $8, $9, $10, $11)"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING true",
+        " ON CONFLICT (event_id) DO NOTHING"
+        " RETURNING tenant_id, mode, message_id, event_type, campaign_id, step, occurred_at)"
+        " SELECT record_email_event(tenant_id, mode, message_id, event_type, campaign_id, step,"
+        " occurred_at) FROM added",
         row["event_id"],
         row["tenant_id"],
         row["mode"],
@@ -797,22 +801,29 @@ async def insert_email_event(conn: asyncpg.Connection, row: dict[str, Any]) -> b
 async def campaign_event_counts(
     conn: asyncpg.Pool, tenant_id: str, campaign_id: UUID
 ) -> list[asyncpg.Record]:
-    """Per event type and step: total events and distinct messages."""
+    """Per event type and step: total events and distinct messages (from the rollup)."""
     return await conn.fetch(
-        "SELECT event_type, step, count(*) AS total, count(DISTINCT message_id) AS uniq"
-        " FROM email_events WHERE campaign_id = $2 AND tenant_id = $1"
-        " GROUP BY event_type, step",
+        f"SELECT {_ROLLUP_STEP_COUNTS} FROM email_event_rollup WHERE tenant_id = $1"
+        " AND campaign_id = $2 GROUP BY event_type, step",
         tenant_id,
         campaign_id,
     )
+
+
+# The rollup's counters (migration 000200): a period's distinct messages are the sum of
+# `latest` over its days (periods start at a UTC midnight and run to now); step 0 is none.
+_ROLLUP_STEP_COUNTS = (
+    "event_type, nullif(step, 0) AS step, sum(events)::bigint AS total, sum(latest)::bigint AS uniq"
+)
+_SINCE_DAY = "(($3::timestamptz) AT TIME ZONE 'UTC')::date"
 
 
 async def tenant_event_totals(
     conn: asyncpg.Pool, owner: Owner, since: datetime
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT event_type, count(*) AS total, count(DISTINCT message_id) AS uniq"
-        " FROM email_events WHERE tenant_id = $1 AND mode = $2 AND occurred_at >= $3"
+        "SELECT event_type, sum(events)::bigint AS total, sum(latest)::bigint AS uniq"
+        f" FROM email_event_rollup WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
         " GROUP BY event_type",
         owner.tenant_id,
         owner.mode,
@@ -824,9 +835,9 @@ async def tenant_event_daily(
     conn: asyncpg.Pool, owner: Owner, since: datetime
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, event_type, count(*) AS total,"
-        " count(DISTINCT message_id) AS uniq FROM email_events"
-        " WHERE tenant_id = $1 AND mode = $2 AND occurred_at >= $3 GROUP BY 1, 2",
+        "SELECT day, event_type, sum(events)::bigint AS total, sum(messages)::bigint AS uniq"
+        f" FROM email_event_rollup WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
+        " GROUP BY 1, 2",
         owner.tenant_id,
         owner.mode,
         since,
@@ -1062,11 +1073,10 @@ async def campaign_conversions(
 async def campaign_event_counts_since(
     conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str, campaign_id: UUID, since: datetime
 ) -> list[asyncpg.Record]:
-    """`campaign_event_counts` restricted to events at or after `since`."""
+    """`campaign_event_counts` restricted to the days from `since` (a UTC midnight) on."""
     return await conn.fetch(
-        "SELECT event_type, step, count(*) AS total, count(DISTINCT message_id) AS uniq"
-        " FROM email_events WHERE campaign_id = $2 AND tenant_id = $1 AND occurred_at >= $3"
-        " GROUP BY event_type, step",
+        f"SELECT {_ROLLUP_STEP_COUNTS} FROM email_event_rollup WHERE tenant_id = $1"
+        f" AND campaign_id = $2 AND day >= {_SINCE_DAY} GROUP BY event_type, step",
         tenant_id,
         campaign_id,
         since,
