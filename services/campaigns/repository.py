@@ -1106,18 +1106,28 @@ IMPORT_COLUMNS = (
 
 
 async def insert_import(
-    conn: asyncpg.Connection, owner: Owner, import_id: UUID, rows: bytes, total: int
+    conn: asyncpg.Connection,
+    owner: Owner,
+    import_id: UUID,
+    chunks: Sequence[tuple[int, bytes]],
+    total: int,
 ) -> asyncpg.Record:
+    """A pending job and its rows, as (first row, JSON array) chunks."""
     row = await conn.fetchrow(
-        "INSERT INTO contact_imports (id, tenant_id, mode, rows, total)"
-        f" VALUES ($1, $2, $3, $4, $5) RETURNING {IMPORT_COLUMNS}",
+        "INSERT INTO contact_imports (id, tenant_id, mode, total)"
+        f" VALUES ($1, $2, $3, $4) RETURNING {IMPORT_COLUMNS}",
         import_id,
         owner.tenant_id,
         owner.mode,
-        orjson.Fragment(rows),
         total,
     )
     assert row is not None
+    if chunks:
+        await conn.copy_records_to_table(
+            "contact_import_chunks",
+            records=[(import_id, first, rows) for first, rows in chunks],
+            columns=["import_id", "first_row", "rows"],
+        )
     return row
 
 
@@ -1146,7 +1156,17 @@ async def claim_import(conn: asyncpg.Connection, import_id: UUID) -> asyncpg.Rec
 async def import_chunk(
     conn: asyncpg.Connection, import_id: UUID, start: int, size: int
 ) -> list[Any]:
-    """Rows `start` .. `start + size - 1` (0-based) of a job."""
+    """The job's stored chunk starting at row `start` (0-based), removed in the caller's
+    transaction (the one that imports it); for a job stored before chunks existed, rows
+    `start` .. `start + size - 1` of its jsonb."""
+    chunk: bytes | None = await conn.fetchval(
+        "DELETE FROM contact_import_chunks WHERE import_id = $1 AND first_row = $2 RETURNING rows",
+        import_id,
+        start,
+    )
+    if chunk is not None:
+        items: list[Any] = orjson.loads(chunk)
+        return items
     rows: list[Any] = await conn.fetchval(
         "SELECT coalesce(jsonb_path_query_array(rows, $2::jsonpath), '[]'::jsonb)"
         " FROM contact_imports WHERE id = $1",
