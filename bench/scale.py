@@ -294,6 +294,9 @@ async def seed(database: str) -> Seeded:
         ("webhooks", "deliveries"),
     ]
     dropped = {key: await _secondary_indexes(conn, *key) for key in big}
+    # Row triggers (the analytics rollup's) off during the bulk load; SEED_BACKFILLS after.
+    for schema, table in big:
+        await conn.execute(f'ALTER TABLE "{schema}"."{table}" DISABLE TRIGGER USER')
     print(f"  seeding {len(tenants)} tenants into {database} ...", flush=True)
     t0 = time.perf_counter()
     for t in tenants:
@@ -339,6 +342,8 @@ async def seed(database: str) -> Seeded:
             await conn.execute(d)
         print(f"    indexes of {schema}.{table}: {time.perf_counter() - t0:.0f} s", flush=True)
     # Pre-aggregated read models the migrations keep (kept by the consumers at run time).
+    for schema, table in big:
+        await conn.execute(f'ALTER TABLE "{schema}"."{table}" ENABLE TRIGGER USER')
     for backfill in SEED_BACKFILLS.values():
         await conn.execute(backfill)
     for schema, table in big:

@@ -768,18 +768,15 @@ async def contact_ids_by_email(conn: asyncpg.Connection, tenant_id: str, email: 
 
 
 async def insert_email_event(conn: asyncpg.Connection, row: dict[str, Any]) -> bool:
-    """Add one email fact to the read model and count it in the analytics rollup (same
-    statement, so same transaction); False when this event id is already there.
+    """Add one email fact to the read model (its trigger counts it in the analytics rollup,
+    same transaction); False when this event id is already there.
     Without a mode in the event, the campaign's mode (else live) applies."""
     inserted = await conn.fetchval(
-        "WITH added AS (INSERT INTO email_events (event_id, tenant_id, mode, event_type,"
-        " message_id, campaign_id, contact_id, step, recipient, occurred_at, detail)"
+        "INSERT INTO email_events (event_id, tenant_id, mode, event_type, message_id,"
+        " campaign_id, contact_id, step, recipient, occurred_at, detail)"
         " VALUES ($1, $2, coalesce($3, (SELECT mode FROM campaigns WHERE id = $6"
         " AND tenant_id = $2), 'live'), $4, $5, $6, $7, $8, $9, $10, $11)"
-        " ON CONFLICT (event_id) DO NOTHING"
-        " RETURNING tenant_id, mode, message_id, event_type, campaign_id, step, occurred_at)"
-        " SELECT record_email_event(tenant_id, mode, message_id, event_type, campaign_id, step,"
-        " occurred_at) FROM added",
+        " ON CONFLICT (event_id) DO NOTHING RETURNING true",
         row["event_id"],
         row["tenant_id"],
         row["mode"],
