@@ -820,7 +820,7 @@ async def tenant_event_totals(
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT event_type, sum(events)::bigint AS total, sum(latest)::bigint AS uniq"
-        f" FROM email_event_rollup WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
+        f" FROM email_event_daily WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
         " GROUP BY event_type",
         owner.tenant_id,
         owner.mode,
@@ -833,7 +833,7 @@ async def tenant_event_daily(
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT day, event_type, sum(events)::bigint AS total, sum(messages)::bigint AS uniq"
-        f" FROM email_event_rollup WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
+        f" FROM email_event_daily WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
         " GROUP BY 1, 2",
         owner.tenant_id,
         owner.mode,

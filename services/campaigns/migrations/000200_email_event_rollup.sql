@@ -35,7 +35,19 @@ CREATE TABLE email_event_rollup (
     latest      bigint   NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, campaign_id, step, event_type, day, mode, shard)
 );
-CREATE INDEX email_event_rollup_tenant_day ON email_event_rollup (tenant_id, mode, day);
+-- The same counters summed over campaigns and steps: what the tenant-wide email analytics
+-- read (a few rows per day, however many campaigns the tenant sends).
+CREATE TABLE email_event_daily (
+    tenant_id  text     NOT NULL,
+    mode       text     NOT NULL,
+    day        date     NOT NULL,
+    event_type text     NOT NULL,
+    shard      smallint NOT NULL,
+    events     bigint   NOT NULL DEFAULT 0,
+    messages   bigint   NOT NULL DEFAULT 0,
+    latest     bigint   NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, mode, day, event_type, shard)
+);
 
 -- Count one newly recorded email event (once per event id, in its transaction).
 CREATE FUNCTION record_email_event(
@@ -85,6 +97,19 @@ BEGIN
         events = r.events + excluded.events,
         messages = r.messages + excluded.messages,
         latest = r.latest + excluded.latest;
+    INSERT INTO email_event_daily AS r
+        (tenant_id, mode, day, event_type, shard, events, messages, latest)
+    SELECT p_tenant, p_mode, v.day, p_type, sh, v.events, v.messages, v.latest
+    FROM (VALUES
+            (d, 1, new_day::integer, CASE WHEN old_latest IS NULL OR d > old_latest THEN 1 ELSE 0 END),
+            (old_latest, 0, 0, -1)
+         ) AS v (day, events, messages, latest)
+    WHERE v.day IS NOT NULL AND (v.events = 1 OR d > old_latest)
+    ORDER BY v.day
+    ON CONFLICT (tenant_id, mode, day, event_type, shard) DO UPDATE SET
+        events = r.events + excluded.events,
+        messages = r.messages + excluded.messages,
+        latest = r.latest + excluded.latest;
     RETURN true;
 END
 $$;
@@ -100,7 +125,7 @@ $$;
 -- Rebuild both tables from email_events (this migration on existing data; benchmarks after
 -- a bulk load with the trigger disabled).
 CREATE FUNCTION rebuild_email_event_rollup() RETURNS void LANGUAGE sql AS $$
-    TRUNCATE email_message_types, email_event_rollup;
+    TRUNCATE email_message_types, email_event_rollup, email_event_daily;
     INSERT INTO email_message_types (tenant_id, mode, message_id, event_type, days)
     SELECT tenant_id, mode, message_id, event_type,
            array_agg(DISTINCT (occurred_at AT TIME ZONE 'UTC')::date)
@@ -118,6 +143,10 @@ CREATE FUNCTION rebuild_email_event_rollup() RETURNS void LANGUAGE sql AS $$
     ) AS e
     JOIN email_message_types t USING (tenant_id, mode, message_id, event_type)
     GROUP BY 1, 2, 3, 4, 5, 6, 7;
+    INSERT INTO email_event_daily
+        (tenant_id, mode, day, event_type, shard, events, messages, latest)
+    SELECT tenant_id, mode, day, event_type, shard, sum(events), sum(messages), sum(latest)
+    FROM email_event_rollup GROUP BY 1, 2, 3, 4, 5;
 $$;
 
 -- The trigger first: it locks email_events against inserts until this migration commits,
@@ -133,5 +162,6 @@ DROP TRIGGER email_events_rollup_trg ON email_events;
 DROP FUNCTION email_events_rollup();
 DROP FUNCTION rebuild_email_event_rollup();
 DROP FUNCTION record_email_event(text, text, text, text, uuid, integer, timestamptz);
+DROP TABLE email_event_daily;
 DROP TABLE email_event_rollup;
 DROP TABLE email_message_types;
