@@ -430,7 +430,10 @@ async def ensure_seed() -> tuple[Seeded, str]:
                 conn = await asyncpg.connect(admin_dsn(database))
                 try:
                     await conn.execute("VACUUM ANALYZE")
-                    await conn.execute("UPDATE public.bench_seed SET migrations = $1", migrations)
+                    await conn.execute(
+                        "UPDATE public.bench_seed SET migrations = $1::jsonb",
+                        orjson.dumps(migrations).decode(),
+                    )
                 finally:
                     await conn.close()
                 print(f"  migrated in {time.perf_counter() - t0:.0f} s")
