@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
+from uuid import UUID
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -246,22 +247,37 @@ def keyset_sql(
     args: list[Any],
     *,
     id_column: str = "id",
+    id_type: str | None = None,
 ) -> tuple[str | None, str]:
     """For a repository's list query: the keyset condition (None on a first page) and the
     `ORDER BY ... LIMIT ... OFFSET ...` tail, both with placeholders appended to `args`.
     `columns` maps each allowed sort field to its (NOT NULL) column; nothing from the request
-    reaches the SQL text but those whitelisted names."""
+    reaches the SQL text but those whitelisted names. `id_type` ("uuid"): the id column's
+    type, compared and ordered as itself (a uuid orders like its text form), so an index
+    ending in (sort column, id) gives the order and bounds a cursor page; without it the id
+    is compared as text."""
     column = columns[params.sort_by]
     direction = "ASC" if params.order == "asc" else "DESC"
+    id_sql = id_column if id_type else f"{id_column}::text"
     condition = None
     after = params.after()
     if after is not None:
         op = ">" if params.order == "asc" else "<"
+        if id_type == "uuid":
+            try:
+                UUID(after.row_id)
+            except ValueError as exc:  # a sealed cursor of another list (text ids)
+                raise _invalid("The cursor is not valid.") from exc
         args += [after.value, after.row_id]
-        condition = f"({column}, {id_column}::text) {op} (${len(args) - 1}, ${len(args)})"
+        value, row_id = f"${len(args) - 1}", f"${len(args)}"
+        if id_type:
+            row_id = f"{row_id}::{id_type}"
+        # The plain bound on the sort column is what an index can start from (the row
+        # comparison alone may be a filter over every row before the cursor).
+        condition = f"{column} {op}= {value} AND ({column}, {id_sql}) {op} ({value}, {row_id})"
     args += [params.limit + 1, params.offset]
     tail = (
-        f"ORDER BY {column} {direction}, {id_column}::text {direction}"
+        f"ORDER BY {column} {direction}, {id_sql} {direction}"
         f" LIMIT ${len(args) - 1} OFFSET ${len(args)}"
     )
     return condition, tail

@@ -162,7 +162,7 @@ async def _list(
     params: ListParams,
     sort_columns: dict[str, str],
 ) -> list[asyncpg.Record]:
-    condition, tail = keyset_sql(params, sort_columns, args)
+    condition, tail = keyset_sql(params, sort_columns, args, id_type="uuid")
     if condition:
         where = [*where, condition]
     column = sort_columns[params.sort_by]
@@ -768,7 +768,8 @@ async def contact_ids_by_email(conn: asyncpg.Connection, tenant_id: str, email: 
 
 
 async def insert_email_event(conn: asyncpg.Connection, row: dict[str, Any]) -> bool:
-    """Add one email fact to the read model; False when this event id is already there.
+    """Add one email fact to the read model (its trigger counts it in the analytics rollup,
+    same transaction); False when this event id is already there.
     Without a mode in the event, the campaign's mode (else live) applies."""
     inserted = await conn.fetchval(
         "INSERT INTO email_events (event_id, tenant_id, mode, event_type, message_id,"
@@ -797,22 +798,29 @@ async def insert_email_event(conn: asyncpg.Connection, row: dict[str, Any]) -> b
 async def campaign_event_counts(
     conn: asyncpg.Pool, tenant_id: str, campaign_id: UUID
 ) -> list[asyncpg.Record]:
-    """Per event type and step: total events and distinct messages."""
+    """Per event type and step: total events and distinct messages (from the rollup)."""
     return await conn.fetch(
-        "SELECT event_type, step, count(*) AS total, count(DISTINCT message_id) AS uniq"
-        " FROM email_events WHERE campaign_id = $2 AND tenant_id = $1"
-        " GROUP BY event_type, step",
+        f"SELECT {_ROLLUP_STEP_COUNTS} FROM email_event_rollup WHERE tenant_id = $1"
+        " AND campaign_id = $2 GROUP BY event_type, step",
         tenant_id,
         campaign_id,
     )
+
+
+# The rollup's counters (migration 000200): a period's distinct messages are the sum of
+# `latest` over its days (periods start at a UTC midnight and run to now); step 0 is none.
+_ROLLUP_STEP_COUNTS = (
+    "event_type, nullif(step, 0) AS step, sum(events)::bigint AS total, sum(latest)::bigint AS uniq"
+)
+_SINCE_DAY = "(($3::timestamptz) AT TIME ZONE 'UTC')::date"
 
 
 async def tenant_event_totals(
     conn: asyncpg.Pool, owner: Owner, since: datetime
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT event_type, count(*) AS total, count(DISTINCT message_id) AS uniq"
-        " FROM email_events WHERE tenant_id = $1 AND mode = $2 AND occurred_at >= $3"
+        "SELECT event_type, sum(events)::bigint AS total, sum(latest)::bigint AS uniq"
+        f" FROM email_event_daily WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
         " GROUP BY event_type",
         owner.tenant_id,
         owner.mode,
@@ -824,9 +832,9 @@ async def tenant_event_daily(
     conn: asyncpg.Pool, owner: Owner, since: datetime
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, event_type, count(*) AS total,"
-        " count(DISTINCT message_id) AS uniq FROM email_events"
-        " WHERE tenant_id = $1 AND mode = $2 AND occurred_at >= $3 GROUP BY 1, 2",
+        "SELECT day, event_type, sum(events)::bigint AS total, sum(messages)::bigint AS uniq"
+        f" FROM email_event_daily WHERE tenant_id = $1 AND mode = $2 AND day >= {_SINCE_DAY}"
+        " GROUP BY 1, 2",
         owner.tenant_id,
         owner.mode,
         since,
@@ -1062,11 +1070,10 @@ async def campaign_conversions(
 async def campaign_event_counts_since(
     conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str, campaign_id: UUID, since: datetime
 ) -> list[asyncpg.Record]:
-    """`campaign_event_counts` restricted to events at or after `since`."""
+    """`campaign_event_counts` restricted to the days from `since` (a UTC midnight) on."""
     return await conn.fetch(
-        "SELECT event_type, step, count(*) AS total, count(DISTINCT message_id) AS uniq"
-        " FROM email_events WHERE campaign_id = $2 AND tenant_id = $1 AND occurred_at >= $3"
-        " GROUP BY event_type, step",
+        f"SELECT {_ROLLUP_STEP_COUNTS} FROM email_event_rollup WHERE tenant_id = $1"
+        f" AND campaign_id = $2 AND day >= {_SINCE_DAY} GROUP BY event_type, step",
         tenant_id,
         campaign_id,
         since,
@@ -1096,18 +1103,28 @@ IMPORT_COLUMNS = (
 
 
 async def insert_import(
-    conn: asyncpg.Connection, owner: Owner, import_id: UUID, rows: bytes, total: int
+    conn: asyncpg.Connection,
+    owner: Owner,
+    import_id: UUID,
+    chunks: Sequence[tuple[int, bytes]],
+    total: int,
 ) -> asyncpg.Record:
+    """A pending job and its rows, as (first row, JSON array) chunks."""
     row = await conn.fetchrow(
-        "INSERT INTO contact_imports (id, tenant_id, mode, rows, total)"
-        f" VALUES ($1, $2, $3, $4, $5) RETURNING {IMPORT_COLUMNS}",
+        "INSERT INTO contact_imports (id, tenant_id, mode, total)"
+        f" VALUES ($1, $2, $3, $4) RETURNING {IMPORT_COLUMNS}",
         import_id,
         owner.tenant_id,
         owner.mode,
-        orjson.Fragment(rows),
         total,
     )
     assert row is not None
+    if chunks:
+        await conn.copy_records_to_table(
+            "contact_import_chunks",
+            records=[(import_id, first, rows) for first, rows in chunks],
+            columns=["import_id", "first_row", "rows"],
+        )
     return row
 
 
@@ -1136,7 +1153,17 @@ async def claim_import(conn: asyncpg.Connection, import_id: UUID) -> asyncpg.Rec
 async def import_chunk(
     conn: asyncpg.Connection, import_id: UUID, start: int, size: int
 ) -> list[Any]:
-    """Rows `start` .. `start + size - 1` (0-based) of a job."""
+    """The job's stored chunk starting at row `start` (0-based), removed in the caller's
+    transaction (the one that imports it); for a job stored before chunks existed, rows
+    `start` .. `start + size - 1` of its jsonb."""
+    chunk: bytes | None = await conn.fetchval(
+        "DELETE FROM contact_import_chunks WHERE import_id = $1 AND first_row = $2 RETURNING rows",
+        import_id,
+        start,
+    )
+    if chunk is not None:
+        items: list[Any] = orjson.loads(chunk)
+        return items
     rows: list[Any] = await conn.fetchval(
         "SELECT coalesce(jsonb_path_query_array(rows, $2::jsonpath), '[]'::jsonb)"
         " FROM contact_imports WHERE id = $1",

@@ -1380,7 +1380,11 @@ async def submit_import(
         )
     import_id = new_event_id()
     async with pool.acquire() as conn, conn.transaction():
-        row = await repo.insert_import(conn, owner, import_id, orjson.dumps(items), len(items))
+        chunks = [
+            (first, orjson.dumps(items[first : first + IMPORT_CHUNK_ROWS]))
+            for first in range(0, len(items), IMPORT_CHUNK_ROWS)
+        ]
+        row = await repo.insert_import(conn, owner, import_id, chunks, len(items))
         await outbox.enqueue(
             conn,
             _event(
@@ -1414,6 +1418,8 @@ async def run_import(
     while done < job["total"]:
         async with pool.acquire() as conn, conn.transaction():
             items = await repo.import_chunk(conn, import_id, done, chunk_rows)
+            if not items:
+                break  # nothing stored past `done` (a total the rows never reached)
             report = await import_rows(conn, owner, items)
             for e in report["errors"]:
                 e["row"] += done  # 1-based within the whole import

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from libs.common.pagination import encode_cursor
 from libs.common.principal import Principal, sign_principal
 from libs.common.signing_keys import generate_private_key
 from tests.integration.campaigns.conftest import eventually, principal_headers
@@ -149,6 +150,11 @@ async def test_bad_input_gets_the_documented_errors(
     r = await api.get(URL, params={"sort_by": "password"}, headers=auth)
     assert r.status_code == 422
     r = await api.get(URL, params={"cursor": "nonsense"}, headers=auth)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor"
+    # A sealed cursor of a list with text ids (e.g. the email list): refused, never a 500
+    # from casting its id to the contacts' uuid.
+    foreign = encode_cursor(datetime.now(UTC), "msg_abc", sort="created_at:desc")
+    r = await api.get(URL, params={"cursor": foreign}, headers=auth)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor"
     r = await api.get(URL, params={"custom_field": "novalue"}, headers=auth)
     assert r.status_code == 422
