@@ -16,6 +16,7 @@ Run: `make soak` (not part of `make bench`: it lasts `BENCH_SOAK_MINUTES` minute
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -148,10 +149,20 @@ async def main() -> None:
             key_count=4,
         ) as gateway:
             pids = {name: p.pid for name, p in procs.items()} | gateway.pids
+            # Each key verified once before the clock starts (bcrypt via keys and Vault: seconds
+            # on a loaded machine); the soak measures the steady state, not cold keys.
+            route = gateway.url + "/api/v1/contacts/ct_1"
+            async with httpx.AsyncClient(timeout=60) as client:
+                for key in gateway.api_keys:
+                    for _ in range(10):
+                        with contextlib.suppress(httpx.HTTPError):
+                            auth = {"Authorization": f"Bearer {key}"}
+                            if (await client.get(route, headers=auth)).status_code == 200:
+                                break
             started = time.monotonic()
             until = started + MINUTES * 60
             load = asyncio.gather(
-                _http_load(gateway.url + "/api/v1/contacts/ct_1", gateway.api_keys, until, counts),
+                _http_load(route, gateway.api_keys, until, counts),
                 _event_load(wh_pool, until, counts),
             )
             load_task = asyncio.ensure_future(load)
