@@ -391,6 +391,7 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
 _DEPENDENCY_DOWN_MODULES = ("asyncpg", "redis", "aiormq", "aio_pika", "pamqp", "hvac")
 _DEPENDENCY_DOWN_NAMES = (
     "CannotConnectNowError",  # asyncpg: the server is starting up or shutting down
+    "TooManyConnectionsError",  # asyncpg: every connection slot of the server is taken
     "AdminShutdownError",
     "ConnectionDoesNotExistError",
     "ConnectionFailureError",

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
@@ -63,6 +64,10 @@ def build_app() -> FastAPI:
     @app.get("/db-down")
     async def db_down() -> None:
         raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    @app.get("/db-full")
+    async def db_full() -> None:
+        raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
 
     @app.get("/missing")
     async def missing() -> None:
@@ -157,6 +162,13 @@ async def test_unreachable_dependency_is_503_not_500(client: httpx.AsyncClient) 
     assert resp.headers["Retry-After"] == "1"
     assert "5432" not in resp.text and "Refused" not in resp.text
     assert error["message"] == ERROR_CODES["service_unavailable"][1]
+
+
+async def test_postgres_out_of_connection_slots_is_503_not_500(client: httpx.AsyncClient) -> None:
+    # Found by the scale bench: a server with every slot taken made list routes answer 500.
+    resp = await client.get("/db-full")
+    assert_error(resp, 503, "service_unavailable")
+    assert "too many clients" not in resp.text
 
 
 async def test_api_errors_keep_message_details_and_headers(client: httpx.AsyncClient) -> None:
