@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -42,36 +42,46 @@ _CLAIMED_COLUMNS = """
     c.from_email, c.subject, c.html, c.text_body, c.reply_to
 """
 
-MESSAGE_COLUMNS = (
-    "id",
-    "tenant_id",
-    "mode",
-    "content_id",
-    "batch_id",
-    "request_id",
-    "campaign_id",
-    "contact_id",
-    "step",
-    "to_email",
-    "variables",
-    "category",
-    "tags",
-    "metadata",
-    "track_opens",
-    "track_clicks",
-    "status",
-    "next_attempt_at",
-    "contact_tags",
-)
-TIMELINE_COLUMNS = (
-    "message_id",
-    "tenant_id",
-    "status",
-    "provider",
-    "provider_message_id",
-    "detail",
-    "occurred_at",
-)
+
+class MessageRow(NamedTuple):
+    """One `messages` row as the accept path writes it; field order is the COPY column
+    order (`MESSAGE_COLUMNS`), so a row goes to `copy_messages` or `insert_message` as is."""
+
+    id: str
+    tenant_id: str
+    mode: str
+    content_id: str
+    batch_id: str | None
+    request_id: str | None
+    campaign_id: str | None
+    contact_id: str | None
+    step: int | None
+    to_email: str
+    variables: dict[str, Any]
+    category: str
+    tags: list[str]
+    metadata: dict[str, str]
+    track_opens: bool
+    track_clicks: bool
+    status: str
+    next_attempt_at: datetime
+    contact_tags: list[str]
+
+
+class TimelineRow(NamedTuple):
+    """One `message_events` row (a timeline entry); field order is the COPY column order."""
+
+    message_id: str
+    tenant_id: str
+    status: str
+    provider: str | None
+    provider_message_id: str | None
+    detail: dict[str, Any]
+    occurred_at: datetime
+
+
+MESSAGE_COLUMNS: tuple[str, ...] = MessageRow._fields
+TIMELINE_COLUMNS: tuple[str, ...] = TimelineRow._fields
 
 
 # ---------------------------------------------------------------- accepting
@@ -106,7 +116,7 @@ async def insert_batch(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
     )
 
 
-async def insert_message(conn: asyncpg.Connection, row: Sequence[Any]) -> bool:
+async def insert_message(conn: asyncpg.Connection, row: MessageRow) -> bool:
     """One message; False when its (tenant, request_id) was accepted before."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(MESSAGE_COLUMNS) + 1))
     inserted = await conn.fetchval(
@@ -154,11 +164,11 @@ async def _copy_rows(
     )
 
 
-async def copy_messages(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+async def copy_messages(conn: asyncpg.Connection, rows: Sequence[MessageRow]) -> None:
     await _copy_rows(conn, "messages", MESSAGE_COLUMNS, rows)
 
 
-async def copy_timeline(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+async def copy_timeline(conn: asyncpg.Connection, rows: Sequence[TimelineRow]) -> None:
     if rows:
         await _copy_rows(conn, "message_events", TIMELINE_COLUMNS, rows)
 

@@ -187,23 +187,23 @@ def _event(
 
 
 def queued_events(
-    tenant_id: str, mode: str, rows: Sequence[Sequence[Any]], at: datetime
+    tenant_id: str, mode: str, rows: Sequence[repo.MessageRow], at: datetime
 ) -> Iterator[dict[str, Any]]:
-    """One `email.queued` per message row (`MESSAGE_COLUMNS` order), stamped from one
-    template (`stamp_events`): a bulk send writes 10,000 in its accept transaction."""
+    """One `email.queued` per message row, stamped from one template (`stamp_events`): a
+    bulk send writes 10,000 in its accept transaction."""
     template = _event(EmailQueued(message_id="-", to="-", occurred_at=at), tenant_id, mode=mode)
     return stamp_events(
         template,
         (
             (
-                row[0],
+                row.id,
                 {
-                    "message_id": row[0],
-                    "to": row[9],
-                    "campaign_id": row[6],
-                    "contact_id": row[7],
-                    "step": row[8],
-                    "contact_tags": list(row[18]),
+                    "message_id": row.id,
+                    "to": row.to_email,
+                    "campaign_id": row.campaign_id,
+                    "contact_id": row.contact_id,
+                    "step": row.step,
+                    "contact_tags": list(row.contact_tags),
                 },
             )
             for row in rows
@@ -535,35 +535,35 @@ class DeliveryService:
         known_tags = (
             await repo.tags_of_recipients(conn, o.tenant_id, o.mode, unknown) if unknown else {}
         )
-        rows: list[tuple[Any, ...]] = []
+        rows: list[repo.MessageRow] = []
         for i, r in enumerate(recipients):
             due = now + timedelta(seconds=delay * (i // chunk_size)) if delay else now
             rows.append(
-                (
-                    new_id("msg"),
-                    o.tenant_id,
-                    o.mode,
-                    content["id"],
-                    batch_id,
-                    r.request_id,
-                    r.campaign_id,
-                    r.contact_id,
-                    r.step,
-                    r.to,
-                    r.variables,
-                    o.category,
-                    o.tags,
-                    o.metadata,
-                    o.track_opens,
-                    o.track_clicks,
-                    "queued",
-                    due,
-                    r.contact_tags
+                repo.MessageRow(
+                    id=new_id("msg"),
+                    tenant_id=o.tenant_id,
+                    mode=o.mode,
+                    content_id=content["id"],
+                    batch_id=batch_id,
+                    request_id=r.request_id,
+                    campaign_id=r.campaign_id,
+                    contact_id=r.contact_id,
+                    step=r.step,
+                    to_email=r.to,
+                    variables=r.variables,
+                    category=o.category,
+                    tags=o.tags,
+                    metadata=o.metadata,
+                    track_opens=o.track_opens,
+                    track_clicks=o.track_clicks,
+                    status="queued",
+                    next_attempt_at=due,
+                    contact_tags=r.contact_tags
                     if r.contact_tags is not None
                     else known_tags.get(r.to.lower(), []),
                 )
             )
-        if len(rows) == 1 and rows[0][5] is not None:
+        if len(rows) == 1 and rows[0].request_id is not None:
             if not await repo.insert_message(conn, rows[0]):
                 return []
         else:
@@ -608,14 +608,14 @@ class DeliveryService:
                     await repo.copy_timeline(
                         conn,
                         [
-                            (
-                                r["id"],
-                                r["tenant_id"],
-                                "failed",
-                                r["provider"],
-                                None,
-                                {"reason": "provider_outcome_unknown"},
-                                now,
+                            repo.TimelineRow(
+                                message_id=r["id"],
+                                tenant_id=r["tenant_id"],
+                                status="failed",
+                                provider=r["provider"],
+                                provider_message_id=None,
+                                detail={"reason": "provider_outcome_unknown"},
+                                occurred_at=now,
                             )
                             for r in uncertain
                         ],
@@ -923,7 +923,7 @@ class DeliveryService:
         """Record the outcome of one provider call (or decision) in one transaction."""
         provider = connector.id if connector else None
         now = datetime.now(UTC)
-        timeline: list[tuple[Any, ...]] = []
+        timeline: list[repo.TimelineRow] = []
         # email.sent / email.failed per message, stamped from one template per mode: a batch
         # settles up to 1,000 messages at once (`stamp_events`, one outbox COPY).
         sent: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
@@ -931,14 +931,20 @@ class DeliveryService:
         simulated: list[NormalizedEvent] = []
         for r, m, res in accepted:
             timeline.append(
-                (r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now)
+                repo.TimelineRow(
+                    r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now
+                )
             )
             fields = _email_fields(r, provider_message_id=res.provider_message_id)
             sent[r["mode"]].append((r["id"], fields))
             if isinstance(connector, SandboxConnector):
                 simulated.append(connector.simulate(m))
         for r, reason in failed:
-            timeline.append((r["id"], tenant_id, "failed", provider, None, {"reason": reason}, now))
+            timeline.append(
+                repo.TimelineRow(
+                    r["id"], tenant_id, "failed", provider, None, {"reason": reason}, now
+                )
+            )
             fails[r["mode"]].append((r["id"], _email_fields(r, reason=reason)))
         events: list[Iterator[dict[str, Any]]] = []
         for mode, items in sent.items():
@@ -1059,7 +1065,17 @@ class DeliveryService:
             data = EmailReplied(**base, reply_snippet=ev.snippet)
         await repo.copy_timeline(
             conn,
-            [(row["id"], tenant_id, ev.status, provider, ev.provider_message_id, detail, occurred)],
+            [
+                repo.TimelineRow(
+                    message_id=row["id"],
+                    tenant_id=tenant_id,
+                    status=ev.status,
+                    provider=provider,
+                    provider_message_id=ev.provider_message_id,
+                    detail=detail,
+                    occurred_at=occurred,
+                )
+            ],
         )
         await repo.advance_status(conn, row["id"], ev.status)
         await outbox.enqueue(conn, _event(data, tenant_id, row["id"], mode=row["mode"]))
@@ -1110,7 +1126,18 @@ class DeliveryService:
                 data = EmailClicked(**base, url=url or "", unique=unique)
                 detail = {"url": url, "user_agent": ua}
             await repo.copy_timeline(
-                conn, [(message_id, row["tenant_id"], status, None, None, detail, now)]
+                conn,
+                [
+                    repo.TimelineRow(
+                        message_id=message_id,
+                        tenant_id=row["tenant_id"],
+                        status=status,
+                        provider=None,
+                        provider_message_id=None,
+                        detail=detail,
+                        occurred_at=now,
+                    )
+                ],
             )
             await repo.advance_status(conn, message_id, status)
             await outbox.enqueue(conn, _event(data, row["tenant_id"], message_id, mode=row["mode"]))
@@ -1138,14 +1165,14 @@ class DeliveryService:
             await repo.copy_timeline(
                 conn,
                 [
-                    (
-                        message_id,
-                        row["tenant_id"],
-                        "unsubscribed",
-                        None,
-                        None,
-                        {"method": method},
-                        now,
+                    repo.TimelineRow(
+                        message_id=message_id,
+                        tenant_id=row["tenant_id"],
+                        status="unsubscribed",
+                        provider=None,
+                        provider_message_id=None,
+                        detail={"method": method},
+                        occurred_at=now,
                     )
                 ],
             )
