@@ -50,9 +50,10 @@ from bench.harness import (
     verdict,
     wait_ready,
 )
-from libs.common.events import EmailBatchQueued, make_event
+from libs.common.commands import make_command
 from libs.common.signing_keys import generate_private_key, public_keys_of
 from libs.common.vault import Vault, make_client
+from services.delivery.commands import SendBatch
 from services.delivery.repository import MESSAGE_COLUMNS, MessageRow
 from tests.fakes.dns_server import FakeDns
 from tests.fakes.mailgun import FakeMailgun
@@ -66,8 +67,8 @@ PRINCIPAL_KEY = generate_private_key()
 
 async def baseline_consume(amqp_url: str, n: int) -> float:
     """One aio-pika consumer, prefetch as the worker's, consuming and acking n messages."""
-    body = make_event(
-        EmailBatchQueued(message_ids=[f"msg_{uuid.uuid4().hex}" for _ in range(10)]),
+    body = make_command(
+        SendBatch(message_ids=[f"msg_{uuid.uuid4().hex}" for _ in range(10)]),
         tenant_id="t_bench",
         source="/bench",
     ).to_json()

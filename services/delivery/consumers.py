@@ -6,8 +6,8 @@
   event carries `contact_tags` (webhook filters by contact tag).
 - `delivery.campaigns` (`campaign.created` / `campaign.updated`, inbox): the campaign-content
   read model of `send-bulk` with a `campaign_id`.
-- `delivery.send` (`email_batch.queued`, no inbox): claims and sends the listed messages.
-  Idempotent by message state: a redelivered work item finds nothing queued to claim.
+- `delivery.send` (the private `SendBatch` command, no inbox): claims and sends the listed
+  messages. Idempotent by message state: a redelivered command finds nothing to claim.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncpg
 
 from libs.common.bus import EventBus, PermanentError
-from libs.common.events import EmailBatchQueued, EmailRequested, Envelope
+from libs.common.events import EmailRequested, Envelope
+from services.delivery.commands import SendBatch
 from services.delivery.service import DeliveryService, TemplateInvalid
 
 
@@ -43,9 +44,7 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
         assert conn is not None
         await service.learn_campaign(conn, event, event.payload().model_dump(mode="json"))
 
-    @bus.subscribe("send", ["email_batch.queued"], inbox=False)
-    async def on_batch_queued(event: Envelope, _conn: asyncpg.Connection | None) -> None:
-        """Send the queued messages of one work item."""
-        data = event.payload()
-        assert isinstance(data, EmailBatchQueued)
-        await service.dispatch(data.message_ids)
+    @bus.handle_command(SendBatch)
+    async def on_send_batch(command: SendBatch) -> None:
+        """Send the queued messages of one send batch."""
+        await service.dispatch(command.message_ids)

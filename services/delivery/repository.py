@@ -210,15 +210,14 @@ async def claim(
 async def claim_due(
     conn: asyncpg.Connection, limit: int, lease_seconds: float, grace_seconds: float
 ) -> list[asyncpg.Record]:
-    """Claim due queued messages the sweeper owns: retries, requeued claims and delayed
-    chunks (due after their creation), and fresh messages whose work item is overdue by
-    `grace_seconds` (its event was dead-lettered, or no worker consumed it)."""
+    """The sweeper's backstop: claim queued messages overdue by `grace_seconds` (their
+    SendBatch was dead-lettered, or no worker consumed it). Every other send, delayed
+    chunks and retries included, starts from its own SendBatch (`commands.py`)."""
     return await conn.fetch(
         "WITH claimed AS (UPDATE messages m SET status = 'sending', attempts = attempts + 1,"
         " lease_until = now() + make_interval(secs => $2), call_started_at = NULL,"
         " updated_at = now() WHERE m.id IN (SELECT id FROM messages WHERE status = 'queued'"
-        " AND next_attempt_at <= now() AND (next_attempt_at > created_at"
-        " OR next_attempt_at < now() - make_interval(secs => $3))"
+        " AND next_attempt_at < now() - make_interval(secs => $3)"
         " ORDER BY next_attempt_at LIMIT $1"
         f" FOR UPDATE SKIP LOCKED) RETURNING m.*) SELECT {_CLAIMED_COLUMNS} FROM claimed"
         " JOIN contents c ON c.id = claimed.content_id ORDER BY claimed.id",
@@ -291,15 +290,15 @@ async def mark_failed(
     )
 
 
-async def requeue_unsent_stale(conn: asyncpg.Connection) -> int:
-    """Claims of vanished workers that never reached the provider: safe to send again."""
-    result: str = await conn.execute(
+async def requeue_unsent_stale(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Claims of vanished workers that never reached the provider: safe to send again
+    (id, tenant_id, mode of each, for their SendBatch)."""
+    return await conn.fetch(
         "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = attempts - 1,"
         " next_attempt_at = now(), updated_at = now() WHERE status = 'sending'"
         " AND lease_until < now()"
-        " AND call_started_at IS NULL"
+        " AND call_started_at IS NULL RETURNING id, tenant_id, mode"
     )
-    return int(result.split()[-1])
 
 
 async def fail_uncertain_stale(conn: asyncpg.Connection) -> list[asyncpg.Record]:

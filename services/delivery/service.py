@@ -2,11 +2,13 @@
 about a message (tracking, ESP webhooks, replies, suppression).
 
 Accept (API single/bulk, `email.requested` consumer) → messages `queued` + outbox
-`email.queued` and `email_batch.queued` in one transaction → a worker claims the messages
+`email.queued` facts and private `SendBatch` commands (`commands.py`; a delayed chunk's
+scheduled for when it is due) in one transaction → a worker claims the messages
 (`sending`, leased), checks suppression and daily caps, renders, routes (tenant rules,
 defaults, circuit-breaker failover, sandbox for test mode), takes provider tokens, records
 `call_started_at` (committed) BEFORE the provider call and the outcome AFTER it. Retryable
-answers go back to `queued` with the provider's backoff; permanent ones fail the message.
+answers go back to `queued` with the provider's backoff and a `SendBatch` scheduled for
+then; permanent ones fail the message. Every send starts from a `SendBatch`: one path.
 
 At most once per attempt decision: a claim whose worker vanished before `call_started_at`
 is requeued; one that vanished after it is failed as `provider_outcome_unknown`, never
@@ -20,6 +22,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -34,9 +37,9 @@ import redis.asyncio as aioredis
 import uuid_utils
 
 from libs.common import outbox
+from libs.common.commands import make_command
 from libs.common.emails import format_address
 from libs.common.events import (
-    EmailBatchQueued,
     EmailBounced,
     EmailClicked,
     EmailComplained,
@@ -64,6 +67,7 @@ from libs.common.templating import (
 )
 from libs.common.vault import Vault
 from services.delivery import repository as repo
+from services.delivery.commands import SendBatch
 from services.delivery.connectors.base import (
     Connector,
     NormalizedEvent,
@@ -207,6 +211,35 @@ def queued_events(
                 },
             )
             for row in rows
+        ),
+    )
+
+
+async def schedule_sends(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    mode: str,
+    items: Sequence[tuple[Sequence[str], datetime | None]],
+    batch_id: str | None = None,
+) -> None:
+    """One `SendBatch` command per `(message_ids, not_before)` (None: now), in the caller's
+    transaction: the worker sends them once the relay publishes them, when due."""
+    await outbox.enqueue_commands(
+        conn,
+        SendBatch.queue,
+        (
+            (
+                make_command(
+                    SendBatch(message_ids=list(ids), batch_id=batch_id),
+                    tenant_id=tenant_id,
+                    source=SOURCE,
+                    subject=batch_id,
+                    mode="test" if mode == "test" else "live",
+                ),
+                not_before,
+            )
+            for ids, not_before in items
+            if ids
         ),
     )
 
@@ -568,23 +601,21 @@ class DeliveryService:
                 return []
         else:
             await repo.copy_messages(conn, rows)
-        ids = [row[0] for row in rows]
-        # Work items first in the COPY, and urgent (the relay publishes them ahead of every
-        # waiting fact): sending starts before the per-message `email.queued` facts of a
-        # large bulk send, or of the previous one, are out. Chunks due later get their item
-        # now too; it claims nothing early and the sweeper sends them.
-        work_items = (
-            _event(
-                EmailBatchQueued(message_ids=ids[lo : lo + chunk_size], batch_id=batch_id),
-                o.tenant_id,
-                batch_id,
-                mode=o.mode,
-            )
-            for lo in range(0, len(ids), chunk_size)
+        ids = [row.id for row in rows]
+        # One SendBatch per chunk, scheduled for when the chunk is due. Commands go out ahead
+        # of every waiting fact (outbox priority): sending starts before the per-message
+        # `email.queued` facts of a large bulk send, or of the previous one, are out.
+        await schedule_sends(
+            conn,
+            o.tenant_id,
+            o.mode,
+            [
+                (ids[lo : lo + chunk_size], rows[lo].next_attempt_at if delay and lo else None)
+                for lo in range(0, len(ids), chunk_size)
+            ],
+            batch_id,
         )
-        await outbox.enqueue_copy(
-            conn, itertools.chain(work_items, queued_events(o.tenant_id, o.mode, rows, now))
-        )
+        await outbox.enqueue_copy(conn, queued_events(o.tenant_id, o.mode, rows, now))
         return ids
 
     # ------------------------------------------------------------ sending
@@ -598,9 +629,20 @@ class DeliveryService:
         return len(rows)
 
     async def sweep(self, limit: int = 500) -> int:
-        """Retries that are due, delayed batches, and claims of vanished workers."""
+        """Claims of vanished workers, and (a backstop) messages long overdue whose
+        `SendBatch` was dead-lettered: retries and delayed chunks have their own command."""
         async with self.pool.acquire() as conn:
-            await repo.requeue_unsent_stale(conn)
+            async with conn.transaction():
+                requeued: dict[tuple[str, str], list[str]] = defaultdict(list)
+                for r in await repo.requeue_unsent_stale(conn):
+                    requeued[(r["tenant_id"], r["mode"])].append(r["id"])
+                for (tenant_id, mode), ids in requeued.items():
+                    await schedule_sends(
+                        conn,
+                        tenant_id,
+                        mode,
+                        [(ids[lo : lo + 1000], None) for lo in range(0, len(ids), 1000)],
+                    )
             async with conn.transaction():
                 uncertain = await repo.fail_uncertain_stale(conn)
                 if uncertain:
@@ -976,6 +1018,16 @@ class DeliveryService:
                     count_attempt=count_attempt,
                     unstarted_only=unstarted_only,
                 )
+                # Each retry's SendBatch, scheduled for when it is due (whole seconds: the
+                # jittered delays of one batch share a few commands).
+                at = await repo.transaction_time(conn)
+                due: dict[tuple[int, str], list[str]] = defaultdict(list)
+                for r, d, _ in retry:
+                    due[(math.ceil(d), r["mode"])].append(r["id"])
+                for (seconds, mode), ids in due.items():
+                    await schedule_sends(
+                        conn, tenant_id, mode, [(ids, at + timedelta(seconds=seconds))]
+                    )
             await repo.copy_timeline(conn, timeline)
             await outbox.enqueue_copy(conn, itertools.chain.from_iterable(events))
             for ev in simulated:
