@@ -46,7 +46,7 @@ from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 
 from libs.common.commands import Command
-from libs.common.events import Envelope, parse_event
+from libs.common.events import Envelope, EventData, parse_event
 from libs.common.inbox import claim_event
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,10 @@ HANDLED = Counter("pm_events_handled_total", "Events handled", ["queue", "outcom
 
 Handler = Callable[[Envelope, asyncpg.Connection | None], Awaitable[None]]
 C = TypeVar("C", bound=Command)
+E = TypeVar("E", bound=EventData)
+# A typed handler: the validated payload model, its envelope (tenant, mode, time, source),
+# and the inbox transaction's connection (None without the inbox).
+TypedHandler = Callable[[E, Envelope, asyncpg.Connection | None], Awaitable[None]]
 
 
 class PermanentError(Exception):
@@ -154,6 +158,36 @@ class EventBus:
                 raise ValueError("an inbox consumer needs a database pool")
             self.subscriptions.append(sub)
             self._attach(sub)
+            return handler
+
+        return register
+
+    def on(
+        self,
+        purpose: str,
+        *types: type[E],
+        inbox: bool = True,
+        retry_delays_ms: list[int] | None = None,
+    ) -> Callable[[TypedHandler[E]], TypedHandler[E]]:
+        """Register a typed handler of the event classes `types` on queue
+        `<service>.<purpose>` (bound to their types): it gets the validated payload model,
+        e.g. `async def on_requested(data: EmailRequested, event: Envelope, conn) -> None`."""
+
+        def register(handler: TypedHandler[E]) -> TypedHandler[E]:
+            async def handle(event: Envelope, conn: asyncpg.Connection | None) -> None:
+                data = event.payload()
+                if not isinstance(data, types):
+                    raise PermanentError(f"{event.type} is not handled by {handler.__name__}")
+                await handler(data, event, conn)
+
+            handle.__doc__ = handler.__doc__
+            handle.__name__ = handler.__name__
+            self.subscribe(
+                purpose,
+                [t.event_type for t in types],
+                inbox=inbox,
+                retry_delays_ms=retry_delays_ms,
+            )(handle)
             return handler
 
         return register

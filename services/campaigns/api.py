@@ -29,6 +29,7 @@ from libs.common.pagination import (
 )
 from libs.common.principal import Principal
 from libs.common.resources import Resources, resources_of
+from libs.common.tenancy import TenantScope
 from services.campaigns import service
 from services.campaigns.auth import (
     analytics_scope,
@@ -36,7 +37,7 @@ from services.campaigns.auth import (
     contacts_scope,
     templates_scope,
 )
-from services.campaigns.repository import CampaignFilter, ContactFilter, Owner, TemplateFilter
+from services.campaigns.repository import CampaignFilter, ContactFilter, TemplateFilter
 from services.campaigns.schemas import (
     Campaign,
     CampaignAnalytics,
@@ -81,8 +82,8 @@ def _id(raw: str, what: str) -> UUID:
         raise NotFound(f"{what} not found.") from None
 
 
-def _owner(p: Principal) -> Owner:
-    return Owner(p.tenant_id, p.mode)
+def _owner(p: Principal) -> TenantScope:
+    return TenantScope.of(p)
 
 
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]

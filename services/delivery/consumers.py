@@ -21,12 +21,12 @@ from services.delivery.service import DeliveryService, TemplateInvalid
 
 
 def setup(bus: EventBus, service: DeliveryService) -> None:
-    @bus.subscribe("requests", ["email.requested"])
-    async def on_email_requested(event: Envelope, conn: asyncpg.Connection | None) -> None:
+    @bus.on("requests", EmailRequested)
+    async def on_email_requested(
+        data: EmailRequested, event: Envelope, conn: asyncpg.Connection | None
+    ) -> None:
         """Accept a campaign send request into the send pipeline."""
         assert conn is not None
-        data = event.payload()
-        assert isinstance(data, EmailRequested)
         try:
             await service.accept_requested(conn, event.tenant_id, data)
         except TemplateInvalid as exc:

@@ -16,6 +16,7 @@ from libs.common.http import Deleted, ErrorEnvelope, SuccessEnvelope, Validation
 from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal
 from libs.common.resources import Resources
+from libs.common.tenancy import TenantScope
 from services.webhooks.address_guard import parse_networks
 from services.webhooks.auth import Scoped
 from services.webhooks.events_api import router as events_router
@@ -37,7 +38,7 @@ from services.webhooks.schemas import (
     TestSend,
 )
 from services.webhooks.secret_store import SecretStore
-from services.webhooks.service import AttemptContext, Caller, EndpointService
+from services.webhooks.service import AttemptContext, EndpointService
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.stream import StreamHub
 from services.webhooks.transport import WebhookTransport
@@ -57,8 +58,8 @@ def _service(request: Request) -> EndpointService:
 Service = Annotated[EndpointService, Depends(_service)]
 
 
-def _caller(p: Principal) -> Caller:
-    return Caller(tenant_id=p.tenant_id, mode=p.mode)
+def _caller(p: Principal) -> TenantScope:
+    return TenantScope.of(p)
 
 
 def _utc(value: datetime | None, field: str) -> datetime | None:
