@@ -52,10 +52,11 @@ from bench.harness import (
     verdict,
     wait_ready,
 )
-from libs.common.events import EmailBatchQueued, make_event
+from libs.common.commands import make_command
 from libs.common.signing_keys import generate_private_key, public_keys_of
 from libs.common.vault import Vault, make_client
-from services.delivery.repository import MESSAGE_COLUMNS
+from services.delivery.commands import SendBatch
+from services.delivery.repository import MESSAGE_COLUMNS, MessageRow
 from tests.fakes.dns_server import FakeDns
 from tests.fakes.mailgun import FakeMailgun
 
@@ -68,8 +69,8 @@ PRINCIPAL_KEY = generate_private_key()
 
 async def baseline_consume(amqp_url: str, n: int) -> float:
     """One aio-pika consumer, prefetch as the worker's, consuming and acking n messages."""
-    body = make_event(
-        EmailBatchQueued(message_ids=[f"msg_{uuid.uuid4().hex}" for _ in range(10)]),
+    body = make_command(
+        SendBatch(message_ids=[f"msg_{uuid.uuid4().hex}" for _ in range(10)]),
         tenant_id="t_bench",
         source="/bench",
     ).to_json()
@@ -108,7 +109,7 @@ async def baseline_consume(amqp_url: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-async def baseline_copy(rows: list[tuple[object, ...]]) -> float:
+async def baseline_copy(rows: list[MessageRow]) -> float:
     """Seconds to COPY the rows of one bulk send into a table shaped like `messages`."""
     conn = await asyncpg.connect(
         service_dsn("delivery"), server_settings={"search_path": "delivery"}
@@ -127,12 +128,18 @@ async def baseline_copy(rows: list[tuple[object, ...]]) -> float:
         await conn.close()
 
 
-def copy_rows(n: int) -> list[tuple[object, ...]]:
+def copy_rows(n: int) -> list[MessageRow]:
     now = datetime.now(UTC)
     return [
-        (f"msg_{uuid.uuid4().hex}", "t_bench", "live", "cnt_x", None, None, None, None, None,
-         f"r{i}@example.com", orjson.dumps({"name": f"R{i}"}).decode(), "marketing", [], "{}",
-         True, True, "queued", now)
+        MessageRow(
+            id=f"msg_{uuid.uuid4().hex}", tenant_id="t_bench", mode="live", content_id="cnt_x",
+            batch_id=None, request_id=None, campaign_id=None, contact_id=None, step=None,
+            to_email=f"r{i}@example.com",
+            variables=orjson.dumps({"name": f"R{i}"}).decode(),  # type: ignore[arg-type]
+            category="marketing", tags=[], metadata="{}",  # type: ignore[arg-type]
+            track_opens=True, track_clicks=True, status="queued", next_attempt_at=now,
+            contact_tags=[],
+        )
         for i in range(n)
     ]  # fmt: skip
 

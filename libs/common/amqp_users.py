@@ -71,7 +71,6 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "email.complained",
         "email.unsubscribed",
         "email.failed",
-        "email_batch.queued",
         "domain.*",
         "sending_settings.updated",
     ),

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.responses import Response
@@ -87,6 +87,12 @@ def _operational_router(
     return router
 
 
+def app_settings(request: Request) -> Any:
+    """The settings the app was built with (`create_app`): a dependency for module-level
+    routers, e.g. `Annotated[MySettings, Depends(app_settings)]`."""
+    return request.app.state.settings
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -111,6 +117,8 @@ def create_app(
     )
 
     app = FastAPI(title=title or f"PenguinMails {service} {process}", lifespan=lifespan)
+    # Module-level routers read their settings here (`current_principal`, `request_settings`).
+    app.state.settings = settings
     # Middlewares wrap in reverse order of addition: request id outermost so the access
     # log, metrics and error envelopes all see it; the error catch-all innermost.
     install_error_handlers(app)

@@ -7,6 +7,10 @@ Topology, per consumer queue `<service>.<purpose>`:
 - `<queue>.dlq`: where a message lands, with its error in headers, after the last attempt
   or on a permanent error. `python -m libs.common.bus replay-dlq <queue>` re-delivers it.
 
+A command queue (`handle_command`: a work item the service sends itself, see
+`libs.common.commands`) has the same retry queues and DLQ, but is bound to no exchange: the
+outbox relay publishes commands to it through the default exchange.
+
 Handlers receive the parsed `Envelope`, and, when the consumer uses the inbox, a connection
 inside the transaction that also records `(consumer, event_id)`: the handler's writes and
 the dedup mark commit together, so a redelivered event has no second effect. A message is
@@ -22,7 +26,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -39,8 +43,10 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel, QueueType
 from opentelemetry import trace
 from prometheus_client import REGISTRY, Counter
+from pydantic import ValidationError
 
-from libs.common.events import Envelope, parse_event
+from libs.common.commands import Command
+from libs.common.events import Envelope, EventData, parse_event
 from libs.common.inbox import claim_event
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,11 @@ ROUTING_KEY_HEADER = "x-pm-routing-key"
 HANDLED = Counter("pm_events_handled_total", "Events handled", ["queue", "outcome"])
 
 Handler = Callable[[Envelope, asyncpg.Connection | None], Awaitable[None]]
+C = TypeVar("C", bound=Command)
+E = TypeVar("E", bound=EventData)
+# A typed handler: the validated payload model, its envelope (tenant, mode, time, source),
+# and the inbox transaction's connection (None without the inbox).
+TypedHandler = Callable[[E, Envelope, asyncpg.Connection | None], Awaitable[None]]
 
 
 class PermanentError(Exception):
@@ -85,6 +96,8 @@ class Subscription:
     handler: Handler
     inbox: bool = True
     delays_ms: list[int] = field(default_factory=list)
+    # A command queue: bound to no exchange, its messages' data validated by this model.
+    command: type[Command] | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -149,7 +162,79 @@ class EventBus:
 
         return register
 
+    def on(
+        self,
+        purpose: str,
+        *types: type[E],
+        inbox: bool = True,
+        retry_delays_ms: list[int] | None = None,
+    ) -> Callable[[TypedHandler[E]], TypedHandler[E]]:
+        """Register a typed handler of the event classes `types` on queue
+        `<service>.<purpose>` (bound to their types): it gets the validated payload model,
+        e.g. `async def on_requested(data: EmailRequested, event: Envelope, conn) -> None`."""
+
+        def register(handler: TypedHandler[E]) -> TypedHandler[E]:
+            async def handle(event: Envelope, conn: asyncpg.Connection | None) -> None:
+                data = event.payload()
+                if not isinstance(data, types):
+                    raise PermanentError(f"{event.type} is not handled by {handler.__name__}")
+                await handler(data, event, conn)
+
+            handle.__doc__ = handler.__doc__
+            handle.__name__ = handler.__name__
+            self.subscribe(
+                purpose,
+                [t.event_type for t in types],
+                inbox=inbox,
+                retry_delays_ms=retry_delays_ms,
+            )(handle)
+            return handler
+
+        return register
+
+    def handle_command(
+        self, command: type[C], *, retry_delays_ms: list[int] | None = None
+    ) -> Callable[[Callable[[C], Awaitable[None]]], Callable[[C], Awaitable[None]]]:
+        """Register the one handler of `command` on its private queue `command.queue`
+        (`<service>.<purpose>`); the handler gets the validated command. No inbox: a command
+        handler is idempotent by the state it changes."""
+        if not command.queue.startswith(f"{self.service}."):
+            raise ValueError(f"{command.queue}: a command queue is the service's own")
+
+        def register(handler: Callable[[C], Awaitable[None]]) -> Callable[[C], Awaitable[None]]:
+            async def handle(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+                await handler(command.model_validate(event.data))
+
+            handle.__doc__ = handler.__doc__
+            sub = Subscription(
+                queue=command.queue,
+                patterns=[],
+                handler=handle,
+                inbox=False,
+                delays_ms=list(retry_delays_ms or self.retry_delays_ms),
+                command=command,
+            )
+            self.subscriptions.append(sub)
+            self._attach(sub)
+            return handler
+
+        return register
+
     def _attach(self, sub: Subscription) -> None:
+        if sub.command is not None:
+
+            @self.broker.subscriber(
+                main_queue(sub.queue),
+                ack_policy=AckPolicy.MANUAL,
+                title=sub.queue,
+                description=f"{sub.handler.__doc__ or sub.command.__name__}",
+                include_in_schema=False,  # private to the service: not in the AsyncAPI
+            )
+            async def consume_command(message: RabbitMessage) -> None:
+                await self._process(sub, message)
+
+            return
+
         @self.broker.subscriber(
             main_queue(sub.queue, sub.patterns[0]),
             events_exchange(self.exchange_name),
@@ -204,7 +289,7 @@ class EventBus:
         headers: dict[str, Any] = dict(raw.headers or {})
         attempt = int(headers.get(ATTEMPT_HEADER, 0) or 0) + 1
         try:
-            event = parse_event(raw.body)
+            event = _parse(sub, raw.body)
         except ValueError as exc:
             await self._dead_letter(sub, raw, headers, attempt, f"unparseable event: {exc}")
             await message.ack()
@@ -299,6 +384,18 @@ class EventBus:
             persist=True,
             mandatory=True,
         )
+
+
+def _parse(sub: Subscription, body: bytes) -> Envelope:
+    """The message's envelope: an event of the catalog, or the subscription's command."""
+    if sub.command is None:
+        return parse_event(body)
+    try:
+        envelope = Envelope.model_validate_json(body)
+        sub.command.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise ValueError(f"invalid command: {exc.error_count()} error(s)") from exc
+    return envelope
 
 
 def _describe(exc: BaseException) -> str:

@@ -341,18 +341,6 @@ class EmailFailed(_EmailEvent):
     reason: str
 
 
-@register
-class EmailBatchQueued(EventData):
-    """Messages accepted by delivery wait to be sent (delivery API/consumer → delivery
-    workers). Internal: the work item of the one send pipeline, not sent to webhooks."""
-
-    event_type = "email_batch.queued"
-    public = False
-    urgent = True
-    message_ids: list[str]
-    batch_id: str | None = None
-
-
 # ---------------------------------------------------------------- inbox_message.* (inbox)
 
 

@@ -7,6 +7,11 @@ claims pending rows with `FOR UPDATE SKIP LOCKED` (several relays never publish 
 row), publishes them to `pm.events` with publisher confirms, then marks them published in
 the same transaction. It wakes on LISTEN/NOTIFY and polls as a fallback.
 
+Commands (`libs.common.commands`: work items a service sends itself) are outbox rows too:
+`enqueue_commands` writes them with their own exchange (the default one, so the routing key
+is the service's private queue) and an optional `not_before`, before which the relay leaves
+them alone: a scheduled command is published when due, never by a second path.
+
 Rows go out urgent first (`EventData.urgent`: work items and deadline-bound invalidations,
 outbox `priority` 1), then in creation order: a bulk write's 10,000 routine facts do not
 hold up the work items committed after them. Order within one priority is creation order.
@@ -20,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -103,6 +110,41 @@ def _copy_text(value: str) -> str:
     if "\t" in value or "\n" in value or "\r" in value:
         value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return value
+
+
+# Commands overtake routine facts like urgent events: their one handler drives a pipeline.
+COMMAND_PRIORITY = 1
+_COMMAND_COLUMNS = [*_COPY_COLUMNS, "exchange", "not_before"]
+
+
+async def enqueue_commands(
+    conn: asyncpg.Connection, queue: str, items: Iterable[tuple[Envelope, datetime | None]]
+) -> int:
+    """Write commands (`libs.common.commands.make_command` envelopes) for `queue` to the
+    outbox by one COPY, each `(command, not_before)`: published straight to the queue (the
+    default exchange, routing key = the queue) once `not_before` (None: now) has passed.
+    Call it inside the domain change's transaction. Returns how many commands were written."""
+    headers = _copy_text(orjson.dumps(_trace_headers()).decode())
+    lines: list[str] = []
+    for command, not_before in items:
+        fields = (str(command.id), command.type, queue, command.tenant_id)
+        lines.append(
+            "\t".join(map(_copy_text, (*fields, command.model_dump_json())))
+            + f"\t{headers}\t{COMMAND_PRIORITY}\t\t"
+            + (not_before.isoformat() if not_before is not None else "\\N")
+            + "\n"
+        )
+    if not lines:
+        return 0
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.enqueue_commands must run inside a transaction")
+    await conn.copy_to_table(
+        "outbox",
+        source=io.BytesIO("".join(lines).encode()),
+        columns=_COMMAND_COLUMNS,
+        format="text",
+    )
+    return len(lines)
 
 
 async def enqueue_copy(
@@ -234,8 +276,11 @@ class OutboxRelay:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(
-                    "SELECT id, routing_key, payload::text AS payload, headers, created_at"
-                    " FROM outbox WHERE published_at IS NULL ORDER BY priority DESC, created_at"
+                    "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
+                    " greatest(created_at, not_before) AS created_at FROM outbox"
+                    " WHERE published_at IS NULL"
+                    " AND (not_before IS NULL OR not_before <= now())"
+                    " ORDER BY priority DESC, created_at"
                     " LIMIT $1"
                     " FOR UPDATE SKIP LOCKED",
                     self.batch_limit,
@@ -276,6 +321,8 @@ class OutboxRelay:
 
     async def _publish_row(self, amqp: aiormq.abc.AbstractChannel, row: asyncpg.Record) -> None:
         stored: dict[str, Any] = row["headers"] or {}
+        # A command names its exchange ("": the default one, straight to its queue).
+        exchange = self.exchange_name if row["exchange"] is None else row["exchange"]
         # The publish span is a child of the request that wrote the row, and becomes the
         # parent of the consumer's span: one trace from HTTP through outbox and broker.
         span = tracer.start_span(
@@ -284,7 +331,7 @@ class OutboxRelay:
             kind=trace.SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
-                "messaging.destination.name": self.exchange_name,
+                "messaging.destination.name": exchange or row["routing_key"],
                 "messaging.message.id": str(row["id"]),
             },
         )
@@ -294,7 +341,7 @@ class OutboxRelay:
             # A broker nack raises aiormq's DeliveryError: the batch is not marked.
             await amqp.basic_publish(
                 _json_bytes(row["payload"]),
-                exchange=self.exchange_name,
+                exchange=exchange,
                 routing_key=row["routing_key"],
                 properties=spec.Basic.Properties(
                     message_id=str(row["id"]),

@@ -216,7 +216,15 @@ class PrincipalDependency:
     `require_scope` built on the same instance verifies the token only once.
     """
 
-    def __init__(self, key_provider: KeyProvider, *, audience: str, leeway: int = 5) -> None:
+    def __init__(
+        self,
+        key_provider: KeyProvider | None = None,
+        *,
+        audience: str | None = None,
+        leeway: int = 5,
+    ) -> None:
+        # Without them, the app's settings (`app.state.settings`, set by `create_app`) give
+        # the key set and the audience at request time: routers can live at module level.
         self._key_provider = key_provider
         self._audience = audience
         self._leeway = leeway
@@ -227,10 +235,11 @@ class PrincipalDependency:
         if not token:
             raise Unauthorized("Missing internal principal.", code="principal_missing")
         try:
+            keys, audience = self._verification(request)
             principal = verify_principal(
                 token,
-                self._key_provider(),
-                audience=self._audience,
+                keys,
+                audience=audience,
                 method=request.method,
                 path=request.scope["path"],
                 leeway=self._leeway,
@@ -243,14 +252,26 @@ class PrincipalDependency:
         tenant_id_var.set(principal.tenant_id)
         return principal
 
+    def _verification(self, request: Request) -> tuple[str, str]:
+        """The public key set and the audience to verify this request's token with."""
+        if self._key_provider is not None and self._audience is not None:
+            return self._key_provider(), self._audience
+        settings = request.app.state.settings
+        return str(settings.principal_public_keys), str(settings.service_name)
+
+
+# The principal of a request to any service, verified with that app's settings: the one
+# instance every module-level router uses (FastAPI caches a dependency per request by
+# identity, so each request's token is verified once). Example: `services/keys/auth.py`.
+current_principal = PrincipalDependency()
+
 
 def principal_dependency(
     key_provider: KeyProvider, *, audience: str, leeway: int = 5
 ) -> PrincipalDependency:
-    """The dependency that guards a service's routes, e.g.
-    `current_principal = principal_dependency(lambda: settings.principal_public_keys,
-    audience=settings.service_name)` then
-    `principal: Annotated[Principal, Depends(current_principal)]`.
+    """A guard with a fixed key set and audience, for an app without service settings (test
+    upstreams, benches). Services use `current_principal`, which reads both from the app's
+    settings: `principal: Annotated[Principal, Depends(current_principal)]`.
     """
     return PrincipalDependency(key_provider, audience=audience, leeway=leeway)
 

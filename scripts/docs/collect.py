@@ -63,6 +63,13 @@ class _RecordingBus:
         self.queues.append({"queue": f"{self.service}.{purpose}", "patterns": list(patterns)})
         return lambda handler: handler
 
+    def on(self, purpose: str, *types: Any, **options: Any) -> Any:
+        return self.subscribe(purpose, [t.event_type for t in types])
+
+    def handle_command(self, command: Any, **options: Any) -> Any:
+        # A command queue is private to its service: not part of the AsyncAPI document.
+        return lambda handler: handler
+
 
 def _subscriptions(service: str) -> list[dict[str, Any]]:
     try:

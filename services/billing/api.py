@@ -1,6 +1,7 @@
 """HTTP API of the billing service: `/api/v1/billing/*` for dashboard users (behind the
 gateway's signed principal) and `POST /hooks/stripe` for Stripe (no principal: the
-`Stripe-Signature` is verified instead)."""
+`Stripe-Signature` is verified instead). Routers are declared at module level; who may call
+them is `auth.py`, settings come from the app (`app.state.settings`)."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -9,11 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from libs.common.app import create_app
-from libs.common.http import ApiError, ErrorEnvelope, Forbidden, SuccessEnvelope, ok
+from libs.common.app import app_settings, create_app
+from libs.common.http import ApiError, ErrorEnvelope, SuccessEnvelope, ok
 from libs.common.pagination import ListParams, list_params, reject_unknown_query
-from libs.common.principal import Principal, principal_dependency
 from libs.common.resources import Resources
+from services.billing.auth import Owner
 from services.billing.schemas import (
     BillingStateOut,
     CheckoutSessionIn,
@@ -39,74 +40,64 @@ def _service(request: Request) -> BillingService:
 
 
 Service = Annotated[BillingService, Depends(_service)]
+Settings = Annotated[BillingSettings, Depends(app_settings)]
 PaymentParams = Annotated[ListParams, Depends(list_params(("created_at",), default_limit=25))]
 
 
-def build_routers(settings: BillingSettings) -> list[APIRouter]:
-    principal = principal_dependency(
-        lambda: settings.principal_public_keys, audience=settings.service_name
+api = APIRouter(
+    prefix="/api/v1/billing",
+    tags=["billing"],
+    responses=_ERRORS,
+    dependencies=[Depends(reject_unknown_query)],
+)
+
+
+@api.get("/plans", response_model=SuccessEnvelope[list[PlanOut]])
+async def list_plans(p: Owner, svc: Service) -> dict[str, Any]:
+    return ok(svc.plans(p.mode))
+
+
+@api.post("/checkout-sessions", status_code=201, response_model=SuccessEnvelope[CheckoutSessionOut])
+async def create_checkout_session(
+    body: CheckoutSessionIn, p: Owner, svc: Service
+) -> dict[str, Any]:
+    return ok(await svc.create_checkout_session(p.tenant_id, p.mode, body.plan_id))
+
+
+@api.post("/portal-sessions", status_code=201, response_model=SuccessEnvelope[PortalSessionOut])
+async def create_portal_session(
+    p: Owner, svc: Service, body: PortalSessionIn | None = None
+) -> dict[str, Any]:
+    return ok(await svc.create_portal_session(p.tenant_id, p.mode))
+
+
+@api.get("/subscription", response_model=SuccessEnvelope[BillingStateOut])
+async def get_subscription(p: Owner, svc: Service) -> dict[str, Any]:
+    return ok(await svc.subscription_view(p.tenant_id, p.mode))
+
+
+@api.get("/payments", response_model=SuccessEnvelope[list[PaymentOut]])
+async def list_payments(
+    p: Owner,
+    svc: Service,
+    params: PaymentParams,
+    status: Annotated[str | None, Query(max_length=50, description="Exact status.")] = None,
+    subscription_id: Annotated[str | None, Query(max_length=255)] = None,
+) -> dict[str, Any]:
+    page = await svc.payments(
+        p.tenant_id, p.mode, params, status=status, subscription_id=subscription_id
     )
+    return page.envelope()
 
-    async def dashboard_user(p: Annotated[Principal, Depends(principal)]) -> Principal:
-        # The gateway admits only owners' access tokens here; an API key never manages billing.
-        if p.subject_type != "user":
-            raise Forbidden("Billing is managed from the dashboard with a user access token.")
-        return p
 
-    Owner = Annotated[Principal, Depends(dashboard_user)]
-    api = APIRouter(
-        prefix="/api/v1/billing",
-        tags=["billing"],
-        responses=_ERRORS,
-        dependencies=[Depends(reject_unknown_query)],
-    )
+hooks = APIRouter(tags=["stripe"], responses=_ERRORS)
 
-    @api.get("/plans", response_model=SuccessEnvelope[list[PlanOut]])
-    async def list_plans(p: Owner, svc: Service) -> dict[str, Any]:
-        return ok(svc.plans(p.mode))
 
-    @api.post(
-        "/checkout-sessions", status_code=201, response_model=SuccessEnvelope[CheckoutSessionOut]
-    )
-    async def create_checkout_session(
-        body: CheckoutSessionIn, p: Owner, svc: Service
-    ) -> dict[str, Any]:
-        return ok(await svc.create_checkout_session(p.tenant_id, p.mode, body.plan_id))
-
-    @api.post("/portal-sessions", status_code=201, response_model=SuccessEnvelope[PortalSessionOut])
-    async def create_portal_session(
-        p: Owner, svc: Service, body: PortalSessionIn | None = None
-    ) -> dict[str, Any]:
-        return ok(await svc.create_portal_session(p.tenant_id, p.mode))
-
-    @api.get("/subscription", response_model=SuccessEnvelope[BillingStateOut])
-    async def get_subscription(p: Owner, svc: Service) -> dict[str, Any]:
-        return ok(await svc.subscription_view(p.tenant_id, p.mode))
-
-    @api.get("/payments", response_model=SuccessEnvelope[list[PaymentOut]])
-    async def list_payments(
-        p: Owner,
-        svc: Service,
-        params: PaymentParams,
-        status: Annotated[str | None, Query(max_length=50, description="Exact status.")] = None,
-        subscription_id: Annotated[str | None, Query(max_length=255)] = None,
-    ) -> dict[str, Any]:
-        page = await svc.payments(
-            p.tenant_id, p.mode, params, status=status, subscription_id=subscription_id
-        )
-        return page.envelope()
-
-    hooks = APIRouter(tags=["stripe"], responses=_ERRORS)
-
-    @hooks.post("/hooks/stripe", response_model=SuccessEnvelope[WebhookReceipt])
-    async def stripe_webhook(request: Request, svc: Service) -> JSONResponse:
-        payload = await _bounded_body(request, settings.stripe_webhook_max_bytes)
-        event_id, stored = await svc.receive_webhook(
-            payload, request.headers.get("stripe-signature")
-        )
-        return JSONResponse(ok({"received": True, "event_id": event_id, "duplicate": not stored}))
-
-    return [api, hooks]
+@hooks.post("/hooks/stripe", response_model=SuccessEnvelope[WebhookReceipt])
+async def stripe_webhook(request: Request, svc: Service, settings: Settings) -> JSONResponse:
+    payload = await _bounded_body(request, settings.stripe_webhook_max_bytes)
+    event_id, stored = await svc.receive_webhook(payload, request.headers.get("stripe-signature"))
+    return JSONResponse(ok({"received": True, "event_id": event_id, "duplicate": not stored}))
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
@@ -140,6 +131,6 @@ def create_api(settings: BillingSettings | None = None) -> FastAPI:
         process="api",
         readiness=resources.readiness(),
         lifespan=lifespan,
-        routers=build_routers(settings),
+        routers=[api, hooks],
         title="PenguinMails billing service",
     )

@@ -13,11 +13,11 @@ from services.billing.service import BillingService, UnknownStripeEvent
 def setup(bus: EventBus, service: BillingService) -> None:
     # No transaction from the bus: the handler reads Stripe first, then records the inbox
     # mark together with its writes (see BillingService.process_event).
-    @bus.subscribe("stripe", ["stripe_event.received"], inbox=False)
-    async def apply_stripe_event(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+    @bus.on("stripe", StripeEventReceived, inbox=False)
+    async def apply_stripe_event(
+        data: StripeEventReceived, event: Envelope, _conn: asyncpg.Connection | None
+    ) -> None:
         """Apply a stored Stripe event from Stripe's current state (once)."""
-        data = event.payload()
-        assert isinstance(data, StripeEventReceived)
         try:
             await service.process_event(data.stripe_event_id, envelope=event)
         except UnknownStripeEvent as exc:

@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from libs.common.pagination import Keyset, ListParams, keyset_sql
+from libs.common.tenancy import TenantScope
 
 CONTACT_COLUMNS = (
     "id, email, first_name, last_name, company, tags, custom_fields, status, created_at, updated_at"
@@ -37,18 +38,11 @@ CONTACT_SORT_COLUMNS = {
 CREATED_SORT = {"created_at": "created_at"}
 
 
-class Owner(NamedTuple):
-    """Whose data a query may see: a tenant, in live or test mode."""
-
-    tenant_id: str
-    mode: str
-
-
 # ---------------------------------------------------------------- contacts
 
 
 async def insert_contact(
-    conn: asyncpg.Connection, owner: Owner, contact_id: UUID, fields: dict[str, Any]
+    conn: asyncpg.Connection, owner: TenantScope, contact_id: UUID, fields: dict[str, Any]
 ) -> asyncpg.Record | None:
     """The new contact, or None when the tenant already has this email."""
     return await conn.fetchrow(
@@ -69,7 +63,11 @@ async def insert_contact(
 
 
 async def get_contact(
-    conn: asyncpg.Connection | asyncpg.Pool, owner: Owner, contact_id: UUID, *, lock: bool = False
+    conn: asyncpg.Connection | asyncpg.Pool,
+    owner: TenantScope,
+    contact_id: UUID,
+    *,
+    lock: bool = False,
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = $1 AND tenant_id = $2 AND mode = $3"
@@ -92,7 +90,7 @@ _CONTACT_UPDATABLE = (
 
 
 async def update_contact(
-    conn: asyncpg.Connection, owner: Owner, contact_id: UUID, changes: dict[str, Any]
+    conn: asyncpg.Connection, owner: TenantScope, contact_id: UUID, changes: dict[str, Any]
 ) -> asyncpg.Record | None:
     """Apply `changes` (column -> value); raises UniqueViolationError on a taken email."""
     columns = [c for c in _CONTACT_UPDATABLE if c in changes]
@@ -108,7 +106,7 @@ async def update_contact(
 
 
 async def delete_contact(
-    conn: asyncpg.Connection, owner: Owner, contact_id: UUID
+    conn: asyncpg.Connection, owner: TenantScope, contact_id: UUID
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "DELETE FROM contacts WHERE id = $1 AND tenant_id = $2 AND mode = $3"
@@ -146,7 +144,7 @@ class ContactFilter:
 
 
 async def list_contacts(
-    conn: asyncpg.Pool, owner: Owner, flt: ContactFilter, params: ListParams
+    conn: asyncpg.Pool, owner: TenantScope, flt: ContactFilter, params: ListParams
 ) -> list[asyncpg.Record]:
     """Up to `limit + 1` contacts (the extra row tells `has_more`)."""
     where, args = _contact_where(owner, flt)
@@ -172,7 +170,7 @@ async def _list(
     )
 
 
-async def count_contacts(conn: asyncpg.Pool, owner: Owner, flt: ContactFilter) -> int:
+async def count_contacts(conn: asyncpg.Pool, owner: TenantScope, flt: ContactFilter) -> int:
     where, args = _contact_where(owner, flt)
     n: int = await conn.fetchval(
         f"SELECT count(*) FROM contacts WHERE {' AND '.join(where)}", *args
@@ -180,7 +178,7 @@ async def count_contacts(conn: asyncpg.Pool, owner: Owner, flt: ContactFilter) -
     return n
 
 
-def _contact_where(owner: Owner, flt: ContactFilter) -> tuple[list[str], list[Any]]:
+def _contact_where(owner: TenantScope, flt: ContactFilter) -> tuple[list[str], list[Any]]:
     where = ["tenant_id = $1", "mode = $2"]
     args: list[Any] = [owner.tenant_id, owner.mode]
 
@@ -251,7 +249,7 @@ async def _binary_jsonb(conn: asyncpg.Connection) -> AsyncIterator[None]:
 
 
 async def existing_contact_emails(
-    conn: asyncpg.Connection, owner: Owner, emails: Sequence[str]
+    conn: asyncpg.Connection, owner: TenantScope, emails: Sequence[str]
 ) -> set[str]:
     """Which of `emails` (returned as given) the owner already has, in any case."""
     rows = await conn.fetch(
@@ -265,7 +263,7 @@ async def existing_contact_emails(
 
 
 async def copy_new_contacts(
-    conn: asyncpg.Connection, owner: Owner, rows: AsyncIterable[ImportRow]
+    conn: asyncpg.Connection, owner: TenantScope, rows: AsyncIterable[ImportRow]
 ) -> bool:
     """COPY contacts the owner does not have straight into `contacts` (no staging table, no
     ON CONFLICT: the import's fast path), streaming `rows` as they come. False, with nothing
@@ -288,7 +286,7 @@ async def copy_new_contacts(
 
 
 async def upsert_contacts(
-    conn: asyncpg.Connection, owner: Owner, rows: Sequence[ImportRow]
+    conn: asyncpg.Connection, owner: TenantScope, rows: Sequence[ImportRow]
 ) -> list[asyncpg.Record]:
     """Insert or merge `rows` (emails unique among them): COPY into a temporary table, then
     one INSERT ... ON CONFLICT. Present fields overwrite, tags and custom fields merge, and a
@@ -355,7 +353,10 @@ async def suppress_contacts(
 
 
 async def insert_template(
-    conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, template_id: UUID, f: dict[str, Any]
+    conn: asyncpg.Pool | asyncpg.Connection,
+    owner: TenantScope,
+    template_id: UUID,
+    f: dict[str, Any],
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         "INSERT INTO templates (id, tenant_id, mode, name, subject, html, text, variables, key)"
@@ -375,7 +376,7 @@ async def insert_template(
 
 
 async def get_template(
-    conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, template_id: UUID
+    conn: asyncpg.Pool | asyncpg.Connection, owner: TenantScope, template_id: UUID
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id = $1 AND tenant_id = $2 AND mode = $3",
@@ -386,7 +387,7 @@ async def get_template(
 
 
 async def update_template(
-    conn: asyncpg.Pool, owner: Owner, template_id: UUID, changes: dict[str, Any]
+    conn: asyncpg.Pool, owner: TenantScope, template_id: UUID, changes: dict[str, Any]
 ) -> asyncpg.Record | None:
     columns = [c for c in ("name", "key", "subject", "html", "text", "variables") if c in changes]
     sets = "".join(f"{c} = ${i + 4}, " for i, c in enumerate(columns))
@@ -400,7 +401,7 @@ async def update_template(
     )
 
 
-async def delete_template(conn: asyncpg.Pool, owner: Owner, template_id: UUID) -> bool:
+async def delete_template(conn: asyncpg.Pool, owner: TenantScope, template_id: UUID) -> bool:
     deleted = await conn.fetchval(
         "DELETE FROM templates WHERE id = $1 AND tenant_id = $2 AND mode = $3 RETURNING true",
         template_id,
@@ -411,7 +412,7 @@ async def delete_template(conn: asyncpg.Pool, owner: Owner, template_id: UUID) -
 
 
 async def list_templates(
-    conn: asyncpg.Pool, owner: Owner, flt: TemplateFilter, params: ListParams
+    conn: asyncpg.Pool, owner: TenantScope, flt: TemplateFilter, params: ListParams
 ) -> list[asyncpg.Record]:
     where, args = _owned(owner, created_after=flt.created_after, created_before=flt.created_before)
     if flt.name is not None:
@@ -421,7 +422,7 @@ async def list_templates(
 
 
 def _owned(
-    owner: Owner, *, created_after: datetime | None, created_before: datetime | None
+    owner: TenantScope, *, created_after: datetime | None, created_before: datetime | None
 ) -> tuple[list[str], list[Any]]:
     where = ["tenant_id = $1", "mode = $2"]
     args: list[Any] = [owner.tenant_id, owner.mode]
@@ -438,7 +439,7 @@ def _owned(
 
 
 async def insert_campaign(
-    conn: asyncpg.Pool, owner: Owner, campaign_id: UUID, f: dict[str, Any]
+    conn: asyncpg.Pool, owner: TenantScope, campaign_id: UUID, f: dict[str, Any]
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         "INSERT INTO campaigns (id, tenant_id, mode, name, from_email, from_name, reply_to,"
@@ -466,7 +467,11 @@ async def insert_campaign(
 
 
 async def get_campaign(
-    conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, campaign_id: UUID, *, lock: bool = False
+    conn: asyncpg.Pool | asyncpg.Connection,
+    owner: TenantScope,
+    campaign_id: UUID,
+    *,
+    lock: bool = False,
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1 AND tenant_id = $2 AND mode = $3"
@@ -519,7 +524,7 @@ async def delete_campaign(conn: asyncpg.Connection, campaign_id: UUID) -> None:
 
 
 async def list_campaigns(
-    conn: asyncpg.Pool, owner: Owner, flt: CampaignFilter, params: ListParams
+    conn: asyncpg.Pool, owner: TenantScope, flt: CampaignFilter, params: ListParams
 ) -> list[asyncpg.Record]:
     where, args = _owned(owner, created_after=flt.created_after, created_before=flt.created_before)
     if flt.status is not None:
@@ -531,7 +536,9 @@ async def list_campaigns(
     return await _list(conn, "campaigns", CAMPAIGN_COLUMNS, where, args, params, CREATED_SORT)
 
 
-async def existing_contact_ids(conn: asyncpg.Pool, owner: Owner, ids: Sequence[UUID]) -> set[UUID]:
+async def existing_contact_ids(
+    conn: asyncpg.Pool, owner: TenantScope, ids: Sequence[UUID]
+) -> set[UUID]:
     rows = await conn.fetch(
         "SELECT id FROM contacts WHERE tenant_id = $1 AND mode = $2 AND id = ANY($3::uuid[])",
         owner.tenant_id,
@@ -543,7 +550,7 @@ async def existing_contact_ids(conn: asyncpg.Pool, owner: Owner, ids: Sequence[U
 
 async def freeze_recipients(
     conn: asyncpg.Connection,
-    owner: Owner,
+    owner: TenantScope,
     campaign_id: UUID,
     *,
     contact_ids: Sequence[UUID] | None,
@@ -816,7 +823,7 @@ _SINCE_DAY = "(($3::timestamptz) AT TIME ZONE 'UTC')::date"
 
 
 async def tenant_event_totals(
-    conn: asyncpg.Pool, owner: Owner, since: datetime
+    conn: asyncpg.Pool, owner: TenantScope, since: datetime
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT event_type, sum(events)::bigint AS total, sum(latest)::bigint AS uniq"
@@ -829,7 +836,7 @@ async def tenant_event_totals(
 
 
 async def tenant_event_daily(
-    conn: asyncpg.Pool, owner: Owner, since: datetime
+    conn: asyncpg.Pool, owner: TenantScope, since: datetime
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT day, event_type, sum(events)::bigint AS total, sum(messages)::bigint AS uniq"
@@ -879,7 +886,7 @@ async def contact_timeline(
 
 
 async def get_template_by_ref(
-    conn: asyncpg.Pool | asyncpg.Connection, owner: Owner, ref: str
+    conn: asyncpg.Pool | asyncpg.Connection, owner: TenantScope, ref: str
 ) -> asyncpg.Record | None:
     """A template by its id, or by its tenant-chosen key."""
     try:
@@ -896,7 +903,7 @@ async def get_template_by_ref(
 
 
 async def ensure_contacts(
-    conn: asyncpg.Connection, owner: Owner, rows: Sequence[tuple[str, str]]
+    conn: asyncpg.Connection, owner: TenantScope, rows: Sequence[tuple[str, str]]
 ) -> tuple[dict[str, UUID], list[asyncpg.Record]]:
     """Contacts for (new id, email) pairs: created when the address is new, else the existing
     one untouched. Returns ids by lower-cased email, and the rows created."""
@@ -952,7 +959,7 @@ async def apply_sender_defaults(
 
 
 async def sender_defaults(
-    conn: asyncpg.Connection | asyncpg.Pool, owner: Owner
+    conn: asyncpg.Connection | asyncpg.Pool, owner: TenantScope
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT default_from, default_from_name, default_reply_to FROM sender_defaults"
@@ -1004,7 +1011,7 @@ async def last_campaign_reaching(
 
 
 async def contact_by_email(
-    conn: asyncpg.Connection, owner: Owner, email: str
+    conn: asyncpg.Connection, owner: TenantScope, email: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND mode = $2"
@@ -1019,7 +1026,7 @@ CONVERSION_COLUMNS = "id, contact_id, goal, value, currency, campaign_id, occurr
 
 
 async def insert_conversion(
-    conn: asyncpg.Connection, owner: Owner, row: dict[str, Any]
+    conn: asyncpg.Connection, owner: TenantScope, row: dict[str, Any]
 ) -> tuple[asyncpg.Record, bool]:
     """(the conversion, True when new); an existing one with the same natural key is returned
     unchanged."""
@@ -1104,7 +1111,7 @@ IMPORT_COLUMNS = (
 
 async def insert_import(
     conn: asyncpg.Connection,
-    owner: Owner,
+    owner: TenantScope,
     import_id: UUID,
     chunks: Sequence[tuple[int, bytes]],
     total: int,
@@ -1128,7 +1135,9 @@ async def insert_import(
     return row
 
 
-async def get_import(conn: asyncpg.Pool, owner: Owner, import_id: UUID) -> asyncpg.Record | None:
+async def get_import(
+    conn: asyncpg.Pool, owner: TenantScope, import_id: UUID
+) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {IMPORT_COLUMNS} FROM contact_imports WHERE id = $1 AND tenant_id = $2"
         " AND mode = $3",

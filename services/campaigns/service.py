@@ -56,12 +56,12 @@ from libs.common.http import (
 )
 from libs.common.pagination import ListParams, Page
 from libs.common.templating import LIMIT_ERROR_CODE, LIMIT_ERROR_MEANING
+from libs.common.tenancy import TenantScope
 from services.campaigns import repository as repo
 from services.campaigns.repository import (
     CampaignFilter,
     ContactFilter,
     ImportRow,
-    Owner,
     TemplateFilter,
 )
 from services.campaigns.schemas import (
@@ -132,7 +132,7 @@ def _template_error(problem: TemplateProblem, field_prefix: str = "") -> ApiErro
     )
 
 
-def _event(owner: Owner, data: EventData, subject: str) -> Any:
+def _event(owner: TenantScope, data: EventData, subject: str) -> Any:
     return make_event(
         data, tenant_id=owner.tenant_id, source=SOURCE, subject=subject, mode=owner.mode
     )
@@ -170,7 +170,9 @@ def _email_taken(email: str) -> Conflict:
     )
 
 
-async def create_contact(pool: asyncpg.Pool, owner: Owner, body: ContactCreate) -> dict[str, Any]:
+async def create_contact(
+    pool: asyncpg.Pool, owner: TenantScope, body: ContactCreate
+) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         row = await repo.insert_contact(conn, owner, new_event_id(), body.model_dump())
         if row is None:
@@ -182,7 +184,7 @@ async def create_contact(pool: asyncpg.Pool, owner: Owner, body: ContactCreate) 
     return contact_out(row)
 
 
-async def get_contact(pool: asyncpg.Pool, owner: Owner, contact_id: UUID) -> dict[str, Any]:
+async def get_contact(pool: asyncpg.Pool, owner: TenantScope, contact_id: UUID) -> dict[str, Any]:
     row = await repo.get_contact(pool, owner, contact_id)
     if row is None:
         raise NotFound("Contact not found.")
@@ -190,7 +192,7 @@ async def get_contact(pool: asyncpg.Pool, owner: Owner, contact_id: UUID) -> dic
 
 
 async def update_contact(
-    pool: asyncpg.Pool, owner: Owner, contact_id: UUID, body: ContactUpdate
+    pool: asyncpg.Pool, owner: TenantScope, contact_id: UUID, body: ContactUpdate
 ) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     for key in ("email", "tags", "custom_fields", "status"):
@@ -220,7 +222,9 @@ async def update_contact(
     return contact_out(row)
 
 
-async def delete_contact(pool: asyncpg.Pool, owner: Owner, contact_id: UUID) -> dict[str, Any]:
+async def delete_contact(
+    pool: asyncpg.Pool, owner: TenantScope, contact_id: UUID
+) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         row = await repo.delete_contact(conn, owner, contact_id)
         if row is None:
@@ -255,7 +259,7 @@ def parse_custom_field_filters(raw: list[str]) -> list[tuple[str, list[Any]]]:
 
 async def list_contacts(
     pool: asyncpg.Pool,
-    owner: Owner,
+    owner: TenantScope,
     flt: ContactFilter,
     params: ListParams,
     *,
@@ -459,7 +463,7 @@ def _raw_emails(items: list[Any]) -> list[str]:
 
 
 def _import_events(
-    owner: Owner, fresh: list[ImportRow], merged: list[asyncpg.Record]
+    owner: TenantScope, fresh: list[ImportRow], merged: list[asyncpg.Record]
 ) -> Iterator[dict[str, Any]]:
     """One contact.created per new row, then one contact.updated (`changed: ["import"]`) per
     existing one, stamped from two templates (`stamp_events`): a pydantic model per row would
@@ -486,7 +490,7 @@ def _import_events(
 
 
 async def import_contacts(
-    pool: asyncpg.Pool, owner: Owner, items: list[Any], max_rows: int
+    pool: asyncpg.Pool, owner: TenantScope, items: list[Any], max_rows: int
 ) -> dict[str, Any]:
     """Upsert every valid row in one transaction; every other row is in `errors` with its
     1-based row number. Publishes contact.created / contact.updated per imported row.
@@ -503,7 +507,9 @@ async def import_contacts(
         return await import_rows(conn, owner, items)
 
 
-async def import_rows(conn: asyncpg.Connection, owner: Owner, items: list[Any]) -> dict[str, Any]:
+async def import_rows(
+    conn: asyncpg.Connection, owner: TenantScope, items: list[Any]
+) -> dict[str, Any]:
     """`import_contacts`' work inside the caller's transaction (the import job commits each
     chunk with its progress). Row numbers in `errors` are 1-based within `items`."""
     emails = _raw_emails(items)
@@ -558,7 +564,9 @@ def _check_template_parts(parts: dict[str, str | None], prefix: str = "body.") -
             raise _template_error(problem, prefix) from problem
 
 
-async def create_template(pool: asyncpg.Pool, owner: Owner, body: TemplateCreate) -> dict[str, Any]:
+async def create_template(
+    pool: asyncpg.Pool, owner: TenantScope, body: TemplateCreate
+) -> dict[str, Any]:
     _check_template_parts(body.model_dump())
     try:
         row = await repo.insert_template(pool, owner, new_event_id(), body.model_dump())
@@ -575,7 +583,7 @@ def _key_taken(key: str | None) -> Conflict:
     )
 
 
-async def get_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -> dict[str, Any]:
+async def get_template(pool: asyncpg.Pool, owner: TenantScope, template_id: UUID) -> dict[str, Any]:
     row = await repo.get_template(pool, owner, template_id)
     if row is None:
         raise NotFound("Template not found.")
@@ -583,7 +591,7 @@ async def get_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -> d
 
 
 async def update_template(
-    pool: asyncpg.Pool, owner: Owner, template_id: UUID, body: TemplateUpdate
+    pool: asyncpg.Pool, owner: TenantScope, template_id: UUID, body: TemplateUpdate
 ) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     for key in ("name", "subject", "variables"):
@@ -607,21 +615,23 @@ async def update_template(
     return template_out(row)
 
 
-async def delete_template(pool: asyncpg.Pool, owner: Owner, template_id: UUID) -> dict[str, Any]:
+async def delete_template(
+    pool: asyncpg.Pool, owner: TenantScope, template_id: UUID
+) -> dict[str, Any]:
     if not await repo.delete_template(pool, owner, template_id):
         raise NotFound("Template not found.")
     return {"id": template_id, "deleted": True}
 
 
 async def list_templates(
-    pool: asyncpg.Pool, owner: Owner, flt: TemplateFilter, params: ListParams
+    pool: asyncpg.Pool, owner: TenantScope, flt: TemplateFilter, params: ListParams
 ) -> Page[dict[str, Any]]:
     rows = await repo.list_templates(pool, owner, flt, params)
     return params.page(rows, template_out, sort_value=_sort_value)
 
 
 async def preview_template(
-    pool: asyncpg.Pool, owner: Owner, template_id: UUID, body: PreviewRequest
+    pool: asyncpg.Pool, owner: TenantScope, template_id: UUID, body: PreviewRequest
 ) -> dict[str, Any]:
     template = await repo.get_template(pool, owner, template_id)
     if template is None:
@@ -725,7 +735,7 @@ def _check_steps(steps: list[dict[str, Any]]) -> None:
                 raise _template_error(problem, where) from problem
 
 
-async def _check_references(pool: asyncpg.Pool, owner: Owner, fields: dict[str, Any]) -> None:
+async def _check_references(pool: asyncpg.Pool, owner: TenantScope, fields: dict[str, Any]) -> None:
     details: list[ErrorDetail] = []
     for i, step in enumerate(fields.get("steps") or []):
         if (
@@ -794,7 +804,9 @@ def _campaign_input(current: asyncpg.Record) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-async def create_campaign(pool: asyncpg.Pool, owner: Owner, body: CampaignCreate) -> dict[str, Any]:
+async def create_campaign(
+    pool: asyncpg.Pool, owner: TenantScope, body: CampaignCreate
+) -> dict[str, Any]:
     fields = _campaign_fields(body)
     _check_steps(fields["steps"])
     await _check_references(pool, owner, fields)
@@ -811,7 +823,7 @@ async def create_campaign(pool: asyncpg.Pool, owner: Owner, body: CampaignCreate
 
 async def _inline_recipients(
     conn: asyncpg.Connection,
-    owner: Owner,
+    owner: TenantScope,
     campaign_id: UUID,
     recipients: list[Any],
     fields: dict[str, Any],
@@ -838,7 +850,7 @@ async def _inline_recipients(
 async def _content_event(conn: asyncpg.Connection, row: Any, cls: type[EventData]) -> Any:
     """campaign.created / campaign.updated with the first step's content as it would be sent
     (the template's parts, overridden by inline ones)."""
-    owner = Owner(row["tenant_id"], row["mode"])
+    owner = TenantScope(row["tenant_id"], row["mode"])
     step = dict(row["steps"][0])
     if step.get("template_id"):
         t = await repo.get_template_by_ref(conn, owner, step["template_id"])
@@ -864,7 +876,7 @@ async def _content_event(conn: asyncpg.Connection, row: Any, cls: type[EventData
     )
 
 
-async def get_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def get_campaign(pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID) -> dict[str, Any]:
     row = await repo.get_campaign(pool, owner, campaign_id)
     if row is None:
         raise NotFound("Campaign not found.")
@@ -880,7 +892,7 @@ def _status_conflict(code: str, action: str, status: str) -> Conflict:
 
 
 async def update_campaign(
-    pool: asyncpg.Pool, owner: Owner, campaign_id: UUID, body: CampaignUpdate
+    pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID, body: CampaignUpdate
 ) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         current = await repo.get_campaign(conn, owner, campaign_id, lock=True)
@@ -911,7 +923,9 @@ async def update_campaign(
     return campaign_out(row)
 
 
-async def delete_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def delete_campaign(
+    pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID
+) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         current = await repo.get_campaign(conn, owner, campaign_id, lock=True)
         if current is None:
@@ -923,14 +937,14 @@ async def delete_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -
 
 
 async def list_campaigns(
-    pool: asyncpg.Pool, owner: Owner, flt: CampaignFilter, params: ListParams
+    pool: asyncpg.Pool, owner: TenantScope, flt: CampaignFilter, params: ListParams
 ) -> Page[dict[str, Any]]:
     rows = await repo.list_campaigns(pool, owner, flt, params)
     return params.page(rows, campaign_out, sort_value=_sort_value)
 
 
 async def _resolve_steps(
-    conn: asyncpg.Connection, owner: Owner, steps: list[dict[str, Any]]
+    conn: asyncpg.Connection, owner: TenantScope, steps: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Freeze each step's content (templates copied in) and prove it compiles."""
     resolved: list[dict[str, Any]] = []
@@ -962,13 +976,15 @@ async def _resolve_steps(
 
 
 def _campaign_event(row: Any, cls: type[EventData], **extra: Any) -> Any:
-    owner = Owner(row["tenant_id"], row["mode"])
+    owner = TenantScope(row["tenant_id"], row["mode"])
     return _event(
         owner, cls(campaign_id=str(row["id"]), name=row["name"], **extra), f"campaigns/{row['id']}"
     )
 
 
-async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def start_campaign(
+    pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID
+) -> dict[str, Any]:
     """Freeze recipients and content; running now, or scheduled until `scheduled_at`."""
     now = datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
@@ -1017,7 +1033,9 @@ async def start_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) ->
     return campaign_out(row)
 
 
-async def _require_verified_domain(conn: asyncpg.Connection, owner: Owner, sender: str) -> None:
+async def _require_verified_domain(
+    conn: asyncpg.Connection, owner: TenantScope, sender: str
+) -> None:
     """A live campaign sends only From a domain the tenant verified (or a subdomain of one),
     as known from delivery's domain.* events; test mode is exempt."""
     if owner.mode != "live":
@@ -1034,7 +1052,7 @@ async def _require_verified_domain(conn: asyncpg.Connection, owner: Owner, sende
         )
 
 
-async def _sender(conn: asyncpg.Connection, owner: Owner, campaign: Any) -> dict[str, Any]:
+async def _sender(conn: asyncpg.Connection, owner: TenantScope, campaign: Any) -> dict[str, Any]:
     """The sender columns a campaign without from_email freezes at start: the tenant's default
     sender (read model of sending_settings.updated), else in test mode the sandbox sender."""
     if campaign["from_email"]:
@@ -1063,21 +1081,27 @@ async def _sender(conn: asyncpg.Connection, owner: Owner, campaign: Any) -> dict
     )
 
 
-async def pause_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def pause_campaign(
+    pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID
+) -> dict[str, Any]:
     return await _transition(pool, owner, campaign_id, "pause", "paused", CampaignPaused)
 
 
-async def resume_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def resume_campaign(
+    pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID
+) -> dict[str, Any]:
     return await _transition(pool, owner, campaign_id, "resume", None, CampaignResumed)
 
 
-async def cancel_campaign(pool: asyncpg.Pool, owner: Owner, campaign_id: UUID) -> dict[str, Any]:
+async def cancel_campaign(
+    pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID
+) -> dict[str, Any]:
     return await _transition(pool, owner, campaign_id, "cancel", "cancelled", CampaignCancelled)
 
 
 async def _transition(
     pool: asyncpg.Pool,
-    owner: Owner,
+    owner: TenantScope,
     campaign_id: UUID,
     action: str,
     target: str | None,
@@ -1168,7 +1192,7 @@ def parse_period(period: str) -> int:
     return int(found.group(1))
 
 
-async def email_analytics(pool: asyncpg.Pool, owner: Owner, period: str) -> dict[str, Any]:
+async def email_analytics(pool: asyncpg.Pool, owner: TenantScope, period: str) -> dict[str, Any]:
     days = parse_period(period)
     today = datetime.now(UTC).date()
     first = today - timedelta(days=days - 1)
@@ -1190,7 +1214,7 @@ async def email_analytics(pool: asyncpg.Pool, owner: Owner, period: str) -> dict
 
 
 async def campaign_analytics(
-    pool: asyncpg.Pool, owner: Owner, campaign_id: UUID, period: str | None = None
+    pool: asyncpg.Pool, owner: TenantScope, campaign_id: UUID, period: str | None = None
 ) -> dict[str, Any]:
     """Lifetime counts, or the last `period` days' (`1d`..`90d`, today included, UTC)."""
     campaign = await repo.get_campaign(pool, owner, campaign_id)
@@ -1239,7 +1263,7 @@ async def campaign_analytics(
 
 
 async def contact_analytics(
-    pool: asyncpg.Pool, owner: Owner, contact_id: UUID, limit: int, cursor: str | None
+    pool: asyncpg.Pool, owner: TenantScope, contact_id: UUID, limit: int, cursor: str | None
 ) -> tuple[dict[str, Any], Pagination]:
     """Engagement of one contact: totals and a newest-first timeline (cursor pages)."""
     contact = await repo.get_contact(pool, owner, contact_id)
@@ -1281,7 +1305,7 @@ async def contact_analytics(
 
 
 async def record_conversion(
-    pool: asyncpg.Pool, owner: Owner, body: ConversionCreate
+    pool: asyncpg.Pool, owner: TenantScope, body: ConversionCreate
 ) -> dict[str, Any]:
     """Record a goal once (same contact, goal and occurred_at: the stored one is returned),
     attributed to `campaign_id` or else to the last campaign that sent to the contact;
@@ -1369,7 +1393,7 @@ def import_job_out(row: Any) -> dict[str, Any]:
 
 
 async def submit_import(
-    pool: asyncpg.Pool, owner: Owner, items: list[Any], max_rows: int
+    pool: asyncpg.Pool, owner: TenantScope, items: list[Any], max_rows: int
 ) -> dict[str, Any]:
     """Accept an import job: the parsed rows are stored and a work item queued for the
     worker (contact_import.requested) in one transaction."""
@@ -1396,7 +1420,7 @@ async def submit_import(
     return import_job_out(row)
 
 
-async def get_import(pool: asyncpg.Pool, owner: Owner, import_id: UUID) -> dict[str, Any]:
+async def get_import(pool: asyncpg.Pool, owner: TenantScope, import_id: UUID) -> dict[str, Any]:
     row = await repo.get_import(pool, owner, import_id)
     if row is None:
         raise NotFound("Import not found.")
@@ -1413,7 +1437,7 @@ async def run_import(
         job = await repo.claim_import(conn, import_id)
     if job is None:
         return False
-    owner = Owner(job["tenant_id"], job["mode"])
+    owner = TenantScope(job["tenant_id"], job["mode"])
     done = job["processed"]
     while done < job["total"]:
         async with pool.acquire() as conn, conn.transaction():

@@ -1,8 +1,8 @@
 """Processes of the delivery service: `python -m services.delivery api|worker|relay|migrate`.
 
-`worker` consumes `email.requested` and `email_batch.queued` and runs the sweeper (due
-retries, delayed batches, claims of vanished workers) and the sending-domain checker; run as
-many as the providers allow.
+`worker` consumes `email.requested` and the private `SendBatch` commands (every send, delayed
+chunks and retries included) and runs the sweeper (claims of vanished workers, a backstop for
+overdue messages) and the sending-domain checker; run as many as the providers allow.
 """
 
 import logging

@@ -11,9 +11,10 @@
 - `delivery.inbox` (`email.replied`, `inbox_feedback.received`, inbox): the inbox's facts
   about a message: replies in its timeline and status, bounces (DSN) and unsubscribe
   requests by mail applied as ESP reports are.
-- `delivery.send` (`email_batch.queued`, no inbox): claims and sends the listed messages.
-  Idempotent by message state: a redelivered work item finds nothing queued to claim.
-  Claims are fair across tenants (`DeliveryService.dispatch`).
+- `delivery.send` (the private `SendBatch` command, no inbox): a wake-up to send. It claims
+  fairly across tenants (`DeliveryService.dispatch`), and again while any of its listed
+  messages still waits. Idempotent by message state: a redelivered command finds nothing
+  of its own to claim.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ from __future__ import annotations
 import asyncpg
 
 from libs.common.bus import EventBus, PermanentError
-from libs.common.events import EmailBatchQueued, EmailRequested, Envelope
+from libs.common.events import EmailRequested, Envelope
+from services.delivery.commands import SendBatch
 from services.delivery.service import DailyQuotaExceeded, DeliveryService, TemplateInvalid
 
 
 def setup(bus: EventBus, service: DeliveryService) -> None:
-    @bus.subscribe("requests", ["email.requested"])
-    async def on_email_requested(event: Envelope, conn: asyncpg.Connection | None) -> None:
+    @bus.on("requests", EmailRequested)
+    async def on_email_requested(
+        data: EmailRequested, event: Envelope, conn: asyncpg.Connection | None
+    ) -> None:
         """Accept a campaign send request into the send pipeline."""
         assert conn is not None
-        data = event.payload()
-        assert isinstance(data, EmailRequested)
         try:
             await service.accept_requested(conn, event.tenant_id, data)
         except TemplateInvalid as exc:
@@ -64,9 +66,7 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
         assert conn is not None
         await service.apply_inbox_event(conn, event)
 
-    @bus.subscribe("send", ["email_batch.queued"], inbox=False)
-    async def on_batch_queued(event: Envelope, _conn: asyncpg.Connection | None) -> None:
-        """Send the queued messages of one work item."""
-        data = event.payload()
-        assert isinstance(data, EmailBatchQueued)
-        await service.dispatch(data.message_ids)
+    @bus.handle_command(SendBatch)
+    async def on_send_batch(command: SendBatch) -> None:
+        """Send the queued messages of one send batch."""
+        await service.dispatch(command.message_ids)

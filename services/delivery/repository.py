@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -42,36 +42,46 @@ _CLAIMED_COLUMNS = """
     c.from_email, c.subject, c.html, c.text_body, c.reply_to, c.literal
 """
 
-MESSAGE_COLUMNS = (
-    "id",
-    "tenant_id",
-    "mode",
-    "content_id",
-    "batch_id",
-    "request_id",
-    "campaign_id",
-    "contact_id",
-    "step",
-    "to_email",
-    "variables",
-    "category",
-    "tags",
-    "metadata",
-    "track_opens",
-    "track_clicks",
-    "status",
-    "next_attempt_at",
-    "contact_tags",
-)
-TIMELINE_COLUMNS = (
-    "message_id",
-    "tenant_id",
-    "status",
-    "provider",
-    "provider_message_id",
-    "detail",
-    "occurred_at",
-)
+
+class MessageRow(NamedTuple):
+    """One `messages` row as the accept path writes it; field order is the COPY column
+    order (`MESSAGE_COLUMNS`), so a row goes to `copy_messages` or `insert_message` as is."""
+
+    id: str
+    tenant_id: str
+    mode: str
+    content_id: str
+    batch_id: str | None
+    request_id: str | None
+    campaign_id: str | None
+    contact_id: str | None
+    step: int | None
+    to_email: str
+    variables: dict[str, Any]
+    category: str
+    tags: list[str]
+    metadata: dict[str, str]
+    track_opens: bool
+    track_clicks: bool
+    status: str
+    next_attempt_at: datetime
+    contact_tags: list[str]
+
+
+class TimelineRow(NamedTuple):
+    """One `message_events` row (a timeline entry); field order is the COPY column order."""
+
+    message_id: str
+    tenant_id: str
+    status: str
+    provider: str | None
+    provider_message_id: str | None
+    detail: dict[str, Any]
+    occurred_at: datetime
+
+
+MESSAGE_COLUMNS: tuple[str, ...] = MessageRow._fields
+TIMELINE_COLUMNS: tuple[str, ...] = TimelineRow._fields
 
 
 # ---------------------------------------------------------------- accepting
@@ -107,7 +117,7 @@ async def insert_batch(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
     )
 
 
-async def insert_message(conn: asyncpg.Connection, row: Sequence[Any]) -> bool:
+async def insert_message(conn: asyncpg.Connection, row: MessageRow) -> bool:
     """One message; False when its (tenant, request_id) was accepted before."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(MESSAGE_COLUMNS) + 1))
     inserted = await conn.fetchval(
@@ -155,11 +165,11 @@ async def _copy_rows(
     )
 
 
-async def copy_messages(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+async def copy_messages(conn: asyncpg.Connection, rows: Sequence[MessageRow]) -> None:
     await _copy_rows(conn, "messages", MESSAGE_COLUMNS, rows)
 
 
-async def copy_timeline(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+async def copy_timeline(conn: asyncpg.Connection, rows: Sequence[TimelineRow]) -> None:
     if rows:
         await _copy_rows(conn, "message_events", TIMELINE_COLUMNS, rows)
 
@@ -201,8 +211,8 @@ async def claim(
 # Fair claiming: every tenant with queued work (a skip scan over `messages_queued_tenant`)
 # offers its oldest due messages, and the claim takes them round by round (each tenant's
 # first, then each tenant's second, ...), so one tenant's 100,000-message backlog never
-# stands in front of another tenant's single message. `$4` (grace) set: only the rows the
-# sweeper owns (retries, requeued claims, delayed chunks, work items long overdue).
+# stands in front of another tenant's single message. `$4` (grace) set: only the sweeper's
+# backstop, messages overdue by that long (their SendBatch was lost or dead-lettered).
 _CLAIM_FAIR = f"""
 WITH RECURSIVE tenants AS (
     (SELECT tenant_id FROM messages WHERE status = 'queued' ORDER BY tenant_id LIMIT 1)
@@ -216,7 +226,7 @@ WITH RECURSIVE tenants AS (
     FROM tenants t CROSS JOIN LATERAL (
         SELECT m.id, m.next_attempt_at FROM messages m
         WHERE m.tenant_id = t.tenant_id AND m.status = 'queued' AND m.next_attempt_at <= now()
-          AND ($4::float8 IS NULL OR m.next_attempt_at > m.created_at
+          AND ($4::float8 IS NULL
                OR m.next_attempt_at < now() - make_interval(secs => $4::float8))
         ORDER BY m.next_attempt_at, m.id LIMIT $3
         FOR UPDATE SKIP LOCKED
@@ -253,15 +263,15 @@ async def claim_fair(
 async def claim_due(
     conn: asyncpg.Connection, limit: int, lease_seconds: float, grace_seconds: float
 ) -> list[asyncpg.Record]:
-    """Claim due queued messages the sweeper owns: retries, requeued claims and delayed
-    chunks (due after their creation), and fresh messages whose work item is overdue by
-    `grace_seconds` (its event was dead-lettered, or no worker consumed it). Fair across
-    tenants, as every claim."""
+    """The sweeper's backstop: claim queued messages overdue by `grace_seconds` (their
+    SendBatch was dead-lettered, or no worker consumed it), fairly across tenants as every
+    claim. Every other send, delayed chunks and retries included, starts from its own
+    SendBatch (`commands.py`)."""
     return await claim_fair(conn, limit, lease_seconds, grace_seconds=grace_seconds)
 
 
 async def waiting_among(conn: asyncpg.Connection, ids: Sequence[str]) -> bool:
-    """Whether any listed message is still queued and due (a work item not done yet)."""
+    """Whether any listed message is still queued and due (a SendBatch not done yet)."""
     found = await conn.fetchval(
         "SELECT true FROM messages WHERE id = ANY($1::text[]) AND status = 'queued'"
         " AND next_attempt_at <= now() LIMIT 1",
@@ -333,15 +343,15 @@ async def mark_failed(
     )
 
 
-async def requeue_unsent_stale(conn: asyncpg.Connection) -> int:
-    """Claims of vanished workers that never reached the provider: safe to send again."""
-    result: str = await conn.execute(
+async def requeue_unsent_stale(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Claims of vanished workers that never reached the provider: safe to send again
+    (id, tenant_id, mode of each, for their SendBatch)."""
+    return await conn.fetch(
         "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = attempts - 1,"
         " next_attempt_at = now(), updated_at = now() WHERE status = 'sending'"
         " AND lease_until < now()"
-        " AND call_started_at IS NULL"
+        " AND call_started_at IS NULL RETURNING id, tenant_id, mode"
     )
-    return int(result.split()[-1])
 
 
 async def fail_uncertain_stale(conn: asyncpg.Connection) -> list[asyncpg.Record]:

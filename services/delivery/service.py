@@ -2,11 +2,13 @@
 about a message (tracking, ESP webhooks, the inbox's replies and bounces, suppression).
 
 Accept (API single/bulk, `email.requested` consumer) → messages `queued` + outbox
-`email.queued` and `email_batch.queued` in one transaction → a worker claims the messages
+`email.queued` facts and private `SendBatch` commands (`commands.py`; a delayed chunk's
+scheduled for when it is due) in one transaction → a worker claims the messages
 (`sending`, leased), checks suppression and daily caps, renders, routes (tenant rules,
 defaults, circuit-breaker failover, sandbox for test mode), takes provider tokens, records
 `call_started_at` (committed) BEFORE the provider call and the outcome AFTER it. Retryable
-answers go back to `queued` with the provider's backoff; permanent ones fail the message.
+answers go back to `queued` with the provider's backoff and a `SendBatch` scheduled for
+then; permanent ones fail the message. Every send starts from a `SendBatch`: one path.
 
 At most once per attempt decision: a claim whose worker vanished before `call_started_at`
 is requeued; one that vanished after it is failed as `provider_outcome_unknown`, never
@@ -37,9 +39,9 @@ import uuid_utils
 from prometheus_client import Counter
 
 from libs.common import outbox
+from libs.common.commands import make_command
 from libs.common.emails import format_address
 from libs.common.events import (
-    EmailBatchQueued,
     EmailBounced,
     EmailClicked,
     EmailComplained,
@@ -71,6 +73,7 @@ from libs.common.templating import (
 )
 from libs.common.vault import Vault
 from services.delivery import repository as repo
+from services.delivery.commands import SendBatch
 from services.delivery.connectors.base import (
     Connector,
     NormalizedEvent,
@@ -237,26 +240,55 @@ def _event(
 
 
 def queued_events(
-    tenant_id: str, mode: str, rows: Sequence[Sequence[Any]], at: datetime
+    tenant_id: str, mode: str, rows: Sequence[repo.MessageRow], at: datetime
 ) -> Iterator[dict[str, Any]]:
-    """One `email.queued` per message row (`MESSAGE_COLUMNS` order), stamped from one
-    template (`stamp_events`): a bulk send writes 10,000 in its accept transaction."""
+    """One `email.queued` per message row, stamped from one template (`stamp_events`): a
+    bulk send writes 10,000 in its accept transaction."""
     template = _event(EmailQueued(message_id="-", to="-", occurred_at=at), tenant_id, mode=mode)
     return stamp_events(
         template,
         (
             (
-                row[0],
+                row.id,
                 {
-                    "message_id": row[0],
-                    "to": row[9],
-                    "campaign_id": row[6],
-                    "contact_id": row[7],
-                    "step": row[8],
-                    "contact_tags": list(row[18]),
+                    "message_id": row.id,
+                    "to": row.to_email,
+                    "campaign_id": row.campaign_id,
+                    "contact_id": row.contact_id,
+                    "step": row.step,
+                    "contact_tags": list(row.contact_tags),
                 },
             )
             for row in rows
+        ),
+    )
+
+
+async def schedule_sends(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    mode: str,
+    items: Sequence[tuple[Sequence[str], datetime | None]],
+    batch_id: str | None = None,
+) -> None:
+    """One `SendBatch` command per `(message_ids, not_before)` (None: now), in the caller's
+    transaction: the worker sends them once the relay publishes them, when due."""
+    await outbox.enqueue_commands(
+        conn,
+        SendBatch.queue,
+        (
+            (
+                make_command(
+                    SendBatch(message_ids=list(ids), batch_id=batch_id),
+                    tenant_id=tenant_id,
+                    source=SOURCE,
+                    subject=batch_id,
+                    mode="test" if mode == "test" else "live",
+                ),
+                not_before,
+            )
+            for ids, not_before in items
+            if ids
         ),
     )
 
@@ -384,7 +416,7 @@ class DeliveryService:
             Recipient(str(r.email), r.personalization, r.contact_id, campaign_id=req.campaign_id)
             for r in req.recipients
         ]
-        batch = {
+        batch: dict[str, Any] = {
             "id": new_id("bat"),
             "tenant_id": tenant_id,
             "mode": mode,
@@ -709,62 +741,60 @@ class DeliveryService:
         known_tags = (
             await repo.tags_of_recipients(conn, o.tenant_id, o.mode, unknown) if unknown else {}
         )
-        rows: list[tuple[Any, ...]] = []
+        rows: list[repo.MessageRow] = []
         for i, r in enumerate(recipients):
             due = now + timedelta(seconds=delay * (i // chunk_size)) if delay else now
             rows.append(
-                (
-                    new_id("msg"),
-                    o.tenant_id,
-                    o.mode,
-                    content["id"],
-                    batch_id,
-                    r.request_id,
-                    r.campaign_id,
-                    r.contact_id,
-                    r.step,
-                    r.to,
-                    r.variables,
-                    o.category,
-                    o.tags,
-                    o.metadata,
-                    o.track_opens,
-                    o.track_clicks,
-                    "queued",
-                    due,
-                    r.contact_tags
+                repo.MessageRow(
+                    id=new_id("msg"),
+                    tenant_id=o.tenant_id,
+                    mode=o.mode,
+                    content_id=content["id"],
+                    batch_id=batch_id,
+                    request_id=r.request_id,
+                    campaign_id=r.campaign_id,
+                    contact_id=r.contact_id,
+                    step=r.step,
+                    to_email=r.to,
+                    variables=r.variables,
+                    category=o.category,
+                    tags=o.tags,
+                    metadata=o.metadata,
+                    track_opens=o.track_opens,
+                    track_clicks=o.track_clicks,
+                    status="queued",
+                    next_attempt_at=due,
+                    contact_tags=r.contact_tags
                     if r.contact_tags is not None
                     else known_tags.get(r.to.lower(), []),
                 )
             )
-        if len(rows) == 1 and rows[0][5] is not None:
+        if len(rows) == 1 and rows[0].request_id is not None:
             if not await repo.insert_message(conn, rows[0]):
                 return []
         else:
             await repo.copy_messages(conn, rows)
-        ids = [row[0] for row in rows]
-        # Work items first in the COPY, and urgent (the relay publishes them ahead of every
-        # waiting fact): sending starts before the per-message `email.queued` facts of a
-        # large bulk send, or of the previous one, are out. Chunks due later get their item
-        # now too; it claims nothing early and the sweeper sends them.
-        work_items = (
-            _event(
-                EmailBatchQueued(message_ids=ids[lo : lo + chunk_size], batch_id=batch_id),
-                o.tenant_id,
-                batch_id,
-                mode=o.mode,
-            )
-            for lo in range(0, len(ids), chunk_size)
+        ids = [row.id for row in rows]
+        # One SendBatch per chunk, scheduled for when the chunk is due. Commands go out ahead
+        # of every waiting fact (outbox priority): sending starts before the per-message
+        # `email.queued` facts of a large bulk send, or of the previous one, are out.
+        await schedule_sends(
+            conn,
+            o.tenant_id,
+            o.mode,
+            [
+                (ids[lo : lo + chunk_size], rows[lo].next_attempt_at if delay and lo else None)
+                for lo in range(0, len(ids), chunk_size)
+            ],
+            batch_id,
         )
-        await outbox.enqueue_copy(
-            conn, itertools.chain(work_items, queued_events(o.tenant_id, o.mode, rows, now))
-        )
+        await outbox.enqueue_copy(conn, queued_events(o.tenant_id, o.mode, rows, now))
         return ids
 
     # ------------------------------------------------------------ sending
 
     async def dispatch(self, message_ids: Sequence[str]) -> int:
-        """One work item (`email_batch.queued`): claim fairly across tenants, not just the
+        """One `SendBatch` command: claim fairly across tenants, not just the
         listed messages (a large bulk's items ahead in the queue must not hold back another
         tenant's message: whichever item runs next claims it), and claim again while any
         listed message still waits. Each round claims at least one message, or stops."""
@@ -786,9 +816,20 @@ class DeliveryService:
                     return sent
 
     async def sweep(self, limit: int = 500) -> int:
-        """Retries that are due, delayed batches, and claims of vanished workers."""
+        """Claims of vanished workers, and (a backstop) messages long overdue whose
+        `SendBatch` was dead-lettered: retries and delayed chunks have their own command."""
         async with self.pool.acquire() as conn:
-            await repo.requeue_unsent_stale(conn)
+            async with conn.transaction():
+                requeued: dict[tuple[str, str], list[str]] = defaultdict(list)
+                for r in await repo.requeue_unsent_stale(conn):
+                    requeued[(r["tenant_id"], r["mode"])].append(r["id"])
+                for (tenant_id, mode), ids in requeued.items():
+                    await schedule_sends(
+                        conn,
+                        tenant_id,
+                        mode,
+                        [(ids[lo : lo + 1000], None) for lo in range(0, len(ids), 1000)],
+                    )
             async with conn.transaction():
                 uncertain = await repo.fail_uncertain_stale(conn)
                 if uncertain:
@@ -796,14 +837,14 @@ class DeliveryService:
                     await repo.copy_timeline(
                         conn,
                         [
-                            (
-                                r["id"],
-                                r["tenant_id"],
-                                "failed",
-                                r["provider"],
-                                None,
-                                {"reason": "provider_outcome_unknown"},
-                                now,
+                            repo.TimelineRow(
+                                message_id=r["id"],
+                                tenant_id=r["tenant_id"],
+                                status="failed",
+                                provider=r["provider"],
+                                provider_message_id=None,
+                                detail={"reason": "provider_outcome_unknown"},
+                                occurred_at=now,
                             )
                             for r in uncertain
                         ],
@@ -1123,7 +1164,7 @@ class DeliveryService:
         """Record the outcome of one provider call (or decision) in one transaction."""
         provider = connector.id if connector else None
         now = datetime.now(UTC)
-        timeline: list[tuple[Any, ...]] = []
+        timeline: list[repo.TimelineRow] = []
         # email.sent / email.failed per message, stamped from one template per mode: a batch
         # settles up to 1,000 messages at once (`stamp_events`, one outbox COPY).
         sent: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
@@ -1131,7 +1172,9 @@ class DeliveryService:
         simulated: list[NormalizedEvent] = []
         for r, m, res in accepted:
             timeline.append(
-                (r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now)
+                repo.TimelineRow(
+                    r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now
+                )
             )
             fields = _email_fields(
                 r,
@@ -1145,7 +1188,11 @@ class DeliveryService:
             if isinstance(connector, SandboxConnector):
                 simulated.append(connector.simulate(m))
         for r, reason in failed:
-            timeline.append((r["id"], tenant_id, "failed", provider, None, {"reason": reason}, now))
+            timeline.append(
+                repo.TimelineRow(
+                    r["id"], tenant_id, "failed", provider, None, {"reason": reason}, now
+                )
+            )
             fails[r["mode"]].append((r["id"], _email_fields(r, reason=reason)))
         events: list[Iterator[dict[str, Any]]] = []
         for mode, items in sent.items():
@@ -1177,6 +1224,16 @@ class DeliveryService:
                     count_attempt=count_attempt,
                     unstarted_only=unstarted_only,
                 )
+                # Each retry's SendBatch, scheduled for when it is due (whole seconds: the
+                # jittered delays of one batch share a few commands).
+                at = await repo.transaction_time(conn)
+                due: dict[tuple[int, str], list[str]] = defaultdict(list)
+                for r, d, _ in retry:
+                    due[(math.ceil(d), r["mode"])].append(r["id"])
+                for (seconds, mode), ids in due.items():
+                    await schedule_sends(
+                        conn, tenant_id, mode, [(ids, at + timedelta(seconds=seconds))]
+                    )
             await repo.copy_timeline(conn, timeline)
             await outbox.enqueue_copy(conn, itertools.chain.from_iterable(events))
             for ev in simulated:
@@ -1263,7 +1320,17 @@ class DeliveryService:
             return 0
         await repo.copy_timeline(
             conn,
-            [(row["id"], tenant_id, ev.status, provider, ev.provider_message_id, detail, occurred)],
+            [
+                repo.TimelineRow(
+                    message_id=row["id"],
+                    tenant_id=tenant_id,
+                    status=ev.status,
+                    provider=provider,
+                    provider_message_id=ev.provider_message_id,
+                    detail=detail,
+                    occurred_at=occurred,
+                )
+            ],
         )
         await repo.advance_status(conn, row["id"], ev.status)
         await outbox.enqueue(conn, _event(data, tenant_id, row["id"], mode=row["mode"]))
@@ -1345,7 +1412,18 @@ class DeliveryService:
                 data = EmailClicked(**base, url=url or "", unique=unique)
                 detail = {"url": url, "user_agent": ua}
             await repo.copy_timeline(
-                conn, [(message_id, row["tenant_id"], status, None, None, detail, now)]
+                conn,
+                [
+                    repo.TimelineRow(
+                        message_id=message_id,
+                        tenant_id=row["tenant_id"],
+                        status=status,
+                        provider=None,
+                        provider_message_id=None,
+                        detail=detail,
+                        occurred_at=now,
+                    )
+                ],
             )
             await repo.advance_status(conn, message_id, status)
             await outbox.enqueue(conn, _event(data, row["tenant_id"], message_id, mode=row["mode"]))
@@ -1373,14 +1451,14 @@ class DeliveryService:
             await repo.copy_timeline(
                 conn,
                 [
-                    (
-                        message_id,
-                        row["tenant_id"],
-                        "unsubscribed",
-                        None,
-                        None,
-                        {"method": method},
-                        now,
+                    repo.TimelineRow(
+                        message_id=message_id,
+                        tenant_id=row["tenant_id"],
+                        status="unsubscribed",
+                        provider=None,
+                        provider_message_id=None,
+                        detail={"method": method},
+                        occurred_at=now,
                     )
                 ],
             )

@@ -1,8 +1,8 @@
 """HTTP API of the keys service: tenants, users, login and API keys (hashes in Vault, metadata in
 the keys schema), plus the internal routes the gateway uses to verify keys and read plans.
 
-No `from __future__ import annotations` here: FastAPI must resolve the route annotations
-that refer to dependencies defined inside `build_routers`.
+Routers are declared at module level; who may call them is `auth.py`, and settings come from
+the app (`app.state.settings`) at request time.
 """
 
 import contextlib
@@ -12,12 +12,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Query, Request, Response
 
-from libs.common.app import create_app
-from libs.common.http import ApiError, Forbidden, SuccessEnvelope, ok
+from libs.common.app import app_settings, create_app
+from libs.common.http import ApiError, SuccessEnvelope, ok
 from libs.common.pagination import ListParams, list_params, reject_unknown_query
-from libs.common.principal import Principal, principal_dependency
+from libs.common.principal import Principal
 from libs.common.resources import Resources
 from libs.common.vault import Vault
+from services.keys.auth import User, internal
 from services.keys.schemas import (
     ApiKeyCreated,
     ApiKeyOut,
@@ -35,8 +36,6 @@ from services.keys.schemas import (
 from services.keys.service import KeysService
 from services.keys.settings import KeysSettings
 
-# Scope a service principal needs for the internal routes (only the gateway signs it).
-INTERNAL_SCOPE = "internal:keys"
 KeyParams = Annotated[ListParams, Depends(list_params(("created_at",), default_limit=20))]
 
 
@@ -94,143 +93,145 @@ def _refresh_token(body: RefreshRequest | None, cookie: str | None) -> str:
     raise ApiError(code="invalid_refresh_token")
 
 
-def build_routers(settings: KeysSettings) -> list[APIRouter]:
-    current = principal_dependency(settings.principal_keys, audience=settings.service_name)
-    refresh_ttl = settings.refresh_token_ttl_seconds
+def _refresh_ttl(settings: Annotated[KeysSettings, Depends(app_settings)]) -> int:
+    return settings.refresh_token_ttl_seconds
 
-    async def user(p: Annotated[Principal, Depends(current)]) -> Principal:
-        if p.subject_type != "user":
-            raise Forbidden(
-                "Managing API keys needs a dashboard user session.", code="user_session_required"
-            )
-        return p
 
-    async def internal(p: Annotated[Principal, Depends(current)]) -> Principal:
-        if p.subject_type != "service" or not p.has_scope(INTERNAL_SCOPE):
-            raise Forbidden("Internal route.", code="insufficient_scope")
-        return p
+Svc = Annotated[KeysService, Depends(_service)]
+RefreshTtl = Annotated[int, Depends(_refresh_ttl)]
 
-    User = Annotated[Principal, Depends(user)]
-    Svc = Annotated[KeysService, Depends(_service)]
 
-    auth = APIRouter(
-        prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(reject_unknown_query)]
-    )
+auth = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(reject_unknown_query)])
 
-    @auth.post("/signup", status_code=201, response_model=SuccessEnvelope[SessionOut])
-    async def signup(
-        body: SignupRequest,
-        request: Request,
-        response: Response,
-        svc: Svc,
-        transport: Transport = "body",
-    ) -> dict[str, Any]:
-        session = await svc.signup(body.email, body.password, body.company, _client_ip(request))
-        return ok(_deliver_refresh(session, response, transport, refresh_ttl))
 
-    @auth.post("/login", response_model=SuccessEnvelope[SessionOut])
-    async def login(
-        body: LoginRequest,
-        request: Request,
-        response: Response,
-        svc: Svc,
-        transport: Transport = "body",
-    ) -> dict[str, Any]:
-        session = await svc.login(body.email, body.password, _client_ip(request))
-        return ok(_deliver_refresh(session, response, transport, refresh_ttl))
+@auth.post("/signup", status_code=201, response_model=SuccessEnvelope[SessionOut])
+async def signup(
+    body: SignupRequest,
+    request: Request,
+    response: Response,
+    svc: Svc,
+    refresh_ttl: RefreshTtl,
+    transport: Transport = "body",
+) -> dict[str, Any]:
+    session = await svc.signup(body.email, body.password, body.company, _client_ip(request))
+    return ok(_deliver_refresh(session, response, transport, refresh_ttl))
 
-    @auth.post("/refresh", response_model=SuccessEnvelope[TokenPair])
-    async def refresh(
-        response: Response,
-        svc: Svc,
-        transport: Transport = "body",
-        cookie: RefreshCookie = None,
-        body: RefreshRequest | None = None,
-    ) -> dict[str, Any]:
-        tokens = await svc.refresh(_refresh_token(body, cookie))
-        return ok(_deliver_refresh(tokens, response, transport, refresh_ttl))
 
-    @auth.post("/logout", response_model=SuccessEnvelope[LoggedOut])
-    async def logout(
-        response: Response,
-        svc: Svc,
-        cookie: RefreshCookie = None,
-        body: RefreshRequest | None = None,
-    ) -> dict[str, Any]:
-        await svc.logout(_refresh_token(body, cookie))
-        if body is None:
-            response.delete_cookie(
-                REFRESH_COOKIE,
-                path=REFRESH_COOKIE_PATH,
-                secure=True,
-                httponly=True,
-                samesite="strict",
-            )
-        return ok({"logged_out": True})
+@auth.post("/login", response_model=SuccessEnvelope[SessionOut])
+async def login(
+    body: LoginRequest,
+    request: Request,
+    response: Response,
+    svc: Svc,
+    refresh_ttl: RefreshTtl,
+    transport: Transport = "body",
+) -> dict[str, Any]:
+    session = await svc.login(body.email, body.password, _client_ip(request))
+    return ok(_deliver_refresh(session, response, transport, refresh_ttl))
 
-    keys = APIRouter(
-        prefix="/api/v1/platform/api-keys",
-        tags=["api-keys"],
-        dependencies=[Depends(reject_unknown_query)],
-    )
 
-    @keys.post("", status_code=201, response_model=SuccessEnvelope[ApiKeyCreated])
-    async def create_key(body: CreateApiKeyRequest, p: User, svc: Svc) -> dict[str, Any]:
-        return ok(await svc.create_key(p, body))
+@auth.post("/refresh", response_model=SuccessEnvelope[TokenPair])
+async def refresh(
+    response: Response,
+    svc: Svc,
+    refresh_ttl: RefreshTtl,
+    transport: Transport = "body",
+    cookie: RefreshCookie = None,
+    body: RefreshRequest | None = None,
+) -> dict[str, Any]:
+    tokens = await svc.refresh(_refresh_token(body, cookie))
+    return ok(_deliver_refresh(tokens, response, transport, refresh_ttl))
 
-    @keys.get("", response_model=SuccessEnvelope[list[ApiKeyOut]])
-    async def list_keys(
-        p: User,
-        svc: Svc,
-        params: KeyParams,
-        status: Literal["active", "revoked", "expired"] | None = None,
-        mode: Literal["live", "test"] | None = None,
-        name: Annotated[str | None, Query(max_length=100, description="Exact name.")] = None,
-    ) -> dict[str, Any]:
-        page = await svc.list_keys(p.tenant_id, params, status=status, mode=mode, name=name)
-        return page.envelope()
 
-    @keys.get("/{key_id}", response_model=SuccessEnvelope[ApiKeyOut])
-    async def get_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
-        return ok(await svc.get_key(p.tenant_id, key_id))
+@auth.post("/logout", response_model=SuccessEnvelope[LoggedOut])
+async def logout(
+    response: Response,
+    svc: Svc,
+    cookie: RefreshCookie = None,
+    body: RefreshRequest | None = None,
+) -> dict[str, Any]:
+    await svc.logout(_refresh_token(body, cookie))
+    if body is None:
+        response.delete_cookie(
+            REFRESH_COOKIE,
+            path=REFRESH_COOKIE_PATH,
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+    return ok({"logged_out": True})
 
-    @keys.post("/{key_id}/regenerate", response_model=SuccessEnvelope[ApiKeyCreated])
-    async def regenerate_key(
-        key_id: str, p: User, svc: Svc, body: RegenerateApiKeyRequest | None = None
-    ) -> dict[str, Any]:
-        grace = body.grace_period_seconds if body else 0
-        return ok(await svc.regenerate_key(p.tenant_id, key_id, grace))
 
-    @keys.delete("/{key_id}", response_model=SuccessEnvelope[ApiKeyOut])
-    async def revoke_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
-        return ok(await svc.revoke_key(p.tenant_id, key_id))
+keys = APIRouter(
+    prefix="/api/v1/platform/api-keys",
+    tags=["api-keys"],
+    dependencies=[Depends(reject_unknown_query)],
+)
 
-    @keys.get("/{key_id}/usage", response_model=SuccessEnvelope[ApiKeyUsage])
-    async def key_usage(
-        key_id: str,
-        p: User,
-        svc: Svc,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
-        granularity: Literal["minute", "hour", "day"] = "minute",
-    ) -> dict[str, Any]:
-        return ok(await svc.usage(p.tenant_id, key_id, start, end, granularity))
 
-    internal_router = APIRouter(prefix="/internal/v1", include_in_schema=False)
+@keys.post("", status_code=201, response_model=SuccessEnvelope[ApiKeyCreated])
+async def create_key(body: CreateApiKeyRequest, p: User, svc: Svc) -> dict[str, Any]:
+    return ok(await svc.create_key(p, body))
 
-    @internal_router.post("/api-keys/verify")
-    async def verify_key(
-        body: VerifyRequest, _: Annotated[Principal, Depends(internal)], svc: Svc
-    ) -> dict[str, Any]:
-        return ok(await svc.verify(body.key))
 
-    @internal_router.get("/tenants/{tenant_id}/plan")
-    async def tenant_plan(
-        tenant_id: str, _: Annotated[Principal, Depends(internal)], svc: Svc
-    ) -> dict[str, Any]:
-        return ok({"tenant_id": tenant_id, "plan": await svc.tenant_plan(tenant_id)})
+@keys.get("", response_model=SuccessEnvelope[list[ApiKeyOut]])
+async def list_keys(
+    p: User,
+    svc: Svc,
+    params: KeyParams,
+    status: Literal["active", "revoked", "expired"] | None = None,
+    mode: Literal["live", "test"] | None = None,
+    name: Annotated[str | None, Query(max_length=100, description="Exact name.")] = None,
+) -> dict[str, Any]:
+    page = await svc.list_keys(p.tenant_id, params, status=status, mode=mode, name=name)
+    return page.envelope()
 
-    return [auth, keys, internal_router]
+
+@keys.get("/{key_id}", response_model=SuccessEnvelope[ApiKeyOut])
+async def get_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
+    return ok(await svc.get_key(p.tenant_id, key_id))
+
+
+@keys.post("/{key_id}/regenerate", response_model=SuccessEnvelope[ApiKeyCreated])
+async def regenerate_key(
+    key_id: str, p: User, svc: Svc, body: RegenerateApiKeyRequest | None = None
+) -> dict[str, Any]:
+    grace = body.grace_period_seconds if body else 0
+    return ok(await svc.regenerate_key(p.tenant_id, key_id, grace))
+
+
+@keys.delete("/{key_id}", response_model=SuccessEnvelope[ApiKeyOut])
+async def revoke_key(key_id: str, p: User, svc: Svc) -> dict[str, Any]:
+    return ok(await svc.revoke_key(p.tenant_id, key_id))
+
+
+@keys.get("/{key_id}/usage", response_model=SuccessEnvelope[ApiKeyUsage])
+async def key_usage(
+    key_id: str,
+    p: User,
+    svc: Svc,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    granularity: Literal["minute", "hour", "day"] = "minute",
+) -> dict[str, Any]:
+    return ok(await svc.usage(p.tenant_id, key_id, start, end, granularity))
+
+
+internal_router = APIRouter(prefix="/internal/v1", include_in_schema=False)
+
+
+@internal_router.post("/api-keys/verify")
+async def verify_key(
+    body: VerifyRequest, _: Annotated[Principal, Depends(internal)], svc: Svc
+) -> dict[str, Any]:
+    return ok(await svc.verify(body.key))
+
+
+@internal_router.get("/tenants/{tenant_id}/plan")
+async def tenant_plan(
+    tenant_id: str, _: Annotated[Principal, Depends(internal)], svc: Svc
+) -> dict[str, Any]:
+    return ok({"tenant_id": tenant_id, "plan": await svc.tenant_plan(tenant_id)})
 
 
 def api_keys_vault(settings: KeysSettings) -> Vault:
@@ -259,6 +260,6 @@ def create_api(settings: KeysSettings | None = None) -> FastAPI:
         process="api",
         readiness={**resources.readiness(), "vault": vault_ready},
         lifespan=lifespan,
-        routers=build_routers(settings),
+        routers=[auth, keys, internal_router],
         title="PenguinMails keys service",
     )

@@ -16,12 +16,12 @@ from services.keys.schemas import PLANS
 log = logging.getLogger(__name__)
 
 
-async def apply_plan_change(event: Envelope, conn: asyncpg.Connection | None) -> None:
+async def apply_plan_change(
+    data: TenantPlanChanged, event: Envelope, conn: asyncpg.Connection | None
+) -> None:
     """Store the tenant's new plan (billing publishes the event; so does the admin command,
     whose own write this repeats harmlessly)."""
     assert conn is not None
-    data = event.payload()
-    assert isinstance(data, TenantPlanChanged)
     if data.new_plan not in PLANS:
         raise PermanentError(f"unknown plan {data.new_plan!r}")
     if not plan_change_allowed(event.source, data.new_plan):
@@ -33,4 +33,4 @@ async def apply_plan_change(event: Envelope, conn: asyncpg.Connection | None) ->
 
 
 def setup(bus: EventBus, resources: Resources) -> None:
-    bus.subscribe("plans", ["tenant.plan_changed"])(apply_plan_change)
+    bus.on("plans", TenantPlanChanged)(apply_plan_change)

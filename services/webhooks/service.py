@@ -28,6 +28,7 @@ from libs.common.events import (
 )
 from libs.common.http import ApiError, NotFound, ValidationFailed, register_error_code
 from libs.common.pagination import ListParams, Page
+from libs.common.tenancy import TenantScope
 from services.webhooks import repository as repo
 from services.webhooks.address_guard import IPNetwork, UrlRefused, resolve_url
 from services.webhooks.payloads import (
@@ -318,12 +319,6 @@ def _disable_reason(settings: WebhooksSettings, state: Mapping[str, Any]) -> str
 # ------------------------------------------------------------------ endpoint management
 
 
-@dataclass(frozen=True)
-class Caller:
-    tenant_id: str
-    mode: str
-
-
 def endpoint_view(row: Mapping[str, Any]) -> dict[str, Any]:
     schedule = row["retry_schedule_ms"]
     return {
@@ -392,13 +387,13 @@ class EndpointService:
                 ]
             )
 
-    async def _endpoint(self, caller: Caller, endpoint_id: str) -> asyncpg.Record:
+    async def _endpoint(self, caller: TenantScope, endpoint_id: str) -> asyncpg.Record:
         row = await repo.get_endpoint(self.pool, caller.tenant_id, caller.mode, endpoint_id)
         if row is None:
             raise NotFound("No webhook endpoint with this id.")
         return row
 
-    async def create(self, caller: Caller, spec: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, caller: TenantScope, spec: Mapping[str, Any]) -> dict[str, Any]:
         await self._check_url(spec["url"])
         self._check_events(spec["events"])
         secret = spec.get("secret") or generate_secret()
@@ -434,7 +429,7 @@ class EndpointService:
 
     async def list(
         self,
-        caller: Caller,
+        caller: TenantScope,
         params: ListParams,
         *,
         enabled: bool | None = None,
@@ -445,11 +440,11 @@ class EndpointService:
         )
         return params.page(rows, endpoint_view)
 
-    async def get(self, caller: Caller, endpoint_id: str) -> dict[str, Any]:
+    async def get(self, caller: TenantScope, endpoint_id: str) -> dict[str, Any]:
         return endpoint_view(await self._endpoint(caller, endpoint_id))
 
     async def update(
-        self, caller: Caller, endpoint_id: str, changes: Mapping[str, Any]
+        self, caller: TenantScope, endpoint_id: str, changes: Mapping[str, Any]
     ) -> dict[str, Any]:
         current = await self._endpoint(caller, endpoint_id)
         columns: dict[str, Any] = {}
@@ -492,14 +487,14 @@ class EndpointService:
                 await repo.notify_wake(conn, endpoint_id)
         return endpoint_view(row)
 
-    async def delete(self, caller: Caller, endpoint_id: str) -> None:
+    async def delete(self, caller: TenantScope, endpoint_id: str) -> None:
         async with self.pool.acquire() as conn:
             if not await repo.delete_endpoint(conn, caller.tenant_id, caller.mode, endpoint_id):
                 raise NotFound("No webhook endpoint with this id.")
         await self.ctx.secrets.delete(endpoint_id)
 
     async def rotate_secret(
-        self, caller: Caller, endpoint_id: str, supplied: str | None
+        self, caller: TenantScope, endpoint_id: str, supplied: str | None
     ) -> dict[str, Any]:
         await self._endpoint(caller, endpoint_id)
         secret = supplied or generate_secret()
@@ -512,7 +507,9 @@ class EndpointService:
             await repo.bump_secret_version(conn, endpoint_id, expires)
         return {"id": endpoint_id, "secret": secret, "previous_secret_expires_at": expires}
 
-    async def send_test(self, caller: Caller, endpoint_id: str, event_type: str) -> dict[str, Any]:
+    async def send_test(
+        self, caller: TenantScope, endpoint_id: str, event_type: str
+    ) -> dict[str, Any]:
         endpoint = await self._endpoint(caller, endpoint_id)
         if event_type not in WEBHOOK_EVENT_TYPES:
             raise ValidationFailed(
@@ -562,7 +559,7 @@ class EndpointService:
 
     async def deliveries(
         self,
-        caller: Caller,
+        caller: TenantScope,
         endpoint_id: str,
         *,
         status: str | None,
@@ -583,7 +580,9 @@ class EndpointService:
         )
         return params.page(rows, _delivery_view)
 
-    async def delivery(self, caller: Caller, endpoint_id: str, delivery_id: str) -> dict[str, Any]:
+    async def delivery(
+        self, caller: TenantScope, endpoint_id: str, delivery_id: str
+    ) -> dict[str, Any]:
         await self._endpoint(caller, endpoint_id)
         row = await repo.get_delivery(self.pool, endpoint_id, delivery_id)
         if row is None:
@@ -595,7 +594,9 @@ class EndpointService:
             "attempt_log": [dict(a) for a in attempts],
         }
 
-    async def retry(self, caller: Caller, endpoint_id: str, delivery_id: str) -> dict[str, Any]:
+    async def retry(
+        self, caller: TenantScope, endpoint_id: str, delivery_id: str
+    ) -> dict[str, Any]:
         endpoint = await self._endpoint(caller, endpoint_id)
         if not endpoint["enabled"]:
             raise ApiError(code="webhook_endpoint_disabled")
@@ -609,7 +610,7 @@ class EndpointService:
         return await self.delivery(caller, endpoint_id, delivery_id)
 
     async def recover(
-        self, caller: Caller, endpoint_id: str, since: datetime, until: datetime | None
+        self, caller: TenantScope, endpoint_id: str, since: datetime, until: datetime | None
     ) -> dict[str, Any]:
         endpoint = await self._endpoint(caller, endpoint_id)
         if not endpoint["enabled"]:
@@ -621,7 +622,7 @@ class EndpointService:
         return {"endpoint_id": endpoint_id, "since": since, "until": until,
                 "recovered": len(ids), "delivery_ids": ids}  # fmt: skip
 
-    async def stats(self, caller: Caller, endpoint_id: str) -> dict[str, Any]:
+    async def stats(self, caller: TenantScope, endpoint_id: str) -> dict[str, Any]:
         endpoint = await self._endpoint(caller, endpoint_id)
         windows = {}
         for name, hours in (("24h", 24), ("7d", 168)):

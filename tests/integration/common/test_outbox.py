@@ -261,13 +261,13 @@ async def test_enqueue_copy_writes_what_enqueue_writes_notifies_and_rolls_back(
 async def test_urgent_events_overtake_routine_facts_already_waiting(
     test_database: str, amqp_url: str, unique: str
 ) -> None:
-    """A work item committed after 1,000 routine facts is published in the relay's first
+    """An invalidation committed after 1,000 routine facts is published in the relay's first
     batch, not behind them; routine facts keep their creation order. In an outbox schema of
     its own: no other relay of the session claims these rows."""
     from libs.common.db import create_pool, migrate
-    from libs.common.events import EmailBatchQueued, priority
+    from libs.common.events import ApiKeyRevoked, priority
 
-    assert priority("email_batch.queued") == 1 and priority("contact.created") == 0
+    assert priority("api_key.revoked") == 1 and priority("contact.created") == 0
     schema = f"outbox_order_{unique}"
     dsn = f"postgresql://postgres@127.0.0.1:5432/{test_database}"
     await asyncio.to_thread(migrate, schema, dsn)  # the shared outbox migrations only
@@ -275,7 +275,7 @@ async def test_urgent_events_overtake_routine_facts_already_waiting(
     tenant = f"t_{unique}"
     routine = [contact_event(tenant, i) for i in range(1000)]
     urgent = make_event(
-        EmailBatchQueued(message_ids=["msg_1"]), tenant_id=tenant, source="/services/delivery"
+        ApiKeyRevoked(key_id="key_1", lookup_id="lk_1"), tenant_id=tenant, source="/services/keys"
     )
     try:
         async with pool.acquire() as conn, conn.transaction():
@@ -294,7 +294,7 @@ async def test_urgent_events_overtake_routine_facts_already_waiting(
                 await relay.close()
         ids = seen.ids(tenant)
         assert batches == [100] * 10 + [1]
-        # Claimed urgent first, then oldest first: the first batch is the work item and the
+        # Claimed urgent first, then oldest first: the first batch is the urgent one and the
         # 99 oldest facts, each later batch the next 100 (order within a batch is the
         # broker's; across batches it is the claim order).
         claimed = [str(urgent.id), *(str(e.id) for e in routine)]
@@ -332,3 +332,63 @@ async def test_listen_on_a_direct_session_beside_a_one_connection_pool(
             await eventually(lambda: len(seen.ids(tenant)) == 1, timeout=5)
     finally:
         await pool.close()
+
+
+async def test_a_command_goes_to_its_own_queue_only_once_due(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """A command (`enqueue_commands`) reaches its handler's private queue through the default
+    exchange, never `pm.events`; a scheduled one stays in the outbox until `not_before`."""
+    from typing import ClassVar
+
+    from libs.common.bus import EventBus
+    from libs.common.commands import Command, make_command
+    from libs.common.db import create_pool, migrate
+    from libs.common.outbox import enqueue_commands
+
+    class Ping(Command):
+        command_type: ClassVar[str] = "t.ping"
+        queue: ClassVar[str] = f"t{unique}.ping"
+        n: int
+
+    schema = f"outbox_cmd_{unique}"
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{test_database}"
+    await asyncio.to_thread(migrate, schema, dsn)
+    pool = await create_pool(dsn, schema, max_size=4)
+    tenant = f"t_{unique}"
+    received: list[Ping] = []
+    bus = EventBus(service=f"t{unique}", amqp_url=amqp_url, pool=pool)
+
+    @bus.handle_command(Ping)
+    async def on_ping(command: Ping) -> None:
+        received.append(command)
+
+    def ping(n: int) -> Envelope:
+        return make_command(Ping(n=n), tenant_id=tenant, source="/t")
+
+    try:
+        await bus.start()
+        async with pool.acquire() as conn, conn.transaction():
+            later = await conn.fetchval("SELECT now() + interval '1 hour'")
+            await enqueue_commands(conn, Ping.queue, [(ping(1), None), (ping(2), later)])
+        async with Collector(amqp_url, "#") as seen:
+            relay = OutboxRelay(pool, schema, amqp_url)
+            await relay.connect()
+            try:
+                assert await relay.publish_batch() == 1  # the scheduled one is not due
+                await eventually(lambda: [c.n for c in received] == [1], timeout=10)
+                assert await relay.publish_batch() == 0
+                await pool.execute("UPDATE outbox SET not_before = now() WHERE not_before > now()")
+                assert await relay.publish_batch() == 1
+                await eventually(lambda: [c.n for c in received] == [1, 2], timeout=10)
+            finally:
+                await relay.close()
+        assert seen.ids(tenant) == []  # nothing on the events exchange
+    finally:
+        await bus.stop()
+        await pool.close()
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        finally:
+            await admin.close()

@@ -13,7 +13,7 @@ from libs.common.app import create_app
 from libs.common.db import create_pool
 from libs.common.principal import Principal
 from libs.common.vault import Vault, make_client
-from services.delivery.api import build_routers
+from services.delivery.api import ROUTERS
 from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings
 from tests.conftest import REDIS_URL, service_dsn
@@ -202,7 +202,7 @@ async def harness(
     await write_credentials(vault, creds_path, reset_fakes, tenant)
     redis = aioredis.from_url(REDIS_URL)
     service = DeliveryService(settings, delivery_pool, redis, vault)
-    app = create_app(settings, process="api", routers=build_routers(settings))
+    app = create_app(settings, process="api", routers=ROUTERS)
     app.state.delivery = service
     # Live mail only from verified domains: the tenant verifies the fixture sender domain
     # through the test DNS server, and gives it back after (one tenant may hold a name).

@@ -6,7 +6,9 @@ from __future__ import annotations
 from email.utils import getaddresses
 from typing import Any
 
+from libs.common.bus_testing import InProcessBus
 from libs.common.events import EmailRequested
+from services.delivery import consumers
 from tests.integration.delivery.conftest import Harness
 
 
@@ -20,10 +22,17 @@ async def _accept(h: Harness, from_name: str, to: str, **extra: Any) -> str:
         text="Hello",
         **extra,
     )
-    async with h.service.pool.acquire() as conn, conn.transaction():
-        mid = await h.service.accept_requested(conn, h.tenant, data)
+    # Through the worker's own consumer registration, in process (typed handler + inbox).
+    bus = InProcessBus("delivery", h.service.pool)
+    consumers.setup(bus, h.service)
+    await bus.publish(data, tenant_id=h.tenant, source="/services/campaigns")
+    mid = await h.service.pool.fetchval(
+        "SELECT id FROM messages WHERE tenant_id = $1 AND request_id = $2",
+        h.tenant,
+        data.request_id,
+    )
     assert mid is not None
-    return mid
+    return str(mid)
 
 
 async def test_display_names_are_quoted_and_never_carry_line_breaks(

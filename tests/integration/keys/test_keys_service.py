@@ -16,13 +16,14 @@ import redis.asyncio as aioredis
 
 from libs.common.apikeys import generate_api_key
 from libs.common.bus import PermanentError
+from libs.common.bus_testing import InProcessBus
 from libs.common.db import create_pool
 from libs.common.events import TenantPlanChanged, make_event
 from libs.common.http import ApiError
 from libs.common.principal import Principal
 from libs.common.vault import Vault, make_client
 from services.keys import repository as repo
-from services.keys.consumers import apply_plan_change
+from services.keys.consumers import setup
 from services.keys.schemas import CreateApiKeyRequest
 from services.keys.service import InvalidApiKey, KeysService, flush_usage, usage_key
 from services.keys.settings import KeysSettings
@@ -269,17 +270,21 @@ async def test_plan_changed_event_updates_the_tenant(
         tenant_id=tenant["id"],
         source="/services/billing",
     )
-    async with pool.acquire() as conn, conn.transaction():
-        await apply_plan_change(event, conn)
+    # The consumer as the worker registers it, in process: typed payload, inbox transaction.
+    bus = InProcessBus("keys", pool)
+    setup(bus, None)  # type: ignore[arg-type]  # the keys consumer uses no resources
+    assert await bus.deliver(event) == 1
     assert await svc.tenant_plan(tenant["id"]) == "enterprise"
-    bad = make_event(
-        TenantPlanChanged(old_plan=None, new_plan="platinum"),
-        tenant_id=tenant["id"],
-        source="/services/billing",
-    )
-    async with pool.acquire() as conn, conn.transaction():
-        with pytest.raises(PermanentError):
-            await apply_plan_change(bad, conn)
+    # A redelivery is skipped by the inbox: a later change is not undone.
+    await svc.change_plan(tenant["id"], "starter", None)
+    assert await bus.deliver(event) == 1
+    assert await svc.tenant_plan(tenant["id"]) == "starter"
+    with pytest.raises(PermanentError):
+        await bus.publish(
+            TenantPlanChanged(old_plan=None, new_plan="platinum"),
+            tenant_id=tenant["id"],
+            source="/services/billing",
+        )
 
 
 def test_create_tenant_command(
@@ -328,9 +333,10 @@ async def test_plan_changes_are_applied_only_from_their_producers(
     forged = make_event(
         TenantPlanChanged(old_plan="starter", new_plan=plan), tenant_id=tenant["id"], source=source
     )
-    async with pool.acquire() as conn, conn.transaction():
-        with pytest.raises(PermanentError):
-            await apply_plan_change(forged, conn)
+    bus = InProcessBus("keys", pool)
+    setup(bus, None)  # type: ignore[arg-type]  # the keys consumer uses no resources
+    with pytest.raises(PermanentError):
+        await bus.deliver(forged)
     assert await svc.tenant_plan(tenant["id"]) == "starter"
 
 

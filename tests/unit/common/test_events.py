@@ -20,7 +20,6 @@ from libs.common.events import (
 _EMAIL = {"message_id": "msg_1", "to": "ada@example.com", "campaign_id": "cmp_1", "step": 1}
 
 SAMPLES: dict[str, dict[str, Any]] = {
-    "email_batch.queued": {"message_ids": ["msg_1", "msg_2"], "batch_id": "bat_1"},
     "email.requested": {
         "request_id": "req_1",
         "to": "ada@example.com",

@@ -25,6 +25,7 @@ from libs.common.principal import (
     tenant_id_var,
     verify_principal,
 )
+from libs.common.principal import current_principal as app_principal
 from libs.common.settings import ServiceSettings, SettingsError
 from libs.common.signing_keys import (
     DEV_PRINCIPAL_PRIVATE_KEY,
@@ -394,3 +395,35 @@ def test_the_builtin_cursor_key_is_refused_outside_dev_and_test(
         ServiceSettings(environment="production")
     monkeypatch.setenv("PM_CURSOR_KEY", "a-generated-cursor-key-0123456789abcdef")
     ServiceSettings(environment="production")
+
+
+# --- module-level routers: the principal checked with the app's own settings ----------------
+
+settings_router = APIRouter()
+
+
+@settings_router.get("/api/v1/whoami")
+async def whoami(
+    principal: Annotated[Principal, Depends(require_scope("contacts:read", app_principal))],
+) -> dict[str, str]:
+    return {"tenant_id": principal.tenant_id}
+
+
+@pytest.mark.parametrize(
+    ("service_name", "public_keys", "status"),
+    [(AUD, PUBLIC, 200), ("billing", PUBLIC, 401), (AUD, public_keys_of(OTHER_KEY), 401)],
+)
+async def test_a_module_level_router_verifies_with_the_apps_settings(
+    service_name: str, public_keys: str, status: int
+) -> None:
+    """One router object, two apps: each verifies the token with its own key set and its own
+    audience (`app.state.settings`), not with values captured when the router was built."""
+    settings = ServiceSettings(service_name=service_name, principal_public_keys=public_keys)
+    app = create_app(settings, process="api", routers=[settings_router])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://s") as c:
+        resp = await c.get("/api/v1/whoami", headers=for_route("GET", "/api/v1/whoami", PRINCIPAL))
+    assert resp.status_code == status, resp.text
+    if status == 200:
+        assert resp.json() == {"tenant_id": PRINCIPAL.tenant_id}
+    else:
+        assert_401(resp, "principal_invalid")

@@ -10,6 +10,7 @@ import pytest
 
 from libs.common.events import EmailQueued, parse_event
 from services.delivery.connectors.base import OutgoingEmail, network_failure
+from services.delivery.repository import MessageRow
 from services.delivery.service import queued_events
 
 MESSAGE = OutgoingEmail(
@@ -38,10 +39,28 @@ def test_an_unanswered_request_is_never_resent(exc: Exception) -> None:
 
 def test_queued_events_are_valid_email_queued() -> None:
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    row = ["msg_1", "t_1", "test", "cnt_1", None, None, "cmp_1", None, 2, "a@example.com"]
-    # ... variables, category, tags, metadata, tracking, status, due, then contact_tags.
-    row += [{}, "marketing", [], {}, True, True, "queued", at, ["vip"]]
-    [stamped, other] = queued_events("t_1", "test", [row, ["msg_2", *row[1:]]], at)
+    row = MessageRow(
+        id="msg_1",
+        tenant_id="t_1",
+        mode="test",
+        content_id="cnt_1",
+        batch_id=None,
+        request_id=None,
+        campaign_id="cmp_1",
+        contact_id=None,
+        step=2,
+        to_email="a@example.com",
+        variables={},
+        category="marketing",
+        tags=[],
+        metadata={},
+        track_opens=True,
+        track_clicks=True,
+        status="queued",
+        next_attempt_at=at,
+        contact_tags=["vip"],
+    )
+    [stamped, other] = queued_events("t_1", "test", [row, row._replace(id="msg_2")], at)
     parsed = parse_event(orjson.dumps(stamped))
     assert parsed.type == "email.queued" and parsed.subject == "msg_1"
     assert parsed.tenant_id == "t_1" and parsed.mode == "test"
