@@ -22,7 +22,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope} for code in (401, 403, 409, 422)
 }
 _SSE_DOC = (
-    "Server-Sent Events: `retry:` once, then per event `id:` (the event id), `event:` (its"
+    "Server-Sent Events: `retry:` once (with `id:` of the newest stored event, the resume"
+    " point before any event), then per event `id:` (the event id), `event:` (its"
     " type) and `data:` (its webhook payload of version 2026-12-01, JSON, `id` = the event"
     " id); comment lines (`: heartbeat`) every 15 s."
 )

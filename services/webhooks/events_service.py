@@ -85,6 +85,7 @@ class EventsService:
                 ) from exc
         # Subscribe before reading the cursor: whatever commits in between is queued.
         sub = self.hub.subscribe(p.tenant_id, p.mode)
+        last_id = req.last_event_id
         try:
             if resume is not None:
                 seq = await repo.stream_seq_of(self.pool, p.tenant_id, p.mode, resume)
@@ -96,12 +97,14 @@ class EventsService:
                     )
                 cursor = seq
             else:
-                cursor = await repo.stream_head(self.pool, p.tenant_id, p.mode)
+                # The head's event id opens the stream as `id:`: a client reconnecting before
+                # its first event resumes from there and misses nothing committed meanwhile.
+                cursor, last_id = await repo.stream_head_event(self.pool, p.tenant_id, p.mode)
         except BaseException:
             self.hub.unsubscribe(sub)
             raise
         wanted = filter_from(types, req.campaign_ids, req.contact_tags)
-        return read_stream(self.pool, self.hub, sub, cursor, wanted, self.limits, req.last_event_id)
+        return read_stream(self.pool, self.hub, sub, cursor, wanted, self.limits, last_id)
 
     async def trigger(self, p: Principal, event_type: str) -> dict[str, Any]:
         if p.mode != "test":

@@ -536,6 +536,24 @@ async def stream_head(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, m
     return int(seq or 0)
 
 
+async def stream_head_event(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mode: str
+) -> tuple[int, str | None]:
+    """The head's number and the id of the newest stored event at or before it (None: none
+    kept), read together: a reader starting at the head names that id as its cursor."""
+    row = await conn.fetchrow(
+        "SELECT h.seq, (SELECT e.event_id FROM stream_events e WHERE e.tenant_id = h.tenant_id"
+        " AND e.mode = h.mode AND e.seq <= h.seq ORDER BY e.seq DESC LIMIT 1) AS event_id"
+        " FROM stream_heads h WHERE h.tenant_id = $1 AND h.mode = $2",
+        tenant_id,
+        mode,
+    )
+    if row is None:
+        return 0, None
+    event_id = row["event_id"]
+    return int(row["seq"]), str(event_id) if event_id is not None else None
+
+
 async def stream_seq_of(pool: asyncpg.Pool, tenant_id: str, mode: str, event_id: Any) -> int | None:
     """The number of a stored event of this tenant and mode (None: unknown or expired)."""
     seq = await pool.fetchval(

@@ -258,7 +258,9 @@ async def read_stream(
                 return
 
     try:
-        yield f"retry: {limits.retry_ms}\n: connected\n\n".encode()
+        # `id:` without data sets the client's Last-Event-ID (EventSource too) without an event.
+        opening = f"retry: {limits.retry_ms}\n" + (f"id: {last_id}\n" if last_id else "")
+        yield (opening + ": connected\n\n").encode()
         async for chunk in replay():
             yield chunk
         while True:

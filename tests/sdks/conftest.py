@@ -1,5 +1,6 @@
-"""The real stack the SDK suites run against: gateway, keys, campaigns, delivery and webhooks
-processes (their own RabbitMQ vhost), one tenant with API keys, a webhook receiver and the
+"""The real stack the SDK suites and the CLI's tests run against: gateway, keys, campaigns
+(api, relay, worker), delivery and webhooks (api, worker, relay) processes (their own RabbitMQ
+vhost), one tenant with API keys, a webhook receiver and the
 proxy/inspection server of harness.py. Module-scoped: the suites of one module share it."""
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def sdk_stack(platform: Platform, vault_dev: Any, sdk_vhost: str) -> Iterator[Sd
         **vault,
         PM_WEBHOOKS_ALLOW_HTTP="true",
         PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
+        # Streams end this soon, so the CLI's tests see it reconnect with Last-Event-ID.
+        PM_EVENTS_STREAM_MAX_SECONDS="4",
+        PM_EVENTS_STREAM_HEARTBEAT_SECONDS="1",
     )
     campaigns_env = service_env("campaigns", amqp_url)
     delivery_env = service_env("delivery", amqp_url, **vault)
@@ -93,9 +97,13 @@ def sdk_stack(platform: Platform, vault_dev: Any, sdk_vhost: str) -> Iterator[Sd
     processes = [
         campaigns,
         ServiceProcess("campaigns", "relay", campaigns_env, free_port()),
+        # Runs import jobs (`penguinmails contacts import`).
+        ServiceProcess("campaigns", "worker", campaigns_env, free_port()),
         delivery,
         webhooks,
         ServiceProcess("webhooks", "worker", webhooks_env, free_port()),
+        # Publishes triggered events (`penguinmails trigger`) from the webhooks outbox.
+        ServiceProcess("webhooks", "relay", webhooks_env, free_port()),
     ]
     gateway = ServiceProcess(
         "gateway",

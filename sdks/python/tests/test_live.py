@@ -225,3 +225,40 @@ def test_api_keys_with_an_access_token() -> None:
         PenguinMails(api_key=created["key"]).emails.send(
             {"from": SENDER, "to": "b@example.com", "subject": "x", "text": "x"}
         )
+
+
+def test_event_stream_delivers_a_triggered_event_and_moves_its_resume_point(
+    client: PenguinMails,
+) -> None:
+    sent: list[str] = []
+
+    def connected() -> None:
+        if not sent:  # the stream is open: what is emitted now reaches it
+            sent.append(client.events.trigger(type="email.opened")["id"])
+
+    stream = client.events.stream(types="email.opened", on_connect=connected)
+    events = iter(stream)
+    event = next(events)
+    assert (event.id, event.type) == (sent[0], "email.opened")
+    assert event.json()["id"] == sent[0] and "email" in event.json()["data"]
+    # Not finished with it until the loop asks for the next one: a resume would repeat it.
+    assert stream.last_event_id != event.id
+    with pytest.raises(ValidationError):
+        next(iter(client.events.stream(types="email.teleported")))
+
+
+def test_async_event_stream_delivers_a_triggered_event() -> None:
+    sync = PenguinMails()
+    sent: list[str] = []
+
+    def connected() -> None:
+        if not sent:
+            sent.append(sync.events.trigger(type="email.clicked")["id"])
+
+    async def main() -> None:
+        async with AsyncPenguinMails() as c:
+            async for event in c.events.stream(types=["email.clicked"], on_connect=connected):
+                assert (event.id, event.type) == (sent[0], "email.clicked")
+                break
+
+    asyncio.run(main())

@@ -196,6 +196,32 @@ async def test_reconnecting_with_last_event_id_resumes_without_gaps(
         assert r.status_code == 422
 
 
+async def test_opening_frame_names_the_head_so_a_reconnect_before_any_event_misses_nothing(
+    gw: str, publish: Any, unique: str
+) -> None:
+    async with httpx.AsyncClient() as client:
+        tenant, token = await _tenant(client, gw, unique)
+        key = bearer((await create_key(client, gw, token, ["read_analytics"]))["key"])
+        before = _opened(tenant, 1)
+        async with open_stream(client, f"{gw}{STREAM}", key) as sse:
+            first = await sse.frame()
+            assert first is not None and first.retry is not None and first.id is None  # empty
+            await publish(before)
+            assert (await sse.event()).id == str(before.id)  # type: ignore[union-attr]
+        async with open_stream(client, f"{gw}{STREAM}", key) as sse:
+            opening = await sse.frame()
+            # No event yet on this connection, but a cursor: the head's event.
+            assert opening is not None and opening.data is None and opening.id == str(before.id)
+        # Disconnected before any event arrived: these commit meanwhile.
+        missed = [_opened(tenant, n) for n in (2, 3)]
+        await publish(*missed)
+        async with open_stream(
+            client, f"{gw}{STREAM}", {**key, "Last-Event-ID": opening.id}
+        ) as sse:
+            got = [await sse.event() for _ in missed]
+        assert sorted(f.id for f in got if f) == sorted(str(e.id) for e in missed)
+
+
 async def test_types_filter_and_scope_errors(gw: str, publish: Any, unique: str) -> None:
     async with httpx.AsyncClient() as client:
         tenant, token = await _tenant(client, gw, unique)

@@ -23,6 +23,7 @@ from ._errors import (
     WebhookVerificationError,
 )
 from ._generated import types
+from ._stream import AsyncEventStream, EventStream, StreamEvent
 from ._webhooks import sign_webhook, verify_webhook
 
 __all__ = [
@@ -30,17 +31,20 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "AsyncEventStream",
     "AsyncPage",
     "AsyncPager",
     "AsyncPenguinMails",
     "AuthenticationError",
     "ConflictError",
+    "EventStream",
     "NotFoundError",
     "PenguinMails",
     "PenguinMailsError",
     "PermissionError",
     "RateLimitError",
     "RequestOptions",
+    "StreamEvent",
     "SyncPage",
     "ValidationError",
     "WebhookVerificationError",

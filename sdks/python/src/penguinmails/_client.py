@@ -2,12 +2,103 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Literal
 
 import httpx
 
-from ._core import AsyncTransport, SyncTransport, _config
-from ._generated.resources import AsyncResources, Resources
+from ._core import AsyncTransport, RequestOptions, SyncTransport, _config
+from ._generated.resources import AsyncEvents, AsyncResources, Contacts, Events, Resources
+from ._generated.types import ImportJob
+from ._stream import DEFAULT_READ_TIMEOUT, AsyncEventStream, EventStream
+
+IMPORT_MEDIA_TYPES = {"csv": "text/csv", "json": "application/json"}
+
+
+class ContactsResource(Contacts):
+    """`client.contacts`, plus uploading an import file as it is."""
+
+    def submit_import_file(
+        self,
+        content: bytes | str,
+        *,
+        format: Literal["csv", "json"],
+        request_options: RequestOptions | None = None,
+    ) -> ImportJob:
+        """Start an import job from a CSV file (header row: email, first_name, ...; other
+        columns become custom fields) or a JSON array, sent unchanged:
+        POST /api/v1/contacts/imports. Poll `get_import(job["id"])` for its progress."""
+        body = content.encode() if isinstance(content, str) else content
+        data, _meta = self._core.send(
+            "POST",
+            "/api/v1/contacts/imports",
+            content=body,
+            content_type=IMPORT_MEDIA_TYPES[format],
+            idempotent=True,
+            options=request_options,
+        )
+        job: ImportJob = data
+        return job
+
+
+class EventsResource(Events):
+    """`client.events`: the catalog, test triggers and the live stream."""
+
+    def stream(
+        self,
+        *,
+        types: Sequence[str] | str | None = None,
+        campaign_ids: Sequence[str] | str | None = None,
+        contact_tags: Sequence[str] | str | None = None,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        on_connect: Callable[[], None] | None = None,
+        on_reconnect: Callable[[str, float], None] | None = None,
+    ) -> EventStream:
+        """Live events (GET /api/v1/events/stream): iterate the answer; it reconnects with
+        Last-Event-ID by itself, so nothing is missed or repeated."""
+        return EventStream(
+            self._core,
+            types=types,
+            campaign_ids=campaign_ids,
+            contact_tags=contact_tags,
+            last_event_id=last_event_id,
+            reconnect=reconnect,
+            read_timeout=read_timeout,
+            on_connect=on_connect,
+            on_reconnect=on_reconnect,
+        )
+
+
+class AsyncEventsResource(AsyncEvents):
+    """`client.events` of the asyncio client: `async for event in client.events.stream()`."""
+
+    def stream(
+        self,
+        *,
+        types: Sequence[str] | str | None = None,
+        campaign_ids: Sequence[str] | str | None = None,
+        contact_tags: Sequence[str] | str | None = None,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        on_connect: Callable[[], None] | None = None,
+        on_reconnect: Callable[[str, float], None] | None = None,
+    ) -> AsyncEventStream:
+        """Live events (GET /api/v1/events/stream), as `EventsResource.stream`."""
+        return AsyncEventStream(
+            self._core,
+            types=types,
+            campaign_ids=campaign_ids,
+            contact_tags=contact_tags,
+            last_event_id=last_event_id,
+            reconnect=reconnect,
+            read_timeout=read_timeout,
+            on_connect=on_connect,
+            on_reconnect=on_reconnect,
+        )
 
 
 class PenguinMails(Resources):
@@ -17,6 +108,9 @@ class PenguinMails(Resources):
     https://api.penguinmails.com); `access_token` (a dashboard JWT, default
     `PENGUINMAILS_ACCESS_TOKEN`) serves account routes such as `api_keys`.
     """
+
+    contacts: ContactsResource
+    events: EventsResource
 
     def __init__(
         self,
@@ -32,6 +126,8 @@ class PenguinMails(Resources):
         config = _config(api_key, access_token, base_url, max_retries, timeout, default_headers)
         self.core = SyncTransport(config, http_client)
         super().__init__(self.core)
+        self.contacts = ContactsResource(self.core)
+        self.events = EventsResource(self.core)
 
     @property
     def base_url(self) -> str:
@@ -52,6 +148,8 @@ class PenguinMails(Resources):
 class AsyncPenguinMails(AsyncResources):
     """The asyncio client: the same resources, every method awaitable."""
 
+    events: AsyncEventsResource
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -66,6 +164,7 @@ class AsyncPenguinMails(AsyncResources):
         config = _config(api_key, access_token, base_url, max_retries, timeout, default_headers)
         self.core = AsyncTransport(config, http_client)
         super().__init__(self.core)
+        self.events = AsyncEventsResource(self.core)
 
     @property
     def base_url(self) -> str:

@@ -97,6 +97,7 @@ class _Call:
     url: str
     headers: dict[str, str]
     json: Any
+    content: bytes | None
     params: list[tuple[str, str]]
     retries: int
     timeout: float
@@ -158,6 +159,8 @@ class _Base:
         auth: Auth,
         idempotent: bool,
         options: RequestOptions | None,
+        content: bytes | None = None,
+        content_type: str | None = None,
     ) -> _Call:
         opts = options or {}
         cfg = self.config
@@ -178,12 +181,16 @@ class _Base:
         key = opts.get("idempotency_key") or (str(uuid.uuid4()) if idempotent else None)
         if key:
             headers["Idempotency-Key"] = key
+        if content is not None:
+            # A raw body (a CSV file, ...) sent as it is, under its own media type.
+            headers["Content-Type"] = content_type or "application/octet-stream"
         headers.update(opts.get("headers", {}))
         return _Call(
             method=method,
             url=cfg.base_url + path,
             headers=headers,
-            json=body,
+            json=None if content is not None else body,
+            content=content,
             params=_query(query),
             retries=opts.get("max_retries", cfg.max_retries),
             timeout=opts.get("timeout", cfg.timeout),
@@ -235,9 +242,19 @@ class SyncTransport(_Base):
         auth: Auth = "key",
         idempotent: bool = False,
         options: RequestOptions | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
     ) -> tuple[Any, dict[str, Any]]:
         call = self._prepare(
-            method, path, body=body, query=query, auth=auth, idempotent=idempotent, options=options
+            method,
+            path,
+            body=body,
+            query=query,
+            auth=auth,
+            idempotent=idempotent,
+            options=options,
+            content=content,
+            content_type=content_type,
         )
         attempt = 0
         while True:
@@ -249,6 +266,7 @@ class SyncTransport(_Base):
                     call.url,
                     headers=call.headers,
                     json=call.json,
+                    content=call.content,
                     params=call.params,
                     timeout=call.timeout,
                 )
@@ -286,9 +304,19 @@ class AsyncTransport(_Base):
         auth: Auth = "key",
         idempotent: bool = False,
         options: RequestOptions | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
     ) -> tuple[Any, dict[str, Any]]:
         call = self._prepare(
-            method, path, body=body, query=query, auth=auth, idempotent=idempotent, options=options
+            method,
+            path,
+            body=body,
+            query=query,
+            auth=auth,
+            idempotent=idempotent,
+            options=options,
+            content=content,
+            content_type=content_type,
         )
         attempt = 0
         while True:
@@ -300,6 +328,7 @@ class AsyncTransport(_Base):
                     call.url,
                     headers=call.headers,
                     json=call.json,
+                    content=call.content,
                     params=call.params,
                     timeout=call.timeout,
                 )

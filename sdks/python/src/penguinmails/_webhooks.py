@@ -37,6 +37,21 @@ def sign_webhook(msg_id: str, timestamp: int, payload: str | bytes, secret: str)
     return "v1," + base64.b64encode(mac.digest()).decode()
 
 
+def webhook_headers(msg_id: str, payload: str | bytes, secret: str) -> dict[str, str]:
+    """The headers PenguinMails signs a delivery with, stamped now: Standard Webhooks
+    (`webhook-id`, `webhook-timestamp`, `webhook-signature`) and the legacy
+    `X-PenguinMails-Signature: sha256=<hex HMAC of the body keyed by the secret string>`."""
+    body = payload.encode() if isinstance(payload, str) else payload
+    timestamp = int(time.time())
+    legacy = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_webhook(msg_id, timestamp, body, secret),
+        "X-PenguinMails-Signature": f"sha256={legacy}",
+    }
+
+
 def _header(headers: WebhookHeaders, name: str) -> str | None:
     for key, value in headers.items():
         if key.lower() == name:
