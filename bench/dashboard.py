@@ -10,6 +10,10 @@ fresh user signs up, owns one API key, and each Lighthouse run gets a session of
 through the refresh cookie (sent as an extra header): the page loads as a returning user's.
 
     uv run python -m bench.dashboard
+
+BENCH_DASHBOARD_BASELINE=<a built dist directory> (its own stack only) also serves that
+build from a second gateway and measures both builds in turn, run by run, under the same
+load: the ratio of the current build's figures to the baseline's is printed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,6 +40,7 @@ from bench.harness import (
     gateway_stack,
     service_dsn,
 )
+from libs.common.signing_keys import generate_private_key
 
 LIGHTHOUSE_DIR = REPO / "bench" / "lighthouse"
 LIGHTHOUSE = LIGHTHOUSE_DIR / "node_modules" / ".bin" / "lighthouse"
@@ -45,8 +51,9 @@ PAGES = {
     "webhooks": "/dashboard/settings/webhooks",
 }
 PASSWORD = "bench dashboard password"
-SIGNING_KEY = "bench-dashboard-principal-key-0123456789abcdef"
+SIGNING_KEY = generate_private_key()  # the bench's own Ed25519 principal key
 RUNS = int(os.environ.get("BENCH_DASHBOARD_RUNS", "3"))
+BASELINE = os.environ.get("BENCH_DASHBOARD_BASELINE")
 
 
 def prepare() -> None:
@@ -128,19 +135,35 @@ def lighthouse(url: str, cookie: str) -> dict[str, float]:
     }
 
 
-async def measure(base: str) -> None:
-    email = await account(base)
+async def measure(base: str, baseline: str | None = None) -> None:
+    """Median of RUNS Lighthouse runs per page; with `baseline` (a gateway serving another
+    build), that build is measured in turn with this one and the ratios printed."""
+    builds = {"current": base} if baseline is None else {"baseline": baseline, "current": base}
+    emails = {name: await account(url) for name, url in builds.items()}
     print(f"dashboard at {base}/dashboard/; {RUNS} Lighthouse runs per page, median shown")
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'page':<10} {'perf':>5} {'a11y':>5} {'FCP ms':>7} {'LCP ms':>7} {'TBT ms':>7}")
+    head = ("page", "build", "perf", "a11y", "FCP ms", "LCP ms", "TBT ms")
+    print("{:<10} {:<9} {:>5} {:>5} {:>7} {:>7} {:>7}".format(*head))
     for name, path in PAGES.items():
-        runs = [lighthouse(base + path, await refresh_cookie(base, email)) for _ in range(RUNS)]
-        m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(
-            f"{name:<10} {m['performance']:>5.0f} {m['accessibility']:>5.0f} "
-            f"{m['fcp_ms']:>7.0f} {m['lcp_ms']:>7.0f} {m['tbt_ms']:>7.0f}"
-            f"   (performance per run: {[r['performance'] for r in runs]})"
-        )
+        runs: dict[str, list[dict[str, float]]] = {b: [] for b in builds}
+        for _ in range(RUNS):
+            for build, url in builds.items():
+                runs[build].append(lighthouse(url + path, await refresh_cookie(url, emails[build])))
+        medians = {}
+        for build, rs in runs.items():
+            m = medians[build] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            print(
+                f"{name:<10} {build:<9} {m['performance']:>5.0f} {m['accessibility']:>5.0f} "
+                f"{m['fcp_ms']:>7.0f} {m['lcp_ms']:>7.0f} {m['tbt_ms']:>7.0f}"
+                f"   (performance per run: {[r['performance'] for r in rs]})"
+            )
+        if baseline is not None:
+            b, c = medians["baseline"], medians["current"]
+            ratios = ", ".join(
+                f"{k} {c[k] / b[k]:.2f}x" for k in ("lcp_ms", "tbt_ms", "fcp_ms") if b[k]
+            )
+            print(f"{name:<10} current/baseline: {ratios}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print("targets: performance >= 90, accessibility >= 95")
     print("(performance, TBT above all, falls with the machine's load: Lighthouse runs the page")
     print(" on the shared CPU with its simulated 4x slowdown)")
@@ -165,14 +188,24 @@ async def main() -> None:
         await measure(base)
         return
     await fresh_database("keys")
-    async with gateway_stack(
-        keys_dsn=service_dsn("keys"),
-        amqp_url=fresh_vhost(),
-        signing_key=SIGNING_KEY,
-        upstreams={},
-        scopes=["read_analytics"],
-    ) as gw:
-        await measure(gw.url)
+    amqp_url = fresh_vhost()
+
+    def stack(dist: Path | None = None) -> Any:
+        return gateway_stack(
+            keys_dsn=service_dsn("keys"),
+            amqp_url=amqp_url,
+            signing_key=SIGNING_KEY,
+            upstreams={},
+            scopes=["read_analytics"],
+            gateway_env={"PM_DASHBOARD_DIR": str(dist)} if dist else None,
+        )
+
+    async with stack() as gw:
+        if not BASELINE:
+            await measure(gw.url)
+            return
+        async with stack(Path(BASELINE)) as base_gw:
+            await measure(gw.url, base_gw.url)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -103,8 +104,12 @@ def verdict(name: str, ratio: float, target: float) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
-VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR", "http://127.0.0.1:8200")
 VAULT_TOKEN_FILE = REPO / ".dev" / "vault-root-token"
+_VAULT_ADDR_FILE = REPO / ".dev" / "vault-addr"
+# This checkout's OpenBao (`make infra` records its address: another checkout's may hold 8200).
+VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR") or (
+    _VAULT_ADDR_FILE.read_text().strip() if _VAULT_ADDR_FILE.is_file() else "http://127.0.0.1:8200"
+)
 
 
 def free_port() -> int:
@@ -191,16 +196,17 @@ async def gateway_stack(
     plan: str = "unlimited",
     key_count: int = 1,
     gateway_profile: Path | None = None,
+    gateway_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Gateway]:
     """A real keys api (bcrypt cost 12) and gateway in front of `upstreams` (`{"delivery":
     url}` sets `PM_DELIVERY_URL`), a tenant signed up through the gateway on `plan`, and
     `key_count` live API keys with `scopes`. `keys_dsn`'s database must have the keys schema
-    migrated. `gateway_profile`: write a cProfile of the gateway there. The stack's Redis
-    keys are removed at exit."""
+    migrated. `gateway_profile`: write a cProfile of the gateway there; `gateway_env`: more
+    settings of the gateway. The stack's Redis keys are removed at exit."""
     role_id, secret_id = provision_vault(
         VAULT_ADDR, VAULT_TOKEN_FILE.read_text().strip(), ["keys"]
     )["keys"]
-    ns = f"pmbench{os.getpid()}"
+    ns = f"pmbench{os.getpid()}x{secrets.token_hex(3)}"  # two stacks may run in one process
     redis_url = "redis://127.0.0.1:6379/14"
     common = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PM_")},
@@ -239,6 +245,7 @@ async def gateway_stack(
                 "PM_KEYS_URL": keys_url,
                 "PM_PRINCIPAL_PRIVATE_KEY": signing_key,
                 "PM_METRICS_PORT": str(metrics_port),
+                **(gateway_env or {}),
             },
             "gateway-stack-gateway",
         ),

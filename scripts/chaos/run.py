@@ -10,13 +10,16 @@
    receiver (`tests/fakes/webhook_receiver.py`).
 3. Keeps a steady, bounded load on the gateway: contacts created (each one a webhook event),
    single sends and bulk sends (live mail goes over SMTP to the stack's mail capture, the
-   local stand-in for the ESP), contact lists.
+   local stand-in for the ESP), contact lists; and a campaign (`--campaign-recipients`
+   inline recipients, spaced 1-2 s apart by the campaign runner) started before the first
+   fault, so its sends run through the kills and restarts.
 4. Faults, each while loaded: `kill -9` of every supervisord program in turn, then RabbitMQ,
    PostgreSQL, Redis and OpenBao each stopped for `--outage` seconds and started again
    (OpenBao comes back sealed and is unsealed).
 5. Prints per fault: requests served / failed by status, time to recover; then mail accepted
-   vs captured (lost, duplicated), webhook events vs deliveries (lost, duplicated as new ids),
-   outbox rows left unpublished, dead-letter depth.
+   vs captured (lost, duplicated), the campaign's recipients vs captured (lost, duplicated,
+   how many were sent before, during and after the faults), webhook events vs deliveries
+   (lost, duplicated as new ids), outbox rows left unpublished, dead-letter depth.
 
 Only 127.0.0.1 is contacted; the machine's shared servers are never touched.
 """
@@ -48,6 +51,7 @@ from tests.fakes.webhook_receiver import WebhookReceiver
 
 DOMAIN = "chaos.example.com"
 RCPT_DOMAIN = "rcpt.chaos.example.net"
+CAMPAIGN_DOMAIN = "campaign.chaos.example.org"  # apart from the load's recipients
 PRO_PER_MINUTE = 300  # services/gateway/ratelimit.py; the load stays under it
 
 
@@ -202,6 +206,7 @@ async def setup_tenant(client: httpx.AsyncClient, base: str, dns: FakeDns, hook_
         "manage_contacts",
         "manage_webhooks",
         "manage_domains",
+        "manage_campaigns",
         "read_analytics",
     ]
     r = await client.post(
@@ -249,6 +254,57 @@ async def upgrade_to_pro(
             return
         await asyncio.sleep(1)
     raise RuntimeError("the plan change to pro did not reach the gateway in 90 s")
+
+
+@dataclass
+class CampaignRun:
+    """The campaign sent during the drill: its recipients and how far it got when."""
+
+    id: str
+    recipients: set[str]
+    sent_at: dict[str, int] = field(default_factory=dict)  # moment -> recipients captured
+    status: str = ""
+
+    def captured(self, mails: list[Any]) -> Counter[str]:
+        return Counter(r for m in mails for r in m.rcpt_to if r in self.recipients)
+
+
+async def start_campaign(client: httpx.AsyncClient, base: str, key: str, n: int) -> CampaignRun:
+    """A one-step campaign to `n` inline recipients, one send every 1-2 s (the runner's
+    spacing): it is still sending while the faults happen."""
+    auth = {"Authorization": f"Bearer {key}"}
+    rcpts = [f"camp{i}-{uuid.uuid4().hex[:6]}@{CAMPAIGN_DOMAIN}" for i in range(n)]
+    r = await client.post(
+        f"{base}/api/v1/campaigns",
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+        json={
+            "name": "chaos campaign",
+            "from_email": f"campaign@{DOMAIN}",
+            "subject": "Chaos campaign",
+            "content": {"text": "Hello from the chaos drill"},
+            "recipients": [{"email": e} for e in rcpts],
+            "settings": {"track_opens": False, "track_clicks": False},
+            "spacing": {"min_seconds": 1, "max_seconds": 2},
+        },
+        timeout=120,
+    )
+    if r.status_code != 201:
+        raise RuntimeError(f"campaign not created: {r.status_code} {r.text[:300]}")
+    cid = str(r.json()["data"]["id"])
+    r = await client.post(f"{base}/api/v1/campaigns/{cid}/start", headers=auth, timeout=60)
+    if r.status_code != 200:
+        raise RuntimeError(f"campaign not started: {r.status_code} {r.text[:300]}")
+    return CampaignRun(cid, set(rcpts))
+
+
+async def campaign_status(client: httpx.AsyncClient, base: str, key: str, cid: str) -> str:
+    try:
+        r = await client.get(
+            f"{base}/api/v1/campaigns/{cid}", headers={"Authorization": f"Bearer {key}"}
+        )
+    except httpx.HTTPError:
+        return "?"
+    return str(r.json()["data"]["status"]) if r.status_code == 200 else f"HTTP {r.status_code}"
 
 
 def supervisor() -> Any:
@@ -432,6 +488,17 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
         limits = httpx.Limits(max_connections=args.concurrency + 4)
         async with httpx.AsyncClient(timeout=15, limits=limits) as client:
             key = await setup_tenant(client, gw, dns, receiver.url)
+            try:
+                campaign = await start_campaign(client, gw, key, args.campaign_recipients)
+                print(
+                    f"chaos: campaign {campaign.id} started"
+                    f" ({len(campaign.recipients)} recipients)",
+                    flush=True,
+                )
+            except (RuntimeError, httpx.HTTPError) as exc:
+                # The rest of the drill still runs; the report says why there is no campaign.
+                campaign = CampaignRun("", set(), status=f"NOT STARTED: {exc}")
+                print(f"chaos: {campaign.status}", flush=True)
             load, stop = Load(), asyncio.Event()
             workers = [
                 asyncio.create_task(
@@ -447,6 +514,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
             baseline.ended, baseline.recovered = time.monotonic(), 0.0
             rows.append(baseline)
 
+            campaign.sent_at["faults began"] = sum(campaign.captured(captured(mail_dir)).values())
             programs = sorted(
                 str(i["name"])
                 for i in supervisor().supervisor.getAllProcessInfo()
@@ -491,6 +559,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
             await dependency("Redis", infra.redis.stop, infra.redis.start)
             await dependency("OpenBao", infra.bao.stop, infra.bao.start)
 
+            campaign.sent_at["faults ended"] = sum(campaign.captured(captured(mail_dir)).values())
             stop.set()
             await asyncio.gather(*workers)
             # Drain: wait until every accepted recipient is captured (or nothing moves).
@@ -502,14 +571,27 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                 if len(got) != seen:
                     seen, still = len(got), time.monotonic()
                 await asyncio.sleep(1)
+            # The campaign finishes its spaced sends (bounded: `--campaign-wait` seconds).
+            deadline = time.monotonic() + args.campaign_wait
+            while campaign.id and time.monotonic() < deadline:
+                campaign.status = await campaign_status(client, gw, key, campaign.id)
+                if (
+                    campaign.status == "completed"
+                    and set(campaign.captured(captured(mail_dir))) >= campaign.recipients
+                ):
+                    break
+                await asyncio.sleep(2)
             await asyncio.sleep(3)
+            if campaign.id:
+                campaign.status = await campaign_status(client, gw, key, campaign.id)
+            campaign.sent_at["the end"] = sum(campaign.captured(captured(mail_dir)).values())
             pm_dsn = f"{infra.postgres.admin_dsn.rsplit('/', 1)[0]}/pm"
             left = await outbox_left(pm_dsn)
             states = await delivery_states(pm_dsn)
             dlq = dlq_depth(infra)
 
         took = time.monotonic() - t_begin
-        print_report(load, rows, captured(mail_dir), receiver, left, dlq, states, took)
+        print_report(load, rows, captured(mail_dir), receiver, left, dlq, states, took, campaign)
         return 0
     finally:
         if env:
@@ -528,6 +610,7 @@ def print_report(
     dlq: dict[str, int],
     states: tuple[Counter[str], set[str]],
     took: float,
+    campaign: CampaignRun,
 ) -> None:
     print()
     print(f"{'fault':<44} {'served':>6}  {'failed (by status)':<28} {'recover':>8}  note")
@@ -567,6 +650,22 @@ def print_report(
         f"         at-most-once window (provider_outcome_unknown, not resent) {len(window)};"
         f" messages by status {dict(by_status)}"
     )
+    got = campaign.captured(mails)
+    c_window = (campaign.recipients - set(got)) & unknown
+    c_lost = campaign.recipients - set(got) - unknown
+    c_dup = {r: n for r, n in got.items() if n > 1}
+    moments = campaign.sent_at
+    before = moments.get("faults began", 0)
+    during = moments.get("faults ended", 0) - before
+    print(
+        f"campaign {len(campaign.recipients)} recipients, status {campaign.status};"
+        f" delivered {len(got)}, lost {len(c_lost)}, duplicated {len(c_dup)},"
+        f" at-most-once window {len(c_window)}"
+    )
+    print(
+        f"         sent before the faults {before}, during them {during},"
+        f" after {moments.get('the end', 0) - before - during}"
+    )
     by_contact: dict[str, set[str]] = {}
     ids: Counter[str] = Counter()
     for q in list(receiver.requests):
@@ -594,6 +693,8 @@ def print_report(
     print(f"took     {took:.0f} s")
     if lost:
         print(f"lost recipients (first 10): {sorted(lost)[:10]}")
+    if c_lost:
+        print(f"lost campaign recipients (first 10): {sorted(c_lost)[:10]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -611,6 +712,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--outage", type=float, default=5.0, help="seconds a dependency is down")
     parser.add_argument("--settle", type=float, default=3.0)
+    parser.add_argument(
+        "--campaign-recipients",
+        type=int,
+        default=150,
+        help="recipients of the campaign sent during the faults (1-2 s apart)",
+    )
+    parser.add_argument(
+        "--campaign-wait",
+        type=float,
+        default=300.0,
+        help="seconds to let the campaign finish after the faults",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="pm-chaos-"))

@@ -1,5 +1,6 @@
 """A real stack for the dashboard's browser tests: keys (api, relay, worker), webhooks (api,
-worker) and billing (api, fake Stripe) behind a gateway that serves the built dashboard, and
+worker), campaigns (api, relay: contacts emit real events for the fan-out) and billing (api,
+relay, worker, fake Stripe) behind a gateway that serves the built dashboard, and
 Debian's chromium driven by Playwright for Python (installed with apt-get when absent;
 Playwright's own browser download is never used)."""
 
@@ -93,14 +94,20 @@ def stack(
         PM_WEBHOOKS_ALLOW_HTTP="true",
         PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
     )
+    # Campaigns publishes to the webhooks worker's vhost: a contact made through the gateway
+    # is a real `contact.created` fanned out to this tenant's endpoints.
+    campaigns_env = service_env("campaigns", own_vhost)
     keys = ServiceProcess("keys", "api", keys_env, free_port())
     webhooks = ServiceProcess("webhooks", "api", webhooks_env, free_port())
+    campaigns = ServiceProcess("campaigns", "api", campaigns_env, free_port())
     processes = [
         keys,
         ServiceProcess("keys", "relay", keys_env, free_port()),
         ServiceProcess("keys", "worker", keys_env, free_port()),
         webhooks,
         ServiceProcess("webhooks", "worker", webhooks_env, free_port()),
+        campaigns,
+        ServiceProcess("campaigns", "relay", campaigns_env, free_port()),
     ]
     gateway = ServiceProcess(
         "gateway",
@@ -111,8 +118,8 @@ def stack(
             PM_KEYS_URL=keys.url,
             PM_WEBHOOKS_URL=webhooks.url,
             PM_BILLING_URL=billing.api.url,
+            PM_CAMPAIGNS_URL=campaigns.url,
             # Not used by these pages: a closed port (503 if ever called).
-            PM_CAMPAIGNS_URL=f"http://127.0.0.1:{free_port()}",
             PM_DELIVERY_URL=f"http://127.0.0.1:{free_port()}",
             PM_REDIS_NAMESPACE=namespace,
             PM_DASHBOARD_DIR=str(DIST),

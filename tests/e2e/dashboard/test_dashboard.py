@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -165,11 +166,14 @@ def test_api_key_lifecycle(page: Any, stack: DashboardStack) -> None:
     def usage_shows_calls() -> bool:
         page.get_by_role("button", name="Details of ci key").click()
         details = page.get_by_role("dialog", name="Key: ci key")
-        expect(details.get_by_role("img", name=re.compile("Requests and errors"))).to_be_visible()
+        chart = details.get_by_role("img", name=re.compile("Requests and errors"))
+        expect(chart).to_be_visible()
+        expect(details.get_by_role("img", name=re.compile("Error rate"))).to_be_visible()
         total = details.get_by_test_id("total-requests").inner_text()
-        label = details.get_by_role("img").get_attribute("aria-label") or ""
+        rate = details.get_by_test_id("error-rate").inner_text()
+        label = chart.get_attribute("aria-label") or ""
         details.get_by_role("button", name="Close").click()
-        return total == "3" and "Requests total 3" in label
+        return total == "3" and "Requests total 3" in label and rate == "0%"
 
     eventually(usage_shows_calls, what="usage totals of 3 calls")
 
@@ -259,6 +263,85 @@ def test_webhook_endpoint_lifecycle(
         "button", name="Delete endpoint"
     ).click()
     expect(page.get_by_text("No webhook endpoints yet")).to_be_visible()
+
+
+def add_endpoint(page: Any, url: str, events: list[str]) -> str:
+    """Add an endpoint through the modal; returns its signing secret (shown once)."""
+    page.get_by_role("button", name="Add endpoint").click()
+    dialog = page.get_by_role("dialog", name="Add endpoint")
+    dialog.get_by_label("Endpoint URL").fill(url)
+    for event in events:
+        dialog.get_by_label(event, exact=True).check()
+    dialog.get_by_role("button", name="Add endpoint").click()
+    added = page.get_by_role("dialog", name="Endpoint added")
+    secret: str = added.get_by_label("Signing secret").inner_text()
+    added.get_by_role("button", name="Done").click()
+    return secret
+
+
+def test_disabled_endpoint_gets_no_fanned_out_events(
+    page: Any, stack: DashboardStack, receiver: WebhookReceiver
+) -> None:
+    """Disable in the UI, then a real event: a contact made through the gateway is a
+    `contact.created` (campaigns' outbox → relay → RabbitMQ → webhooks worker). The enabled
+    endpoint's receiver gets it signed; the disabled one gets nothing and logs nothing.
+    Enabled again, it gets the next event (and not the one it missed)."""
+    from playwright.sync_api import expect
+
+    other = WebhookReceiver().start()
+    try:
+        sign_up(page)
+        page.get_by_role("button", name="Create your first API key").click()
+        key = create_key(page, "contacts key", ["manage_contacts"])
+        close_key_dialog(page)
+
+        page.get_by_role("link", name="Webhooks").click()
+        add_endpoint(page, receiver.url, ["contact.created"])
+        other_secret = add_endpoint(page, other.url, ["contact.created"])
+        off = page.get_by_role("switch", name=f"Enabled: {receiver.url}")
+        off.click()
+        expect(page.get_by_role("row", name=receiver.url)).to_contain_text("Disabled")
+        expect(off).not_to_be_checked()
+        expect(page.get_by_role("switch", name=f"Enabled: {other.url}")).to_be_checked()
+
+        def new_contact(email: str) -> None:
+            r = httpx.post(
+                f"{stack.url}/api/v1/contacts",
+                json={"email": email},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert r.status_code == 201, r.text
+
+        first = f"first-{uuid.uuid4().hex[:8]}@example.com"
+        new_contact(first)
+        got = other.wait_for(1)[0]
+        event = Webhook(other_secret).verify(got.body, got.headers)
+        assert event["type"] == "contact.created"
+        assert first in got.body.decode()
+
+        # The fan-out of that event is done (the enabled endpoint got it): the disabled one
+        # got no request and has no delivery to show.
+        assert receiver.count == 0
+        page.get_by_role("button", name=f"Test and log {receiver.url}").click()
+        expect(page.get_by_text("No deliveries match.")).to_be_visible()
+        page.get_by_role("link", name="← All endpoints").click()
+        page.get_by_role("button", name=f"Test and log {other.url}").click()
+        log_row = page.get_by_role("region", name="Deliveries").get_by_role("row").nth(1)
+        expect(log_row).to_contain_text("contact.created")
+        expect(log_row).to_contain_text("succeeded")
+
+        # Enabled again: the next event reaches it, the missed one never does.
+        page.get_by_role("link", name="← All endpoints").click()
+        page.get_by_role("switch", name=f"Enabled: {receiver.url}").click()
+        expect(page.get_by_role("switch", name=f"Enabled: {receiver.url}")).to_be_checked()
+        second = f"second-{uuid.uuid4().hex[:8]}@example.com"
+        new_contact(second)
+        assert len(other.wait_for(2)) == 2
+        received = receiver.wait_for(1)
+        assert len(received) == 1
+        assert second in received[0].body.decode() and first not in received[0].body.decode()
+    finally:
+        other.stop()
 
 
 def test_test_mode_switch_shows_sandbox_endpoints(
@@ -383,13 +466,63 @@ def test_billing_page(page: Any, stack: DashboardStack) -> None:
     expect(page.get_by_role("heading", name="Payments")).to_be_visible()
     page.goto("/dashboard/settings/billing?checkout=canceled")
     expect(page.get_by_role("status")).to_contain_text("Checkout was canceled")
-    page.goto("/dashboard/settings/billing?checkout=success")
-    expect(page.get_by_role("status")).to_contain_text("payment went through")
+    page.get_by_role("link", name="Billing").click()
+    expect(page.get_by_role("heading", name="Current plan")).to_be_visible()
     upgrade = page.get_by_role("button", name=re.compile("^Upgrade to"))
     expect(upgrade.first).to_be_visible()
     with page.expect_request(re.compile(re.escape(stack.billing.fake.url))) as req:
         upgrade.first.click()
     assert "/pay/cs_live_" in req.value.url  # the fake Stripe Checkout page
+
+
+def test_billing_checkout_through_stripe_changes_the_plan(page: Any, stack: DashboardStack) -> None:
+    """Upgrade → the (fake) Stripe hosted Checkout page → Pay → back on the billing page,
+    which shows the new plan once Stripe's webhook reached billing: checkout → webhook →
+    plan change, all through real processes."""
+    from playwright.sync_api import expect
+
+    sign_up(page)
+    # Billing sends Stripe's customer back to its PM_DASHBOARD_URL (a name that resolves
+    # nowhere in these tests): the browser follows it to this stack's gateway.
+    dashboard_host = urlsplit(stack.billing.env.get("PM_DASHBOARD_URL", "http://dashboard.test"))
+    page.context.route(
+        f"{dashboard_host.scheme}://{dashboard_host.netloc}/**",
+        lambda route: route.fulfill(
+            status=303, headers={"Location": _on_gateway(stack, route.request.url)}
+        ),
+    )
+    page.get_by_role("link", name="Billing").click()
+    plan = page.get_by_role("definition").first
+    expect(plan).not_to_have_text("Pro")
+    expect(page.get_by_text("No payments yet.")).to_be_visible()
+    page.get_by_role("button", name="Upgrade to Pro").click()
+
+    # Stripe's hosted page (the fake, labelled as one): pay.
+    page.wait_for_url(re.compile(re.escape(stack.billing.fake.url) + r"/c/pay/cs_live_"))
+    expect(page.get_by_role("heading", name=re.compile("Checkout"))).to_be_visible()
+    page.get_by_role("button", name="Pay").click()
+
+    # Back on the dashboard: the page waits for the webhook, then shows the new plan.
+    page.wait_for_url(
+        re.compile(re.escape(stack.url) + r"/dashboard/settings/billing\?checkout=success")
+    )
+    expect(page.get_by_role("status").filter(has_text="payment went through")).to_contain_text(
+        "Your plan is now Pro", timeout=60_000
+    )
+    expect(plan).to_have_text("Pro")
+    expect(page.get_by_role("listitem").filter(has_text="Your plan")).to_contain_text("Pro")
+    payments = page.get_by_role("region", name="Payments")
+    expect(payments.get_by_role("row").nth(1)).to_contain_text("paid")
+    expect(page.get_by_role("button", name="Upgrade to Pro")).to_have_count(0)
+
+    # The plan is the tenant's, not the page's: a fresh load shows it too.
+    page.goto("/dashboard/settings/billing")
+    expect(page.get_by_role("definition").first).to_have_text("Pro")
+
+
+def _on_gateway(stack: DashboardStack, url: str) -> str:
+    parts = urlsplit(url)
+    return f"{stack.url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
 # ---------------------------------------------------------------- accessibility, layout, serving

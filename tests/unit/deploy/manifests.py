@@ -40,8 +40,24 @@ def kubectl() -> str:
     return found
 
 
+# Third-party workloads the overlays deploy beside the platform's processes (by their
+# app.kubernetes.io/name): rendered and validated, but not platform processes.
+THIRD_PARTY = frozenset({"pgbouncer"})
+
+
+def is_third_party(obj: Obj) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return labels.get("app.kubernetes.io/name") in THIRD_PARTY
+
+
 @functools.cache
 def render(overlay: str) -> tuple[Obj, ...]:
+    """The platform's own objects of an overlay (what `render_all` renders, less THIRD_PARTY)."""
+    return tuple(o for o in render_all(overlay) if not is_third_party(o))
+
+
+@functools.cache
+def render_all(overlay: str) -> tuple[Obj, ...]:
     out = subprocess.run(
         [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
         capture_output=True,

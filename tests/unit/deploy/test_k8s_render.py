@@ -10,7 +10,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from tests.unit.deploy.manifests import K8S, OVERLAYS, Obj, render
+from tests.unit.deploy.manifests import K8S, OVERLAYS, Obj, render, render_all
 
 # Oldest release the manifests target (preStop `sleep` is on by default from 1.30) and the
 # newest schema kubernetes-validate ships.
@@ -30,7 +30,7 @@ def is_crd(obj: Obj) -> bool:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_objects(overlay: str) -> None:
-    kinds = {o["kind"] for o in render(overlay)}
+    kinds = {o["kind"] for o in render_all(overlay)}
     assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy", "Job"} <= kinds
 
 
@@ -38,7 +38,7 @@ def test_overlay_renders_objects(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_core_objects_validate_strictly(overlay: str, version: str) -> None:
     errors = []
-    for obj in render(overlay):
+    for obj in render_all(overlay):
         if is_crd(obj):
             continue
         try:
@@ -50,7 +50,7 @@ def test_core_objects_validate_strictly(overlay: str, version: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_crd_objects_validate_against_shipped_schemas(overlay: str) -> None:
-    crds = [o for o in render(overlay) if is_crd(o)]
+    crds = [o for o in render_all(overlay) if is_crd(o)]
     assert crds, "expected KEDA objects at least"
     for obj in crds:
         schema = crd_schema(obj)
@@ -76,6 +76,6 @@ def test_the_validators_reject_broken_objects() -> None:
 
 def test_no_secret_objects_are_committed() -> None:
     for overlay in OVERLAYS:
-        assert not [o for o in render(overlay) if o["kind"] == "Secret"], (
+        assert not [o for o in render_all(overlay) if o["kind"] == "Secret"], (
             "secrets come from Vault, never from a Secret with values in git"
         )

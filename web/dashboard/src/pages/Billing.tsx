@@ -1,7 +1,13 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { api, unwrap } from "../api/client";
 import type { BillingState, Payment, Plan } from "../api/models";
 import { ErrorNotice, useAction, when } from "../components/ui";
+
+// After Checkout, Stripe's webhook (not the redirect) changes the plan: the page asks again
+// every 2 s, for up to a minute, until the subscription is active.
+const CONFIRM_POLL_MS = 2000;
+const CONFIRM_POLLS = 30;
+const confirmed = (s: BillingState | null) => !!s?.subscription && ["active", "trialing"].includes(s.subscription.status);
 
 const money = (cents: number, currency: string) =>
   new Intl.NumberFormat(undefined, { style: "currency", currency: currency.toUpperCase() }).format(cents / 100);
@@ -25,13 +31,36 @@ export function BillingPage({ checkout }: { checkout: string | null }) {
     });
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, []);
+  const polls = useRef(0);
+  useEffect(() => {
+    if (checkout !== "success" || !state || confirmed(state) || polls.current >= CONFIRM_POLLS) return;
+    const timer = window.setTimeout(() => {
+      polls.current += 1;
+      void Promise.all([
+        unwrap<BillingState>(api.GET("/api/v1/billing/subscription")),
+        unwrap<Payment[]>(api.GET("/api/v1/billing/payments")),
+      ])
+        .then(([s, pay]) => {
+          setPayments(pay);
+          setState(s);
+        })
+        // A failed poll shows nothing new; the next one (or a reload) tries again.
+        .catch(() => setState((s) => (s ? { ...s } : s)));
+    }, CONFIRM_POLL_MS);
+    return () => window.clearTimeout(timer);
+  }, [checkout, state]);
   const current = plans.find((p) => p.id === state?.plan);
   return (
     <>
       <h1>Billing</h1>
       {checkout === "success" && (
         <p role="status" className="notice ok">
-          Thank you: your payment went through. The new plan applies as soon as Stripe confirms it.
+          Thank you: your payment went through.{" "}
+          {confirmed(state)
+            ? `Your plan is now ${current?.name ?? state?.plan}.`
+            : polls.current < CONFIRM_POLLS
+              ? "Waiting for Stripe to confirm it…"
+              : "The new plan applies as soon as Stripe confirms it; reload this page in a moment."}
         </p>
       )}
       {checkout === "canceled" && (
