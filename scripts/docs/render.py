@@ -48,7 +48,7 @@ def _params(spec: dict[str, Any], op: dict[str, Any], where: str) -> list[dict[s
     return out
 
 
-def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, Any]) -> dict:
+def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, Any]) -> dict[str, Any]:
     """Method, URL, query, body and headers of a plausible call of `op`."""
     url_path = path
     for p in _params(spec, op, "path"):

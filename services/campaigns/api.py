@@ -426,7 +426,7 @@ def build_router(settings: CampaignsSettings) -> APIRouter:
 
 
 def _transition_route(handler: Any, scope: Any) -> Any:
-    async def route(campaign_id: str, p: scope, pool: Pool) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def route(campaign_id: str, p: scope, pool: Pool) -> dict[str, Any]:
         return ok(await handler(pool, _owner(p), _id(campaign_id, "Campaign")))
 
     return route

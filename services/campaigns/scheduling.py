@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -21,7 +22,7 @@ class Window:
     end_hour: int = 24
 
     @classmethod
-    def from_json(cls, raw: dict | None) -> Window:
+    def from_json(cls, raw: dict[str, Any] | None) -> Window:
         if not raw:
             return cls()
         return cls(

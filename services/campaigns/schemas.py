@@ -344,7 +344,7 @@ class Schedule(_Strict):
     def _hours(self) -> Schedule:
         if self.end_hour <= self.start_hour:
             raise ValueError("end_hour must be after start_hour")
-        self.days = [d for d in DAY_NAMES if d in self.days]  # type: ignore[misc]
+        self.days = [d for d in DAY_NAMES if d in self.days]
         return self
 
 

@@ -73,7 +73,9 @@ async def render_many(
     return [r if r is None or isinstance(r, TemplateProblem) else content_of(r) for r in results]
 
 
-def contact_context(contact: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict:
+def contact_context(
+    contact: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The variables a template sees for one contact: its custom fields, then its own
     fields (which win), then `extra`. Empty values are left out so `default()` applies."""
     context: dict[str, Any] = {}

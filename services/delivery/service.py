@@ -323,7 +323,7 @@ class DeliveryService:
             Recipient(str(r.email), r.personalization, r.contact_id, campaign_id=req.campaign_id)
             for r in req.recipients
         ]
-        batch = {
+        batch: dict[str, Any] = {
             "id": new_id("bat"),
             "tenant_id": tenant_id,
             "mode": mode,

@@ -17,7 +17,7 @@ from libs.common.http import NotFound
 from libs.common.resources import Resources
 from services.gateway.dashboard import dashboard_router
 from services.gateway.docs_routes import docs_router
-from services.gateway.service import Gateway
+from services.gateway.pipeline import Gateway
 from services.gateway.settings import GatewaySettings
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -521,7 +521,7 @@ class Authenticator:
             return None
         if not raw:
             return None
-        return self._open_plan(tenant_id, raw)
+        return self._open_plan(tenant_id, raw if isinstance(raw, bytes) else raw.encode())
 
     def _open_plan(self, tenant_id: str, sealed: bytes) -> str | None:
         mac, sep, payload = sealed.partition(b".")

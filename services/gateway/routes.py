@@ -5,6 +5,7 @@ forwards by path prefix and keeps the path unchanged."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +25,7 @@ class RouteRule:
     auth: Auth
     # Scopes per HTTP method, a scope or a set of scopes the caller must ALL hold; "*" is the
     # default for methods not listed.
-    scopes: dict[str, str | frozenset[str]] = field(default_factory=dict)
+    scopes: Mapping[str, str | frozenset[str]] = field(default_factory=dict)
     # For auth="user": which dashboard roles may call it.
     roles: frozenset[str] = USER_ROLES_ALL
     # For auth="credentials": per method, the dashboard roles allowed: the user's role, or
