@@ -374,10 +374,10 @@ def _access(rule: RouteRule, method: str) -> tuple[list[dict[str, list[str]]], s
         )
     names = " and ".join(f"`{s}`" for s in scopes)
     sentence = f"Requires scope{'s' if len(scopes) > 1 else ''} {names} (API key or dashboard JWT)."
-    roles = rule.roles_for(method.upper())
-    if roles:
+    method_roles = rule.roles_for(method.upper())
+    if method_roles:
         sentence += (
-            f" Role: {', '.join(sorted(roles))} (a dashboard user's, or for an API key the"
+            f" Role: {', '.join(sorted(method_roles))} (a dashboard user's, or for an API key the"
             " role of the user who created it)."
         )
     # OAuth style: several scopes are one space-separated string.

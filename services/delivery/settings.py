@@ -68,11 +68,11 @@ class DeliverySettings(ServiceSettings):
     # Provider limits shared by all workers through Redis: provider -> [rate/s, burst].
     provider_limits: dict[str, list[float]] = Field(
         default_factory=lambda: {
-            "postmark": [500, 1000],
-            "mailgun": [300, 500],
-            "sendgrid": [600, 1000],
-            "ses": [14, 28],
-            "smtp": [20, 40],
+            "postmark": [500.0, 1000.0],
+            "mailgun": [300.0, 500.0],
+            "sendgrid": [600.0, 1000.0],
+            "ses": [14.0, 28.0],
+            "smtp": [20.0, 40.0],
         }
     )
     # Retry strategy per provider (seed 003): exponential or linear backoff, in seconds.

@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import asyncpg
 import bcrypt
@@ -49,13 +49,12 @@ from libs.common.http import (
 )
 from libs.common.pagination import ListParams, Page
 from libs.common.plans import DEFAULT_PLAN, limits_for
-from libs.common.principal import Principal
+from libs.common.principal import SCOPES, Principal
 from libs.common.signing_keys import load_private_key
 from libs.common.vault import Vault
 from services.keys import repository as repo
 from services.keys.schemas import (
     PLANS,
-    SCOPES,
     ApiKeyOut,
     CreateApiKeyRequest,
     SessionOut,
@@ -734,7 +733,8 @@ async def flush_usage(
     """
     prefix = _inflight_prefix(namespace)
     inflight: list[str] = [k.decode() async for k in redis.scan_iter(match=prefix + "*", count=500)]
-    key_ids = await redis.spop(usage_dirty_set(namespace), batch) or []
+    # redis-py types replies for both decode modes; this client answers bytes.
+    key_ids = cast("list[bytes]", await redis.spop(usage_dirty_set(namespace), batch) or [])
     batch_id = uuid.uuid4().hex
     for raw in key_ids:
         key_id = raw.decode()
@@ -748,7 +748,7 @@ async def flush_usage(
     for name in inflight:
         _, _, rest = name.partition(prefix)
         key_id = rest.split(":", 1)[1]
-        fields = await redis.hgetall(name)
+        fields = cast("dict[bytes, bytes]", await redis.hgetall(name))
         buckets: dict[int, list[int]] = {}
         last_used: datetime | None = None
         for field, value in fields.items():

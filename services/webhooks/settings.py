@@ -18,7 +18,7 @@ class WebhooksSettings(ServiceSettings):
 
     # --- delivery engine -------------------------------------------------------------------
     # Delay before each retry (seconds); attempts = 1 + len(schedule). Seed: 1, 2, 4, 8, 16.
-    webhooks_retry_schedule: list[float] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    webhooks_retry_schedule: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0])
     # Each retry waits between delay and delay * (1 + jitter), so retries never come early.
     webhooks_retry_jitter: float = 0.2
     # Longest Retry-After (seconds) honoured on 429/503; longer asks are capped.

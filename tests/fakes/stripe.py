@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import httpx
@@ -252,7 +252,9 @@ class FakeStripe:
 
     def subscription(self, sub_id: str, mode: str = "live") -> dict[str, Any]:
         with self._lock:
-            return json.loads(json.dumps(self.modes[mode].subscriptions[sub_id]))
+            return cast(
+                "dict[str, Any]", json.loads(json.dumps(self.modes[mode].subscriptions[sub_id]))
+            )
 
     def complete_checkout(self, session_id: str, mode: str = "live") -> dict[str, Any]:
         """The customer pays: subscription + paid invoice, events like Stripe's."""
@@ -312,7 +314,7 @@ class FakeStripe:
                     else None
                 )
             self._emit(mode, "customer.subscription.updated", sub, previous)
-            return json.loads(json.dumps(sub))
+            return cast("dict[str, Any]", json.loads(json.dumps(sub)))
 
     def cancel_subscription(self, sub_id: str, mode: str = "live") -> dict[str, Any]:
         with self._lock:
@@ -320,7 +322,7 @@ class FakeStripe:
             now = int(time.time())
             sub.update(status="canceled", canceled_at=now, ended_at=now)
             self._emit(mode, "customer.subscription.deleted", sub)
-            return json.loads(json.dumps(sub))
+            return cast("dict[str, Any]", json.loads(json.dumps(sub)))
 
     def renew(self, sub_id: str, *, paid: bool, mode: str = "live") -> dict[str, Any]:
         """The next billing period: a paid invoice, or a failed payment (past_due)."""
@@ -337,7 +339,7 @@ class FakeStripe:
                 sub["status"] = "past_due"
                 self._emit(mode, "invoice.payment_failed", invoice)
                 self._emit(mode, "customer.subscription.updated", sub, previous)
-            return json.loads(json.dumps(invoice))
+            return cast("dict[str, Any]", json.loads(json.dumps(invoice)))
 
     # ------------------------------------------------------------------ object factories
 
@@ -372,7 +374,7 @@ class FakeStripe:
             "currency": None,
             "delinquent": False,
         }
-        self.modes[mode].customers[cus["id"]] = cus
+        self.modes[mode].customers[str(cus["id"])] = cus
         return cus
 
     def _create_subscription(
@@ -517,7 +519,7 @@ class FakeStripe:
             copies = 2
         for endpoint in endpoints:
             for _ in range(copies):
-                d = Delivery(event["id"], endpoint, payload)
+                d = Delivery(str(event["id"]), endpoint, payload)
                 self.deliveries.append(d)
                 if self._holding:
                     self._held.append(d)

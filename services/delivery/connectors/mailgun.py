@@ -151,7 +151,8 @@ class MailgunConnector(HttpApiConnector):
         # replayed with other data. A token is good once within the timestamp tolerance
         # (both ways, as `_verify` takes the age as absolute).
         body = _body(request)
-        sig = body.get("signature") if isinstance(body.get("signature"), dict) else body
+        signed = body.get("signature")
+        sig: dict[str, Any] = signed if isinstance(signed, dict) else body
         token = str(sig.get("token", ""))
         return (token, 2 * SIGNATURE_MAX_AGE_SECONDS + 60) if token else None
 

@@ -18,6 +18,7 @@ from services.delivery.connectors.base import (
     HealthStatus,
     HttpApiConnector,
     NormalizedEvent,
+    Outcome,
     OutgoingEmail,
     SendResult,
     WebhookRejected,
@@ -92,7 +93,7 @@ class PostmarkConnector(HttpApiConnector):
             reason = _error_reason(r)
             if single and r.status_code == 422:
                 code = _json(r).get("ErrorCode")
-                outcome = "retryable" if code in _RETRYABLE_CODES else "permanent"
+                outcome: Outcome = "retryable" if code in _RETRYABLE_CODES else "permanent"
                 return all_results(messages, outcome, reason, None)
             return all_results(
                 messages, classify_status(r.status_code), reason, retry_after_seconds(r)
@@ -106,9 +107,9 @@ class PostmarkConnector(HttpApiConnector):
             if code == 0:
                 results.append(SendResult(m.message_id, "accepted", a.get("MessageID")))
             else:
-                outcome = "retryable" if code in _RETRYABLE_CODES else "permanent"
+                failed: Outcome = "retryable" if code in _RETRYABLE_CODES else "permanent"
                 reason = f"postmark {code}: {a.get('Message', '')}"[:500]
-                results.append(SendResult(m.message_id, outcome, reason=reason))
+                results.append(SendResult(m.message_id, failed, reason=reason))
         return results
 
     def _verify(self, request: WebhookRequest) -> None:

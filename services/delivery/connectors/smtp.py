@@ -17,6 +17,7 @@ import httpx
 from services.delivery.connectors.base import (
     Connector,
     HealthStatus,
+    Outcome,
     OutgoingEmail,
     SendResult,
 )
@@ -115,5 +116,5 @@ def _send(server: smtplib.SMTP, m: OutgoingEmail) -> dict[str, tuple[int, bytes]
 
 def _result(m: OutgoingEmail, code: int, text: bytes | str) -> SendResult:
     message = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-    outcome = "permanent" if 500 <= code < 600 else "retryable"
+    outcome: Outcome = "permanent" if 500 <= code < 600 else "retryable"
     return SendResult(m.message_id, outcome, reason=f"smtp {code}: {message}"[:500])

@@ -9,6 +9,7 @@ Statuses: `pending` until every required record (DKIM, SPF) is found; `verified`
 from __future__ import annotations
 
 import asyncio
+import builtins
 import email.utils
 import logging
 import random
@@ -370,7 +371,8 @@ class DomainService:
     def _dns_token_path(self, tenant_id: str) -> str:
         return f"{self.settings.tenant_credentials_path}/{tenant_id}/cloudflare"
 
-    def _records(self, row: dict[str, Any]) -> list[Record]:
+    # builtins.list: the method `list` above shadows the builtin in this class body.
+    def _records(self, row: dict[str, Any]) -> builtins.list[Record]:
         nxt = row["dkim_next_selector"]
         return expected_records(
             row["name"],
@@ -485,7 +487,7 @@ def _changes(
 ) -> list[DomainRecordChange]:
     """Records whose status moved since the previous check (never-checked ones don't count)."""
     before = row["record_status"]
-    hosts = {r.purpose: r.host for r in records}
+    hosts: dict[str, str] = {r.purpose: r.host for r in records}
     return [
         DomainRecordChange(
             purpose=purpose, host=hosts.get(purpose, ""), previous=before[purpose], current=now

@@ -159,11 +159,11 @@ def principal_headers(
 ) -> dict[str, str]:
     principal = Principal(
         tenant_id=tenant_id,
-        subject_type=subject_type,  # type: ignore[arg-type]
+        subject_type=subject_type,
         subject_id=f"usr_{tenant_id}",
         scopes=["read_analytics"],
         plan="starter",
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
     )
     return {PRINCIPAL_HEADER: unbound_principal(principal, "billing")}
 

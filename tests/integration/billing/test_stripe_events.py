@@ -255,7 +255,7 @@ async def test_payment_failure_keeps_the_plan_until_stripe_cancels(
         status = await billing_pool.fetchval(
             "SELECT status FROM subscriptions WHERE stripe_subscription_id = $1", sub_id
         )
-        return status == "past_due"
+        return bool(status == "past_due")
 
     await eventually(past_due, "subscription past_due")
     assert (
@@ -269,7 +269,7 @@ async def test_payment_failure_keeps_the_plan_until_stripe_cancels(
         plan = await billing_pool.fetchval(
             "SELECT plan FROM tenant_config WHERE tenant_id = $1", tenant
         )
-        return plan == "starter"
+        return bool(plan == "starter")
 
     await eventually(downgraded, "plan back to starter after cancellation")
     async with httpx.AsyncClient(timeout=20, event_hooks=BIND_HOOKS) as client:

@@ -55,7 +55,7 @@ def principal_headers(
         subject_id=f"key_{tenant_id}",
         scopes=ALL_SCOPES if scopes is None else scopes,
         plan="pro",
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
     )
     return {"X-PM-Principal": unbound_principal(principal, "campaigns")}
 

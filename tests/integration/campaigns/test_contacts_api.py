@@ -206,8 +206,8 @@ async def big_tenant(api: httpx.AsyncClient) -> tuple[str, dict[str, str], list[
 
 async def walk(
     api: httpx.AsyncClient, headers: dict[str, str], params: dict[str, Any]
-) -> list[dict]:
-    out: list[dict] = []
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     cursor = None
     while True:
         q = {**params, **({"cursor": cursor} if cursor else {})}

@@ -19,14 +19,16 @@ from tests.integration.campaigns.conftest import eventually, publish
 CAMPAIGNS = "/api/v1/campaigns"
 
 
-async def seed(api: httpx.AsyncClient, auth: dict[str, str], n: int, tag: str) -> list[dict]:
+async def seed(
+    api: httpx.AsyncClient, auth: dict[str, str], n: int, tag: str
+) -> list[dict[str, Any]]:
     rows = [
         {"email": f"{tag}-{i}@example.org", "first_name": f"Name{i}", "tags": [tag]}
         for i in range(n)
     ]
     r = await api.post("/api/v1/contacts/import", json=rows, headers=auth, timeout=60)
     assert r.json()["data"]["created"] == n
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     cursor = None
     while True:
         params: dict[str, Any] = {
@@ -123,7 +125,7 @@ async def test_two_step_sequence_goes_only_to_contacts_who_did_not_reply(
             "SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1 AND state = 'replied'",
             UUID(cid),
         )
-        return n == 2
+        return bool(n == 2)
 
     await eventually(replied, timeout=30)
 

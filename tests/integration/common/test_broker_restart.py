@@ -87,5 +87,5 @@ async def test_relay_and_consumer_survive_broker_restart(
         await bus.stop()
 
 
-async def _at_least(fn, n: int) -> bool:  # type: ignore[no-untyped-def]
-    return await fn() >= n
+async def _at_least(fn, n: int) -> bool:
+    return bool(await fn() >= n)

@@ -91,7 +91,7 @@ async def test_transient_failure_retries_then_dead_letters_then_replays(
         dlq = await channel.declare_queue(dlq_name(queue), passive=True)
         msg = await dlq.get(no_ack=False)
         assert msg.message_id == str(event.id)
-        assert "ConnectionError: downstream unavailable" in msg.headers[ERROR_HEADER]
+        assert "ConnectionError: downstream unavailable" in str(msg.headers[ERROR_HEADER])
         assert msg.headers[ATTEMPT_HEADER] == 3
         await msg.nack(requeue=True)
 

@@ -158,7 +158,7 @@ class Harness:
             scopes=list(scopes),
             plan=plan,
             mode=mode,
-        )  # type: ignore[arg-type]
+        )
         return {"X-PM-Principal": unbound_principal(p, "delivery")}
 
     async def send(self, **body: Any) -> str:

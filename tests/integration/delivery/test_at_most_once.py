@@ -20,7 +20,7 @@ async def _email(h: Harness, mid: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("harness", [{"provider_timeout_seconds": 0.5}], indirect=True)
 async def test_a_provider_that_does_not_answer_is_not_sent_to_twice(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     postmark = reset_fakes["postmark"]
     postmark.hold.clear()  # the request arrives; the answer never comes in time
@@ -36,7 +36,7 @@ async def test_a_provider_that_does_not_answer_is_not_sent_to_twice(
 
 @pytest.mark.parametrize("harness", [{"send_lease_seconds": 0.2}], indirect=True)
 async def test_vanished_workers_claims_requeued_only_before_the_call(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     ids = [await harness.send(to=f"v{i}@example.com", category="transactional") for i in range(4)]
     pool = harness.service.pool

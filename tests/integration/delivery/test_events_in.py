@@ -74,7 +74,9 @@ async def test_open_click_unsubscribe_links_cannot_be_forged(harness: Harness) -
     assert (await _email(harness, again))["last_error"] == "suppressed: unsubscribe"
 
 
-async def test_forged_esp_webhooks_are_rejected(harness: Harness, reset_fakes: dict) -> None:
+async def test_forged_esp_webhooks_are_rejected(
+    harness: Harness, reset_fakes: dict[str, Any]
+) -> None:
     body = orjson.dumps({"RecordType": "Delivery", "MessageID": "x"})
     r = await harness.client.post(
         "/hooks/esp/postmark",
@@ -99,7 +101,7 @@ async def test_forged_esp_webhooks_are_rejected(harness: Harness, reset_fakes: d
 
 
 async def test_verified_webhooks_update_status_and_suppress(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     mid = await _sent(harness, to="hb@example.com", category="transactional")
     key = "mg-signing"

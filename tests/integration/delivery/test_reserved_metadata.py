@@ -3,6 +3,8 @@ them, and connectors set `pm_message_id` after the tenant's metadata."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.integration.delivery.conftest import Harness
 
 
@@ -26,7 +28,7 @@ async def test_pm_metadata_keys_are_refused(harness: Harness) -> None:
 
 
 async def test_postmark_gets_our_message_id_beside_tenant_metadata(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     mid = await harness.send(
         to="ada@example.com", category="transactional", metadata={"order": "42"}

@@ -36,7 +36,7 @@ async def _accept(h: Harness, from_name: str, to: str, **extra: Any) -> str:
 
 
 async def test_display_names_are_quoted_and_never_carry_line_breaks(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     await _accept(harness, "Ada, Inc.", "ada@example.com", category="transactional")
     await _accept(

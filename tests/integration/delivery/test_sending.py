@@ -28,7 +28,9 @@ async def test_postmark_single_send_is_the_documented_request(harness: Harness) 
     assert [t["status"] for t in email["timeline"]] == ["queued", "sent"]
 
 
-async def test_each_provider_gets_its_wire_format(harness: Harness, reset_fakes: dict) -> None:
+async def test_each_provider_gets_its_wire_format(
+    harness: Harness, reset_fakes: dict[str, Any]
+) -> None:
     for provider in ("postmark", "mailgun", "sendgrid", "ses"):
         r = await harness.client.post(
             "/api/v1/emails/routing-rules",
@@ -95,7 +97,7 @@ async def test_permanent_errors_fail_with_the_providers_reason(harness: Harness)
 
 @pytest.mark.parametrize("harness", [{"circuit_failure_threshold": 5}], indirect=True)
 async def test_429_then_503_then_200_is_sent_once_after_backoff(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     fake = reset_fakes["postmark"]
     fake.fail_next(429, 503)
@@ -113,7 +115,7 @@ async def test_429_then_503_then_200_is_sent_once_after_backoff(
 
 
 async def test_circuit_opens_fails_over_and_closes_again(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     postmark, mailgun = reset_fakes["postmark"], reset_fakes["mailgun"]
     postmark.down = True
@@ -138,7 +140,9 @@ async def test_circuit_opens_fails_over_and_closes_again(
     assert (await _email(harness, mid3))["provider"] == "postmark"  # closed again
 
 
-async def test_suppressed_addresses_are_never_sent_to(harness: Harness, reset_fakes: dict) -> None:
+async def test_suppressed_addresses_are_never_sent_to(
+    harness: Harness, reset_fakes: dict[str, Any]
+) -> None:
     r = await harness.client.post(
         "/api/v1/emails/suppressions", json={"email": "No@Example.com"}, headers=harness.headers()
     )
@@ -151,7 +155,7 @@ async def test_suppressed_addresses_are_never_sent_to(harness: Harness, reset_fa
 
 
 async def test_test_mode_only_reaches_the_sandbox(
-    harness: Harness, reset_fakes: dict, tmp_path: Any
+    harness: Harness, reset_fakes: dict[str, Any], tmp_path: Any
 ) -> None:
     harness.service.settings.sandbox_dir = str(tmp_path)
     body = {
@@ -177,7 +181,7 @@ async def test_test_mode_only_reaches_the_sandbox(
 
 
 @pytest.mark.parametrize("harness", [{"retry_base_seconds": 0.01}], indirect=True)
-async def test_bulk_uses_batch_apis(harness: Harness, reset_fakes: dict) -> None:
+async def test_bulk_uses_batch_apis(harness: Harness, reset_fakes: dict[str, Any]) -> None:
     recipients = [
         {"email": f"u{i}@example.com", "personalization": {"name": f"U{i}"}} for i in range(1200)
     ]

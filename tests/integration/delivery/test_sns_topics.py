@@ -4,6 +4,8 @@ never confirmed, and with no topic configured every SNS message is refused."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.integration.delivery.conftest import Harness
@@ -13,7 +15,7 @@ STRANGER = "arn:aws:sns:us-east-1:999999999999:attacker"
 
 
 async def test_unknown_topics_are_refused_and_never_confirmed(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     ses = reset_fakes["ses"]
     event = {"eventType": "Delivery", "mail": {}, "delivery": {}}
@@ -32,7 +34,7 @@ async def test_unknown_topics_are_refused_and_never_confirmed(
 
 @pytest.mark.parametrize("harness", [{"sns_topic_arns": []}], indirect=True)
 async def test_no_topic_configured_refuses_every_sns_message(
-    harness: Harness, reset_fakes: dict
+    harness: Harness, reset_fakes: dict[str, Any]
 ) -> None:
     ses = reset_fakes["ses"]
     event = {"eventType": "Delivery", "mail": {}, "delivery": {}}

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from typing import Any
 
 from tests.integration.delivery.conftest import Harness
 
 
-def _signed(token: str, event: dict) -> dict:
+def _signed(token: str, event: dict[str, Any]) -> dict[str, Any]:
     ts = str(int(time.time()))
     sig = hmac.new(b"mg-signing", f"{ts}{token}".encode(), hashlib.sha256).hexdigest()
     return {"signature": {"timestamp": ts, "token": token, "signature": sig}, "event-data": event}

@@ -90,7 +90,7 @@ def _headers(tenant: str) -> dict[str, str]:
         scopes=["send_email", "manage_domains"],
         plan="pro",
         mode="live",
-    )  # type: ignore[arg-type]
+    )
     return {"X-PM-Principal": unbound_principal(principal, "delivery")}
 
 

@@ -89,6 +89,7 @@ async def test_a_stored_key_creation_reveals_no_secret_to_redis(
         names = [n async for n in redis.scan_iter(f"{NAMESPACE}:idem:{owner['tenant']['id']}:*")]
         assert len(names) == 1
         stored = await redis.get(names[0])
+        assert isinstance(stored, bytes)
         # Neither the key, its secret part, nor the response body is readable in Redis.
         assert raw_key.encode() not in stored and raw_key[-24:].encode() not in stored
         assert first.json()["data"]["id"].encode() not in stored

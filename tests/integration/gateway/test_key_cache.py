@@ -176,6 +176,7 @@ async def test_a_cache_entry_rewritten_in_redis_is_a_miss_not_a_new_identity(
         # Someone with write access to Redis re-points the cached entry to another tenant.
         [entry_name] = await redis.smembers(f"{NAMESPACE}:gw:kidx:{key['id']}")
         sealed = await redis.get(entry_name)
+        assert isinstance(sealed, bytes)
         mac, _, payload = sealed.partition(b".")
         entry = orjson.loads(payload)
         entry["tenant_id"] = victim["tenant"]["id"]

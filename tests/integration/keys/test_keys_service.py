@@ -392,7 +392,7 @@ async def test_key_list_pages_sorts_and_filters(make_service: object, unique: st
     who = _user(tenant["id"], user["id"])
     ids = []
     for i, mode in enumerate(("live", "test", "live")):
-        req = CreateApiKeyRequest(name=f"k{i}", scopes=["send_email"], mode=mode)  # type: ignore[arg-type]
+        req = CreateApiKeyRequest(name=f"k{i}", scopes=["send_email"], mode=mode)
         ids.append((await svc.create_key(who, req))["id"])
     await svc.revoke_key(tenant["id"], ids[0])
 

@@ -65,7 +65,7 @@ def principal_header(
         subject_id="key_test",
         scopes=list(scopes),
         plan="pro",
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
     )
     token = unbound_principal(principal, settings.service_name)
     return {"X-PM-Principal": token}

@@ -35,7 +35,8 @@ async def test_crud_is_tenant_scoped_and_secret_lives_only_in_vault(
     assert got["retry_schedule"] == [1.0, 5.0]
     # The secret is in Vault, nowhere in Postgres.
     vault = Vault(make_client(vault_dev.addr, token=vault_dev.token))
-    assert (await vault.read(secret_path(ep_id)))["current"] == secret
+    stored = await vault.read(secret_path(ep_id))
+    assert stored is not None and stored["current"] == secret
     row = await wh_pool.fetchrow("SELECT * FROM endpoints WHERE id = $1", ep_id)
     assert secret not in str(dict(row))
 

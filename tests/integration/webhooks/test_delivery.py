@@ -272,7 +272,7 @@ async def test_manual_retry_resends_under_the_same_id(
         url = f"/api/v1/webhooks/{ep['id']}/deliveries/{msg_id}/retry"
 
         async def failed() -> bool:
-            return (await _delivery(api, unique, ep["id"], msg_id))["status"] == "failed"
+            return bool((await _delivery(api, unique, ep["id"], msg_id))["status"] == "failed")
 
         await eventually(failed)
         r = await api.client.post(url, headers=headers)

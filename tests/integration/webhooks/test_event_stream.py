@@ -219,7 +219,7 @@ async def test_opening_frame_names_the_head_so_a_reconnect_before_any_event_miss
             client, f"{gw}{STREAM}", {**key, "Last-Event-ID": opening.id}
         ) as sse:
             got = [await sse.event() for _ in missed]
-        assert sorted(f.id for f in got if f) == sorted(str(e.id) for e in missed)
+        assert sorted(str(f.id) for f in got if f) == sorted(str(e.id) for e in missed)
 
 
 async def test_types_filter_and_scope_errors(gw: str, publish: Any, unique: str) -> None:

@@ -3,12 +3,16 @@ everything that reaches outside the sandbox."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from services.campaigns.templating import CompiledContent, TemplateProblem, check, contact_context
 
 
-async def render(subject: str, context: dict, html: str | None = None) -> tuple[str, str | None]:
+async def render(
+    subject: str, context: dict[str, Any], html: str | None = None
+) -> tuple[str, str | None]:
     content = await CompiledContent(subject, html, None).render(context)
     return content.subject, content.html
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from libs.common.templating import (
 )
 
 
-def render(source: str, context: dict | None = None, *, strict: bool = True) -> str:
+def render(source: str, context: dict[str, Any] | None = None, *, strict: bool = True) -> str:
     out = render_in_process(RenderJob({"text": source}, context or {}, strict))
     assert out["text"] is not None
     return out["text"]
@@ -86,7 +87,9 @@ def test_compiling_never_evaluates_the_template(source: str) -> None:
         ("{% for i in range(9000) %}{{ 'x' * 200 }}{% endfor %}", {}, "output"),
     ],
 )
-def test_each_way_to_grow_is_checked_before_it_grows(source: str, context: dict, says: str) -> None:
+def test_each_way_to_grow_is_checked_before_it_grows(
+    source: str, context: dict[str, Any], says: str
+) -> None:
     with pytest.raises(TemplateProblem) as info:
         render(source, context)
     assert info.value.kind == "limit"

@@ -11,7 +11,7 @@ import re
 import pytest
 from pydantic import SecretStr
 
-from libs.common.settings import SERVICE_NAMES
+from libs.common.settings import SERVICE_NAMES, ServiceSettings
 from libs.common.vault import VaultRef
 from tests.unit.deploy.manifests import (
     OVERLAYS,
@@ -29,13 +29,14 @@ SECRET_HINT = re.compile(r"(key|secret|token|password|database_url|amqp_url|redi
 POLICY_PATH = re.compile(r'^path\s+"([^"]+)"\s*\{[^}]*capabilities\s*=\s*\[([^\]]*)\]', re.M)
 
 
-def settings_class(service: str) -> type:
+def settings_class(service: str) -> type[ServiceSettings]:
     module = importlib.import_module(f"services.{service}.settings")
-    return next(
+    found: type[ServiceSettings] = next(
         v
         for k, v in vars(module).items()
         if k.endswith("Settings") and getattr(v, "__module__", "") == module.__name__
     )
+    return found
 
 
 def readable_paths(service: str) -> list[str]:

@@ -19,6 +19,7 @@ from services.webhooks.address_guard import (
     parse_networks,
 )
 from services.webhooks.attempt_queue import DELAY_TIERS_MS, AttemptJob, tier_for
+from services.webhooks.payloads import sample_data, webhook_body
 from services.webhooks.service import (
     WEBHOOK_EVENT_TYPES,
     RetryPolicy,
@@ -26,8 +27,6 @@ from services.webhooks.service import (
     endpoint_matches,
     health_of,
     invalid_event_patterns,
-    sample_data,
-    webhook_body,
 )
 from services.webhooks.signatures import (
     InvalidSecret,
