@@ -41,7 +41,7 @@ from bench.harness import (
 from libs.common.db import create_pool
 from libs.common.events import DomainVerified, EmailRequested, make_event
 from libs.common.outbox import OutboxRelay
-from services.campaigns import repository as repo
+from libs.common.tenancy import TenantScope
 from services.campaigns import service
 from services.campaigns.consumers import record_domain_state
 from services.campaigns.repository import ImportRow
@@ -137,7 +137,7 @@ async def bench_import(pool: asyncpg.Pool, dsn: str) -> list[dict[str, float]]:
             await pool.execute("VACUUM ANALYZE contacts")
             bare_s = await copy_bare(conn, rows)
             like_s = await copy_like_contacts(conn, rows)
-            owner = repo.Owner(f"bench-{i}", "live")
+            owner = TenantScope(f"bench-{i}", "live")
             t0 = time.perf_counter()
             report = await service.import_contacts(
                 pool, owner, service.parse_import_json(body), IMPORT_N
@@ -168,7 +168,7 @@ async def bench_import(pool: asyncpg.Pool, dsn: str) -> list[dict[str, float]]:
 
 
 async def bench_runner(pool: asyncpg.Pool, amqp_url: str) -> tuple[float, float, float]:
-    owner = repo.Owner("bench-run", "live")
+    owner = TenantScope("bench-run", "live")
     report = await service.import_contacts(pool, owner, contact_rows(RUN_N, "run"), RUN_N)
     assert report["created"] == RUN_N
     # The import's contact events are not what is measured: publish them out of the way.

@@ -72,6 +72,7 @@ from libs.common.db import migrate, migrations_dirs
 from libs.common.pagination import ListParams, encode_cursor
 from libs.common.provision import provision_database
 from libs.common.signing_keys import generate_private_key, public_keys_of
+from libs.common.tenancy import TenantScope
 
 SEED_VERSION = "1"
 FACTOR = float(os.environ.get("BENCH_SCALE_FACTOR", "1"))
@@ -591,7 +592,7 @@ async def probes_for(conn: asyncpg.Connection, t: Tenant) -> list[Probe]:
     from services.delivery import repository as drepo
     from services.webhooks import repository as wrepo
 
-    owner = crepo.Owner(t.id, "live")
+    owner = TenantScope(t.id, "live")
     flt = crepo.ContactFilter
     rnd = random.Random(t.number)
     n = t.contacts

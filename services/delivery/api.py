@@ -266,7 +266,6 @@ async def esp_webhook(provider: str, request: Request, svc: Service) -> JSONResp
     return JSONResponse(ok({"applied": applied}))
 
 
-
 ROUTERS = [api, sending, domains_api.api, edges]
 
 _PAGE = (

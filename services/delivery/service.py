@@ -1354,7 +1354,12 @@ class DeliveryService:
             detail = {"source": "inbox", "thread_id": data.thread_id}
             occurred = data.occurred_at or event.time
             await repo.copy_timeline(
-                conn, [(row["id"], row["tenant_id"], "replied", "inbox", None, detail, occurred)]
+                conn,
+                [
+                    repo.TimelineRow(
+                        row["id"], row["tenant_id"], "replied", "inbox", None, detail, occurred
+                    )
+                ],
             )
             await repo.advance_status(conn, row["id"], "replied")
             return 1

@@ -72,8 +72,8 @@ def _bounce(mail: ParsedMail) -> Verdict | None:
         first = failed[0]
         status = _STATUS.search(first.get("status", ""))
         hard = status is not None and status.group(1) == "5"
-        recipient = first.get("final-recipient") or first.get("original-recipient") or ""
-        recipient = recipient.partition(";")[2].strip() or recipient.strip() or None
+        field = first.get("final-recipient") or first.get("original-recipient") or ""
+        recipient = field.partition(";")[2].strip() or field.strip() or None
         reason = first.get("diagnostic-code") or first.get("status")
         return Verdict("bounce", "hard" if hard else "soft", reason, recipient)
     sender = mail.from_email or ""

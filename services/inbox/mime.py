@@ -138,16 +138,16 @@ def parse_mail(raw: bytes) -> ParsedMail:
             html = sanitize_html(raw_html) if raw_html is not None else None
     if is_report:
         # message/rfc822 parts are containers: walk() may have descended into them.
-        for part in msg.iter_parts():
-            if part.get_content_type() == "message/rfc822":
-                dsn_ids.extend(_original_ids(part))
+        for container in msg.iter_parts():
+            if container.get_content_type() == "message/rfc822":
+                dsn_ids.extend(_original_ids(container))
     return ParsedMail(
         headers=headers,
         from_email=from_email.lower() or None,
         from_name=from_name or None,
         to=[a.lower() for a in to],
         subject=_header(msg, "subject"),
-        message_id=(message_ids(_header(msg, "message-id")) or [None])[0],
+        message_id=next(iter(message_ids(_header(msg, "message-id"))), None),
         in_reply_to=message_ids(_header(msg, "in-reply-to")),
         references=message_ids(_header(msg, "references")),
         text=text,
@@ -162,7 +162,7 @@ def _header(msg: Message, name: str) -> str:
     try:
         value = msg.get(name)
     except Exception:  # a header the policy cannot parse: its raw text instead
-        value = next((v for k, v in msg.raw_items() if k.lower() == name), None)  # type: ignore[attr-defined]
+        value = next((v for k, v in msg.raw_items() if k.lower() == name), None)
     return str(value) if value is not None else ""
 
 

@@ -69,11 +69,12 @@ def form_fields(request: HookRequest) -> tuple[dict[str, str], dict[str, bytes]]
         raise InboundRejected("malformed multipart body")
     fields: dict[str, str] = {}
     files: dict[str, bytes] = {}
-    for part in msg.iter_parts():  # type: ignore[attr-defined]
+    for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if not name:
             continue
-        payload = part.get_payload(decode=True) or b""
+        decoded = part.get_payload(decode=True)
+        payload = decoded if isinstance(decoded, bytes) else b""
         if part.get_filename():
             files[str(name)] = payload
         else:

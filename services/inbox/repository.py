@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from libs.common.pagination import ListParams, keyset_sql
 
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 THREAD_COLUMNS = (
     "id, tenant_id, mode, folder, subject, contact_email, contact_id, campaign_id,"

@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 
+from libs.common.tenancy import TenantScope
 from services.campaigns import repository as repo
 
 TYPES = ["email.sent", "email.delivered", "email.opened", "email.clicked"]
 
 
-def _events(tenant: str, campaigns: list[UUID], rnd: random.Random) -> list[dict]:
+def _events(tenant: str, campaigns: list[UUID], rnd: random.Random) -> list[dict[str, Any]]:
     base = datetime(2026, 11, 20, 10, tzinfo=UTC)
     rows = []
     for m in range(40):
@@ -44,7 +46,7 @@ def _events(tenant: str, campaigns: list[UUID], rnd: random.Random) -> list[dict
     return rows
 
 
-async def _raw(pool: asyncpg.Pool, tenant: str, campaign: UUID, since: datetime) -> tuple:
+async def _raw(pool: asyncpg.Pool, tenant: str, campaign: UUID, since: datetime) -> tuple[Any, ...]:
     per_step = await pool.fetch(
         "SELECT event_type, step, count(*) AS total, count(DISTINCT message_id) AS uniq"
         " FROM email_events WHERE tenant_id = $1 AND campaign_id = $2 AND occurred_at >= $3"
@@ -70,8 +72,10 @@ async def _raw(pool: asyncpg.Pool, tenant: str, campaign: UUID, since: datetime)
     return _norm(per_step), _norm(totals), _norm(daily)
 
 
-async def _rolled(pool: asyncpg.Pool, tenant: str, campaign: UUID, since: datetime) -> tuple:
-    owner = repo.Owner(tenant, "live")
+async def _rolled(
+    pool: asyncpg.Pool, tenant: str, campaign: UUID, since: datetime
+) -> tuple[Any, ...]:
+    owner = TenantScope(tenant, "live")
     return (
         _norm(await repo.campaign_event_counts_since(pool, tenant, campaign, since)),
         _norm(await repo.tenant_event_totals(pool, owner, since)),
@@ -79,7 +83,7 @@ async def _rolled(pool: asyncpg.Pool, tenant: str, campaign: UUID, since: dateti
     )
 
 
-def _norm(rows: list[asyncpg.Record]) -> list[tuple]:
+def _norm(rows: list[asyncpg.Record]) -> list[tuple[Any, ...]]:
     return sorted(tuple(r.values()) for r in rows if r["total"])
 
 
@@ -102,7 +106,7 @@ async def test_rollup_equals_counting_raw_events(campaigns_pool: asyncpg.Pool) -
     rows = _events(tenant, campaigns, random.Random(21))
 
     # Four consumers at once, each event in its own transaction, some delivered twice.
-    async def consume(part: list[dict]) -> None:
+    async def consume(part: list[dict[str, Any]]) -> None:
         for row in part:
             async with campaigns_pool.acquire() as conn, conn.transaction():
                 await repo.insert_email_event(conn, row)

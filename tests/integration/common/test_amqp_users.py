@@ -79,6 +79,10 @@ async def test_a_service_user_reads_only_its_own_queues(users: dict[str, str]) -
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
             await channel.declare_queue("keys.plans", passive=True)
             queue = await channel.get_queue("keys.plans")
-            await queue.consume(lambda m: None)
+            await queue.consume(_ignore)
     finally:
         await connection.close()
+
+
+async def _ignore(message: object) -> None:
+    """A consumer that is never called (the broker refuses the subscription)."""

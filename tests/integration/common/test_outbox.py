@@ -112,7 +112,7 @@ class SlowConfirmRelay(OutboxRelay):
             self.published_by = [*self.published_by, limit]
         return n
 
-    async def _publish_row(self, amqp, row):  # type: ignore[no-untyped-def]
+    async def _publish_row(self, amqp, row):
         if self._claiming > self.ceiling:
             self.timed_out += 1
             raise TimeoutError

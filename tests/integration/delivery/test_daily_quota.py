@@ -15,8 +15,9 @@ from libs.common.plans import PLANS
 from services.delivery import repository as repo
 from tests.integration.delivery.conftest import Harness
 
-FREE = PLANS["free"].daily_sends
-assert FREE is not None
+_FREE = PLANS["free"].daily_sends
+assert _FREE is not None
+FREE: int = _FREE
 
 
 def _bulk(n: int, offset: int = 0) -> dict[str, Any]:
@@ -30,9 +31,10 @@ def _bulk(n: int, offset: int = 0) -> dict[str, Any]:
 
 async def _count(h: Harness, mode: str = "live") -> int:
     async with h.service.pool.acquire() as conn:
-        return await conn.fetchval(
+        count: int = await conn.fetchval(
             "SELECT count(*) FROM messages WHERE tenant_id = $1 AND mode = $2", h.tenant, mode
         )
+        return count
 
 
 def _next_midnight() -> int:

@@ -42,7 +42,8 @@ async def inbox_pool(test_database: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 def fake_ses() -> Iterator[FakeSes]:
-    ses = FakeSes().start()
+    ses = FakeSes()
+    ses.start()
     yield ses
     ses.stop()
 
