@@ -29,9 +29,13 @@ def setup(bus: EventBus, dispatcher: Dispatcher) -> None:
 
     # A queue of its own: the stream never waits behind webhook fan-out, nor slows it.
     # Messages are handled concurrently (up to the prefetch); their appends share commits.
-    writer = StreamWriter(dispatcher.pool)
+    # Made at the first event: declaring the subscriptions (docs, tests) needs no pool.
+    writer: StreamWriter | None = None
 
     @bus.subscribe("stream", FANOUT_PATTERNS, inbox=False)
     async def append_to_stream(event: Envelope, _conn: asyncpg.Connection | None) -> None:
         """Append events to the tenant's event stream (GET /api/v1/events/stream)."""
+        nonlocal writer
+        if writer is None:
+            writer = StreamWriter(dispatcher.pool)
         await writer.store(event)
