@@ -675,10 +675,15 @@ def print_report(
         hid = next((v for k, v in q.headers.items() if k.lower() == "webhook-id"), "")
         ids[hid] += 1
         try:
-            email = json.loads(q.body)["data"]["email"]
+            data = json.loads(q.body)["data"]
         except (ValueError, KeyError, TypeError):
             continue
-        by_contact.setdefault(email, set()).add(hid)
+        # Payload version 2026-12-01 (new endpoints' default) nests the entity:
+        # data.contact.email; the older version has data.email.
+        nested = data.get("contact") if isinstance(data, dict) else None
+        email = (nested or {}).get("email") or (data or {}).get("email")
+        if email:
+            by_contact.setdefault(email, set()).add(hid)
     created = load.contacts
     hook_lost = created - set(by_contact)
     as_new = {e: h for e, h in by_contact.items() if len(h) > 1}

@@ -1,16 +1,12 @@
-import { lazy, Suspense, useEffect, useState, useSyncExternalStore } from "react";
+import { useEffect, useState, useSyncExternalStore } from "react";
 import { api } from "./api/client";
 import { Link } from "./components/ui";
 import { ApiKeysPage } from "./pages/ApiKeys";
+import { AuthPage } from "./pages/Auth";
+import { BillingPage } from "./pages/Billing";
+import { WebhooksPage } from "./pages/Webhooks";
 import { navigate, useLocation } from "./router";
 import { session } from "./session";
-
-// The API keys page (where a session lands) is in the entry chunk; the other pages are
-// chunks of their own, fetched on first visit.
-const AuthPage = lazy(() => import("./pages/Auth").then((m) => ({ default: m.AuthPage })));
-const BillingPage = lazy(() => import("./pages/Billing").then((m) => ({ default: m.BillingPage })));
-const WebhooksPage = lazy(() => import("./pages/Webhooks").then((m) => ({ default: m.WebhooksPage })));
-const loading = <p className="boot">Loading…</p>;
 
 function useSession() {
   return useSyncExternalStore(
@@ -32,7 +28,7 @@ export function App() {
 
   useEffect(() => {
     // A reload keeps the session through the HttpOnly refresh cookie alone.
-    void session.boot().finally(() => setBooted(true));
+    void session.refresh().finally(() => setBooted(true));
   }, []);
 
   const publicPage = path === "/signin" || path === "/signup";
@@ -42,13 +38,8 @@ export function App() {
     if (session.accessToken && (publicPage || path === "/")) navigate("/settings/developers/api-keys", true);
   }, [booted, path, publicPage, session.accessToken]);
 
-  if (!booted) return loading;
-  if (publicPage)
-    return (
-      <Suspense fallback={loading}>
-        <AuthPage key={path} kind={path === "/signup" ? "signup" : "signin"} />
-      </Suspense>
-    );
+  if (!booted) return <p className="boot">Loading…</p>;
+  if (publicPage) return <AuthPage key={path} kind={path === "/signup" ? "signup" : "signin"} />;
   if (!session.accessToken) return null;
 
   let page;
@@ -98,7 +89,7 @@ export function App() {
         </p>
       )}
       <main id="main" tabIndex={-1}>
-        <Suspense fallback={loading}>{page}</Suspense>
+        {page}
       </main>
     </>
   );

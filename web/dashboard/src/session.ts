@@ -41,15 +41,6 @@ class SessionStore {
     this.emit();
   }
 
-  private booting: Promise<boolean> | null = null;
-
-  /** The page load's one refresh: main.tsx starts it before React mounts, App waits for the
-   * same promise (a second refresh would put another round trip before the first page). */
-  boot(): Promise<boolean> {
-    this.booting ??= this.refresh();
-    return this.booting;
-  }
-
   /** New access token from the refresh cookie; false (and signed out) when it fails. */
   refresh(): Promise<boolean> {
     this.refreshing ??= (async () => {
