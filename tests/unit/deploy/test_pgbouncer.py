@@ -72,7 +72,7 @@ def test_overlays_run_pgbouncer_and_keep_session_work_direct(overlay: str) -> No
         for d in of_kind(objs, "Deployment").values()
         if d["metadata"].get("labels", {}).get("penguinmails.io/process") == "relay"
     }
-    assert set(relays) == {"keys", "campaigns", "delivery", "webhooks", "billing"}
+    assert set(relays) == {"keys", "campaigns", "delivery", "webhooks", "billing", "inbox"}
     for service, relay in relays.items():
         env = configmap_env(objs, pod_spec(relay)["containers"][0])
         assert env["PM_DATABASE_URL"] == f"vault:secret/{service}/database#url"
