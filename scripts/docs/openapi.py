@@ -14,6 +14,7 @@ import copy
 import re
 from typing import Any
 
+from scripts.docs.request_examples import REQUEST_EXAMPLES
 from services.gateway.routes import RouteRule, match_route
 
 API_PREFIX = "/api/v1"
@@ -396,6 +397,9 @@ def _operation(
     security, access, scope = _access(rule, method)
     op = copy.deepcopy(op)
     op["operationId"] = op_id
+    media = op.get("requestBody", {}).get("content", {}).get("application/json")
+    if media is not None and op_id in REQUEST_EXAMPLES:
+        media["example"] = copy.deepcopy(REQUEST_EXAMPLES[op_id])
     op["security"] = security
     if scope:
         op["x-required-scope"] = scope

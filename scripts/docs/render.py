@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import uuid
@@ -63,7 +64,8 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
     body = None
     content = op.get("requestBody", {}).get("content", {})
     if "application/json" in content:
-        body = sample(content["application/json"].get("schema", {}), spec)
+        media = content["application/json"]
+        body = media["example"] if "example" in media else sample(media.get("schema", {}), spec)
     headers: dict[str, str] = {}
     if op.get("security"):
         api_key = any("ApiKey" in requirement for requirement in op["security"])
@@ -185,8 +187,10 @@ def _python(req: dict[str, Any]) -> str:
 
 
 def _php(req: dict[str, Any]) -> str:
+    # A value naming an environment variable (`Bearer $PM_API_KEY`) is read with getenv: PHP
+    # never expands `$...` inside single quotes, which sent the literal text as the key.
     headers = "".join(
-        f"        '{k}: ' . {_env(v, 'php')},\n" if v.startswith("$") else f"        '{k}: {v}',\n"
+        f"        '{k}: ' . {_env(v, 'php')},\n" if "$" in v else f"        '{k}: {v}',\n"
         for k, v in req["headers"].items()
     )
     body = ""
@@ -221,14 +225,174 @@ def _php(req: dict[str, Any]) -> str:
     )
 
 
+# --------------------------------------------------------------------- SDK calls
+
+
+def _sdk_operations(spec: dict[str, Any]) -> dict[str, Any]:
+    """operationId -> the SDK generator's reading of that operation (resource and method names,
+    arguments), so the calls shown are the methods the SDKs really have."""
+    import importlib.util
+    import sys
+
+    path = REPO / "sdks" / "codegen" / "generate.py"
+    loader = importlib.util.spec_from_file_location("pm_sdk_codegen", path)
+    assert loader is not None and loader.loader is not None
+    module = sys.modules.get("pm_sdk_codegen") or importlib.util.module_from_spec(loader)
+    if "pm_sdk_codegen" not in sys.modules:
+        sys.modules["pm_sdk_codegen"] = module  # dataclasses look their module up there
+        loader.loader.exec_module(module)
+    sdk_spec = module.from_dict(copy.deepcopy(spec))
+    return {
+        op.op_id: {"op": op, "camel": module.camel, "snake": module.snake}
+        for op in sdk_spec.operations
+    }
+
+
+def _sdk_args(req: dict[str, Any], sdk: Any) -> tuple[list[str], Any, dict[str, Any]] | None:
+    """(path ids, body or None, query) of the SDK call, or None when the SDK has no method
+    that can make this call (a file upload, a stream)."""
+    if req["multipart"] or req["stream"]:
+        return None
+    ids = []
+    for name in re.findall(r"{(\w+)}", sdk.path):
+        ids.append(_path_value(req, sdk.path, name))
+    body = req["body"] if sdk.body is not None else None
+    return ids, body, req["query"]
+
+
+def _path_value(req: dict[str, Any], template: str, name: str) -> str:
+    pattern = re.escape(template)
+    for found in re.findall(r"\\{(\w+)\\}", pattern):
+        pattern = pattern.replace(
+            "\\{" + found + "\\}", f"(?P<{found}>[^/]+)" if found == name else "[^/]+"
+        )
+    match = re.fullmatch(pattern, req["path"])
+    assert match is not None, (template, req["path"])
+    return match.group(name)
+
+
+def _ruby(value: Any, indent: int = 0) -> str:
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f'{pad}  "{k}" => {_ruby(v, indent + 1)}' for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_ruby(v, indent) for v in value) + "]"
+    if value is None:
+        return "nil"
+    return json.dumps(value)
+
+
+def _sdk_credentials(sdk: Any) -> tuple[str, str]:
+    if sdk.auth == "none":
+        return "", ""
+    if sdk.auth == "jwt":
+        return "accessToken", "PM_ACCESS_TOKEN"
+    return "apiKey", "PM_API_KEY"
+
+
+def _typescript_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    sdk = entry["op"]
+    args = _sdk_args(req, sdk)
+    if args is None:
+        return None
+    ids, body, query = args
+    option, var = _sdk_credentials(sdk)
+    call = [json.dumps(i) for i in ids]
+    if body is not None:
+        call.append(json.dumps(body, indent=2))
+    elif query and sdk.body is not None:
+        call.append("{}")
+    if query:
+        call.append(json.dumps(query))
+    options = [f"  baseUrl: {json.dumps(BASE_URL)},"]
+    if option:
+        options.insert(0, f"  {option}: process.env.{var},")
+    method = f"client.{entry['camel'](sdk.tag)}.{entry['camel'](sdk.name)}"
+    result = "page.data" if sdk.paginated else "data"
+    name = "page" if sdk.paginated else "data"
+    return (
+        'import { PenguinMails } from "@penguinmails/sdk";\n\n'
+        "const client = new PenguinMails({\n" + "\n".join(options) + "\n});\n"
+        f"const {name} = await {method}({', '.join(call)});\n"
+        f"console.log({result});"
+    )
+
+
+def _python_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    sdk = entry["op"]
+    args = _sdk_args(req, sdk)
+    if args is None:
+        return None
+    ids, body, query = args
+    option, var = _sdk_credentials(sdk)
+    call = [json.dumps(i) for i in ids]
+    if body is not None:
+        call.append(f"body={_python_literal(body)}")
+    call += [f"{k}={_python_literal(v)}" for k, v in query.items()]
+    credentials = ""
+    if option == "apiKey":
+        credentials = f'os.environ["{var}"], '
+    elif option:
+        credentials = f'access_token=os.environ["{var}"], '
+    method = f"client.{entry['snake'](sdk.tag)}.{sdk.name}"
+    result = "list(page)" if sdk.paginated else "data"
+    name = "page" if sdk.paginated else "data"
+    return (
+        "import os\n\nfrom penguinmails import PenguinMails\n\n"
+        f'client = PenguinMails({credentials}base_url="{BASE_URL}")\n'
+        f"{name} = {method}({', '.join(call)})\n"
+        f"print({result})"
+    )
+
+
+def _python_literal(value: Any) -> str:
+    import pprint
+
+    return pprint.pformat(value, width=88, sort_dicts=False)
+
+
+def _ruby_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    sdk = entry["op"]
+    args = _sdk_args(req, sdk)
+    if args is None:
+        return None
+    ids, body, query = args
+    option, var = _sdk_credentials(sdk)
+    call = [json.dumps(i) for i in ids]
+    if body is not None:
+        call.append(_ruby(body))
+    elif query and sdk.body is not None:
+        call.append("nil")
+    call += [f"{k}: {_ruby(v)}" for k, v in query.items()]
+    credentials = ""
+    if option == "apiKey":
+        credentials = f'api_key: ENV.fetch("{var}"), '
+    elif option:
+        credentials = f'access_token: ENV.fetch("{var}"), '
+    method = f"client.{entry['snake'](sdk.tag)}.{sdk.name}"
+    result = "page.to_a" if sdk.paginated else "data"
+    name = "page" if sdk.paginated else "data"
+    return (
+        'require "penguinmails"\n\n'
+        f'client = PenguinMails::Client.new({credentials}base_url: "{BASE_URL}")\n'
+        f"{name} = {method}({', '.join(call)})\n"
+        f"p {result}"
+    )
+
+
 def _slug(tag: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")
 
 
 def render_examples(spec: dict[str, Any]) -> dict[str, str]:
     by_tag: dict[str, list[str]] = {}
+    sdk_ops = _sdk_operations(spec)
     for path, method, op in operations(spec):
         req = example_request(spec, path, method, op)
+        entry = sdk_ops.get(op["operationId"])
         section = [
             f"## {op.get('summary', op['operationId'])}",
             "",
@@ -251,6 +415,18 @@ def render_examples(spec: dict[str, Any]) -> dict[str, str]:
             ("PHP (curl)", "php", _php(req)),
         ):
             section += [f"**{title}**", "", f"```{lang}", code, "```", ""]
+        sdk_calls = (
+            [
+                ("TypeScript SDK (`@penguinmails/sdk`)", "typescript", _typescript_sdk(req, entry)),
+                ("Python SDK (`penguinmails`)", "python", _python_sdk(req, entry)),
+                ("Ruby SDK (`penguinmails` gem)", "ruby", _ruby_sdk(req, entry)),
+            ]
+            if entry
+            else []
+        )
+        for title, lang, code in sdk_calls:
+            if code is not None:
+                section += [f"**{title}**", "", f"```{lang}", code, "```", ""]
         by_tag.setdefault(op["tags"][0], []).append("\n".join(section))
     files = {}
     for tag, sections in sorted(by_tag.items()):

@@ -108,7 +108,12 @@ def _unwrap(schema: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def load(path: Path = SPEC) -> Spec:
-    raw = yaml.safe_load(path.read_text())
+    return from_dict(yaml.safe_load(path.read_text()))
+
+
+def from_dict(raw: dict[str, Any]) -> Spec:
+    """The operations and schemas of an OpenAPI document already read (the docs generator
+    shows each operation's SDK call from the same reading)."""
     spec = Spec(schemas=raw.get("components", {}).get("schemas", {}))
     shared = raw.get("components", {}).get("parameters", {})
     for route, item in raw["paths"].items():

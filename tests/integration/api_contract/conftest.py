@@ -1,5 +1,6 @@
 """The whole product behind one real gateway: keys, campaigns (api, relay, worker, runner),
-delivery (api, relay, worker), webhooks (api, relay, worker). For tests that send the
+delivery (api, relay, worker), webhooks (api, relay, worker), billing (against the fake
+Stripe). For tests that send the
 documented request bodies the way an integrator does (issue 15).
 
 Delivery runs with `PM_FORCE_SANDBOX=true`: live-mode mail goes to the platform's own
@@ -21,6 +22,11 @@ import pytest
 from libs.common.principal import SCOPES
 from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_dsn, service_env
 from tests.fakes.dns_server import FakeDns
+from tests.integration.billing.conftest import BillingStack
+from tests.integration.billing.conftest import billing as billing
+from tests.integration.billing.conftest import billing_env as billing_env
+from tests.integration.billing.conftest import billing_vault as billing_vault
+from tests.integration.billing.conftest import fake_stripe as fake_stripe
 from tests.integration.keys.platform_stack import Platform, bearer
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
 from tests.integration.keys.platform_stack import platform as platform_fixture
@@ -60,7 +66,11 @@ def contract_dns() -> Iterator[FakeDns]:
 
 @pytest.fixture(scope="module")
 def stack(
-    platform: Platform, vault_dev: Any, contract_vhost: str, contract_dns: FakeDns
+    platform: Platform,
+    vault_dev: Any,
+    contract_vhost: str,
+    contract_dns: FakeDns,
+    billing: BillingStack,
 ) -> Iterator[Stack]:
     amqp = contract_vhost
     vault = {"PM_VAULT_ADDR": vault_dev.addr, "PM_VAULT_TOKEN": vault_dev.token}
@@ -108,6 +118,7 @@ def stack(
             "PM_CAMPAIGNS_URL": campaigns.url,
             "PM_DELIVERY_URL": delivery.url,
             "PM_WEBHOOKS_URL": webhooks.url,
+            "PM_BILLING_URL": billing.api.url,
         },
     )
     processes.append(gateway)
@@ -126,6 +137,7 @@ class Account:
     test_key: str
     live_key: str
     dns: FakeDns
+    access_token: str = ""  # the owner's dashboard JWT (15 min)
 
     def headers(self, mode: str = "test") -> dict[str, str]:
         return bearer(self.test_key if mode == "test" else self.live_key)
@@ -167,7 +179,7 @@ def account(stack: Stack, unique: str) -> Account:
             )
             assert r.status_code == 201, r.text
             keys[mode] = r.json()["data"]["key"]
-    return Account(stack.gw, keys["test"], keys["live"], stack.dns)
+    return Account(stack.gw, keys["test"], keys["live"], stack.dns, token)
 
 
 async def connect(service: str) -> asyncpg.Connection:
