@@ -166,14 +166,17 @@ def _python(req: dict[str, Any]) -> str:
     params = f"    params={json.dumps(req['query'])},\n" if req["query"] else ""
     if req["stream"]:
         return (
-            "import os\n\nimport httpx\n\n"
+            "import os\nimport time\n\nimport httpx\n\n"
+            "deadline = time.monotonic() + 30  # stop after 30 s\n"
             f'with httpx.stream(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
             f"{params}    headers={{\n{headers}    }},\n"
             "    timeout=httpx.Timeout(10, read=60),\n) as resp:\n"
             "    if resp.status_code != 200:\n"
             "        raise RuntimeError(resp.read().decode())\n"
             "    for line in resp.iter_lines():  # `id:`, `event:`, `data:` lines, blank between\n"
-            "        print(line)"
+            "        print(line)\n"
+            "        if time.monotonic() > deadline:\n"
+            "            break"
         )
     return (
         "import os\nimport uuid\n\nimport httpx\n\n"
@@ -450,10 +453,123 @@ def render_examples(spec: dict[str, Any]) -> dict[str, str]:
 # --------------------------------------------------------------------- Postman
 
 
+# Ids a request's response hands to later requests: operationId -> {variable: JS expression
+# on the response's `data`}. The examples' placeholder ids (`contact_0001`) become `{{contact_id}}`.
+POSTMAN_PRODUCES: dict[str, dict[str, str]] = {
+    "create_contact": {"contact_id": "data.id"},
+    "submit_import": {"import_id": "data.id"},
+    "create_template": {"template_id": "data.id"},
+    "create_campaign": {"campaign_id": "data.id"},
+    "create_domain": {"domain_id": "data.id"},
+    "add_rule": {"rule_id": "data.id"},
+    "send_email": {"message_id": "data.message_id"},
+    "send_bulk": {"batch_id": "data.batch_id"},
+    "add_suppression": {"suppressed_email": "data.email"},
+    "create_key": {"key_id": "data.id"},
+    "regenerate_key": {"key_id": "data.id"},
+    "create_endpoint": {"endpoint_id": "data.id"},
+    "login": {"refresh_token": "data.refresh_token"},
+    "refresh": {"refresh_token": "data.refresh_token"},
+}
+# Placeholders of the examples -> the collection variable carrying the real value.
+POSTMAN_PLACEHOLDERS = {
+    "contact_0001": "contact_id",
+    "import_0001": "import_id",
+    "template_0001": "template_id",
+    "campaign_0001": "campaign_id",
+    "domain_0001": "domain_id",
+    "rule_0001": "rule_id",
+    "message_0001": "message_id",
+    "batch_0001": "batch_id",
+    "key_0001": "key_id",
+    "endpoint_0001": "endpoint_id",
+    "delivery_0001": "delivery_id",
+    "refresh_token_0001": "refresh_token",
+    "https://example.com/webhooks/penguinmails": "webhookUrl",
+}
+# Folders in the order a run needs (what makes an id before what uses it); every DELETE goes
+# to a last folder, so nothing is deleted before the requests that use it.
+POSTMAN_FOLDERS = [
+    "auth",
+    "api-keys",
+    "contacts",
+    "templates",
+    "campaigns",
+    "analytics",
+    "domains",
+    "sending",
+    "emails",
+    "events",
+    "webhooks",
+    "billing",
+]
+CLEANUP = "Clean up (deletes what the run made)"
+# Within a folder: creates, reads, changes, then actions in the order a campaign lives them.
+_ACTION_ORDER = ["start", "pause", "resume", "cancel"]
+_STATUS_TEST = (
+    'pm.test("status is 2xx", function () {{\n'
+    "    pm.expect(pm.response.code, pm.response.text()).to.be.within(200, 299);\n"
+    "}});{extra}"
+)
+
+
+# Where the rule above reads badly: an account is made before it logs in, a refresh token
+# used before logout revokes it, a test delivery sent before the log is read.
+_POSTMAN_FIRST = {"signup": (0, 0), "login": (0, 1), "refresh": (0, 2), "logout": (0, 3)}
+_POSTMAN_FIRST["send_test"] = (0, 9)
+
+
+def _postman_order(path: str, method: str, op_id: str) -> tuple[int, int, str]:
+    if op_id in _POSTMAN_FIRST:
+        return (*_POSTMAN_FIRST[op_id], path)
+    depth = path.count("{")
+    if method == "post" and depth == 0:
+        rank = 0
+    elif method == "get":
+        rank = 1
+    elif method in ("put", "patch"):
+        rank = 2
+    else:
+        rank = 3
+    action = path.rsplit("/", 1)[-1]
+    step = _ACTION_ORDER.index(action) if action in _ACTION_ORDER else -1
+    return rank, step, path
+
+
+def _postman_text(text: str) -> str:
+    for placeholder, variable in POSTMAN_PLACEHOLDERS.items():
+        text = text.replace(placeholder, "{{" + variable + "}}")
+    return text
+
+
+def _postman_tests(op_id: str, path: str) -> list[str]:
+    lines = []
+    for variable, expression in POSTMAN_PRODUCES.get(op_id, {}).items():
+        lines.append(
+            f'pm.collectionVariables.set("{variable}", pm.response.json().{expression});'
+        )
+    if op_id == "list_deliveries":
+        # A test delivery is made asynchronously: ask again (at most 40 times) until it is.
+        lines += [
+            "const rows = pm.response.json().data || [];",
+            "const tries = Number(pm.collectionVariables.get('delivery_tries') || 0);",
+            "if (rows.length) {",
+            '    pm.collectionVariables.set("delivery_id", rows[0].id);',
+            "} else if (tries < 40) {",
+            '    pm.collectionVariables.set("delivery_tries", tries + 1);',
+            "    setTimeout(function () {}, 500);",
+            "    postman.setNextRequest(pm.info.requestName);",
+            "}",
+        ]
+    return lines
+
+
 def render_postman(spec: dict[str, Any]) -> str:
-    folders: dict[str, list[dict[str, Any]]] = {}
+    folders: dict[str, list[tuple[tuple[int, int, str], dict[str, Any]]]] = {}
     for path, method, op in operations(spec):
         req = example_request(spec, path, method, op)
+        if req["stream"]:
+            continue  # a stream never ends: Postman runs cannot hold one (see the cURL example)
         segments = [f":{s[1:-1]}" if s.startswith("{") else s for s in path.strip("/").split("/")]
         headers = [
             {"key": k, "value": "{{$guid}}" if k == "Idempotency-Key" else v}
@@ -469,7 +585,10 @@ def render_postman(spec: dict[str, Any]) -> str:
                 "path": segments,
                 "query": [{"key": k, "value": str(v)} for k, v in req["query"].items()],
                 "variable": [
-                    {"key": s[1:], "value": str(sample(p["schema"], spec, p["name"]))}
+                    {
+                        "key": s[1:],
+                        "value": _postman_variable(p["name"], spec, p),
+                    }
                     for s in segments
                     if s.startswith(":")
                     for p in _params(spec, op, "path")
@@ -488,14 +607,52 @@ def render_postman(spec: dict[str, Any]) -> str:
         if req["multipart"]:
             request["body"] = {"mode": "formdata", "formdata": [{"key": "file", "type": "file"}]}
         elif req["body"] is not None:
+            raw = _postman_text(json.dumps(req["body"], indent=2))
+            if op["operationId"] == "signup":
+                raw = raw.replace("jane@example.com", "{{signupEmail}}")
+            elif op["operationId"] == "login":
+                raw = raw.replace("jane@example.com", "{{signupEmail}}")
             request["body"] = {
                 "mode": "raw",
-                "raw": json.dumps(req["body"], indent=2),
+                "raw": raw,
                 "options": {"raw": {"language": "json"}},
             }
-        folders.setdefault(op["tags"][0], []).append(
-            {"name": op.get("summary", op["operationId"]), "request": request}
+        events = [
+            {
+                "listen": "test",
+                "script": {
+                    "type": "text/javascript",
+                    "exec": _STATUS_TEST.format(
+                        extra="".join(
+                            "\n" + line for line in _postman_tests(op["operationId"], path)
+                        )
+                    ).split("\n"),
+                },
+            }
+        ]
+        if op["operationId"] == "signup":
+            events.insert(
+                0,
+                {
+                    "listen": "prerequest",
+                    "script": {
+                        "type": "text/javascript",
+                        "exec": [
+                            "// A new account per run: the email must not be taken yet.",
+                            'pm.collectionVariables.set("signupEmail",'
+                            ' "jane+" + Date.now() + "@example.com");',
+                        ],
+                    },
+                },
+            )
+        folder = CLEANUP if method == "delete" else op["tags"][0]
+        item = {"name": op.get("summary", op["operationId"]), "request": request, "event": events}
+        folders.setdefault(folder, []).append(
+            (_postman_order(path, method, op["operationId"]), item)
         )
+    order = [f for f in POSTMAN_FOLDERS if f in folders]
+    order += sorted(f for f in folders if f not in order and f != CLEANUP)
+    order += [CLEANUP] if CLEANUP in folders else []
     collection = {
         "info": {
             "_postman_id": str(
@@ -503,8 +660,12 @@ def render_postman(spec: dict[str, Any]) -> str:
             ),
             "name": f"PenguinMails API v{API_VERSION}",
             "description": "Generated from docs/openapi.yaml by `python -m scripts.docs`. Set "
-            "the collection variables `baseUrl`, `apiKey` (API key) and `accessToken` "
-            "(dashboard JWT for /platform and /billing).",
+            "the collection variables `baseUrl`, `apiKey` (a test-mode API key, `pm_test_...`, "
+            "with every scope) and `accessToken` (dashboard JWT for /platform and /billing), "
+            "then run the whole collection: each create stores the id it made in a collection "
+            "variable the following requests use, each request's test checks a 2xx status, "
+            "and the last folder deletes what the run made. `webhookUrl` must be a receiver "
+            "the API can reach.",
             "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
         },
         "auth": {
@@ -515,10 +676,29 @@ def render_postman(spec: dict[str, Any]) -> str:
             {"key": "baseUrl", "value": BASE_URL},
             {"key": "apiKey", "value": "pm_test_..."},
             {"key": "accessToken", "value": ""},
+            {"key": "signupEmail", "value": "jane@example.com"},
+            *(
+                {
+                    "key": variable,
+                    "value": placeholder,
+                }
+                for placeholder, variable in POSTMAN_PLACEHOLDERS.items()
+            ),
+            {"key": "suppressed_email", "value": "jane@example.com"},
         ],
-        "item": [{"name": tag, "item": items} for tag, items in sorted(folders.items())],
+        "item": [
+            {"name": name, "item": [item for _, item in sorted(folders[name], key=lambda x: x[0])]}
+            for name in order
+        ],
     }
     return json.dumps(collection, indent=2) + "\n"
+
+
+def _postman_variable(name: str, spec: dict[str, Any], param: dict[str, Any]) -> str:
+    value = str(sample(param["schema"], spec, name))
+    if name == "email":
+        return "{{suppressed_email}}"
+    return _postman_text(value)
 
 
 # --------------------------------------------------------------------- events

@@ -53,6 +53,9 @@ def build_events_router(settings: WebhooksSettings) -> APIRouter:
     async def list_event_types(p: Caller, svc: Service) -> dict[str, Any]:
         return ok(svc.catalog())
 
+    # An event id is a UUID: anything else is a 422 (the spec says so).
+    _EVENT_ID = {"format": "uuid"}
+
     @router.get(
         "/stream",
         response_class=StreamingResponse,
@@ -71,9 +74,11 @@ def build_events_router(settings: WebhooksSettings) -> APIRouter:
         campaign_ids: Annotated[list[str] | None, Query(max_length=100)] = None,
         contact_tags: Annotated[list[str] | None, Query(max_length=100)] = None,
         last_event_id_query: Annotated[
-            str | None, Query(alias="last_event_id", max_length=64)
+            str | None, Query(alias="last_event_id", max_length=64, json_schema_extra=_EVENT_ID)
         ] = None,
-        last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+        last_event_id: Annotated[
+            str | None, Header(max_length=64, json_schema_extra=_EVENT_ID)
+        ] = None,
     ) -> StreamingResponse:
         body = await svc.open_stream(
             p,
