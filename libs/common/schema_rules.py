@@ -18,7 +18,9 @@ def any_of(*branches: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": list(branches)}
 
 
-def exactly_one(first: tuple[str, dict[str, Any]], second: tuple[str, dict[str, Any]]) -> dict:
+def exactly_one(
+    first: tuple[str, dict[str, Any]], second: tuple[str, dict[str, Any]]
+) -> dict[str, Any]:
     """Exactly one of two fields is given (non-null); the given one matches its schema."""
 
     def given(field: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from libs.common.events import EVENT_TYPES, PUBLIC_EVENT_TYPES
+from libs.common.events import EVENT_TYPES
 from scripts.docs.collect import REPO
 from scripts.docs.openapi import API_VERSION, METHODS, build_spec
 from scripts.docs.samples import sample
@@ -83,6 +83,8 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         "headers": headers,
         "multipart": "multipart/form-data" in content,
         "stream": "text/event-stream" in op.get("responses", {}).get("200", {}).get("content", {}),
+        # 204: no body to parse (a DELETE, a PUT of credentials).
+        "no_content": "204" in op.get("responses", {}),
     }
 
 
@@ -94,15 +96,20 @@ def _qs(query: dict[str, Any]) -> str:
 
 def _curl(req: dict[str, Any]) -> str:
     # A stream: -N prints each event as it arrives (Ctrl-C or --max-time to stop).
-    flags = "-N --max-time 30 " if req["stream"] else ""
+    # --fail-with-body: an error status exits non-zero (22) and still prints the error body.
+    flags = "-N --max-time 30 " if req["stream"] else "-sS --fail-with-body "
     lines = [f'curl {flags}-X {req["method"]} "{BASE_URL}{req["path"]}{_qs(req["query"])}"']
     for k, v in req["headers"].items():
         lines.append(f'  -H "{k}: {v}"')
     if req["multipart"]:
         lines.append('  -F "file=@contacts.csv"')
     elif req["body"] is not None:
-        lines.append(f"  -d '{json.dumps(req['body'])}'")
+        lines.append(f"  -d '{_shell_quoted(json.dumps(req['body']))}'")
     return " \\\n".join(lines)
+
+
+def _shell_quoted(text: str) -> str:
+    return text.replace("'", "'\\''")
 
 
 def _env(value: str, lang: str) -> str:
@@ -144,6 +151,15 @@ def _node(req: dict[str, Any]) -> str:
     body = ""
     if req["body"] is not None and not req["multipart"]:
         body = f"\n  body: JSON.stringify({json.dumps(req['body'], indent=2)}),"
+    if req["no_content"]:
+        return (
+            f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
+            f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},{body}\n}});\n'
+            "if (res.status !== 204) {\n"
+            "  const { error } = await res.json();\n"
+            "  throw new Error(`${error.code}: ${error.message}`);\n}\n"
+            'console.log("done");'
+        )
     return (
         f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
         f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},{body}\n}});\n'
@@ -162,8 +178,8 @@ def _python(req: dict[str, Any]) -> str:
     if req["multipart"]:
         extra = '    files={"file": open("contacts.csv", "rb")},\n'
     elif req["body"] is not None:
-        extra = f"    json={json.dumps(req['body'])},\n"
-    params = f"    params={json.dumps(req['query'])},\n" if req["query"] else ""
+        extra = f"    json={_python_literal(req['body'], indent=4)},\n"
+    params = f"    params={_python_literal(req['query'], indent=4)},\n" if req["query"] else ""
     if req["stream"]:
         return (
             "import os\nimport time\n\nimport httpx\n\n"
@@ -182,10 +198,18 @@ def _python(req: dict[str, Any]) -> str:
         "import os\nimport uuid\n\nimport httpx\n\n"
         f'resp = httpx.request(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
         f"{params}    headers={{\n{headers}    }},\n{extra})\n"
-        "payload = resp.json()\n"
-        'if not payload["success"]:\n'
-        "    raise RuntimeError(f\"{payload['error']['code']}: {payload['error']['message']}\")\n"
-        'print(payload["data"])'
+        + (
+            "if resp.status_code != 204:\n"
+            '    error = resp.json()["error"]\n'
+            "    raise RuntimeError(f\"{error['code']}: {error['message']}\")\n"
+            'print("done")'
+            if req["no_content"]
+            else "payload = resp.json()\n"
+            'if not payload["success"]:\n'
+            "    error = payload['error']\n"
+            "    raise RuntimeError(f\"{error['code']}: {error['message']}\")\n"
+            'print(payload["data"])'
+        )
     )
 
 
@@ -210,9 +234,21 @@ def _php(req: dict[str, Any]) -> str:
             "curl_exec($ch);"
         )
     if req["body"] is not None and not req["multipart"]:
-        body = (
-            "curl_setopt($ch, CURLOPT_POSTFIELDS, json_encode("
-            f"json_decode('{json.dumps(req['body'])}', true)));\n"
+        # The JSON as text: json_encode(json_decode(..., true)) would turn `{}` into `[]`.
+        text = json.dumps(req["body"]).replace("\\", "\\\\").replace("'", "\\'")
+        body = f"curl_setopt($ch, CURLOPT_POSTFIELDS, '{text}');\n"
+    if req["no_content"]:
+        return (
+            "<?php\n"
+            f"$ch = curl_init('{BASE_URL}{req['path']}{_qs(req['query'])}');\n"
+            f"curl_setopt($ch, CURLOPT_CUSTOMREQUEST, '{req['method']}');\n"
+            "curl_setopt($ch, CURLOPT_RETURNTRANSFER, true);\n"
+            f"curl_setopt($ch, CURLOPT_HTTPHEADER, [\n{headers}]);\n{body}"
+            "$response = curl_exec($ch);\n"
+            "if (curl_getinfo($ch, CURLINFO_RESPONSE_CODE) !== 204) {\n"
+            "    $error = json_decode($response, true)['error'];\n"
+            "    throw new RuntimeException($error['code'] . ': ' . $error['message']);\n"
+            '}\necho "done\\n";'
         )
     return (
         "<?php\n"
@@ -351,10 +387,22 @@ def _python_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
     )
 
 
-def _python_literal(value: Any) -> str:
-    import pprint
-
-    return pprint.pformat(value, width=88, sort_dicts=False)
+def _python_literal(value: Any, indent: int = 0) -> str:
+    """`value` as Python source, laid out like `json.dumps(indent=4)` (True, False, None)."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        items = [
+            f"{pad}    {json.dumps(k)}: {_python_literal(v, indent + 4)}" for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + f",\n{pad}}}"
+    if isinstance(value, list) and value:
+        items = [f"{pad}    {_python_literal(v, indent + 4)}" for v in value]
+        return "[\n" + ",\n".join(items) + f",\n{pad}]"
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return repr(value) if value is None or isinstance(value, bool) else json.dumps(value)
 
 
 def _ruby_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
@@ -545,9 +593,7 @@ def _postman_text(text: str) -> str:
 def _postman_tests(op_id: str, path: str) -> list[str]:
     lines = []
     for variable, expression in POSTMAN_PRODUCES.get(op_id, {}).items():
-        lines.append(
-            f'pm.collectionVariables.set("{variable}", pm.response.json().{expression});'
-        )
+        lines.append(f'pm.collectionVariables.set("{variable}", pm.response.json().{expression});')
     if op_id == "list_deliveries":
         # A test delivery is made asynchronously: ask again (at most 40 times) until it is.
         lines += [
@@ -608,9 +654,7 @@ def render_postman(spec: dict[str, Any]) -> str:
             request["body"] = {"mode": "formdata", "formdata": [{"key": "file", "type": "file"}]}
         elif req["body"] is not None:
             raw = _postman_text(json.dumps(req["body"], indent=2))
-            if op["operationId"] == "signup":
-                raw = raw.replace("jane@example.com", "{{signupEmail}}")
-            elif op["operationId"] == "login":
+            if op["operationId"] == "signup" or op["operationId"] == "login":
                 raw = raw.replace("jane@example.com", "{{signupEmail}}")
             request["body"] = {
                 "mode": "raw",

@@ -7,9 +7,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from libs.common.schema_rules import any_of, present
 from libs.common.emails import Email
 from libs.common.http import ResponseModel
+from libs.common.schema_rules import any_of, present
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
@@ -72,7 +72,9 @@ _TEXT = {"type": "string"}
 _BODY_GIVEN = (
     present("html", _TEXT),
     present("text", _TEXT),
-    present("content", {"type": "object", **any_of(present("html", _TEXT), present("text", _TEXT))}),
+    present(
+        "content", {"type": "object", **any_of(present("html", _TEXT), present("text", _TEXT))}
+    ),
 )
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from libs.common.principal import SCOPES
 from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_dsn, service_env
+from tests.fakes.cloudflare import FakeCloudflare
 from tests.fakes.dns_server import FakeDns
 from tests.integration.billing.conftest import BillingStack
 from tests.integration.billing.conftest import billing as billing
@@ -64,12 +65,26 @@ def contract_dns() -> Iterator[FakeDns]:
     dns.stop()
 
 
+# The token of the docs' `PUT /domains/dns-credentials` example: the fake accepts it.
+CLOUDFLARE_TOKEN = "cf-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def contract_cloudflare(contract_dns: FakeDns) -> Iterator[FakeCloudflare]:
+    """Cloudflare's API for publishing DNS records (any zone asked for exists)."""
+    cf = FakeCloudflare(CLOUDFLARE_TOKEN, auto_zones=True).serve_with(contract_dns)
+    cf.start()
+    yield cf
+    cf.stop()
+
+
 @pytest.fixture(scope="module")
 def stack(
     platform: Platform,
     vault_dev: Any,
     contract_vhost: str,
     contract_dns: FakeDns,
+    contract_cloudflare: FakeCloudflare,
     billing: BillingStack,
 ) -> Iterator[Stack]:
     amqp = contract_vhost
@@ -83,6 +98,7 @@ def stack(
         PM_TRACKING_BASE_URL="http://track.test",
         PM_SWEEP_INTERVAL_SECONDS="0.5",
         PM_DNS_RESOLVERS=contract_dns.address,
+        PM_CLOUDFLARE_BASE_URL=contract_cloudflare.url,
     )
     webhooks_env = service_env(
         "webhooks",
