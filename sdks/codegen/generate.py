@@ -263,7 +263,9 @@ def ts_type(schema: dict[str, Any] | None, depth: int = 0) -> str:
         t = "T." + type_name(schema["$ref"].rsplit("/", 1)[-1])
     elif "allOf" in schema and len(schema["allOf"]) == 1:
         t = ts_type(schema["allOf"][0], depth)
-    elif "anyOf" in schema or "oneOf" in schema:
+    elif ("anyOf" in schema or "oneOf" in schema) and "properties" not in schema:
+        # Beside `properties`, anyOf/oneOf only constrain the object ("html or text"): the
+        # interface stays the object's.
         t = " | ".join(ts_type(s, depth) for s in schema.get("anyOf") or schema["oneOf"])
     elif "enum" in schema:
         t = " | ".join(_ts_literal(v) for v in schema["enum"])
