@@ -398,7 +398,7 @@ def _allowed_methods(request: Request) -> list[str]:
     # Included routers are flattened lazily: walk the effective routes, as FastAPI routes.
     for route in iter_route_contexts(getattr(request.app, "routes", [])):
         route_methods = getattr(route, "methods", None)
-        if not route_methods:
+        if not route_methods or not route.path:
             continue
         regex, _, _ = compile_path(route.path)
         if regex.match(request.url.path):
