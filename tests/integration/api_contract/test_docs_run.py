@@ -22,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import pytest
 from libs.common.principal import SCOPES
 from scripts.docs.collect import REPO
 from scripts.docs.render import BASE_URL, POSTMAN_FOLDERS, _postman_order
+from services.campaigns.scheduling import DAY_NAMES
 from tests.integration.api_contract.conftest import Stack
 from tests.integration.billing.conftest import BillingStack
 from tests.integration.keys.platform_stack import bearer
@@ -163,6 +165,9 @@ def build_world(stack: Stack, billing: BillingStack, receiver: Receiver) -> Worl
         def post(path: str, body: Any, headers: dict[str, str] = h) -> Any:
             return _ok(c.post(path, json=body, headers=headers))
 
+        today = datetime.now(UTC).weekday()
+        other_days = [d for i, d in enumerate(DAY_NAMES) if i != today]
+
         def campaign(name: str) -> str:
             return str(
                 post(
@@ -171,12 +176,13 @@ def build_world(stack: Stack, billing: BillingStack, receiver: Receiver) -> Worl
                         "name": name,
                         "subject": "Hi {{ first_name }}",
                         "content": {"text": "Hello {{ first_name }}"},
-                        # Two recipients at one a day: a started campaign stays running
-                        # (pausable) until tomorrow.
+                        # Sending only on other days than today: a started campaign stays
+                        # running (pausable) instead of completing at once.
                         "recipients": [
                             {"email": f"{name}-{n}-{unique}@example.com"} for n in (1, 2)
                         ],
                         "daily_cap": 1,
+                        "schedule": {"timezone": "UTC", "days": other_days},
                     },
                 )["id"]
             )
@@ -194,7 +200,9 @@ def build_world(stack: Stack, billing: BillingStack, receiver: Receiver) -> Worl
         paused = campaign("paused")
         post(f"/api/v1/campaigns/{paused}/start", {})
         post(f"/api/v1/campaigns/{paused}/pause", {})
-        domain_id = str(post("/api/v1/domains", {"name": "mail.yourdomain.example"})["id"])
+        # Its own name: a domain another tenant verified (the verify example does) is taken.
+        domain_name = f"mail-{unique}.yourdomain.example"
+        domain_id = str(post("/api/v1/domains", {"name": domain_name})["id"])
         doomed_domain = str(post("/api/v1/domains", {"name": f"d{unique}.example"})["id"])
         endpoint = {"url": receiver.url, "events": ["email.opened"]}
         endpoint_id = str(post("/api/v1/webhooks", endpoint)["id"])
@@ -245,6 +253,7 @@ def build_world(stack: Stack, billing: BillingStack, receiver: Receiver) -> Worl
         "rule_0001": rule_id,
         "key_0001": keys[0],
         "https://example.com/webhooks/penguinmails": receiver.url,
+        "mail.yourdomain.example": domain_name,
     }
     world.per_op = {
         "delete_contact": {"contact_0001": doomed_contact},
