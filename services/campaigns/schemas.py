@@ -18,7 +18,6 @@ from libs.common.schema_rules import (
     NON_EMPTY_TEXT,
     TAG_ITEM,
     any_of,
-    exactly_one,
     not_nullable,
     present,
 )
@@ -316,11 +315,15 @@ class FollowUp(_Strict):
 
 
 class Recipients(_Strict):
+    """Exactly one of `contact_ids` or `tags` (both: 422)."""
+
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra=exactly_one(
-            ("contact_ids", {"type": "array"}),
-            ("tags", {"type": "array", "minItems": 1, "items": TAG_ITEM}),
+        # At least one (anyOf); "not both" is in the description: a oneOf with `not` breaks
+        # openapi-python-client (unparsable union), so the spec cannot say it.
+        json_schema_extra=any_of(
+            present("contact_ids", {"type": "array"}),
+            present("tags", {"type": "array", "minItems": 1, "items": TAG_ITEM}),
         ),
     )
 
