@@ -315,18 +315,10 @@ class FollowUp(_Strict):
 
 
 class Recipients(_Strict):
-    """Exactly one of `contact_ids` or `tags` (both: 422)."""
+    """Exactly one of `contact_ids` or `tags` (both or neither: 422)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        # At least one (anyOf); "not both" is in the description: a oneOf with `not` breaks
-        # openapi-python-client (unparsable union), so the spec cannot say it.
-        json_schema_extra=any_of(
-            present("contact_ids", {"type": "array"}),
-            present("tags", {"type": "array", "minItems": 1, "items": TAG_ITEM}),
-        ),
-    )
-
+    # No anyOf/oneOf here: inside CampaignCreate's `recipients` union, openapi-python-client
+    # cannot parse one (it drops the campaign endpoints); the description states the rule.
     contact_ids: list[UUID] | None = Field(default=None, max_length=100_000)
     tags: list[str] | None = None
     match: Literal["any", "all"] = "any"
