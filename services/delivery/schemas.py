@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from libs.common.emails import Email
 from libs.common.http import ResponseModel
-from libs.common.schema_rules import any_of, present
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
@@ -67,21 +66,8 @@ class _SendBase(BaseModel):
         return self
 
 
-_TEXT = {"type": "string"}
-# `_SendBase._has_body`: html or text, at the top level or under `content`.
-_BODY_GIVEN = (
-    present("html", _TEXT),
-    present("text", _TEXT),
-    present(
-        "content", {"type": "object", **any_of(present("html", _TEXT), present("text", _TEXT))}
-    ),
-)
-
-
 class SendEmailRequest(_SendBase):
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, json_schema_extra=any_of(*_BODY_GIVEN)
-    )
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     to: Email
     variables: dict[str, Any] = Field(default_factory=dict)
     campaign_id: str | None = None
@@ -99,12 +85,7 @@ class SendBulkRequest(_SendBase):
     """With a `campaign_id` and no html/text, the campaign's content (subject, body, sender,
     tracking) is sent; anything given in the body wins over it."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-        # ... or a campaign whose content is sent.
-        json_schema_extra=any_of(*_BODY_GIVEN, present("campaign_id", _TEXT)),
-    )
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     content_from_campaign: ClassVar[bool] = True
     subject: str | None = Field(default=None, min_length=1, max_length=998)  # type: ignore[assignment]
     campaign_id: str | None = None
