@@ -36,7 +36,7 @@ from scripts.docs.render import BASE_URL, POSTMAN_FOLDERS, _postman_order
 from services.campaigns.scheduling import DAY_NAMES
 from tests.integration.api_contract.conftest import Stack
 from tests.integration.billing.conftest import BillingStack
-from tests.integration.keys.platform_stack import bearer
+from tests.integration.keys.platform_stack import Platform, bearer, set_plan
 
 EXAMPLES = REPO / "docs" / "examples"
 TS_SDK = REPO / "sdks" / "typescript"
@@ -141,7 +141,9 @@ def _ok(r: httpx.Response) -> Any:
     return r.json()["data"]
 
 
-def build_world(stack: Stack, billing: BillingStack, receiver: Receiver) -> World:
+def build_world(
+    stack: Stack, billing: BillingStack, receiver: Receiver, platform: Platform
+) -> World:
     unique = uuid.uuid4().hex[:10]
     email = f"docs-{unique}@example.com"
     with httpx.Client(base_url=stack.gw, timeout=60) as c:
@@ -151,6 +153,8 @@ def build_world(stack: Stack, billing: BillingStack, receiver: Receiver) -> Worl
                 json={"email": email, "password": PASSWORD, "company": f"Docs {unique}"},
             )
         )
+        # 82 examples and their set-up in a minute or two: more than the free plan's 20/min.
+        set_plan(platform, owner["tenant"]["id"], "enterprise")
         jwt = bearer(owner["access_token"])
         test_key = _ok(
             c.post(
@@ -449,6 +453,7 @@ def typescript_sdk_built() -> None:
 @pytest.mark.parametrize("language", list(LANGUAGES.values()))
 def test_every_example_runs(
     language: str,
+    platform: Platform,
     stack: Stack,
     billing: BillingStack,
     receiver: Receiver,
@@ -461,7 +466,7 @@ def test_every_example_runs(
     assert shutil.which(tool), f"{tool} is required (make docs-deps installs it)"
     examples = [e for e in read_examples() if e.language == language]
     assert len(examples) >= 60 if "sdk" not in language else len(examples) >= 50, len(examples)
-    world = build_world(stack, billing, receiver)
+    world = build_world(stack, billing, receiver, platform)
     if language in ("curl", "php"):
         outcomes = run_one_by_one(examples, world, tmp_path)
     else:
@@ -477,10 +482,10 @@ NEWMAN = REPO / "tests" / "tools" / "node_modules" / ".bin" / "newman"
 
 
 def test_the_postman_collection_runs_end_to_end_with_newman(
-    stack: Stack, billing: BillingStack, receiver: Receiver, tmp_path: Path
+    platform: Platform, stack: Stack, billing: BillingStack, receiver: Receiver, tmp_path: Path
 ) -> None:
     assert NEWMAN.exists(), "newman is missing: make docs-deps (npm ci in tests/tools)"
-    world = build_world(stack, billing, receiver)
+    world = build_world(stack, billing, receiver, platform)
     report = tmp_path / "newman.json"
     command = [
         str(NEWMAN),
