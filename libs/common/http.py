@@ -395,13 +395,20 @@ def _allowed_methods(request: Request) -> list[str]:
     from starlette.routing import compile_path
 
     methods: set[str] = set()
+    template: str | None = None
     # Included routers are flattened lazily: walk the effective routes, as FastAPI routes.
+    # The first route matching the path fixes its template (`/contacts/import`, not
+    # `/contacts/{contact_id}`): the methods are those of every route with that template.
     for route in iter_route_contexts(getattr(request.app, "routes", [])):
         route_methods = getattr(route, "methods", None)
         if not route_methods or not route.path:
             continue
-        regex, _, _ = compile_path(route.path)
-        if regex.match(request.url.path):
+        if template is None:
+            regex, _, _ = compile_path(route.path)
+            if not regex.match(request.url.path):
+                continue
+            template = route.path
+        if route.path == template:
             methods |= set(route_methods)
     order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return [m for m in order if m in methods] + sorted(methods - set(order))
