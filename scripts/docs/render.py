@@ -645,7 +645,8 @@ def render_postman(spec: dict[str, Any]) -> str:
         }
         if not op.get("security"):
             request["auth"] = {"type": "noauth"}
-        elif not op.get("x-required-scope"):
+        elif not any("ApiKey" in requirement for requirement in op["security"]):
+            # Dashboard-only (JWT) operations; any-key ones keep the test-mode API key.
             request["auth"] = {
                 "type": "bearer",
                 "bearer": [{"key": "token", "value": "{{accessToken}}", "type": "string"}],
