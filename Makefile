@@ -19,7 +19,7 @@ ARGS ?=
 QUEUE ?=
 ID ?=
 
-.PHONY: help up down status mail test lint fmt migrate bench bench-scale soak replay-dlq uv venv infra fuzz fuzz-templates dashboard sdk-deps chaos vault-dr
+.PHONY: help up down status mail test lint fmt migrate bench bench-scale soak replay-dlq uv venv infra fuzz fuzz-templates dashboard sdk-deps chaos vault-dr docs-deps
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -63,11 +63,25 @@ sdk-deps: ## tools of the SDK test suites: Ruby, Node.js, the TypeScript SDK's n
 	@cd sdks/typescript && { [ node_modules/.package-lock.json -nt package-lock.json ] \
 		|| npm ci --no-audit --no-fund --loglevel=error; }
 
+# The docs tests (tests/integration/api_contract/test_docs_run.py) execute every code example:
+# PHP with its curl and mbstring extensions and uuidgen (the cURL examples' Idempotency-Key)
+# from Debian's packages when absent; newman and the spec generators' npm tools, pinned in
+# tests/tools, with npm ci when the lockfile is newer than the installed tree.
+docs-deps: sdk-deps ## tools of the docs tests: php-cli (+curl, mbstring), uuidgen, newman
+	@php -r 'exit(function_exists("curl_init") && function_exists("mb_convert_encoding") ? 0 : 1);' \
+		>/dev/null 2>&1 && command -v uuidgen >/dev/null 2>&1 || { \
+		echo "installing php-cli, php-curl, php-mbstring, uuid-runtime from Debian packages"; \
+		$(SUDO) apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			php-cli php-curl php-mbstring uuid-runtime >/dev/null; }
+	@cd tests/tools && { [ node_modules/.package-lock.json -nt package-lock.json ] \
+		|| npm ci --no-audit --no-fund --loglevel=error; }
+
 mail: venv ## live-mode mail the dev stack captured (make mail ID=<id> prints one)
 	@if [ -n "$(ID)" ]; then $(UV) run --frozen python -m scripts.dev.mail_capture show "$(ID)"; \
 	else $(UV) run --frozen python -m scripts.dev.mail_capture list; fi
 
-test: infra dashboard sdk-deps ## run the test suite (ARGS="tests/unit -x" to narrow it)
+test: infra dashboard sdk-deps docs-deps ## run the test suite (ARGS="tests/unit -x" to narrow it)
 	$(UV) run --frozen pytest $(PYTEST_ARGS) $(ARGS)
 
 lint: venv ## ruff, formatting, mypy, import contracts
@@ -83,8 +97,8 @@ fmt: venv ## format and auto-fix
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-fuzz: infra ## fuzz every documented operation through a real gateway (Schemathesis)
-	PM_FUZZ=full $(UV) run --frozen pytest $(PYTEST_ARGS) tests/e2e/test_docs_fuzz.py $(ARGS)
+fuzz: infra ## Schemathesis, all checks + stateful links, every operation, through a real gateway
+	PM_FUZZ=full $(UV) run --frozen pytest $(PYTEST_ARGS) --timeout=0 tests/integration/api_contract/test_fuzz.py $(ARGS)
 
 fuzz-templates: venv ## property-test the template limits over generated expressions (hypothesis)
 	PM_FUZZ_TEMPLATES=full $(UV) run --frozen pytest $(PYTEST_ARGS) --timeout=0 tests/unit/common/test_templating_fuzz.py $(ARGS)

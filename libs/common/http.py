@@ -382,7 +382,36 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     # Keep a message the raiser wrote on purpose; replace Starlette's bare status phrase.
     detail = exc.detail if isinstance(exc.detail, str) else ""
     message = detail if detail and detail != phrase else meaning
-    return _envelope_response(status, code, message, headers=exc.headers)
+    headers = exc.headers
+    if status == 405:
+        # Starlette's Allow names the methods of the first route matching the path only
+        # (`GET /contacts` before `POST /contacts`): list every route's for this path.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return _envelope_response(status, code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    from fastapi.routing import iter_route_contexts
+    from starlette.routing import compile_path
+
+    methods: set[str] = set()
+    template: str | None = None
+    # Included routers are flattened lazily: walk the effective routes, as FastAPI routes.
+    # The first route matching the path fixes its template (`/contacts/import`, not
+    # `/contacts/{contact_id}`): the methods are those of every route with that template.
+    for route in iter_route_contexts(getattr(request.app, "routes", [])):
+        route_methods = getattr(route, "methods", None)
+        if not route_methods or not route.path:
+            continue
+        if template is None:
+            regex, _, _ = compile_path(route.path)
+            if not regex.match(request.url.path):
+                continue
+            template = route.path
+        if route.path == template:
+            methods |= set(route_methods)
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return [m for m in order if m in methods] + sorted(methods - set(order))
 
 
 # A dependency that is down or restarting (Postgres refusing connections or shutting down,

@@ -14,6 +14,7 @@ import copy
 import re
 from typing import Any
 
+from scripts.docs.request_examples import REQUEST_EXAMPLES
 from services.gateway.routes import RouteRule, match_route
 
 API_PREFIX = "/api/v1"
@@ -100,8 +101,9 @@ _HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer"},
     },
     "Idempotent-Replayed": {
-        "description": "`true` when this is the stored response of an earlier identical request.",
-        "schema": {"type": "string", "enum": ["true"]},
+        "description": "`true` when this is the stored response of an earlier identical request, "
+        "`false` on a first answer to a request with an `Idempotency-Key`.",
+        "schema": {"type": "string", "enum": ["true", "false"]},
     },
 }
 _RATE_HEADERS = (
@@ -390,12 +392,35 @@ def _success(response: dict[str, Any], status: str) -> dict[str, Any]:
     return response
 
 
+# One Server-Sent Event as clients (and Schemathesis) parse it: the `text/event-stream`
+# schema describes each event, not the whole body.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "The event id: send it back as Last-Event-ID."},
+        "event": {"type": "string", "description": "The event type, e.g. `email.opened`."},
+        "data": {"type": "string", "description": "The webhook payload (2026-12-01), as JSON."},
+        "retry": {"type": "integer", "description": "Reconnection delay in milliseconds."},
+    },
+}
+
+
+def _describe_event_streams(op: dict[str, Any]) -> None:
+    for response in op.get("responses", {}).values():
+        media = response.get("content", {}).get("text/event-stream")
+        if media is not None:
+            media["schema"] = copy.deepcopy(SSE_EVENT)
+
+
 def _operation(
     op: dict[str, Any], path: str, method: str, op_id: str, rule: RouteRule
 ) -> dict[str, Any]:
     security, access, scope = _access(rule, method)
     op = copy.deepcopy(op)
     op["operationId"] = op_id
+    media = op.get("requestBody", {}).get("content", {}).get("application/json")
+    if media is not None and op_id in REQUEST_EXAMPLES:
+        media["example"] = copy.deepcopy(REQUEST_EXAMPLES[op_id])
     op["security"] = security
     if scope:
         op["x-required-scope"] = scope
@@ -417,6 +442,7 @@ def _operation(
         params.append({"$ref": "#/components/parameters/IdempotencyKey"})
     op["parameters"] = params
 
+    _describe_event_streams(op)
     responses: dict[str, Any] = {}
     authed = rule.auth != "none"
     for status, response in op.get("responses", {}).items():
@@ -436,8 +462,10 @@ def _operation(
     if authed:
         errors |= {401, 403, 429}
     else:
-        errors |= {429}  # login is rate-limited per address
-    if method == "post" and authed:
+        # login is rate-limited per address; wrong credentials or a stale refresh token are a
+        # 401 there too, and signing up with a taken email a 409.
+        errors |= {401, 429}
+    if method == "post":
         errors |= {409}
     for status in op.get("responses", {}):
         if status[0] in "45" and int(status) in _ERROR_DESCRIPTIONS:
@@ -461,6 +489,34 @@ def _operation_ids(collected: dict[str, dict[str, Any]]) -> dict[tuple[str, str]
         key: name if counts[name] == 1 else f"{service}_{name}"
         for key, (service, name) in names.items()
     }
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    """OpenAPI links from each create (a POST on a collection answering 201 with `data.id`) to
+    the operations on the object it made (`/contacts` → `/contacts/{contact_id}` and below):
+    clients and Schemathesis' stateful phase follow them (create → get/update/delete)."""
+    for path, item in paths.items():
+        created = item.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        links: dict[str, Any] = {}
+        for other, other_item in paths.items():
+            found = re.fullmatch(re.escape(path) + r"/\{(\w+)\}(/[^{}]*)?", other)
+            if found is None:
+                continue
+            for method in METHODS:
+                if method in other_item:
+                    op_id = other_item[method]["operationId"]
+                    links[_pascal(op_id)] = {
+                        "operationId": op_id,
+                        "parameters": {found.group(1): "$response.body#/data/id"},
+                    }
+        if links:
+            created["links"] = dict(sorted(links.items()))
+
+
+def _pascal(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
 def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -508,6 +564,7 @@ def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     for tag in out[method]["tags"]:
                         tags.setdefault(tag, service)
             paths[path] = out
+    _add_links(paths)
     components = _components(error_codes)
     components["schemas"] = dict(sorted(schemas.items()))
     return {

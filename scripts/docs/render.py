@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from libs.common.events import EVENT_TYPES, PUBLIC_EVENT_TYPES
+from libs.common.events import EVENT_TYPES
 from scripts.docs.collect import REPO
 from scripts.docs.openapi import API_VERSION, METHODS, build_spec
 from scripts.docs.samples import sample
@@ -63,7 +64,8 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
     body = None
     content = op.get("requestBody", {}).get("content", {})
     if "application/json" in content:
-        body = sample(content["application/json"].get("schema", {}), spec)
+        media = content["application/json"]
+        body = media["example"] if "example" in media else sample(media.get("schema", {}), spec)
     headers: dict[str, str] = {}
     if op.get("security"):
         api_key = any("ApiKey" in requirement for requirement in op["security"])
@@ -81,6 +83,8 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         "headers": headers,
         "multipart": "multipart/form-data" in content,
         "stream": "text/event-stream" in op.get("responses", {}).get("200", {}).get("content", {}),
+        # 204: no body to parse (a DELETE, a PUT of credentials).
+        "no_content": "204" in op.get("responses", {}),
     }
 
 
@@ -92,15 +96,20 @@ def _qs(query: dict[str, Any]) -> str:
 
 def _curl(req: dict[str, Any]) -> str:
     # A stream: -N prints each event as it arrives (Ctrl-C or --max-time to stop).
-    flags = "-N --max-time 30 " if req["stream"] else ""
+    # --fail-with-body: an error status exits non-zero (22) and still prints the error body.
+    flags = "-N --max-time 30 " if req["stream"] else "-sS --fail-with-body "
     lines = [f'curl {flags}-X {req["method"]} "{BASE_URL}{req["path"]}{_qs(req["query"])}"']
     for k, v in req["headers"].items():
         lines.append(f'  -H "{k}: {v}"')
     if req["multipart"]:
         lines.append('  -F "file=@contacts.csv"')
     elif req["body"] is not None:
-        lines.append(f"  -d '{json.dumps(req['body'])}'")
+        lines.append(f"  -d '{_shell_quoted(json.dumps(req['body']))}'")
     return " \\\n".join(lines)
+
+
+def _shell_quoted(text: str) -> str:
+    return text.replace("'", "'\\''")
 
 
 def _env(value: str, lang: str) -> str:
@@ -142,6 +151,15 @@ def _node(req: dict[str, Any]) -> str:
     body = ""
     if req["body"] is not None and not req["multipart"]:
         body = f"\n  body: JSON.stringify({json.dumps(req['body'], indent=2)}),"
+    if req["no_content"]:
+        return (
+            f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
+            f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},{body}\n}});\n'
+            "if (res.status !== 204) {\n"
+            "  const { error } = await res.json();\n"
+            "  throw new Error(`${error.code}: ${error.message}`);\n}\n"
+            'console.log("done");'
+        )
     return (
         f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
         f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},{body}\n}});\n'
@@ -160,33 +178,46 @@ def _python(req: dict[str, Any]) -> str:
     if req["multipart"]:
         extra = '    files={"file": open("contacts.csv", "rb")},\n'
     elif req["body"] is not None:
-        extra = f"    json={json.dumps(req['body'])},\n"
-    params = f"    params={json.dumps(req['query'])},\n" if req["query"] else ""
+        extra = f"    json={_python_literal(req['body'], indent=4)},\n"
+    params = f"    params={_python_literal(req['query'], indent=4)},\n" if req["query"] else ""
     if req["stream"]:
         return (
-            "import os\n\nimport httpx\n\n"
+            "import os\nimport time\n\nimport httpx\n\n"
+            "deadline = time.monotonic() + 30  # stop after 30 s\n"
             f'with httpx.stream(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
             f"{params}    headers={{\n{headers}    }},\n"
             "    timeout=httpx.Timeout(10, read=60),\n) as resp:\n"
             "    if resp.status_code != 200:\n"
             "        raise RuntimeError(resp.read().decode())\n"
             "    for line in resp.iter_lines():  # `id:`, `event:`, `data:` lines, blank between\n"
-            "        print(line)"
+            "        print(line)\n"
+            "        if time.monotonic() > deadline:\n"
+            "            break"
         )
     return (
         "import os\nimport uuid\n\nimport httpx\n\n"
         f'resp = httpx.request(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
         f"{params}    headers={{\n{headers}    }},\n{extra})\n"
-        "payload = resp.json()\n"
-        'if not payload["success"]:\n'
-        "    raise RuntimeError(f\"{payload['error']['code']}: {payload['error']['message']}\")\n"
-        'print(payload["data"])'
+        + (
+            "if resp.status_code != 204:\n"
+            '    error = resp.json()["error"]\n'
+            "    raise RuntimeError(f\"{error['code']}: {error['message']}\")\n"
+            'print("done")'
+            if req["no_content"]
+            else "payload = resp.json()\n"
+            'if not payload["success"]:\n'
+            "    error = payload['error']\n"
+            "    raise RuntimeError(f\"{error['code']}: {error['message']}\")\n"
+            'print(payload["data"])'
+        )
     )
 
 
 def _php(req: dict[str, Any]) -> str:
+    # A value naming an environment variable (`Bearer $PM_API_KEY`) is read with getenv: PHP
+    # never expands `$...` inside single quotes, which sent the literal text as the key.
     headers = "".join(
-        f"        '{k}: ' . {_env(v, 'php')},\n" if v.startswith("$") else f"        '{k}: {v}',\n"
+        f"        '{k}: ' . {_env(v, 'php')},\n" if "$" in v else f"        '{k}: {v}',\n"
         for k, v in req["headers"].items()
     )
     body = ""
@@ -203,9 +234,21 @@ def _php(req: dict[str, Any]) -> str:
             "curl_exec($ch);"
         )
     if req["body"] is not None and not req["multipart"]:
-        body = (
-            "curl_setopt($ch, CURLOPT_POSTFIELDS, json_encode("
-            f"json_decode('{json.dumps(req['body'])}', true)));\n"
+        # The JSON as text: json_encode(json_decode(..., true)) would turn `{}` into `[]`.
+        text = json.dumps(req["body"]).replace("\\", "\\\\").replace("'", "\\'")
+        body = f"curl_setopt($ch, CURLOPT_POSTFIELDS, '{text}');\n"
+    if req["no_content"]:
+        return (
+            "<?php\n"
+            f"$ch = curl_init('{BASE_URL}{req['path']}{_qs(req['query'])}');\n"
+            f"curl_setopt($ch, CURLOPT_CUSTOMREQUEST, '{req['method']}');\n"
+            "curl_setopt($ch, CURLOPT_RETURNTRANSFER, true);\n"
+            f"curl_setopt($ch, CURLOPT_HTTPHEADER, [\n{headers}]);\n{body}"
+            "$response = curl_exec($ch);\n"
+            "if (curl_getinfo($ch, CURLINFO_RESPONSE_CODE) !== 204) {\n"
+            "    $error = json_decode($response, true)['error'];\n"
+            "    throw new RuntimeException($error['code'] . ': ' . $error['message']);\n"
+            '}\necho "done\\n";'
         )
     return (
         "<?php\n"
@@ -221,14 +264,186 @@ def _php(req: dict[str, Any]) -> str:
     )
 
 
+# --------------------------------------------------------------------- SDK calls
+
+
+def _sdk_operations(spec: dict[str, Any]) -> dict[str, Any]:
+    """operationId -> the SDK generator's reading of that operation (resource and method names,
+    arguments), so the calls shown are the methods the SDKs really have."""
+    import importlib.util
+    import sys
+
+    path = REPO / "sdks" / "codegen" / "generate.py"
+    loader = importlib.util.spec_from_file_location("pm_sdk_codegen", path)
+    assert loader is not None and loader.loader is not None
+    module = sys.modules.get("pm_sdk_codegen") or importlib.util.module_from_spec(loader)
+    if "pm_sdk_codegen" not in sys.modules:
+        sys.modules["pm_sdk_codegen"] = module  # dataclasses look their module up there
+        loader.loader.exec_module(module)
+    sdk_spec = module.from_dict(copy.deepcopy(spec))
+    return {
+        op.op_id: {"op": op, "camel": module.camel, "snake": module.snake}
+        for op in sdk_spec.operations
+    }
+
+
+def _sdk_args(req: dict[str, Any], sdk: Any) -> tuple[list[str], Any, dict[str, Any]] | None:
+    """(path ids, body or None, query) of the SDK call, or None when the SDK has no method
+    that can make this call (a file upload, a stream)."""
+    if req["multipart"] or req["stream"]:
+        return None
+    ids = []
+    for name in re.findall(r"{(\w+)}", sdk.path):
+        ids.append(_path_value(req, sdk.path, name))
+    body = req["body"] if sdk.body is not None else None
+    return ids, body, req["query"]
+
+
+def _path_value(req: dict[str, Any], template: str, name: str) -> str:
+    pattern = re.escape(template)
+    for found in re.findall(r"\\{(\w+)\\}", pattern):
+        pattern = pattern.replace(
+            "\\{" + found + "\\}", f"(?P<{found}>[^/]+)" if found == name else "[^/]+"
+        )
+    match = re.fullmatch(pattern, req["path"])
+    assert match is not None, (template, req["path"])
+    return match.group(name)
+
+
+def _ruby(value: Any, indent: int = 0) -> str:
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f'{pad}  "{k}" => {_ruby(v, indent + 1)}' for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_ruby(v, indent) for v in value) + "]"
+    if value is None:
+        return "nil"
+    return json.dumps(value)
+
+
+def _sdk_credentials(sdk: Any) -> tuple[str, str]:
+    if sdk.auth == "none":
+        return "", ""
+    if sdk.auth == "jwt":
+        return "accessToken", "PM_ACCESS_TOKEN"
+    return "apiKey", "PM_API_KEY"
+
+
+def _typescript_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    sdk = entry["op"]
+    args = _sdk_args(req, sdk)
+    if args is None:
+        return None
+    ids, body, query = args
+    option, var = _sdk_credentials(sdk)
+    call = [json.dumps(i) for i in ids]
+    if body is not None:
+        call.append(json.dumps(body, indent=2))
+    elif query and sdk.body is not None:
+        call.append("{}")
+    if query:
+        call.append(json.dumps(query))
+    options = [f"  baseUrl: {json.dumps(BASE_URL)},"]
+    if option:
+        options.insert(0, f"  {option}: process.env.{var},")
+    method = f"client.{entry['camel'](sdk.tag)}.{entry['camel'](sdk.name)}"
+    result = "page.data" if sdk.paginated else "data"
+    name = "page" if sdk.paginated else "data"
+    return (
+        'import { PenguinMails } from "@penguinmails/sdk";\n\n'
+        "const client = new PenguinMails({\n" + "\n".join(options) + "\n});\n"
+        f"const {name} = await {method}({', '.join(call)});\n"
+        f"console.log({result});"
+    )
+
+
+def _python_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    sdk = entry["op"]
+    args = _sdk_args(req, sdk)
+    if args is None:
+        return None
+    ids, body, query = args
+    option, var = _sdk_credentials(sdk)
+    call = [json.dumps(i) for i in ids]
+    if body is not None:
+        call.append(f"body={_python_literal(body)}")
+    call += [f"{k}={_python_literal(v)}" for k, v in query.items()]
+    credentials = ""
+    if option == "apiKey":
+        credentials = f'os.environ["{var}"], '
+    elif option:
+        credentials = f'access_token=os.environ["{var}"], '
+    method = f"client.{entry['snake'](sdk.tag)}.{sdk.name}"
+    result = "list(page)" if sdk.paginated else "data"
+    name = "page" if sdk.paginated else "data"
+    return (
+        "import os\n\nfrom penguinmails import PenguinMails\n\n"
+        f'client = PenguinMails({credentials}base_url="{BASE_URL}")\n'
+        f"{name} = {method}({', '.join(call)})\n"
+        f"print({result})"
+    )
+
+
+def _python_literal(value: Any, indent: int = 0) -> str:
+    """`value` as Python source, laid out like `json.dumps(indent=4)` (True, False, None)."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        items = [
+            f"{pad}    {json.dumps(k)}: {_python_literal(v, indent + 4)}" for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + f",\n{pad}}}"
+    if isinstance(value, list) and value:
+        items = [f"{pad}    {_python_literal(v, indent + 4)}" for v in value]
+        return "[\n" + ",\n".join(items) + f",\n{pad}]"
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return repr(value) if value is None or isinstance(value, bool) else json.dumps(value)
+
+
+def _ruby_sdk(req: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    sdk = entry["op"]
+    args = _sdk_args(req, sdk)
+    if args is None:
+        return None
+    ids, body, query = args
+    option, var = _sdk_credentials(sdk)
+    call = [json.dumps(i) for i in ids]
+    if body is not None:
+        call.append(_ruby(body))
+    elif query and sdk.body is not None:
+        call.append("nil")
+    call += [f"{k}: {_ruby(v)}" for k, v in query.items()]
+    credentials = ""
+    if option == "apiKey":
+        credentials = f'api_key: ENV.fetch("{var}"), '
+    elif option:
+        credentials = f'access_token: ENV.fetch("{var}"), '
+    method = f"client.{entry['snake'](sdk.tag)}.{sdk.name}"
+    result = "page.to_a" if sdk.paginated else "data"
+    name = "page" if sdk.paginated else "data"
+    return (
+        'require "penguinmails"\n\n'
+        f'client = PenguinMails::Client.new({credentials}base_url: "{BASE_URL}")\n'
+        f"{name} = {method}({', '.join(call)})\n"
+        f"p {result}"
+    )
+
+
 def _slug(tag: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")
 
 
 def render_examples(spec: dict[str, Any]) -> dict[str, str]:
     by_tag: dict[str, list[str]] = {}
+    sdk_ops = _sdk_operations(spec)
     for path, method, op in operations(spec):
         req = example_request(spec, path, method, op)
+        entry = sdk_ops.get(op["operationId"])
         section = [
             f"## {op.get('summary', op['operationId'])}",
             "",
@@ -251,6 +466,18 @@ def render_examples(spec: dict[str, Any]) -> dict[str, str]:
             ("PHP (curl)", "php", _php(req)),
         ):
             section += [f"**{title}**", "", f"```{lang}", code, "```", ""]
+        sdk_calls = (
+            [
+                ("TypeScript SDK (`@penguinmails/sdk`)", "typescript", _typescript_sdk(req, entry)),
+                ("Python SDK (`penguinmails`)", "python", _python_sdk(req, entry)),
+                ("Ruby SDK (`penguinmails` gem)", "ruby", _ruby_sdk(req, entry)),
+            ]
+            if entry
+            else []
+        )
+        for title, lang, code in sdk_calls:
+            if code is not None:
+                section += [f"**{title}**", "", f"```{lang}", code, "```", ""]
         by_tag.setdefault(op["tags"][0], []).append("\n".join(section))
     files = {}
     for tag, sections in sorted(by_tag.items()):
@@ -274,10 +501,121 @@ def render_examples(spec: dict[str, Any]) -> dict[str, str]:
 # --------------------------------------------------------------------- Postman
 
 
+# Ids a request's response hands to later requests: operationId -> {variable: JS expression
+# on the response's `data`}. The examples' placeholder ids (`contact_0001`) become `{{contact_id}}`.
+POSTMAN_PRODUCES: dict[str, dict[str, str]] = {
+    "create_contact": {"contact_id": "data.id"},
+    "submit_import": {"import_id": "data.id"},
+    "create_template": {"template_id": "data.id"},
+    "create_campaign": {"campaign_id": "data.id"},
+    "create_domain": {"domain_id": "data.id"},
+    "add_rule": {"rule_id": "data.id"},
+    "send_email": {"message_id": "data.message_id"},
+    "send_bulk": {"batch_id": "data.batch_id"},
+    "add_suppression": {"suppressed_email": "data.email"},
+    "create_key": {"key_id": "data.id"},
+    "regenerate_key": {"key_id": "data.id"},
+    "create_endpoint": {"endpoint_id": "data.id"},
+    "login": {"refresh_token": "data.refresh_token"},
+    "refresh": {"refresh_token": "data.refresh_token"},
+}
+# Placeholders of the examples -> the collection variable carrying the real value.
+POSTMAN_PLACEHOLDERS = {
+    "contact_0001": "contact_id",
+    "import_0001": "import_id",
+    "template_0001": "template_id",
+    "campaign_0001": "campaign_id",
+    "domain_0001": "domain_id",
+    "rule_0001": "rule_id",
+    "message_0001": "message_id",
+    "batch_0001": "batch_id",
+    "key_0001": "key_id",
+    "endpoint_0001": "endpoint_id",
+    "delivery_0001": "delivery_id",
+    "refresh_token_0001": "refresh_token",
+    "https://example.com/webhooks/penguinmails": "webhookUrl",
+}
+# Folders in the order a run needs (what makes an id before what uses it); every DELETE goes
+# to a last folder, so nothing is deleted before the requests that use it.
+POSTMAN_FOLDERS = [
+    "auth",
+    "api-keys",
+    "contacts",
+    "templates",
+    "campaigns",
+    "analytics",
+    "domains",
+    "sending",
+    "emails",
+    "events",
+    "webhooks",
+    "billing",
+]
+CLEANUP = "Clean up (deletes what the run made)"
+# Within a folder: creates, reads, changes, then actions in the order a campaign lives them.
+_ACTION_ORDER = ["start", "pause", "resume", "cancel"]
+_STATUS_TEST = (
+    'pm.test("status is 2xx", function () {{\n'
+    "    pm.expect(pm.response.code, pm.response.text()).to.be.within(200, 299);\n"
+    "}});{extra}"
+)
+
+
+# Where the rule above reads badly: an account is made before it logs in, a refresh token
+# used before logout revokes it, a test delivery sent before the log is read.
+_POSTMAN_FIRST = {"signup": (0, 0), "login": (0, 1), "refresh": (0, 2), "logout": (0, 3)}
+_POSTMAN_FIRST["send_test"] = (0, 9)
+
+
+def _postman_order(path: str, method: str, op_id: str) -> tuple[int, int, str]:
+    if op_id in _POSTMAN_FIRST:
+        return (*_POSTMAN_FIRST[op_id], path)
+    depth = path.count("{")
+    if method == "post" and depth == 0:
+        rank = 0
+    elif method == "get":
+        rank = 1
+    elif method in ("put", "patch"):
+        rank = 2
+    else:
+        rank = 3
+    action = path.rsplit("/", 1)[-1]
+    step = _ACTION_ORDER.index(action) if action in _ACTION_ORDER else -1
+    return rank, step, path
+
+
+def _postman_text(text: str) -> str:
+    for placeholder, variable in POSTMAN_PLACEHOLDERS.items():
+        text = text.replace(placeholder, "{{" + variable + "}}")
+    return text
+
+
+def _postman_tests(op_id: str, path: str) -> list[str]:
+    lines = []
+    for variable, expression in POSTMAN_PRODUCES.get(op_id, {}).items():
+        lines.append(f'pm.collectionVariables.set("{variable}", pm.response.json().{expression});')
+    if op_id == "list_deliveries":
+        # A test delivery is made asynchronously: ask again (at most 40 times) until it is.
+        lines += [
+            "const rows = pm.response.json().data || [];",
+            "const tries = Number(pm.collectionVariables.get('delivery_tries') || 0);",
+            "if (rows.length) {",
+            '    pm.collectionVariables.set("delivery_id", rows[0].id);',
+            "} else if (tries < 40) {",
+            '    pm.collectionVariables.set("delivery_tries", tries + 1);',
+            "    setTimeout(function () {}, 500);",
+            "    postman.setNextRequest(pm.info.requestName);",
+            "}",
+        ]
+    return lines
+
+
 def render_postman(spec: dict[str, Any]) -> str:
-    folders: dict[str, list[dict[str, Any]]] = {}
+    folders: dict[str, list[tuple[tuple[int, int, str], dict[str, Any]]]] = {}
     for path, method, op in operations(spec):
         req = example_request(spec, path, method, op)
+        if req["stream"]:
+            continue  # a stream never ends: Postman runs cannot hold one (see the cURL example)
         segments = [f":{s[1:-1]}" if s.startswith("{") else s for s in path.strip("/").split("/")]
         headers = [
             {"key": k, "value": "{{$guid}}" if k == "Idempotency-Key" else v}
@@ -293,7 +631,10 @@ def render_postman(spec: dict[str, Any]) -> str:
                 "path": segments,
                 "query": [{"key": k, "value": str(v)} for k, v in req["query"].items()],
                 "variable": [
-                    {"key": s[1:], "value": str(sample(p["schema"], spec, p["name"]))}
+                    {
+                        "key": s[1:],
+                        "value": _postman_variable(p["name"], spec, p),
+                    }
                     for s in segments
                     if s.startswith(":")
                     for p in _params(spec, op, "path")
@@ -304,7 +645,8 @@ def render_postman(spec: dict[str, Any]) -> str:
         }
         if not op.get("security"):
             request["auth"] = {"type": "noauth"}
-        elif not op.get("x-required-scope"):
+        elif not any("ApiKey" in requirement for requirement in op["security"]):
+            # Dashboard-only (JWT) operations; any-key ones keep the test-mode API key.
             request["auth"] = {
                 "type": "bearer",
                 "bearer": [{"key": "token", "value": "{{accessToken}}", "type": "string"}],
@@ -312,14 +654,50 @@ def render_postman(spec: dict[str, Any]) -> str:
         if req["multipart"]:
             request["body"] = {"mode": "formdata", "formdata": [{"key": "file", "type": "file"}]}
         elif req["body"] is not None:
+            raw = _postman_text(json.dumps(req["body"], indent=2))
+            if op["operationId"] == "signup" or op["operationId"] == "login":
+                raw = raw.replace("jane@example.com", "{{signupEmail}}")
             request["body"] = {
                 "mode": "raw",
-                "raw": json.dumps(req["body"], indent=2),
+                "raw": raw,
                 "options": {"raw": {"language": "json"}},
             }
-        folders.setdefault(op["tags"][0], []).append(
-            {"name": op.get("summary", op["operationId"]), "request": request}
+        events = [
+            {
+                "listen": "test",
+                "script": {
+                    "type": "text/javascript",
+                    "exec": _STATUS_TEST.format(
+                        extra="".join(
+                            "\n" + line for line in _postman_tests(op["operationId"], path)
+                        )
+                    ).split("\n"),
+                },
+            }
+        ]
+        if op["operationId"] == "signup":
+            events.insert(
+                0,
+                {
+                    "listen": "prerequest",
+                    "script": {
+                        "type": "text/javascript",
+                        "exec": [
+                            "// A new account per run: the email must not be taken yet.",
+                            'pm.collectionVariables.set("signupEmail",'
+                            ' "jane+" + Date.now() + "@example.com");',
+                        ],
+                    },
+                },
+            )
+        folder = CLEANUP if method == "delete" else op["tags"][0]
+        item = {"name": op.get("summary", op["operationId"]), "request": request, "event": events}
+        folders.setdefault(folder, []).append(
+            (_postman_order(path, method, op["operationId"]), item)
         )
+    order = [f for f in POSTMAN_FOLDERS if f in folders]
+    order += sorted(f for f in folders if f not in order and f != CLEANUP)
+    order += [CLEANUP] if CLEANUP in folders else []
     collection = {
         "info": {
             "_postman_id": str(
@@ -327,8 +705,12 @@ def render_postman(spec: dict[str, Any]) -> str:
             ),
             "name": f"PenguinMails API v{API_VERSION}",
             "description": "Generated from docs/openapi.yaml by `python -m scripts.docs`. Set "
-            "the collection variables `baseUrl`, `apiKey` (API key) and `accessToken` "
-            "(dashboard JWT for /platform and /billing).",
+            "the collection variables `baseUrl`, `apiKey` (a test-mode API key, `pm_test_...`, "
+            "with every scope) and `accessToken` (dashboard JWT for /platform and /billing), "
+            "then run the whole collection: each create stores the id it made in a collection "
+            "variable the following requests use, each request's test checks a 2xx status, "
+            "and the last folder deletes what the run made. `webhookUrl` must be a receiver "
+            "the API can reach.",
             "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
         },
         "auth": {
@@ -339,10 +721,29 @@ def render_postman(spec: dict[str, Any]) -> str:
             {"key": "baseUrl", "value": BASE_URL},
             {"key": "apiKey", "value": "pm_test_..."},
             {"key": "accessToken", "value": ""},
+            {"key": "signupEmail", "value": "jane@example.com"},
+            *(
+                {
+                    "key": variable,
+                    "value": placeholder,
+                }
+                for placeholder, variable in POSTMAN_PLACEHOLDERS.items()
+            ),
+            {"key": "suppressed_email", "value": "jane@example.com"},
         ],
-        "item": [{"name": tag, "item": items} for tag, items in sorted(folders.items())],
+        "item": [
+            {"name": name, "item": [item for _, item in sorted(folders[name], key=lambda x: x[0])]}
+            for name in order
+        ],
     }
     return json.dumps(collection, indent=2) + "\n"
+
+
+def _postman_variable(name: str, spec: dict[str, Any], param: dict[str, Any]) -> str:
+    value = str(sample(param["schema"], spec, name))
+    if name == "email":
+        return "{{suppressed_email}}"
+    return _postman_text(value)
 
 
 # --------------------------------------------------------------------- events

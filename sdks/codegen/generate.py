@@ -108,7 +108,12 @@ def _unwrap(schema: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def load(path: Path = SPEC) -> Spec:
-    raw = yaml.safe_load(path.read_text())
+    return from_dict(yaml.safe_load(path.read_text()))
+
+
+def from_dict(raw: dict[str, Any]) -> Spec:
+    """The operations and schemas of an OpenAPI document already read (the docs generator
+    shows each operation's SDK call from the same reading)."""
     spec = Spec(schemas=raw.get("components", {}).get("schemas", {}))
     shared = raw.get("components", {}).get("parameters", {})
     for route, item in raw["paths"].items():
@@ -258,7 +263,9 @@ def ts_type(schema: dict[str, Any] | None, depth: int = 0) -> str:
         t = "T." + type_name(schema["$ref"].rsplit("/", 1)[-1])
     elif "allOf" in schema and len(schema["allOf"]) == 1:
         t = ts_type(schema["allOf"][0], depth)
-    elif "anyOf" in schema or "oneOf" in schema:
+    elif ("anyOf" in schema or "oneOf" in schema) and "properties" not in schema:
+        # Beside `properties`, anyOf/oneOf only constrain the object ("html or text"): the
+        # interface stays the object's.
         t = " | ".join(ts_type(s, depth) for s in schema.get("anyOf") or schema["oneOf"])
     elif "enum" in schema:
         t = " | ".join(_ts_literal(v) for v in schema["enum"])

@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from libs.common.emails import InvalidEmail, check_display_name, normalize_email
 from libs.common.http import ResponseModel
+from libs.common.schema_rules import (
+    NON_EMPTY_TEXT,
+    TAG_ITEM,
+    any_of,
+    not_nullable,
+    present,
+)
 from services.campaigns.scheduling import DAY_NAMES
 
 ContactStatus = Literal["active", "unsubscribed", "bounced", "complained"]
@@ -104,7 +111,9 @@ class ContactCreate(_Strict):
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(
+        default_factory=list, json_schema_extra={"items": TAG_ITEM, "maxItems": MAX_TAGS}
+    )
     custom_fields: dict[str, Any] = Field(default_factory=dict)
     status: ContactStatus = "active"
 
@@ -121,13 +130,19 @@ class ContactCreate(_Strict):
 class ContactUpdate(_Strict):
     """PUT body: only the fields present change (`custom_fields` replaces the whole object)."""
 
-    email: str | None = Field(default=None, json_schema_extra=_EMAIL_FORMAT)
+    # Absent: unchanged; null is refused for these four (the spec says so: not nullable).
+    email: str | None = Field(
+        default=None, json_schema_extra=lambda s: (not_nullable(s), s.update(_EMAIL_FORMAT))
+    )
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
-    tags: list[str] | None = None
-    custom_fields: dict[str, Any] | None = None
-    status: ContactStatus | None = None
+    tags: list[str] | None = Field(
+        default=None,
+        json_schema_extra=lambda s: (not_nullable(s), s.update(items=TAG_ITEM, maxItems=MAX_TAGS)),
+    )
+    custom_fields: dict[str, Any] | None = Field(default=None, json_schema_extra=not_nullable)
+    status: ContactStatus | None = Field(default=None, json_schema_extra=not_nullable)
 
     @field_validator("email", mode="before")
     @classmethod
@@ -191,6 +206,11 @@ TEMPLATE_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 
 
 class TemplateCreate(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=any_of(present("html", NON_EMPTY_TEXT), present("text", NON_EMPTY_TEXT)),
+    )
+
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     # A tenant-chosen name campaigns may use instead of the id (`welcome_template`).
     key: str | None = Field(default=None, pattern=TEMPLATE_KEY_PATTERN)
@@ -249,6 +269,15 @@ class Preview(ResponseModel):
 
 
 class CampaignContent(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=any_of(
+            present("html", NON_EMPTY_TEXT),
+            present("text", NON_EMPTY_TEXT),
+            present("template_id", NON_EMPTY_TEXT),
+        ),
+    )
+
     html: str | None = None
     text: str | None = None
     # A template's id, or its `key`. Inline html/text given beside it override that part.
@@ -286,6 +315,10 @@ class FollowUp(_Strict):
 
 
 class Recipients(_Strict):
+    """Exactly one of `contact_ids` or `tags` (both or neither: 422)."""
+
+    # No anyOf/oneOf here: inside CampaignCreate's `recipients` union, openapi-python-client
+    # cannot parse one (it drops the campaign endpoints); the description states the rule.
     contact_ids: list[UUID] | None = Field(default=None, max_length=100_000)
     tags: list[str] | None = None
     match: Literal["any", "all"] = "any"

@@ -67,6 +67,7 @@ class _SendBase(BaseModel):
 
 
 class SendEmailRequest(_SendBase):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     to: Email
     variables: dict[str, Any] = Field(default_factory=dict)
     campaign_id: str | None = None
@@ -84,6 +85,7 @@ class SendBulkRequest(_SendBase):
     """With a `campaign_id` and no html/text, the campaign's content (subject, body, sender,
     tracking) is sent; anything given in the body wins over it."""
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     content_from_campaign: ClassVar[bool] = True
     subject: str | None = Field(default=None, min_length=1, max_length=998)  # type: ignore[assignment]
     campaign_id: str | None = None

@@ -42,6 +42,9 @@ Service = Annotated[EventsService, Depends(_events)]
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"], responses=ERRORS)
 
+# An event id is a UUID: anything else is a 422 (the spec says so).
+_EVENT_ID = {"format": "uuid"}
+
 
 @router.get(
     "/types",
@@ -69,8 +72,10 @@ async def stream_events(
     types: Annotated[list[str] | None, Query(max_length=64)] = None,
     campaign_ids: Annotated[list[str] | None, Query(max_length=100)] = None,
     contact_tags: Annotated[list[str] | None, Query(max_length=100)] = None,
-    last_event_id_query: Annotated[str | None, Query(alias="last_event_id", max_length=64)] = None,
-    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    last_event_id_query: Annotated[
+        str | None, Query(alias="last_event_id", max_length=64, json_schema_extra=_EVENT_ID)
+    ] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64, json_schema_extra=_EVENT_ID)] = None,
 ) -> StreamingResponse:
     body = await svc.open_stream(
         p,

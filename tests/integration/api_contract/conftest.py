@@ -1,5 +1,6 @@
 """The whole product behind one real gateway: keys, campaigns (api, relay, worker, runner),
-delivery (api, relay, worker), webhooks (api, relay, worker). For tests that send the
+delivery (api, relay, worker), webhooks (api, relay, worker), billing (against the fake
+Stripe). For tests that send the
 documented request bodies the way an integrator does (issue 15).
 
 Delivery runs with `PM_FORCE_SANDBOX=true`: live-mode mail goes to the platform's own
@@ -20,7 +21,13 @@ import pytest
 
 from libs.common.principal import SCOPES
 from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_dsn, service_env
+from tests.fakes.cloudflare import FakeCloudflare
 from tests.fakes.dns_server import FakeDns
+from tests.integration.billing.conftest import BillingStack
+from tests.integration.billing.conftest import billing as billing
+from tests.integration.billing.conftest import billing_env as billing_env
+from tests.integration.billing.conftest import billing_vault as billing_vault
+from tests.integration.billing.conftest import fake_stripe as fake_stripe
 from tests.integration.keys.platform_stack import Platform, bearer
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
 from tests.integration.keys.platform_stack import platform as platform_fixture
@@ -58,9 +65,27 @@ def contract_dns() -> Iterator[FakeDns]:
     dns.stop()
 
 
+# The token of the docs' `PUT /domains/dns-credentials` example: the fake accepts it.
+CLOUDFLARE_TOKEN = "cf-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def contract_cloudflare(contract_dns: FakeDns) -> Iterator[FakeCloudflare]:
+    """Cloudflare's API for publishing DNS records (any zone asked for exists)."""
+    cf = FakeCloudflare(CLOUDFLARE_TOKEN, auto_zones=True).serve_with(contract_dns)
+    cf.start()
+    yield cf
+    cf.stop()
+
+
 @pytest.fixture(scope="module")
 def stack(
-    platform: Platform, vault_dev: Any, contract_vhost: str, contract_dns: FakeDns
+    platform: Platform,
+    vault_dev: Any,
+    contract_vhost: str,
+    contract_dns: FakeDns,
+    contract_cloudflare: FakeCloudflare,
+    billing: BillingStack,
 ) -> Iterator[Stack]:
     amqp = contract_vhost
     vault = {"PM_VAULT_ADDR": vault_dev.addr, "PM_VAULT_TOKEN": vault_dev.token}
@@ -73,6 +98,7 @@ def stack(
         PM_TRACKING_BASE_URL="http://track.test",
         PM_SWEEP_INTERVAL_SECONDS="0.5",
         PM_DNS_RESOLVERS=contract_dns.address,
+        PM_CLOUDFLARE_BASE_URL=contract_cloudflare.url,
     )
     webhooks_env = service_env(
         "webhooks",
@@ -108,6 +134,7 @@ def stack(
             "PM_CAMPAIGNS_URL": campaigns.url,
             "PM_DELIVERY_URL": delivery.url,
             "PM_WEBHOOKS_URL": webhooks.url,
+            "PM_BILLING_URL": billing.api.url,
         },
     )
     processes.append(gateway)
@@ -126,6 +153,7 @@ class Account:
     test_key: str
     live_key: str
     dns: FakeDns
+    access_token: str = ""  # the owner's dashboard JWT (15 min)
 
     def headers(self, mode: str = "test") -> dict[str, str]:
         return bearer(self.test_key if mode == "test" else self.live_key)
@@ -167,7 +195,7 @@ def account(stack: Stack, unique: str) -> Account:
             )
             assert r.status_code == 201, r.text
             keys[mode] = r.json()["data"]["key"]
-    return Account(stack.gw, keys["test"], keys["live"], stack.dns)
+    return Account(stack.gw, keys["test"], keys["live"], stack.dns, token)
 
 
 async def connect(service: str) -> asyncpg.Connection:

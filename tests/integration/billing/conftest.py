@@ -132,7 +132,7 @@ def _billing_stack(billing_env: dict[str, str], fake_stripe: FakeStripe) -> Iter
     stack = BillingStack(api, relay, worker, billing_env, fake_stripe)
     try:
         for p in (api, relay, worker):
-            p.wait_ready(60)
+            p.wait_ready(300)  # a shared 2-core host under load starts them slowly
         fake_stripe.add_endpoint(stack.hook_url, LIVE_WHSEC, "live")
         fake_stripe.add_endpoint(stack.hook_url, TEST_WHSEC, "test")
         yield stack

@@ -163,7 +163,7 @@ def _start_platform(amqp_url: str, keys_vault: dict[str, str]) -> Iterator[Platf
     try:
         echo.wait_ready()
         for p in processes:
-            p.wait_ready(60)
+            p.wait_ready(300)  # a shared 2-core host under load starts them slowly
         yield Platform(keys, [gw1, gw2], echo.url, amqp_url, keys_env, env, processes)
     finally:
         for p in processes:

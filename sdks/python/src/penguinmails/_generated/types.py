@@ -736,12 +736,12 @@ class ContactUpdate(TypedDict, total=False):
     """PUT body: only the fields present change (`custom_fields` replaces the whole object)."""
 
     company: str | None
-    custom_fields: dict[str, Any] | None
-    email: str | None
+    custom_fields: dict[str, Any]
+    email: str
     first_name: str | None
     last_name: str | None
-    status: Literal["active", "unsubscribed", "bounced", "complained"] | None
-    tags: builtins.list[str] | None
+    status: Literal["active", "unsubscribed", "bounced", "complained"]
+    tags: builtins.list[str]
 
 
 class Content(TypedDict, total=False):
@@ -1756,7 +1756,7 @@ class RecipientStates(TypedDict):
 
 
 class Recipients(TypedDict, total=False):
-    """Recipients"""
+    """Exactly one of `contact_ids` or `tags` (both or neither: 422)."""
 
     contact_ids: builtins.list[str] | None
     match: Literal["any", "all"]

