@@ -39,6 +39,10 @@ from tests.integration.billing.conftest import BillingStack
 from tests.integration.keys.platform_stack import Platform, bearer, set_plan
 
 EXAMPLES = REPO / "docs" / "examples"
+# Pages (and Postman folders) whose service this stack does not run yet: the inbox's routes
+# are driven by its own suite (tests/integration/inbox) against real inbound mail; running
+# its examples here needs the inbox processes and a thread made by inbound mail in the world.
+NOT_RUN_YET = frozenset({"inbox"})
 TS_SDK = REPO / "sdks" / "typescript"
 RUBY_LIB = REPO / "sdks" / "ruby" / "lib"
 PASSWORD = "correct horse battery staple"
@@ -67,6 +71,8 @@ class Example:
 def read_examples() -> list[Example]:
     out = []
     for page in sorted(EXAMPLES.glob("*.md")):
+        if page.stem in NOT_RUN_YET:
+            continue
         for section in page.read_text().split("\n## ")[1:]:
             head = re.search(r"`(\w+) (\S+)` · operationId `(\w+)`", section)
             if head is None:
@@ -487,10 +493,13 @@ def test_the_postman_collection_runs_end_to_end_with_newman(
     assert NEWMAN.exists(), "newman is missing: make docs-deps (npm ci in tests/tools)"
     world = build_world(stack, billing, receiver, platform)
     report = tmp_path / "newman.json"
+    collection = json.loads((REPO / "docs" / "postman_collection.json").read_text())
+    folders = [f for f in collection["item"] if f["name"] not in NOT_RUN_YET]
     command = [
         str(NEWMAN),
         "run",
         str(REPO / "docs" / "postman_collection.json"),
+        *(arg for f in folders for arg in ("--folder", f["name"])),
         "--env-var",
         f"baseUrl={stack.gw}",
         "--env-var",
@@ -514,7 +523,6 @@ def test_the_postman_collection_runs_end_to_end_with_newman(
     failures = [f"{f['source'].get('name')}: {f['error'].get('message')}" for f in run["failures"]]
     assert rc == 0 and not failures, "\n".join(failures) + "\n" + text[-6000:]
     # Every request of the collection ran (list_deliveries may repeat while it waits).
-    collection = json.loads((REPO / "docs" / "postman_collection.json").read_text())
-    requests = sum(len(folder["item"]) for folder in collection["item"])
+    requests = sum(len(folder["item"]) for folder in folders)
     assert run["stats"]["requests"]["total"] >= requests >= 70
     assert run["stats"]["assertions"]["failed"] == 0
