@@ -17,10 +17,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import ServiceProcess, free_port, service_dsn, service_env
 from tests.fakes.dns_server import FakeDns
 from tests.integration.delivery import test_worker_kill as pipeline
+from tests.integration.delivery.conftest import Harness
 
 
 class PrivateRedis:
@@ -144,3 +146,43 @@ async def test_bulk_sends_around_a_redis_restart_are_all_sent(
     assert len(rows) == 30
     sent_to = [x for req in reset_fakes["mailgun"].requests() for x in req.recipients]
     assert sorted(sent_to) == sorted(r["to_email"] for r in rows)  # each exactly once
+
+
+@pytest.mark.parametrize("harness", [{"retry_base_seconds": 2.0}], indirect=True)
+async def test_claims_during_a_redis_outage_cost_no_attempt_and_retry_soon(
+    harness: Harness,
+) -> None:
+    """Every claim while Redis is down fails before the provider is called. That is our
+    outage, not a provider failure: no attempt counted (the provider backoff doubled with
+    each claim, and a message waited up to `retry_max_seconds` after a 5 s Redis restart),
+    the next try within `dependency_retry_seconds` (jittered), and it is sent once Redis is
+    back."""
+    h = harness
+    mid = await h.send(to="outage@example.com", category="transactional")
+    live = h.service.redis
+    # Nothing listens on this port: Redis is down for this worker alone.
+    h.service.redis = aioredis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1.0
+    )
+    due = "UPDATE messages SET next_attempt_at = now() WHERE id = $1"
+    try:
+        for _ in range(4):  # four work items find Redis down (each once the retry is due)
+            await h.service.pool.execute(due, mid)
+            await h.service.dispatch([mid])
+    finally:
+        await h.service.redis.aclose()
+        h.service.redis = live
+    row = await h.service.pool.fetchrow(
+        "SELECT status, attempts, last_error,"
+        " extract(epoch FROM next_attempt_at - updated_at) AS wait FROM messages WHERE id = $1",
+        mid,
+    )
+    assert row["status"] == "queued", dict(row)
+    assert row["last_error"] == "internal: ConnectionError", dict(row)
+    assert row["attempts"] == 0, dict(row)
+    assert row["wait"] <= h.service.settings.dependency_retry_seconds * 1.5, dict(row)
+    await h.service.pool.execute(due, mid)
+    await h.service.dispatch([mid])
+    assert await h.service.pool.fetchval("SELECT status FROM messages WHERE id = $1", mid) == (
+        "sent"
+    )
