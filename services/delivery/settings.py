@@ -82,6 +82,9 @@ class DeliverySettings(ServiceSettings):
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0
     max_attempts: int = 8
+    # A send that found Redis, Vault or Postgres down goes back to the queue for this long
+    # (jittered), without counting an attempt: an outage of ours is not a provider failure.
+    dependency_retry_seconds: float = 2.0
 
     # Circuit breaker: this many consecutive failures open a provider's circuit for
     # `circuit_open_seconds`; then one probe request decides whether it closes.

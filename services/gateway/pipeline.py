@@ -352,6 +352,15 @@ class Gateway:
             with contextlib.suppress(RedisError):
                 await self.idempotency.abandon(scope, key)
             raise
+        if upstream.status == 503:
+            # The service found a dependency of its own down (Postgres, Redis, Vault, the
+            # broker) and did nothing; it asks for a retry (Retry-After). Storing that answer
+            # would replay it to the retry for 24 h: the key is released like an unreachable
+            # service's (found by `make chaos`: a probe retrying one key never got through
+            # after Redis and OpenBao restarts).
+            with contextlib.suppress(RedisError):
+                await self.idempotency.abandon(scope, key)
+            return _Stored(upstream.status, upstream.headers, upstream.body, replayed=False)
         try:
             await self.idempotency.finish(
                 scope, key, fp, StoredResponse(upstream.status, upstream.headers, upstream.body)

@@ -15,6 +15,7 @@ import sys
 from typing import Annotated, Any
 
 import jwt
+import redis.exceptions
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 
@@ -40,6 +41,8 @@ async def current(request: Request) -> Principal:
 app = FastAPI()
 install_error_handlers(app)
 calls = {"count": 0}
+# Idempotency-Key (forwarded by the gateway) -> calls left that find a dependency down.
+dependency_down: dict[str, int] = {}
 
 
 @app.get("/healthz")
@@ -52,11 +55,23 @@ async def count() -> dict[str, int]:
     return calls
 
 
+@app.post("/_dependency_down/{key}")
+async def set_dependency_down(key: str, times: int = 1) -> dict[str, int]:
+    """The next `times` calls carrying Idempotency-Key `key` find Redis unreachable (the
+    error every service's handler answers 503 `service_unavailable`, nothing done)."""
+    dependency_down[key] = times
+    return dependency_down
+
+
 @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 async def echo(
     path: str, request: Request, principal: Annotated[Principal, Depends(current)]
 ) -> dict[str, Any]:
     calls["count"] += 1
+    key = request.headers.get("idempotency-key", "")
+    if dependency_down.get(key):
+        dependency_down[key] -= 1
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
     delay = float(request.query_params.get("delay", "0"))
     if delay:
         await asyncio.sleep(delay)

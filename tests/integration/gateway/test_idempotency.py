@@ -57,6 +57,37 @@ async def test_concurrent_duplicate_is_409_while_the_first_runs(
     assert replay.headers["Idempotent-Replayed"] == "true"
 
 
+async def test_a_503_from_a_service_whose_dependency_is_down_is_not_replayed(
+    platform: Platform, unique: str
+) -> None:
+    """A service that found Redis (or Postgres, Vault, the broker) down answers 503
+    `service_unavailable` with Retry-After and did nothing; the client retries with the same
+    key, as the docs say. That retry must run, not replay the 503 for 24 h (found by `make
+    chaos`: after Redis and OpenBao restarts, a probe retrying one key never got through)."""
+    async with httpx.AsyncClient(timeout=20) as client:
+        owner = await signup(client, platform.gw, unique)
+        key = (await create_key(client, platform.gw, owner["access_token"], ["manage_contacts"]))[
+            "key"
+        ]
+        idem = f"outage-{unique}"
+        armed = await client.post(f"{platform.echo_url}/_dependency_down/{idem}")
+        assert armed.status_code == 200, armed.text
+        headers = {**bearer(key), "Idempotency-Key": idem}
+        url = f"{platform.gw}/api/v1/contacts"
+        down = await client.post(url, json={"email": "a@b.c"}, headers=headers)
+        retried = await client.post(url, json={"email": "a@b.c"}, headers=headers)
+        replay = await client.post(url, json={"email": "a@b.c"}, headers=headers)
+    assert down.status_code == 503, down.text
+    assert down.json()["error"]["code"] == "service_unavailable"
+    assert down.headers["Retry-After"] == "1"
+    assert retried.status_code == 200, retried.text
+    assert retried.headers["Idempotent-Replayed"] == "false"
+    # The answer that did the work is the one stored: replayed, the upstream not called again.
+    assert replay.status_code == 200
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["data"]["call"] == retried.json()["data"]["call"]
+
+
 async def test_malformed_idempotency_key_is_400(platform: Platform, unique: str) -> None:
     async with httpx.AsyncClient(timeout=20) as client:
         owner = await signup(client, platform.gw, unique)
