@@ -53,6 +53,8 @@ class DevStack:
     fake_stripe: str
     mail_capture: str
     own: bool  # started by this test session
+    # The inbox's inbound SMTP listener (host, port): replies are delivered here.
+    inbound_smtp: tuple[str, int] = ("127.0.0.1", 0)
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -78,7 +80,13 @@ def running_stack() -> DevStack | None:
     if not all(urls) or not supervisord_running() or not all(_ready(u) for u in urls):
         return None
     mail = values.get("PM_MAIL_CAPTURE_URL", "")
-    return DevStack(urls[0], urls[1], mail, own=False)
+    return DevStack(urls[0], urls[1], mail, own=False, inbound_smtp=_inbound_smtp(values))
+
+
+def _inbound_smtp(values: dict[str, str]) -> tuple[str, int]:
+    return values.get("PM_INBOUND_SMTP_HOST", "127.0.0.1"), int(
+        values.get("PM_INBOUND_SMTP_PORT", "0")
+    )
 
 
 def _plan_ports() -> list[int]:
@@ -160,6 +168,7 @@ def _instance(vault: Any) -> Iterator[DevStack]:
             values["PM_FAKE_STRIPE_URL"],
             values["PM_MAIL_CAPTURE_URL"],
             own=True,
+            inbound_smtp=_inbound_smtp(values),
         )
     finally:
         _stack_cli("down", env, 180)
