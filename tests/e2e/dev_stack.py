@@ -173,6 +173,7 @@ def _instance(vault: Any) -> Iterator[DevStack]:
     finally:
         _stack_cli("down", env, 180)
         asyncio.run(_drop(name))
+        _forget_redis_users(name)
         _rabbitmqctl("delete_vhost", name)
         _forget_vault_paths(vault, dev_dir.name)
         shutil.rmtree(dev_dir, ignore_errors=True)
@@ -184,6 +185,21 @@ async def _drop(database: str) -> None:
         await _drop_database(admin, database)
     finally:
         await admin.close()
+
+
+def _forget_redis_users(database: str) -> None:
+    """The instance's Redis ACL users (scripts.dev.stack.redis_user_suffix)."""
+    import redis
+
+    from libs.common.provision import REDIS_KEY_PATTERNS, redis_user_name
+    from scripts.dev.stack import REDIS_NAMESPACE
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        users = [redis_user_name(s, REDIS_NAMESPACE, f"-{database}") for s in REDIS_KEY_PATTERNS]
+        client.execute_command("ACL", "DELUSER", *users)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
 
 
 def _forget_vault_paths(vault: Any, instance: str) -> None:

@@ -110,7 +110,9 @@ def test_a_reply_threads_notifies_and_stops_the_sequence(dev_stack: DevStack) ->
         client.headers["Authorization"] = f"Bearer {key}"
 
         endpoint = ok(
-            client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["email.replied"]}),
+            client.post(
+                "/api/v1/webhooks", json={"url": receiver.url, "events": ["email.replied"]}
+            ),
             201,
         )
         verifier = Webhook(endpoint["secret"])
