@@ -50,7 +50,18 @@ def until(check: Callable[[], T | None], what: str, timeout: float = 240) -> T:
             return result
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.5)
+        time.sleep(1)
+
+
+class PatientClient(httpx.Client):
+    """Polling stays within the plan's rate limit: a 429 waits its Retry-After and retries."""
+
+    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        while True:
+            resp = super().request(*args, **kwargs)
+            if resp.status_code != 429:
+                return resp
+            time.sleep(float(resp.headers.get("Retry-After") or 1))
 
 
 def ok(resp: httpx.Response, status: int = 200) -> Any:
@@ -89,7 +100,7 @@ def test_a_reply_threads_notifies_and_stops_the_sequence(dev_stack: DevStack) ->
     gw, tag = dev_stack.gateway, uuid.uuid4().hex[:8]
     replier, silent = f"replier-{tag}@example.org", f"silent-{tag}@example.org"
     subject = f"Quick question {tag}"
-    with httpx.Client(base_url=gw, timeout=30) as client, WebhookReceiver() as receiver:
+    with PatientClient(base_url=gw, timeout=30) as client, WebhookReceiver() as receiver:
         signup = client.post(
             "/api/v1/auth/signup",
             json={
