@@ -56,7 +56,7 @@ def until(check: Callable[[], T | None], what: str, timeout: float = 240) -> T:
 class PatientClient(httpx.Client):
     """Polling stays within the plan's rate limit: a 429 waits its Retry-After and retries."""
 
-    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
         while True:
             resp = super().request(*args, **kwargs)
             if resp.status_code != 429:
