@@ -41,15 +41,21 @@ SCOPES = [
 ]
 
 
-def until(check: Callable[[], T | None], what: str, timeout: float = 240) -> T:
-    """Poll `check` until it returns something truthy, within an overall deadline."""
+def until(
+    check: Callable[[], T | None],
+    what: str,
+    timeout: float = 300,
+    explain: Callable[[], Any] | None = None,
+) -> T:
+    """Poll `check` until it returns something truthy, within an overall deadline; `explain`
+    says what there was instead."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
+            pytest.fail(f"gave up waiting for {what}: {explain() if explain else ''}")
         time.sleep(1)
 
 
@@ -155,7 +161,11 @@ def test_a_reply_threads_notifies_and_stops_the_sequence(dev_stack: DevStack) ->
             sent = {e["to"]: e for e in emails() if e["status"] in ("sent", "delivered")}
             return sent if set(sent) == {replier, silent} else None
 
-        first = until(step_one_sent, "step 1 sent to both contacts")
+        def progress() -> Any:
+            state = client.get(f"/api/v1/analytics/campaigns/{cid}").json()
+            return {"emails": emails(), "campaign": state}
+
+        first = until(step_one_sent, "step 1 sent to both contacts", explain=progress)
         ok(client.post(f"/api/v1/campaigns/{cid}/pause"))
         analytics = ok(client.get(f"/api/v1/analytics/campaigns/{cid}"))
         # Step 2 is due a minute after step 1; it must still be ahead of us here.
