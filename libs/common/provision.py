@@ -362,8 +362,11 @@ REDIS_KEY_PATTERNS: dict[str, tuple[str, ...]] = {
 REDIS_COMMANDS = ("+@all", "-@dangerous")
 
 
-def redis_user_name(service: str, namespace: str) -> str:
-    return f"{namespace}-{service}"
+def redis_user_name(service: str, namespace: str, suffix: str = "") -> str:
+    """`<namespace>-<service>`; a `suffix` keeps another stack's users on the same Redis apart
+    (ACL users are server-wide: a second stack resetting `pm-delivery` to its own password
+    locks the first one's processes out)."""
+    return f"{namespace}-{service}{suffix}"
 
 
 def redis_acl_rules(service: str, namespace: str, password: str) -> list[str]:
@@ -374,7 +377,7 @@ def redis_acl_rules(service: str, namespace: str, password: str) -> list[str]:
 
 
 def provision_redis_users(
-    admin_url: str, namespace: str, passwords: Mapping[str, str]
+    admin_url: str, namespace: str, passwords: Mapping[str, str], user_suffix: str = ""
 ) -> dict[str, str]:
     """Create or update one ACL user per service in `passwords` (idempotent: `reset` first);
     returns service -> Redis URL with that user's credentials."""
@@ -389,7 +392,7 @@ def provision_redis_users(
         for service, password in passwords.items():
             if service not in REDIS_KEY_PATTERNS:
                 raise ProvisionError(f"no Redis key patterns for service {service!r}")
-            user = redis_user_name(service, namespace)
+            user = redis_user_name(service, namespace, user_suffix)
             rules = redis_acl_rules(service, namespace, password)
             client.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
             auth = f"{quote(user, safe='')}:{quote(password, safe='')}"

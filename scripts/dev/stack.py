@@ -589,7 +589,7 @@ def provision(infra: Infra, state_file: Path) -> Provisioned:
     try:
         # Adds users (ACL SETUSER); the default user, which other tools use, is untouched.
         prov.redis_urls = provision_redis_users(
-            infra.redis_url, REDIS_NAMESPACE, prov.redis_passwords
+            infra.redis_url, REDIS_NAMESPACE, prov.redis_passwords, redis_user_suffix(infra)
         )
     except RedisError as exc:
         raise StackError(f"cannot create Redis ACL users at {infra.redis_url}: {exc}") from exc
@@ -605,6 +605,13 @@ def provision(infra: Infra, state_file: Path) -> Provisioned:
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     return subprocess.run([exe, "-q", *args], capture_output=True, text=True, timeout=120)
+
+
+def redis_user_suffix(infra: Infra) -> str:
+    """A separate instance (PM_DEV_DIR) names its Redis ACL users after its database
+    (`pm-delivery-pm_test_123_stack`): with the same names as `make up`'s (or another
+    instance's), each `up` reset the others' passwords and locked their processes out."""
+    return "" if OWNS_INFRA else f"-{infra.database}"
 
 
 def provision_stack_amqp_users(infra: Infra, prov: Provisioned) -> dict[str, str]:

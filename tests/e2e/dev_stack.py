@@ -53,6 +53,8 @@ class DevStack:
     fake_stripe: str
     mail_capture: str
     own: bool  # started by this test session
+    # The inbox's inbound SMTP listener (host, port): replies are delivered here.
+    inbound_smtp: tuple[str, int] = ("127.0.0.1", 0)
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -78,7 +80,13 @@ def running_stack() -> DevStack | None:
     if not all(urls) or not supervisord_running() or not all(_ready(u) for u in urls):
         return None
     mail = values.get("PM_MAIL_CAPTURE_URL", "")
-    return DevStack(urls[0], urls[1], mail, own=False)
+    return DevStack(urls[0], urls[1], mail, own=False, inbound_smtp=_inbound_smtp(values))
+
+
+def _inbound_smtp(values: dict[str, str]) -> tuple[str, int]:
+    return values.get("PM_INBOUND_SMTP_HOST", "127.0.0.1"), int(
+        values.get("PM_INBOUND_SMTP_PORT", "0")
+    )
 
 
 def _plan_ports() -> list[int]:
@@ -160,10 +168,12 @@ def _instance(vault: Any) -> Iterator[DevStack]:
             values["PM_FAKE_STRIPE_URL"],
             values["PM_MAIL_CAPTURE_URL"],
             own=True,
+            inbound_smtp=_inbound_smtp(values),
         )
     finally:
         _stack_cli("down", env, 180)
         asyncio.run(_drop(name))
+        _forget_redis_users(name)
         _rabbitmqctl("delete_vhost", name)
         _forget_vault_paths(vault, dev_dir.name)
         shutil.rmtree(dev_dir, ignore_errors=True)
@@ -175,6 +185,21 @@ async def _drop(database: str) -> None:
         await _drop_database(admin, database)
     finally:
         await admin.close()
+
+
+def _forget_redis_users(database: str) -> None:
+    """The instance's Redis ACL users (scripts.dev.stack.redis_user_suffix)."""
+    import redis
+
+    from libs.common.provision import REDIS_KEY_PATTERNS, redis_user_name
+    from scripts.dev.stack import REDIS_NAMESPACE
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        users = [redis_user_name(s, REDIS_NAMESPACE, f"-{database}") for s in REDIS_KEY_PATTERNS]
+        client.execute_command("ACL", "DELUSER", *users)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
 
 
 def _forget_vault_paths(vault: Any, instance: str) -> None:
