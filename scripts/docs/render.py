@@ -475,9 +475,9 @@ def render_examples(spec: dict[str, Any]) -> dict[str, str]:
             if entry
             else []
         )
-        for title, lang, code in sdk_calls:
-            if code is not None:
-                section += [f"**{title}**", "", f"```{lang}", code, "```", ""]
+        for title, lang, snippet in sdk_calls:
+            if snippet is not None:
+                section += [f"**{title}**", "", f"```{lang}", snippet, "```", ""]
         by_tag.setdefault(op["tags"][0], []).append("\n".join(section))
     files = {}
     for tag, sections in sorted(by_tag.items()):

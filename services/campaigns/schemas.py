@@ -127,19 +127,27 @@ class ContactCreate(_Strict):
         return check_name(value, info.field_name)
 
 
+def _email_not_nullable(schema: dict[str, Any]) -> None:
+    not_nullable(schema)
+    schema.update(_EMAIL_FORMAT)
+
+
+def _tags_not_nullable(schema: dict[str, Any]) -> None:
+    not_nullable(schema)
+    schema.update(items=TAG_ITEM, maxItems=MAX_TAGS)
+
+
 class ContactUpdate(_Strict):
     """PUT body: only the fields present change (`custom_fields` replaces the whole object)."""
 
     # Absent: unchanged; null is refused for these four (the spec says so: not nullable).
-    email: str | None = Field(
-        default=None, json_schema_extra=lambda s: (not_nullable(s), s.update(_EMAIL_FORMAT))
-    )
+    email: str | None = Field(default=None, json_schema_extra=_email_not_nullable)
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
     tags: list[str] | None = Field(
         default=None,
-        json_schema_extra=lambda s: (not_nullable(s), s.update(items=TAG_ITEM, maxItems=MAX_TAGS)),
+        json_schema_extra=_tags_not_nullable,
     )
     custom_fields: dict[str, Any] | None = Field(default=None, json_schema_extra=not_nullable)
     status: ContactStatus | None = Field(default=None, json_schema_extra=not_nullable)

@@ -33,7 +33,9 @@ EXCLUDED_CHECKS = (
 )
 
 
-def run_schemathesis(account: Account, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_schemathesis(
+    account: Account, tmp_path: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     st = Path(sys.executable).with_name("st")
     command = [
         str(st),
