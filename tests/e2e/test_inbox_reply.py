@@ -140,7 +140,7 @@ def test_a_reply_threads_notifies_and_stops_the_sequence(dev_stack: DevStack) ->
                 json={
                     "name": f"inbox e2e {tag}",
                     "subject": subject,
-                    "content": {"text": "Hello {{first_name}}, do you have a minute?"},
+                    "content": {"text": "Hello, do you have a minute?"},
                     "recipients": [{"email": replier}, {"email": silent}],
                     "settings": {"track_opens": False, "track_clicks": False},
                     "follow_ups": [
