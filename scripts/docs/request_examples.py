@@ -116,4 +116,7 @@ REQUEST_EXAMPLES: dict[str, Any] = {
     "recover": {"since": "2026-01-15T09:30:00Z"},
     "rotate_secret": {"secret": "your-webhook-secret"},
     "send_test": {"event_type": "email.opened"},
+    # inbox
+    "update_thread": {"read": True, "labels": ["interested"]},
+    "reply": {"text": "Thanks for getting back to me. Does Tuesday at 10:00 work for a call?"},
 }

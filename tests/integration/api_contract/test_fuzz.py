@@ -22,15 +22,14 @@ from tests.integration.api_contract.conftest import Account
 
 FULL = os.environ.get("PM_FUZZ") == "full"
 MAX_EXAMPLES = os.environ.get("PM_FUZZ_MAX_EXAMPLES", "25" if FULL else "2")
-# `max_response_time` is a timing threshold, which no test may hold (speed is measured in
-# bench/). `make test`'s bounded run also leaves out the two data-acceptance checks whose
-# known failures are still open (issue 15 §5: either/or bodies the SDK generator cannot take
-# as oneOf, filter formats); `make fuzz` runs them and lists them.
-EXCLUDED_CHECKS = (
-    "max_response_time"
-    if FULL
-    else "max_response_time,positive_data_acceptance,negative_data_rejection"
-)
+# `make test`'s bounded run leaves out the two data-acceptance checks whose known failures
+# are still open (issue 15 §5: either/or bodies the SDK generator cannot take as oneOf, filter
+# formats); `make fuzz` runs every check. (No response-time limit is set: speed is measured
+# in bench/, never asserted in a test.)
+# The contract stack does not run the inbox service yet (its routes reach an echo upstream
+# there); tests/integration/inbox drives them against real inbound mail.
+INBOX = "/api/v1/inbox"
+EXCLUDED_CHECKS = () if FULL else ("positive_data_acceptance", "negative_data_rejection")
 
 
 def run_schemathesis(
@@ -45,10 +44,14 @@ def run_schemathesis(
         account.gw,
         "--checks",
         "all",
-        "--exclude-checks",
-        EXCLUDED_CHECKS,
+        *(("--exclude-checks", ",".join(EXCLUDED_CHECKS)) if EXCLUDED_CHECKS else ()),
+        "--exclude-path-regex",
+        f"^{INBOX}",
         "--header",
         f"Authorization: Bearer {account.test_key}",
+        # The coverage phase hits a Schemathesis-internal error (hypothesis' lambda
+        # description: "AST constructor recursion depth mismatch") in the bounded run.
+        *(() if FULL else ("--phases", "examples,fuzzing,stateful")),
         "--max-examples",
         MAX_EXAMPLES,
         "--workers",
@@ -92,6 +95,7 @@ def test_a_made_up_cursor_is_400_invalid_cursor_on_every_list(account: Account) 
         for path, item in spec["paths"].items()
         if "get" in item
         and "{" not in path
+        and not path.startswith(INBOX)
         and any(p.get("name") == "cursor" for p in item["get"].get("parameters", []))
     ]
     assert len(lists) >= 8, lists
@@ -99,5 +103,9 @@ def test_a_made_up_cursor_is_400_invalid_cursor_on_every_list(account: Account) 
         for path in lists:
             for cursor in MADE_UP_CURSORS:
                 r = client.get(path, params={"cursor": cursor}, headers=account.headers())
+                if r.status_code == 403 and "user_session_required" in r.text:
+                    # A dashboard route (billing, keys): the owner's session, not a key.
+                    session = {"Authorization": f"Bearer {account.access_token}"}
+                    r = client.get(path, params={"cursor": cursor}, headers=session)
                 assert r.status_code == 400, (path, cursor, r.text)
                 assert r.json()["error"]["code"] == "invalid_cursor", (path, r.text)
