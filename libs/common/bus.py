@@ -48,6 +48,7 @@ from pydantic import ValidationError
 from libs.common.commands import Command
 from libs.common.events import Envelope, EventData, parse_event
 from libs.common.inbox import claim_event
+from libs.common.settings import AMQP_RECONNECT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class EventBus:
         self.broker = RabbitBroker(
             amqp_url,
             app_id=f"pm-{service}",
+            reconnect_interval=AMQP_RECONNECT_SECONDS,
             graceful_timeout=25.0,
             default_channel=Channel(prefetch_count=prefetch),
             middlewares=(

@@ -42,6 +42,7 @@ from pamqp import commands as spec
 from prometheus_client import Counter, Gauge, Histogram
 
 from libs.common.events import Envelope, priority
+from libs.common.settings import AMQP_RECONNECT_SECONDS
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("pm.outbox")
@@ -254,7 +255,9 @@ class OutboxRelay:
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
-            self.amqp_url, client_properties={"connection_name": f"{self.schema}-relay"}
+            self.amqp_url,
+            client_properties={"connection_name": f"{self.schema}-relay"},
+            reconnect_interval=AMQP_RECONNECT_SECONDS,
         )
         self._channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await self._channel.declare_exchange(

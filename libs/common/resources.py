@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from libs.common.db import create_pool, schema_ready
-from libs.common.settings import ServiceSettings
+from libs.common.settings import AMQP_RECONNECT_SECONDS, ServiceSettings
 from libs.common.vault import Vault
 
 Check = Callable[[], Awaitable[bool]]
@@ -82,6 +82,7 @@ class Resources:
             self._amqp = await aio_pika.connect_robust(
                 s.amqp_url,
                 client_properties={"connection_name": f"{s.service_name}-readiness"},
+                reconnect_interval=AMQP_RECONNECT_SECONDS,
             )
 
     async def close(self) -> None:

@@ -30,6 +30,7 @@ from libs.common.events import (
     parse_event,
 )
 from libs.common.plans import plan_change_allowed
+from libs.common.settings import AMQP_RECONNECT_SECONDS
 from services.gateway.authentication import Authenticator
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,9 @@ class EvictionFeed:
         while True:
             try:
                 self._connection = await aio_pika.connect_robust(
-                    self.amqp_url, client_properties={"connection_name": "gateway-evictions"}
+                    self.amqp_url,
+                    client_properties={"connection_name": "gateway-evictions"},
+                    reconnect_interval=AMQP_RECONNECT_SECONDS,
                 )
                 break
             except (OSError, aio_pika.exceptions.AMQPError) as exc:

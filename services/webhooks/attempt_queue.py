@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import aio_pika
 import orjson
 
+from libs.common.settings import AMQP_RECONNECT_SECONDS
+
 QUEUE = "webhooks.attempts"
 # Tiers in ms: fine near zero (short custom schedules, jitter), coarse for long waits.
 DELAY_TIERS_MS: tuple[int, ...] = (
@@ -74,7 +76,9 @@ class AttemptQueue:
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
-            self.amqp_url, client_properties={"connection_name": "webhooks-attempts"}
+            self.amqp_url,
+            client_properties={"connection_name": "webhooks-attempts"},
+            reconnect_interval=AMQP_RECONNECT_SECONDS,
         )
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self.declare(self._publish_channel)
