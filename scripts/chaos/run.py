@@ -446,14 +446,39 @@ async def delivery_states(dsn: str) -> tuple[Counter[str], set[str]]:
     return Counter({r["status"]: r["n"] for r in rows}), {r["to_email"] for r in unknown}
 
 
-def dlq_depth(infra: PrivateInfra) -> dict[str, int]:
-    r = infra.rabbit.ctl("list_queues", "-q", "name", "messages")
-    depth = {}
+def stack_vhost(env: dict[str, str]) -> str:
+    """The RabbitMQ vhost the stack's processes use (the stack makes its own: see
+    scripts.dev.stack), read from the URL it gives them."""
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(env.get("PM_AMQP_URL", "")).path.lstrip("/")) or "/"
+
+
+def queue_column(infra: PrivateInfra, vhost: str, column: str) -> dict[str, int]:
+    """`rabbitmqctl list_queues name <column>` in the stack's vhost (empty when the broker
+    does not answer)."""
+    r = infra.rabbit.ctl("list_queues", "-q", "-p", vhost, "name", column, timeout=30)
+    out = {}
     for line in r.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[0].endswith(".dlq") and parts[1].isdigit():
-            depth[parts[0]] = int(parts[1])
-    return depth
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def dlq_depth(infra: PrivateInfra, vhost: str) -> dict[str, int]:
+    return {q: n for q, n in queue_column(infra, vhost, "messages").items() if q.endswith(".dlq")}
+
+
+async def consumers_back(infra: PrivateInfra, vhost: str, queues: set[str]) -> float | None:
+    """Seconds from now until every queue in `queues` has a consumer again (the broker just
+    came back: issue 16's target is 10 s)."""
+
+    async def back() -> bool:
+        now = await asyncio.to_thread(queue_column, infra, vhost, "consumers")
+        return all(now.get(q, 0) > 0 for q in queues)
+
+    return await until(back, 120)
 
 
 def status_counts(samples: list[Sample], start: float, end: float) -> tuple[int, Counter[str]]:
@@ -531,12 +556,21 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                 rows.append(row)
                 print(f"chaos: {row.name}: back in {row.recovered}", flush=True)
 
+            vhost = stack_vhost(env)
+
             async def dependency(name: str, down: Any, up: Any) -> None:
                 row = FaultRow(f"restart {name} ({args.outage:.0f} s down)", time.monotonic())
+                consuming = set()
+                if name == "RabbitMQ":  # the queues that have consumers before the restart
+                    now = await asyncio.to_thread(queue_column, infra, vhost, "consumers")
+                    consuming = {q for q, n in now.items() if n > 0}
                 await asyncio.to_thread(down)
                 await asyncio.sleep(args.outage)
                 await asyncio.to_thread(up)
                 back_at = time.monotonic()
+                consumers_took = (
+                    await consumers_back(infra, vhost, consuming) if consuming else None
+                )
                 took = await until(lambda: probe_ok(client, gw, key), 120)
                 row.recovered = None if took is None else time.monotonic() - row.started
                 pipe = await pipeline_back(client, gw, key, receiver, mail_dir)
@@ -545,10 +579,19 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                     if took is not None
                     else "api NOT back in 120 s"
                 )
+                if consuming:
+                    row.note += (
+                        f"; all {len(consuming)} queues consumed again"
+                        f" {consumers_took:.1f} s after it returned"
+                        if consumers_took is not None
+                        else f"; {len(consuming)} queues NOT all consumed after 120 s"
+                    )
+                # A new contact's webhook and a new mail, end to end: they queue behind the
+                # backlog the outage left in the outboxes and queues.
                 row.note += (
-                    f"; events flow {pipe + (took or 0):.1f} s after it returned"
+                    f"; a new event end to end {pipe + (took or 0):.1f} s after it returned"
                     if pipe is not None
-                    else "; events NOT flowing after 120 s"
+                    else "; a new event NOT through after 120 s"
                 )
                 await asyncio.sleep(args.settle)
                 row.ended = time.monotonic()
@@ -591,7 +634,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
             pm_dsn = f"{infra.postgres.admin_dsn.rsplit('/', 1)[0]}/pm"
             left = await outbox_left(pm_dsn)
             states = await delivery_states(pm_dsn)
-            dlq = dlq_depth(infra)
+            dlq = dlq_depth(infra, vhost)
 
         took = time.monotonic() - t_begin
         print_report(load, rows, captured(mail_dir), receiver, left, dlq, states, took, campaign)
