@@ -376,6 +376,20 @@ def redis_acl_rules(service: str, namespace: str, password: str) -> list[str]:
     return ["reset", "on", f">{password}", *patterns, *REDIS_COMMANDS]
 
 
+def _save_acl(client: Any) -> None:
+    """`ACL SAVE`: users set with `ACL SETUSER` live in memory only, so a Redis restarted
+    without them would refuse every service (AuthenticationError) until provisioned again. A
+    server started with an `aclfile` keeps them there; one without an aclfile (the machine's
+    plain dev Redis) answers an error, and `make up` provisions again after its restart."""
+    from redis.exceptions import ResponseError
+
+    try:
+        client.execute_command("ACL", "SAVE")
+    except ResponseError as exc:
+        if "aclfile" not in str(exc).lower() and "acl file" not in str(exc).lower():
+            raise
+
+
 def provision_redis_users(
     admin_url: str, namespace: str, passwords: Mapping[str, str], user_suffix: str = ""
 ) -> dict[str, str]:
@@ -397,6 +411,7 @@ def provision_redis_users(
             client.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
             auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
             urls[service] = urlunsplit(("redis", f"{auth}@{host}:{port}", parts.path, "", ""))
+        _save_acl(client)
         return urls
     finally:
         client.close()

@@ -144,9 +144,14 @@ class Redis:
 
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
+        # The services' ACL users (provisioned by the stack, kept with ACL SAVE) come back
+        # after a restart, as with a production Redis's aclfile.
+        (self.base / "users.acl").touch()
         self.proc = subprocess.Popen(
             [
                 "redis-server",
+                "--aclfile",
+                str(self.base / "users.acl"),
                 "--port",
                 str(self.port),
                 "--bind",

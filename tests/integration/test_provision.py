@@ -8,10 +8,14 @@ never set their passwords; password handling is tried on a role of a made-up ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import asyncpg
 import hvac
@@ -388,3 +392,40 @@ def test_each_service_reaches_only_its_own_redis_keys(unique: str) -> None:
         for name in admin.scan_iter(f"{ns}:*"):
             admin.delete(name)
         admin.close()
+
+
+def test_redis_users_survive_a_restart_of_a_server_with_an_aclfile(tmp_path: Path) -> None:
+    """`make chaos` found every service locked out of Redis after a restart (users set with
+    ACL SETUSER live in memory): provisioning saves them to the server's aclfile."""
+    import redis as redis_sync
+
+    from libs.common.provision import provision_redis_users
+    from tests.conftest import free_port
+
+    port, acl = free_port(), tmp_path / "users.acl"
+    acl.touch()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--aclfile", str(acl), "--dir", str(tmp_path)]  # fmt: skip
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            with contextlib.suppress(redis_sync.ConnectionError):
+                if redis_sync.Redis(port=port).ping():
+                    return proc
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    server = start()
+    try:
+        urls = provision_redis_users(f"redis://127.0.0.1:{port}/0", "pm", {"delivery": "pw-d"})
+        server.terminate()
+        server.wait(10)
+        server = start()
+        client = redis_sync.Redis.from_url(urls["delivery"])
+        client.set("pm:delivery:x", "1")  # authenticated as its own user after the restart
+        assert client.get("pm:delivery:x") == b"1"
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(10)
