@@ -193,22 +193,6 @@ async def message_for_request(
 # ---------------------------------------------------------------- sending
 
 
-async def claim(
-    conn: asyncpg.Connection, ids: Sequence[str], lease_seconds: float
-) -> list[asyncpg.Record]:
-    """Claim the listed messages that are queued and due (other workers skip them)."""
-    return await conn.fetch(
-        "WITH claimed AS (UPDATE messages m SET status = 'sending', attempts = attempts + 1,"
-        " lease_until = now() + make_interval(secs => $2), call_started_at = NULL,"
-        " updated_at = now() WHERE m.id IN (SELECT id FROM messages WHERE id = ANY($1::text[])"
-        " AND status = 'queued' AND next_attempt_at <= now() FOR UPDATE SKIP LOCKED)"
-        f" RETURNING m.*) SELECT {_CLAIMED_COLUMNS} FROM claimed"
-        " JOIN contents c ON c.id = claimed.content_id ORDER BY claimed.id",
-        list(ids),
-        lease_seconds,
-    )
-
-
 # Fair claiming: every tenant with queued work (a skip scan over `messages_queued_tenant`)
 # offers its oldest due messages, and the claim takes them round by round (each tenant's
 # first, then each tenant's second, ...), so one tenant's 100,000-message backlog never
