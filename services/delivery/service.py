@@ -356,19 +356,7 @@ class DeliveryService:
     async def send_single(
         self, scope: TenantScope, req: SendEmailRequest, plan: str = DEFAULT_PLAN
     ) -> tuple[str, QuotaState | None]:
-        from_, reply_to = await self._sender(scope, req.from_, req.reply_to)
-        content = self._content(
-            scope.tenant_id, from_, req.subject, req.html, req.text, req.template_id, reply_to
-        )
-        await self.domains.require_verified_sender(scope, content["from_email"])
-        options = SendOptions(
-            scope,
-            req.category,
-            req.tags,
-            req.metadata,
-            req.tracking.track_opens,
-            req.tracking.track_clicks,
-        )
+        content, options = await self._accepted_content(scope, req)
         recipient = Recipient(
             str(req.to), req.variables, req.contact_id, campaign_id=req.campaign_id
         )
@@ -395,19 +383,7 @@ class DeliveryService:
             seen.add(key)
         if req.campaign_id and req.html is None and req.text is None:
             req = await self._with_campaign_content(scope, req)
-        from_, reply_to = await self._sender(scope, req.from_, req.reply_to)
-        content = self._content(
-            scope.tenant_id, from_, req.subject or "", req.html, req.text, req.template_id, reply_to
-        )
-        await self.domains.require_verified_sender(scope, content["from_email"])
-        options = SendOptions(
-            scope,
-            req.category,
-            req.tags,
-            req.metadata,
-            req.tracking.track_opens,
-            req.tracking.track_clicks,
-        )
+        content, options = await self._accepted_content(scope, req)
         recipients = [
             Recipient(str(r.email), r.personalization, r.contact_id, campaign_id=req.campaign_id)
             for r in req.recipients
@@ -436,6 +412,26 @@ class DeliveryService:
             quota = await self._charge_quota(conn, scope, plan, len(recipients))
         chunks = -(-len(recipients) // req.batch_size)
         return batch["id"], len(recipients), chunks, quota
+
+    async def _accepted_content(
+        self, scope: TenantScope, req: SendEmailRequest | SendBulkRequest
+    ) -> tuple[dict[str, Any], SendOptions]:
+        """The content row and send options of an API send: its sender (or the default one),
+        its content checked as templates, a live sender's domain verified."""
+        from_, reply_to = await self._sender(scope, req.from_, req.reply_to)
+        content = self._content(
+            scope.tenant_id, from_, req.subject or "", req.html, req.text, req.template_id, reply_to
+        )
+        await self.domains.require_verified_sender(scope, content["from_email"])
+        options = SendOptions(
+            scope,
+            req.category,
+            req.tags,
+            req.metadata,
+            req.tracking.track_opens,
+            req.tracking.track_clicks,
+        )
+        return content, options
 
     async def accept_requested(
         self, conn: asyncpg.Connection, tenant_id: str, data: EmailRequested
