@@ -738,8 +738,7 @@ async def probes_for(conn: asyncpg.Connection, t: Tenant) -> list[Probe]:
             ["/api/v1/emails?status=bounced"],
             lambda pc: drepo.list_messages(
                 pc,  # type: ignore[arg-type]
-                t.id,
-                "live",
+                TenantScope(t.id, "live"),
                 ListParams(limit=50),
                 status="bounced",
                 campaign_id=None,
@@ -754,8 +753,7 @@ async def probes_for(conn: asyncpg.Connection, t: Tenant) -> list[Probe]:
             ["/api/v1/emails?status=queued"],
             lambda pc: drepo.list_messages(
                 pc,  # type: ignore[arg-type]
-                t.id,
-                "live",
+                TenantScope(t.id, "live"),
                 ListParams(limit=50),
                 status="queued",
                 campaign_id=None,
@@ -770,8 +768,7 @@ async def probes_for(conn: asyncpg.Connection, t: Tenant) -> list[Probe]:
             [f"/api/v1/emails?batch_id={b}" for b in batches],
             lambda pc: drepo.list_messages(
                 pc,  # type: ignore[arg-type]
-                t.id,
-                "live",
+                TenantScope(t.id, "live"),
                 ListParams(limit=50),
                 status=None,
                 campaign_id=None,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import secrets
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+
+from libs.common.tenancy import Mode
 
 __all__ = [
     "ALPHABET",
@@ -38,7 +39,6 @@ LOOKUP_LENGTH = 8
 SECRET_LENGTH = 18
 CHECKSUM_LENGTH = 6
 BODY_LENGTH = LOOKUP_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH  # 32
-Mode = Literal["live", "test"]
 KEY_PREFIXES: dict[Mode, str] = {"live": "pm_live_", "test": "pm_test_"}
 _PREFIX_LENGTH = 8
 

@@ -8,7 +8,9 @@ of one tenant never see each other.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
+
+Mode = Literal["live", "test"]
 
 
 class _Scoped(Protocol):
@@ -16,12 +18,12 @@ class _Scoped(Protocol):
     def tenant_id(self) -> str: ...
 
     @property
-    def mode(self) -> str: ...
+    def mode(self) -> Mode: ...
 
 
 class TenantScope(NamedTuple):
     tenant_id: str
-    mode: str
+    mode: Mode
 
     @classmethod
     def of(cls, source: _Scoped) -> TenantScope:

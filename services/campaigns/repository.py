@@ -559,6 +559,7 @@ async def freeze_recipients(
     due_at: datetime,
 ) -> int:
     """Snapshot the campaign's active recipients now; returns how many were frozen."""
+    arg: list[UUID] | list[str]
     if contact_ids is not None:
         condition, arg = "id = ANY($4::uuid[])", list(contact_ids)
     else:

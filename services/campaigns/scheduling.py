@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAY_NAMES: tuple[DayName, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,10 @@ from libs.common.schema_rules import (
     not_nullable,
     present,
 )
-from services.campaigns.scheduling import DAY_NAMES
+from services.campaigns.scheduling import DAY_NAMES, DayName
 
 ContactStatus = Literal["active", "unsubscribed", "bounced", "complained"]
 CampaignStatus = Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
-DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 MAX_TAGS = 100
 MAX_TAG_CHARS = 64

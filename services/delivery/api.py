@@ -18,6 +18,7 @@ from libs.common.app import create_app
 from libs.common.http import SuccessEnvelope, ok
 from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.resources import Resources
+from libs.common.tenancy import TenantScope
 from services.delivery.auth import Reader, Sender
 from services.delivery.connectors.base import WebhookRequest
 from services.delivery.domains import api as domains_api
@@ -93,7 +94,7 @@ api = APIRouter(
 async def send_email(
     body: SendEmailRequest, p: Sender, svc: Service, response: Response
 ) -> dict[str, Any]:
-    message_id, quota = await svc.send_single(p.tenant_id, p.mode, body, p.plan)
+    message_id, quota = await svc.send_single(TenantScope.of(p), body, p.plan)
     if quota is not None:
         response.headers.update(quota.headers())
     return ok(SendAccepted(message_id=message_id))
@@ -103,7 +104,7 @@ async def send_email(
 async def send_bulk(
     body: SendBulkRequest, p: Sender, svc: Service, response: Response
 ) -> dict[str, Any]:
-    batch_id, accepted, batches, quota = await svc.send_bulk(p.tenant_id, p.mode, body, p.plan)
+    batch_id, accepted, batches, quota = await svc.send_bulk(TenantScope.of(p), body, p.plan)
     if quota is not None:
         response.headers.update(quota.headers())
     return ok(BulkAccepted(batch_id=batch_id, accepted=accepted, batches=batches))
@@ -122,8 +123,7 @@ async def list_emails(
     created_before: datetime | None = None,
 ) -> dict[str, Any]:
     page = await svc.list_emails(
-        p.tenant_id,
-        p.mode,
+        TenantScope.of(p),
         params,
         status=status,
         campaign_id=campaign_id,
@@ -198,12 +198,12 @@ async def set_cap(body: SendingCapIn, p: Sender, svc: Service) -> dict[str, Any]
 @api.get("/batches/{batch_id}", response_model=SuccessEnvelope[BatchReport])
 async def get_batch(batch_id: str, p: Reader, svc: Service) -> dict[str, Any]:
     """A bulk send's progress: its messages counted by status."""
-    return ok(await svc.batch_report(p.tenant_id, p.mode, batch_id))
+    return ok(await svc.batch_report(TenantScope.of(p), batch_id))
 
 
 @api.get("/{message_id}", response_model=SuccessEnvelope[EmailDetail])
 async def get_email(message_id: str, p: Reader, svc: Service) -> dict[str, Any]:
-    return ok(await svc.get_email(p.tenant_id, p.mode, message_id))
+    return ok(await svc.get_email(TenantScope.of(p), message_id))
 
 
 sending = APIRouter(prefix="/api/v1/sending", tags=["sending"])
@@ -212,14 +212,14 @@ sending = APIRouter(prefix="/api/v1/sending", tags=["sending"])
 @sending.get("/settings", response_model=SuccessEnvelope[SendingSettings])
 async def get_sending_settings(p: Sender, svc: Service) -> dict[str, Any]:
     """The default sender of sends (and campaigns) without `from`, in the key's mode."""
-    return ok(await svc.get_sending_settings(p.tenant_id, p.mode))
+    return ok(await svc.get_sending_settings(TenantScope.of(p)))
 
 
 @sending.put("/settings", response_model=SuccessEnvelope[SendingSettings])
 async def put_sending_settings(body: SendingSettingsIn, p: Sender, svc: Service) -> dict[str, Any]:
     """Replace the default sender (absent fields are cleared); publishes
     `sending_settings.updated`."""
-    return ok(await svc.put_sending_settings(p.tenant_id, p.mode, body))
+    return ok(await svc.put_sending_settings(TenantScope.of(p), body))
 
 
 edges = APIRouter(include_in_schema=True, tags=["tracking"])

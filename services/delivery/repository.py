@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from libs.common.pagination import ListParams, keyset_sql
+from libs.common.tenancy import TenantScope
 
 # Lifecycle order: a later event never moves a message back (a late "delivered" after
 # "opened" is kept in the timeline but not as the status).
@@ -190,22 +191,6 @@ async def message_for_request(
 
 
 # ---------------------------------------------------------------- sending
-
-
-async def claim(
-    conn: asyncpg.Connection, ids: Sequence[str], lease_seconds: float
-) -> list[asyncpg.Record]:
-    """Claim the listed messages that are queued and due (other workers skip them)."""
-    return await conn.fetch(
-        "WITH claimed AS (UPDATE messages m SET status = 'sending', attempts = attempts + 1,"
-        " lease_until = now() + make_interval(secs => $2), call_started_at = NULL,"
-        " updated_at = now() WHERE m.id IN (SELECT id FROM messages WHERE id = ANY($1::text[])"
-        " AND status = 'queued' AND next_attempt_at <= now() FOR UPDATE SKIP LOCKED)"
-        f" RETURNING m.*) SELECT {_CLAIMED_COLUMNS} FROM claimed"
-        " JOIN contents c ON c.id = claimed.content_id ORDER BY claimed.id",
-        list(ids),
-        lease_seconds,
-    )
 
 
 # Fair claiming: every tenant with queued work (a skip scan over `messages_queued_tenant`)
@@ -427,7 +412,7 @@ async def list_suppressions(
 
 
 async def take_daily_sends(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, day: date, n: int, limit: int
+    conn: asyncpg.Connection, scope: TenantScope, day: date, n: int, limit: int
 ) -> int | None:
     """Count `n` sends on `day` unless that passes `limit`: the new count, or None (nothing
     counted). Row-locked until the caller's transaction ends, so concurrent accepts of one
@@ -438,8 +423,8 @@ async def take_daily_sends(
         " WHERE $4::int <= $5::int ON CONFLICT (tenant_id, mode, day) DO UPDATE"
         " SET sends = daily_sends.sends + excluded.sends"
         " WHERE daily_sends.sends + excluded.sends <= $5::int RETURNING sends",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         day,
         n,
         limit,
@@ -447,18 +432,18 @@ async def take_daily_sends(
     return count
 
 
-async def daily_sends(conn: asyncpg.Connection, tenant_id: str, mode: str, day: date) -> int:
+async def daily_sends(conn: asyncpg.Connection, scope: TenantScope, day: date) -> int:
     count: int | None = await conn.fetchval(
         "SELECT sends FROM daily_sends WHERE tenant_id = $1 AND mode = $2 AND day = $3",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         day,
     )
     return count or 0
 
 
 async def first_day_with_room(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, start: date, days: int, n: int, limit: int
+    conn: asyncpg.Connection, scope: TenantScope, start: date, days: int, n: int, limit: int
 ) -> date | None:
     """The first of `days` days from `start` whose count leaves room for `n` more."""
     found: date | None = await conn.fetchval(
@@ -466,8 +451,8 @@ async def first_day_with_room(
         " interval '1 day') d"
         " LEFT JOIN daily_sends s ON s.tenant_id = $1 AND s.mode = $2 AND s.day = d::date"
         " WHERE coalesce(s.sends, 0) + $5::int <= $6::int ORDER BY d LIMIT 1",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         start,
         days,
         n,
@@ -635,14 +620,14 @@ async def claim_provider_event(conn: asyncpg.Connection, provider: str, key: str
 
 
 async def get_message(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, message_id: str
+    conn: asyncpg.Connection, scope: TenantScope, message_id: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT m.*, c.from_email, c.subject FROM messages m JOIN contents c"
         " ON c.id = m.content_id WHERE m.tenant_id = $1 AND m.id = $2 AND m.mode = $3",
-        tenant_id,
+        scope.tenant_id,
         message_id,
-        mode,
+        scope.mode,
     )
 
 
@@ -665,8 +650,7 @@ async def unique_clicks(conn: asyncpg.Connection, message_id: str) -> int:
 
 async def list_messages(
     conn: asyncpg.Connection,
-    tenant_id: str,
-    mode: str,
+    scope: TenantScope,
     params: ListParams,
     *,
     status: str | None,
@@ -677,14 +661,14 @@ async def list_messages(
     created_to: datetime | None,
 ) -> list[asyncpg.Record]:
     args: list[Any] = [
-        tenant_id,
+        scope.tenant_id,
         status,
         campaign_id,
         batch_id,
         recipient,
         created_from,
         created_to,
-        mode,
+        scope.mode,
     ]
     keyset, tail = keyset_sql(params, {"created_at": "m.created_at"}, args, id_column="m.id")
     return await conn.fetch(
@@ -707,8 +691,7 @@ async def list_messages(
 
 async def apply_contact_tags(
     conn: asyncpg.Connection,
-    tenant_id: str,
-    mode: str,
+    scope: TenantScope,
     email: str,
     contact_id: str,
     tags: Sequence[str],
@@ -720,8 +703,8 @@ async def apply_contact_tags(
         " VALUES ($1, $2, lower($3), $4, $5, $6) ON CONFLICT (tenant_id, mode, email_key)"
         " DO UPDATE SET contact_id = excluded.contact_id, tags = excluded.tags,"
         " event_time = excluded.event_time WHERE contact_tags.event_time <= excluded.event_time",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         email,
         contact_id,
         list(tags),
@@ -730,14 +713,14 @@ async def apply_contact_tags(
 
 
 async def tags_of_recipients(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, emails: Sequence[str]
+    conn: asyncpg.Connection, scope: TenantScope, emails: Sequence[str]
 ) -> dict[str, list[str]]:
     """Known tags by lower-cased address."""
     rows = await conn.fetch(
         "SELECT email_key, tags FROM contact_tags WHERE tenant_id = $1 AND mode = $2"
         " AND email_key = ANY($3::text[])",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         [e.lower() for e in emails],
     )
     return {r["email_key"]: list(r["tags"]) for r in rows}
@@ -747,18 +730,18 @@ async def tags_of_recipients(
 
 
 async def sending_settings(
-    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mode: str
+    conn: asyncpg.Connection | asyncpg.Pool, scope: TenantScope
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT default_from, default_from_name, default_reply_to, updated_at"
         " FROM sending_settings WHERE tenant_id = $1 AND mode = $2",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
     )
 
 
 async def put_sending_settings(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, values: dict[str, Any]
+    conn: asyncpg.Connection, scope: TenantScope, values: dict[str, Any]
 ) -> asyncpg.Record:
     row: asyncpg.Record = await conn.fetchrow(
         "INSERT INTO sending_settings (tenant_id, mode, default_from, default_from_name,"
@@ -767,8 +750,8 @@ async def put_sending_settings(
         " default_from_name = excluded.default_from_name,"
         " default_reply_to = excluded.default_reply_to, updated_at = now()"
         " RETURNING default_from, default_from_name, default_reply_to, updated_at",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         values["default_from"],
         values["default_from_name"],
         values["default_reply_to"],
@@ -780,7 +763,7 @@ async def put_sending_settings(
 
 
 async def apply_campaign_content(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, data: dict[str, Any], at: datetime
+    conn: asyncpg.Connection, scope: TenantScope, data: dict[str, Any], at: datetime
 ) -> None:
     await conn.execute(
         "INSERT INTO campaign_contents (tenant_id, mode, campaign_id, subject, html, text_body,"
@@ -793,8 +776,8 @@ async def apply_campaign_content(
         " category = excluded.category, track_opens = excluded.track_opens,"
         " track_clicks = excluded.track_clicks, event_time = excluded.event_time"
         " WHERE campaign_contents.event_time <= excluded.event_time",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         data["campaign_id"],
         data.get("subject"),
         data.get("html"),
@@ -811,25 +794,25 @@ async def apply_campaign_content(
 
 
 async def campaign_content(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, campaign_id: str
+    conn: asyncpg.Connection, scope: TenantScope, campaign_id: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM campaign_contents WHERE tenant_id = $1 AND mode = $2 AND campaign_id = $3",
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
         campaign_id,
     )
 
 
 async def get_batch(
-    conn: asyncpg.Connection, tenant_id: str, mode: str, batch_id: str
+    conn: asyncpg.Connection, scope: TenantScope, batch_id: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT id, campaign_id, total, batch_size, delay_between_batches, created_at"
         " FROM batches WHERE id = $1 AND tenant_id = $2 AND mode = $3",
         batch_id,
-        tenant_id,
-        mode,
+        scope.tenant_id,
+        scope.mode,
     )
 
 

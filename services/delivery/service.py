@@ -71,6 +71,7 @@ from libs.common.templating import (
     TemplatePool,
     TemplateProblem,
 )
+from libs.common.tenancy import Mode, TenantScope
 from libs.common.vault import Vault, VaultError, VaultSecretNotFound
 from services.delivery import repository as repo
 from services.delivery.commands import SendBatch
@@ -218,8 +219,7 @@ class Recipient:
 
 @dataclass(frozen=True)
 class SendOptions:
-    tenant_id: str
-    mode: str
+    scope: TenantScope
     category: str
     tags: list[str]
     metadata: dict[str, str]
@@ -227,24 +227,23 @@ class SendOptions:
     track_clicks: bool
 
 
-def _event(
-    data: EventData, tenant_id: str, subject: str | None = None, *, mode: str = "live"
-) -> Envelope:
+def _event(data: EventData, scope: TenantScope, subject: str | None = None) -> Envelope:
     return make_event(
-        data,
-        tenant_id=tenant_id,
-        source=SOURCE,
-        subject=subject,
-        mode="test" if mode == "test" else "live",
+        data, tenant_id=scope.tenant_id, source=SOURCE, subject=subject, mode=scope.mode
     )
 
 
+def _scope(row: asyncpg.Record) -> TenantScope:
+    """The scope of a message row (tracking links and ESP events carry no tenant)."""
+    return TenantScope(row["tenant_id"], row["mode"])
+
+
 def queued_events(
-    tenant_id: str, mode: str, rows: Sequence[repo.MessageRow], at: datetime
+    scope: TenantScope, rows: Sequence[repo.MessageRow], at: datetime
 ) -> Iterator[dict[str, Any]]:
     """One `email.queued` per message row, stamped from one template (`stamp_events`): a
     bulk send writes 10,000 in its accept transaction."""
-    template = _event(EmailQueued(message_id="-", to="-", occurred_at=at), tenant_id, mode=mode)
+    template = _event(EmailQueued(message_id="-", to="-", occurred_at=at), scope)
     return stamp_events(
         template,
         (
@@ -266,8 +265,7 @@ def queued_events(
 
 async def schedule_sends(
     conn: asyncpg.Connection,
-    tenant_id: str,
-    mode: str,
+    scope: TenantScope,
     items: Sequence[tuple[Sequence[str], datetime | None]],
     batch_id: str | None = None,
 ) -> None:
@@ -280,10 +278,10 @@ async def schedule_sends(
             (
                 make_command(
                     SendBatch(message_ids=list(ids), batch_id=batch_id),
-                    tenant_id=tenant_id,
+                    tenant_id=scope.tenant_id,
                     source=SOURCE,
                     subject=batch_id,
-                    mode="test" if mode == "test" else "live",
+                    mode=scope.mode,
                 ),
                 not_before,
             )
@@ -356,33 +354,20 @@ class DeliveryService:
     # ------------------------------------------------------------ accepting
 
     async def send_single(
-        self, tenant_id: str, mode: str, req: SendEmailRequest, plan: str = DEFAULT_PLAN
+        self, scope: TenantScope, req: SendEmailRequest, plan: str = DEFAULT_PLAN
     ) -> tuple[str, QuotaState | None]:
-        from_, reply_to = await self._sender(tenant_id, mode, req.from_, req.reply_to)
-        content = self._content(
-            tenant_id, from_, req.subject, req.html, req.text, req.template_id, reply_to
-        )
-        await self.domains.require_verified_sender(tenant_id, mode, content["from_email"])
-        options = SendOptions(
-            tenant_id,
-            mode,
-            req.category,
-            req.tags,
-            req.metadata,
-            req.tracking.track_opens,
-            req.tracking.track_clicks,
-        )
+        content, options = await self._accepted_content(scope, req)
         recipient = Recipient(
             str(req.to), req.variables, req.contact_id, campaign_id=req.campaign_id
         )
         async with self.pool.acquire() as conn, conn.transaction():
             ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
             # Counted last: the tenant's counter row stays locked only until the commit.
-            quota = await self._charge_quota(conn, tenant_id, mode, plan, len(ids))
+            quota = await self._charge_quota(conn, scope, plan, len(ids))
         return ids[0], quota
 
     async def send_bulk(
-        self, tenant_id: str, mode: str, req: SendBulkRequest, plan: str = DEFAULT_PLAN
+        self, scope: TenantScope, req: SendBulkRequest, plan: str = DEFAULT_PLAN
     ) -> tuple[str, int, int, QuotaState | None]:
         seen: set[str] = set()
         for i, r in enumerate(req.recipients):
@@ -397,29 +382,16 @@ class DeliveryService:
                 )
             seen.add(key)
         if req.campaign_id and req.html is None and req.text is None:
-            req = await self._with_campaign_content(tenant_id, mode, req)
-        from_, reply_to = await self._sender(tenant_id, mode, req.from_, req.reply_to)
-        content = self._content(
-            tenant_id, from_, req.subject or "", req.html, req.text, req.template_id, reply_to
-        )
-        await self.domains.require_verified_sender(tenant_id, mode, content["from_email"])
-        options = SendOptions(
-            tenant_id,
-            mode,
-            req.category,
-            req.tags,
-            req.metadata,
-            req.tracking.track_opens,
-            req.tracking.track_clicks,
-        )
+            req = await self._with_campaign_content(scope, req)
+        content, options = await self._accepted_content(scope, req)
         recipients = [
             Recipient(str(r.email), r.personalization, r.contact_id, campaign_id=req.campaign_id)
             for r in req.recipients
         ]
         batch: dict[str, Any] = {
             "id": new_id("bat"),
-            "tenant_id": tenant_id,
-            "mode": mode,
+            "tenant_id": scope.tenant_id,
+            "mode": scope.mode,
             "campaign_id": req.campaign_id,
             "total": len(recipients),
             "batch_size": req.batch_size,
@@ -437,9 +409,29 @@ class DeliveryService:
                 req.delay_between_batches,
             )
             # Whole or not at all: a bulk send passing the quota is refused entirely.
-            quota = await self._charge_quota(conn, tenant_id, mode, plan, len(recipients))
+            quota = await self._charge_quota(conn, scope, plan, len(recipients))
         chunks = -(-len(recipients) // req.batch_size)
         return batch["id"], len(recipients), chunks, quota
+
+    async def _accepted_content(
+        self, scope: TenantScope, req: SendEmailRequest | SendBulkRequest
+    ) -> tuple[dict[str, Any], SendOptions]:
+        """The content row and send options of an API send: its sender (or the default one),
+        its content checked as templates, a live sender's domain verified."""
+        from_, reply_to = await self._sender(scope, req.from_, req.reply_to)
+        content = self._content(
+            scope.tenant_id, from_, req.subject or "", req.html, req.text, req.template_id, reply_to
+        )
+        await self.domains.require_verified_sender(scope, content["from_email"])
+        options = SendOptions(
+            scope,
+            req.category,
+            req.tags,
+            req.metadata,
+            req.tracking.track_opens,
+            req.tracking.track_clicks,
+        )
+        return content, options
 
     async def accept_requested(
         self, conn: asyncpg.Connection, tenant_id: str, data: EmailRequested
@@ -459,9 +451,9 @@ class DeliveryService:
             data.reply_to,
             literal=data.prerendered,
         )
+        scope = TenantScope(tenant_id, data.mode)
         options = SendOptions(
-            tenant_id,
-            data.mode,
+            scope,
             data.category,
             data.tags,
             data.metadata,
@@ -480,27 +472,27 @@ class DeliveryService:
         )
         ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
         if ids:
-            await self._charge_campaign_quota(conn, tenant_id, data.mode, ids[0])
+            await self._charge_campaign_quota(conn, scope, ids[0])
         return ids[0] if ids else None
 
     # ------------------------------------------------------------ daily send quota
 
     async def _charge_quota(
-        self, conn: asyncpg.Connection, tenant_id: str, mode: str, plan: str, n: int
+        self, conn: asyncpg.Connection, scope: TenantScope, plan: str, n: int
     ) -> QuotaState | None:
         """Count `n` accepted emails on today's (UTC) quota of the principal's plan, or
         refuse the whole accept (429, the transaction rolls back). Test mode counts apart,
         against the same number: sandbox traffic never uses up live sending."""
-        await self._learn_principal_plan(conn, tenant_id, plan)
+        await self._learn_principal_plan(conn, scope.tenant_id, plan)
         limit = limits_for(plan).daily_sends
         if limit is None or n == 0:
             return None
         now = await repo.transaction_time(conn)
         day = now.astimezone(UTC).date()
         reset = _next_midnight(now)
-        count = await repo.take_daily_sends(conn, tenant_id, mode, day, n, limit)
+        count = await repo.take_daily_sends(conn, scope, day, n, limit)
         if count is None:
-            left = max(0, limit - await repo.daily_sends(conn, tenant_id, mode, day))
+            left = max(0, limit - await repo.daily_sends(conn, scope, day))
             wait = max(1, math.ceil((reset - now).total_seconds()))
             QUOTA.labels("refused").inc()
             raise DailyQuotaExceeded(
@@ -534,28 +526,28 @@ class DeliveryService:
         self._plans_known.add(tenant_id)
 
     async def _charge_campaign_quota(
-        self, conn: asyncpg.Connection, tenant_id: str, mode: str, message_id: str
+        self, conn: asyncpg.Connection, scope: TenantScope, message_id: str
     ) -> None:
         """A campaign step (no principal: the plan read model's plan). Beyond today's quota
         it is deferred, visibly (`queued`, `last_error` daily_send_quota_exceeded, due at
         the UTC midnight of the first day with room, counted on that day); with no room in
         `quota_defer_days` the request is refused (dead-lettered, replayable)."""
-        plan = await repo.tenant_plan(conn, tenant_id) or DEFAULT_PLAN
+        plan = await repo.tenant_plan(conn, scope.tenant_id) or DEFAULT_PLAN
         limit = limits_for(plan).daily_sends
         if limit is None:
             return
         now = await repo.transaction_time(conn)
         today = now.astimezone(UTC).date()
-        if await repo.take_daily_sends(conn, tenant_id, mode, today, 1, limit) is not None:
+        if await repo.take_daily_sends(conn, scope, today, 1, limit) is not None:
             return
         horizon = self.settings.quota_defer_days
         for _ in range(3):  # a concurrent accept may fill the day found first
             day = await repo.first_day_with_room(
-                conn, tenant_id, mode, today + timedelta(days=1), horizon, 1, limit
+                conn, scope, today + timedelta(days=1), horizon, 1, limit
             )
             if day is None:
                 break
-            if await repo.take_daily_sends(conn, tenant_id, mode, day, 1, limit) is not None:
+            if await repo.take_daily_sends(conn, scope, day, 1, limit) is not None:
                 due = datetime(day.year, day.month, day.day, tzinfo=UTC)
                 await repo.defer_message(conn, message_id, due, "daily_send_quota_exceeded")
                 QUOTA.labels("deferred").inc()
@@ -586,13 +578,13 @@ class DeliveryService:
         await repo.learn_tenant_plan(conn, event.tenant_id, plan, event.time)
 
     async def _with_campaign_content(
-        self, tenant_id: str, mode: str, req: SendBulkRequest
+        self, scope: TenantScope, req: SendBulkRequest
     ) -> SendBulkRequest:
         """The bulk request with the campaign's content (read model of campaign.created /
         campaign.updated) filled in where the body gave nothing."""
         assert req.campaign_id is not None
         async with self.pool.acquire() as conn:
-            row = await repo.campaign_content(conn, tenant_id, mode, req.campaign_id)
+            row = await repo.campaign_content(conn, scope, req.campaign_id)
         if row is None:
             raise NotFound(
                 "No campaign with this id.",
@@ -628,11 +620,11 @@ class DeliveryService:
         self, conn: asyncpg.Connection, event: Envelope, data: dict[str, Any]
     ) -> None:
         """Keep the campaign-content read model (campaign.created / campaign.updated)."""
-        await repo.apply_campaign_content(conn, event.tenant_id, event.mode, data, event.time)
+        await repo.apply_campaign_content(conn, TenantScope.of(event), data, event.time)
 
-    async def batch_report(self, tenant_id: str, mode: str, batch_id: str) -> dict[str, Any]:
+    async def batch_report(self, scope: TenantScope, batch_id: str) -> dict[str, Any]:
         async with self.pool.acquire() as conn:
-            row = await repo.get_batch(conn, tenant_id, mode, batch_id)
+            row = await repo.get_batch(conn, scope, batch_id)
             if row is None:
                 raise NotFound("No bulk send with this id.")
             counts = await repo.batch_status_counts(conn, batch_id)
@@ -641,15 +633,15 @@ class DeliveryService:
     # ------------------------------------------------------------ sender settings
 
     async def _sender(
-        self, tenant_id: str, mode: str, from_: str | None, reply_to: str | None
+        self, scope: TenantScope, from_: str | None, reply_to: str | None
     ) -> tuple[str, str | None]:
         """The sender of a send: its own `from`, else the tenant's default, else (test mode)
         the sandbox sender; a live send with neither is refused (before any other check)."""
         if from_ is not None:
             return str(from_), reply_to
         async with self.pool.acquire() as conn:
-            row = await repo.sending_settings(conn, tenant_id, mode)
-        effective = _effective_from(row, mode)
+            row = await repo.sending_settings(conn, scope)
+        effective = _effective_from(row, scope.mode)
         if effective is None:
             raise SenderRequired(
                 "This send has no `from` and the tenant has no default sender.",
@@ -663,25 +655,25 @@ class DeliveryService:
         default_reply_to = row["default_reply_to"] if row is not None else None
         return effective, reply_to or default_reply_to
 
-    async def get_sending_settings(self, tenant_id: str, mode: str) -> dict[str, Any]:
+    async def get_sending_settings(self, scope: TenantScope) -> dict[str, Any]:
         async with self.pool.acquire() as conn:
-            row = await repo.sending_settings(conn, tenant_id, mode)
-        return _settings_out(row, mode)
+            row = await repo.sending_settings(conn, scope)
+        return _settings_out(row, scope.mode)
 
     async def put_sending_settings(
-        self, tenant_id: str, mode: str, values: SendingSettingsIn
+        self, scope: TenantScope, values: SendingSettingsIn
     ) -> dict[str, Any]:
         data = values.model_dump(mode="json")
         if data.get("default_from"):
             # A live default sender must be at a verified domain, as every live send is.
-            await self.domains.require_verified_sender(tenant_id, mode, data["default_from"])
+            await self.domains.require_verified_sender(scope, data["default_from"])
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await repo.put_sending_settings(conn, tenant_id, mode, data)
+            row = await repo.put_sending_settings(conn, scope, data)
             await outbox.enqueue(
                 conn,
-                _event(SendingSettingsUpdated(**data), tenant_id, "sending/settings", mode=mode),
+                _event(SendingSettingsUpdated(**data), scope, "sending/settings"),
             )
-        return _settings_out(row, mode)
+        return _settings_out(row, scope.mode)
 
     def _content(
         self,
@@ -738,17 +730,15 @@ class DeliveryService:
         # then is its work item's job; the sweeper takes it only if that is long overdue.
         now = await repo.transaction_time(conn)
         unknown = [r.to for r in recipients if r.contact_tags is None]
-        known_tags = (
-            await repo.tags_of_recipients(conn, o.tenant_id, o.mode, unknown) if unknown else {}
-        )
+        known_tags = await repo.tags_of_recipients(conn, o.scope, unknown) if unknown else {}
         rows: list[repo.MessageRow] = []
         for i, r in enumerate(recipients):
             due = now + timedelta(seconds=delay * (i // chunk_size)) if delay else now
             rows.append(
                 repo.MessageRow(
                     id=new_id("msg"),
-                    tenant_id=o.tenant_id,
-                    mode=o.mode,
+                    tenant_id=o.scope.tenant_id,
+                    mode=o.scope.mode,
                     content_id=content["id"],
                     batch_id=batch_id,
                     request_id=r.request_id,
@@ -780,15 +770,14 @@ class DeliveryService:
         # `email.queued` facts of a large bulk send, or of the previous one, are out.
         await schedule_sends(
             conn,
-            o.tenant_id,
-            o.mode,
+            o.scope,
             [
                 (ids[lo : lo + chunk_size], rows[lo].next_attempt_at if delay and lo else None)
                 for lo in range(0, len(ids), chunk_size)
             ],
             batch_id,
         )
-        await outbox.enqueue_copy(conn, queued_events(o.tenant_id, o.mode, rows, now))
+        await outbox.enqueue_copy(conn, queued_events(o.scope, rows, now))
         return ids
 
     # ------------------------------------------------------------ sending
@@ -820,14 +809,13 @@ class DeliveryService:
         `SendBatch` was dead-lettered: retries and delayed chunks have their own command."""
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                requeued: dict[tuple[str, str], list[str]] = defaultdict(list)
+                requeued: dict[TenantScope, list[str]] = defaultdict(list)
                 for r in await repo.requeue_unsent_stale(conn):
-                    requeued[(r["tenant_id"], r["mode"])].append(r["id"])
-                for (tenant_id, mode), ids in requeued.items():
+                    requeued[_scope(r)].append(r["id"])
+                for scope, ids in requeued.items():
                     await schedule_sends(
                         conn,
-                        tenant_id,
-                        mode,
+                        scope,
                         [(ids[lo : lo + 1000], None) for lo in range(0, len(ids), 1000)],
                     )
             async with conn.transaction():
@@ -861,9 +849,8 @@ class DeliveryService:
                                         occurred_at=now,
                                     )
                                 ),
-                                r["tenant_id"],
+                                _scope(r),
                                 r["id"],
-                                mode=r["mode"],
                             )
                             for r in uncertain
                         ],
@@ -1181,8 +1168,8 @@ class DeliveryService:
         timeline: list[repo.TimelineRow] = []
         # email.sent / email.failed per message, stamped from one template per mode: a batch
         # settles up to 1,000 messages at once (`stamp_events`, one outbox COPY).
-        sent: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-        fails: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        sent: dict[Mode, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        fails: dict[Mode, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         simulated: list[NormalizedEvent] = []
         for r, m, res in accepted:
             timeline.append(
@@ -1211,12 +1198,12 @@ class DeliveryService:
         events: list[Iterator[dict[str, Any]]] = []
         for mode, items in sent.items():
             template = EmailSent(message_id="-", to="-", provider=provider or "", occurred_at=now)
-            events.append(stamp_events(_event(template, tenant_id, mode=mode), items))
+            events.append(stamp_events(_event(template, TenantScope(tenant_id, mode)), items))
         for mode, items in fails.items():
             failure = EmailFailed(
                 message_id="-", to="-", provider=provider, reason="-", occurred_at=now
             )
-            events.append(stamp_events(_event(failure, tenant_id, mode=mode), items))
+            events.append(stamp_events(_event(failure, TenantScope(tenant_id, mode)), items))
         async with self.pool.acquire() as conn, conn.transaction():
             if accepted:
                 await repo.mark_sent(
@@ -1241,12 +1228,12 @@ class DeliveryService:
                 # Each retry's SendBatch, scheduled for when it is due (whole seconds: the
                 # jittered delays of one batch share a few commands).
                 at = await repo.transaction_time(conn)
-                due: dict[tuple[int, str], list[str]] = defaultdict(list)
+                due: dict[tuple[int, Mode], list[str]] = defaultdict(list)
                 for r, d, _ in retry:
                     due[(math.ceil(d), r["mode"])].append(r["id"])
                 for (seconds, mode), ids in due.items():
                     await schedule_sends(
-                        conn, tenant_id, mode, [(ids, at + timedelta(seconds=seconds))]
+                        conn, TenantScope(tenant_id, mode), [(ids, at + timedelta(seconds=seconds))]
                     )
             await repo.copy_timeline(conn, timeline)
             await outbox.enqueue_copy(conn, itertools.chain.from_iterable(events))
@@ -1347,7 +1334,7 @@ class DeliveryService:
             ],
         )
         await repo.advance_status(conn, row["id"], ev.status)
-        await outbox.enqueue(conn, _event(data, tenant_id, row["id"], mode=row["mode"]))
+        await outbox.enqueue(conn, _event(data, _scope(row), row["id"]))
         return 1
 
     async def apply_inbox_event(self, conn: asyncpg.Connection, event: Envelope) -> int:
@@ -1445,7 +1432,7 @@ class DeliveryService:
                 ],
             )
             await repo.advance_status(conn, message_id, status)
-            await outbox.enqueue(conn, _event(data, row["tenant_id"], message_id, mode=row["mode"]))
+            await outbox.enqueue(conn, _event(data, _scope(row), message_id))
 
     async def check_unsubscribe(self, token: str) -> str:
         message_id, _ = self._verify(token, "u")
@@ -1486,9 +1473,8 @@ class DeliveryService:
                 conn,
                 _event(
                     EmailUnsubscribed(**_email_fields(row, occurred_at=now), method=method),
-                    row["tenant_id"],
+                    _scope(row),
                     message_id,
-                    mode=row["mode"],
                 ),
             )
         return True
@@ -1502,8 +1488,7 @@ class DeliveryService:
         tags = [] if event.type == "contact.deleted" else list(data.get("contact_tags") or [])
         await repo.apply_contact_tags(
             conn,
-            event.tenant_id,
-            event.mode,
+            TenantScope.of(event),
             str(data["email"]),
             str(data["contact_id"]),
             tags,
@@ -1512,9 +1497,9 @@ class DeliveryService:
 
     # ------------------------------------------------------------ reading
 
-    async def get_email(self, tenant_id: str, mode: str, message_id: str) -> dict[str, Any]:
+    async def get_email(self, scope: TenantScope, message_id: str) -> dict[str, Any]:
         async with self.pool.acquire() as conn:
-            row = await repo.get_message(conn, tenant_id, mode, message_id)
+            row = await repo.get_message(conn, scope, message_id)
             if row is None:
                 raise NotFound("No email with this id.")
             events = await repo.timeline(conn, message_id)
@@ -1545,10 +1530,10 @@ class DeliveryService:
         return out
 
     async def list_emails(
-        self, tenant_id: str, mode: str, params: ListParams, **filters: Any
+        self, scope: TenantScope, params: ListParams, **filters: Any
     ) -> Page[dict[str, Any]]:
         async with self.pool.acquire() as conn:
-            rows = await repo.list_messages(conn, tenant_id, mode, params, **filters)
+            rows = await repo.list_messages(conn, scope, params, **filters)
         return params.page(rows, _summary)
 
     # ------------------------------------------------------------ policy management

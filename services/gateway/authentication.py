@@ -44,6 +44,7 @@ from libs.common.http import (
 )
 from libs.common.principal import PRINCIPAL_HEADER, SCOPES, Principal, sign_principal
 from libs.common.signing_keys import load_public_keys
+from libs.common.tenancy import Mode
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,16 @@ ACCESS_TOKEN_AUDIENCE = "pm-gateway"  # noqa: S105
 
 @dataclass(frozen=True)
 class Caller:
-    """The authenticated caller of one request (before the plan is attached)."""
+    """The authenticated caller of one request: a `libs.common.principal.Principal` before
+    its plan is known (`principal_for` attaches it), with the principal's field names and
+    types, plus what only the gateway needs (the dashboard session, the key's plan hint).
+    Its tenant and mode are a `TenantScope` (`TenantScope.of(caller)`), as in every service."""
 
-    kind: Literal["api_key", "user"]
+    subject_type: Literal["api_key", "user"]
     subject_id: str  # key id or user id
     tenant_id: str
     scopes: tuple[str, ...]
-    mode: Literal["live", "test"]
+    mode: Mode
     role: str | None = None
     session_id: str | None = None
     plan_hint: str | None = None
@@ -201,7 +205,7 @@ class Authenticator:
         AUTH_OUTCOMES.labels("jwt", "ok").inc()
         # Revoked sessions are checked in the rate-limit round trip (see ratelimit.py).
         return Caller(
-            kind="user",
+            subject_type="user",
             subject_id=str(claims["sub"]),
             tenant_id=str(claims["tid"]),
             scopes=ROLE_SCOPES[role],
@@ -574,13 +578,13 @@ MODE_HEADER = "X-PM-Mode"
 
 
 def session_mode(caller: Caller, requested: str | None) -> Caller:
-    if requested is None or caller.kind != "user":
+    if requested is None or caller.subject_type != "user":
         return caller
     if requested not in ("live", "test"):
         raise ValidationFailed(
             details=[{"field": f"header.{MODE_HEADER}", "message": "must be 'live' or 'test'"}]
         )
-    mode: Literal["live", "test"] = "test" if requested == "test" else "live"
+    mode: Mode = "test" if requested == "test" else "live"
     return dataclasses.replace(caller, mode=mode)
 
 
@@ -590,7 +594,7 @@ _CACHED_FIELDS = ("key_id", "tenant_id", "scopes", "mode", "plan", "valid_until_
 
 def _caller_from(data: dict[str, Any]) -> Caller:
     return Caller(
-        kind="api_key",
+        subject_type="api_key",
         subject_id=str(data["key_id"]),
         tenant_id=str(data["tenant_id"]),
         scopes=tuple(data["scopes"]),
@@ -627,7 +631,7 @@ def _throttled(ttl: Any) -> ApiError:
 def principal_for(caller: Caller, plan: str, request_id: str | None) -> Principal:
     return Principal(
         tenant_id=caller.tenant_id,
-        subject_type=caller.kind,
+        subject_type=caller.subject_type,
         subject_id=caller.subject_id,
         scopes=list(caller.scopes),
         plan=plan,

@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from libs.common.http import ApiError, register_error_code
+from libs.common.tenancy import TenantScope
 
 register_error_code(
     "invalid_idempotency_key", 400, "The Idempotency-Key header must be 1-255 printable characters."
@@ -89,11 +90,11 @@ class IdempotencyStore:
         # The lock outlives the longest upstream call; a killed gateway frees it by expiry.
         self._lock_seconds = lock_seconds
 
-    def _key(self, scope: str, key: str) -> str:
+    def _key(self, scope: TenantScope, key: str) -> str:
         hashed = hashlib.sha256(key.encode()).hexdigest()
-        return f"{self._ns}:idem:{scope}:{hashed}"
+        return f"{self._ns}:idem:{scope.tenant_id}:{scope.mode}:{hashed}"
 
-    async def begin(self, scope: str, key: str, fp: str) -> StoredResponse | None:
+    async def begin(self, scope: TenantScope, key: str, fp: str) -> StoredResponse | None:
         """Claim `key` (returns None: go ahead) or return the stored response; raises 409s."""
         name = self._key(scope, key)
         running = orjson.dumps({"state": "running", "fp": fp})
@@ -127,7 +128,7 @@ class IdempotencyStore:
             body=base64.b64decode(stored["body"]),
         )
 
-    async def finish(self, scope: str, key: str, fp: str, response: StoredResponse) -> None:
+    async def finish(self, scope: TenantScope, key: str, fp: str, response: StoredResponse) -> None:
         name = self._key(scope, key)
         plain = orjson.dumps(
             {
@@ -141,7 +142,7 @@ class IdempotencyStore:
         entry = {"state": "done", "fp": fp, "sealed": base64.b64encode(sealed).decode()}
         await self._redis.set(name, orjson.dumps(entry), ex=self._ttl)
 
-    async def abandon(self, scope: str, key: str) -> None:
+    async def abandon(self, scope: TenantScope, key: str) -> None:
         """The upstream never saw the request (it was not reachable): allow a retry."""
         await self._redis.delete(self._key(scope, key))
 

@@ -30,6 +30,7 @@ from libs.common.http import (
     request_id_var,
 )
 from libs.common.principal import PRINCIPAL_HEADER, sign_principal, tenant_id_var
+from libs.common.tenancy import TenantScope
 from services.gateway.authentication import (
     MODE_HEADER,
     Authenticator,
@@ -209,10 +210,10 @@ class Gateway:
                 await self._after_success(rule, request, upstream.status)
         except ApiError as exc:
             exc.headers = {**headers, **(exc.headers or {})}
-            if exc.status_code != 429 and caller.kind == "api_key":
+            if exc.status_code != 429 and caller.subject_type == "api_key":
                 self._count_error(caller.subject_id)
             raise
-        if response.status_code >= 400 and caller.kind == "api_key":
+        if response.status_code >= 400 and caller.subject_type == "api_key":
             self._count_error(caller.subject_id)
         response.headers.update(headers)
         return response
@@ -244,7 +245,7 @@ class Gateway:
 
     def _authorize(self, rule: RouteRule, caller: Caller, method: str) -> None:
         if rule.auth == "user":
-            if caller.kind != "user":
+            if caller.subject_type != "user":
                 raise Forbidden(
                     "This operation needs a dashboard user session (access token), not an API key.",
                     code="user_session_required",
@@ -261,7 +262,7 @@ class Gateway:
             )
         roles = rule.roles_for(method)
         if roles is not None and caller.role not in roles:
-            who = "API key's creator" if caller.kind == "api_key" else "user"
+            who = "API key's creator" if caller.subject_type == "api_key" else "user"
             raise Forbidden(
                 f"This operation needs an {' or '.join(sorted(roles))} (the {who} is "
                 f"{caller.role or 'unknown'}).",
@@ -323,7 +324,7 @@ class Gateway:
         idem_key: str,
     ) -> _Stored:
         key = validate_key(idem_key)
-        scope = f"{caller.tenant_id}:{caller.mode}"
+        scope = TenantScope.of(caller)
         fp = fingerprint(
             request.method,
             request.scope["path"],
@@ -375,8 +376,8 @@ class Gateway:
 
     async def _rate_limit(self, caller: Caller, plan: str) -> RateDecision:
         limits = limits_for(plan)
-        subject = f"{caller.kind}:{caller.subject_id}"
-        usage_key = caller.subject_id if caller.kind == "api_key" else None
+        subject = f"{caller.subject_type}:{caller.subject_id}"
+        usage_key = caller.subject_id if caller.subject_type == "api_key" else None
         if self.guard.usable():
             try:
                 decision = await self.limiter.hit(
@@ -393,7 +394,7 @@ class Gateway:
                 self.guard.failed("rate_limit", exc)
         else:
             self.guard.fallback("rate_limit")
-        if caller.kind == "user":
+        if caller.subject_type == "user":
             # Logout marks live in Redis: without it a revoked session would keep working.
             # Fail closed for dashboard sessions; API keys keep being served.
             raise ServiceUnavailable(

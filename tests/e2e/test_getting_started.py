@@ -43,6 +43,12 @@ class Curl:
     body: Any | None
 
 
+def json_body(curl: Curl) -> dict[str, Any]:
+    """The JSON object a curl command of the guide sends (-d '{...}')."""
+    assert isinstance(curl.body, dict), f"{curl.method} {curl.url} sends no JSON object"
+    return curl.body
+
+
 def guide_steps() -> list[list[Curl]]:
     """The curl commands of each ```bash block of the guide, in order."""
     blocks = re.findall(r"```bash\n(.*?)```", GUIDE.read_text(), flags=re.S)
@@ -109,7 +115,7 @@ def test_the_getting_started_guide_works(dev_stack: DevStack) -> None:
         # 1. An account and a dashboard token.
         email = f"getting-started-{uuid.uuid4().hex[:8]}@example.com"
         signup = account[0]
-        signup.body = {**signup.body, "email": email}
+        signup.body = {**json_body(signup), "email": email}
         r = send(client, signup, env)
         assert r.status_code == 201, r.text
         env["PM_ACCESS_TOKEN"] = r.json()["data"]["access_token"]
@@ -147,7 +153,7 @@ def test_the_getting_started_guide_works(dev_stack: DevStack) -> None:
             first_call[0].method,
             first_call[0].url,
             first_call[0].headers,
-            {**first_call[0].body, "email": "joe@example.com"},
+            {**json_body(first_call[0]), "email": "joe@example.com"},
         )
         assert send(client, another, env).status_code == 201
         delivered = eventually_sync(lambda: _contact_created(receiver), timeout=60)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ RUBY = REPO / "sdks" / "ruby"
 PYTHON = REPO / "sdks" / "python"
 
 
-def run_suite(cmd: list[str], cwd: object, stack: SdkStack, timeout: float = 600) -> str:
+def run_suite(cmd: list[str], cwd: Path, stack: SdkStack, timeout: float = 600) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PENGUINMAILS_")}
     env.update(stack.env())
     done = subprocess.run(

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import httpx
+import orjson
 
 from libs.common.emails import format_address
 from services.delivery.domains.dkim import DkimSigner
@@ -148,6 +149,16 @@ class WebhookRequest:
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     url: str
+
+    def json_object(self, provider: str) -> dict[str, Any]:
+        """The body as a JSON object, else WebhookRejected (answered 401, nothing applied)."""
+        try:
+            body = orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise WebhookRejected(f"{provider} webhook: body is not JSON") from exc
+        if not isinstance(body, dict):
+            raise WebhookRejected(f"{provider} webhook: body is not an object")
+        return body
 
 
 class WebhookRejected(Exception):

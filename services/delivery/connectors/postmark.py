@@ -130,7 +130,7 @@ class PostmarkConnector(HttpApiConnector):
 
     async def on_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
         self._verify(request)
-        e = _body(request)
+        e = request.json_object(self.id)
         kind = e.get("RecordType")
         meta = e.get("Metadata") or {}
         common: dict[str, Any] = {
@@ -217,16 +217,6 @@ def _error_reason(r: httpx.Response) -> str:
     return f"postmark HTTP {r.status_code} {body.get('ErrorCode', '')}: {body.get('Message', '')}"[
         :500
     ]
-
-
-def _body(request: WebhookRequest) -> dict[str, Any]:
-    try:
-        body = orjson.loads(request.body)
-    except orjson.JSONDecodeError as exc:
-        raise WebhookRejected("postmark webhook: body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise WebhookRejected("postmark webhook: body is not an object")
-    return body
 
 
 def _time(raw: Any) -> datetime | None:

@@ -32,6 +32,7 @@ from libs.common.events import (
     make_event,
 )
 from libs.common.http import ApiError, register_error_code
+from libs.common.tenancy import TenantScope
 from libs.common.vault import Vault
 from services.delivery.domains import repository as repo
 from services.delivery.domains.dkim import DkimSigner, generate_key_pair
@@ -281,14 +282,16 @@ class DomainService:
 
     # -- the rule senders obey ----------------------------------------------------------------
 
-    async def require_verified_sender(self, tenant_id: str, mode: str, from_email: str) -> None:
+    async def require_verified_sender(self, scope: TenantScope, from_email: str) -> None:
         """Live mail only From a domain verified for the tenant (or a subdomain of one);
         test mode is exempt."""
-        if mode == "test":
+        if scope.mode == "test":
             return
         name = _sender_domain_or_none(from_email)
         async with self.pool.acquire() as conn:
-            found = name and await repo.verified_covering(conn, tenant_id, _with_parents(name))
+            found = name and await repo.verified_covering(
+                conn, scope.tenant_id, _with_parents(name)
+            )
         if not found:
             shown = name or from_email
             raise ApiError(

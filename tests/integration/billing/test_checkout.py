@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -76,7 +77,7 @@ async def test_checkout_completed_links_subscription_and_changes_plan(
         )
         assert dict(config) == {"plan": "pro", "stripe_subscription_id": sub_id}
 
-        async def paid() -> list[object] | None:
+        async def paid() -> list[dict[str, Any]] | None:
             resp = await client.get(
                 f"{billing.api.url}/api/v1/billing/payments", headers=principal_headers(tenant)
             )

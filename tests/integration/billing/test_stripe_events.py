@@ -4,6 +4,7 @@ retries. Each ends with billing's state equal to Stripe's current state."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -159,7 +160,7 @@ async def test_updates_delivered_in_reverse_order_end_in_stripes_current_state(
     ]
     assert len(updates) == 3
     for e in updates:
-        await eventually(lambda e=e: processed(billing_pool, e["id"]), "update processed")
+        await eventually(functools.partial(processed, billing_pool, e["id"]), "update processed")
     # The snapshots, applied in the order received, would end on the first (enterprise).
     assert updates[0]["data"]["object"]["items"]["data"][0]["price"]["id"] == "price_enterprise"
 

@@ -12,6 +12,7 @@ import pytest
 
 from libs.common.events import EmailRequested, TenantCreated, TenantPlanChanged, make_event
 from libs.common.plans import PLANS
+from libs.common.tenancy import TenantScope
 from services.delivery import repository as repo
 from tests.integration.delivery.conftest import Harness
 
@@ -152,8 +153,10 @@ async def test_campaign_steps_beyond_the_quota_are_deferred_not_lost(harness: Ha
             tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC
         )
         # Counted on the day it is deferred to; fill the rest of that day.
-        assert await repo.daily_sends(conn, h.tenant, "live", tomorrow) == 1
-        assert await repo.take_daily_sends(conn, h.tenant, "live", tomorrow, FREE - 1, FREE)
+        assert await repo.daily_sends(conn, TenantScope(h.tenant, "live"), tomorrow) == 1
+        assert await repo.take_daily_sends(
+            conn, TenantScope(h.tenant, "live"), tomorrow, FREE - 1, FREE
+        )
     # No room within the horizon: refused (the consumer dead-letters it, replayable).
     from services.delivery.service import DailyQuotaExceeded
 

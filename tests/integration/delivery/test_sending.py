@@ -182,9 +182,8 @@ async def test_test_mode_only_reaches_the_sandbox(
 
 @pytest.mark.parametrize("harness", [{"retry_base_seconds": 0.01}], indirect=True)
 async def test_bulk_uses_batch_apis(harness: Harness, reset_fakes: dict[str, Any]) -> None:
-    recipients = [
-        {"email": f"u{i}@example.com", "personalization": {"name": f"U{i}"}} for i in range(1200)
-    ]
+    emails = [f"u{i}@example.com" for i in range(1200)]
+    recipients = [{"email": e, "personalization": {"name": f"U{i}"}} for i, e in enumerate(emails)]
     r = await harness.client.post(
         "/api/v1/emails/send-bulk",
         headers=harness.headers(),
@@ -205,5 +204,5 @@ async def test_bulk_uses_batch_apis(harness: Harness, reset_fakes: dict[str, Any
         sorted(len(c.recipients) for c in calls) == [500, 500, 100, 100][: len(calls)]
         or sum(len(c.recipients) for c in calls) == 1200
     )
-    assert sorted(mg.recipients()) == sorted(x["email"] for x in recipients)
+    assert sorted(mg.recipients()) == sorted(emails)
     assert max(len(c.recipients) for c in calls) <= 500  # Mailgun burst caps a call

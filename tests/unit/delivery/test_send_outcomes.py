@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from libs.common.events import EmailQueued, parse_event
+from libs.common.tenancy import TenantScope
 from services.delivery.connectors.base import OutgoingEmail, network_failure
 from services.delivery.repository import MessageRow
 from services.delivery.service import queued_events
@@ -60,7 +61,9 @@ def test_queued_events_are_valid_email_queued() -> None:
         next_attempt_at=at,
         contact_tags=["vip"],
     )
-    [stamped, other] = queued_events("t_1", "test", [row, row._replace(id="msg_2")], at)
+    [stamped, other] = queued_events(
+        TenantScope("t_1", "test"), [row, row._replace(id="msg_2")], at
+    )
     parsed = parse_event(orjson.dumps(stamped))
     assert parsed.type == "email.queued" and parsed.subject == "msg_1"
     assert parsed.tenant_id == "t_1" and parsed.mode == "test"
