@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import io
 import itertools
 import logging
@@ -207,6 +208,10 @@ _RELAY_ERRORS = (
 
 # The smallest batch a relay shrinks to when confirms time out.
 _MIN_BATCH = 10
+# How soon a relay claims again after leaving rows behind another claim's.
+_DEFERRED_RETRY_SECONDS = 0.005
+# How many rows this task's last claim left for later (each worker task has its own).
+_DEFERRED: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_deferred", default=0)
 
 
 def notify_channel(schema: str) -> str:
@@ -275,8 +280,9 @@ class OutboxRelay:
         rows: list[asyncpg.Record] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
+                claimed = await conn.fetch(
                     "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
+                    " tenant_id, priority, created_at AS committed_at,"
                     " greatest(created_at, not_before) AS created_at FROM outbox"
                     " WHERE published_at IS NULL"
                     " AND (not_before IS NULL OR not_before <= now())"
@@ -285,6 +291,11 @@ class OutboxRelay:
                     " FOR UPDATE SKIP LOCKED",
                     self.batch_limit,
                 )
+                if not claimed:
+                    _DEFERRED.set(0)
+                    return 0
+                rows = await _in_tenant_order(conn, claimed)
+                _DEFERRED.set(len(claimed) - len(rows))
                 if not rows:
                     return 0
                 # aiormq's channel under aio-pika's robust one: the same connection and
@@ -421,6 +432,11 @@ class OutboxRelay:
                 continue
             if n >= limit:
                 continue  # more is waiting: no sleep
+            if _DEFERRED.get():
+                # Held back behind another claim, which commits (no NOTIFY) within its
+                # confirm wait: look again soon rather than at the next poll.
+                await _wait(stop, _DEFERRED_RETRY_SECONDS)
+                continue
             await _wait_any(stop, self._wake, self.poll_interval)
 
     async def _listen(self, stop: asyncio.Event) -> None:
@@ -465,6 +481,38 @@ def _json_bytes(payload: Any) -> bytes:
     if isinstance(payload, str):
         return payload.encode()
     return orjson.dumps(payload)
+
+
+# Pending rows of the claimed tenants that this claim does not hold: the first of each tenant
+# in publishing order (the index outbox_tenant_pending_idx makes it one probe per tenant).
+_FIRST_PENDING_ELSEWHERE = (
+    "SELECT t.tenant_id, o.priority, o.created_at FROM unnest($1::text[]) AS t(tenant_id)"
+    " CROSS JOIN LATERAL (SELECT priority, created_at FROM outbox"
+    " WHERE tenant_id = t.tenant_id AND published_at IS NULL AND id <> ALL($2::uuid[])"
+    " AND (not_before IS NULL OR not_before <= now())"
+    " ORDER BY priority DESC, created_at LIMIT 1) AS o"
+)
+
+
+async def _in_tenant_order(
+    conn: asyncpg.Connection, claimed: Sequence[asyncpg.Record]
+) -> list[asyncpg.Record]:
+    """The claimed rows that may go now: a row whose tenant has an earlier pending row that
+    this claim skipped (`SKIP LOCKED`: another relay, or this relay's other batch, holds it and
+    has not published it yet) is left for a later claim. Without that, two claims racing over
+    a tenant's rows (a relay that fell behind by two commits) published them in whichever order
+    their queries returned, and the tenant's consumers (its event stream) saw them swapped."""
+    tenants = sorted({r["tenant_id"] for r in claimed})
+    earlier = await conn.fetch(_FIRST_PENDING_ELSEWHERE, tenants, [r["id"] for r in claimed])
+    if not earlier:
+        return list(claimed)
+    first = {e["tenant_id"]: (-e["priority"], e["created_at"]) for e in earlier}
+    return [
+        r
+        for r in claimed
+        if r["tenant_id"] not in first
+        or (-r["priority"], r["committed_at"]) < first[r["tenant_id"]]
+    ]
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
