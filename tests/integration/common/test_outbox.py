@@ -398,7 +398,6 @@ async def test_a_command_goes_to_its_own_queue_only_once_due(
             await admin.close()
 
 
-
 async def test_a_tenants_later_event_waits_for_an_earlier_one_held_by_another_claim(
     keys_pool: asyncpg.Pool, widgets: str, amqp_url: str, unique: str
 ) -> None:
@@ -409,18 +408,17 @@ async def test_a_tenants_later_event_waits_for_an_earlier_one_held_by_another_cl
     first = await commit_events(keys_pool, tenant, 0, 1)
     second = await commit_events(keys_pool, tenant, 1, 1)
     relay = OutboxRelay(keys_pool, "keys", amqp_url, poll_interval=0.2)
-    async with Collector(amqp_url, "contact.created") as seen:
-        async with keys_pool.acquire() as holder:
-            claim = holder.transaction()
-            await claim.start()
-            # The other claim: the first row, locked as a relay locks it until its commit.
-            await holder.execute("SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE", first[0])
-            async with running(relay):
-                # Another tenant's row committed after both: once it is out, the relay has
-                # claimed past the second row.
-                marker = await commit_events(keys_pool, other, 0, 1)
-                await eventually(lambda: seen.ids(other) == marker, timeout=30)
-                assert seen.ids(tenant) == []  # not the second before the first
-                await claim.rollback()  # the other claim gave the first row up
-                await eventually(lambda: len(seen.ids(tenant)) >= 2, timeout=30)
+    async with Collector(amqp_url, "contact.created") as seen, keys_pool.acquire() as holder:
+        claim = holder.transaction()
+        await claim.start()
+        # The other claim: the first row, locked as a relay locks it until its commit.
+        await holder.execute("SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE", first[0])
+        async with running(relay):
+            # Another tenant's row committed after both: once it is out, the relay has
+            # claimed past the second row.
+            marker = await commit_events(keys_pool, other, 0, 1)
+            await eventually(lambda: seen.ids(other) == marker, timeout=30)
+            assert seen.ids(tenant) == []  # not the second before the first
+            await claim.rollback()  # the other claim gave the first row up
+            await eventually(lambda: len(seen.ids(tenant)) >= 2, timeout=30)
     assert seen.ids(tenant) == first + second
