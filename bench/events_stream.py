@@ -139,7 +139,9 @@ async def main() -> None:
     arrivals: list[tuple[float, float, str]] = []
     readers: list[asyncio.Task[None]] = []
     stored_lag: list[float] = []
+    stored_lag_all: list[float] = []
     stored_at: dict[str, float] = {}
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
     try:
         for port in ports.values():
             wait_ready(f"http://127.0.0.1:{port}")
@@ -175,6 +177,7 @@ async def main() -> None:
                         ),
                     )
                 await asyncio.sleep(max(0.0, t0 + (tick + 1) * interval - time.perf_counter()))
+            load = os.getloadavg()  # the machine's load while the events went in
             expected = ticks * TENANTS
             deadline = time.monotonic() + 60
             while len(arrivals) < expected and time.monotonic() < deadline:
@@ -186,12 +189,13 @@ async def main() -> None:
         # stream consumer) versus stored -> on the stream (NOTIFY, hub, HTTP).
         rows = await pool.fetch(
             "SELECT event_id::text AS id, extract(epoch FROM stored_at) AS stored,"
-            " extract(epoch FROM stored_at - (payload::json->>'created')::timestamptz) AS lag"
-            " FROM stream_events WHERE (payload::json->>'created')::timestamptz"
-            " >= to_timestamp($1)",
+            " extract(epoch FROM stored_at - (payload::json->>'created')::timestamptz) AS lag,"
+            " (payload::json->>'created')::timestamptz >= to_timestamp($1) AS measured"
+            " FROM stream_events",
             measured_from,
         )
-        stored_lag = [float(r["lag"]) for r in rows]
+        stored_lag_all = [float(r["lag"]) for r in rows]
+        stored_lag = [float(r["lag"]) for r in rows if r["measured"]]
         stored_at = {r["id"]: float(r["stored"]) for r in rows}
         peaks = peak_rss({f"webhooks {name}": p.pid for name, p in zip(ports, procs, strict=True)})
     finally:
@@ -206,18 +210,30 @@ async def main() -> None:
 
     stream = [at - created for at, created, _ in arrivals if created >= measured_from]
     # stored_at is the statement's start (now()): the push share includes the append itself.
-    pushed = [at - stored_at[i] for at, _, i in arrivals if i in stored_at]
-    hooks = [
-        r.at - _created(r.body) for r in receiver.snapshot() if _created(r.body) >= measured_from
-    ]
+    pushed = [at - stored_at[i] for at, c, i in arrivals if i in stored_at and c >= measured_from]
+    received = receiver.snapshot()
+    hooks = [r.at - _created(r.body) for r in received if _created(r.body) >= measured_from]
     print(
         f"bench/events_stream.py  {TENANTS} tenants x 1 stream x {RATE} events/s, {SECONDS:.0f} s"
         f" measured ({WITH_WEBHOOK} tenants also with a webhook endpoint)"
     )
     print(f"  stream arrivals: {len(arrivals)} of {expected} (all phases),"
           f" webhook arrivals: {receiver.count} of {webhook_expected}")  # fmt: skip
+    print("  load average during the run (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in load))
+    behind = len(arrivals) < expected or receiver.count < webhook_expected
     if not stream or not hooks:
-        print("  the pipeline fell behind: no measured event arrived within 60 s of the load")
+        # Fell behind so far that no event of the measured phase arrived within 60 s: the
+        # figures of what did arrive (the warm-up's), so a run always says where it stands.
+        print("  the pipeline fell behind: no measured event arrived within 60 s of the load;"
+              " figures below are of the events that arrived (warm-up included)")  # fmt: skip
+        stream = [at - created for at, created, _ in arrivals]
+        hooks = [r.at - _created(r.body) for r in received]
+        stored_lag = stored_lag_all
+        pushed = [at - stored_at[i] for at, _, i in arrivals if i in stored_at]
+    elif behind:
+        print("  the pipeline fell behind: figures below are of the events that arrived")
+    if not stream or not hooks:
+        print("  nothing arrived: no figures")
         return
     s99, w99 = percentile(stream, 99) * 1000, percentile(hooks, 99) * 1000
     s50, w50 = percentile(stream, 50) * 1000, percentile(hooks, 50) * 1000
@@ -238,6 +254,8 @@ async def main() -> None:
         "p99_ratio": s99 / w99,
         "delivered": len(arrivals),
         "expected": expected,
+        "fell_behind": behind,
+        "load_1min": load[0],
     }
     print(orjson.dumps(figures).decode())
 

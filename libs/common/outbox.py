@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import io
 import itertools
 import logging
@@ -208,6 +209,10 @@ _RELAY_ERRORS = (
 
 # The smallest batch a relay shrinks to when confirms time out.
 _MIN_BATCH = 10
+# How soon a relay claims again after leaving rows behind another claim's.
+_DEFERRED_RETRY_SECONDS = 0.005
+# How many rows this task's last claim left for later (each worker task has its own).
+_DEFERRED: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_deferred", default=0)
 
 
 def notify_channel(schema: str) -> str:
@@ -247,6 +252,10 @@ class OutboxRelay:
         self.batch_limit = batch_size
         self._wake = asyncio.Event()
         self._connect_lock = asyncio.Lock()
+        self._claim_lock = asyncio.Lock()
+        # Rows of this relay's batches already queued on the channel, not yet committed as
+        # published: later rows of their tenants may follow them at once.
+        self._sent: set[Any] = set()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
@@ -276,25 +285,40 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Claim, publish and mark one batch; returns how many rows were published."""
         rows: list[asyncpg.Record] = []
+        sent: list[Any] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
-                    " greatest(created_at, not_before) AS created_at FROM outbox"
-                    " WHERE published_at IS NULL"
-                    " AND (not_before IS NULL OR not_before <= now())"
-                    " ORDER BY priority DESC, created_at"
-                    " LIMIT $1"
-                    " FOR UPDATE SKIP LOCKED",
-                    self.batch_limit,
-                )
-                if not rows:
-                    return 0
-                # aiormq's channel under aio-pika's robust one: the same connection and
-                # confirms, without aio-pika's per-message wrappers (about 1.5x the rate).
-                assert self._channel is not None
-                amqp = await self._channel.get_underlay_channel()
-                await asyncio.gather(*(self._publish_row(amqp, r) for r in rows))
+                # One claim at a time in this relay, up to its publishes being queued on the
+                # channel (in claim order): the confirm waits overlap, the claims never race.
+                async with self._claim_lock:
+                    claimed = await conn.fetch(
+                        "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
+                        " tenant_id, priority, created_at AS committed_at,"
+                        " greatest(created_at, not_before) AS created_at FROM outbox"
+                        " WHERE published_at IS NULL"
+                        " AND (not_before IS NULL OR not_before <= now())"
+                        " ORDER BY priority DESC, created_at"
+                        " LIMIT $1"
+                        " FOR UPDATE SKIP LOCKED",
+                        self.batch_limit,
+                    )
+                    if not claimed:
+                        _DEFERRED.set(0)
+                        return 0
+                    rows = await _in_tenant_order(conn, claimed, self._sent)
+                    _DEFERRED.set(len(claimed) - len(rows))
+                    if not rows:
+                        return 0
+                    # aiormq's channel under aio-pika's robust one: the same connection and
+                    # confirms, without aio-pika's per-message wrappers (about 1.5x the rate).
+                    assert self._channel is not None
+                    amqp = await self._channel.get_underlay_channel()
+                    # Tasks start in creation order and the channel's lock is first come,
+                    # first served: these rows go out before any later claim's.
+                    publishes = [asyncio.ensure_future(self._publish_row(amqp, r)) for r in rows]
+                    sent = [r["id"] for r in rows]
+                    self._sent.update(sent)
+                await asyncio.gather(*publishes)
                 await conn.execute(
                     "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
                     [r["id"] for r in rows],
@@ -305,6 +329,8 @@ class OutboxRelay:
             RELAY_FAILURES.labels(self.schema).inc()
             await self._record_failure(rows, exc)
             raise
+        finally:
+            self._sent.difference_update(sent)
         now = time.time()
         lag = RELAY_LAG.labels(self.schema)
         for r in rows:
@@ -424,6 +450,11 @@ class OutboxRelay:
                 continue
             if n >= limit:
                 continue  # more is waiting: no sleep
+            if _DEFERRED.get():
+                # Held back behind another claim, which commits (no NOTIFY) within its
+                # confirm wait: look again soon rather than at the next poll.
+                await _wait(stop, _DEFERRED_RETRY_SECONDS)
+                continue
             await _wait_any(stop, self._wake, self.poll_interval)
 
     async def _listen(self, stop: asyncio.Event) -> None:
@@ -468,6 +499,40 @@ def _json_bytes(payload: Any) -> bytes:
     if isinstance(payload, str):
         return payload.encode()
     return orjson.dumps(payload)
+
+
+# Pending rows of the claimed tenants that this claim does not hold: the first of each tenant
+# in publishing order (the index outbox_tenant_pending_idx makes it one probe per tenant).
+_FIRST_PENDING_ELSEWHERE = (
+    "SELECT t.tenant_id, o.priority, o.created_at FROM unnest($1::text[]) AS t(tenant_id)"
+    " CROSS JOIN LATERAL (SELECT priority, created_at FROM outbox"
+    " WHERE tenant_id = t.tenant_id AND published_at IS NULL AND id <> ALL($2::uuid[])"
+    " AND (not_before IS NULL OR not_before <= now())"
+    " ORDER BY priority DESC, created_at LIMIT 1) AS o"
+)
+
+
+async def _in_tenant_order(
+    conn: asyncpg.Connection, claimed: Sequence[asyncpg.Record], sent: Iterable[Any] = ()
+) -> list[asyncpg.Record]:
+    """The claimed rows that may go now: a row whose tenant has an earlier pending row that
+    this claim skipped (`SKIP LOCKED`: another relay holds it and has not published it yet) is
+    left for a later claim; rows this relay already queued on its channel (`sent`) are ahead
+    on the same channel, so they hold nothing back. Without that, two claims racing over
+    a tenant's rows (a relay that fell behind by two commits) published them in whichever order
+    their queries returned, and the tenant's consumers (its event stream) saw them swapped."""
+    tenants = sorted({r["tenant_id"] for r in claimed})
+    mine = [r["id"] for r in claimed] + list(sent)
+    earlier = await conn.fetch(_FIRST_PENDING_ELSEWHERE, tenants, mine)
+    if not earlier:
+        return list(claimed)
+    first = {e["tenant_id"]: (-e["priority"], e["created_at"]) for e in earlier}
+    return [
+        r
+        for r in claimed
+        if r["tenant_id"] not in first
+        or (-r["priority"], r["committed_at"]) < first[r["tenant_id"]]
+    ]
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

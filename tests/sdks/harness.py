@@ -4,7 +4,10 @@
   `POST /__sdk_test/drop {"method", "path", "count"}`, it forwards the next matching request
   to the gateway, waits for the gateway's answer, then closes the connection without
   passing it on (the client sees a connection error, the server did the work) — how a
-  retried POST is shown to create one object;
+  retried POST is shown to create one object. A 429 or 503 answer (nothing was done: rate
+  limited, or a dependency down) is passed on and the drop stays armed for the client's
+  retry: losing it would lose no work, and the retry would be a first execution, not a
+  replay (the SDK suites' free-plan tenant meets its 20 requests a minute often);
 * `GET /__sdk_test/log`: what went through the proxy (method, path, Idempotency-Key,
   status, whether the gateway replayed a stored answer);
 * `GET /__sdk_test/webhooks?path=/hooks/node`: the deliveries a real WebhookReceiver
@@ -29,6 +32,8 @@ import httpx
 from tests.fakes.webhook_receiver import WebhookReceiver
 
 HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding"}
+# Answers after which the server did nothing and the client retries on its own: never lost.
+NOTHING_DONE = {429, 503}
 
 
 @dataclass
@@ -147,11 +152,11 @@ class SdkTestServer:
         writer: asyncio.StreamWriter,
     ) -> bool:
         path = urlsplit(target).path
-        drop = self._take_drop(method, path)
         forwarded = {k: v for k, v in headers.items() if k not in HOP_BY_HOP}
         response = await self._http.request(
             method, self.upstream + target, headers=forwarded, content=body
         )
+        drop = response.status_code not in NOTHING_DONE and self._take_drop(method, path)
         with self._lock:
             self.log.append(
                 {

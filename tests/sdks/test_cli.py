@@ -211,10 +211,6 @@ def test_trigger_emits_a_test_event_and_refuses_live_keys_and_unknown_types(
     assert scopes["email.opened"] == "read_analytics"
 
 
-@pytest.mark.xfail(
-    reason="wave-3 merge: stream order with batched appends (closing note)",
-    strict=False,
-)
 def test_events_tail_follows_reconnects_and_resumes_across_runs(
     sdk_stack: SdkStack, config: Path, client: PenguinMails
 ) -> None:
@@ -258,10 +254,6 @@ def test_events_tail_follows_reconnects_and_resumes_across_runs(
     assert "cannot resume after" in "".join(gone.stderr)
 
 
-@pytest.mark.xfail(
-    reason="wave-3 merge: stream order with batched appends (closing note)",
-    strict=False,
-)
 def test_listen_forwards_signed_events_in_order_retrying_failures(
     sdk_stack: SdkStack, config: Path, client: PenguinMails
 ) -> None:

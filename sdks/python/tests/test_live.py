@@ -148,6 +148,7 @@ def test_a_lost_post_answer_is_retried_with_the_same_key_creating_one_object() -
     log = [r for r in control("/__sdk_test/log") if r["path"] == "/api/v1/contacts"]
     first, second = log[-2:]
     assert first["dropped"] and not second["dropped"]
+    assert first["status"] == 201  # the lost answer: the contact was created then
     assert first["idempotency_key"] and second["idempotency_key"] == first["idempotency_key"]
     assert second["replayed"]
     page = PenguinMails().contacts.list(email=address)

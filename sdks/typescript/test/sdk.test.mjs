@@ -327,6 +327,7 @@ describe('idempotent retries', () => {
     const last = log.slice(-2);
     assert.equal(last.length, 2);
     assert.equal(last[0].dropped, true);
+    assert.equal(last[0].status, 201); // the lost answer: the contact was created then
     assert.equal(last[1].dropped, false);
     assert.ok(last[0].idempotency_key);
     assert.equal(last[1].idempotency_key, last[0].idempotency_key);

@@ -21,7 +21,7 @@ from libs.common.bus import (
     replay_dlq,
 )
 from libs.common.events import ContactUpdated, Envelope, make_event
-from tests.integration.common.amqp_tools import eventually, publish_raw
+from tests.integration.common.amqp_tools import eventually, publish_all, publish_raw
 
 
 def updated(tenant: str, contact: str = "ct_1") -> Envelope:
@@ -158,3 +158,26 @@ async def test_permanent_and_unparseable_go_straight_to_the_dlq(
 
 async def _depth_is(amqp_url: str, queue: str, n: int) -> bool:
     return await dlq_depth(amqp_url, queue) == n
+
+
+async def test_messages_that_arrive_together_reach_the_handler_in_queue_order(
+    bus: EventBus, amqp_url: str, unique: str
+) -> None:
+    """Handled concurrently (up to the prefetch), but started in the queue's order: a consumer
+    that keeps order itself (the event stream numbers a tenant's events as they come) sees a
+    tenant's events in the order they were published."""
+    tenant = f"t_{unique}"
+    started: list[str] = []
+
+    @bus.subscribe("ordered", ["contact.updated"], inbox=False)
+    async def handle(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+        if event.tenant_id != tenant:
+            return
+        started.append(str(event.id))
+        await asyncio.sleep(0.05)  # still busy when the next ones arrive
+
+    await bus.start()
+    events = [updated(tenant, f"ct_{i}") for i in range(200)]
+    await publish_all(amqp_url, events)
+    await eventually(lambda: len(started) >= len(events), timeout=30)
+    assert started == [str(e.id) for e in events]

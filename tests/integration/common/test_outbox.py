@@ -419,3 +419,29 @@ async def test_a_command_goes_to_its_own_queue_only_once_due(
             await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         finally:
             await admin.close()
+
+
+async def test_a_tenants_later_event_waits_for_an_earlier_one_held_by_another_claim(
+    keys_pool: asyncpg.Pool, widgets: str, amqp_url: str, unique: str
+) -> None:
+    """Two claims racing over one tenant's rows (another relay, or this relay's other batch,
+    holding the first between its claim and its publish): the later row is not published
+    before the earlier one, so the tenant's consumers (its event stream) see commit order."""
+    tenant, other = f"t_{unique}", f"o_{unique}"
+    first = await commit_events(keys_pool, tenant, 0, 1)
+    second = await commit_events(keys_pool, tenant, 1, 1)
+    relay = OutboxRelay(keys_pool, "keys", amqp_url, poll_interval=0.2)
+    async with Collector(amqp_url, "contact.created") as seen, keys_pool.acquire() as holder:
+        claim = holder.transaction()
+        await claim.start()
+        # The other claim: the first row, locked as a relay locks it until its commit.
+        await holder.execute("SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE", first[0])
+        async with running(relay):
+            # Another tenant's row committed after both: once it is out, the relay has
+            # claimed past the second row.
+            marker = await commit_events(keys_pool, other, 0, 1)
+            await eventually(lambda: seen.ids(other) == marker, timeout=30)
+            assert seen.ids(tenant) == []  # not the second before the first
+            await claim.rollback()  # the other claim gave the first row up
+            await eventually(lambda: len(seen.ids(tenant)) >= 2, timeout=30)
+    assert seen.ids(tenant) == first + second
