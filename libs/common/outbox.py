@@ -422,7 +422,7 @@ class OutboxRelay:
             await self.close()
 
     async def _work(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        backoff, deferred_wait = 0.2, _DEFERRED_RETRY_SECONDS
         while not stop.is_set():
             self._wake.clear()  # before looking: a NOTIFY from now on wakes the wait below
             limit = self.batch_limit
@@ -452,9 +452,12 @@ class OutboxRelay:
                 continue  # more is waiting: no sleep
             if _DEFERRED.get():
                 # Held back behind another claim, which commits (no NOTIFY) within its
-                # confirm wait: look again soon rather than at the next poll.
-                await _wait(stop, _DEFERRED_RETRY_SECONDS)
+                # confirm wait: look again soon rather than at the next poll, backing off
+                # (doubling up to the poll interval) while that claim waits on its confirms.
+                await _wait(stop, deferred_wait)
+                deferred_wait = min(deferred_wait * 2, self.poll_interval)
                 continue
+            deferred_wait = _DEFERRED_RETRY_SECONDS
             await _wait_any(stop, self._wake, self.poll_interval)
 
     async def _listen(self, stop: asyncio.Event) -> None:
