@@ -15,7 +15,9 @@ this measures the pipeline's order, not the provider's pace). Callers are signed
    they are accepted, while they drain, the small tenant sends K emails as in 1.
 
 Prints both p50/p95/p99, busy p99 / idle p99 (target <= 2x, issue 13) and the bulk's drain
-time (throughput). BENCH_FAIRNESS_EXPRESS_MAX=0 turns the express lane off (the baseline).
+time (throughput), and where the small sends' time went: accept -> their send command
+published by the outbox relay, and published -> sent (negative: another command's fair
+claim sent it before its own command was out).
 Run: `uv run python -m bench.fairness` (needs the OpenBao dev server of `make infra`);
 BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40).
 """
@@ -58,8 +60,6 @@ INTERVAL = 0.25
 CLAIM_LIMIT = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT", "200")  # PM_CLAIM_LIMIT's default
 PREFETCH = os.environ.get("BENCH_FAIRNESS_PREFETCH", "32")  # PM_CONSUMER_PREFETCH's default
 SLOTS = os.environ.get("BENCH_FAIRNESS_SEND_CONCURRENCY", "2")  # PM_SEND_CONCURRENCY's default
-# The express lane (PM_EXPRESS_MAX_MESSAGES; 0: off, the previous behaviour, for a baseline).
-EXPRESS = os.environ.get("BENCH_FAIRNESS_EXPRESS_MAX", "10")
 PER_CALL = 10_000
 BATCH_SIZE = 1000
 PRINCIPAL_KEY = generate_private_key()
@@ -134,6 +134,22 @@ async def small_sends(
         await asyncio.sleep(0.2)
     if len(rows) < len(ids):
         raise RuntimeError(f"{len(ids) - len(rows)} small-tenant emails never sent")
+    # Where the time went: accept -> its send command published by the relay (and on which
+    # queue), -> sent.
+    parts = await db.fetch(
+        "SELECT o.routing_key, extract(epoch FROM o.published_at - m.created_at) AS relay,"
+        " extract(epoch FROM e.occurred_at - o.published_at) AS worker"
+        " FROM delivery.messages m JOIN delivery.message_events e ON e.message_id = m.id"
+        " AND e.status = 'sent' JOIN delivery.outbox o ON o.exchange IS NOT NULL"
+        " AND o.payload::jsonb->'data'->'message_ids' ? m.id WHERE m.id = ANY($1::text[])",
+        ids,
+    )
+    if parts:
+        queues = sorted({str(p["routing_key"]) for p in parts})
+        relay = [float(p["relay"]) for p in parts if p["relay"] is not None]
+        worker = [float(p["worker"]) for p in parts if p["worker"] is not None]
+        print(f"  [{tag}] commands on {queues}; accept -> command published: {summary(relay)};"
+              f" published -> sent: {summary(worker)}")  # fmt: skip
     return [float(r["latency"]) for r in rows]
 
 
@@ -159,7 +175,6 @@ async def main() -> None:
         PM_DEFAULT_ROUTES=json.dumps({"marketing": ["mailgun"], "transactional": ["mailgun"]}),
         PM_DNS_RESOLVERS=dns.address, PYTHONPATH=str(REPO),
         PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CONSUMER_PREFETCH=PREFETCH, PM_SEND_CONCURRENCY=SLOTS,
-        PM_EXPRESS_MAX_MESSAGES=EXPRESS,
     )  # fmt: skip
     ports = {p: free_port() for p in ("api", "relay", "worker")}
     procs = [
@@ -230,7 +245,7 @@ async def main() -> None:
     print(f"bench/fairness.py  big tenant: {N:,} recipients ({len(bodies)} bulk calls of "
           f"{PER_CALL:,}, batch_size {BATCH_SIZE}); small tenant: {K} single sends, one per "
           f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT}, prefetch {PREFETCH}, "
-          f"send slots {SLOTS}, express lane max {EXPRESS} (0: off)")  # fmt: skip
+          f"send slots {SLOTS}")  # fmt: skip
     print(f"  big bulk accepted in {accepted:.1f} s, drained (last provider request) after "
           f"{drained:.1f} s")  # fmt: skip
     print(f"  small tenant, idle system:        {summary(idle)}  ({len(idle)} sends)")

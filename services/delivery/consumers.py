@@ -15,9 +15,6 @@
   fairly across tenants (`DeliveryService.dispatch`), and again while any of its listed
   messages still waits. Idempotent by message state: a redelivered command finds nothing
   of its own to claim.
-- `delivery.express` (the private `SendExpress` command, no inbox): the express lane of a
-  small send from a tenant with little else waiting (`DeliveryService.dispatch_express`): a
-  slot of its own, only tenants with little in flight; leftovers handed over as a `SendBatch`.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import asyncpg
 
 from libs.common.bus import EventBus, PermanentError
 from libs.common.events import EmailRequested, Envelope
-from services.delivery.commands import SendBatch, SendExpress
+from services.delivery.commands import SendBatch
 from services.delivery.service import DailyQuotaExceeded, DeliveryService, TemplateInvalid
 
 
@@ -73,8 +70,3 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
     async def on_send_batch(command: SendBatch) -> None:
         """Send the queued messages of one send batch."""
         await service.dispatch(command.message_ids)
-
-    @bus.handle_command(SendExpress)
-    async def on_send_express(command: SendExpress) -> None:
-        """Send a small send of a tenant with little else waiting in the express lane."""
-        await service.dispatch_express(command.message_ids)

@@ -212,9 +212,7 @@ async def claim(
 # offers its oldest due messages, and the claim takes them round by round (each tenant's
 # first, then each tenant's second, ...), so one tenant's 100,000-message backlog never
 # stands in front of another tenant's single message. `$4` (grace) set: only the sweeper's
-# backstop, messages overdue by that long (their SendBatch was lost or dead-lettered). `$5`
-# (the express lane): only tenants with fewer than that many messages in flight (`sending`)
-# anywhere, so a tenant whose bulk is being sent never takes it.
+# backstop, messages overdue by that long (their SendBatch was lost or dead-lettered).
 _CLAIM_FAIR = f"""
 WITH RECURSIVE tenants AS (
     (SELECT tenant_id FROM messages WHERE status = 'queued' ORDER BY tenant_id LIMIT 1)
@@ -234,9 +232,6 @@ WITH RECURSIVE tenants AS (
         FOR UPDATE SKIP LOCKED
     ) o
     WHERE t.tenant_id IS NOT NULL
-      AND ($5::int IS NULL OR (SELECT count(*) FROM (
-          SELECT 1 FROM messages s WHERE s.tenant_id = t.tenant_id AND s.status = 'sending'
-          LIMIT $5::int) f) < $5::int)
 ), chosen AS (
     SELECT id FROM offered ORDER BY turn, id LIMIT $1
 ), claimed AS (
@@ -258,39 +253,11 @@ async def claim_fair(
     *,
     grace_seconds: float | None = None,
     per_tenant: int | None = None,
-    in_flight_below: int | None = None,
 ) -> list[asyncpg.Record]:
     """Claim up to `limit` due queued messages, fairly across tenants (round-robin by
     turn; other workers skip what this one locks). `per_tenant` bounds what one tenant
-    offers (default `limit`); `grace_seconds`: only what the sweeper owns;
-    `in_flight_below`: only tenants with fewer messages in flight (the express lane)."""
-    return await conn.fetch(
-        _CLAIM_FAIR, limit, lease_seconds, per_tenant or limit, grace_seconds, in_flight_below
-    )
-
-
-async def tenant_backlog(
-    conn: asyncpg.Connection, tenant_id: str, besides: Sequence[str], up_to: int
-) -> int:
-    """How many messages the tenant has queued or in flight besides `besides`, counted up to
-    `up_to` (a small send of a tenant with less takes the express lane)."""
-    found: int = await conn.fetchval(
-        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE tenant_id = $1"
-        " AND status IN ('queued', 'sending') AND id <> ALL($2::text[]) LIMIT $3) b",
-        tenant_id,
-        list(besides),
-        up_to,
-    )
-    return found
-
-
-async def still_waiting(conn: asyncpg.Connection, ids: Sequence[str]) -> list[asyncpg.Record]:
-    """The listed messages still queued and due (id, tenant_id, mode)."""
-    return await conn.fetch(
-        "SELECT id, tenant_id, mode FROM messages WHERE id = ANY($1::text[])"
-        " AND status = 'queued' AND next_attempt_at <= now() ORDER BY id",
-        list(ids),
-    )
+    offers (default `limit`); `grace_seconds`: only what the sweeper owns."""
+    return await conn.fetch(_CLAIM_FAIR, limit, lease_seconds, per_tenant or limit, grace_seconds)
 
 
 async def claim_due(

@@ -73,7 +73,7 @@ from libs.common.templating import (
 )
 from libs.common.vault import Vault, VaultError, VaultSecretNotFound
 from services.delivery import repository as repo
-from services.delivery.commands import SendBatch, SendExpress
+from services.delivery.commands import SendBatch
 from services.delivery.connectors.base import (
     Connector,
     NormalizedEvent,
@@ -270,20 +270,16 @@ async def schedule_sends(
     mode: str,
     items: Sequence[tuple[Sequence[str], datetime | None]],
     batch_id: str | None = None,
-    *,
-    express: bool = False,
 ) -> None:
     """One `SendBatch` command per `(message_ids, not_before)` (None: now), in the caller's
-    transaction: the worker sends them once the relay publishes them, when due. `express`:
-    `SendExpress` commands instead (the express lane, `commands.py`)."""
-    kind = SendExpress if express else SendBatch
+    transaction: the worker sends them once the relay publishes them, when due."""
     await outbox.enqueue_commands(
         conn,
-        kind.queue,
+        SendBatch.queue,
         (
             (
                 make_command(
-                    kind(message_ids=list(ids), batch_id=batch_id),
+                    SendBatch(message_ids=list(ids), batch_id=batch_id),
                     tenant_id=tenant_id,
                     source=SOURCE,
                     subject=batch_id,
@@ -352,7 +348,6 @@ class DeliveryService:
         self.domains = DomainService(settings, pool, vault)
         self._plans_known: set[str] = set()
         self._send_slots = asyncio.Semaphore(settings.send_concurrency)
-        self._express_slots = asyncio.Semaphore(max(1, settings.express_concurrency))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -780,15 +775,6 @@ class DeliveryService:
         else:
             await repo.copy_messages(conn, rows)
         ids = [row.id for row in rows]
-        # A few messages due now from a tenant with little else queued or in flight: the
-        # express lane (`SendExpress`), never behind another tenant's bulk commands.
-        most = self.settings.express_max_messages
-        express = (
-            not delay
-            and 0 < len(ids) <= most
-            and self.settings.express_concurrency > 0
-            and await repo.tenant_backlog(conn, o.tenant_id, ids, most) < most
-        )
         # One SendBatch per chunk, scheduled for when the chunk is due. Commands go out ahead
         # of every waiting fact (outbox priority): sending starts before the per-message
         # `email.queued` facts of a large bulk send, or of the previous one, are out.
@@ -801,7 +787,6 @@ class DeliveryService:
                 for lo in range(0, len(ids), chunk_size)
             ],
             batch_id,
-            express=express,
         )
         await outbox.enqueue_copy(conn, queued_events(o.tenant_id, o.mode, rows, now))
         return ids
@@ -829,33 +814,6 @@ class DeliveryService:
             async with self.pool.acquire() as conn:
                 if not await repo.waiting_among(conn, message_ids):
                     return sent
-
-    async def dispatch_express(self, message_ids: Sequence[str]) -> int:
-        """One `SendExpress` command (the express lane, `commands.py`): with an express slot
-        (never one of the `send_concurrency` slots bulk claims fill), claim fairly among
-        tenants with fewer than `express_max_messages` in flight, at most that many each;
-        the listed messages still waiting then (their tenant got busy meanwhile) are handed
-        over as a `SendBatch`, so the lane never waits behind a busy tenant's work."""
-        sent = 0
-        async with self._express_slots:
-            async with self.pool.acquire() as conn:
-                rows = await repo.claim_fair(
-                    conn,
-                    self.settings.claim_limit,
-                    self.settings.send_lease_seconds,
-                    per_tenant=max(1, self.settings.express_max_messages),
-                    in_flight_below=max(1, self.settings.express_max_messages),
-                )
-            if rows:
-                sent = len(rows)
-                await self._send_claimed(rows)
-        async with self.pool.acquire() as conn, conn.transaction():
-            left: dict[tuple[str, str], list[str]] = defaultdict(list)
-            for r in await repo.still_waiting(conn, message_ids):
-                left[(r["tenant_id"], r["mode"])].append(r["id"])
-            for (tenant_id, mode), ids in left.items():
-                await schedule_sends(conn, tenant_id, mode, [(ids, None)])
-        return sent
 
     async def sweep(self, limit: int = 500) -> int:
         """Claims of vanished workers, and (a backstop) messages long overdue whose

@@ -105,14 +105,6 @@ class DeliverySettings(ServiceSettings):
     # batch claimed but waiting behind others in one event loop would delay a small tenant's
     # message claimed with it; more slots only overlap provider round trips.
     send_concurrency: int = 2
-    # The express lane (`SendExpress`, issue 13): a send of at most this many messages, due
-    # now, from a tenant with fewer than this many others queued or in flight, gets a
-    # command on its own queue and is claimed with a slot of its own (`express_concurrency`
-    # per worker) that only tenants with fewer than this many in flight may take: one
-    # tenant's bulk, however large, never stands between another tenant's small send and a
-    # worker. 0 turns the lane off.
-    express_max_messages: int = 10
-    express_concurrency: int = 1
 
     bulk_max_recipients: int = 10000
 
