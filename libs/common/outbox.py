@@ -10,7 +10,8 @@ the same transaction. It wakes on LISTEN/NOTIFY and polls as a fallback.
 Commands (`libs.common.commands`: work items a service sends itself) are outbox rows too:
 `enqueue_commands` writes them with their own exchange (the service's direct exchange
 `<service>.direct`, the routing key being the service's private queue) and an optional
-`not_before`, before which the relay leaves them alone: a scheduled command is published when due, never by a second path.
+`not_before`, before which the relay leaves them alone: a scheduled command is published
+when due, never by a second path.
 
 Rows go out urgent first (`EventData.urgent`: work items and deadline-bound invalidations,
 outbox `priority` 1), then in creation order: a bulk write's 10,000 routine facts do not

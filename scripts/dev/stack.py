@@ -1332,7 +1332,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     run_migrations(infra, prov)
     for svc in SERVICE_NAMES:
         env = service_env(infra, prov, svc)
-        body = {
+        body: dict[str, str] = {
             k: env[k]
             for k in ("PM_VAULT_ROLE_ID", "PM_VAULT_SECRET_ID", "PM_DATABASE_URL", "PM_REDIS_URL")
             if k in env
