@@ -14,7 +14,10 @@ this measures the pipeline's order, not the provider's pace). Callers are signed
 2. busy: the big tenant sends N recipients (bulk calls of 10,000, batch_size 1,000); once
    they are accepted, while they drain, the small tenant sends K emails as in 1.
 
-Prints both p50/p95/p99, and busy p99 / idle p99 (target <= 2x, issue 13).
+Prints both p50/p95/p99, busy p99 / idle p99 (target <= 2x, issue 13) and the bulk's drain
+time (throughput), and where the small sends' time went: accept -> their send command
+published by the outbox relay, and published -> sent (negative: another command's fair
+claim sent it before its own command was out).
 Run: `uv run python -m bench.fairness` (needs the OpenBao dev server of `make infra`);
 BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40).
 """
@@ -131,6 +134,22 @@ async def small_sends(
         await asyncio.sleep(0.2)
     if len(rows) < len(ids):
         raise RuntimeError(f"{len(ids) - len(rows)} small-tenant emails never sent")
+    # Where the time went: accept -> its send command published by the relay (and on which
+    # queue), -> sent.
+    parts = await db.fetch(
+        "SELECT o.routing_key, extract(epoch FROM o.published_at - m.created_at) AS relay,"
+        " extract(epoch FROM e.occurred_at - o.published_at) AS worker"
+        " FROM delivery.messages m JOIN delivery.message_events e ON e.message_id = m.id"
+        " AND e.status = 'sent' JOIN delivery.outbox o ON o.exchange IS NOT NULL"
+        " AND o.payload::jsonb->'data'->'message_ids' ? m.id WHERE m.id = ANY($1::text[])",
+        ids,
+    )
+    if parts:
+        queues = sorted({str(p["routing_key"]) for p in parts})
+        relay = [float(p["relay"]) for p in parts if p["relay"] is not None]
+        worker = [float(p["worker"]) for p in parts if p["worker"] is not None]
+        print(f"  [{tag}] commands on {queues}; accept -> command published: {summary(relay)};"
+              f" published -> sent: {summary(worker)}")  # fmt: skip
     return [float(r["latency"]) for r in rows]
 
 
@@ -233,7 +252,9 @@ async def main() -> None:
     print(f"  small tenant, while bulk drains:  {summary(busy)}  ({len(busy)} sends, while the"
           f" big tenant's arrivals went {at_start:,} -> {at_end:,} of {N:,})")  # fmt: skip
     status = "OK" if ratio <= 2 else "ABOVE TARGET"
-    print(f"  busy p99 / idle p99: {ratio:.2f}x (target <= 2x) {status}")
+    print(f"  idle p99 {percentile(idle, 99):.3f} s, busy p99 {percentile(busy, 99):.3f} s, "
+          f"busy p99 / idle p99: {ratio:.2f}x (target <= 2x) {status}; bulk drain "
+          f"{drained:.1f} s")  # fmt: skip
     print(
         orjson.dumps(
             {

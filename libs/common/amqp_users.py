@@ -1,7 +1,9 @@
 # ruff: noqa: S603  (runs the local broker's own rabbitmqctl with fixed arguments)
 """Per-service RabbitMQ users: each service connects as its own user, which may publish to
 `pm.events` only the routing keys (event types) that service produces (RabbitMQ topic
-permissions), and may declare, bind and consume only its own queues (`<service>.*`).
+permissions), and may declare, bind and consume only its own queues and exchange
+(`<service>.*`); it may not write to the default exchange, so it cannot push a message into
+another service's queue by name.
 
 A compromised delivery process can therefore not publish `tenant.plan_changed` (only keys
 and billing produce it) nor read another service's queue. The `guest` user and any other
@@ -113,10 +115,10 @@ def permissions(service: str) -> AmqpPermissions:
     keys = [_pattern(k) for k in PUBLISHES[service]]
     # No key at all: an alternative that never matches (an empty regex would match all).
     topic = "^(" + "|".join(keys) + ")$" if keys else "^$a"
-    # Write also on the default exchange: the bus parks retries and dead letters in the
-    # service's own delay queues and DLQ through it (libs/common/bus.py).
-    write = "^(" + "|".join([*own, r"amq\.default"]) + ")$"
-    return AmqpPermissions(configure=resources, write=write, read=resources, topic_write=topic)
+    # Never the default exchange (`amq.default`): through it a service could push a message
+    # into any queue by name. Commands, retries and dead letters go through the service's own
+    # direct exchange `<service>.direct` (libs/common/bus.py), which `<service>.*` covers.
+    return AmqpPermissions(configure=resources, write=resources, read=resources, topic_write=topic)
 
 
 def user_name(service: str, prefix: str = "pm") -> str:

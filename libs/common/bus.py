@@ -2,14 +2,17 @@
 
 Topology, per consumer queue `<service>.<purpose>`:
 - the queue itself: durable quorum queue bound to `pm.events` by the consumer's patterns;
-- `<queue>.retry.<ms>`: one durable delay queue per retry delay; a message waits out the TTL
-  there, then is dead-lettered (at-least-once) back to `<queue>` through the default exchange;
+- `<queue>.backoff.<ms>`: one durable delay queue per retry delay; a message waits out the TTL
+  there, then is dead-lettered (at-least-once) back to `<queue>` through the service's own
+  direct exchange `<service>.direct` (every queue of the service is bound there by its name;
+  the retry and DLQ publishes go through it too: no service user may write to the default
+  exchange, so none can push a message into another service's queue by name);
 - `<queue>.dlq`: where a message lands, with its error in headers, after the last attempt
   or on a permanent error. `python -m libs.common.bus replay-dlq <queue>` re-delivers it.
 
 A command queue (`handle_command`: a work item the service sends itself, see
-`libs.common.commands`) has the same retry queues and DLQ, but is bound to no exchange: the
-outbox relay publishes commands to it through the default exchange.
+`libs.common.commands`) has the same retry queues and DLQ, but is bound only to the
+service's direct exchange: the outbox relay publishes commands to it there.
 
 Handlers receive the parsed `Envelope`, and, when the consumer uses the inbox, a connection
 inside the transaction that also records `(consumer, event_id)`: the handler's writes and
@@ -45,7 +48,7 @@ from opentelemetry import trace
 from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 
-from libs.common.commands import Command
+from libs.common.commands import Command, direct_exchange
 from libs.common.events import Envelope, EventData, parse_event
 from libs.common.inbox import claim_event
 from libs.common.settings import AMQP_RECONNECT_SECONDS
@@ -75,7 +78,9 @@ class RetryLater(Exception):
 
 
 def retry_queue_name(queue: str, delay_ms: int) -> str:
-    return f"{queue}.retry.{delay_ms}"
+    # `.backoff.`, not the former `.retry.`: those dead-lettered through the default exchange,
+    # and a queue's arguments cannot change (an old one drains by itself; delete it then).
+    return f"{queue}.backoff.{delay_ms}"
 
 
 def dlq_name(queue: str) -> str:
@@ -84,6 +89,11 @@ def dlq_name(queue: str) -> str:
 
 def events_exchange(name: str = "pm.events") -> RabbitExchange:
     return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True)
+
+
+def service_exchange(queue: str) -> RabbitExchange:
+    """The direct exchange of the service owning `queue` (`<service>.direct`)."""
+    return RabbitExchange(direct_exchange(queue), type=ExchangeType.DIRECT, durable=True)
 
 
 def main_queue(name: str, routing_key: str = "") -> RabbitQueue:
@@ -97,7 +107,7 @@ class Subscription:
     handler: Handler
     inbox: bool = True
     delays_ms: list[int] = field(default_factory=list)
-    # A command queue: bound to no exchange, its messages' data validated by this model.
+    # A command queue: bound to no events exchange, its messages' data validated by this model.
     command: type[Command] | None = None
 
     @property
@@ -226,7 +236,8 @@ class EventBus:
         if sub.command is not None:
 
             @self.broker.subscriber(
-                main_queue(sub.queue),
+                main_queue(sub.queue, sub.queue),
+                service_exchange(sub.queue),
                 ack_policy=AckPolicy.MANUAL,
                 title=sub.queue,
                 description=f"{sub.handler.__doc__ or sub.command.__name__}",
@@ -266,27 +277,32 @@ class EventBus:
     async def declare_topology(self) -> None:
         exchange = await self.broker.declare_exchange(events_exchange(self.exchange_name))
         for sub in self.subscriptions:
+            own = await self.broker.declare_exchange(service_exchange(sub.queue))
             queue = await self.broker.declare_queue(main_queue(sub.queue))
             for pattern in sub.patterns:
                 await queue.bind(exchange, routing_key=pattern)
+            await queue.bind(own, routing_key=sub.queue)
             for delay in sorted(set(sub.delays_ms)):
-                await self.broker.declare_queue(
+                name = retry_queue_name(sub.queue, delay)
+                retry = await self.broker.declare_queue(
                     RabbitQueue(
-                        retry_queue_name(sub.queue, delay),
+                        name,
                         queue_type=QueueType.QUORUM,
                         durable=True,
                         arguments={
                             "x-message-ttl": delay,
-                            "x-dead-letter-exchange": "",
+                            "x-dead-letter-exchange": own.name,
                             "x-dead-letter-routing-key": sub.queue,
                             "x-dead-letter-strategy": "at-least-once",
                             "x-overflow": "reject-publish",
                         },
                     )
                 )
-            await self.broker.declare_queue(
+                await retry.bind(own, routing_key=name)
+            dlq = await self.broker.declare_queue(
                 RabbitQueue(dlq_name(sub.queue), queue_type=QueueType.QUORUM, durable=True)
             )
+            await dlq.bind(own, routing_key=dlq_name(sub.queue))
 
     async def stop(self) -> None:
         if self._started:
@@ -389,6 +405,7 @@ class EventBus:
         await self.broker.publish(
             raw.body,
             queue=queue,
+            exchange=service_exchange(queue),
             headers=headers,
             message_id=raw.message_id,
             content_type=raw.content_type,
@@ -437,6 +454,10 @@ async def replay_dlq(amqp_url: str, queue: str, *, limit: int | None = None) -> 
         channel = await connection.channel(publisher_confirms=True)
         dlq = await channel.declare_queue(dlq_name(queue), passive=True)
         await channel.declare_queue(queue, passive=True)
+        # Through the service's own exchange: its user may not write to the default one.
+        own = await channel.declare_exchange(
+            direct_exchange(queue), aio_pika.ExchangeType.DIRECT, durable=True
+        )
         while limit is None or moved < limit:
             msg = await dlq.get(no_ack=False, fail=False)
             if msg is None:
@@ -444,7 +465,7 @@ async def replay_dlq(amqp_url: str, queue: str, *, limit: int | None = None) -> 
             headers = dict(msg.headers or {})
             headers[ATTEMPT_HEADER] = 0
             headers["x-pm-replayed"] = int(str(headers.get("x-pm-replayed") or 0)) + 1
-            await channel.default_exchange.publish(
+            await own.publish(
                 aio_pika.Message(
                     body=msg.body,
                     headers=headers,

@@ -4,8 +4,9 @@ An event (`libs.common.events`) is a fact any service may subscribe to; a comman
 instruction with exactly one handler, private to the service that sends it (cosmicpython's
 `domain/commands.py` beside `domain/events.py`). A command travels in the same envelope
 shape as an event, through the same transactional outbox, but to the service's own queue
-on the default exchange (never `pm.events`, never the AsyncAPI document, never a customer
-webhook), and may be scheduled for later (`outbox.enqueue_commands(..., not_before)`).
+through the service's own direct exchange `<service>.direct` (never `pm.events`, never the
+default exchange, which no service user may write to, never the AsyncAPI document, never a
+customer webhook), and may be scheduled for later (`outbox.enqueue_commands(..., not_before)`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True)
     command_type: ClassVar[str]
     queue: ClassVar[str]
+
+
+def direct_exchange(queue: str) -> str:
+    """The direct exchange of the service that owns `queue` (`<service>.<purpose>...`): its
+    commands, retries and dead letters reach its queues through it (routing key = the
+    queue's name), never through the default exchange (libs/common/amqp_users.py)."""
+    return f"{queue.split('.', 1)[0]}.direct"
 
 
 def make_command(

@@ -8,9 +8,10 @@ row), publishes them to `pm.events` with publisher confirms, then marks them pub
 the same transaction. It wakes on LISTEN/NOTIFY and polls as a fallback.
 
 Commands (`libs.common.commands`: work items a service sends itself) are outbox rows too:
-`enqueue_commands` writes them with their own exchange (the default one, so the routing key
-is the service's private queue) and an optional `not_before`, before which the relay leaves
-them alone: a scheduled command is published when due, never by a second path.
+`enqueue_commands` writes them with their own exchange (the service's direct exchange
+`<service>.direct`, the routing key being the service's private queue) and an optional
+`not_before`, before which the relay leaves them alone: a scheduled command is published
+when due, never by a second path.
 
 Rows go out urgent first (`EventData.urgent`: work items and deadline-bound invalidations,
 outbox `priority` 1), then in creation order: a bulk write's 10,000 routine facts do not
@@ -42,6 +43,7 @@ from opentelemetry import propagate, trace
 from pamqp import commands as spec
 from prometheus_client import Counter, Gauge, Histogram
 
+from libs.common.commands import direct_exchange
 from libs.common.events import Envelope, priority
 from libs.common.settings import AMQP_RECONNECT_SECONDS
 
@@ -114,6 +116,14 @@ def _copy_text(value: str) -> str:
     return value
 
 
+def _command_exchange(row: Mapping[str, Any]) -> str:
+    """Where a command row goes: its service's exchange. Rows written before the service
+    exchanges (exchange "", the default one, which no service user may write to any more)
+    go to their queue's service exchange, under the same routing key."""
+    name: str = row["exchange"]
+    return name or direct_exchange(row["routing_key"])
+
+
 # Commands overtake routine facts like urgent events: their one handler drives a pipeline.
 COMMAND_PRIORITY = 1
 _COMMAND_COLUMNS = [*_COPY_COLUMNS, "exchange", "not_before"]
@@ -124,15 +134,16 @@ async def enqueue_commands(
 ) -> int:
     """Write commands (`libs.common.commands.make_command` envelopes) for `queue` to the
     outbox by one COPY, each `(command, not_before)`: published straight to the queue (the
-    default exchange, routing key = the queue) once `not_before` (None: now) has passed.
+    service's direct exchange, routing key = the queue) once `not_before` (None: now) has passed.
     Call it inside the domain change's transaction. Returns how many commands were written."""
     headers = _copy_text(orjson.dumps(_trace_headers()).decode())
+    exchange = _copy_text(direct_exchange(queue))
     lines: list[str] = []
     for command, not_before in items:
         fields = (str(command.id), command.type, queue, command.tenant_id)
         lines.append(
             "\t".join(map(_copy_text, (*fields, command.model_dump_json())))
-            + f"\t{headers}\t{COMMAND_PRIORITY}\t\t"
+            + f"\t{headers}\t{COMMAND_PRIORITY}\t{exchange}\t"
             + (not_before.isoformat() if not_before is not None else "\\N")
             + "\n"
         )
@@ -261,6 +272,7 @@ class OutboxRelay:
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self.connected = False
         self.published = 0
+        self._declared: set[str] = {exchange}
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -276,6 +288,7 @@ class OutboxRelay:
 
     async def close(self) -> None:
         self.connected = False
+        self._declared = {self.exchange_name}
         if self._connection is not None:
             await self._connection.close()
 
@@ -312,6 +325,12 @@ class OutboxRelay:
                     # aiormq's channel under aio-pika's robust one: the same connection and
                     # confirms, without aio-pika's per-message wrappers (about 1.5x the rate).
                     assert self._channel is not None
+                    commands = {_command_exchange(r) for r in rows if r["exchange"] is not None}
+                    for name in commands - self._declared:
+                        await self._channel.declare_exchange(
+                            name, aio_pika.ExchangeType.DIRECT, durable=True
+                        )
+                        self._declared.add(name)
                     amqp = await self._channel.get_underlay_channel()
                     # Tasks start in creation order and the channel's lock is first come,
                     # first served: these rows go out before any later claim's.
@@ -350,8 +369,7 @@ class OutboxRelay:
 
     async def _publish_row(self, amqp: aiormq.abc.AbstractChannel, row: asyncpg.Record) -> None:
         stored: dict[str, Any] = row["headers"] or {}
-        # A command names its exchange ("": the default one, straight to its queue).
-        exchange = self.exchange_name if row["exchange"] is None else row["exchange"]
+        exchange = self.exchange_name if row["exchange"] is None else _command_exchange(row)
         # The publish span is a child of the request that wrote the row, and becomes the
         # parent of the consumer's span: one trace from HTTP through outbox and broker.
         span = tracer.start_span(

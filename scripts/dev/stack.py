@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 from redis.exceptions import RedisError
 
 from libs.common.amqp_users import provision_amqp_users
@@ -619,8 +620,20 @@ def provision_stack_amqp_users(infra: Infra, prov: Provisioned) -> dict[str, str
     stack's own vhost: the one PM_AMQP_URL names, or, when that is the shared `/`, a vhost
     named after the database, created here (the stack's processes and stack.env move to
     it). The `guest` user keeps its permissions and gets the stack's vhost for admin
-    commands (replay-dlq); `/` is never changed. Without a local rabbitmqctl (compose) the
-    services share PM_AMQP_URL."""
+    commands (replay-dlq); `/` is never changed. Compose (no local rabbitmqctl, the broker
+    its own): through the management API of PM_RABBITMQ_MANAGEMENT_URL (admin credentials),
+    in PM_AMQP_URL's vhost, users `pm-<service>`; each service's URL goes to its `.env`."""
+    management = os.environ.get("PM_RABBITMQ_MANAGEMENT_URL")
+    if management:
+        for svc in SERVICE_NAMES:
+            prov.amqp_passwords.setdefault(svc, secrets.token_hex(24))
+        vhost = unquote(urlsplit(infra.amqp_url).path.lstrip("/")) or "/"
+        try:
+            return provision_amqp_users(
+                vhost, prov.amqp_passwords, amqp_url=infra.amqp_url, management_url=management
+            )
+        except (OSError, httpx.HTTPError) as exc:
+            raise StackError(f"cannot create RabbitMQ users in vhost {vhost!r}: {exc}") from exc
     if shutil.which("rabbitmqctl") is None and not Path("/usr/sbin/rabbitmqctl").exists():
         return {}
     parts = urlsplit(infra.amqp_url)
@@ -974,8 +987,10 @@ COMPOSE_HEADER = """\
 #
 # How it fits together (dev only):
 # - `provision` (one-shot) creates the database, one role and schema per service, the Vault
-#   policies and AppRoles, runs every service's migrations, and writes each service's AppRole
-#   credentials and database DSN to /run/pm-creds/<service>.env on the `pm-creds` volume.
+#   policies and AppRoles, one RabbitMQ user per service (management API; write only its own
+#   routing keys and exchange), runs every service's migrations, and writes each service's
+#   AppRole credentials, database DSN and AMQP URL to /run/pm-creds/<service>.env on the
+#   `pm-creds` volume.
 # - Every service container sources its own file in its entrypoint, then execs the command
 #   (this replaces the image's ENTRYPOINT; `init: true` keeps a reaping PID 1).
 # - OpenBao is an in-memory dev server: it forgets everything when its container restarts;
@@ -999,7 +1014,8 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
         "x-service-env: &service-env",
         "  PM_ENVIRONMENT: dev",
         "  PM_HTTP_HOST: 0.0.0.0",
-        f"  PM_AMQP_URL: amqp://pm:${{PM_RABBITMQ_PASSWORD:?{need}}}@rabbitmq:5672/",
+        # No credentials: each process's own RabbitMQ user comes with its creds file.
+        "  PM_AMQP_URL: amqp://rabbitmq:5672/",
         "  PM_REDIS_URL: redis://redis:6379/0",
         "  PM_VAULT_ADDR: http://openbao:8200",
         *(f"  {name}: {ref}" for name, ref in TOKEN_KEY_ENV["*"].items()),
@@ -1072,10 +1088,14 @@ def render_compose(processes: Iterable[tuple[str, str]]) -> str:
         "      <<: *service-env",
         "      PM_ADMIN_DATABASE_URL: postgresql://postgres:${PM_POSTGRES_PASSWORD}@postgres:5432/postgres",
         "      PM_VAULT_ROOT_TOKEN: ${PM_VAULT_ROOT_TOKEN}",
+        # The broker's admin: creates one user per service (libs/common/amqp_users.py).
+        "      PM_AMQP_URL: amqp://pm:${PM_RABBITMQ_PASSWORD}@rabbitmq:5672/",
+        "      PM_RABBITMQ_MANAGEMENT_URL: http://pm:${PM_RABBITMQ_PASSWORD}@rabbitmq:15672",
         "    volumes: [pm-creds:/run/pm-creds]",
         "    depends_on:",
         "      postgres: {condition: service_healthy}",
         "      redis: {condition: service_healthy}",
+        "      rabbitmq: {condition: service_healthy}",
         "      openbao: {condition: service_healthy}",
         '    restart: "no"',
     ]
@@ -1312,11 +1332,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
     run_migrations(infra, prov)
     for svc in SERVICE_NAMES:
         env = service_env(infra, prov, svc)
-        body = {
+        body: dict[str, str] = {
             k: env[k]
             for k in ("PM_VAULT_ROLE_ID", "PM_VAULT_SECRET_ID", "PM_DATABASE_URL", "PM_REDIS_URL")
             if k in env
         }
+        if svc in prov.amqp_urls:  # its own RabbitMQ user (PM_RABBITMQ_MANAGEMENT_URL)
+            body["PM_AMQP_URL"] = prov.amqp_urls[svc]
         _write_private(out / f"{svc}.env", "".join(f"{k}='{v}'\n" for k, v in body.items()))
         os.chmod(out / f"{svc}.env", 0o644)  # read by the service containers' non-root user
     print(f"provision: credentials written to {out}/<service>.env")

@@ -860,7 +860,7 @@ def render_asyncapi(collected: dict[str, dict[str, Any]]) -> str:
             "description": "Facts the services publish on the durable topic exchange "
             "`pm.events` (routing key = event type), through each service's transactional "
             "outbox. Each consumer owns a durable quorum queue `<service>.<purpose>` with "
-            "delay queues `<queue>.retry.<ms>` and a dead-letter queue `<queue>.dlq` "
+            "delay queues `<queue>.backoff.<ms>` and a dead-letter queue `<queue>.dlq` "
             "(`make replay-dlq QUEUE=<queue>`). Internal: customers receive the public "
             "types (`x-public: true`) as webhooks, see docs/webhooks-events.md.",
         },

@@ -3,7 +3,7 @@
 A job names a delivery, its schedule generation (`seq`) and when it is due. Postgres holds the
 truth (status, `next_attempt_at`); a job only wakes a worker at the right time. Waiting
 happens in RabbitMQ, never in a sleeping worker: a job for later goes to the largest delay
-queue `webhooks.attempts.delay.<ms>` not longer than what is left, whose TTL dead-letters it
+queue `webhooks.attempts.wait.<ms>` not longer than what is left, whose TTL dead-letters it
 back to `webhooks.attempts`; a job still early there is parked again (a hierarchical timing
 wheel), so any delay, with jitter or a receiver's Retry-After, needs only a fixed set of
 queues and a handful of hops.
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import aio_pika
 import orjson
 
+from libs.common.commands import direct_exchange
 from libs.common.settings import AMQP_RECONNECT_SECONDS
 
 QUEUE = "webhooks.attempts"
@@ -31,8 +32,15 @@ DELAY_TIERS_MS: tuple[int, ...] = (
 DUE_TOLERANCE_MS = 50
 
 
+# Jobs reach the queues through webhooks' own direct exchange (routing key = queue name),
+# never the default one, which no service user may write to (libs/common/amqp_users.py).
+EXCHANGE = direct_exchange(QUEUE)
+
+
 def delay_queue_name(ms: int) -> str:
-    return f"{QUEUE}.delay.{ms}"
+    # `.wait.`, not the former `.delay.`: those dead-lettered through the default exchange,
+    # and a queue's arguments cannot change (an old one drains by itself; delete it then).
+    return f"{QUEUE}.wait.{ms}"
 
 
 def tier_for(remaining_ms: float) -> int | None:
@@ -73,6 +81,7 @@ class AttemptQueue:
         self._consume_channel: aio_pika.abc.AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -81,33 +90,41 @@ class AttemptQueue:
             reconnect_interval=AMQP_RECONNECT_SECONDS,
         )
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        await self.declare(self._publish_channel)
+        self._exchange = await self.declare(self._publish_channel)
 
     @staticmethod
-    async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
-        await channel.declare_queue(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    async def declare(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        queue = await channel.declare_queue(
+            QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(exchange, routing_key=QUEUE)
         for ms in DELAY_TIERS_MS:
-            await channel.declare_queue(
+            delay = await channel.declare_queue(
                 delay_queue_name(ms),
                 durable=True,
                 arguments={
                     "x-queue-type": "quorum",
                     "x-message-ttl": ms,
-                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-exchange": EXCHANGE,
                     "x-dead-letter-routing-key": QUEUE,
                     "x-dead-letter-strategy": "at-least-once",
                     "x-overflow": "reject-publish",
                 },
             )
+            await delay.bind(exchange, routing_key=delay_queue_name(ms))
+        return exchange
 
     def is_ready(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
 
     async def schedule(self, job: AttemptJob) -> None:
         """Publish `job` to wait until it is due (confirmed by the broker on return)."""
-        assert self._publish_channel is not None, "connect() first"
+        assert self._exchange is not None, "connect() first"
         tier = tier_for(job.due_ms - time.time() * 1000)
-        await self._publish_channel.default_exchange.publish(
+        await self._exchange.publish(
             aio_pika.Message(job.to_bytes(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=QUEUE if tier is None else delay_queue_name(tier),
         )

@@ -103,6 +103,22 @@ def test_infrastructure_and_provisioning_services() -> None:
     assert provision["restart"] == "no"
 
 
+def test_each_process_connects_to_rabbitmq_as_its_own_user() -> None:
+    """Like `make up` and Kubernetes (issue 13): provisioning creates one RabbitMQ user per
+    service through the management API and hands each its URL in its creds file; the
+    service containers hold no broker credentials of their own (the admin's stay with the
+    provisioning job)."""
+    provision = SERVICES["provision"]
+    assert provision["environment"]["PM_RABBITMQ_MANAGEMENT_URL"].startswith("http://pm:${")
+    assert provision["environment"]["PM_AMQP_URL"].startswith("amqp://pm:${")
+    assert provision["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    for (service, _process), name in COMPOSED.items():
+        env = SERVICES[name]["environment"]
+        assert "@" not in env["PM_AMQP_URL"], f"{name}: no AMQP credentials in the file"
+        assert env["PM_CREDS_FILE"] == f"/run/pm-creds/{service}.env"
+        assert "PM_RABBITMQ_MANAGEMENT_URL" not in env
+
+
 def test_the_file_says_no_secret() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     for name in ("BAO_DEV_ROOT_TOKEN_ID", "POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS"):

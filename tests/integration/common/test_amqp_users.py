@@ -84,5 +84,53 @@ async def test_a_service_user_reads_only_its_own_queues(users: dict[str, str]) -
         await connection.close()
 
 
+async def test_no_service_user_writes_to_the_default_exchange(users: dict[str, str]) -> None:
+    """Through the default exchange a service could push a message into another service's
+    queue by name (topic permissions do not apply there): refused, and its own queues are
+    reached through its own exchange `<service>.direct`."""
+    connection = await aio_pika.connect(users["keys"])
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue("keys.plans", durable=True)
+    finally:
+        await connection.close()
+    connection = await aio_pika.connect(users["delivery"])
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{}"), routing_key="keys.plans"
+            )
+        channel = await connection.channel(publisher_confirms=True)
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            # Nor its own: everything of its own goes through `delivery.direct`.
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{}"), routing_key="delivery.send"
+            )
+        channel = await connection.channel(publisher_confirms=True)
+        own = await channel.declare_exchange(
+            "delivery.direct", aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        queue = await channel.declare_queue("delivery.send", durable=True)
+        await queue.bind(own, routing_key="delivery.send")
+        await own.publish(aio_pika.Message(b"{}"), routing_key="delivery.send")
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            # Another service's exchange is not its to write either.
+            await channel.declare_exchange("keys.direct", aio_pika.ExchangeType.DIRECT)
+    finally:
+        await connection.close()
+    assert (await _depth(users["keys"], "keys.plans")) == 0
+
+
+async def _depth(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
 async def _ignore(message: object) -> None:
     """A consumer that is never called (the broker refuses the subscription)."""

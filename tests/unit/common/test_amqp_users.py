@@ -27,8 +27,12 @@ def test_plan_changes_and_work_items_only_from_their_producers() -> None:
 
 def test_resources_are_the_services_own() -> None:
     p = permissions("delivery")
-    for name in ("pm.events", "delivery.send", "delivery.send.dlq", "delivery.send.retry.1000"):
+    for name in ("pm.events", "delivery.send", "delivery.send.dlq", "delivery.send.backoff.1000"):
         assert re.fullmatch(p.configure, name) and re.fullmatch(p.read, name)
+    # Its own direct exchange (commands, retries, dead letters), never the default one.
+    assert re.fullmatch(p.write, "delivery.direct")
+    for name in ("amq.default", "", "keys.direct", "keys.plans"):
+        assert not re.fullmatch(p.write, name)
     for name in ("keys.plans", "webhooks.fanout", "amq.gen-abc", "pm.eventsX"):
         assert not re.fullmatch(p.configure, name) and not re.fullmatch(p.read, name)
     assert re.fullmatch(permissions("gateway").read, "amq.gen-abc")
