@@ -309,7 +309,7 @@ async def test_delivery_log_by_status_walks_an_index_in_custom_and_generic_plans
     recorder = _Recorder()
     for status in ("paused", "failed"):
         await list_deliveries(
-            recorder,  # type: ignore[arg-type]
+            recorder,
             ep,
             ListParams(limit=50),
             status=status,
