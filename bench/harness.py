@@ -81,6 +81,130 @@ def fresh_vhost() -> str:
     return f"{AMQP_BASE}/{BENCH_VHOST}"
 
 
+# ---------------------------------------------------------------- Postgres connections
+
+# Connections a benchmark must leave free on the shared Postgres for everyone else (dev
+# stacks, test sessions, other benchmarks): docs/operations.md "Connection budget".
+PG_HEADROOM = int(os.environ.get("BENCH_PG_HEADROOM", "30"))
+# A one-shot command's sessions (migrate: the advisory-lock session + dbmate; set-plan).
+COMMAND_SESSIONS = 2
+
+
+class ConnectionBudgetError(RuntimeError):
+    """The shared Postgres cannot hold this benchmark beside its other users."""
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """What a benchmark may hold at once: each spawned process's pool at its row of
+    `libs.common.db.POOL_BUDGET` (the only place pool sizes come from), plus the benchmark's
+    own sessions."""
+
+    pools: dict[str, int]  # spawned process -> its pool max
+    own: int  # this process's sessions (admin, explain, a command it runs)
+
+    @classmethod
+    def of(cls, processes: dict[str, str], own: int) -> ConnectionBudget:
+        """`processes`: name -> process kind (`api`, `worker`, ...)."""
+        from libs.common.db import pool_budget
+
+        return cls({name: pool_budget(kind).max_size for name, kind in processes.items()}, own)
+
+    @property
+    def total(self) -> int:
+        return sum(self.pools.values()) + self.own
+
+    def describe(self) -> str:
+        parts = [f"{name} {n}" for name, n in self.pools.items()]
+        return f"{self.total} ({' + '.join([*parts, f'own sessions {self.own}'])})"
+
+
+@dataclass(frozen=True)
+class PgConnections:
+    max_connections: int
+    reserved: int  # superuser_reserved_connections
+    used: int  # client backends now
+    by_database: list[tuple[str, int]]  # the biggest users
+
+    @property
+    def free(self) -> int:
+        return self.max_connections - self.reserved - self.used
+
+    def describe(self) -> str:
+        users = ", ".join(f"{db or '-'} {n}" for db, n in self.by_database[:6])
+        return (
+            f"{self.used} of {self.max_connections - self.reserved} in use"
+            f" (max_connections {self.max_connections} - {self.reserved} reserved; by database:"
+            f" {users})"
+        )
+
+
+async def pg_connections() -> PgConnections:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        row = await admin.fetchrow(
+            "SELECT current_setting('max_connections')::int AS max,"
+            " current_setting('superuser_reserved_connections')::int AS reserved"
+        )
+        users = await admin.fetch(
+            "SELECT datname, count(*) AS n FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            " GROUP BY datname ORDER BY n DESC"
+        )
+    finally:
+        await admin.close()
+    assert row is not None
+    used = sum(int(r["n"]) for r in users) + 1  # + this check's own session
+    return PgConnections(
+        row["max"], row["reserved"], used, [(r["datname"], int(r["n"])) for r in users]
+    )
+
+
+async def check_connection_budget(
+    budget: ConnectionBudget, what: str, *, wait: float = 0.0
+) -> PgConnections:
+    """Refuse to start (ConnectionBudgetError, a message saying why and what to do) unless
+    Postgres can hold `budget` and still leave PG_HEADROOM connections to its other users;
+    waits up to `wait` seconds for them to free some first."""
+    deadline = time.monotonic() + wait
+    said = 0.0
+    while True:
+        try:
+            now = await pg_connections()
+        except asyncpg.TooManyConnectionsError as exc:
+            raise ConnectionBudgetError(
+                f"{what}: Postgres has no connection left even for a check ({exc})"
+            ) from exc
+        short = now.free - budget.total < PG_HEADROOM
+        if not short or time.monotonic() >= deadline:
+            break
+        if time.monotonic() - said >= 30:
+            print(
+                f"  waiting for Postgres connections: {what} needs {budget.total} and leaves"
+                f" {PG_HEADROOM} free; {now.describe()}",
+                flush=True,
+            )
+            said = time.monotonic()
+        await asyncio.sleep(5)
+    if short:
+        raise ConnectionBudgetError(
+            f"{what} needs {budget.describe()} Postgres connections and must leave"
+            f" {PG_HEADROOM} free (BENCH_PG_HEADROOM) for other users, but only {now.free} are"
+            f" free (waited {wait:.0f} s, BENCH_PG_WAIT_SECONDS): {now.describe()}. Wait for"
+            " other benchmarks or test runs to finish, or"
+            " raise max_connections (docs/operations.md, Connection budget)."
+        )
+    return now
+
+
+def is_out_of_connections(exc: BaseException) -> bool:
+    """Postgres refused a connection for lack of slots (as asyncpg raises it)."""
+    return isinstance(exc, asyncpg.TooManyConnectionsError) or (
+        isinstance(exc, asyncpg.PostgresError)
+        and getattr(exc, "sqlstate", None) in ("53300", "57P03")
+    )
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")

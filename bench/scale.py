@@ -37,6 +37,7 @@ processes put on a shared machine distorts far less than latency through four pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -56,14 +57,20 @@ import orjson
 from bench import harness
 from bench.harness import (
     ADMIN_DSN,
+    COMMAND_SESSIONS,
     REPO,
     VAULT_ADDR,
     VAULT_TOKEN_FILE,
+    ConnectionBudget,
+    ConnectionBudgetError,
+    check_connection_budget,
     free_port,
     fresh_database,
     fresh_vhost,
     gateway_stack,
+    is_out_of_connections,
     percentile,
+    pg_connections,
     spawn,
     stop,
     wait_ready,
@@ -84,6 +91,19 @@ HTTP = os.environ.get("BENCH_SCALE_HTTP", "1") != "0"
 EXPLAIN_RUNS = int(os.environ.get("BENCH_SCALE_EXPLAIN_RUNS", "3"))
 ONLY = [s for s in os.environ.get("BENCH_SCALE_ONLY", "").split(",") if s]
 SERVICES = ("campaigns", "delivery", "webhooks")
+# Postgres connections the run holds at most (docs/operations.md, Connection budget): each
+# service's api pool and the keys api's at their POOL_BUDGET row (the gateway has no
+# database), one session for probes and EXPLAIN, one sampling pg_stat_activity, and a
+# command's (migrate, set-plan). Checked before anything starts: the run refuses to start
+# rather than die midway when the shared server cannot hold it and leave
+# harness.PG_HEADROOM (30) connections to everyone else.
+RUN_BUDGET = ConnectionBudget.of(
+    {**{f"{svc} api": "api" for svc in (*SERVICES, "keys")}}, own=2 + COMMAND_SESSIONS
+)
+# Seeding alone: its one loading session and a migrate's.
+SEED_BUDGET = ConnectionBudget.of({}, own=1 + COMMAND_SESSIONS)
+# How long to wait for other users to free connections before refusing to start.
+PG_WAIT_SECONDS = float(os.environ.get("BENCH_PG_WAIT_SECONDS", "300"))
 SCALES = [("10k", 10_000), ("100k", 100_000), ("1M", 1_000_000)]
 SMALL_TENANTS = max(10, int(1000 * min(FACTOR, 1)))
 SMALL_CONTACTS = 50
@@ -410,6 +430,18 @@ async def ensure_seed() -> tuple[Seeded, str]:
                 continue  # another scale's seed (BENCH_SCALE_FACTOR): kept for its runs
             if row is not None and name == database:
                 return Seeded(database, row["seconds"], orjson.loads(row["counts"])), "cached"
+            # Another run is seeding it (no bench_seed row yet) or driving on it: never
+            # terminate it. Only a seed nobody uses is upgraded or dropped.
+            in_use = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            if in_use:
+                if row is None and name == database:
+                    raise RuntimeError(
+                        f"{name} is being seeded by another run: wait for it to finish"
+                    )
+                print(f"  leaving {name} alone: {in_use} session(s) of another run use it")
+                continue
             applied = orjson.loads(row["migrations"]) if row is not None else {}
             upgradable = (
                 row is not None
@@ -844,6 +876,7 @@ async def drive(
             resp = await client.get(base + path, headers=headers)
             latencies.append(time.perf_counter() - started)
             if resp.status_code != 200:
+                await raise_if_out_of_connections(f"{path} answered {resp.status_code}")
                 raise RuntimeError(f"{path}: {resp.status_code} {resp.text[:300]}")
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -882,15 +915,125 @@ async def explain_all(database: str, probes: list[Probe], label: str) -> None:
             await conn.close()
 
 
+# ---------------------------------------------------------------- connections and load
+
+_OUT_OF_SLOTS = ("TooManyConnections", "too many clients", "remaining connection slots")
+
+
+async def raise_if_out_of_connections(what: str) -> None:
+    """A service failed a request: if a spawned process's log says Postgres refused it a
+    connection, stop with that said plainly (ConnectionBudgetError) instead of a 500."""
+    for svc in SERVICES:
+        log = REPO / ".dev" / f"bench-scale-{svc}.log"
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        if any(marker in text for marker in _OUT_OF_SLOTS):
+            try:
+                now = (await pg_connections()).describe()
+            except Exception as exc:  # the server may refuse this one too
+                now = f"not even a check could connect: {exc}"
+            raise ConnectionBudgetError(
+                f"{what}: Postgres refused the {svc} api a connection midway (see {log});"
+                f" the run holds at most {RUN_BUDGET.describe()}; now {now}. Other users took"
+                " the headroom this run left them: rerun when they are done."
+            )
+
+
+@dataclass
+class LoadSampler:
+    """Every `every` s while the run drives: the 1-minute load average and the Postgres
+    connections in use (all, and this run's databases), on one session of its own."""
+
+    databases: tuple[str, ...]
+    every: float = 2.0
+    load: list[float] = field(default_factory=list)
+    used: list[int] = field(default_factory=list)
+    ours: list[int] = field(default_factory=list)
+    limit: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        self.limit = await conn.fetchval(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+        )
+
+        async def sample() -> None:
+            try:
+                while True:
+                    row = await conn.fetchrow(
+                        "SELECT count(*) AS used, count(*) FILTER (WHERE datname = ANY($1))"
+                        " AS ours FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                        list(self.databases),
+                    )
+                    assert row is not None
+                    self.used.append(int(row["used"]))
+                    self.ours.append(int(row["ours"]))
+                    self.load.append(os.getloadavg()[0])
+                    await asyncio.sleep(self.every)
+            finally:
+                await conn.close()
+
+        self._task = asyncio.create_task(sample())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def describe(self) -> str:
+        if not self.load:
+            return "no samples"
+        return (
+            f"load average (1 min) mean {sum(self.load) / len(self.load):.1f},"
+            f" max {max(self.load):.1f} on {os.cpu_count()} cores; Postgres connections in use"
+            f" peak {max(self.used)} of {self.limit} (fewest free {self.limit - max(self.used)}),"
+            f" this run's peak {max(self.ours)} (budget {RUN_BUDGET.total})"
+        )
+
+
 # ---------------------------------------------------------------- main
 
 
-async def main() -> None:
+async def main() -> int:
+    """0, or 2 when Postgres cannot hold the run (said plainly, not a traceback midway)."""
+    try:
+        await _main()
+    except ConnectionBudgetError as exc:
+        print(f"\nbench/scale.py: not enough Postgres connections: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_out_of_connections(exc):
+            raise
+        try:
+            now = (await pg_connections()).describe()
+        except Exception as again:
+            now = f"not even a check could connect: {again}"
+        print(
+            f"\nbench/scale.py: Postgres refused this run a connection midway ({exc});"
+            f" the run holds at most {RUN_BUDGET.describe()}; now {now}. Other users took the"
+            " headroom this run left them: rerun when they are done.",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+async def _main() -> None:
     os.environ["PM_CURSOR_KEY"] = CURSOR_KEY
     print(
         f"bench/scale.py  scales {[f'{label}={scaled(n):,}' for label, n in SCALES]},"
         f" {SMALL_TENANTS} small tenants, {EVENTS_PER_CONTACT} email events per contact,"
         f" concurrency {CONCURRENCY}, {REQUESTS} requests per endpoint and scale"
+    )
+    # Checked first: a seeding can take half an hour before the run needs its connections.
+    now = await check_connection_budget(
+        RUN_BUDGET if HTTP else SEED_BUDGET, "bench/scale.py", wait=PG_WAIT_SECONDS
+    )
+    print(
+        f"  Postgres connections: this run holds at most"
+        f" {(RUN_BUDGET if HTTP else SEED_BUDGET).describe()}; {now.describe()}"
     )
     seeded, how = await ensure_seed()
     print(f"  {seeded.database} ({how}): first seeding took {seeded.seconds:.0f} s")
@@ -917,6 +1060,8 @@ async def main() -> None:
 
     harness.BENCH_DB = f"pm_bench_scale_keys_{os.getpid()}"
     harness.BENCH_VHOST = harness.BENCH_DB
+    # Again now that the seed is there: others may have come meanwhile.
+    await check_connection_budget(RUN_BUDGET, "bench/scale.py (driving)", wait=PG_WAIT_SECONDS)
     await fresh_database("keys")
     amqp_url = fresh_vhost()
     env = {
@@ -934,6 +1079,7 @@ async def main() -> None:
     }
     procs = []
     upstreams = {}
+    loads: dict[str, str] = {}
     for svc in SERVICES:
         port = free_port()
         procs.append(
@@ -943,6 +1089,7 @@ async def main() -> None:
                     **env,
                     "PM_DATABASE_URL": role_dsn(svc, seeded.database),
                     "PM_HTTP_PORT": str(port),
+                    "PM_DB_POOL_MAX": str(RUN_BUDGET.pools[f"{svc} api"]),
                 },
                 f"scale-{svc}",
             )
@@ -971,27 +1118,36 @@ async def main() -> None:
                     keys[t.id] = key
                 by_name: dict[str, Probe] = {}
                 for t in tenants:
-                    conn = await asyncpg.connect(admin_dsn(seeded.database))
+                    sampler = LoadSampler((seeded.database, harness.BENCH_DB))
+                    await sampler.start()
                     try:
-                        probes = await probes_for(conn, t)
+                        conn = await asyncpg.connect(admin_dsn(seeded.database))
+                        try:
+                            probes = await probes_for(conn, t)
+                        finally:
+                            await conn.close()
+                        for p in probes:
+                            kept = by_name.setdefault(p.name, p)
+                            kept.deep_offset = p.deep_offset
+                            await drive(client, gateway.url, keys[t.id], p.paths, CONCURRENCY)
+                            kept.latencies[t.label] = await drive(
+                                client, gateway.url, keys[t.id], p.paths, REQUESTS
+                            )
+                            await explain_all(seeded.database, [p], t.label)
+                            kept.plans[t.label] = p.plans.get(t.label, "")
+                            kept.db_ms[t.label] = p.db_ms.get(t.label, float("nan"))
                     finally:
-                        await conn.close()
-                    for p in probes:
-                        kept = by_name.setdefault(p.name, p)
-                        kept.deep_offset = p.deep_offset
-                        await drive(client, gateway.url, keys[t.id], p.paths, CONCURRENCY)  # warm
-                        kept.latencies[t.label] = await drive(
-                            client, gateway.url, keys[t.id], p.paths, REQUESTS
-                        )
-                        await explain_all(seeded.database, [p], t.label)
-                        kept.plans[t.label] = p.plans.get(t.label, "")
-                        kept.db_ms[t.label] = p.db_ms.get(t.label, float("nan"))
-                    print(f"  driven {t.label}", flush=True)
+                        await sampler.stop()
+                    loads[t.label] = sampler.describe()
+                    print(f"  driven {t.label}: {loads[t.label]}", flush=True)
                 results = list(by_name.values())
     finally:
         stop(procs)
 
     report(seeded, results)
+    print("  load while driving:")
+    for label, line in loads.items():
+        print(f"    @{label}: {line}")
 
 
 def report(seeded: Seeded, results: list[Probe]) -> None:
@@ -1081,5 +1237,21 @@ async def seed_only() -> None:
     print(f"  {seeded.database} ({how}): first seeding took {seeded.seconds:.0f} s")
 
 
+async def _interruptible(work: Awaitable[int | None]) -> int | None:
+    """SIGTERM/SIGINT cancel the run: its `finally` blocks stop the spawned processes and the
+    scratch database and vhost go at exit (a plain SIGTERM would leave them behind)."""
+    import signal
+
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        print("\nbench/scale.py: interrupted; spawned processes stopped", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(seed_only() if sys.argv[1:] == ["seed"] else main()))
+    sys.exit(asyncio.run(_interruptible(seed_only() if sys.argv[1:] == ["seed"] else main())))

@@ -44,6 +44,7 @@ from libs.common.events import (
     stamp_events,
     uuid7_text,
 )
+from libs.common.gc_pause import gc_paused
 from libs.common.http import (
     ApiError,
     BadRequest,
@@ -287,7 +288,8 @@ class ImportTooLarge(ApiError):
 def parse_import_json(body: bytes) -> list[Any]:
     """A JSON array of contacts, or `{"contacts": [...]}`."""
     try:
-        data = orjson.loads(body)
+        with gc_paused():  # 50,000 rows' containers: see libs.common.gc_pause
+            data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(
             code="invalid_json", details=[ErrorDetail(field="body", message=str(exc))]
@@ -305,6 +307,11 @@ def parse_import_json(body: bytes) -> list[Any]:
 def parse_import_csv(body: bytes) -> list[Any]:
     """CSV with a header row: email, first_name, last_name, company, tags (`;`-separated),
     status; any other column becomes a custom field. Empty cells are absent values."""
+    with gc_paused():
+        return _parse_import_csv(body)
+
+
+def _parse_import_csv(body: bytes) -> list[Any]:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -504,7 +511,8 @@ async def import_contacts(
             details=[ErrorDetail(field="body", message=f"{len(items)} rows > {max_rows}")],
         )
     async with pool.acquire() as conn, conn.transaction():
-        return await import_rows(conn, owner, items)
+        with gc_paused():
+            return await import_rows(conn, owner, items)
 
 
 async def import_rows(
@@ -1404,10 +1412,11 @@ async def submit_import(
         )
     import_id = new_event_id()
     async with pool.acquire() as conn, conn.transaction():
-        chunks = [
-            (first, orjson.dumps(items[first : first + IMPORT_CHUNK_ROWS]))
-            for first in range(0, len(items), IMPORT_CHUNK_ROWS)
-        ]
+        with gc_paused():
+            chunks = [
+                (first, orjson.dumps(items[first : first + IMPORT_CHUNK_ROWS]))
+                for first in range(0, len(items), IMPORT_CHUNK_ROWS)
+            ]
         row = await repo.insert_import(conn, owner, import_id, chunks, len(items))
         await outbox.enqueue(
             conn,
@@ -1441,10 +1450,11 @@ async def run_import(
     done = job["processed"]
     while done < job["total"]:
         async with pool.acquire() as conn, conn.transaction():
-            items = await repo.import_chunk(conn, import_id, done, chunk_rows)
-            if not items:
-                break  # nothing stored past `done` (a total the rows never reached)
-            report = await import_rows(conn, owner, items)
+            with gc_paused():
+                items = await repo.import_chunk(conn, import_id, done, chunk_rows)
+                if not items:
+                    break  # nothing stored past `done` (a total the rows never reached)
+                report = await import_rows(conn, owner, items)
             for e in report["errors"]:
                 e["row"] += done  # 1-based within the whole import
             done += len(items)

@@ -169,17 +169,28 @@ async def list_deliveries(
     created_after: datetime | None,
     created_before: datetime | None,
 ) -> list[asyncpg.Record]:
-    args: list[Any] = [endpoint_id, status, event_type, created_after, created_before]
+    # Only the filters given are in the SQL: a `($n IS NULL OR status = $n)` condition is
+    # no index condition in a generic plan (asyncpg prepares statements, and Postgres may
+    # switch to one after five runs), so a status none has read the whole log (issue 21).
+    # With `status = $n` the page walks deliveries_status_log (000270) whatever the plan.
+    args: list[Any] = [endpoint_id]
+    where = ["endpoint_id = $1"]
+    for condition, value in (
+        ("status = ${}", status),
+        ("event_type = ${}", event_type),
+        ("created_at >= ${}", created_after),
+        ("created_at < ${}", created_before),
+    ):
+        if value is not None:
+            args.append(value)
+            where.append(condition.format(len(args)))
     keyset, tail = keyset_sql(params, {"created_at": "created_at"}, args)
+    if keyset:
+        where.append(keyset)
     return await pool.fetch(
         "SELECT id, endpoint_id, event_id, event_type, status, is_test, trigger, attempts,"
         " next_attempt_at, last_status_code, last_error, created_at, updated_at, completed_at"
-        " FROM deliveries WHERE endpoint_id = $1"
-        " AND ($2::text IS NULL OR status = $2)"
-        " AND ($3::text IS NULL OR event_type = $3)"
-        " AND ($4::timestamptz IS NULL OR created_at >= $4)"
-        " AND ($5::timestamptz IS NULL OR created_at < $5)"
-        f"{' AND ' + keyset if keyset else ''} {tail}",
+        f" FROM deliveries WHERE {' AND '.join(where)} {tail}",
         *args,
     )
 

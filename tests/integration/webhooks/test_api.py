@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from standardwebhooks import Webhook
 
@@ -247,3 +248,92 @@ async def test_payload_version_defaults_to_the_newest_and_patch_changes_it(
     )
     got = await api.client.get(f"{BASE}/ep_old_{unique}", headers=h)
     assert got.json()["data"]["payload_version"] == "2026-11-21"
+
+
+class _Recorder:
+    """Stands in for the pool: keeps the statement the repository would run."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        self.calls.append((sql, args))
+        return []
+
+
+def _index_conds(plan: Any) -> list[str]:
+    node = plan[0]["Plan"] if isinstance(plan, list) else plan
+    found = [node.get("Index Cond", "")] if "Scan" in node["Node Type"] else []
+    for child in node.get("Plans", []):
+        found += _index_conds(child)
+    return found
+
+
+async def test_delivery_log_by_status_walks_an_index_in_custom_and_generic_plans(
+    api, unique, wh_pool
+) -> None:
+    """Issue 21: `?status=` of a status the log lacks read every delivery of the endpoint (a
+    seq scan at 1M). Both plans Postgres may pick for the prepared statement must start from
+    an index on (endpoint, status)."""
+    h = api.as_tenant(unique)
+    ep = (await api.create(unique, url="http://127.0.0.1:9/log", events=["email.*"]))["id"]
+    async with wh_pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload,"
+            " status, created_at)"
+            " SELECT $1 || '_' || i, $1, $2, gen_random_uuid(),"
+            " CASE WHEN i % 2 = 0 THEN 'email.opened' ELSE 'email.sent' END, '{}',"
+            " CASE WHEN i % 500 = 0 THEN 'failed' ELSE 'succeeded' END,"
+            " now() - interval '1 second' * i FROM generate_series(1, 20000) i",
+            ep,
+            unique,
+        )
+        await conn.execute("ANALYZE deliveries")
+
+    async def ids(**params: Any) -> list[str]:
+        r = await api.client.get(f"{BASE}/{ep}/deliveries", params=params, headers=h)
+        assert r.status_code == 200, r.text
+        return [d["id"] for d in r.json()["data"]]
+
+    failed = [f"{ep}_{i}" for i in range(500, 20001, 500)]
+    assert await ids(status="failed", limit=100) == failed
+    assert await ids(status="paused") == []
+    assert await ids(status="failed", event_type="email.opened", limit=100) == failed
+    assert await ids(status="failed", event_type="email.sent") == []
+    page = await ids(status="failed", limit=3, order="asc")
+    assert page == failed[::-1][:3]
+
+    from libs.common.pagination import ListParams
+    from services.webhooks.repository import list_deliveries
+
+    recorder = _Recorder()
+    for status in ("paused", "failed"):
+        await list_deliveries(
+            recorder,
+            ep,
+            ListParams(limit=50),
+            status=status,
+            event_type=None,
+            created_after=None,
+            created_before=None,
+        )
+    for n, (sql, args) in enumerate(recorder.calls):
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            async with wh_pool.acquire() as conn, conn.transaction():
+                await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+                await conn.execute(f"PREPARE log_{n} AS {sql}")
+                try:
+                    # EXECUTE takes no bind parameters: the values as literals.
+                    values = ", ".join(
+                        "NULL"
+                        if a is None
+                        else str(a)
+                        if isinstance(a, int)
+                        else "'" + str(a).replace("'", "''") + "'"
+                        for a in args
+                    )
+                    plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE log_{n}({values})")
+                finally:
+                    await conn.execute(f"DEALLOCATE log_{n}")
+            conds = _index_conds(orjson.loads(plan) if isinstance(plan, str) else plan)
+            assert any("status" in c for c in conds), (mode, args, plan)
