@@ -235,6 +235,11 @@ async def delete_contact(
     return {"id": row["id"], "deleted": True}
 
 
+# What parse_custom_field_filters takes, as the spec states it: a key (no colon), a colon, a
+# value (anything, even empty).
+CUSTOM_FIELD_FILTER = r"^[^:]+:"
+
+
 def parse_custom_field_filters(raw: list[str]) -> list[tuple[str, list[Any]]]:
     """`key:value` pairs; the value also matches as a JSON number/boolean (`seats:5`)."""
     out: list[tuple[str, list[Any]]] = []

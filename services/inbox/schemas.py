@@ -73,8 +73,8 @@ class ThreadDetail(ThreadOut):
 class ThreadPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    read: bool | None = None
-    archived: bool | None = None
+    read: bool | None = Field(default=None, strict=True)
+    archived: bool | None = Field(default=None, strict=True)
     labels: list[str] | None = Field(default=None, max_length=20)
 
     @model_validator(mode="after")
