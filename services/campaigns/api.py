@@ -155,7 +155,7 @@ async def create_contact(p: contacts_scope, pool: Pool, body: ContactCreate) -> 
         "requestBody": {
             "content": {
                 "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "text/csv": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "pattern": service.CSV_HEADER_PATTERN}},
             },
             "required": True,
         }
@@ -190,7 +190,7 @@ async def import_contacts(
         "requestBody": {
             "content": {
                 "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "text/csv": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "pattern": service.CSV_HEADER_PATTERN}},
             },
             "required": True,
         }

@@ -212,6 +212,11 @@ def _check_source(value: str | None) -> str | None:
 
 
 TEMPLATE_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+# A campaign's `content.template_id`: a template's id (a hyphenated uuid) or its key.
+TEMPLATE_REF_PATTERN = (
+    r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[A-Za-z][A-Za-z0-9_.-]{0,63})$"
+)
 
 
 class TemplateCreate(_Strict):
@@ -290,7 +295,9 @@ class CampaignContent(_Strict):
     html: str | None = None
     text: str | None = None
     # A template's id, or its `key`. Inline html/text given beside it override that part.
-    template_id: str | None = Field(default=None, min_length=1, max_length=64)
+    template_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=TEMPLATE_REF_PATTERN
+    )
 
     _sources = field_validator("html", "text")(_check_source)
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from libs.common.schema_rules import any_of, present
+
 from libs.common.http import ResponseModel
 
 
@@ -94,7 +96,13 @@ class ThreadPatch(BaseModel):
 
 
 class ReplyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # What `_body` enforces, stated in the spec: text or html (or both).
+        json_schema_extra=any_of(
+            present("text", {"type": "string"}), present("html", {"type": "string"})
+        ),
+    )
 
     text: str | None = Field(default=None, max_length=2_000_000)
     html: str | None = Field(default=None, max_length=2_000_000)
