@@ -102,7 +102,7 @@ class _SendBase(BaseModel):
 
 class SendEmailRequest(_SendBase):
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, json_schema_extra={"anyOf": BODY_GIVEN}
+        extra="forbid", populate_by_name=True, json_schema_extra=any_of(*BODY_GIVEN)
     )
     to: Email
     variables: dict[str, Any] = Field(default_factory=dict)

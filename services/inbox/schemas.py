@@ -7,9 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from libs.common.schema_rules import any_of, present
-
 from libs.common.http import ResponseModel
+from libs.common.schema_rules import any_of, present
 
 
 class ThreadOut(ResponseModel):
