@@ -518,6 +518,10 @@ POSTMAN_PRODUCES: dict[str, dict[str, str]] = {
     "create_endpoint": {"endpoint_id": "data.id"},
     "login": {"refresh_token": "data.refresh_token"},
     "refresh": {"refresh_token": "data.refresh_token"},
+    # Nothing creates inbox messages through the API: the inbox folder reads the newest of
+    # those the tenant received (a reply to mail it sent) and works on its thread.
+    "list_messages": {"inbox_message_id": "data[0].id"},
+    "list_threads": {"thread_id": "data[0].id"},
 }
 # Placeholders of the examples -> the collection variable carrying the real value.
 POSTMAN_PLACEHOLDERS = {
@@ -534,7 +538,11 @@ POSTMAN_PLACEHOLDERS = {
     "delivery_0001": "delivery_id",
     "refresh_token_0001": "refresh_token",
     "https://example.com/webhooks/penguinmails": "webhookUrl",
+    "thread_0001": "thread_id",
 }
+# Where a folder's placeholder names another object than elsewhere: the inbox's messages are
+# received ones, not the sent ones of `emails`.
+POSTMAN_FOLDER_PLACEHOLDERS = {"inbox": {"message_0001": "inbox_message_id"}}
 # Folders in the order a run needs (what makes an id before what uses it); every DELETE goes
 # to a last folder, so nothing is deleted before the requests that use it.
 POSTMAN_FOLDERS = [
@@ -584,8 +592,11 @@ def _postman_order(path: str, method: str, op_id: str) -> tuple[int, int, str]:
     return rank, step, path
 
 
-def _postman_text(text: str) -> str:
-    for placeholder, variable in POSTMAN_PLACEHOLDERS.items():
+def _postman_text(text: str, folder: str = "") -> str:
+    for placeholder, variable in {
+        **POSTMAN_PLACEHOLDERS,
+        **POSTMAN_FOLDER_PLACEHOLDERS.get(folder, {}),
+    }.items():
         text = text.replace(placeholder, "{{" + variable + "}}")
     return text
 
@@ -633,7 +644,7 @@ def render_postman(spec: dict[str, Any]) -> str:
                 "variable": [
                     {
                         "key": s[1:],
-                        "value": _postman_variable(p["name"], spec, p),
+                        "value": _postman_variable(p["name"], spec, p, op["tags"][0]),
                     }
                     for s in segments
                     if s.startswith(":")
@@ -654,7 +665,7 @@ def render_postman(spec: dict[str, Any]) -> str:
         if req["multipart"]:
             request["body"] = {"mode": "formdata", "formdata": [{"key": "file", "type": "file"}]}
         elif req["body"] is not None:
-            raw = _postman_text(json.dumps(req["body"], indent=2))
+            raw = _postman_text(json.dumps(req["body"], indent=2), op["tags"][0])
             if op["operationId"] == "signup" or op["operationId"] == "login":
                 raw = raw.replace("jane@example.com", "{{signupEmail}}")
             request["body"] = {
@@ -710,7 +721,8 @@ def render_postman(spec: dict[str, Any]) -> str:
             "then run the whole collection: each create stores the id it made in a collection "
             "variable the following requests use, each request's test checks a 2xx status, "
             "and the last folder deletes what the run made. `webhookUrl` must be a receiver "
-            "the API can reach.",
+            "the API can reach. The inbox folder works on the newest message the tenant "
+            "received (a reply to mail it sent): run it once one has arrived.",
             "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
         },
         "auth": {
@@ -729,6 +741,11 @@ def render_postman(spec: dict[str, Any]) -> str:
                 }
                 for placeholder, variable in POSTMAN_PLACEHOLDERS.items()
             ),
+            *(
+                {"key": variable, "value": placeholder}
+                for placeholders in POSTMAN_FOLDER_PLACEHOLDERS.values()
+                for placeholder, variable in placeholders.items()
+            ),
             {"key": "suppressed_email", "value": "jane@example.com"},
         ],
         "item": [
@@ -739,11 +756,13 @@ def render_postman(spec: dict[str, Any]) -> str:
     return json.dumps(collection, indent=2) + "\n"
 
 
-def _postman_variable(name: str, spec: dict[str, Any], param: dict[str, Any]) -> str:
+def _postman_variable(
+    name: str, spec: dict[str, Any], param: dict[str, Any], folder: str = ""
+) -> str:
     value = str(sample(param["schema"], spec, name))
     if name == "email":
         return "{{suppressed_email}}"
-    return _postman_text(value)
+    return _postman_text(value, folder)
 
 
 # --------------------------------------------------------------------- events

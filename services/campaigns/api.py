@@ -4,12 +4,12 @@ service.py, wrap the result in the envelope. The router is declared at module le
 come from the app (`app.state.settings`).
 """
 
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from pydantic import StringConstraints
 
 from libs.common.app import app_settings, create_app
 from libs.common.http import (
@@ -30,6 +30,7 @@ from libs.common.pagination import (
 from libs.common.principal import Principal
 from libs.common.resources import Resources, resources_of
 from libs.common.tenancy import TenantScope
+from libs.common.timestamps import Timestamp
 from services.campaigns import service
 from services.campaigns.auth import (
     analytics_scope,
@@ -116,10 +117,11 @@ async def list_contacts(
     email: Annotated[str | None, Query(description="Exact address, any case.")] = None,
     tag: Annotated[list[str] | None, Query(description="Has every given tag.")] = None,
     status: ContactStatus | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
     custom_field: Annotated[
-        list[str] | None, Query(description="`key:value` equality, repeatable.")
+        list[Annotated[str, StringConstraints(pattern=service.CUSTOM_FIELD_FILTER)]] | None,
+        Query(description="`key:value` equality, repeatable."),
     ] = None,
     include_total: bool = False,
 ) -> dict[str, Any]:
@@ -153,7 +155,7 @@ async def create_contact(p: contacts_scope, pool: Pool, body: ContactCreate) -> 
         "requestBody": {
             "content": {
                 "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "text/csv": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "pattern": service.CSV_HEADER_PATTERN}},
             },
             "required": True,
         }
@@ -188,7 +190,7 @@ async def import_contacts(
         "requestBody": {
             "content": {
                 "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "text/csv": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "pattern": service.CSV_HEADER_PATTERN}},
             },
             "required": True,
         }
@@ -254,8 +256,8 @@ async def list_templates(
     pool: Pool,
     params: CreatedParams,
     name: Annotated[str | None, Query(max_length=200, description="Exact name, any case.")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
 ) -> dict[str, Any]:
     flt = TemplateFilter(name=name, created_after=created_after, created_before=created_before)
     return (await service.list_templates(pool, _owner(p), flt, params)).envelope()
@@ -317,8 +319,8 @@ async def list_campaigns(
     params: CreatedParams,
     status: CampaignStatus | None = None,
     name: Annotated[str | None, Query(max_length=200, description="Exact name, any case.")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
 ) -> dict[str, Any]:
     flt = CampaignFilter(
         status=status, name=name, created_after=created_after, created_before=created_before

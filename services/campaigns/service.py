@@ -236,6 +236,11 @@ async def delete_contact(
     return {"id": row["id"], "deleted": True}
 
 
+# What parse_custom_field_filters takes, as the spec states it: a key (no colon), a colon, a
+# value (anything, even empty).
+CUSTOM_FIELD_FILTER = r"^[^:]+:"
+
+
 def parse_custom_field_filters(raw: list[str]) -> list[tuple[str, list[Any]]]:
     """`key:value` pairs; the value also matches as a JSON number/boolean (`seats:5`)."""
     out: list[tuple[str, list[Any]]] = []
@@ -304,6 +309,11 @@ def parse_import_json(body: bytes) -> list[Any]:
     return data
 
 
+# What parse_import_csv needs, as the spec states it: a header line (no quotes before it)
+# with an `email` column.
+CSV_HEADER_PATTERN = r"^([^\r\n\"]*,)?[ \t]*email[ \t]*(,|\r|\n|$)"
+
+
 def parse_import_csv(body: bytes) -> list[Any]:
     """CSV with a header row: email, first_name, last_name, company, tags (`;`-separated),
     status; any other column becomes a custom field. Empty cells are absent values."""
@@ -321,10 +331,8 @@ def _parse_import_csv(body: bytes) -> list[Any]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader, None)
-        if not header:
-            return []
-        names = [h.strip() for h in header]
-        if "email" not in names:
+        names = [h.strip() for h in header or []]
+        if "email" not in names or not re.match(CSV_HEADER_PATTERN, text):
             raise ValidationFailed(
                 "The CSV header has no `email` column.",
                 details=[ErrorDetail(field="body", message="missing email column")],

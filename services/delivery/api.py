@@ -8,7 +8,6 @@ the inbox service. Routers are declared at module level; who may call them is `a
 import contextlib
 import html
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -19,6 +18,7 @@ from libs.common.http import SuccessEnvelope, ok
 from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.resources import Resources
 from libs.common.tenancy import TenantScope
+from libs.common.timestamps import Timestamp
 from services.delivery.auth import Reader, Sender
 from services.delivery.connectors.base import WebhookRequest
 from services.delivery.domains import api as domains_api
@@ -119,8 +119,8 @@ async def list_emails(
     campaign_id: str | None = None,
     batch_id: str | None = None,
     recipient: str | None = Query(default=None, max_length=320),
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
 ) -> dict[str, Any]:
     page = await svc.list_emails(
         TenantScope.of(p),
@@ -142,8 +142,8 @@ async def list_suppressions(
     params: SuppressionParams,
     reason: Literal["hard_bounce", "complaint", "unsubscribe", "manual"] | None = None,
     email: str | None = Query(default=None, max_length=320, description="Exact address."),
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
 ) -> dict[str, Any]:
     page = await svc.list_suppressions(
         p.tenant_id,

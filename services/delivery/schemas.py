@@ -9,21 +9,55 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from libs.common.emails import Email
 from libs.common.http import ResponseModel
+from libs.common.schema_rules import any_of, present
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
 
 
 class Content(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Seed 004's nested body: html or text (or both)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=any_of(
+            present("html", {"type": "string"}), present("text", {"type": "string"})
+        ),
+    )
     html: str | None = None
     text: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Content:
+        if self.html is None and self.text is None:
+            raise ValueError("content needs html or text")
+        return self
 
 
 class Tracking(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    track_opens: bool = True
-    track_clicks: bool = True
+    track_opens: bool = Field(default=True, strict=True)
+    track_clicks: bool = Field(default=True, strict=True)
+
+
+TEXT: dict[str, Any] = {"type": "string"}
+# What `_has_body` takes as a body: html or text, at the top level or under `content` (null
+# is the same as absent).
+BODY_GIVEN: list[dict[str, Any]] = [
+    present("html", TEXT),
+    present("text", TEXT),
+    # `Content` itself says "html or text" (openapi-python-client takes no anyOf nested here).
+    present("content", {"$ref": "#/components/schemas/Content"}),
+]
+CAMPAIGN_GIVEN = present("campaign_id", {"type": "string", "minLength": 1})
+
+
+def _both(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Both `present(...)` fragments hold."""
+    return {
+        "required": [*first["required"], *second["required"]],
+        "properties": {**first["properties"], **second["properties"]},
+    }
 
 
 class _SendBase(BaseModel):
@@ -67,7 +101,9 @@ class _SendBase(BaseModel):
 
 
 class SendEmailRequest(_SendBase):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra=any_of(*BODY_GIVEN)
+    )
     to: Email
     variables: dict[str, Any] = Field(default_factory=dict)
     campaign_id: str | None = None
@@ -85,19 +121,31 @@ class SendBulkRequest(_SendBase):
     """With a `campaign_id` and no html/text, the campaign's content (subject, body, sender,
     tracking) is sent; anything given in the body wins over it."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        # A subject and (a body or a campaign), or a campaign and no body at all.
+        # (Flat: openapi-python-client cannot take an anyOf nested in another's branch.)
+        json_schema_extra=any_of(
+            *(_both(present("subject", TEXT), given) for given in [*BODY_GIVEN, CAMPAIGN_GIVEN]),
+            {**CAMPAIGN_GIVEN, "not": {"anyOf": BODY_GIVEN}},
+        ),
+    )
     content_from_campaign: ClassVar[bool] = True
     subject: str | None = Field(default=None, min_length=1, max_length=998)  # type: ignore[assignment]
     campaign_id: str | None = None
     recipients: list[BulkRecipient] = Field(min_length=1, max_length=MAX_BULK)
     # Messages are released in chunks of `batch_size`, chunk n at n * delay_between_batches
     # seconds after acceptance.
-    batch_size: int = Field(default=100, ge=1, le=1000)
-    delay_between_batches: int = Field(default=0, ge=0, le=86400)
+    batch_size: int = Field(default=100, ge=1, le=1000, strict=True)
+    delay_between_batches: int = Field(default=0, ge=0, le=86400, strict=True)
 
     @model_validator(mode="after")
     def _subject(self) -> SendBulkRequest:
-        if self.subject is None and not (self.campaign_id and self.html is None and not self.text):
+        # (html/text already merged with `content` by _has_body)
+        if self.subject is None and not (
+            self.campaign_id and self.html is None and self.text is None
+        ):
             raise ValueError("subject is required unless the campaign's content is used")
         return self
 
@@ -177,7 +225,7 @@ class RoutingRuleIn(BaseModel):
     sending_domain: str | None = Field(default=None, max_length=253)
     primary_provider: Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"]
     secondary_provider: Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"] | None = None
-    priority: int = Field(default=100, ge=0, le=10000)
+    priority: int = Field(default=100, ge=0, le=10000, strict=True)
 
 
 Provider = Literal["postmark", "mailgun", "sendgrid", "ses", "smtp"]
@@ -196,7 +244,7 @@ class SendingCapIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scope: Literal["mailbox", "domain"]
     value: str = Field(min_length=1, max_length=320)
-    daily_limit: int = Field(ge=0, le=1_000_000)
+    daily_limit: int = Field(ge=0, le=1_000_000, strict=True)
 
 
 class SendingCap(ResponseModel):

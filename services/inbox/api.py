@@ -7,7 +7,6 @@ name closure variables.)
 
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -18,6 +17,7 @@ from libs.common.http import ApiError, ErrorEnvelope, Forbidden, SuccessEnvelope
 from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal, principal_dependency, require_scope
 from libs.common.resources import Resources
+from libs.common.timestamps import Timestamp
 from services.inbox.classification import Classification
 from services.inbox.providers import HookRequest
 from services.inbox.repository import ThreadFilter
@@ -87,9 +87,9 @@ def build_routers(settings: InboxSettings) -> list[APIRouter]:
         ] = False,
         label: Annotated[str | None, Query(max_length=100)] = None,
         since: Annotated[
-            datetime | None, Query(description="Last message at or after (ISO 8601).")
+            Timestamp | None, Query(description="Last message at or after (RFC 3339).")
         ] = None,
-        until: Annotated[datetime | None, Query(description="Last message before.")] = None,
+        until: Annotated[Timestamp | None, Query(description="Last message before.")] = None,
     ) -> dict[str, Any]:
         f = ThreadFilter(
             folder=folder,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.common.http import ResponseModel
+from libs.common.schema_rules import any_of, present
 
 
 class ThreadOut(ResponseModel):
@@ -73,8 +74,8 @@ class ThreadDetail(ThreadOut):
 class ThreadPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    read: bool | None = None
-    archived: bool | None = None
+    read: bool | None = Field(default=None, strict=True)
+    archived: bool | None = Field(default=None, strict=True)
     labels: list[str] | None = Field(default=None, max_length=20)
 
     @model_validator(mode="after")
@@ -94,7 +95,13 @@ class ThreadPatch(BaseModel):
 
 
 class ReplyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # What `_body` enforces, stated in the spec: text or html (or both).
+        json_schema_extra=any_of(
+            present("text", {"type": "string"}), present("html", {"type": "string"})
+        ),
+    )
 
     text: str | None = Field(default=None, max_length=2_000_000)
     html: str | None = Field(default=None, max_length=2_000_000)

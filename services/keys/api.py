@@ -7,7 +7,6 @@ the app (`app.state.settings`) at request time.
 
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Query, Request, Response
@@ -17,6 +16,7 @@ from libs.common.http import ApiError, SuccessEnvelope, ok
 from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal
 from libs.common.resources import Resources
+from libs.common.timestamps import Timestamp
 from libs.common.vault import Vault
 from services.keys.auth import User, internal
 from services.keys.schemas import (
@@ -210,8 +210,8 @@ async def key_usage(
     key_id: str,
     p: User,
     svc: Svc,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[Timestamp | None, Query(alias="from")] = None,
+    end: Annotated[Timestamp | None, Query(alias="to")] = None,
     granularity: Literal["minute", "hour", "day"] = "minute",
 ) -> dict[str, Any]:
     return ok(await svc.usage(p.tenant_id, key_id, start, end, granularity))

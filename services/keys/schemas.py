@@ -82,7 +82,7 @@ class CreateApiKeyRequest(_Strict):
 
 class RegenerateApiKeyRequest(_Strict):
     # How long the replaced secret keeps working; 0 = it stops at once. At most 7 days.
-    grace_period_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
+    grace_period_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600, strict=True)
 
 
 class ApiKeyOut(ResponseModel):

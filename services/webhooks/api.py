@@ -17,6 +17,7 @@ from libs.common.pagination import ListParams, list_params, reject_unknown_query
 from libs.common.principal import Principal
 from libs.common.resources import Resources
 from libs.common.tenancy import TenantScope
+from libs.common.timestamps import Timestamp
 from services.webhooks.address_guard import parse_networks
 from services.webhooks.auth import Scoped
 from services.webhooks.events_api import router as events_router
@@ -180,8 +181,8 @@ async def list_deliveries(
     params: DeliveryParams,
     status: DeliveryStatus | None = None,
     event_type: Annotated[str | None, Query(max_length=100)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
 ) -> dict[str, Any]:
     page = await svc.deliveries(
         _caller(p),

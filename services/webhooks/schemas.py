@@ -13,7 +13,7 @@ from services.webhooks.payloads import PayloadVersion
 Url = Annotated[str, Field(min_length=8, max_length=2048)]
 EventPattern = Annotated[str, Field(min_length=1, max_length=100)]
 FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
-RetryDelay = Annotated[float, Field(ge=0.1, le=86_400)]
+RetryDelay = Annotated[float, Field(ge=0.1, le=86_400, strict=True)]
 
 DeliveryStatus = Literal["pending", "sending", "retrying", "succeeded", "failed", "paused"]
 
@@ -32,7 +32,7 @@ class EndpointCreate(BaseModel):
     description: str | None = Field(default=None, max_length=500)
     events: list[EventPattern] = Field(min_length=1, max_length=64)
     filters: EndpointFilters = Field(default_factory=EndpointFilters)
-    enabled: bool = True
+    enabled: bool = Field(default=True, strict=True)
     retry_schedule: list[RetryDelay] | None = Field(
         default=None,
         max_length=20,
@@ -61,7 +61,7 @@ class EndpointUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=500)
     events: list[EventPattern] | None = Field(default=None, min_length=1, max_length=64)
     filters: EndpointFilters | None = None
-    enabled: bool | None = None
+    enabled: bool | None = Field(default=None, strict=True)
     retry_schedule: list[RetryDelay] | None = Field(default=None, max_length=20)
     payload_version: PayloadVersion | None = Field(
         default=None, description="Switch the payload shape; see docs/webhooks.md."

@@ -1,6 +1,7 @@
 """The whole product behind one real gateway: keys, campaigns (api, relay, worker, runner),
-delivery (api, relay, worker), webhooks (api, relay, worker), billing (against the fake
-Stripe). For tests that send the
+delivery (api, relay, worker), webhooks (api, relay, worker), inbox (api, relay, worker and
+its SMTP listener: replies to sent mail make threads), billing (against the fake Stripe). For
+tests that send the
 documented request bodies the way an integrator does (issue 15).
 
 Delivery runs with `PM_FORCE_SANDBOX=true`: live-mode mail goes to the platform's own
@@ -35,11 +36,16 @@ from tests.integration.keys.platform_stack import platform as platform_fixture
 platform = platform_fixture
 
 
+# The domain the inbox's SMTP listener takes replies for (the stack's reply addresses).
+REPLY_DOMAIN = "reply.contract.test"
+
+
 @dataclass
 class Stack:
     gw: str
     processes: list[ServiceProcess]
     dns: FakeDns
+    smtp_port: int  # the inbox's inbound SMTP listener (127.0.0.1)
 
     def logs(self) -> str:
         return "\n".join(f"== {p.service} {p.process}\n{p.logs()}" for p in self.processes)
@@ -108,12 +114,22 @@ def stack(
         PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
     )
 
+    smtp_port = free_port()
+    inbox_env = service_env(
+        "inbox",
+        amqp,
+        **vault,
+        PM_REPLY_DOMAINS=f'["{REPLY_DOMAIN}"]',
+        PM_INBOUND_SMTP_PORT=str(smtp_port),
+    )
+
     def start(service: str, process: str, env: dict[str, str]) -> ServiceProcess:
         return ServiceProcess(service, process, env, free_port())
 
     campaigns = start("campaigns", "api", campaigns_env)
     delivery = start("delivery", "api", delivery_env)
     webhooks = start("webhooks", "api", webhooks_env)
+    inbox = start("inbox", "api", inbox_env)
     processes = [
         campaigns,
         start("campaigns", "relay", campaigns_env),
@@ -125,6 +141,10 @@ def stack(
         webhooks,
         start("webhooks", "relay", webhooks_env),
         start("webhooks", "worker", webhooks_env),
+        inbox,
+        start("inbox", "relay", inbox_env),
+        start("inbox", "worker", inbox_env),
+        start("inbox", "smtp", inbox_env),
     ]
     gateway = start(
         "gateway",
@@ -135,13 +155,14 @@ def stack(
             "PM_DELIVERY_URL": delivery.url,
             "PM_WEBHOOKS_URL": webhooks.url,
             "PM_BILLING_URL": billing.api.url,
+            "PM_INBOX_URL": inbox.url,
         },
     )
     processes.append(gateway)
     try:
         for p in processes:
             p.wait_ready(300)  # a shared 2-core host under load starts them slowly
-        yield Stack(gateway.url, processes, contract_dns)
+        yield Stack(gateway.url, processes, contract_dns, smtp_port)
     finally:
         for p in processes:
             p.close()

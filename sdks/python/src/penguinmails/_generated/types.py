@@ -130,7 +130,8 @@ __all__ = [
     "PublishedRecord",
     "RecipientSelection",
     "RecipientStates",
-    "Recipients",
+    "RecipientsByContacts",
+    "RecipientsByTags",
     "Recover",
     "Recovered",
     "RecoveredResponse",
@@ -522,7 +523,7 @@ class _CampaignCreateRequired(TypedDict):
 
     content: CampaignContent
     name: str
-    recipients: Recipients | builtins.list[InlineRecipient]
+    recipients: RecipientsByContacts | RecipientsByTags | builtins.list[InlineRecipient]
 
 
 class CampaignCreate(_CampaignCreateRequired, total=False):
@@ -600,7 +601,7 @@ class CampaignUpdate(TypedDict, total=False):
     from_email: str | None
     from_name: str | None
     name: str | None
-    recipients: Recipients | builtins.list[InlineRecipient] | None
+    recipients: RecipientsByContacts | RecipientsByTags | builtins.list[InlineRecipient] | None
     reply_to: str | None
     schedule: Schedule | None
     scheduled_at: str | None
@@ -745,7 +746,7 @@ class ContactUpdate(TypedDict, total=False):
 
 
 class Content(TypedDict, total=False):
-    """Content"""
+    """Seed 004's nested body: html or text (or both)."""
 
     html: str | None
     text: str | None
@@ -1755,12 +1756,28 @@ class RecipientStates(TypedDict):
     total: int
 
 
-class Recipients(TypedDict, total=False):
-    """Exactly one of `contact_ids` or `tags` (both or neither: 422)."""
+class _RecipientsByContactsRequired(TypedDict):
+    """The contacts named by id. (`contact_ids` and `tags` together: 422.)"""
 
-    contact_ids: builtins.list[str] | None
+    contact_ids: builtins.list[str]
+
+
+class RecipientsByContacts(_RecipientsByContactsRequired, total=False):
+    """The contacts named by id. (`contact_ids` and `tags` together: 422.)"""
+
     match: Literal["any", "all"]
-    tags: builtins.list[str] | None
+
+
+class _RecipientsByTagsRequired(TypedDict):
+    """The active contacts having any (`match: any`) or all (`match: all`) of the tags."""
+
+    tags: builtins.list[str]
+
+
+class RecipientsByTags(_RecipientsByTagsRequired, total=False):
+    """The active contacts having any (`match: any`) or all (`match: all`) of the tags."""
+
+    match: Literal["any", "all"]
 
 
 class _RecoverRequired(TypedDict):

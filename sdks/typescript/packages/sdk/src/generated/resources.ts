@@ -438,7 +438,7 @@ export type InboxListThreadsQuery = {
   /** Default false; give true for archived threads. */
   archived?: boolean | null;
   label?: string | null;
-  /** Last message at or after (ISO 8601). */
+  /** Last message at or after (RFC 3339). */
   since?: string | null;
   /** Last message before. */
   until?: string | null;

@@ -214,7 +214,7 @@ export interface CampaignCreate {
   from_email?: string | null;
   from_name?: string | null;
   name: string;
-  recipients: Recipients | Array<InlineRecipient>;
+  recipients: RecipientsByContacts | RecipientsByTags | Array<InlineRecipient>;
   reply_to?: string | null;
   schedule?: Schedule | null;
   scheduled_at?: string | null;
@@ -267,7 +267,7 @@ export interface CampaignUpdate {
   from_email?: string | null;
   from_name?: string | null;
   name?: string | null;
-  recipients?: Recipients | Array<InlineRecipient> | null;
+  recipients?: RecipientsByContacts | RecipientsByTags | Array<InlineRecipient> | null;
   reply_to?: string | null;
   schedule?: Schedule | null;
   scheduled_at?: string | null;
@@ -365,6 +365,8 @@ export interface ContactUpdate {
   status?: 'active' | 'unsubscribed' | 'bounced' | 'complained';
   tags?: Array<string>;
 }
+
+/** Seed 004's nested body: html or text (or both). */
 
 export interface Content {
   html?: string | null;
@@ -1032,12 +1034,18 @@ export interface RecipientStates {
   total: number;
 }
 
-/** Exactly one of `contact_ids` or `tags` (both or neither: 422). */
+/** The contacts named by id. (`contact_ids` and `tags` together: 422.) */
 
-export interface Recipients {
-  contact_ids?: Array<string> | null;
+export interface RecipientsByContacts {
+  contact_ids: Array<string>;
   match?: 'any' | 'all';
-  tags?: Array<string> | null;
+}
+
+/** The active contacts having any (`match: any`) or all (`match: all`) of the tags. */
+
+export interface RecipientsByTags {
+  match?: 'any' | 'all';
+  tags: Array<string>;
 }
 
 export interface Recover {
