@@ -60,19 +60,45 @@ class DashboardFiles:
         self.dist = dist
         self.files: dict[str, Path] = {}
         self.gzipped: dict[str, bytes] = {}
-        if (dist / "index.html").is_file():
-            for path in dist.rglob("*"):
+        self._build: tuple[int | None, int | None] | None = None
+        self._load()
+
+    def _stamp(self) -> tuple[int | None, int | None]:
+        """build.sh touches `.build-stamp` once Vite has written everything; index.html's
+        time covers a dist built without it."""
+
+        def mtime(name: str) -> int | None:
+            try:
+                return (self.dist / name).stat().st_mtime_ns
+            except OSError:
+                return None
+
+        return mtime(".build-stamp"), mtime("index.html")
+
+    def _load(self) -> None:
+        """Read the build again when it changed (a rebuild under a running gateway, as `make
+        up` does: files and gzipped bodies read at start-up were served stale, and a
+        deep link's index.html named assets the rebuild had removed)."""
+        stamp = self._stamp()
+        if stamp == self._build:
+            return
+        files: dict[str, Path] = {}
+        gzipped: dict[str, bytes] = {}
+        if stamp[1] is not None:
+            for path in self.dist.rglob("*"):
                 if path.is_file():
-                    rel = path.relative_to(dist).as_posix()
-                    self.files[rel] = path
+                    rel = path.relative_to(self.dist).as_posix()
+                    files[rel] = path
                     if path.suffix in COMPRESSIBLE:
-                        self.gzipped[rel] = gzip.compress(path.read_bytes(), 9, mtime=0)
+                        gzipped[rel] = gzip.compress(path.read_bytes(), 9, mtime=0)
+        self.files, self.gzipped, self._build = files, gzipped, stamp
 
     @property
     def built(self) -> bool:
         return "index.html" in self.files
 
     def response(self, rel: str, accept_encoding: str = "") -> Response:
+        self._load()  # two stats per dashboard request
         if not self.built:
             raise ServiceUnavailable(
                 "The dashboard is not built here; run `make dashboard` (needs Node.js 20+)."

@@ -69,3 +69,21 @@ def test_not_built_is_a_503_in_words(tmp_path: Path) -> None:
     r = _app(tmp_path / "missing").get("/dashboard/settings/billing")
     assert r.status_code == 503
     assert "make dashboard" in r.json()["error"]["message"]
+
+
+def test_a_rebuild_under_a_running_gateway_is_served(tmp_path: Path) -> None:
+    """`make up` rebuilds the app while the gateway runs: the gateway served the start-up
+    build (gzipped in memory) until restarted, so deep links loaded the removed assets."""
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text('<script src="assets/index-old.js"></script>')
+    (tmp_path / "assets" / "index-old.js").write_text("old()")
+    client = _app(tmp_path)
+    assert "index-old.js" in client.get("/dashboard/settings/webhooks").text
+
+    (tmp_path / "assets" / "index-old.js").unlink()  # Vite empties dist, writes the new build
+    (tmp_path / "assets" / "index-new.js").write_text("fresh()")
+    (tmp_path / "index.html").write_text('<script src="assets/index-new.js"></script>')
+    (tmp_path / ".build-stamp").touch()  # build.sh, once Vite is done
+
+    assert "index-new.js" in client.get("/dashboard/settings/webhooks").text
+    assert client.get("/dashboard/assets/index-new.js").text == "fresh()"
