@@ -574,6 +574,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                 took = await until(lambda: probe_ok(client, gw, key), 120)
                 row.recovered = None if took is None else time.monotonic() - row.started
                 pipe = await pipeline_back(client, gw, key, receiver, mail_dir)
+                through = time.monotonic() - back_at  # from the return, consumers' wait included
                 row.note = (
                     f"api ok {took:.1f} s after {name} returned"
                     if took is not None
@@ -589,7 +590,7 @@ async def drill(args: argparse.Namespace, base: Path) -> int:
                 # A new contact's webhook and a new mail, end to end: they queue behind the
                 # backlog the outage left in the outboxes and queues.
                 row.note += (
-                    f"; a new event end to end {pipe + (took or 0):.1f} s after it returned"
+                    f"; a new event end to end {through:.1f} s after it returned"
                     if pipe is not None
                     else "; a new event NOT through after 120 s"
                 )
