@@ -422,15 +422,24 @@ async def test_a_command_goes_to_its_own_queue_only_once_due(
 
 
 async def test_a_tenants_later_event_waits_for_an_earlier_one_held_by_another_claim(
-    keys_pool: asyncpg.Pool, widgets: str, amqp_url: str, unique: str
+    test_database: str, amqp_url: str, unique: str
 ) -> None:
     """Two claims racing over one tenant's rows (another relay, or this relay's other batch,
     holding the first between its claim and its publish): the later row is not published
-    before the earlier one, so the tenant's consumers (its event stream) see commit order."""
+    before the earlier one, so the tenant's consumers (its event stream) see commit order.
+    In an outbox of its own: behind the session's shared backlog the marker took longer than
+    the wait (it failed in the full suite)."""
+    async with own_outbox(test_database, f"outbox_hold_{unique}") as (schema, pool):
+        await _later_event_waits(pool, schema, amqp_url, unique)
+
+
+async def _later_event_waits(
+    keys_pool: asyncpg.Pool, schema: str, amqp_url: str, unique: str
+) -> None:
     tenant, other = f"t_{unique}", f"o_{unique}"
     first = await commit_events(keys_pool, tenant, 0, 1)
     second = await commit_events(keys_pool, tenant, 1, 1)
-    relay = OutboxRelay(keys_pool, "keys", amqp_url, poll_interval=0.2)
+    relay = OutboxRelay(keys_pool, schema, amqp_url, poll_interval=0.2)
     async with Collector(amqp_url, "contact.created") as seen, keys_pool.acquire() as holder:
         claim = holder.transaction()
         await claim.start()
