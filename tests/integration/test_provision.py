@@ -8,10 +8,7 @@ never set their passwords; password handling is tried on a role of a made-up ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -400,32 +397,18 @@ def test_redis_users_survive_a_restart_of_a_server_with_an_aclfile(tmp_path: Pat
     import redis as redis_sync
 
     from libs.common.provision import provision_redis_users
+    from scripts.chaos.instances import Redis
     from tests.conftest import free_port
 
-    port, acl = free_port(), tmp_path / "users.acl"
-    acl.touch()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--aclfile", str(acl), "--dir", str(tmp_path)]  # fmt: skip
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        for _ in range(100):
-            with contextlib.suppress(redis_sync.ConnectionError):
-                if redis_sync.Redis(port=port).ping():
-                    return proc
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    server = start()
+    server = Redis(tmp_path, free_port())  # the chaos drill's: aclfile and append-only file
+    server.start()
     try:
-        urls = provision_redis_users(f"redis://127.0.0.1:{port}/0", "pm", {"delivery": "pw-d"})
-        server.terminate()
-        server.wait(10)
-        server = start()
+        urls = provision_redis_users(server.url, "pm", {"delivery": "pw-d"})
+        server.stop()
+        server.start()
         client = redis_sync.Redis.from_url(urls["delivery"])
         client.set("pm:delivery:x", "1")  # authenticated as its own user after the restart
         assert client.get("pm:delivery:x") == b"1"
         client.close()
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()

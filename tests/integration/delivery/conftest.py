@@ -16,7 +16,7 @@ from libs.common.vault import Vault, make_client
 from services.delivery.api import ROUTERS
 from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings
-from tests.conftest import REDIS_URL, service_dsn
+from tests.conftest import REDIS_URL, ServiceProcess, free_port, service_dsn, service_env
 from tests.fakes.dns_server import FakeDns
 from tests.fakes.mailgun import FakeMailgun
 from tests.fakes.postmark import FakePostmark
@@ -215,3 +215,21 @@ async def harness(
     await service.domains.delete(tenant, domain_id)
     await service.close()
     await redis.aclose()
+
+
+@pytest.fixture
+def processes(amqp_url: str, test_database: str) -> Iterator[Any]:
+    """`processes("worker", PM_X="y")` starts a real delivery process on a free port, in this
+    session's database and vhost; every one started is closed after the test."""
+    started: list[ServiceProcess] = []
+
+    def _spawn(process: str, **env: str) -> ServiceProcess:
+        p = ServiceProcess(
+            "delivery", process, service_env("delivery", amqp_url, **env), free_port()
+        )
+        started.append(p)
+        return p
+
+    yield _spawn
+    for p in started:
+        p.close()

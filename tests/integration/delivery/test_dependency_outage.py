@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,81 +17,21 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import ServiceProcess, free_port, service_dsn, service_env
+from scripts.chaos.instances import Redis
+from tests.conftest import free_port, service_dsn
 from tests.fakes.dns_server import FakeDns
 from tests.integration.delivery import test_worker_kill as pipeline
 from tests.integration.delivery.conftest import Harness
 
 
-class PrivateRedis:
-    """A redis-server of this test alone, on a free port, stopped and started at will (with
-    an append-only file, as the chaos drill's and production's keep their data)."""
-
-    def __init__(self, base: Path) -> None:
-        self.base, self.port = base, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is needed"
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.base),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(600):
-            r = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, check=False
-            )
-            if r.stdout.strip() == b"PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError("private redis did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
-
-
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    r = PrivateRedis(tmp_path)
+def private_redis(tmp_path: Path) -> Iterator[Redis]:
+    """A redis-server of this test alone (the chaos drill's: an append-only file and an
+    aclfile, as production's keep their data), stopped and started at will."""
+    r = Redis(tmp_path, free_port())
     r.start()
     yield r
     r.stop()
-
-
-@pytest.fixture
-def processes(amqp_url: str, test_database: str) -> Iterator[Any]:
-    started: list[ServiceProcess] = []
-
-    def _spawn(process: str, **env: str) -> ServiceProcess:
-        p = ServiceProcess(
-            "delivery", process, service_env("delivery", amqp_url, **env), free_port()
-        )
-        started.append(p)
-        return p
-
-    yield _spawn
-    for p in started:
-        p.close()
 
 
 async def test_bulk_sends_around_a_redis_restart_are_all_sent(
@@ -104,7 +41,7 @@ async def test_bulk_sends_around_a_redis_restart_are_all_sent(
     vault_dev: Any,
     unique: str,
     fake_dns: FakeDns,
-    private_redis: PrivateRedis,
+    private_redis: Redis,
 ) -> None:
     tenant = f"t_{unique}"
     env = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -20,7 +19,6 @@ import pytest
 from libs.common.bus import dlq_depth
 from libs.common.principal import Principal
 from libs.common.vault import Vault, make_client
-from tests.conftest import ServiceProcess, free_port, service_env
 from tests.fakes.dns_server import FakeDns
 from tests.integration.delivery.conftest import write_credentials
 from tests.principals import bind_principal, unbound_principal
@@ -29,23 +27,6 @@ N = 10_000
 BATCH = 250  # 40 work items
 PREFETCH = 4  # work items a worker handles at once
 ANSWERED_BEFORE_KILL = 12  # Mailgun calls answered before the fake starts holding
-
-
-@pytest.fixture
-def processes(amqp_url: str, test_database: str) -> Iterator[Any]:
-    """Like the shared `spawn` fixture (which names an undefined port counter today)."""
-    started: list[ServiceProcess] = []
-
-    def _spawn(process: str, **env: str) -> ServiceProcess:
-        p = ServiceProcess(
-            "delivery", process, service_env("delivery", amqp_url, **env), free_port()
-        )
-        started.append(p)
-        return p
-
-    yield _spawn
-    for p in started:
-        p.close()
 
 
 def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any, dns: FakeDns) -> dict[str, str]:
