@@ -4,8 +4,8 @@ documented operation (issue 15 §5): the spec states every constraint the code e
 the code enforces every constraint the spec states.
 
 `make test` runs a bounded budget (a few examples per operation, no coverage phase); `make
-fuzz` sets PM_FUZZ=full (more examples, the coverage phase, every phase at full length). Failures are printed with the
-curl command that reproduces each."""
+fuzz` sets PM_FUZZ=full (more examples, the coverage phase, every phase at full length).
+Failures are printed with the curl command that reproduces each."""
 
 from __future__ import annotations
 
