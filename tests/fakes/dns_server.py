@@ -10,6 +10,7 @@ outage. Run alone: `python -m tests.fakes.dns_server --port N`.
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 import threading
 import time
@@ -82,16 +83,27 @@ class FakeDns(BaseResolver):  # type: ignore[misc]
         return reply
 
     def start(self, port: int = 0) -> FakeDns:
-        if not port:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
+        """Serve UDP and TCP on `port`, or on a free port: the kernel picks a free UDP port,
+        whose TCP twin may be taken (an outgoing connection's port, say); then another."""
         quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
-        for tcp in (False, True):
-            server = DNSServer(self, port=port, address="127.0.0.1", tcp=tcp, logger=quiet)
-            server.start_thread()
-            self._servers.append(server)
+        for _ in range(1 if port else 20):
+            chosen = port or _free_udp_port()
+            try:
+                for tcp in (False, True):
+                    server = DNSServer(
+                        self, port=chosen, address="127.0.0.1", tcp=tcp, logger=quiet
+                    )
+                    server.start_thread()
+                    self._servers.append(server)
+            except OSError as exc:
+                self.stop()
+                if port or exc.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            self.port = chosen
+            break
+        else:
+            raise RuntimeError("no free port for the fake DNS server (UDP and TCP)")
         deadline = time.monotonic() + 5
         while not all(s.isAlive() for s in self._servers):
             if time.monotonic() > deadline:
@@ -103,6 +115,13 @@ class FakeDns(BaseResolver):  # type: ignore[misc]
         for server in self._servers:
             server.stop()
         self._servers.clear()
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 if __name__ == "__main__":
