@@ -122,7 +122,7 @@ def sdk_stack(platform: Platform, vault_dev: Any, sdk_vhost: str) -> Iterator[Sd
     try:
         for p in processes:
             p.wait_ready(120)
-        yield _tenant(gateway.url, control, receiver)
+        yield new_tenant(gateway.url, control, receiver)
     finally:
         control.stop()
         receiver.stop()
@@ -130,7 +130,7 @@ def sdk_stack(platform: Platform, vault_dev: Any, sdk_vhost: str) -> Iterator[Sd
             p.close()
 
 
-def _tenant(gw: str, control: SdkTestServer, receiver: WebhookReceiver) -> SdkStack:
+def new_tenant(gw: str, control: SdkTestServer, receiver: WebhookReceiver) -> SdkStack:
     email = f"sdk-{uuid.uuid4().hex[:10]}@example.com"
     with httpx.Client(base_url=gw, timeout=60) as http:
         r = http.post(

@@ -26,7 +26,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import REPO
 from tests.fakes.webhook_receiver import Received, Reply, WebhookReceiver
-from tests.sdks.conftest import SdkStack
+from tests.sdks.conftest import SdkStack, new_tenant
 
 SAFETY = 90.0  # seconds: how long a step may take before the test gives up (not a measure)
 
@@ -125,6 +125,14 @@ def client(sdk_stack: SdkStack) -> PenguinMails:
     return PenguinMails(api_key=sdk_stack.api_key, base_url=sdk_stack.gateway)
 
 
+@pytest.fixture
+def own_tenant(sdk_stack: SdkStack) -> SdkStack:
+    """The stack with a tenant of its own, for the stream tests: a new stream starts at the
+    head, so a shared tenant's stream may carry an earlier test's event stored only after this
+    test connected (late, not lost), which would break their exact order assertions."""
+    return new_tenant(sdk_stack.gateway, sdk_stack.control, sdk_stack.receiver)
+
+
 def _trigger(client: PenguinMails, event_type: str) -> str:
     return str(client.events.trigger(type=event_type)["id"])
 
@@ -212,9 +220,10 @@ def test_trigger_emits_a_test_event_and_refuses_live_keys_and_unknown_types(
 
 
 def test_events_tail_follows_reconnects_and_resumes_across_runs(
-    sdk_stack: SdkStack, config: Path, client: PenguinMails
+    own_tenant: SdkStack, config: Path
 ) -> None:
-    env = _env(sdk_stack, config)
+    env = _env(own_tenant, config)
+    client = PenguinMails(api_key=own_tenant.api_key, base_url=own_tenant.gateway)
     tail = Running(["events", "tail", "--json", "--types", "email.opened,email.clicked"], env)
     try:
         tail.wait_stderr("Connected to the event stream")
@@ -255,9 +264,10 @@ def test_events_tail_follows_reconnects_and_resumes_across_runs(
 
 
 def test_listen_forwards_signed_events_in_order_retrying_failures(
-    sdk_stack: SdkStack, config: Path, client: PenguinMails
+    own_tenant: SdkStack, config: Path
 ) -> None:
-    env = _env(sdk_stack, config)
+    env = _env(own_tenant, config)
+    client = PenguinMails(api_key=own_tenant.api_key, base_url=own_tenant.gateway)
     cli_hits = 0
 
     def script(r: Received) -> Reply:
