@@ -49,7 +49,9 @@ def _params(spec: dict[str, Any], op: dict[str, Any], where: str) -> list[dict[s
     return out
 
 
-def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, Any]) -> dict[str, Any]:
+def example_request(
+    spec: dict[str, Any], path: str, method: str, op: dict[str, Any]
+) -> dict[str, Any]:
     """Method, URL, query, body and headers of a plausible call of `op`."""
     url_path = path
     for p in _params(spec, op, "path"):
@@ -75,6 +77,7 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         headers["Content-Type"] = "application/json"
     if method == "post" and op.get("security"):
         headers["Idempotency-Key"] = "$(uuidgen)"
+    ok_content = op.get("responses", {}).get("200", {}).get("content", {})
     return {
         "method": method.upper(),
         "path": url_path,
@@ -82,7 +85,11 @@ def example_request(spec: dict[str, Any], path: str, method: str, op: dict[str, 
         "body": body,
         "headers": headers,
         "multipart": "multipart/form-data" in content,
-        "stream": "text/event-stream" in op.get("responses", {}).get("200", {}).get("content", {}),
+        "stream": "text/event-stream" in ok_content,
+        # A file, not the JSON envelope (a raw .eml): printed as it comes, errors still JSON.
+        "raw": bool(ok_content)
+        and "application/json" not in ok_content
+        and "text/event-stream" not in ok_content,
         # 204: no body to parse (a DELETE, a PUT of credentials).
         "no_content": "204" in op.get("responses", {}),
     }
@@ -151,6 +158,15 @@ def _node(req: dict[str, Any]) -> str:
     body = ""
     if req["body"] is not None and not req["multipart"]:
         body = f"\n  body: JSON.stringify({json.dumps(req['body'], indent=2)}),"
+    if req["raw"]:
+        return (
+            f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
+            f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},{body}\n}});\n'
+            "if (!res.ok) {\n"
+            "  const { error } = await res.json();\n"
+            "  throw new Error(`${error.code}: ${error.message}`);\n}\n"
+            "process.stdout.write(await res.text()); // the file itself, not JSON"
+        )
     if req["no_content"]:
         return (
             f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
@@ -199,7 +215,12 @@ def _python(req: dict[str, Any]) -> str:
         f'resp = httpx.request(\n    "{req["method"]}",\n    "{BASE_URL}{req["path"]}",\n'
         f"{params}    headers={{\n{headers}    }},\n{extra})\n"
         + (
-            "if resp.status_code != 204:\n"
+            "if resp.status_code != 200:\n"
+            '    error = resp.json()["error"]\n'
+            "    raise RuntimeError(f\"{error['code']}: {error['message']}\")\n"
+            "print(resp.text)  # the file itself, not JSON"
+            if req["raw"]
+            else "if resp.status_code != 204:\n"
             '    error = resp.json()["error"]\n'
             "    raise RuntimeError(f\"{error['code']}: {error['message']}\")\n"
             'print("done")'
@@ -237,6 +258,19 @@ def _php(req: dict[str, Any]) -> str:
         # The JSON as text: json_encode(json_decode(..., true)) would turn `{}` into `[]`.
         text = json.dumps(req["body"]).replace("\\", "\\\\").replace("'", "\\'")
         body = f"curl_setopt($ch, CURLOPT_POSTFIELDS, '{text}');\n"
+    if req["raw"]:
+        return (
+            "<?php\n"
+            f"$ch = curl_init('{BASE_URL}{req['path']}{_qs(req['query'])}');\n"
+            f"curl_setopt($ch, CURLOPT_CUSTOMREQUEST, '{req['method']}');\n"
+            "curl_setopt($ch, CURLOPT_RETURNTRANSFER, true);\n"
+            f"curl_setopt($ch, CURLOPT_HTTPHEADER, [\n{headers}]);\n{body}"
+            "$response = curl_exec($ch);\n"
+            "if (curl_getinfo($ch, CURLINFO_RESPONSE_CODE) !== 200) {\n"
+            "    $error = json_decode($response, true)['error'];\n"
+            "    throw new RuntimeException($error['code'] . ': ' . $error['message']);\n"
+            "}\necho $response; // the file itself, not JSON"
+        )
     if req["no_content"]:
         return (
             "<?php\n"
