@@ -794,7 +794,10 @@ class DeliveryService:
             async with self._send_slots:
                 async with self.pool.acquire() as conn:
                     rows = await repo.claim_fair(
-                        conn, self.settings.claim_limit, self.settings.send_lease_seconds
+                        conn,
+                        self.settings.claim_limit,
+                        self.settings.send_lease_seconds,
+                        alone=self.settings.claim_limit_alone,
                     )
                 if not rows:
                     return sent

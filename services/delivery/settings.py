@@ -101,6 +101,9 @@ class DeliverySettings(ServiceSettings):
     # again while its own messages wait): smaller claims let another tenant's message in
     # sooner, larger ones make fewer provider calls.
     claim_limit: int = 200
+    # ... and at most this many while a single tenant has queued messages (nobody waits
+    # behind it): fewer, larger claims and provider calls for a bulk send on a quiet system.
+    claim_limit_alone: int = 1000
     # Claimed batches a worker process sends at once (work items beyond wait to claim): a
     # batch claimed but waiting behind others in one event loop would delay a small tenant's
     # message claimed with it; more slots only overlap provider round trips.

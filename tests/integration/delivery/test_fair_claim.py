@@ -50,9 +50,10 @@ async def test_a_bulks_work_item_also_claims_another_tenants_message(
         small_id = r.json()["data"]["message_id"]
 
         # The first claim of the bulk's work item takes the small tenant's message in its
-        # first round (one message per tenant per turn), ahead of the bulk's backlog.
+        # first round (one message per tenant per turn), ahead of the bulk's backlog; with
+        # two tenants waiting it is a fair claim's size, not the one of a tenant alone.
         async with h.service.pool.acquire() as conn:
-            claimed = await repo.claim_fair(conn, 10, 60)
+            claimed = await repo.claim_fair(conn, 10, 60, alone=40)
         claimed_ids = [c["id"] for c in claimed]
         assert small_id in claimed_ids
         assert len(claimed_ids) == 10
@@ -74,3 +75,35 @@ async def test_a_bulks_work_item_also_claims_another_tenants_message(
         assert {statuses[i] for i in bulk_ids} == {"sent"}
     finally:
         await h.service.domains.delete(small_tenant, domain_id)
+
+
+@pytest.mark.parametrize("harness", [{"claim_limit": 10}], indirect=True)
+async def test_a_tenant_alone_in_the_queue_is_claimed_in_larger_batches(harness: Harness) -> None:
+    h = harness
+    r = await h.client.post(
+        "/api/v1/emails/send-bulk",
+        headers=h.headers(plan="unlimited"),
+        json={
+            "from": "team@acme.example.com",
+            "subject": "Bulk",
+            "text": "t",
+            "recipients": [{"email": f"b{i}@example.com"} for i in range(40)],
+        },
+    )
+    assert r.status_code == 202, r.text
+    async with h.service.pool.acquire() as conn:
+        # Alone: other tests' leftovers in this shared database are set aside for this claim,
+        # in a transaction rolled back after it.
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(
+                "DELETE FROM messages WHERE status = 'queued' AND tenant_id <> $1", h.tenant
+            )
+            claimed = await repo.claim_fair(conn, 10, 60, alone=30)
+        finally:
+            await tx.rollback()
+    assert len(claimed) == 30
+    assert {c["tenant_id"] for c in claimed} == {h.tenant}
+    # Out of the shared queue again, like any bulk: sent through its work item.
+    assert await h.service.dispatch([c["id"] for c in claimed]) >= 40
