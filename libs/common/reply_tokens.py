@@ -49,6 +49,10 @@ def verify_reply_token(key: str, token: str) -> str | None:
         return None
     if len(blob) != 16 + _MAC_BYTES:
         return None
+    # Only the canonical spelling: 26 bytes leave 2 unused bits in the last character, so
+    # four spellings would decode to one token (an "altered" token that still verifies).
+    if base64.b32encode(blob).decode().rstrip("=") != token.strip().upper():
+        return None
     raw, mac = blob[:16], blob[16:]
     if not hmac.compare_digest(mac, _mac(key, raw)):
         return None
