@@ -36,8 +36,8 @@ AMQP_BASE = os.environ.get("PM_TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:56
 REDIS_URL = os.environ.get("PM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def service_dsn(service: str) -> str:
-    return f"postgresql://pm_{service}@{PG_HOST}:5432/{TEST_DB}"
+def service_dsn(service: str, database: str = TEST_DB) -> str:
+    return f"postgresql://pm_{service}@{PG_HOST}:5432/{database}"
 
 
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -79,6 +79,26 @@ async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
     )
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+async def provisioned_database(name: str, services: tuple[str, ...]) -> str:
+    """A database of its own (`pm_test_<pid>_<suffix>`, swept with the session's), provisioned
+    and migrated for `services`: for a stack whose relays must not inherit what other tests
+    left unpublished in the shared outboxes (drop it with `drop_database`)."""
+    from libs.common.provision import provision_database
+
+    await provision_database(ADMIN_DSN, database=name, services=services)
+    for svc in services:
+        await asyncio.to_thread(migrate, svc, service_dsn(svc, name))
+    return name
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await _drop_database(admin, name)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")
