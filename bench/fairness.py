@@ -19,7 +19,9 @@ time (throughput), and where the small sends' time went: accept -> their send co
 published by the outbox relay, and published -> sent (negative: another command's fair
 claim sent it before its own command was out).
 Run: `uv run python -m bench.fairness` (needs the OpenBao dev server of `make infra`);
-BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40).
+BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40); the worker's settings:
+BENCH_FAIRNESS_CLAIM_LIMIT (200), BENCH_FAIRNESS_CLAIM_LIMIT_ALONE (1000),
+BENCH_FAIRNESS_PREFETCH (32), BENCH_FAIRNESS_SEND_CONCURRENCY (2).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ N = int(os.environ.get("BENCH_FAIRNESS_N", "100000"))
 K = int(os.environ.get("BENCH_FAIRNESS_K", "40"))
 INTERVAL = 0.25
 CLAIM_LIMIT = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT", "200")  # PM_CLAIM_LIMIT's default
+# PM_CLAIM_LIMIT_ALONE's default: the claim size while one tenant alone has queued messages.
+CLAIM_LIMIT_ALONE = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT_ALONE", "1000")
 PREFETCH = os.environ.get("BENCH_FAIRNESS_PREFETCH", "32")  # PM_CONSUMER_PREFETCH's default
 SLOTS = os.environ.get("BENCH_FAIRNESS_SEND_CONCURRENCY", "2")  # PM_SEND_CONCURRENCY's default
 PER_CALL = 10_000
@@ -174,7 +178,8 @@ async def main() -> None:
         PM_PROVIDER_LIMITS=json.dumps({"mailgun": [1_000_000, 1_000_000]}),
         PM_DEFAULT_ROUTES=json.dumps({"marketing": ["mailgun"], "transactional": ["mailgun"]}),
         PM_DNS_RESOLVERS=dns.address, PYTHONPATH=str(REPO),
-        PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CONSUMER_PREFETCH=PREFETCH, PM_SEND_CONCURRENCY=SLOTS,
+        PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CLAIM_LIMIT_ALONE=CLAIM_LIMIT_ALONE,
+        PM_CONSUMER_PREFETCH=PREFETCH, PM_SEND_CONCURRENCY=SLOTS,
     )  # fmt: skip
     ports = {p: free_port() for p in ("api", "relay", "worker")}
     procs = [
@@ -244,8 +249,8 @@ async def main() -> None:
     ratio = percentile(busy, 99) / percentile(idle, 99)
     print(f"bench/fairness.py  big tenant: {N:,} recipients ({len(bodies)} bulk calls of "
           f"{PER_CALL:,}, batch_size {BATCH_SIZE}); small tenant: {K} single sends, one per "
-          f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT}, prefetch {PREFETCH}, "
-          f"send slots {SLOTS}")  # fmt: skip
+          f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT} ({CLAIM_LIMIT_ALONE} alone), "
+          f"prefetch {PREFETCH}, send slots {SLOTS}")  # fmt: skip
     print(f"  big bulk accepted in {accepted:.1f} s, drained (last provider request) after "
           f"{drained:.1f} s")  # fmt: skip
     print(f"  small tenant, idle system:        {summary(idle)}  ({len(idle)} sends)")
