@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -81,7 +81,7 @@ async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-async def provisioned_database(name: str, services: tuple[str, ...]) -> str:
+async def provisioned_database(name: str, services: Sequence[str]) -> str:
     """A database of its own (`pm_test_<pid>_<suffix>`, swept with the session's), provisioned
     and migrated for `services`: for a stack whose relays must not inherit what other tests
     left unpublished in the shared outboxes (drop it with `drop_database`)."""
@@ -104,8 +104,6 @@ async def drop_database(name: str) -> None:
 @pytest.fixture(scope="session")
 async def test_database() -> AsyncIterator[str]:
     """This session's database, provisioned (roles, schemas) and migrated for every service."""
-    from libs.common.provision import provision_database
-
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         for row in await admin.fetch("SELECT datname FROM pg_database"):
@@ -113,15 +111,8 @@ async def test_database() -> AsyncIterator[str]:
                 await _drop_database(admin, row["datname"])
     finally:
         await admin.close()
-    await provision_database(ADMIN_DSN, database=TEST_DB)
-    for svc in SCHEMA_SERVICES:
-        await asyncio.to_thread(migrate, svc, service_dsn(svc))
-    yield TEST_DB
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await _drop_database(admin, TEST_DB)
-    finally:
-        await admin.close()
+    yield await provisioned_database(TEST_DB, SCHEMA_SERVICES)
+    await drop_database(TEST_DB)
 
 
 @pytest.fixture(scope="session")

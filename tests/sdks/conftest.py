@@ -1,7 +1,8 @@
 """The real stack the SDK suites and the CLI's tests run against: gateway, keys, campaigns
 (api, relay, worker), delivery and webhooks (api, worker, relay) processes (their own RabbitMQ
-vhost), one tenant with API keys, a webhook receiver and the
-proxy/inspection server of harness.py. Module-scoped: the suites of one module share it."""
+vhost, and their own database beside the session's keys platform), one tenant with API keys,
+a webhook receiver and the proxy/inspection server of harness.py. Module-scoped: the suites
+of one module share it."""
 
 from __future__ import annotations
 
