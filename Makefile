@@ -14,7 +14,8 @@ unexport PYTHONDONTWRITEBYTECODE
 
 # uv on PATH, else the one pip put in python3's site-packages.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-PYTEST_ARGS := -q -p no:cacheprovider
+# --durations: the slowest steps are printed at the end (the suite must stay under 30 minutes).
+PYTEST_ARGS := -q -p no:cacheprovider --durations=15
 ARGS ?=
 QUEUE ?=
 ID ?=
