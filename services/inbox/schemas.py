@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.common.http import ResponseModel
-from libs.common.schema_rules import any_of, present
+from libs.common.schema_rules import any_of, not_nullable, present
 
 
 class ThreadOut(ResponseModel):
@@ -72,10 +72,12 @@ class ThreadDetail(ThreadOut):
 
 
 class ThreadPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # What `_something` enforces, stated in the spec: at least one field, read/archived
+    # never null (labels: null clears them, as []).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    read: bool | None = Field(default=None, strict=True)
-    archived: bool | None = Field(default=None, strict=True)
+    read: bool | None = Field(default=None, strict=True, json_schema_extra=not_nullable)
+    archived: bool | None = Field(default=None, strict=True, json_schema_extra=not_nullable)
     labels: list[str] | None = Field(default=None, max_length=20)
 
     @model_validator(mode="after")

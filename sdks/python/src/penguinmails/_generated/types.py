@@ -2425,9 +2425,9 @@ class ThreadOutResponse(_ThreadOutResponseRequired, total=False):
 class ThreadPatch(TypedDict, total=False):
     """ThreadPatch"""
 
-    archived: bool | None
+    archived: bool
     labels: builtins.list[str] | None
-    read: bool | None
+    read: bool
 
 
 class _TimelineEntryRequired(TypedDict):

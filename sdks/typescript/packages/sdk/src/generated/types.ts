@@ -1453,9 +1453,9 @@ export interface ThreadOutResponse {
 }
 
 export interface ThreadPatch {
-  archived?: boolean | null;
+  archived?: boolean;
   labels?: Array<string> | null;
-  read?: boolean | null;
+  read?: boolean;
 }
 
 export interface TimelineEntry {
