@@ -91,6 +91,7 @@ async def test_a_tenant_alone_in_the_queue_is_claimed_in_larger_batches(harness:
         },
     )
     assert r.status_code == 202, r.text
+    batch_id = r.json()["data"]["batch_id"]
     async with h.service.pool.acquire() as conn:
         # Alone: other tests' leftovers in this shared database are set aside for this claim,
         # in a transaction rolled back after it.
@@ -105,5 +106,15 @@ async def test_a_tenant_alone_in_the_queue_is_claimed_in_larger_batches(harness:
             await tx.rollback()
     assert len(claimed) == 30
     assert {c["tenant_id"] for c in claimed} == {h.tenant}
-    # Out of the shared queue again, like any bulk: sent through its work item.
-    assert await h.service.dispatch([c["id"] for c in claimed]) >= 40
+    # Out of the shared queue again, like any bulk: all 40 sent through their work item.
+    async with h.service.pool.acquire() as conn:
+        bulk_ids = [
+            row["id"]
+            for row in await conn.fetch("SELECT id FROM messages WHERE batch_id = $1", batch_id)
+        ]
+        assert len(bulk_ids) == 40
+        await h.service.dispatch(bulk_ids)
+        statuses = await conn.fetch(
+            "SELECT DISTINCT status FROM messages WHERE batch_id = $1", batch_id
+        )
+    assert [s["status"] for s in statuses] == ["sent"]
