@@ -243,12 +243,17 @@ class TemplateCreate(_Strict):
 
 
 class TemplateUpdate(_Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
+    # name, subject and variables may be left out, never null (`update_template` refuses it).
+    name: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME_CHARS, json_schema_extra=not_nullable
+    )
     key: str | None = Field(default=None, pattern=TEMPLATE_KEY_PATTERN)
-    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    subject: str | None = Field(
+        default=None, min_length=1, max_length=998, json_schema_extra=not_nullable
+    )
     html: str | None = None
     text: str | None = None
-    variables: dict[str, Any] | None = None
+    variables: dict[str, Any] | None = Field(default=None, json_schema_extra=not_nullable)
 
     _sources = field_validator("html", "text")(_check_source)
 

@@ -2320,10 +2320,10 @@ class TemplateUpdate(TypedDict, total=False):
 
     html: str | None
     key: str | None
-    name: str | None
-    subject: str | None
+    name: str
+    subject: str
     text: str | None
-    variables: dict[str, Any] | None
+    variables: dict[str, Any]
 
 
 class TenantOut(TypedDict):

@@ -1379,10 +1379,10 @@ export interface TemplateResponse {
 export interface TemplateUpdate {
   html?: string | null;
   key?: string | null;
-  name?: string | null;
-  subject?: string | null;
+  name?: string;
+  subject?: string;
   text?: string | null;
-  variables?: Record<string, any> | null;
+  variables?: Record<string, any>;
 }
 
 export interface TenantOut {
