@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 
 def present(field: str, schema: dict[str, Any]) -> dict[str, Any]:
     """`field` is given and matches `schema` (which, without `nullable`, excludes null)."""
@@ -50,3 +52,15 @@ def not_nullable(schema: dict[str, Any]) -> None:
         schema.update(rest[0])
     else:
         schema["anyOf"] = rest
+
+
+def json_storable(value: Any) -> Any:
+    """A validator for free-form JSON objects (custom fields, variables, personalization):
+    what the platform stores (JSONB) and publishes (events) must encode, and orjson takes
+    integers within 64 bits only (JavaScript clients lose precision beyond 2**53 anyway).
+    A larger integer is a 422, not a 500 at the first write."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise ValueError(f"cannot be stored as JSON: {exc}") from None
+    return value

@@ -18,6 +18,7 @@ from libs.common.schema_rules import (
     NON_EMPTY_TEXT,
     TAG_ITEM,
     any_of,
+    json_storable,
     not_nullable,
     present,
 )
@@ -78,7 +79,7 @@ def custom_fields_json(value: Any) -> bytes:
         return b"{}"
     if not isinstance(value, dict):
         raise ValueError("custom_fields must be a JSON object")
-    encoded = orjson.dumps(value)
+    encoded = orjson.dumps(json_storable(value))
     if len(encoded) > MAX_CUSTOM_FIELDS_BYTES:
         raise ValueError(f"custom_fields is larger than {MAX_CUSTOM_FIELDS_BYTES} bytes")
     return encoded
@@ -233,6 +234,8 @@ class TemplateCreate(_Strict):
     # Sample values used by preview when no contact or data is given.
     variables: dict[str, Any] = Field(default_factory=dict)
 
+    _json = field_validator("variables")(json_storable)
+
     _sources = field_validator("html", "text")(_check_source)
 
     @model_validator(mode="after")
@@ -255,6 +258,8 @@ class TemplateUpdate(_Strict):
     text: str | None = None
     variables: dict[str, Any] | None = Field(default=None, json_schema_extra=not_nullable)
 
+    _json = field_validator("variables")(json_storable)
+
     _sources = field_validator("html", "text")(_check_source)
 
 
@@ -275,6 +280,8 @@ class PreviewRequest(_Strict):
 
     contact_id: UUID | None = None
     data: dict[str, Any] | None = None
+
+    _json = field_validator("data")(json_storable)
 
 
 class Preview(ResponseModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from libs.common.emails import Email
 from libs.common.http import ResponseModel
-from libs.common.schema_rules import any_of, present
+from libs.common.schema_rules import any_of, json_storable, present
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
@@ -109,12 +109,16 @@ class SendEmailRequest(_SendBase):
     campaign_id: str | None = None
     contact_id: str | None = None
 
+    _json = field_validator("variables")(json_storable)
+
 
 class BulkRecipient(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: Email
     personalization: dict[str, Any] = Field(default_factory=dict)
     contact_id: str | None = None
+
+    _json = field_validator("personalization")(json_storable)
 
 
 class SendBulkRequest(_SendBase):
