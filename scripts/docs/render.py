@@ -158,23 +158,20 @@ def _node(req: dict[str, Any]) -> str:
     body = ""
     if req["body"] is not None and not req["multipart"]:
         body = f"\n  body: JSON.stringify({json.dumps(req['body'], indent=2)}),"
-    if req["raw"]:
-        return (
-            f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
-            f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},{body}\n}});\n'
-            "if (!res.ok) {\n"
-            "  const { error } = await res.json();\n"
-            "  throw new Error(`${error.code}: ${error.message}`);\n}\n"
-            "process.stdout.write(await res.text()); // the file itself, not JSON"
+    if req["raw"] or req["no_content"]:
+        # Not the JSON envelope on success (a file, or 204): only an error is JSON.
+        failed, done = (
+            ("!res.ok", "process.stdout.write(await res.text()); // the file itself, not JSON")
+            if req["raw"]
+            else ("res.status !== 204", 'console.log("done");')
         )
-    if req["no_content"]:
         return (
             f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
             f'  method: "{req["method"]}",\n  headers: {{\n{headers}\n  }},{body}\n}});\n'
-            "if (res.status !== 204) {\n"
+            f"if ({failed}) {{\n"
             "  const { error } = await res.json();\n"
             "  throw new Error(`${error.code}: ${error.message}`);\n}\n"
-            'console.log("done");'
+            f"{done}"
         )
     return (
         f'const res = await fetch("{BASE_URL}{req["path"]}{_qs(req["query"])}", {{\n'
@@ -258,20 +255,16 @@ def _php(req: dict[str, Any]) -> str:
         # The JSON as text: json_encode(json_decode(..., true)) would turn `{}` into `[]`.
         text = json.dumps(req["body"]).replace("\\", "\\\\").replace("'", "\\'")
         body = f"curl_setopt($ch, CURLOPT_POSTFIELDS, '{text}');\n"
-    if req["raw"]:
-        return (
-            "<?php\n"
-            f"$ch = curl_init('{BASE_URL}{req['path']}{_qs(req['query'])}');\n"
-            f"curl_setopt($ch, CURLOPT_CUSTOMREQUEST, '{req['method']}');\n"
-            "curl_setopt($ch, CURLOPT_RETURNTRANSFER, true);\n"
-            f"curl_setopt($ch, CURLOPT_HTTPHEADER, [\n{headers}]);\n{body}"
-            "$response = curl_exec($ch);\n"
-            "if (curl_getinfo($ch, CURLINFO_RESPONSE_CODE) !== 200) {\n"
-            "    $error = json_decode($response, true)['error'];\n"
-            "    throw new RuntimeException($error['code'] . ': ' . $error['message']);\n"
-            "}\necho $response; // the file itself, not JSON"
+    if req["raw"] or req["no_content"]:
+        # Not the JSON envelope on success (a file, or 204): only an error is JSON.
+        status, done = (
+            (200, "echo $response; // the file itself, not JSON")
+            if req["raw"]
+            else (
+                204,
+                'echo "done\\n";',
+            )
         )
-    if req["no_content"]:
         return (
             "<?php\n"
             f"$ch = curl_init('{BASE_URL}{req['path']}{_qs(req['query'])}');\n"
@@ -279,10 +272,10 @@ def _php(req: dict[str, Any]) -> str:
             "curl_setopt($ch, CURLOPT_RETURNTRANSFER, true);\n"
             f"curl_setopt($ch, CURLOPT_HTTPHEADER, [\n{headers}]);\n{body}"
             "$response = curl_exec($ch);\n"
-            "if (curl_getinfo($ch, CURLINFO_RESPONSE_CODE) !== 204) {\n"
+            f"if (curl_getinfo($ch, CURLINFO_RESPONSE_CODE) !== {status}) {{\n"
             "    $error = json_decode($response, true)['error'];\n"
             "    throw new RuntimeException($error['code'] . ': ' . $error['message']);\n"
-            '}\necho "done\\n";'
+            f"}}\n{done}"
         )
     return (
         "<?php\n"
