@@ -25,6 +25,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.common.schema_rules import NUL_MESSAGE
+
 __all__ = [
     "ERROR_CODES",
     "REQUEST_ID_HEADER",
@@ -449,7 +451,29 @@ def dependency_unavailable(exc: BaseException) -> bool:
     return False
 
 
+# Postgres text and jsonb cannot hold U+0000 (SQLSTATE 22021 character_not_in_repertoire for
+# text, 22P05 untranslatable_character for jsonb): a NUL anywhere in a filter, a body field or
+# a free-form JSON object is the client's error, refused where the database refuses it rather
+# than by a check on every field of every route. Found by the contract fuzz
+# (`GET /emails?recipient=%00` answered 500).
+_TEXT_CANNOT_HOLD_SQLSTATES = frozenset({"22021", "22P05"})
+NUL_REFUSED = f"Text {NUL_MESSAGE}."
+
+
+def _text_cannot_hold(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause) is Postgres refusing a character of the request's text."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if getattr(current, "sqlstate", None) in _TEXT_CANNOT_HOLD_SQLSTATES:
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
+
+
 async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if _text_cannot_hold(exc):
+        return error_response(ValidationFailed(details=[ErrorDetail(message=NUL_REFUSED)]))
     if dependency_unavailable(exc):
         logger.warning(
             "dependency unavailable in %s %s: %s: %s",

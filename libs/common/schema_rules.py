@@ -54,13 +54,44 @@ def not_nullable(schema: dict[str, Any]) -> None:
         schema["anyOf"] = rest
 
 
-def json_storable(value: Any) -> Any:
-    """A validator for free-form JSON objects (custom fields, variables, personalization):
-    what the platform stores (JSONB) and publishes (events) must encode, and orjson takes
-    integers within 64 bits only (JavaScript clients lose precision beyond 2**53 anyway).
-    A larger integer is a 422, not a 500 at the first write."""
+NUL_MESSAGE = "may not contain the NUL character (U+0000)"
+
+
+def refuse_nul(value: str, field: str) -> str:
+    """`value`, unless it holds U+0000, which Postgres text cannot store (a ValueError naming
+    `field` then, rather than a failed write)."""
+    if "\x00" in value:
+        raise ValueError(f"{field} {NUL_MESSAGE}")
+    return value
+
+
+def storable_json(value: Any) -> bytes:
+    """`value` encoded as the platform stores (JSONB) and publishes (events) it. orjson takes
+    integers within 64 bits only (JavaScript clients lose precision beyond 2**53 anyway), and
+    JSONB refuses U+0000 in any string or key: either is a ValueError (a 422), not a 500 at
+    the first write."""
     try:
-        orjson.dumps(value)
+        encoded = orjson.dumps(value)
     except TypeError as exc:
         raise ValueError(f"cannot be stored as JSON: {exc}") from None
+    # orjson escapes every NUL as \u0000; the walk tells a real one from a literal backslash-u.
+    if b"\\u0000" in encoded and _holds_nul(value):
+        raise ValueError(f"cannot be stored as JSON: a string {NUL_MESSAGE}")
+    return encoded
+
+
+def json_storable(value: Any) -> Any:
+    """A validator for free-form JSON objects (custom fields, variables, personalization):
+    refuses what `storable_json` cannot store."""
+    storable_json(value)
     return value
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in str(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False

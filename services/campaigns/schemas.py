@@ -9,7 +9,6 @@ from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.common.emails import InvalidEmail, check_display_name, normalize_email
@@ -21,6 +20,8 @@ from libs.common.schema_rules import (
     json_storable,
     not_nullable,
     present,
+    refuse_nul,
+    storable_json,
 )
 from libs.common.timestamps import Timestamp
 from services.campaigns.scheduling import DAY_NAMES, DayName
@@ -58,7 +59,7 @@ def check_tags(value: Any) -> list[str]:
     for tag in value:
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError("each tag must be a non-empty string")
-        tag = tag.strip()
+        tag = refuse_nul(tag.strip(), "a tag")
         if len(tag) > MAX_TAG_CHARS:
             raise ValueError(f"a tag is longer than {MAX_TAG_CHARS} characters")
         if tag not in out:
@@ -79,7 +80,7 @@ def custom_fields_json(value: Any) -> bytes:
         return b"{}"
     if not isinstance(value, dict):
         raise ValueError("custom_fields must be a JSON object")
-    encoded = orjson.dumps(json_storable(value))
+    encoded = storable_json(value)
     if len(encoded) > MAX_CUSTOM_FIELDS_BYTES:
         raise ValueError(f"custom_fields is larger than {MAX_CUSTOM_FIELDS_BYTES} bytes")
     return encoded
@@ -90,7 +91,7 @@ def check_name(value: Any, field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string")
-    value = value.strip()
+    value = refuse_nul(value.strip(), field)
     if len(value) > MAX_NAME_CHARS:
         raise ValueError(f"{field} is longer than {MAX_NAME_CHARS} characters")
     return value or None

@@ -158,6 +158,16 @@ async def test_bad_input_gets_the_documented_errors(
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor"
     r = await api.get(URL, params={"custom_field": "novalue"}, headers=auth)
     assert r.status_code == 422
+    # Postgres text and jsonb cannot hold U+0000: a 422, never a 500 (found by the fuzz).
+    for body in (
+        {"email": "nul@x.io", "first_name": "A\u0000"},
+        {"email": "nul@x.io", "custom_fields": {"k": "v\u0000"}},
+    ):
+        r = await api.post(URL, json=body, headers=auth)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+    for params in ({"email": "a\u0000@x.io"}, {"tag": "t\u0000"}, {"custom_field": "k:\u0000"}):
+        r = await api.get(URL, params=params, headers=auth)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
 
 
 async def test_another_tenant_or_mode_sees_nothing(

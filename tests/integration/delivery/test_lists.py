@@ -81,6 +81,15 @@ async def test_unknown_sort_or_filter_is_refused_naming_it(harness: Harness) -> 
         assert field in [d["field"] for d in error["details"]], (query, error)
 
 
+async def test_a_nul_character_in_a_filter_is_422_not_500(harness: Harness) -> None:
+    # Found by the contract fuzz: Postgres text cannot hold U+0000.
+    for query in ("recipient=a%00b", "batch_id=%00", "recipient=%C3%9A%00A&order=desc"):
+        r = await harness.client.get(f"/api/v1/emails?{query}", headers=harness.headers())
+        assert r.status_code == 422, (query, r.text)
+        assert r.json()["error"]["code"] == "validation_error"
+        assert "U+0000" in r.json()["error"]["details"][0]["message"]
+
+
 async def test_emails_offset_order_and_typed_views(harness: Harness) -> None:
     ids = [await harness.send(to=f"l{i}@example.com") for i in range(4)]
     oldest = await _all(harness, "/api/v1/emails?limit=3&order=asc")

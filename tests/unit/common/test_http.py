@@ -17,6 +17,7 @@ from pydantic import BaseModel, EmailStr
 import libs.common.principal  # noqa: F401  (registers the principal error codes)
 from libs.common.http import (
     ERROR_CODES,
+    NUL_REFUSED,
     ApiError,
     Conflict,
     ErrorEnvelope,
@@ -68,6 +69,17 @@ def build_app() -> FastAPI:
     @app.get("/db-full")
     async def db_full() -> None:
         raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
+
+    @app.get("/nul")
+    async def nul() -> None:
+        try:
+            raise asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8"')
+        except asyncpg.PostgresError as exc:
+            raise RuntimeError("query failed") from exc
+
+    @app.get("/nul-json")
+    async def nul_json() -> None:
+        raise asyncpg.UntranslatableCharacterError("unsupported Unicode escape sequence")
 
     @app.get("/missing")
     async def missing() -> None:
@@ -169,6 +181,15 @@ async def test_postgres_out_of_connection_slots_is_503_not_500(client: httpx.Asy
     resp = await client.get("/db-full")
     assert_error(resp, 503, "service_unavailable")
     assert "too many clients" not in resp.text
+
+
+async def test_text_postgres_cannot_hold_is_422_not_500(client: httpx.AsyncClient) -> None:
+    # Found by the contract fuzz: `GET /emails?recipient=%00` answered 500 (Postgres text and
+    # jsonb refuse U+0000).
+    for path in ("/nul", "/nul-json"):
+        error = assert_error(await client.get(path), 422, "validation_error")
+        assert error["details"] == [{"field": None, "message": NUL_REFUSED}]
+        assert "UTF8" not in str(error) and "escape" not in str(error)
 
 
 async def test_api_errors_keep_message_details_and_headers(client: httpx.AsyncClient) -> None:
