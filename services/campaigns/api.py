@@ -166,18 +166,7 @@ async def import_contacts(
 ) -> dict[str, Any]:
     """Upsert up to 50,000 contacts (JSON array or CSV); bad rows are reported, not
     dropped."""
-    body = await _read_limited(request, settings.import_max_bytes)
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if media in ("text/csv", "application/csv"):
-        items = service.parse_import_csv(body)
-    elif media in ("application/json", ""):
-        items = service.parse_import_json(body)
-    else:
-        raise ApiError(
-            "Send application/json or text/csv.",
-            code="unsupported_media_type",
-            details=[ErrorDetail(field="header.content-type", message=media)],
-        )
+    items = await _import_items(request, settings)
     return ok(await service.import_contacts(pool, _owner(p), items, settings.import_max_rows))
 
 
@@ -201,7 +190,7 @@ async def submit_import(
 ) -> dict[str, Any]:
     """Start an import job (JSON array or CSV, up to 50,000 rows): 202 with its id; poll
     `GET /api/v1/contacts/imports/{id}`; `contact_import.completed` fires at the end."""
-    items = await _import_items(request)
+    items = await _import_items(request, settings)
     return ok(await service.submit_import(pool, _owner(p), items, settings.import_max_rows))
 
 
@@ -214,8 +203,8 @@ async def get_import(import_id: str, p: contacts_scope, pool: Pool) -> dict[str,
     return ok(await service.get_import(pool, _owner(p), _id(import_id, "Import")))
 
 
-async def _import_items(request: Request) -> list[Any]:
-    settings: CampaignsSettings = request.app.state.settings
+async def _import_items(request: Request, settings: CampaignsSettings) -> list[Any]:
+    """The rows of an import body (JSON array or CSV), read within the import's byte cap."""
     body = await _read_limited(request, settings.import_max_bytes)
     media = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if media in ("text/csv", "application/csv"):
