@@ -116,7 +116,14 @@ def create_app(
         service, settings.otel_exporter_otlp_endpoint, process=process
     )
 
-    app = FastAPI(title=title or f"PenguinMails {service} {process}", lifespan=lifespan)
+    # No trailing-slash redirects: behind the gateway, Starlette's 307 pointed at the
+    # service's own (internal) address (found by the contract fuzz: `PUT /campaigns/`). A
+    # path with a trailing slash is a 404 like any other unknown path.
+    app = FastAPI(
+        title=title or f"PenguinMails {service} {process}",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
     # Module-level routers read their settings here (`current_principal`, `request_settings`).
     app.state.settings = settings
     # Middlewares wrap in reverse order of addition: request id outermost so the access

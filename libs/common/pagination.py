@@ -198,6 +198,10 @@ class ListParams:
         return Page([shape(r) for r in rows], pagination)
 
 
+# Postgres's OFFSET is a bigint: a larger one was a 500 (found by the full contract fuzz).
+MAX_OFFSET = 2**63 - 1
+
+
 def list_params(
     sort_fields: Sequence[str],
     *,
@@ -216,7 +220,14 @@ def list_params(
         limit: Annotated[
             int, Query(ge=1, le=max_limit, description=f"Page size (1-{max_limit}).")
         ] = default_limit,
-        offset: Annotated[int, Query(ge=0, description="Rows to skip (limit/offset paging).")] = 0,
+        offset: Annotated[
+            int,
+            Query(
+                ge=0,
+                le=MAX_OFFSET,
+                description="Rows to skip (limit/offset paging; at most 2^63 - 1).",
+            ),
+        ] = 0,
         cursor: Annotated[
             str | None,
             Query(

@@ -26,6 +26,8 @@ from libs.common.http import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    ValidationFailed,
+    nul_in_request,
     register_error_code,
     request_id_var,
 )
@@ -163,6 +165,7 @@ class Gateway:
         )
         extra = {"X-Request-Id": request_id_var.get() or "", "X-Forwarded-For": self._ip(request)}
         if rule.auth == "none":
+            _refuse_nul(request, body)
             if rule.name == "auth" and REFRESH_COOKIE in request.cookies:
                 # The dashboard's refresh cookie (scoped to /api/v1/auth); no other cookie.
                 extra["Cookie"] = f"{REFRESH_COOKIE}={request.cookies[REFRESH_COOKIE]}"
@@ -187,6 +190,7 @@ class Gateway:
                     "Rate limit exceeded for this plan; retry after the Retry-After seconds."
                 )
             self._authorize(rule, caller, request.method)
+            _refuse_nul(request, body)
             principal = principal_for(caller, plan, extra["X-Request-Id"])
             extra[PRINCIPAL_HEADER] = sign_principal(
                 principal,
@@ -476,3 +480,15 @@ def _response(upstream: UpstreamResponse | _Stored) -> Response:
     for name, value in upstream.headers:
         response.headers.append(name, value)
     return response
+
+
+def _refuse_nul(request: Request, body: bytes | LimitedBody) -> None:
+    """422 for U+0000 in the query or a buffered JSON body, for every route at once: stored
+    text cannot hold it (the spec's string patterns say so). A streamed import body is
+    checked row by row by the import itself."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    found = nul_in_request(
+        request.query_params.multi_items(), body if isinstance(body, bytes) else None, media
+    )
+    if found is not None:
+        raise ValidationFailed(details=[found])

@@ -72,6 +72,11 @@ class CloudflarePublisher:
             raise DnsProviderUnavailable(f"Cloudflare: {type(exc).__name__}") from exc
         except cloudflare.APIStatusError as exc:
             raise DnsProviderRejected(f"Cloudflare answered {exc.status_code}") from exc
+        except UnicodeEncodeError as exc:
+            # A token stored before tokens were checked to be header-safe.
+            raise DnsProviderRejected(
+                "the stored API token cannot be sent in an HTTP header; store it again"
+            ) from exc
 
     async def _zone_id(self, domain: str) -> str:
         labels = domain.split(".")

@@ -106,3 +106,29 @@ async def test_metrics_are_not_served_on_the_public_port(platform: Platform) -> 
     assert public.json()["error"]["code"] == "not_found"
     assert private.status_code == 200
     assert "pm_gateway_auth" in private.text
+
+
+async def test_nul_characters_are_refused_before_forwarding(
+    platform: Platform, unique: str
+) -> None:
+    # Stored text cannot hold U+0000: the gateway refuses it in a query or a JSON body for
+    # every route (found by the contract fuzz, as 500s from the services).
+    async with httpx.AsyncClient(timeout=10) as client:
+        owner = await signup(client, platform.gw, unique)
+        key = await create_key(client, platform.gw, owner["access_token"], ["manage_contacts"])
+        url = f"{platform.gw}/api/v1/contacts"
+        refused = [
+            await client.get(url, params={"email": "a\x00b"}, headers=bearer(key["key"])),
+            await client.post(url, json={"first_name": "A\x00"}, headers=bearer(key["key"])),
+            await client.post(url, json={"k\x00": 1}, headers=bearer(key["key"])),
+        ]
+        # A backslash followed by the letters u0000 is ordinary text.
+        forwarded = await client.post(url, json={"note": "C:\\u0000"}, headers=bearer(key["key"]))
+    for resp, field in zip(refused, ("query.email", "body", "body"), strict=True):
+        assert resp.status_code == 422, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "validation_error"
+        assert error["details"] == [
+            {"field": field, "message": "Text may not contain the NUL character (U+0000)."}
+        ]
+    assert forwarded.status_code == 200, forwarded.text

@@ -174,6 +174,19 @@ async def test_service_routes_get_envelopes_and_request_ids() -> None:
     assert missing.json()["error"]["request_id"] == missing.headers["X-Request-Id"]
 
 
+async def test_a_trailing_slash_is_404_not_a_redirect() -> None:
+    # Behind the gateway, Starlette's 307 pointed at the service's internal address (found by
+    # the contract fuzz).
+    app = create_app(
+        ServiceSettings(service_name="app-slash"), process="api", routers=[contacts_router()]
+    )
+    async with make_client(app) as client:
+        resp = await client.get("/api/v1/contacts/c_1/")
+    assert resp.status_code == 404
+    assert "location" not in resp.headers
+    assert resp.json()["error"]["code"] == "not_found"
+
+
 def test_operational_routes_are_not_in_openapi() -> None:
     app = create_app(
         ServiceSettings(service_name="app-openapi"),
