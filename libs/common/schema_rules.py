@@ -37,8 +37,13 @@ def exactly_one(
 
 
 NON_EMPTY_TEXT: dict[str, Any] = {"type": "string", "minLength": 1}
-# What `check_tags` keeps: a string with something besides whitespace.
-TAG_ITEM: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"\S"}
+# What `check_tags` keeps: a string with something besides whitespace, and no U+0000.
+TAG_ITEM: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+}
 
 
 def not_nullable(schema: dict[str, Any]) -> None:
@@ -55,6 +60,13 @@ def not_nullable(schema: dict[str, Any]) -> None:
 
 
 NUL_MESSAGE = "may not contain the NUL character (U+0000)"
+
+# The description of every free-form JSON object of a request: what `storable_json` refuses
+# and JSON Schema cannot state (it does not tell 1e24 from 1000000000000000000000000).
+FREE_FORM_JSON = (
+    "A free-form JSON object. Integers must fit in signed 64 bits (send larger numbers as "
+    "strings); strings and keys may not contain the NUL character (U+0000)."
+)
 
 
 def refuse_nul(value: str, field: str) -> str:

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from scripts.docs.request_examples import REQUEST_EXAMPLES
+from services.gateway.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from services.gateway.routes import RouteRule, match_route
 
 API_PREFIX = "/api/v1"
@@ -323,7 +324,12 @@ def _components(error_codes: dict[str, list[Any]]) -> dict[str, Any]:
                 "description": "1-255 printable characters, unique per logical operation "
                 "(a UUID). Same key + same body within 24 h → the stored response; same key "
                 "+ another body → 409 `idempotency_key_reused`.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                },
                 "example": "7f0c1f5e-2b7d-4a51-9a0c-3c2f1c9b8e11",
             },
             "RequestId": {
@@ -519,6 +525,58 @@ def _pascal(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
+# What the gateway refuses in every query parameter and JSON body (`nul_in_request`), stated
+# on each request string that no pattern, enum or checked format already confines.
+NO_NUL = "^[^\\u0000]*$"
+_CHECKED_FORMATS = frozenset({"uuid", "date-time", "date", "email", "uri", "idn-hostname"})
+
+
+def _no_nul(node: Any, schemas: dict[str, Any], seen: set[str]) -> None:
+    """Give every plain string under `node` (following $refs into `schemas`) the NO_NUL
+    pattern."""
+    if isinstance(node, list):
+        for item in node:
+            _no_nul(item, schemas, seen)
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+        name = ref.rsplit("/", 1)[1]
+        if name not in seen and name in schemas:
+            seen.add(name)
+            _no_nul(schemas[name], schemas, seen)
+        return
+    confined = {"pattern", "enum", "const"} & node.keys() or node.get("format") in _CHECKED_FORMATS
+    if node.get("type") == "string" and not confined:
+        node["pattern"] = NO_NUL
+    for key in ("properties", "patternProperties"):
+        for child in (node.get(key) or {}).values():
+            _no_nul(child, schemas, seen)
+    for key in ("items", "additionalProperties", "not"):
+        _no_nul(node.get(key), schemas, seen)
+    for key in ("anyOf", "oneOf", "allOf"):
+        _no_nul(node.get(key), schemas, seen)
+
+
+def _refuse_nul_in_requests(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """NO_NUL on request strings; header and cookie parameters not nullable."""
+    seen: set[str] = set()
+    for item in paths.values():
+        for op in item.values():
+            for param in op.get("parameters", []):
+                if param.get("in") == "query":
+                    _no_nul(param.get("schema"), schemas, seen)
+                if param.get("in") in ("header", "cookie"):
+                    # Absent or a string, never null: a tool sending `nullable` values
+                    # sends the text "null" (the fuzz's `Last-Event-ID: null`).
+                    (param.get("schema") or {}).pop("nullable", None)
+            content = (op.get("requestBody") or {}).get("content", {})
+            for media, body in content.items():
+                if "json" in media:
+                    _no_nul(body.get("schema"), schemas, seen)
+
+
 def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The public document from `collect_all()`'s output."""
     upstream = {s: i for s, i in collected.items() if s != "gateway"}
@@ -565,6 +623,7 @@ def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
                         tags.setdefault(tag, service)
             paths[path] = out
     _add_links(paths)
+    _refuse_nul_in_requests(paths, schemas)
     components = _components(error_codes)
     components["schemas"] = dict(sorted(schemas.items()))
     return {

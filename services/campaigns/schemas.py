@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
-from libs.common.emails import InvalidEmail, check_display_name, normalize_email
+from libs.common.emails import EMAIL_SCHEMA, InvalidEmail, check_display_name, normalize_email
 from libs.common.http import ResponseModel
 from libs.common.schema_rules import (
+    FREE_FORM_JSON,
     NON_EMPTY_TEXT,
     TAG_ITEM,
     any_of,
+    exactly_one,
     json_storable,
     not_nullable,
     present,
@@ -105,7 +114,9 @@ class _Strict(BaseModel):
 
 
 # The rule check_email applies, stated in the spec (`libs.common.emails.Email` does the same).
-_EMAIL_FORMAT: Any = {"format": "email"}
+_EMAIL_FORMAT: Any = EMAIL_SCHEMA
+# An address field checked by `check_email` (a before-validator), typed as the spec states it.
+EmailText = Annotated[str, WithJsonSchema(EMAIL_SCHEMA)]
 
 
 class ContactCreate(_Strict):
@@ -116,7 +127,7 @@ class ContactCreate(_Strict):
     tags: list[str] = Field(
         default_factory=list, json_schema_extra={"items": TAG_ITEM, "maxItems": MAX_TAGS}
     )
-    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    custom_fields: dict[str, Any] = Field(default_factory=dict, description=FREE_FORM_JSON)
     status: ContactStatus = "active"
 
     _email = field_validator("email", mode="before")(check_email)
@@ -151,7 +162,9 @@ class ContactUpdate(_Strict):
         default=None,
         json_schema_extra=_tags_not_nullable,
     )
-    custom_fields: dict[str, Any] | None = Field(default=None, json_schema_extra=not_nullable)
+    custom_fields: dict[str, Any] | None = Field(
+        default=None, description=FREE_FORM_JSON, json_schema_extra=not_nullable
+    )
     status: ContactStatus | None = Field(default=None, json_schema_extra=not_nullable)
 
     @field_validator("email", mode="before")
@@ -233,7 +246,7 @@ class TemplateCreate(_Strict):
     html: str | None = None
     text: str | None = None
     # Sample values used by preview when no contact or data is given.
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, Any] = Field(default_factory=dict, description=FREE_FORM_JSON)
 
     _json = field_validator("variables")(json_storable)
 
@@ -257,7 +270,9 @@ class TemplateUpdate(_Strict):
     )
     html: str | None = None
     text: str | None = None
-    variables: dict[str, Any] | None = Field(default=None, json_schema_extra=not_nullable)
+    variables: dict[str, Any] | None = Field(
+        default=None, description=FREE_FORM_JSON, json_schema_extra=not_nullable
+    )
 
     _json = field_validator("variables")(json_storable)
 
@@ -280,7 +295,7 @@ class PreviewRequest(_Strict):
     """Render with a stored contact, or with `data`; neither: the template's `variables`."""
 
     contact_id: UUID | None = None
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] | None = Field(default=None, description=FREE_FORM_JSON)
 
     _json = field_validator("data")(json_storable)
 
@@ -371,14 +386,18 @@ class InlineRecipient(_Strict):
     """Seed 004's recipient: the contact is upserted by email; `personalization` is given to
     the template (beside the contact's fields, which it overrides) for this campaign."""
 
-    email: str
-    personalization: dict[str, Any] = Field(default_factory=dict)
+    email: EmailText
+    personalization: dict[str, Any] = Field(default_factory=dict, description=FREE_FORM_JSON)
 
     _email = field_validator("email", mode="before")(check_email)
     _custom = field_validator("personalization", mode="before")(check_custom_fields)
 
 
 MAX_INLINE_RECIPIENTS = 10_000
+# Inline recipients: 1 to 10,000 (the spec's minItems/maxItems, found by the contract fuzz).
+InlineRecipients = Annotated[
+    list[InlineRecipient], Field(min_length=1, max_length=MAX_INLINE_RECIPIENTS)
+]
 
 
 class CampaignSettings(_Strict):
@@ -428,14 +447,14 @@ class Spacing(_Strict):
 class CampaignCreate(_Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     # Absent: the tenant's default sender (PUT /api/v1/sending/settings), taken at start.
-    from_email: str | None = None
+    from_email: EmailText | None = None
     from_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
-    reply_to: str | None = None
+    reply_to: EmailText | None = None
     subject: str | None = Field(default=None, min_length=1, max_length=998)
     content: CampaignContent
-    recipients: Recipients | list[InlineRecipient] = Field(
+    recipients: Recipients | InlineRecipients = Field(
         description="A recipients spec (contact_ids or tags), or inline recipients"
-        " `[{email, personalization}]` (upserted as contacts; at most 10,000)."
+        " `[{email, personalization}]` (upserted as contacts; 1 to 10,000)."
     )
     settings: CampaignSettings = Field(default_factory=CampaignSettings)
     follow_ups: list[FollowUp] = Field(default_factory=list, max_length=20)
@@ -450,16 +469,6 @@ class CampaignCreate(_Strict):
     @classmethod
     def _emails(cls, value: Any) -> str | None:
         return None if value is None else check_email(value)
-
-    @field_validator("recipients")
-    @classmethod
-    def _inline(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("recipients must not be empty")
-            if len(value) > MAX_INLINE_RECIPIENTS:
-                raise ValueError(f"at most {MAX_INLINE_RECIPIENTS} inline recipients")
-        return value
 
     @field_validator("scheduled_at")
     @classmethod
@@ -479,12 +488,12 @@ class CampaignUpdate(_Strict):
     """PUT body (draft campaigns only): the fields present replace the stored ones."""
 
     name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
-    from_email: str | None = None
+    from_email: EmailText | None = None
     from_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
-    reply_to: str | None = None
+    reply_to: EmailText | None = None
     subject: str | None = Field(default=None, min_length=1, max_length=998)
     content: CampaignContent | None = None
-    recipients: Recipients | list[InlineRecipient] | None = None
+    recipients: Recipients | InlineRecipients | None = None
     settings: CampaignSettings | None = None
     follow_ups: list[FollowUp] | None = Field(default=None, max_length=20)
     schedule: Schedule | None = None
@@ -562,11 +571,26 @@ class Campaign(ResponseModel):
 # ---------------------------------------------------------------- conversions
 
 
+_UUID: dict[str, Any] = {"type": "string", "format": "uuid"}
+
+
 class ConversionCreate(_Strict):
     """A goal a contact reached. Name the contact by `email` or `contact_id`. Idempotent: the
     same contact, goal and `occurred_at` is one conversion."""
 
-    email: str | None = None
+    # What `_who` enforces, stated in the spec (found by the full contract fuzz).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            **exactly_one(("email", EMAIL_SCHEMA), ("contact_id", _UUID)),
+            **any_of(
+                {"not": present("currency", {"type": "string"})},
+                present("value", {"type": "number"}),
+            ),
+        },
+    )
+
+    email: EmailText | None = None
     contact_id: UUID | None = None
     goal: str = Field(min_length=1, max_length=100)
     value: float | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)

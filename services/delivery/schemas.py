@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from libs.common.emails import Email
 from libs.common.http import ResponseModel
-from libs.common.schema_rules import any_of, json_storable, present
+from libs.common.schema_rules import FREE_FORM_JSON, any_of, json_storable, present
 
 Category = Literal["marketing", "transactional"]
 MAX_BULK = 10000
@@ -105,7 +105,7 @@ class SendEmailRequest(_SendBase):
         extra="forbid", populate_by_name=True, json_schema_extra=any_of(*BODY_GIVEN)
     )
     to: Email
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, Any] = Field(default_factory=dict, description=FREE_FORM_JSON)
     campaign_id: str | None = None
     contact_id: str | None = None
 
@@ -115,7 +115,7 @@ class SendEmailRequest(_SendBase):
 class BulkRecipient(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: Email
-    personalization: dict[str, Any] = Field(default_factory=dict)
+    personalization: dict[str, Any] = Field(default_factory=dict, description=FREE_FORM_JSON)
     contact_id: str | None = None
 
     _json = field_validator("personalization")(json_storable)

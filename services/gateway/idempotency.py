@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _MAX_KEY_CHARS = 255
+# What `validate_key` accepts, for the spec: printable characters (`str.isprintable`) of
+# Latin-1, the only characters a header value can bring (no C0/C1 controls, no NBSP or soft
+# hyphen), not starting or ending with a space (HTTP strips those anyway).
+_PRINTABLE = r"!-~\u00a1-\u00ac\u00ae-\u00ff"
+KEY_PATTERN = rf"^[{_PRINTABLE}](?:[ {_PRINTABLE}]*[{_PRINTABLE}])?$"
 
 
 @dataclass(frozen=True)

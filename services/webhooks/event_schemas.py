@@ -31,7 +31,12 @@ class EventTypeInfo(BaseModel):
 class EventTrigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(min_length=1, max_length=100, description="A type of the catalog.")
+    type: str = Field(
+        min_length=1,
+        max_length=100,
+        description="A type of the event catalog (`GET /api/v1/events/types`), e.g. "
+        "`email.delivered`; another string is 422.",
+    )
 
 
 class EventTriggered(BaseModel):

@@ -11,7 +11,15 @@ from libs.common.http import ResponseModel
 from services.webhooks.payloads import PayloadVersion
 
 Url = Annotated[str, Field(min_length=8, max_length=2048)]
-EventPattern = Annotated[str, Field(min_length=1, max_length=100)]
+EventPattern = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        description="An event type of the catalog (`GET /api/v1/events/types`) or a glob "
+        "matching at least one (`email.*`, `*`); one that matches none is 422.",
+    ),
+]
 FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
 RetryDelay = Annotated[float, Field(ge=0.1, le=86_400, strict=True)]
 

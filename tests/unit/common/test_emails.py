@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
@@ -106,19 +108,26 @@ def test_pydantic_type_is_a_drop_in_for_email_str(value: str) -> None:
         assert run(EMAIL) == run(EMAIL_STR)
 
 
-def test_json_schema_matches_email_str() -> None:
+def test_json_schema_is_email_strs_and_states_the_refused_special_use_domains() -> None:
     class A(BaseModel):
         e: Email
 
     class B(BaseModel):
         e: EmailStr
 
-    assert A.model_json_schema()["properties"]["e"] == {
-        "format": "email",
-        "title": "E",
-        "type": "string",
-    }
-    assert A.model_json_schema()["properties"]["e"] == B.model_json_schema()["properties"]["e"]
+    schema = A.model_json_schema()["properties"]["e"]
+    refused = schema.pop("not")
+    assert schema == B.model_json_schema()["properties"]["e"]
+    assert schema == {"format": "email", "title": "E", "type": "string"}
+    # The `not` pattern says what the rule refuses beyond `format: email`, and only that.
+    pattern = re.compile(refused["pattern"])
+    for address in ("a@x.test", "a@b.LOCAL", "a@localhost", "a@x.onion", "a@in-addr.arpa"):
+        assert pattern.search(address), address
+        with pytest.raises(InvalidEmail):
+            normalize_email(address)
+    for address in ("a@test.io", "a@x.testing", "a@local.example.com", "a@example.com"):
+        assert not pattern.search(address), address
+        normalize_email(address)
 
 
 def test_invalid_email_names_the_reason() -> None:

@@ -47,7 +47,7 @@ export type ApiKeysListQuery = {
   name?: string | null;
   /** Page size (1-100). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -115,7 +115,7 @@ export type BillingListPaymentsQuery = {
   subscription_id?: string | null;
   /** Page size (1-100). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -156,7 +156,7 @@ export type CampaignsListQuery = {
   created_before?: string | null;
   /** Page size (1-500). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -218,7 +218,7 @@ export type ContactsListQuery = {
   include_total?: boolean;
   /** Page size (1-500). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -318,7 +318,7 @@ export type EmailsListQuery = {
   created_before?: string | null;
   /** Page size (1-100). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -336,7 +336,7 @@ export type EmailsListSuppressionsQuery = {
   created_before?: string | null;
   /** Page size (1-1000). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -418,7 +418,7 @@ export type InboxListMessagesQuery = {
   classification?: 'human_reply' | 'auto_reply' | 'bounce' | 'unsubscribe_request' | null;
   /** Page size (1-100). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -444,7 +444,7 @@ export type InboxListThreadsQuery = {
   until?: string | null;
   /** Page size (1-100). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -499,7 +499,7 @@ export type TemplatesListQuery = {
   created_before?: string | null;
   /** Page size (1-500). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -542,7 +542,7 @@ export type WebhooksListQuery = {
   url?: string | null;
   /** Page size (1-100). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
@@ -559,7 +559,7 @@ export type WebhooksListDeliveriesQuery = {
   created_before?: string | null;
   /** Page size (1-100). */
   limit?: number;
-  /** Rows to skip (limit/offset paging). */
+  /** Rows to skip (limit/offset paging; at most 2^63 - 1). */
   offset?: number;
   /** `meta.pagination.next_cursor` of the previous page (opaque). */
   cursor?: string | null;
