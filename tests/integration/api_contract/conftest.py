@@ -175,6 +175,7 @@ class Account:
     live_key: str
     dns: FakeDns
     access_token: str = ""  # the owner's dashboard JWT (15 min)
+    tenant_id: str = ""
 
     def headers(self, mode: str = "test") -> dict[str, str]:
         return bearer(self.test_key if mode == "test" else self.live_key)
@@ -207,6 +208,7 @@ def account(stack: Stack, unique: str) -> Account:
         )
         assert r.status_code == 201, r.text
         token = r.json()["data"]["access_token"]
+        tenant_id = r.json()["data"]["tenant"]["id"]
         keys = {}
         for mode in ("test", "live"):
             r = c.post(
@@ -216,7 +218,7 @@ def account(stack: Stack, unique: str) -> Account:
             )
             assert r.status_code == 201, r.text
             keys[mode] = r.json()["data"]["key"]
-    return Account(stack.gw, keys["test"], keys["live"], stack.dns, token)
+    return Account(stack.gw, keys["test"], keys["live"], stack.dns, token, tenant_id)
 
 
 async def connect(service: str) -> asyncpg.Connection:

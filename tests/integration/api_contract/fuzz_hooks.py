@@ -10,6 +10,23 @@ that is the world's state, not the schema's, and this host resolves no name on t
 (`example.com` included). Schema-valid cases creating or changing an endpoint get the
 loopback receiver of the test (PM_FUZZ_WEBHOOK_URL) instead.
 
+Free-form JSON objects (`custom_fields`, `variables`, ...) take integers within signed 64
+bits only and no U+0000 in strings or keys, which their description states and JSON Schema
+cannot (it does not tell `1e24` from `1000000000000000000000000`, and a `pattern` cannot reach
+every nested string): schema-valid cases get larger integers in them clamped to that range and
+NULs removed.
+
+Event types are data, not schema (the catalog, `GET /api/v1/events/types`, grows without a new
+spec, as error codes do): `type` of `POST /api/v1/events/trigger` and the `events` patterns of
+a webhook endpoint are strings that must name (or, as a glob, match) a type of the catalog.
+Schema-valid cases get catalog types there.
+
+A `Cookie` header cannot carry `;`, `,`, spaces, quotes or backslashes (RFC 6265
+cookie-octets): a negative case's cookie value that holds one reaches the server cut at the
+`;` or unquoted, i.e. as another value, often a valid one. Such characters are replaced with
+`x`, which keeps the value's length and so its violation (the cookies' only constraint is a
+`maxLength`).
+
 `ast.parse` is serialised: CPython 3.11's AST construction keeps its recursion depth in
 interpreter-wide state, so two worker threads building ASTs at once (hypothesis describing
 lambdas of the coverage phase's strategies) fail with "AST constructor recursion depth
@@ -20,13 +37,17 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import re
 import threading
 from typing import Any
 
 import schemathesis
 from schemathesis.generation import GenerationMode
 
+from libs.common.events import EVENT_TYPES, read_scope_of
+
 OPAQUE_QUERY = ("cursor",)
+CATALOG = tuple(t for t in EVENT_TYPES if read_scope_of(t) is not None)
 WEBHOOK_URL = os.environ.get("PM_FUZZ_WEBHOOK_URL")
 
 _ast_lock = threading.Lock()
@@ -42,21 +63,68 @@ def _serialised_parse(*args: Any, **kwargs: Any) -> Any:
 ast.parse = _serialised_parse
 
 
+INT64 = (-(2**63), 2**63 - 1)
+# RFC 6265 cookie-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
+_NOT_COOKIE_OCTET = re.compile(r"[^\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]")
+
+
+# The request fields that are free-form JSON objects (FREE_FORM_JSON in their description).
+FREE_FORM_FIELDS = frozenset({"custom_fields", "variables", "data", "personalization"})
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return min(max(value, INT64[0]), INT64[1])
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _free_form_storable(body: Any) -> Any:
+    """`body` with its free-form objects made storable (other fields untouched: an
+    out-of-range integer there is the spec's business)."""
+    if isinstance(body, list):
+        return [_free_form_storable(v) for v in body]
+    if isinstance(body, dict):
+        return {
+            k: _storable(v) if k in FREE_FORM_FIELDS else _free_form_storable(v)
+            for k, v in body.items()
+        }
+    return body
+
+
+def _catalog_type(drawn: Any) -> str:
+    """A catalog type chosen by the drawn value (so hypothesis still varies it)."""
+    return CATALOG[len(str(drawn)) % len(CATALOG)]
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
     meta = getattr(case, "meta", None)
     mode = getattr(getattr(meta, "generation", None), "mode", None)
     if mode != GenerationMode.POSITIVE:
+        if case.cookies:
+            for name, value in case.cookies.items():
+                if isinstance(value, str):
+                    case.cookies[name] = _NOT_COOKIE_OCTET.sub("x", value)
         return
+    if isinstance(case.body, dict | list):
+        case.body = _free_form_storable(case.body)
     if case.query:
         for name in OPAQUE_QUERY:
             case.query.pop(name, None)
     path = case.operation.path
-    if (
-        WEBHOOK_URL
-        and path.startswith("/api/v1/webhooks")
-        and case.method.upper() in ("POST", "PATCH", "PUT")
-        and isinstance(case.body, dict)
-        and "url" in case.body
-    ):
-        case.body["url"] = WEBHOOK_URL
+    writes = case.method.upper() in ("POST", "PATCH", "PUT") and isinstance(case.body, dict)
+    if writes and path.startswith("/api/v1/webhooks"):
+        if WEBHOOK_URL and "url" in case.body:
+            case.body["url"] = WEBHOOK_URL
+        if isinstance(case.body.get("events"), list):
+            case.body["events"] = [_catalog_type(e) for e in case.body["events"]]
+    if writes and path == "/api/v1/events/trigger" and "type" in case.body:
+        case.body["type"] = _catalog_type(case.body["type"])
