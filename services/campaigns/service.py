@@ -306,6 +306,16 @@ def parse_import_json(body: bytes) -> list[Any]:
             "Send a JSON array of contacts (or an object with a `contacts` array).",
             details=[ErrorDetail(field="body", message="expected an array of contacts")],
         )
+    # A row that is not an object is a malformed request (the spec's `items: object`), not bad
+    # data to report row by row: found by the contract fuzz (`[true, false]` was accepted).
+    wrong = [i for i, item in enumerate(data) if not isinstance(item, dict)]
+    if wrong:
+        raise ValidationFailed(
+            "Each contact is a JSON object.",
+            details=[
+                ErrorDetail(field=f"body.{i}", message="expected an object") for i in wrong[:20]
+            ],
+        )
     return data
 
 

@@ -165,6 +165,12 @@ async def test_bad_input_gets_the_documented_errors(
     ):
         r = await api.post(URL, json=body, headers=auth)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+    # An import row that is not an object is a malformed request (found by the fuzz).
+    for path in ("/import", "/imports"):
+        r = await api.post(f"{URL}{path}", json=[{"email": "ok@x.io"}, True, None], headers=auth)
+        assert r.status_code == 422, r.text
+        fields = [d["field"] for d in r.json()["error"]["details"]]
+        assert fields == ["body.1", "body.2"], r.text
     for params in ({"email": "a\u0000@x.io"}, {"tag": "t\u0000"}, {"custom_field": "k:\u0000"}):
         r = await api.get(URL, params=params, headers=auth)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
