@@ -27,6 +27,11 @@ cookie-octets): a negative case's cookie value that holds one reaches the server
 `x`, which keeps the value's length and so its violation (the cookies' only constraint is a
 `maxLength`).
 
+A header value is Latin-1 text on the wire: a generated value with other characters (an
+emoji in `X-Request-Id`, whose schema admits any string) cannot be sent at all, and the HTTP
+client fails the run. Such characters are replaced with DEL (`\x7f`), which a header can
+carry and no header pattern of the spec admits, so a negative case stays negative.
+
 `ast.parse` is serialised: CPython 3.11's AST construction keeps its recursion depth in
 interpreter-wide state, so two worker threads building ASTs at once (hypothesis describing
 lambdas of the coverage phase's strategies) fail with "AST constructor recursion depth
@@ -106,6 +111,10 @@ def _catalog_type(drawn: Any) -> str:
 
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
+    if case.headers:
+        for name, value in case.headers.items():
+            if isinstance(value, str) and not value.isascii():
+                case.headers[name] = "".join(c if ord(c) < 256 else "\x7f" for c in value)
     meta = getattr(case, "meta", None)
     mode = getattr(getattr(meta, "generation", None), "mode", None)
     if mode != GenerationMode.POSITIVE:

@@ -35,6 +35,8 @@ def run_schemathesis(
     st = Path(sys.executable).with_name("st")
     command = [
         str(st),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         str(REPO / "docs" / "openapi.yaml"),
         "--url",
