@@ -27,10 +27,12 @@ cookie-octets): a negative case's cookie value that holds one reaches the server
 `x`, which keeps the value's length and so its violation (the cookies' only constraint is a
 `maxLength`).
 
-A header value is Latin-1 text on the wire: a generated value with other characters (an
-emoji in `X-Request-Id`, whose schema admits any string) cannot be sent at all, and the HTTP
-client fails the run. Such characters are replaced with DEL (`\x7f`), which a header can
-carry and no header pattern of the spec admits, so a negative case stays negative.
+A header value is visible Latin-1 text, spaces and tabs on the wire (RFC 9110 field-value):
+a generated value with other characters (an emoji in `X-Request-Id`, whose schema admits any
+string) cannot be sent at all, and the HTTP client fails the run; a control character makes
+the server refuse the request before any route (`400 Invalid HTTP request`, plain text).
+Such characters are replaced with NBSP (`\xa0`), which a header can carry and no header
+pattern of the spec admits, so a negative case stays negative.
 
 `ast.parse` is serialised: CPython 3.11's AST construction keeps its recursion depth in
 interpreter-wide state, so two worker threads building ASTs at once (hypothesis describing
@@ -69,6 +71,8 @@ ast.parse = _serialised_parse
 
 
 INT64 = (-(2**63), 2**63 - 1)
+# RFC 9110 field-value characters: HTAB, SP, VCHAR, obs-text.
+_NOT_FIELD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 # RFC 6265 cookie-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
 _NOT_COOKIE_OCTET = re.compile(r"[^\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]")
 
@@ -113,8 +117,8 @@ def _catalog_type(drawn: Any) -> str:
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
     if case.headers:
         for name, value in case.headers.items():
-            if isinstance(value, str) and not value.isascii():
-                case.headers[name] = "".join(c if ord(c) < 256 else "\x7f" for c in value)
+            if isinstance(value, str) and _NOT_FIELD_VALUE.search(value):
+                case.headers[name] = _NOT_FIELD_VALUE.sub("\xa0", value)
     meta = getattr(case, "meta", None)
     mode = getattr(getattr(meta, "generation", None), "mode", None)
     if mode != GenerationMode.POSITIVE:
