@@ -559,7 +559,7 @@ def _no_nul(node: Any, schemas: dict[str, Any], seen: set[str]) -> None:
         _no_nul(node.get(key), schemas, seen)
 
 
-def _refuse_nul_in_requests(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+def _tighten_request_schemas(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
     """NO_NUL on request strings; header and cookie parameters not nullable."""
     seen: set[str] = set()
     for item in paths.values():
@@ -623,7 +623,7 @@ def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
                         tags.setdefault(tag, service)
             paths[path] = out
     _add_links(paths)
-    _refuse_nul_in_requests(paths, schemas)
+    _tighten_request_schemas(paths, schemas)
     components = _components(error_codes)
     components["schemas"] = dict(sorted(schemas.items()))
     return {
