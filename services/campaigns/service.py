@@ -338,7 +338,9 @@ def _parse_import_csv(body: bytes) -> list[Any]:
         raise BadRequest(
             "The CSV file is not UTF-8.", details=[ErrorDetail(field="body", message=str(exc))]
         ) from exc
-    reader = csv.reader(io.StringIO(text))
+    # newline="" as the csv module asks: CR-only line ends (classic Mac, some Excel
+    # exports) and quoted line breaks parse; they were "malformed" (found by the fuzz).
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
         names = [h.strip() for h in header or []]

@@ -21,15 +21,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# bcrypt reads 72 bytes: a longer password is refused (JSON Schema counts characters only).
+_BCRYPT_LIMIT_NOTE = "At most 72 bytes in UTF-8 (bcrypt's limit), e.g. 18 four-byte characters."
+
+
 class SignupRequest(_Strict):
     email: Email
-    password: str = Field(min_length=12, max_length=72)
+    password: str = Field(min_length=12, max_length=72, description=_BCRYPT_LIMIT_NOTE)
     company: str = Field(min_length=1, max_length=200)
 
 
 class LoginRequest(_Strict):
     email: Email
-    password: str = Field(min_length=1, max_length=72)
+    password: str = Field(min_length=1, max_length=72, description=_BCRYPT_LIMIT_NOTE)
 
 
 class RefreshRequest(_Strict):

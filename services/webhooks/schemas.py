@@ -87,7 +87,11 @@ class RotateSecret(BaseModel):
 class TestSend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    event_type: str = Field(default="email.opened", max_length=100)
+    event_type: str = Field(
+        default="email.opened",
+        max_length=100,
+        description="A webhook event type of the catalog (`GET /api/v1/events/types`).",
+    )
 
 
 class Recover(BaseModel):

@@ -438,6 +438,16 @@ async def test_csv_import_upserts_and_never_reactivates_a_suppressed_contact(
     assert merged["status"] == "unsubscribed"  # never re-activated by an import
     assert merged["first_name"] == "Back" and merged["company"] == "Acme"
     assert sorted(merged["tags"]) == ["a", "b", "c"]
+    # CR-only line ends (classic Mac, some Excel exports) and a quoted line break parse
+    # (they were "malformed"; found by the contract fuzz).
+    mac_body = 'email,first_name,note\rcr1@x.io,Ann,"two\rlines"\rcr2@x.io,Bob,\r'
+    r = await api.post(
+        f"{URL}/import", content=mac_body.encode(), headers={**auth, "content-type": "text/csv"}
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["data"]["created"], r.json()["data"]["failed"]) == (2, 0)
+    found = (await api.get(URL, params={"email": "cr1@x.io"}, headers=auth)).json()["data"]
+    assert found[0]["custom_fields"] == {"note": "two\rlines"}
     assert merged["custom_fields"] == {"plan": "gold"}
     r = await api.post(
         f"{URL}/import", content=b"a,b", headers={**auth, "content-type": "application/xml"}

@@ -2,7 +2,12 @@
 the gateway's general 5 MiB cap, streamed through the import route's own cap) with some bad
 rows: 202 with an id, progress moves, the totals and per-row errors are right, and
 contact_import.completed is published. Other routes refuse a chunked body past 5 MiB with
-413 while it streams."""
+413 while it streams.
+
+Last in its module on purpose: the 50,000 contact.created events keep delivery's contacts
+consumer busy for minutes, and a test that waits for delivery to learn a contact's tags
+(test_contact_tag_filters.py) waited behind them (271 s, past the 300 s test timeout in a
+rehearsal on a slow machine)."""
 
 from __future__ import annotations
 
