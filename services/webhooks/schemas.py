@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
 
 from libs.common.http import ResponseModel
 from services.webhooks.payloads import PayloadVersion
+from services.webhooks.signatures import SECRET_JSON_SCHEMA
 
 Url = Annotated[str, Field(min_length=8, max_length=2048)]
 EventPattern = Annotated[
@@ -22,6 +23,8 @@ EventPattern = Annotated[
 ]
 FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
 RetryDelay = Annotated[float, Field(ge=0.1, le=86_400, strict=True)]
+# The service checks the form (`signatures.secret_key`); the spec states the same patterns.
+WebhookSecret = Annotated[SecretStr, WithJsonSchema(SECRET_JSON_SCHEMA)]
 
 DeliveryStatus = Literal["pending", "sending", "retrying", "succeeded", "failed", "paused"]
 
@@ -51,12 +54,12 @@ class EndpointCreate(BaseModel):
         description="Payload shape: `2026-12-01` (default; the entity nested as `data.email`,"
         " `data.campaign`, `data.contact`, ...) or `2026-11-21` (the flat catalog data).",
     )
-    secret: SecretStr | None = Field(
+    secret: WebhookSecret | None = Field(
         default=None,
         description="Your own secret, generated (`whsec_<base64>`) when omitted: either"
         " `whsec_` + base64 of 24 to 64 bytes (the key is the decoded bytes) or any printable"
         " string of 16 to 128 characters such as `your-webhook-secret-1` (the key is its UTF-8"
-        " bytes).",
+        " bytes; printable: no control characters and no whitespace at either end).",
     )
 
 
@@ -79,7 +82,7 @@ class EndpointUpdate(BaseModel):
 class RotateSecret(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    secret: SecretStr | None = Field(
+    secret: WebhookSecret | None = Field(
         default=None, description="Same two forms as at creation; generated when omitted."
     )
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
 from libs.common.http import ERROR_CODES
@@ -29,6 +33,7 @@ from services.webhooks.service import (
     invalid_event_patterns,
 )
 from services.webhooks.signatures import (
+    SECRET_JSON_SCHEMA,
     InvalidSecret,
     generate_secret,
     legacy_signature,
@@ -97,6 +102,9 @@ def test_a_raw_secret_keys_both_headers_with_its_utf8_bytes() -> None:
         "x" * 129,
         "sixteen chars\n ok",
         " leading-space-secret",
+        "trailing-nbsp-secret\u00a0",
+        "\u3000ideographic-space-first",
+        "a-secret-with-a-\u0085-next-line",
         "whsec_!!!",
         "whsec_" + "QUJD",
         "whsec_",
@@ -108,9 +116,46 @@ def test_malformed_secrets_are_refused(bad: str) -> None:
         secret_key(bad)
 
 
-@pytest.mark.parametrize("good", ["x" * 16, "y" * 128, "your-webhook-secret", "clé-secrète-à-moi"])
+@pytest.mark.parametrize(
+    "good",
+    [
+        "x" * 16,
+        "y" * 128,
+        "your-webhook-secret",
+        "clé-secrète-à-moi",
+        "inner spaces are fine",
+        "zero\u200bwidth-inside-is-fine",
+        "whsec-is-no-prefix-here",
+    ],
+)
 def test_printable_secrets_of_16_to_128_characters_are_keys(good: str) -> None:
     assert secret_key(good) == good.encode()
+
+
+_SPEC_SECRET = jsonschema_rs.validator_for(SECRET_JSON_SCHEMA)
+
+
+def _code_accepts(secret: str) -> bool:
+    try:
+        secret_key(secret)
+    except InvalidSecret:
+        return False
+    return True
+
+
+@settings(max_examples=400)
+@given(
+    st.one_of(
+        st.text(min_size=14, max_size=130),
+        st.text(min_size=30, max_size=100).map(lambda t: "whsec_" + t),
+        st.binary(min_size=20, max_size=70).map(lambda b: "whsec_" + base64.b64encode(b).decode()),
+        st.from_regex(str(SECRET_JSON_SCHEMA["pattern"]), fullmatch=True),
+    )
+)
+def test_the_spec_pattern_and_the_code_agree_on_every_secret(secret: str) -> None:
+    """What the OpenAPI spec states is exactly what the service accepts (the contract fuzz
+    sends schema-valid secrets and expects them taken)."""
+    assert _SPEC_SECRET.is_valid(secret) == _code_accepts(secret)
 
 
 @pytest.mark.parametrize(
