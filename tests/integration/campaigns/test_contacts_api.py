@@ -15,6 +15,7 @@ import pytest
 from libs.common.pagination import encode_cursor
 from libs.common.principal import Principal, sign_principal
 from libs.common.signing_keys import generate_private_key
+from services.campaigns import service
 from tests.integration.campaigns.conftest import eventually, principal_headers
 
 URL = "/api/v1/contacts"
@@ -506,6 +507,37 @@ async def test_import_merges_an_address_a_concurrent_write_takes_during_the_copy
         ("race@X.io", ["import"])
     ]
     assert sorted(updated[0]["data"]["contact_tags"]) == ["early", "imp"], "tags as merged"
+
+
+async def test_an_address_taken_beyond_the_probe_is_merged_not_copied(
+    api: httpx.AsyncClient, auth: dict[str, str], tenant: str, campaigns_pool: asyncpg.Pool
+) -> None:
+    """None of the first IMPORT_PROBE_ROWS addresses exists, so the import COPYs every row
+    at once; the COPY meets the taken address near the end, its savepoint undoes it, and the
+    import looks every address up and merges that one: nothing doubled, nothing lost."""
+    await campaigns_pool.execute(
+        "INSERT INTO contacts (id, tenant_id, mode, email, tags) VALUES"
+        " (gen_random_uuid(), $1, 'live', 'late250@x.io', '{early}')",
+        tenant,
+    )
+    rows = [{"email": f"late{i}@x.io", "tags": ["imp"]} for i in range(300)]
+    assert service.IMPORT_PROBE_ROWS < 250 < len(rows)
+    r = await api.post(f"{URL}/import", json=rows, headers=auth)
+    assert r.status_code == 200, r.text
+    report = r.json()["data"]
+    assert (report["created"], report["updated"], report["failed"]) == (299, 1, 0)
+    assert (
+        await campaigns_pool.fetchval("SELECT count(*) FROM contacts WHERE tenant_id = $1", tenant)
+        == 300
+    )
+    tags = await campaigns_pool.fetchval(
+        "SELECT tags FROM contacts WHERE tenant_id = $1 AND email_key = 'late250@x.io'", tenant
+    )
+    assert sorted(tags) == ["early", "imp"]
+    created = await outbox_events(campaigns_pool, tenant, "contact.created")
+    updated = await outbox_events(campaigns_pool, tenant, "contact.updated")
+    assert len(created) == 299 and len({e["data"]["email"] for e in created}) == 299
+    assert [e["data"]["email"] for e in updated] == ["late250@x.io"]
 
 
 async def test_import_events_carry_each_contact_and_a_second_import_updates(
