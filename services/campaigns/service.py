@@ -545,18 +545,18 @@ async def import_rows(
 ) -> dict[str, Any]:
     """`import_contacts`' work inside the caller's transaction (the import job commits each
     chunk with its progress). Row numbers in `errors` are 1-based within `items`."""
-    emails = _raw_emails(items)
     batch: _ImportBatch | None = None
     # Most imports bring new addresses: when none of the first IMPORT_PROBE_ROWS exists, COPY
     # every row at once and look the addresses up only if the COPY meets one (its savepoint
     # undoes it). The full look-up cost a quarter of the COPY's own time (bench/campaigns.py).
-    probe = emails[:IMPORT_PROBE_ROWS]
+    probe = _raw_emails(items[:IMPORT_PROBE_ROWS])
     if not probe or not await repo.existing_contact_emails(conn, owner, probe):
         batch = _ImportBatch(items, set())
         if not await repo.copy_new_contacts(conn, owner, batch.fresh_rows()):
             batch = None
     if batch is None:
-        batch = _ImportBatch(items, await repo.existing_contact_emails(conn, owner, emails))
+        taken = await repo.existing_contact_emails(conn, owner, _raw_emails(items))
+        batch = _ImportBatch(items, taken)
         if not await repo.copy_new_contacts(conn, owner, batch.fresh_rows()):
             # An address was taken since the look-up (a concurrent write, or a spelling the
             # look-up could not match): merge every row instead.
