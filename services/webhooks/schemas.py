@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
 
 from libs.common.http import ResponseModel
+from libs.common.timestamps import Timestamp
 from services.webhooks.payloads import PayloadVersion
 from services.webhooks.signatures import SECRET_JSON_SCHEMA
 
@@ -100,8 +101,8 @@ class TestSend(BaseModel):
 class Recover(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime
-    until: datetime | None = None
+    since: Timestamp
+    until: Timestamp | None = None
 
 
 # ------------------------------------------------------------------ responses

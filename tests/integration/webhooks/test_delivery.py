@@ -256,6 +256,18 @@ async def test_recover_since_resends_exactly_the_failed_deliveries_in_the_window
         )
         assert {d["event_id"] for d in r.json()["data"]} == {str(e.id) for e in before}
         assert rx.count == 13
+        # A valid date-time whose UTC instant is before year 1 (it was a 500): since the
+        # first instant, i.e. every failed delivery.
+        r = await api.client.post(
+            f"/api/v1/webhooks/{ep['id']}/recover",
+            json={"since": "0001-01-01T21:39:48.5941+22:22"},
+            headers=headers,
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["data"]["since"].startswith("0001-01-01T00:00:00")
+        assert set(r.json()["data"]["delivery_ids"]) == {
+            delivery_id_for(ep["id"], e.id) for e in before
+        }
 
 
 async def test_manual_retry_resends_under_the_same_id(
