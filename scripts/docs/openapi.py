@@ -497,25 +497,45 @@ def _operation_ids(collected: dict[str, dict[str, Any]]) -> dict[tuple[str, str]
     }
 
 
-def _add_links(paths: dict[str, Any]) -> None:
-    """OpenAPI links from each create (a POST on a collection answering 201 with `data.id`) to
-    the operations on the object it made (`/contacts` → `/contacts/{contact_id}` and below):
-    clients and Schemathesis' stateful phase follow them (create → get/update/delete)."""
+def _data_properties(response: dict[str, Any], schemas: dict[str, Any]) -> set[str]:
+    """The property names of a response envelope's `data` object (following $refs)."""
+
+    def resolve(node: Any) -> dict[str, Any]:
+        while isinstance(node, dict) and "$ref" in node:
+            node = schemas.get(node["$ref"].rsplit("/", 1)[1], {})
+        return node if isinstance(node, dict) else {}
+
+    envelope = resolve(response.get("content", {}).get("application/json", {}).get("schema"))
+    data = resolve(envelope.get("properties", {}).get("data"))
+    return set(data.get("properties", {}))
+
+
+def _add_links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """OpenAPI links from each create (a POST on a collection answering 201) to the
+    operations on the object it made (`/contacts` → `/contacts/{contact_id}` and below):
+    clients and Schemathesis' stateful phase follow them (create → get/update/delete). A
+    `{..._id}` parameter takes the created object's `data.id`, any other (`{email}`) the
+    `data` field of its own name; a link is made only when the answer has that field."""
     for path, item in paths.items():
         created = item.get("post", {}).get("responses", {}).get("201")
         if created is None:
             continue
+        fields = _data_properties(created, schemas)
         links: dict[str, Any] = {}
         for other, other_item in paths.items():
             found = re.fullmatch(re.escape(path) + r"/\{(\w+)\}(/[^{}]*)?", other)
             if found is None:
+                continue
+            param = found.group(1)
+            field = "id" if param.endswith("_id") else param
+            if field not in fields:
                 continue
             for method in METHODS:
                 if method in other_item:
                     op_id = other_item[method]["operationId"]
                     links[_pascal(op_id)] = {
                         "operationId": op_id,
-                        "parameters": {found.group(1): "$response.body#/data/id"},
+                        "parameters": {param: f"$response.body#/data/{field}"},
                     }
         if links:
             created["links"] = dict(sorted(links.items()))
@@ -622,7 +642,7 @@ def build_spec(collected: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     for tag in out[method]["tags"]:
                         tags.setdefault(tag, service)
             paths[path] = out
-    _add_links(paths)
+    _add_links(paths, schemas)
     _tighten_request_schemas(paths, schemas)
     components = _components(error_codes)
     components["schemas"] = dict(sorted(schemas.items()))

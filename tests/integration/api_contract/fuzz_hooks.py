@@ -38,6 +38,13 @@ the server refuse the request before any route (`400 Invalid HTTP request`, plai
 Such characters are replaced with NBSP (`\xa0`), which a header can carry and no header
 pattern of the spec admits, so a negative case stays negative.
 
+An `Idempotency-Key` names one operation: the same key with the same body is answered with
+the first answer (Stripe semantics), so two scenarios of the stateful phase that happen to
+draw the same key and body (hypothesis draws small values often: `0`, `a`) get the first
+create's answer, an object a step of the first scenario may have deleted since (ST302,
+"created resource not found"). Schema-valid cases that carry a key get a fresh one, as a
+client makes one per operation; replays are tested in tests/integration/gateway.
+
 `ast.parse` is serialised: CPython 3.11's AST construction keeps its recursion depth in
 interpreter-wide state, so two worker threads building ASTs at once (hypothesis describing
 lambdas of the coverage phase's strategies) fail with "AST constructor recursion depth
@@ -50,6 +57,7 @@ import functools
 import os
 import re
 import threading
+import uuid
 from typing import Any
 
 import schemathesis
@@ -131,6 +139,8 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
                 if isinstance(value, str):
                     case.cookies[name] = _NOT_COOKIE_OCTET.sub("x", value)
         return
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
     if isinstance(case.body, dict | list):
         case.body = _free_form_storable(case.body)
     if case.query:

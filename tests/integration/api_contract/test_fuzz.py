@@ -10,6 +10,7 @@ Failures are printed with the curl command that reproduces each."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -63,6 +64,8 @@ def run_schemathesis(
         # on 2 cores) runs in `make fuzz`; `make test` keeps the examples, fuzzing and
         # stateful phases, so the suite stays under its 30 minutes.
         *(() if FULL else ("--phases", "examples,fuzzing,stateful")),
+        # More `st run` options while working on the spec, e.g. "--phases stateful".
+        *shlex.split(os.environ.get("PM_FUZZ_ARGS", "")),
         *extra,
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.api_contract.fuzz_hooks"}
