@@ -14,7 +14,8 @@ before the commit). Printed: stream p50/p99 (target p99 <= 100 ms), webhook p50/
 events of the tenants with an endpoint, and the ratio stream / webhooks.
 Throughput: the rate events were committed (offered, 1,000/s), published by the relay and
 stored in `stream_events` (count over the span from first to last), and stored / offered
-(1.00 when the stream keeps up; below when the pipeline falls behind).
+(1.00 when the stream keeps up; below when the pipeline falls behind) and stored / published
+(the stream consumer's share: 1.00 when it keeps up with the relay).
 
 Run: `uv run python -m bench.events_stream` (needs the OpenBao dev server of `make infra`).
 """
@@ -245,7 +246,8 @@ async def main() -> None:
     print("  load average during the run (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in load))
     print(f"  throughput: offered {offered:.0f} events/s, published by the relay {published:.0f}/s,"
           f" stored in stream_events {stored_rate:.0f}/s;"
-          f" stored / offered {stored_rate / offered:.2f}x")  # fmt: skip
+          f" stored / offered {stored_rate / offered:.2f}x,"
+          f" stored / published {stored_rate / max(published, 1e-9):.2f}x")  # fmt: skip
     behind = len(arrivals) < expected or receiver.count < webhook_expected
     if not stream or not hooks:
         # Fell behind so far that no event of the measured phase arrived within 60 s: the
