@@ -35,6 +35,7 @@ from bench.harness import (
     REPO,
     VAULT_ADDR,
     VAULT_TOKEN_FILE,
+    cpu_seconds,
     free_port,
     fresh_database,
     fresh_vhost,
@@ -155,6 +156,7 @@ async def main() -> None:
     stored_at: dict[str, float] = {}
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
     offered = published = stored_rate = 0.0
+    cpu: dict[str, float] = {}
     try:
         for port in ports.values():
             wait_ready(f"http://127.0.0.1:{port}")
@@ -222,6 +224,9 @@ async def main() -> None:
             ]
         )
         peaks = peak_rss({f"webhooks {name}": p.pid for name, p in zip(ports, procs, strict=True)})
+        # CPU seconds of each process over the whole run (less sensitive to the host's load
+        # than rates): the worker's covers both of its queues (fan-out and stream).
+        cpu = {name: cpu_seconds(p.pid) for name, p in zip(ports, procs, strict=True)}
     finally:
         for task in readers:
             task.cancel()
@@ -271,6 +276,7 @@ async def main() -> None:
         print(f"  of which commit -> stored in stream_events: {summary(stored_lag)}")
         print(f"  and stored -> on the open stream:            {summary(pushed)}")
     print("  " + memory_line(peaks))
+    print("  CPU seconds over the run: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     print(f"  stream p99 {s99:.1f} ms (target <= 100 ms) {'OK' if s99 <= 100 else 'ABOVE TARGET'}")
     print(f"  ratio stream / webhooks: p50 {s50 / w50:.2f}x, p99 {s99 / w99:.2f}x")
     figures = {
@@ -287,6 +293,7 @@ async def main() -> None:
         "published_per_s": published,
         "stored_per_s": stored_rate,
         "stored_ratio": stored_rate / offered,
+        "cpu_seconds": cpu,
         "load_1min": load[0],
     }
     print(orjson.dumps(figures).decode())
