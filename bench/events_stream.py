@@ -12,6 +12,10 @@ publishes, the worker's fan-out consumer stores and notifies, the API pushes it.
 Latency = arrival at the reader (or the receiver) - the event's `created` (stamped just
 before the commit). Printed: stream p50/p99 (target p99 <= 100 ms), webhook p50/p99 for the
 events of the tenants with an endpoint, and the ratio stream / webhooks.
+Throughput: the rate events were committed (offered, 1,000/s), published by the relay and
+stored in `stream_events` (count over the span from first to last), and stored / offered
+(1.00 when the stream keeps up; below when the pipeline falls behind) and stored / published
+(the stream consumer's share: 1.00 when it keeps up with the relay).
 
 Run: `uv run python -m bench.events_stream` (needs the OpenBao dev server of `make infra`).
 """
@@ -31,6 +35,7 @@ from bench.harness import (
     REPO,
     VAULT_ADDR,
     VAULT_TOKEN_FILE,
+    cpu_seconds,
     free_port,
     fresh_database,
     fresh_vhost,
@@ -68,6 +73,14 @@ def _created(payload: bytes) -> float:
 
 def _id(payload: bytes) -> str:
     return str(orjson.loads(payload)["id"])
+
+
+def _rate(stamps: list[float]) -> float:
+    """Events per second over the span from the first stamp to the last (statement times:
+    a batch shares one, so the span is that of the batches)."""
+    if len(stamps) < 2 or max(stamps) <= min(stamps):
+        return 0.0
+    return len(stamps) / (max(stamps) - min(stamps))
 
 
 async def _reader(
@@ -142,6 +155,8 @@ async def main() -> None:
     stored_lag_all: list[float] = []
     stored_at: dict[str, float] = {}
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    offered = published = stored_rate = 0.0
+    cpu: dict[str, float] = {}
     try:
         for port in ports.values():
             wait_ready(f"http://127.0.0.1:{port}")
@@ -177,6 +192,7 @@ async def main() -> None:
                         ),
                     )
                 await asyncio.sleep(max(0.0, t0 + (tick + 1) * interval - time.perf_counter()))
+            offered = ticks * TENANTS / (time.perf_counter() - t0)
             load = os.getloadavg()  # the machine's load while the events went in
             expected = ticks * TENANTS
             deadline = time.monotonic() + 60
@@ -197,7 +213,20 @@ async def main() -> None:
         stored_lag_all = [float(r["lag"]) for r in rows]
         stored_lag = [float(r["lag"]) for r in rows if r["measured"]]
         stored_at = {r["id"]: float(r["stored"]) for r in rows}
+        stored_rate = _rate(list(stored_at.values()))
+        published = _rate(
+            [
+                float(r["at"])
+                for r in await pool.fetch(
+                    "SELECT extract(epoch FROM published_at) AS at FROM outbox"
+                    " WHERE published_at IS NOT NULL"
+                )
+            ]
+        )
         peaks = peak_rss({f"webhooks {name}": p.pid for name, p in zip(ports, procs, strict=True)})
+        # CPU seconds of each process over the whole run (less sensitive to the host's load
+        # than rates): the worker's covers both of its queues (fan-out and stream).
+        cpu = {name: cpu_seconds(p.pid) for name, p in zip(ports, procs, strict=True)}
     finally:
         for task in readers:
             task.cancel()
@@ -220,6 +249,10 @@ async def main() -> None:
     print(f"  stream arrivals: {len(arrivals)} of {expected} (all phases),"
           f" webhook arrivals: {receiver.count} of {webhook_expected}")  # fmt: skip
     print("  load average during the run (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in load))
+    print(f"  throughput: offered {offered:.0f} events/s, published by the relay {published:.0f}/s,"
+          f" stored in stream_events {stored_rate:.0f}/s;"
+          f" stored / offered {stored_rate / offered:.2f}x,"
+          f" stored / published {stored_rate / max(published, 1e-9):.2f}x")  # fmt: skip
     behind = len(arrivals) < expected or receiver.count < webhook_expected
     if not stream or not hooks:
         # Fell behind so far that no event of the measured phase arrived within 60 s: the
@@ -243,6 +276,7 @@ async def main() -> None:
         print(f"  of which commit -> stored in stream_events: {summary(stored_lag)}")
         print(f"  and stored -> on the open stream:            {summary(pushed)}")
     print("  " + memory_line(peaks))
+    print("  CPU seconds over the run: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     print(f"  stream p99 {s99:.1f} ms (target <= 100 ms) {'OK' if s99 <= 100 else 'ABOVE TARGET'}")
     print(f"  ratio stream / webhooks: p50 {s50 / w50:.2f}x, p99 {s99 / w99:.2f}x")
     figures = {
@@ -255,6 +289,11 @@ async def main() -> None:
         "delivered": len(arrivals),
         "expected": expected,
         "fell_behind": behind,
+        "offered_per_s": offered,
+        "published_per_s": published,
+        "stored_per_s": stored_rate,
+        "stored_ratio": stored_rate / offered,
+        "cpu_seconds": cpu,
         "load_1min": load[0],
     }
     print(orjson.dumps(figures).decode())

@@ -1,11 +1,13 @@
 """An in-process `EventBus` for handler tests (FastStream's `TestRabbitBroker` pattern).
 
-`InProcessBus` has the registration API of `EventBus` (`subscribe`, `on`, `handle_command`),
-so a service's `consumers.setup(bus, ...)` runs unchanged, but nothing connects to a broker:
+`InProcessBus` has the registration API of `EventBus` (`subscribe`, `subscribe_batch`, `on`,
+`handle_command`), so a service's `consumers.setup(bus, ...)` runs unchanged, but nothing
+connects to a broker:
 `publish(model, tenant_id=...)` stamps an envelope, sends it through JSON and `parse_event`
 as the broker path does, and runs every subscription whose patterns match its type through
 the bus's own `_handle` (inbox transaction and dedup mark on the real database included).
-A handler's exception reaches the test instead of a retry queue.
+`deliver_batch(envelopes)` hands batch subscriptions one batch. A handler's exception reaches
+the test instead of a retry queue.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ class InProcessBus(EventBus):
         for sub in subs:
             await self._handle(sub, parsed)
         return len(subs)
+
+    async def deliver_batch(self, events: list[Envelope]) -> None:
+        """Deliver envelopes as one batch to the matching batch subscriptions (the bus's
+        inbox claim and transaction included), as the broker path hands them over."""
+        parsed = [parse_event(e.to_json()) for e in events]
+        for sub in self.subscriptions:
+            if sub.batch_handler is None:
+                continue
+            mine = [e for e in parsed if self._matches(sub, e.type)]
+            if mine:
+                await self._handle_batch(sub, mine)
 
     async def send(self, command: Command, *, tenant_id: str = "t_test") -> None:
         """Deliver a command to its one handler."""

@@ -23,6 +23,23 @@ async def claim_event(conn: asyncpg.Connection, consumer: str, event: Envelope) 
     return bool(claimed)
 
 
+async def claim_events(
+    conn: asyncpg.Connection, consumer: str, events: list[Envelope]
+) -> list[Envelope]:
+    """`claim_event` for a batch in one statement: the events this consumer had not yet
+    handled, in their order (ids unique within `events`)."""
+    claimed = await conn.fetch(
+        "INSERT INTO inbox (consumer, event_id, event_type)"
+        " SELECT $1, id, type FROM unnest($2::uuid[], $3::text[]) AS e(id, type)"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        consumer,
+        [e.id for e in events],
+        [e.type for e in events],
+    )
+    fresh = {r["event_id"] for r in claimed}
+    return [e for e in events if e.id in fresh]
+
+
 async def purge_inbox(pool: asyncpg.Pool, *, older_than_days: int = 14) -> int:
     """Forget handled ids older than any redelivery could be."""
     result: str = await pool.execute(

@@ -63,6 +63,9 @@ class _RecordingBus:
         self.queues.append({"queue": f"{self.service}.{purpose}", "patterns": list(patterns)})
         return lambda handler: handler
 
+    def subscribe_batch(self, purpose: str, patterns: list[str], **options: Any) -> Any:
+        return self.subscribe(purpose, patterns)
+
     def on(self, purpose: str, *types: Any, **options: Any) -> Any:
         return self.subscribe(purpose, [t.event_type for t in types])
 

@@ -2,8 +2,8 @@
 
 - `delivery.requests` (`email.requested`, inbox): the campaign runner's sends join the same
   pipeline as the API's, in the inbox transaction (a redelivered request is a no-op).
-- `delivery.contacts` (`contact.*`, inbox): the recipient-tags read model, so every email.*
-  event carries `contact_tags` (webhook filters by contact tag).
+- `delivery.contacts` (`contact.*`, inbox, in batches): the recipient-tags read model, so
+  every email.* event carries `contact_tags` (webhook filters by contact tag).
 - `delivery.campaigns` (`campaign.created` / `campaign.updated`, inbox): the campaign-content
   read model of `send-bulk` with a `campaign_id`.
 - `delivery.plans` (`tenant.created` / `tenant.plan_changed`, inbox): the plan read model
@@ -48,11 +48,13 @@ def setup(bus: EventBus, service: DeliveryService) -> None:
         assert conn is not None
         await service.learn_plan(conn, event)
 
-    @bus.subscribe("contacts", ["contact.created", "contact.updated", "contact.deleted"])
-    async def on_contact(event: Envelope, conn: asyncpg.Connection | None) -> None:
-        """Learn the contact's tags: email.* events carry their recipient's tags."""
+    # In batches: a 50,000-contact import publishes 50,000 contact.created at once; one
+    # inbox transaction per batch, not per contact.
+    @bus.subscribe_batch("contacts", ["contact.created", "contact.updated", "contact.deleted"])
+    async def on_contacts(events: list[Envelope], conn: asyncpg.Connection | None) -> None:
+        """Learn the contacts' tags: email.* events carry their recipient's tags."""
         assert conn is not None
-        await service.learn_contact(conn, event, event.payload().model_dump(mode="json"))
+        await service.learn_contacts(conn, events)
 
     @bus.subscribe("campaigns", ["campaign.created", "campaign.updated"])
     async def on_campaign(event: Envelope, conn: asyncpg.Connection | None) -> None:

@@ -700,26 +700,26 @@ async def list_messages(
 # ---------------------------------------------------------------- contact tags (read model)
 
 
-async def apply_contact_tags(
-    conn: asyncpg.Connection,
-    scope: TenantScope,
-    email: str,
-    contact_id: str,
-    tags: Sequence[str],
-    at: datetime,
-) -> None:
-    """Upsert one contact's tags unless a later event was applied already."""
-    await conn.execute(
+class ContactTagsRow(NamedTuple):
+    """One contact event for the `contact_tags` read model; field order is the statement's."""
+
+    tenant_id: str
+    mode: str
+    email: str
+    contact_id: str
+    tags: list[str]
+    event_time: datetime
+
+
+async def apply_contact_tags(conn: asyncpg.Connection, rows: Sequence[ContactTagsRow]) -> None:
+    """Upsert contacts' tags in order (one round trip), each unless a later event of that
+    contact was applied already."""
+    await conn.executemany(
         "INSERT INTO contact_tags (tenant_id, mode, email_key, contact_id, tags, event_time)"
         " VALUES ($1, $2, lower($3), $4, $5, $6) ON CONFLICT (tenant_id, mode, email_key)"
         " DO UPDATE SET contact_id = excluded.contact_id, tags = excluded.tags,"
         " event_time = excluded.event_time WHERE contact_tags.event_time <= excluded.event_time",
-        scope.tenant_id,
-        scope.mode,
-        email,
-        contact_id,
-        list(tags),
-        at,
+        rows,
     )
 
 

@@ -1484,19 +1484,24 @@ class DeliveryService:
 
     # ------------------------------------------------------------ contact tags
 
-    async def learn_contact(
-        self, conn: asyncpg.Connection, event: Envelope, data: dict[str, Any]
-    ) -> None:
-        """Keep the recipient-tags read model (contact.* events, in the inbox transaction)."""
-        tags = [] if event.type == "contact.deleted" else list(data.get("contact_tags") or [])
-        await repo.apply_contact_tags(
-            conn,
-            TenantScope.of(event),
-            str(data["email"]),
-            str(data["contact_id"]),
-            tags,
-            event.time,
-        )
+    async def learn_contacts(self, conn: asyncpg.Connection, events: list[Envelope]) -> None:
+        """Keep the recipient-tags read model (contact.* events, in the inbox transaction of
+        their batch, applied in arrival order; a later event of a contact wins)."""
+        rows = []
+        for event in events:
+            data = event.payload().model_dump(mode="json")
+            tags = [] if event.type == "contact.deleted" else list(data.get("contact_tags") or [])
+            rows.append(
+                repo.ContactTagsRow(
+                    tenant_id=event.tenant_id,
+                    mode=event.mode,
+                    email=str(data["email"]),
+                    contact_id=str(data["contact_id"]),
+                    tags=tags,
+                    event_time=event.time,
+                )
+            )
+        await repo.apply_contact_tags(conn, rows)
 
     # ------------------------------------------------------------ reading
 

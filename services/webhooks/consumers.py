@@ -16,9 +16,10 @@ from libs.common.bus import EventBus
 from libs.common.events import Envelope
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.payloads import deliverable_types
-from services.webhooks.stream import StreamWriter
+from services.webhooks.stream import store_events
 
 FANOUT_PATTERNS = sorted(deliverable_types())
+STREAM_BATCH = 500
 
 
 def setup(bus: EventBus, dispatcher: Dispatcher) -> None:
@@ -28,14 +29,9 @@ def setup(bus: EventBus, dispatcher: Dispatcher) -> None:
         await dispatcher.fan_out(event)
 
     # A queue of its own: the stream never waits behind webhook fan-out, nor slows it.
-    # Messages are handled concurrently (up to the prefetch); their appends share commits.
-    # Made at the first event: declaring the subscriptions (docs, tests) needs no pool.
-    writer: StreamWriter | None = None
-
-    @bus.subscribe("stream", FANOUT_PATTERNS, inbox=False)
-    async def append_to_stream(event: Envelope, _conn: asyncpg.Connection | None) -> None:
+    # Consumed in batches: what arrived while the previous batch committed is appended in
+    # one transaction and acked at once (one message at a time fell behind at 1,000/s).
+    @bus.subscribe_batch("stream", FANOUT_PATTERNS, inbox=False, max_batch=STREAM_BATCH)
+    async def append_to_stream(events: list[Envelope], _conn: asyncpg.Connection | None) -> None:
         """Append events to the tenant's event stream (GET /api/v1/events/stream)."""
-        nonlocal writer
-        if writer is None:
-            writer = StreamWriter(dispatcher.pool)
-        await writer.store(event)
+        await store_events(dispatcher.pool, events)

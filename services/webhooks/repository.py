@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from libs.common.pagination import ListParams, keyset_sql
 
@@ -553,15 +554,58 @@ async def append_stream_event(
     return int(seq) if seq is not None else None
 
 
+# A batch in one statement: events already stored (a redelivery) are left out before
+# numbering, so they skip no number; each (tenant, mode) head moves once, by its count, locked
+# in (tenant, mode) order (writers in several processes never deadlock); each tenant's rows
+# are numbered in the batch's order; one NOTIFY per stored row, in number order.
+_APPEND_STREAM_BATCH = (
+    "WITH batch AS (SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[],"
+    " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) WITH ORDINALITY"
+    " AS b(tenant_id, mode, event_id, event_type, campaign_id, tags, payload, frame, note_tags,"
+    " ord)),"
+    " fresh AS (SELECT b.*, row_number() OVER (PARTITION BY b.tenant_id, b.mode ORDER BY b.ord)"
+    " AS n FROM batch b WHERE NOT EXISTS (SELECT 1 FROM stream_events e"
+    " WHERE e.event_id = b.event_id)),"
+    " counts AS (SELECT tenant_id, mode, max(n) AS n FROM fresh GROUP BY tenant_id, mode),"
+    " heads AS (INSERT INTO stream_heads AS h (tenant_id, mode, seq)"
+    " SELECT tenant_id, mode, n FROM counts ORDER BY tenant_id, mode"
+    " ON CONFLICT (tenant_id, mode) DO UPDATE SET seq = h.seq + excluded.seq"
+    " RETURNING tenant_id, mode, seq AS last),"
+    " stored AS (INSERT INTO stream_events (tenant_id, mode, seq, event_id, event_type,"
+    " campaign_id, contact_tags, payload)"
+    " SELECT f.tenant_id, f.mode, h.last - c.n + f.n, f.event_id, f.event_type, f.campaign_id,"
+    " ARRAY(SELECT json_array_elements_text(f.tags::json)), f.payload"
+    " FROM fresh f JOIN counts c USING (tenant_id, mode) JOIN heads h USING (tenant_id, mode)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq)"
+    " SELECT pg_notify($10::text, json_build_object('t', f.tenant_id, 'm', f.mode, 's', s.seq,"
+    " 'y', f.event_type, 'c', f.campaign_id, 'g', f.note_tags::json, 'i', f.event_id::text,"
+    " 'f', f.frame)::text)"
+    " FROM (SELECT * FROM stored ORDER BY seq) s JOIN fresh f USING (event_id)"
+    " ORDER BY f.tenant_id, f.mode, s.seq"
+)
+
+
 async def append_stream_events(
     pool: asyncpg.Pool, items: Sequence[tuple[StreamRow, str | None, list[str]]]
 ) -> None:
-    """`append_stream_event` for many events in one transaction (one commit, statements
-    pipelined). Heads are locked in (tenant, mode) order, so writers in several processes
-    never deadlock; the sort is stable, so each tenant's events keep their order."""
-    ordered = sorted(items, key=lambda item: (item[0].tenant_id, item[0].mode))
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.executemany(_APPEND_STREAM_EVENT, [_append_args(*item) for item in ordered])
+    """`append_stream_event` for a batch, in one statement and one commit (one round trip).
+    Ids must be unique within `items`."""
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for row, frame, notify_tags in items:
+        values = (
+            row.tenant_id,
+            row.mode,
+            row.event_id,
+            row.event_type,
+            row.campaign_id,
+            orjson.dumps(row.contact_tags).decode(),
+            row.payload,
+            frame,
+            orjson.dumps(notify_tags).decode(),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    await pool.execute(_APPEND_STREAM_BATCH, *columns, STREAM_CHANNEL)
 
 
 async def stream_head(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mode: str) -> int:

@@ -3,8 +3,8 @@ feed and one reader per open connection.
 
 - Store: the stream consumer (queue `webhooks.stream`) appends every deliverable event to
   `stream_events`, numbered per (tenant, mode) under the head's row lock, so numbers commit
-  in order, one statement per event and one transaction per batch of the events that
-  arrived meanwhile (`StreamWriter`); only a redelivered event skips a number. The payload
+  in order, one transaction per batch of the messages that arrived meanwhile (the bus's
+  batch consumer, `store_events`); only a redelivered event skips a number. The payload
   is the newest version's, with the event id as its `id`. Kept 25 h by default (bounded per
   tenant too), so a reconnect with `Last-Event-ID` from the last 24 h resumes without gaps.
 - Live feed: the append's NOTIFY (committed with the row) carries the frame; each API process
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
@@ -84,52 +85,20 @@ async def store_event(pool: asyncpg.Pool, event: Envelope) -> int | None:
     return await repo.append_stream_event(pool, *item)
 
 
-class StreamWriter:
-    """The stream consumer's appends, committed in batches: while one batch commits, the
-    next accumulates, so 1,000 events/s cost tens of commits, not 1,000 (one at a time the
-    consumer fell behind at 100 tenants x 10 events/s). One batch at a time per process, rows
-    in arrival order, so a tenant's events are numbered in the order they came. `store`
-    returns once its event is committed: the message is acked only then."""
-
-    def __init__(self, pool: asyncpg.Pool, batch: int = 500) -> None:
-        self.pool = pool
-        self.batch = batch
-        self._pending: list[
-            tuple[tuple[repo.StreamRow, str | None, list[str]], asyncio.Future[None]]
-        ] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def store(self, event: Envelope) -> None:
-        item = _stream_item(event)
-        if item is None:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="webhooks-stream-writer")
-        await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[: self.batch], self._pending[self.batch :]
-            try:
-                await repo.append_stream_events(self.pool, [item for item, _ in batch])
-            except Exception:
-                # One bad event must not fail the others: append them one by one; each
-                # failure goes back to its own message (retried, then dead-lettered).
-                for item, future in batch:
-                    try:
-                        await repo.append_stream_event(self.pool, *item)
-                    except Exception as exc:
-                        if not future.done():
-                            future.set_exception(exc)
-                    else:
-                        if not future.done():
-                            future.set_result(None)
-            else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+async def store_events(pool: asyncpg.Pool, events: list[Envelope]) -> None:
+    """Append a batch of events (the stream consumer's, `EventBus.subscribe_batch`) in one
+    transaction: one commit for the lot, rows in arrival order, so a tenant's events are
+    numbered in the order they came, each id once. Raises when any of them cannot be stored:
+    the bus then stores them one by one, so a bad event fails alone."""
+    seen: set[uuid.UUID] = set()
+    items = []
+    for event in events:
+        item = _stream_item(event) if event.id not in seen else None
+        seen.add(event.id)
+        if item is not None:
+            items.append(item)
+    if items:
+        await repo.append_stream_events(pool, items)
 
 
 # ------------------------------------------------------------------ what a reader wants

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -181,3 +182,141 @@ async def test_messages_that_arrive_together_reach_the_handler_in_queue_order(
     await publish_all(amqp_url, events)
     await eventually(lambda: len(started) >= len(events), timeout=30)
     assert started == [str(e.id) for e in events]
+
+
+# ---------------------------------------------------------------- batch consumers
+
+
+async def _backlog(bus: EventBus, amqp_url: str, events: list[Envelope]) -> None:
+    """Declare the bus's queues and publish `events` before it consumes: they wait there
+    together, as a backlog does, so the consumer takes them in batches."""
+    await bus.broker.connect()
+    await bus.declare_topology()
+    await publish_all(amqp_url, events)
+
+
+async def test_a_batch_is_handled_once_in_queue_order_and_duplicates_are_stored_once(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str
+) -> None:
+    tenants = [f"t_{unique}_{i}" for i in range(3)]
+    batches: list[list[str]] = []
+
+    @bus.subscribe_batch("batched", ["contact.updated"], max_batch=50)
+    async def handle(events: list[Envelope], conn: asyncpg.Connection | None) -> None:
+        assert conn is not None
+        batches.append([str(e.id) for e in events])
+        await conn.executemany(
+            "INSERT INTO test_effects (event_id, consumer) VALUES ($1, 'batched')",
+            [(e.id,) for e in events],
+        )
+
+    # Interleaved tenants; five events delivered twice (a relay republishing them).
+    events = [updated(tenants[i % 3], f"ct_{i}") for i in range(120)]
+    await _backlog(bus, amqp_url, [*events, *events[10:15]])
+    await bus.start()
+    await eventually(lambda: sum(map(len, batches)) >= len(events), timeout=30)
+    assert max(map(len, batches)) > 1, "the backlog went in batches"
+    assert all(len(b) <= 50 for b in batches)
+    handled = [i for b in batches for i in b]
+    assert handled == [str(e.id) for e in events], "queue order, each event once"
+
+    # Delivered again after it was handled: the inbox skips it. An event published after it
+    # is handled after it, so once that one is in, the duplicate was seen.
+    later = updated(tenants[0], "ct_later")
+    await publish_all(amqp_url, [events[0], later])
+    await eventually(lambda: count_effects(keys_pool, later), timeout=10)
+    assert [i for b in batches for i in b][len(events) :] == [str(later.id)]
+    for e in events:
+        assert await count_effects(keys_pool, e) == 1
+
+
+async def test_a_failed_batch_commit_loses_nothing(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str
+) -> None:
+    """The commit itself fails (a deferred constraint trigger): no message is acked before
+    its effect is committed; the messages come back through the retry queue and are stored
+    once each when the database accepts them."""
+    tenant = f"t_{unique}"
+    consumer = f"failing_{unique}"
+    refuse = asyncio.Event()
+    refuse.set()
+    commits_refused = 0
+    await keys_pool.execute(
+        f"CREATE TABLE refuse_{unique} (on_ boolean);"
+        f" INSERT INTO refuse_{unique} VALUES (true);"
+        f"CREATE FUNCTION refuse_{unique}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF NEW.consumer = '{consumer}' AND EXISTS (SELECT 1 FROM refuse_{unique})"
+        " THEN RAISE EXCEPTION 'commit refused'; END IF; RETURN NULL; END $$;"
+        f"CREATE CONSTRAINT TRIGGER refuse_{unique} AFTER INSERT ON test_effects"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+        f" EXECUTE FUNCTION refuse_{unique}()"
+    )
+    try:
+
+        @bus.subscribe_batch("commits", ["contact.updated"], max_batch=20)
+        async def handle(events: list[Envelope], conn: asyncpg.Connection | None) -> None:
+            nonlocal commits_refused
+            assert conn is not None
+            if events[0].tenant_id != tenant:
+                return
+            if await conn.fetchval(f"SELECT count(*) FROM refuse_{unique}"):
+                commits_refused += 1
+            await conn.executemany(
+                "INSERT INTO test_effects (event_id, consumer) VALUES ($1, $2)",
+                [(e.id, consumer) for e in events],
+            )
+
+        events = [updated(tenant, f"ct_{i}") for i in range(30)]
+        await _backlog(bus, amqp_url, events)
+        await bus.start()
+        # The batch's commit fails, then each message's own: all go to the retry queue.
+        await eventually(lambda: commits_refused > len(events), timeout=20)
+        await keys_pool.execute(f"DELETE FROM refuse_{unique}")
+        for e in events:
+            await eventually(functools.partial(count_effects, keys_pool, e), timeout=20)
+            assert await count_effects(keys_pool, e) == 1
+        assert await dlq_depth(amqp_url, bus.subscriptions[0].queue) == 0
+    finally:
+        await keys_pool.execute(
+            f"DROP TRIGGER refuse_{unique} ON test_effects; DROP FUNCTION refuse_{unique}();"
+            f" DROP TABLE refuse_{unique}"
+        )
+
+
+async def test_a_poison_message_fails_alone_and_is_dead_lettered(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str
+) -> None:
+    tenant = f"t_{unique}"
+    calls: list[int] = []
+
+    @bus.subscribe_batch("poison", ["contact.updated"], max_batch=20)
+    async def handle(events: list[Envelope], conn: asyncpg.Connection | None) -> None:
+        assert conn is not None
+        calls.append(len(events))
+        if any(e.data["contact_id"] == "ct_poison" for e in events):
+            raise ValueError("cannot store this one")
+        await conn.executemany(
+            "INSERT INTO test_effects (event_id, consumer) VALUES ($1, 'poison')",
+            [(e.id,) for e in events],
+        )
+
+    events = [updated(tenant, f"ct_{i}") for i in range(10)]
+    poison = updated(tenant, "ct_poison")
+    await _backlog(bus, amqp_url, [*events[:5], poison, *events[5:]])
+    await bus.start()
+    queue = bus.subscriptions[0].queue
+    # Retried like any failing message (2 retries here), then dead-lettered with its error;
+    # the others are stored meanwhile, once each.
+    await eventually(lambda: _depth_is(amqp_url, queue, 1), timeout=20)
+    for e in events:
+        assert await count_effects(keys_pool, e) == 1
+    assert await count_effects(keys_pool, poison) == 0
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(dlq_name(queue), passive=True)
+        msg = await dlq.get(no_ack=False)
+        assert msg.message_id == str(poison.id)
+        assert "ValueError: cannot store this one" in str(msg.headers[ERROR_HEADER])
+        assert msg.headers[ATTEMPT_HEADER] == 3
+        await msg.ack()

@@ -21,7 +21,13 @@ from libs.common.events import ContactCreated, EmailOpened, Envelope, make_event
 from tests.conftest import ServiceProcess, _rabbitmqctl, free_port, service_env
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.common.amqp_tools import events_exchange, publish_on
-from tests.integration.keys.platform_stack import bearer, create_key, gateway_env, signup
+from tests.integration.keys.platform_stack import (
+    NAMESPACE,
+    bearer,
+    create_key,
+    gateway_env,
+    signup,
+)
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
 from tests.integration.webhooks.sse import open_stream
 
@@ -45,7 +51,18 @@ def gw(
     keys_vault: dict[str, str], vault_dev: Any, stream_vhost: str, test_database: str
 ) -> Iterator[str]:
     """keys api (sign-up, API keys), webhooks api/worker/relay and a gateway in front."""
-    keys_env = service_env("keys", stream_vhost, PM_BCRYPT_ROUNDS="4", **keys_vault)
+    # Sign-up throttles lifted and Redis keys of its own, as the platform stack has them: with
+    # the defaults (10 sign-ups per address per 15 min, namespace `pm`), a third run within
+    # 15 minutes, or another session's, was 429 login_throttled.
+    keys_env = service_env(
+        "keys",
+        stream_vhost,
+        PM_BCRYPT_ROUNDS="4",
+        PM_REDIS_NAMESPACE=NAMESPACE,
+        PM_LOGIN_MAX_FAILURES_PER_IP="100000",
+        PM_SIGNUP_MAX_PER_IP="100000",
+        **keys_vault,
+    )
     keys = ServiceProcess("keys", "api", keys_env, free_port())
     env = service_env(
         "webhooks",

@@ -1,6 +1,6 @@
 """The event stream's store and live feed against the real Postgres: numbers in commit order
-under concurrent appends, redelivery stored once, a slow reader cut off (never waited for) with a
-resumable id, and retention."""
+under concurrent appends, batches numbered in arrival order, redelivery stored once, a slow
+reader cut off (never waited for) with a resumable id, and retention."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ import asyncio
 import secrets
 from typing import Any
 
+import asyncpg
+import orjson
+import pytest
+
 from libs.common.events import EmailOpened, make_event
 from services.webhooks import repository as repo
 from services.webhooks.stream import (
     ReaderLimits,
     StreamFilter,
     StreamHub,
-    StreamWriter,
     read_stream,
     store_event,
+    store_events,
 )
 from tests.conftest import service_dsn
 
@@ -44,30 +48,56 @@ async def test_concurrent_appends_are_numbered_in_commit_order_and_redelivery_is
 async def test_batched_appends_keep_each_tenants_order_and_skip_redeliveries(
     wh_pool, unique
 ) -> None:
-    writer = StreamWriter(wh_pool, batch=7)
     tenants = [f"{unique}_a", f"{unique}_b", f"{unique}_c"]
-    # Interleaved tenants, as the consumer receives them; all in flight at once.
+    # Interleaved tenants, as the consumer receives them, in batches of 7.
     events = [_opened(tenants[n % 3], n) for n in range(60)]
-    await asyncio.gather(*(writer.store(e) for e in events))
-    # A redelivery of stored events, together with new ones: stored once, the new ones go on.
+    for start in range(0, len(events), 7):
+        await store_events(wh_pool, events[start : start + 7])
+    # A redelivery of stored events (one of them twice), together with new ones: stored once,
+    # and the new ones take the next numbers (a redelivery in a batch skips none).
     later = [_opened(tenants[0], 100), _opened(tenants[0], 101)]
-    await asyncio.gather(writer.store(events[0]), *(writer.store(e) for e in later))
+    await store_events(wh_pool, [events[0], later[0], events[0], events[3], later[1]])
     for i, tenant in enumerate(tenants):
         rows = await repo.stream_events_after(wh_pool, tenant, "live", 0, 100)
         expected = [e.id for e in events if e.tenant_id == tenant]
         if i == 0:
             expected += [e.id for e in later]
         assert [r["event_id"] for r in rows] == expected  # arrival order, once each
-        seqs = [r["seq"] for r in rows]
-        assert seqs == sorted(seqs)
-    # A batch with an event that cannot be stored: the others are stored all the same.
+        assert [r["seq"] for r in rows] == list(range(1, len(expected) + 1))
+    # A batch with an event that cannot be stored fails as a whole (nothing of it stored):
+    # the bus then stores its events one by one.
     good = _opened(tenants[1], 200)
     # (a tenant id too large for the primary key's index: Postgres refuses the row)
     bad = _opened(tenants[1], 201).model_copy(update={"tenant_id": secrets.token_hex(8000)})
-    results = await asyncio.gather(writer.store(good), writer.store(bad), return_exceptions=True)
-    assert results[0] is None and isinstance(results[1], Exception)
-    rows = await repo.stream_events_after(wh_pool, tenants[1], "live", 0, 100)
-    assert rows[-1]["event_id"] == good.id
+    with pytest.raises(asyncpg.PostgresError):
+        await store_events(wh_pool, [good, bad])
+    assert await repo.stream_seq_of(wh_pool, tenants[1], "live", good.id) is None
+    await store_events(wh_pool, [good])
+    assert await repo.stream_seq_of(wh_pool, tenants[1], "live", good.id) == 21
+
+
+async def test_a_batch_notifies_each_stored_event_in_number_order(wh_pool, unique) -> None:
+    hub = StreamHub(service_dsn("webhooks"), queue_max=100)
+    await hub.start()
+    try:
+        sub = hub.subscribe(unique, "live")
+        tagged = make_event(
+            EmailOpened(message_id="em_t", to="t@example.com", contact_tags=["vip"]),
+            tenant_id=unique,
+            source="/services/delivery",
+        )
+        events = [_opened(unique, n) for n in range(5)]
+        await store_events(wh_pool, [*events[:2], tagged, *events[2:]])
+        items = [await asyncio.wait_for(sub.queue.get(), 10) for _ in range(6)]
+        assert [i.seq for i in items] == list(range(1, 7))
+        assert [i.event_id for i in items] == [
+            str(e.id) for e in [*events[:2], tagged, *events[2:]]
+        ]
+        assert items[2].tags == ["vip"] and items[2].frame is not None
+        assert orjson.loads(items[2].frame)["id"] == str(tagged.id)
+        hub.unsubscribe(sub)
+    finally:
+        await hub.close()
 
 
 async def test_a_reader_that_falls_behind_is_cut_off_with_a_resumable_id(wh_pool, unique) -> None:
