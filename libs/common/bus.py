@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -65,6 +65,7 @@ from libs.common.commands import Command, direct_exchange
 from libs.common.events import Envelope, EventData, parse_event
 from libs.common.inbox import claim_event, claim_events
 from libs.common.settings import AMQP_RECONNECT_SECONDS
+from libs.common.telemetry import extract_trace_context
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +442,10 @@ class EventBus:
                 "messaging.destination.name": sub.queue,
                 "messaging.batch.message_count": len(batch),
             },
+            # One span for the batch, linked to each message's producer span (OpenTelemetry's
+            # messaging conventions for batch receiving): every event's trace still reaches
+            # the consumer that stored it.
+            links=_producer_links(message for message, _ in batch),
         ):
             try:
                 await self._handle_batch(sub, events)
@@ -564,6 +569,17 @@ class EventBus:
             persist=True,
             mandatory=True,
         )
+
+
+def _producer_links(messages: Iterable[IncomingMessage]) -> list[trace.Link]:
+    links = []
+    for message in messages:
+        context = trace.get_current_span(
+            extract_trace_context(dict(message.headers or {}))
+        ).get_span_context()
+        if context.is_valid:
+            links.append(trace.Link(context))
+    return links
 
 
 class _BatchConsumer:

@@ -320,3 +320,40 @@ async def test_a_poison_message_fails_alone_and_is_dead_lettered(
         assert "ValueError: cannot store this one" in str(msg.headers[ERROR_HEADER])
         assert msg.headers[ATTEMPT_HEADER] == 3
         await msg.ack()
+
+
+async def test_a_batch_span_links_every_message_producer_span(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str
+) -> None:
+    """One consumer span per batch, linked to the span that published each message (its
+    `traceparent` header, as the outbox relay sets it): each event's trace reaches the
+    consumer that stored it."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from libs.common.telemetry import configure_tracing
+
+    exporter = InMemorySpanExporter()
+    configure_tracing("bus-tests", None).add_span_processor(SimpleSpanProcessor(exporter))
+    tenant = f"t_{unique}"
+    handled: list[str] = []
+
+    @bus.subscribe_batch("traced", ["contact.updated"], max_batch=50)
+    async def handle(events: list[Envelope], conn: asyncpg.Connection | None) -> None:
+        handled.extend(str(e.id) for e in events if e.tenant_id == tenant)
+
+    events = [updated(tenant, f"ct_{i}") for i in range(20)]
+    trace_ids = [f"{i + 1:032x}" for i in range(len(events))]
+    await bus.broker.connect()
+    await bus.declare_topology()
+    for event, trace_id in zip(events, trace_ids, strict=True):
+        await publish_raw(amqp_url, event, {"traceparent": f"00-{trace_id}-{1:016x}-01"})
+    await bus.start()
+    await eventually(lambda: len(handled) >= len(events), timeout=30)
+    queue = bus.subscriptions[0].queue
+    spans = [s for s in exporter.get_finished_spans() if s.name == f"{queue} process"]
+    linked = {f"{link.context.trace_id:032x}" for s in spans for link in s.links}
+    assert set(trace_ids) <= linked
+    counts = [(s.attributes or {}).get("messaging.batch.message_count") for s in spans]
+    assert sum(c for c in counts if isinstance(c, int)) >= len(events)
+    exporter.shutdown()
