@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 import orjson
@@ -39,9 +39,13 @@ _CLAIMED_COLUMNS = """
     claimed.id, claimed.tenant_id, claimed.mode, claimed.content_id, claimed.batch_id,
     claimed.campaign_id, claimed.contact_id, claimed.step, claimed.to_email, claimed.variables,
     claimed.category, claimed.tags, claimed.metadata, claimed.track_opens, claimed.track_clicks,
-    claimed.attempts, claimed.provider, claimed.contact_tags, claimed.request_id,
+    claimed.attempts, claimed.provider, claimed.contact_tags, claimed.request_id, claimed.lane,
     c.from_email, c.subject, c.html, c.text_body, c.reply_to, c.literal
 """
+
+
+# The send lane of a message (migration 000222, docs/sending.md "Send lanes").
+Lane = Literal["bulk", "express"]
 
 
 class MessageRow(NamedTuple):
@@ -67,6 +71,7 @@ class MessageRow(NamedTuple):
     status: str
     next_attempt_at: datetime
     contact_tags: list[str]
+    lane: Lane = "bulk"
 
 
 class TimelineRow(NamedTuple):
@@ -200,12 +205,15 @@ async def message_for_request(
 # there is nobody to be fair to: the claim takes up to `$5` (a provider call's worth) instead
 # of `$1`/`$3`, as many messages in five times fewer claims and provider calls. `$4` (grace)
 # set: only the sweeper's backstop, messages overdue by that long (their SendBatch was lost
-# or dead-lettered).
-_CLAIM_FAIR = f"""
+# or dead-lettered). `{lane}` picks the lane's messages: the bulk lane (workers) takes an
+# express message only once it has waited `$6` seconds (the express process is down or
+# behind); the express lane (`claim_express`) reads only `messages_queued_express`.
+_CLAIM_FAIR_TEMPLATE = """
 WITH RECURSIVE tenants AS (
-    (SELECT tenant_id FROM messages WHERE status = 'queued' ORDER BY tenant_id LIMIT 1)
+    (SELECT tenant_id FROM messages m WHERE m.status = 'queued' AND {lane}
+     ORDER BY tenant_id LIMIT 1)
     UNION ALL
-    SELECT (SELECT m.tenant_id FROM messages m WHERE m.status = 'queued'
+    SELECT (SELECT m.tenant_id FROM messages m WHERE m.status = 'queued' AND {lane}
             AND m.tenant_id > t.tenant_id ORDER BY m.tenant_id LIMIT 1)
     FROM tenants t WHERE t.tenant_id IS NOT NULL
 ), alone AS (
@@ -215,7 +223,8 @@ WITH RECURSIVE tenants AS (
            AS turn
     FROM tenants t CROSS JOIN LATERAL (
         SELECT m.id, m.next_attempt_at FROM messages m
-        WHERE m.tenant_id = t.tenant_id AND m.status = 'queued' AND m.next_attempt_at <= now()
+        WHERE m.tenant_id = t.tenant_id AND m.status = 'queued' AND {lane}
+          AND m.next_attempt_at <= now()
           AND ($4::float8 IS NULL
                OR m.next_attempt_at < now() - make_interval(secs => $4::float8))
         ORDER BY m.next_attempt_at, m.id
@@ -233,9 +242,15 @@ WITH RECURSIVE tenants AS (
     FROM chosen WHERE m.id = chosen.id
     RETURNING m.*
 )
-SELECT {_CLAIMED_COLUMNS} FROM claimed JOIN contents c ON c.id = claimed.content_id
+SELECT {columns} FROM claimed JOIN contents c ON c.id = claimed.content_id
 ORDER BY claimed.id
 """
+_CLAIM_FAIR = _CLAIM_FAIR_TEMPLATE.format(
+    lane="(m.lane = 'bulk' OR m.next_attempt_at < now() - make_interval(secs => $6::float8))",
+    columns=_CLAIMED_COLUMNS,
+)
+# Literally the partial index's predicate, so the planner reads only that index.
+_CLAIM_EXPRESS = _CLAIM_FAIR_TEMPLATE.format(lane="m.lane = 'express'", columns=_CLAIMED_COLUMNS)
 
 
 async def claim_fair(
@@ -246,14 +261,52 @@ async def claim_fair(
     grace_seconds: float | None = None,
     per_tenant: int | None = None,
     alone: int | None = None,
+    express_after: float = 0.0,
 ) -> list[asyncpg.Record]:
-    """Claim up to `limit` due queued messages, fairly across tenants (round-robin by
-    turn; other workers skip what this one locks). `per_tenant` bounds what one tenant
-    offers (default `limit`); `alone`: the limit when a single tenant has queued messages
-    (default `limit`); `grace_seconds`: only what the sweeper owns."""
+    """The bulk lane's claim: up to `limit` due queued messages, fairly across tenants
+    (round-robin by turn; other workers skip what this one locks). `per_tenant` bounds what
+    one tenant offers (default `limit`); `alone`: the limit when a single tenant has queued
+    messages (default `limit`); `grace_seconds`: only what the sweeper owns; express-lane
+    messages only once they have waited `express_after` seconds."""
     return await conn.fetch(
-        _CLAIM_FAIR, limit, lease_seconds, per_tenant or limit, grace_seconds, alone or limit
+        _CLAIM_FAIR,
+        limit,
+        lease_seconds,
+        per_tenant or limit,
+        grace_seconds,
+        alone or limit,
+        express_after,
     )
+
+
+async def claim_express(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float, *, per_tenant: int | None = None
+) -> list[asyncpg.Record]:
+    """The express lane's claim: up to `limit` due express messages, fairly across tenants,
+    read from `messages_queued_express` only (a bulk backlog is never scanned)."""
+    per = per_tenant or limit
+    return await conn.fetch(_CLAIM_EXPRESS, limit, lease_seconds, per, None, per)
+
+
+async def queued_at_least(conn: asyncpg.Connection, tenant_id: str, count: int) -> bool:
+    """Whether the tenant has `count` or more queued messages (reads at most `count` index
+    entries of `messages_queued_tenant`)."""
+    found: int = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE tenant_id = $1 AND status = 'queued'"
+        " LIMIT $2) q",
+        tenant_id,
+        count,
+    )
+    return found >= count
+
+
+EXPRESS_CHANNEL = "delivery_express"
+
+
+async def wake_express(conn: asyncpg.Connection) -> None:
+    """NOTIFY the express lane; Postgres delivers it when (and only if) the caller's
+    transaction commits."""
+    await conn.execute("SELECT pg_notify($1, '')", EXPRESS_CHANNEL)
 
 
 async def claim_due(
