@@ -2,7 +2,8 @@
 tenant's 100,000-recipient bulk send drains, against the same small tenant's latency on an
 idle system, measured in the same run.
 
-Real `python -m services.delivery api|relay|worker` processes (one worker) in a database
+Real `python -m services.delivery api|relay|worker|express` processes (one worker, one express
+lane: docs/sending.md "Send lanes") in a database
 and vhost of their own (`pm_bench_<pid>`), a local fake Mailgun (provider rate limit lifted:
 this measures the pipeline's order, not the provider's pace). Callers are signed principals
 (the gateway's part is measured by bench/gateway.py): the big tenant on the internal
@@ -15,13 +16,17 @@ this measures the pipeline's order, not the provider's pace). Callers are signed
    they are accepted, while they drain, the small tenant sends K emails as in 1.
 
 Prints both p50/p95/p99, busy p99 / idle p99 (target <= 2x, issue 13) and the bulk's drain
-time (throughput), and where the small sends' time went: accept -> their send command
-published by the outbox relay, and published -> sent (negative: another command's fair
-claim sent it before its own command was out).
+time (throughput), the lanes the small sends were accepted into, and where their time went:
+accept -> their send command published by the outbox relay, and published -> sent (negative:
+sent before its own command was out: by the express lane, whose messages' command is the
+workers' takeover `PM_EXPRESS_TAKEOVER_SECONDS` later, or by another command's fair claim).
+BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS=0 turns the express lane off (the workers alone, as
+before it existed).
 Run: `uv run python -m bench.fairness` (needs the OpenBao dev server of `make infra`);
 BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40); the worker's settings:
 BENCH_FAIRNESS_CLAIM_LIMIT (200), BENCH_FAIRNESS_CLAIM_LIMIT_ALONE (1000),
-BENCH_FAIRNESS_PREFETCH (32), BENCH_FAIRNESS_SEND_CONCURRENCY (2).
+BENCH_FAIRNESS_PREFETCH (32), BENCH_FAIRNESS_SEND_CONCURRENCY (2),
+BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS (10).
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ CLAIM_LIMIT = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT", "200")  # PM_CLAIM_LI
 CLAIM_LIMIT_ALONE = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT_ALONE", "1000")
 PREFETCH = os.environ.get("BENCH_FAIRNESS_PREFETCH", "32")  # PM_CONSUMER_PREFETCH's default
 SLOTS = os.environ.get("BENCH_FAIRNESS_SEND_CONCURRENCY", "2")  # PM_SEND_CONCURRENCY's default
+# PM_EXPRESS_MAX_RECIPIENTS's default; 0: no express lane.
+EXPRESS = os.environ.get("BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS", "10")
 PER_CALL = 10_000
 BATCH_SIZE = 1000
 PRINCIPAL_KEY = generate_private_key()
@@ -148,6 +155,12 @@ async def small_sends(
         " AND o.payload::jsonb->'data'->'message_ids' ? m.id WHERE m.id = ANY($1::text[])",
         ids,
     )
+    lanes = await db.fetch(
+        "SELECT lane, count(*) AS n FROM delivery.messages WHERE id = ANY($1::text[])"
+        " GROUP BY lane ORDER BY lane",
+        ids,
+    )
+    print(f"  [{tag}] lanes: " + ", ".join(f"{r['lane']} {r['n']}" for r in lanes))
     if parts:
         queues = sorted({str(p["routing_key"]) for p in parts})
         relay = [float(p["relay"]) for p in parts if p["relay"] is not None]
@@ -180,8 +193,9 @@ async def main() -> None:
         PM_DNS_RESOLVERS=dns.address, PYTHONPATH=str(REPO),
         PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CLAIM_LIMIT_ALONE=CLAIM_LIMIT_ALONE,
         PM_CONSUMER_PREFETCH=PREFETCH, PM_SEND_CONCURRENCY=SLOTS,
+        PM_EXPRESS_MAX_RECIPIENTS=EXPRESS,
     )  # fmt: skip
-    ports = {p: free_port() for p in ("api", "relay", "worker")}
+    ports = {p: free_port() for p in ("api", "relay", "worker", "express")}
     procs = [
         spawn(["-m", "services.delivery", p], {**env, "PM_HTTP_PORT": str(port)}, f"fair-{p}")
         for p, port in ports.items()
@@ -250,7 +264,8 @@ async def main() -> None:
     print(f"bench/fairness.py  big tenant: {N:,} recipients ({len(bodies)} bulk calls of "
           f"{PER_CALL:,}, batch_size {BATCH_SIZE}); small tenant: {K} single sends, one per "
           f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT} ({CLAIM_LIMIT_ALONE} alone), "
-          f"prefetch {PREFETCH}, send slots {SLOTS}")  # fmt: skip
+          f"prefetch {PREFETCH}, send slots {SLOTS}; express lane: sends of at most {EXPRESS} "
+          "recipients (0: off)")  # fmt: skip
     print(f"  big bulk accepted in {accepted:.1f} s, drained (last provider request) after "
           f"{drained:.1f} s")  # fmt: skip
     print(f"  small tenant, idle system:        {summary(idle)}  ({len(idle)} sends)")
