@@ -2,11 +2,13 @@
 
 A small send (a single `POST /emails/send`, a campaign step, a bulk call of a few
 recipients) from a tenant with a small backlog is accepted into the `express` lane
-(`DeliveryService._lane`). Its accept transaction NOTIFYs `delivery_express`; this process
-LISTENs, claims due express messages (`repository.claim_express`, fairly across tenants,
-from an index no bulk backlog is in) and sends them. Its event loop never renders or sends
-a bulk batch, so a small tenant's email waits for nothing but itself while another tenant's
-100,000-recipient bulk drains in the workers (issue 13, bench/fairness.py).
+(`DeliveryService._lane`). Its accept transaction NOTIFYs `delivery_express` with the
+messages' ids; this process LISTENs, claims them by primary key (`repository.claim_listed`)
+and sends them; every `express_poll_seconds` it also claims any due express message
+(`repository.claim_express`, fairly across tenants: retries, requeued claims). Its event
+loop never renders or sends a bulk batch, so a small tenant's email waits for nothing but
+itself while another tenant's 100,000-recipient bulk drains in the workers (issue 13,
+bench/fairness.py).
 
 Nothing is sent twice: both lanes claim by moving a message from `queued` to `sending` under
 `FOR UPDATE SKIP LOCKED`, so exactly one claim gets it. Nothing is stranded: each express
@@ -20,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -31,19 +36,24 @@ log = logging.getLogger(__name__)
 
 
 class ExpressLane:
-    """Claims and sends express messages: `concurrency` claim loops, woken by NOTIFY, polling
-    every `poll_seconds` for what no NOTIFY announces (retries due, requeued claims)."""
+    """Claims and sends express messages: `concurrency` claim loops taking the ids each
+    NOTIFY names (claimed by primary key), and every `poll_seconds` any due express message
+    no NOTIFY announces (retries due, requeued claims, a NOTIFY missed while LISTEN was
+    down)."""
 
     def __init__(self, service: DeliveryService, *, listen_dsn: str | None = None) -> None:
         self.service = service
         settings = service.settings
         self.concurrency = max(1, settings.express_concurrency)
+        self.claim_limit = max(1, settings.express_claim_limit)
         self.poll_seconds = settings.express_poll_seconds
         # LISTEN needs a session: behind a transaction-mode pooler it gets its own direct
         # connection (PM_DATABASE_DIRECT_URL); else it holds one of the pool's.
         self.listen_dsn = listen_dsn
         self.listening = False
         self._wake = asyncio.Event()
+        self._announced: deque[str] = deque()
+        self._polled = -math.inf
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(self._listen(stop), name="express-listen")
@@ -55,13 +65,21 @@ class ExpressLane:
                 await listener
 
     async def _drain(self, stop: asyncio.Event) -> None:
-        """Claim and send until nothing is due, then wait for a NOTIFY or the poll."""
+        """Claim and send what NOTIFYs announced, poll when due, else wait for either."""
         while not stop.is_set():
-            # Cleared before the claim: a NOTIFY arriving during it wakes the wait below,
-            # and a claim started after a NOTIFY sees the committed message.
+            # Cleared before looking: a NOTIFY arriving meanwhile wakes the wait below.
             self._wake.clear()
             try:
-                if await self.service.send_express():
+                if self._announced:
+                    count = min(self.claim_limit, len(self._announced))
+                    await self.service.send_express(
+                        [self._announced.popleft() for _ in range(count)]
+                    )
+                    continue
+                if time.monotonic() - self._polled >= self.poll_seconds:
+                    self._polled = time.monotonic()
+                    if await self.service.send_express():
+                        self._polled = -math.inf  # more may be due: look again at once
                     continue
             except Exception:
                 log.exception("express lane: claim failed, trying again shortly")
@@ -70,7 +88,8 @@ class ExpressLane:
     async def _listen(self, stop: asyncio.Event) -> None:
         """Hold a LISTEN connection; reconnect on loss (polling covers the gap)."""
 
-        def on_notify(*_: object) -> None:
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            self._announced.extend(i for i in payload.split(",") if i)
             self._wake.set()
 
         while not stop.is_set():
@@ -78,7 +97,8 @@ class ExpressLane:
                 async with self._listen_connection() as conn:
                     await conn.add_listener(EXPRESS_CHANNEL, on_notify)
                     self.listening = True
-                    # What committed before LISTEN took effect has no NOTIFY of its own.
+                    # What committed before LISTEN took effect was announced to nobody.
+                    self._polled = -math.inf
                     self._wake.set()
                     try:
                         while not stop.is_set() and not conn.is_closed():

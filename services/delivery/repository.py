@@ -288,6 +288,34 @@ async def claim_express(
     return await conn.fetch(_CLAIM_EXPRESS, limit, lease_seconds, per, None, per)
 
 
+# The express lane's claim of the messages a NOTIFY named (by primary key: no plan can make it
+# read a bulk backlog, whatever the statistics say about queued messages).
+_CLAIM_LISTED = f"""
+WITH chosen AS (
+    SELECT id FROM messages WHERE id = ANY($1::text[]) AND status = 'queued'
+      AND lane = 'express' AND next_attempt_at <= now()
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE messages m SET status = 'sending', attempts = attempts + 1,
+        lease_until = now() + make_interval(secs => $2), call_started_at = NULL,
+        updated_at = now()
+    FROM chosen WHERE m.id = chosen.id
+    RETURNING m.*
+)
+SELECT {_CLAIMED_COLUMNS} FROM claimed JOIN contents c ON c.id = claimed.content_id
+ORDER BY claimed.id
+"""
+
+
+async def claim_listed(
+    conn: asyncpg.Connection, ids: Sequence[str], lease_seconds: float
+) -> list[asyncpg.Record]:
+    """The express lane's claim of the listed express messages still queued and due (those
+    a NOTIFY named; another claim may have taken some)."""
+    return await conn.fetch(_CLAIM_LISTED, list(ids), lease_seconds)
+
+
 async def queued_at_least(conn: asyncpg.Connection, tenant_id: str, count: int) -> bool:
     """Whether the tenant has `count` or more queued messages (reads at most `count` index
     entries of `messages_queued_tenant`)."""
@@ -301,12 +329,16 @@ async def queued_at_least(conn: asyncpg.Connection, tenant_id: str, count: int) 
 
 
 EXPRESS_CHANNEL = "delivery_express"
+# Ids per NOTIFY payload (Postgres refuses a payload of 8,000 bytes or more; ids are ~30).
+EXPRESS_IDS_PER_NOTIFY = 200
 
 
-async def wake_express(conn: asyncpg.Connection) -> None:
-    """NOTIFY the express lane; Postgres delivers it when (and only if) the caller's
-    transaction commits."""
-    await conn.execute("SELECT pg_notify($1, '')", EXPRESS_CHANNEL)
+async def wake_express(conn: asyncpg.Connection, ids: Sequence[str]) -> None:
+    """NOTIFY the express lane with the messages' ids (comma-separated); Postgres delivers
+    it when (and only if) the caller's transaction commits."""
+    for lo in range(0, len(ids), EXPRESS_IDS_PER_NOTIFY):
+        payload = ",".join(ids[lo : lo + EXPRESS_IDS_PER_NOTIFY])
+        await conn.execute("SELECT pg_notify($1, $2)", EXPRESS_CHANNEL, payload)
 
 
 async def claim_due(

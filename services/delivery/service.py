@@ -770,7 +770,7 @@ class DeliveryService:
         if lane == "express":
             # The express process claims them once this commits (NOTIFY); their SendBatch is
             # the bulk lane's takeover, should they still wait by then.
-            await repo.wake_express(conn)
+            await repo.wake_express(conn, ids)
             takeover = now + timedelta(seconds=self.settings.express_takeover_seconds)
             await schedule_sends(conn, o.scope, [(ids, takeover)], batch_id)
         else:
@@ -830,14 +830,18 @@ class DeliveryService:
                 if not await repo.waiting_among(conn, message_ids):
                     return sent
 
-    async def send_express(self) -> int:
-        """One round of the express lane (`python -m services.delivery express`): claim due
-        express messages, fairly across tenants, and send them. Returns how many it claimed.
-        No bulk batch ever shares this process: a small send waits for nothing but itself."""
+    async def send_express(self, message_ids: Sequence[str] | None = None) -> int:
+        """One round of the express lane (`python -m services.delivery express`): claim the
+        listed express messages (a NOTIFY's) or, without a list, any due express messages
+        fairly across tenants (the lane's poll: retries, requeued claims), and send them.
+        Returns how many it claimed. No bulk batch ever shares this process: a small send
+        waits for nothing but itself."""
+        lease = self.settings.send_lease_seconds
         async with self.pool.acquire() as conn:
-            rows = await repo.claim_express(
-                conn, self.settings.express_claim_limit, self.settings.send_lease_seconds
-            )
+            if message_ids is not None:
+                rows = await repo.claim_listed(conn, message_ids, lease)
+            else:
+                rows = await repo.claim_express(conn, self.settings.express_claim_limit, lease)
         if rows:
             await self._send_claimed(rows)
         return len(rows)

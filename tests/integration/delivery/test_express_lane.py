@@ -72,12 +72,27 @@ async def test_a_small_send_goes_express_and_only_the_express_claim_takes_it_at_
             await tx.rollback()
     assert message_id not in {c["id"] for c in claimed}
 
+    # What the accept's NOTIFY names, claimed by id.
+    assert await h.service.send_express([message_id]) == 1
+    assert await _status(h, message_id) == "sent"
+    assert _requests_to(reset_fakes, to) == 1
+    assert await h.service.send_express([message_id]) == 0  # nothing left to claim
+    # Its work item, due at the takeover: nothing left to claim, nothing sent again.
+    await h.service.dispatch([message_id])
+    assert _requests_to(reset_fakes, to) == 1
+
+
+async def test_the_express_poll_claims_what_no_notify_named(
+    harness: Harness, reset_fakes: dict[str, Any]
+) -> None:
+    """A retry due, a requeued claim: the express process's poll claims due express
+    messages from the express index."""
+    h = harness
+    to = f"poll-{h.tenant}@example.com"
+    message_id = await h.send(to=to, variables={"name": "P"})
     while await h.service.send_express():
         pass
     assert await _status(h, message_id) == "sent"
-    assert _requests_to(reset_fakes, to) == 1
-    # Its work item, due at the takeover: nothing left to claim, nothing sent again.
-    await h.service.dispatch([message_id])
     assert _requests_to(reset_fakes, to) == 1
 
 
