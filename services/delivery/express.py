@@ -50,7 +50,6 @@ class ExpressLane:
         # LISTEN needs a session: behind a transaction-mode pooler it gets its own direct
         # connection (PM_DATABASE_DIRECT_URL); else it holds one of the pool's.
         self.listen_dsn = listen_dsn
-        self.listening = False
         self._wake = asyncio.Event()
         self._announced: deque[str] = deque()
         self._polled = -math.inf
@@ -71,6 +70,7 @@ class ExpressLane:
             self._wake.clear()
             try:
                 if self._announced:
+                    # Ids taken off here and not claimed (an error) are the poll's to find.
                     count = min(self.claim_limit, len(self._announced))
                     await self.service.send_express(
                         [self._announced.popleft() for _ in range(count)]
@@ -96,7 +96,6 @@ class ExpressLane:
             try:
                 async with self._listen_connection() as conn:
                     await conn.add_listener(EXPRESS_CHANNEL, on_notify)
-                    self.listening = True
                     # What committed before LISTEN took effect was announced to nobody.
                     self._polled = -math.inf
                     self._wake.set()
@@ -104,7 +103,6 @@ class ExpressLane:
                         while not stop.is_set() and not conn.is_closed():
                             await _wait_any(stop, asyncio.Event(), 5.0)
                     finally:
-                        self.listening = False
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(EXPRESS_CHANNEL, on_notify)
             except (TimeoutError, asyncpg.PostgresError, OSError) as exc:

@@ -31,6 +31,7 @@ from tests.integration.delivery.test_worker_kill import (
     _sender_domain,
     _verify_sender_domain,
 )
+from tests.integration.deploy.conftest import grace_period
 from tests.principals import bind_principal
 
 
@@ -306,6 +307,12 @@ async def test_both_lanes_racing_send_each_message_once_and_the_bulk_drains(
     assert timeline == BULK + SMALL  # one `sent` entry each
     assert len(singles) == SMALL
     assert await dlq_depth(amqp_url, "delivery.send") == 0
+    # SIGTERM (a rollout): the express process stops its claim loops and exits cleanly
+    # within its Deployment's grace period.
+    express = procs[3]
+    express.proc.terminate()
+    code = await asyncio.to_thread(express.proc.wait, grace_period("delivery", "express"))
+    assert code == 0, express.logs()
 
 
 @pytest.mark.slow
