@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -948,9 +948,9 @@ class DeliveryService:
 
     async def _send_tenant(self, tenant_id: str, rows: list[asyncpg.Record]) -> None:
         async with self.pool.acquire() as conn:
-            suppressed = await repo.suppressed_among(conn, tenant_id, [r["to_email"] for r in rows])
-            rules = await repo.routing_rules(conn, tenant_id)
-            caps = await repo.sending_caps(conn, tenant_id)
+            suppressed, rules, caps = await repo.send_policy(
+                conn, tenant_id, [r["to_email"] for r in rows]
+            )
         failed = [
             (r, f"suppressed: {suppressed[r['to_email'].lower()]}")
             for r in rows
@@ -978,7 +978,7 @@ class DeliveryService:
             await self._send_routed(tenant_id, primary, secondary, items)
 
     async def _apply_caps(
-        self, tenant_id: str, rows: list[asyncpg.Record], caps: Sequence[asyncpg.Record]
+        self, tenant_id: str, rows: list[asyncpg.Record], caps: Sequence[Mapping[str, Any]]
     ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         if not caps or self.redis is None:
             return rows, []
@@ -1056,7 +1056,7 @@ class DeliveryService:
         return content, spec
 
     def _route(
-        self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[asyncpg.Record]
+        self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[Mapping[str, Any]]
     ) -> tuple[str, str | None]:
         if r["mode"] == "test" or self.force_sandbox:
             return "sandbox", None
