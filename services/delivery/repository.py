@@ -250,6 +250,8 @@ ORDER BY claimed.id
 # Postgres crash leaves its messages `queued`, never sent, because nothing reaches a provider
 # before `call_started_at` commits synchronously, which flushes the WAL up to and including
 # the claim. It spares every claim one fsync wait, behind a bulk's heavy WAL traffic too.
+# Claims run as statements of their own: inside a caller's transaction the setting would
+# last to that transaction's end.
 _NO_FLUSH = "no_flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off)"
 _CLAIM_FAIR = _CLAIM_FAIR_TEMPLATE.format(
     no_flush=_NO_FLUSH,
