@@ -2,7 +2,8 @@
 tenant's 100,000-recipient bulk send drains, against the same small tenant's latency on an
 idle system, measured in the same run.
 
-Real `python -m services.delivery api|relay|worker` processes (one worker) in a database
+Real `python -m services.delivery api|relay|worker|express` processes (one worker, one express
+lane: docs/sending.md "Send lanes") in a database
 and vhost of their own (`pm_bench_<pid>`), a local fake Mailgun (provider rate limit lifted:
 this measures the pipeline's order, not the provider's pace). Callers are signed principals
 (the gateway's part is measured by bench/gateway.py): the big tenant on the internal
@@ -15,13 +16,22 @@ this measures the pipeline's order, not the provider's pace). Callers are signed
    they are accepted, while they drain, the small tenant sends K emails as in 1.
 
 Prints both p50/p95/p99, busy p99 / idle p99 (target <= 2x, issue 13) and the bulk's drain
-time (throughput), and where the small sends' time went: accept -> their send command
-published by the outbox relay, and published -> sent (negative: another command's fair
-claim sent it before its own command was out).
+time (throughput), the lanes the small sends were accepted into, and where their time went:
+accept -> their send command published by the outbox relay, and published -> sent (negative:
+sent before its own command was out: by the express lane, whose messages' command is the
+workers' takeover `PM_EXPRESS_TAKEOVER_SECONDS` later, or by another command's fair claim).
+BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS=0 turns the express lane off (the workers alone, as
+before it existed). BENCH_FAIRNESS_SMALL_PROVIDER=postmark: the small tenant's sends are
+transactional, routed (the platform's default route) to a fake Postmark in a process of its
+own, so the provider call does not wait behind the fake Mailgun parsing a 1,000-recipient
+request of the bulk in the bench's process (a real provider answers customers in parallel);
+default `mailgun`: everything through the one in-process fake Mailgun, as the bench always
+measured.
 Run: `uv run python -m bench.fairness` (needs the OpenBao dev server of `make infra`);
 BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40); the worker's settings:
 BENCH_FAIRNESS_CLAIM_LIMIT (200), BENCH_FAIRNESS_CLAIM_LIMIT_ALONE (1000),
-BENCH_FAIRNESS_PREFETCH (32), BENCH_FAIRNESS_SEND_CONCURRENCY (2).
+BENCH_FAIRNESS_PREFETCH (32), BENCH_FAIRNESS_SEND_CONCURRENCY (2),
+BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS (10).
 """
 
 from __future__ import annotations
@@ -64,6 +74,11 @@ CLAIM_LIMIT = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT", "200")  # PM_CLAIM_LI
 CLAIM_LIMIT_ALONE = os.environ.get("BENCH_FAIRNESS_CLAIM_LIMIT_ALONE", "1000")
 PREFETCH = os.environ.get("BENCH_FAIRNESS_PREFETCH", "32")  # PM_CONSUMER_PREFETCH's default
 SLOTS = os.environ.get("BENCH_FAIRNESS_SEND_CONCURRENCY", "2")  # PM_SEND_CONCURRENCY's default
+# PM_EXPRESS_MAX_RECIPIENTS's default; 0: no express lane.
+EXPRESS = os.environ.get("BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS", "10")
+SMALL_PROVIDER = os.environ.get("BENCH_FAIRNESS_SMALL_PROVIDER", "mailgun")
+assert SMALL_PROVIDER in ("mailgun", "postmark"), SMALL_PROVIDER
+POSTMARK_TOKEN = "pm-server-token"  # the standalone fake's (tests/fakes/postmark.py)
 PER_CALL = 10_000
 BATCH_SIZE = 1000
 PRINCIPAL_KEY = generate_private_key()
@@ -119,6 +134,7 @@ async def small_sends(
             {
                 "to": f"{tag}{i}@small.example.org",
                 "from": "hi@small.example.com",
+                "category": "marketing" if SMALL_PROVIDER == "mailgun" else "transactional",
                 "subject": "Hi",
                 "text": "Hello",
             },
@@ -148,6 +164,13 @@ async def small_sends(
         " AND o.payload::jsonb->'data'->'message_ids' ? m.id WHERE m.id = ANY($1::text[])",
         ids,
     )
+    if EXPRESS != "0":  # (main's code, measured with the lane off, has no lanes)
+        lanes = await db.fetch(
+            "SELECT lane, count(*) AS n FROM delivery.messages WHERE id = ANY($1::text[])"
+            " GROUP BY lane ORDER BY lane",
+            ids,
+        )
+        print(f"  [{tag}] lanes: " + ", ".join(f"{r['lane']} {r['n']}" for r in lanes))
     if parts:
         queues = sorted({str(p["routing_key"]) for p in parts})
         relay = [float(p["relay"]) for p in parts if p["relay"] is not None]
@@ -155,6 +178,21 @@ async def small_sends(
         print(f"  [{tag}] commands on {queues}; accept -> command published: {summary(relay)};"
               f" published -> sent: {summary(worker)}")  # fmt: skip
     return [float(r["latency"]) for r in rows]
+
+
+async def postmark_ready(url: str) -> None:
+    async with httpx.AsyncClient(timeout=1) as client:
+        for _ in range(600):
+            try:
+                r = await client.get(
+                    url + "/server", headers={"X-Postmark-Server-Token": POSTMARK_TOKEN}
+                )
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"fake Postmark at {url} not ready")
 
 
 async def main() -> None:
@@ -166,6 +204,9 @@ async def main() -> None:
     fake = FakeMailgun().start()
     dns = FakeDns().start()
     await vault.write(f"{creds_path}/platform/mailgun", {"api_key": fake.api_key})
+    await vault.write(f"{creds_path}/platform/postmark", {"server_token": POSTMARK_TOKEN})
+    postmark_port = free_port()
+    small_route = ["mailgun"] if SMALL_PROVIDER == "mailgun" else ["postmark"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
     env.update(
         PM_ENVIRONMENT="test", PM_DATABASE_URL=service_dsn("delivery"), PM_AMQP_URL=amqp_url,
@@ -175,20 +216,34 @@ async def main() -> None:
         PM_ESP_CREDENTIALS_PATH=f"{creds_path}/platform",
         PM_TENANT_CREDENTIALS_PATH=f"{creds_path}/tenants",
         PM_MAILGUN_BASE_URL=fake.url,
-        PM_PROVIDER_LIMITS=json.dumps({"mailgun": [1_000_000, 1_000_000]}),
-        PM_DEFAULT_ROUTES=json.dumps({"marketing": ["mailgun"], "transactional": ["mailgun"]}),
+        PM_PROVIDER_LIMITS=json.dumps(
+            {"mailgun": [1_000_000, 1_000_000], "postmark": [1_000_000, 1_000_000]}
+        ),
+        PM_DEFAULT_ROUTES=json.dumps({"marketing": ["mailgun"], "transactional": small_route}),
+        PM_POSTMARK_BASE_URL=f"http://127.0.0.1:{postmark_port}",
         PM_DNS_RESOLVERS=dns.address, PYTHONPATH=str(REPO),
         PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CLAIM_LIMIT_ALONE=CLAIM_LIMIT_ALONE,
         PM_CONSUMER_PREFETCH=PREFETCH, PM_SEND_CONCURRENCY=SLOTS,
+        PM_EXPRESS_MAX_RECIPIENTS=EXPRESS,
     )  # fmt: skip
-    ports = {p: free_port() for p in ("api", "relay", "worker")}
+    # The lane off: no express process (also how main's code, which has none, is measured).
+    kinds = ("api", "relay", "worker") + (("express",) if EXPRESS != "0" else ())
+    ports = {p: free_port() for p in kinds}
     procs = [
         spawn(["-m", "services.delivery", p], {**env, "PM_HTTP_PORT": str(port)}, f"fair-{p}")
         for p, port in ports.items()
     ]
+    if SMALL_PROVIDER == "postmark":
+        procs.append(
+            spawn(
+                ["-m", "tests.fakes.postmark", "--port", str(postmark_port)], env, "fair-postmark"
+            )
+        )
     try:
         for port in ports.values():
             wait_ready(f"http://127.0.0.1:{port}")
+        if SMALL_PROVIDER == "postmark":
+            await postmark_ready(f"http://127.0.0.1:{postmark_port}")
         async with httpx.AsyncClient(timeout=300) as client:
             base = f"http://127.0.0.1:{ports['api']}"
             big = Caller(client, base, f"t_big_{uuid.uuid4().hex[:8]}", "unlimited")
@@ -245,12 +300,14 @@ async def main() -> None:
         fake.stop()
         dns.stop()
         await vault.delete(f"{creds_path}/platform/mailgun")
+        await vault.delete(f"{creds_path}/platform/postmark")
 
     ratio = percentile(busy, 99) / percentile(idle, 99)
     print(f"bench/fairness.py  big tenant: {N:,} recipients ({len(bodies)} bulk calls of "
           f"{PER_CALL:,}, batch_size {BATCH_SIZE}); small tenant: {K} single sends, one per "
           f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT} ({CLAIM_LIMIT_ALONE} alone), "
-          f"prefetch {PREFETCH}, send slots {SLOTS}")  # fmt: skip
+          f"prefetch {PREFETCH}, send slots {SLOTS}; express lane: sends of at most {EXPRESS} "
+          f"recipients (0: off); the small tenant's provider: {SMALL_PROVIDER}")  # fmt: skip
     print(f"  big bulk accepted in {accepted:.1f} s, drained (last provider request) after "
           f"{drained:.1f} s")  # fmt: skip
     print(f"  small tenant, idle system:        {summary(idle)}  ({len(idle)} sends)")

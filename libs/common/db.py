@@ -65,6 +65,9 @@ POOL_BUDGET: dict[str, PoolBudget] = {
     "relay": PoolBudget(1, 3),
     "runner": PoolBudget(1, 2),
     "reconciler": PoolBudget(1, 2),
+    # Delivery's express lane: the LISTEN session (one, held) + the claims and settles of
+    # its claim loops (short statements; no connection is held over a provider call).
+    "express": PoolBudget(1, 2),
     # The inbox's inbound SMTP listener: one ingest transaction per message.
     "smtp": PoolBudget(1, 2),
     # One-shot commands (migrate, create-tenant, reconcile-once, ...) and anything unnamed.

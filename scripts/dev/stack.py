@@ -312,8 +312,9 @@ def service_env(
 # ------------------------------------------------------------- dev settings and overrides
 
 
-def dev_settings(service: str) -> dict[str, str]:
-    """What the dev stack sets beyond service_env (production defaults stay as they are).
+def dev_settings(service: str, process: str | None = None) -> dict[str, str]:
+    """What the dev stack sets beyond service_env (production defaults stay as they are) for
+    `service`'s `process` (None: what every process of it gets).
 
     - gateway: the upstreams of this instance's port plan.
     - webhooks: endpoints may be `http://` and loopback (127.0.0.0/8, ::1), so a receiver on
@@ -324,7 +325,8 @@ def dev_settings(service: str) -> dict[str, str]:
     - delivery: live-mode mail goes over SMTP to the mail capture (credentials in Vault at
       the platform's `penguinmails/api-keys/smtp`); test-mode mail stays in the sandbox;
       sending domains verify against the fake Cloudflare's DNS server (`FAKE_CLOUDFLARE`);
-      messages without their own Reply-To get `reply+<token>@DEV_REPLY_DOMAIN`.
+      messages without their own Reply-To get `reply+<token>@DEV_REPLY_DOMAIN`; its api and
+      worker pools at 3, so its express process's 2 keep the stack within its share.
     - inbox: the inbound SMTP listener on 127.0.0.1:INBOUND_SMTP_PORT accepts mail for
       DEV_REPLY_DOMAIN (host and port also in .dev/stack.env).
     """
@@ -360,7 +362,12 @@ def dev_settings(service: str) -> dict[str, str]:
             "PM_INBOUND_SMTP_PORT": str(INBOUND_SMTP_PORT),
         }
     if service == "delivery":
+        # The express process's pool (2) comes out of the api's and the worker's (4 -> 3
+        # each) so the stack stays within its share of a default Postgres (docs/operations.md
+        # "Connection budget"): a dev machine's mail trickles.
+        pools = {"PM_DB_POOL_MAX": "3"} if process in ("api", "worker") else {}
         return {
+            **pools,
             "PM_REPLY_DOMAIN": DEV_REPLY_DOMAIN,
             "PM_FORCE_SANDBOX": "false",
             "PM_DEFAULT_ROUTES": '{"transactional": ["smtp"], "marketing": ["smtp"]}',
@@ -439,7 +446,11 @@ def process_env(
     overrides: Mapping[str, str],
 ) -> dict[str, str]:
     """A process's environment: the stack's settings, dev settings, then the overrides."""
-    return {**service_env(infra, prov, service, process), **dev_settings(service), **overrides}
+    return {
+        **service_env(infra, prov, service, process),
+        **dev_settings(service, process),
+        **overrides,
+    }
 
 
 # ------------------------------------------------------------------- third-party fakes

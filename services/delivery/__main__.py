@@ -1,13 +1,17 @@
-"""Processes of the delivery service: `python -m services.delivery api|worker|relay|migrate`.
+"""Processes of the delivery service:
+`python -m services.delivery api|worker|express|relay|migrate`.
 
 `worker` consumes `email.requested` and the private `SendBatch` commands (every send, delayed
-chunks and retries included) and runs the sweeper (claims of vanished workers, a backstop for
-overdue messages) and the sending-domain checker; run as many as the providers allow.
+chunks and retries included: the bulk lane) and runs the sweeper (claims of vanished workers,
+a backstop for overdue messages) and the sending-domain checker; run as many as the providers
+allow. `express` sends the express lane (`services/delivery/express.py`: small sends from
+tenants with a small backlog, woken by NOTIFY), apart from every bulk batch.
 """
 
 import logging
 import sys
 
+from libs.common.app import create_app
 from libs.common.resources import Resources
 from libs.common.runner import (
     Command,
@@ -21,6 +25,7 @@ from libs.common.runner import (
 )
 from services.delivery import consumers
 from services.delivery.api import create_api
+from services.delivery.express import ExpressLane
 from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings
 
@@ -64,9 +69,23 @@ async def worker(settings: DeliverySettings) -> None:
         await resources.close()
 
 
+async def express(settings: DeliverySettings) -> None:
+    resources = Resources(settings, schema="delivery", redis=True, vault=True, amqp=False)
+    await resources.open()
+    service = DeliveryService(settings, resources.pool, resources.redis, resources.vault)
+    lane = ExpressLane(service, listen_dsn=settings.database_direct_url)
+    app = create_app(settings, process="express", readiness=resources.readiness())
+    try:
+        await run_process(settings, "express", app, lane.run)
+    finally:
+        await service.close()
+        await resources.close()
+
+
 PROCESSES: dict[str, Process] = {
     "api": api,
     "worker": worker,
+    "express": express,
     "relay": relay_process("delivery"),
 }
 COMMANDS: dict[str, Command] = {"migrate": migrate_command("delivery")}

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -729,6 +729,7 @@ class DeliveryService:
         # The transaction's timestamp is every message's `created_at`: a message due exactly
         # then is its work item's job; the sweeper takes it only if that is long overdue.
         now = await repo.transaction_time(conn)
+        lane = await self._lane(conn, o.scope.tenant_id, len(recipients), delay)
         unknown = [r.to for r in recipients if r.contact_tags is None]
         known_tags = await repo.tags_of_recipients(conn, o.scope, unknown) if unknown else {}
         rows: list[repo.MessageRow] = []
@@ -757,6 +758,7 @@ class DeliveryService:
                     contact_tags=r.contact_tags
                     if r.contact_tags is not None
                     else known_tags.get(r.to.lower(), []),
+                    lane=lane,
                 )
             )
         if len(rows) == 1 and rows[0].request_id is not None:
@@ -765,20 +767,40 @@ class DeliveryService:
         else:
             await repo.copy_messages(conn, rows)
         ids = [row.id for row in rows]
-        # One SendBatch per chunk, scheduled for when the chunk is due. Commands go out ahead
-        # of every waiting fact (outbox priority): sending starts before the per-message
-        # `email.queued` facts of a large bulk send, or of the previous one, are out.
-        await schedule_sends(
-            conn,
-            o.scope,
-            [
-                (ids[lo : lo + chunk_size], rows[lo].next_attempt_at if delay and lo else None)
-                for lo in range(0, len(ids), chunk_size)
-            ],
-            batch_id,
-        )
+        if lane == "express":
+            # The express process claims them once this commits (NOTIFY); their SendBatch is
+            # the bulk lane's takeover, should they still wait by then.
+            await repo.wake_express(conn, ids)
+            takeover = now + timedelta(seconds=self.settings.express_takeover_seconds)
+            await schedule_sends(conn, o.scope, [(ids, takeover)], batch_id)
+        else:
+            # One SendBatch per chunk, scheduled for when the chunk is due. Commands go out
+            # ahead of every waiting fact (outbox priority): sending starts before the
+            # per-message `email.queued` facts of a large bulk send, or of the previous one,
+            # are out.
+            await schedule_sends(
+                conn,
+                o.scope,
+                [
+                    (ids[lo : lo + chunk_size], rows[lo].next_attempt_at if delay and lo else None)
+                    for lo in range(0, len(ids), chunk_size)
+                ],
+                batch_id,
+            )
         await outbox.enqueue_copy(conn, queued_events(o.scope, rows, now))
         return ids
+
+    async def _lane(
+        self, conn: asyncpg.Connection, tenant_id: str, recipients: int, delay: int
+    ) -> repo.Lane:
+        """Express for a small send due now from a tenant with a small backlog (a tenant
+        sending a flood of single emails fills its backlog and moves to the bulk lane, so
+        the express lane stays small); bulk for the rest."""
+        if delay or recipients > self.settings.express_max_recipients:
+            return "bulk"
+        if await repo.queued_at_least(conn, tenant_id, self.settings.express_max_backlog):
+            return "bulk"
+        return "express"
 
     # ------------------------------------------------------------ sending
 
@@ -798,6 +820,7 @@ class DeliveryService:
                         self.settings.claim_limit,
                         self.settings.send_lease_seconds,
                         alone=self.settings.claim_limit_alone,
+                        express_after=self.settings.express_takeover_seconds,
                     )
                 if not rows:
                     return sent
@@ -806,6 +829,22 @@ class DeliveryService:
             async with self.pool.acquire() as conn:
                 if not await repo.waiting_among(conn, message_ids):
                     return sent
+
+    async def send_express(self, message_ids: Sequence[str] | None = None) -> int:
+        """One round of the express lane (`python -m services.delivery express`): claim the
+        listed express messages (a NOTIFY's) or, without a list, any due express messages
+        fairly across tenants (the lane's poll: retries, requeued claims), and send them.
+        Returns how many it claimed. No bulk batch ever shares this process: a small send
+        waits for nothing but itself."""
+        lease = self.settings.send_lease_seconds
+        async with self.pool.acquire() as conn:
+            if message_ids is not None:
+                rows = await repo.claim_listed(conn, message_ids, lease)
+            else:
+                rows = await repo.claim_express(conn, self.settings.express_claim_limit, lease)
+        if rows:
+            await self._send_claimed(rows)
+        return len(rows)
 
     async def sweep(self, limit: int = 500) -> int:
         """Claims of vanished workers, and (a backstop) messages long overdue whose
@@ -909,9 +948,9 @@ class DeliveryService:
 
     async def _send_tenant(self, tenant_id: str, rows: list[asyncpg.Record]) -> None:
         async with self.pool.acquire() as conn:
-            suppressed = await repo.suppressed_among(conn, tenant_id, [r["to_email"] for r in rows])
-            rules = await repo.routing_rules(conn, tenant_id)
-            caps = await repo.sending_caps(conn, tenant_id)
+            suppressed, rules, caps = await repo.send_policy(
+                conn, tenant_id, [r["to_email"] for r in rows]
+            )
         failed = [
             (r, f"suppressed: {suppressed[r['to_email'].lower()]}")
             for r in rows
@@ -939,7 +978,7 @@ class DeliveryService:
             await self._send_routed(tenant_id, primary, secondary, items)
 
     async def _apply_caps(
-        self, tenant_id: str, rows: list[asyncpg.Record], caps: Sequence[asyncpg.Record]
+        self, tenant_id: str, rows: list[asyncpg.Record], caps: Sequence[Mapping[str, Any]]
     ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         if not caps or self.redis is None:
             return rows, []
@@ -1017,7 +1056,7 @@ class DeliveryService:
         return content, spec
 
     def _route(
-        self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[asyncpg.Record]
+        self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[Mapping[str, Any]]
     ) -> tuple[str, str | None]:
         if r["mode"] == "test" or self.force_sandbox:
             return "sandbox", None
@@ -1231,9 +1270,13 @@ class DeliveryService:
                 # Each retry's SendBatch, scheduled for when it is due (whole seconds: the
                 # jittered delays of one batch share a few commands).
                 at = await repo.transaction_time(conn)
+                # An express message's is its bulk-lane takeover: the express process claims
+                # it when due (it polls), the workers only if it still waits by then.
+                takeover = self.settings.express_takeover_seconds
                 due: dict[tuple[int, Mode], list[str]] = defaultdict(list)
                 for r, d, _ in retry:
-                    due[(math.ceil(d), r["mode"])].append(r["id"])
+                    later = takeover if r["lane"] == "express" else 0.0
+                    due[(math.ceil(d + later), r["mode"])].append(r["id"])
                 for (seconds, mode), ids in due.items():
                     await schedule_sends(
                         conn, TenantScope(tenant_id, mode), [(ids, at + timedelta(seconds=seconds))]

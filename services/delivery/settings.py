@@ -109,6 +109,24 @@ class DeliverySettings(ServiceSettings):
     # message claimed with it; more slots only overlap provider round trips.
     send_concurrency: int = 2
 
+    # Send lanes (docs/sending.md "Send lanes"): a send of at most `express_max_recipients`
+    # recipients, sent now, from a tenant with fewer than `express_max_backlog` queued
+    # messages goes to the express lane: the `express` process claims it as soon as its
+    # accept commits (NOTIFY), so it never waits behind another tenant's bulk batch in a
+    # worker. 0 recipients: every send goes to the bulk lane (the workers).
+    express_max_recipients: int = 10
+    express_max_backlog: int = 100
+    # The bulk lane (workers) sends an express message that waited this long: the express
+    # process is down or behind. The message's SendBatch is scheduled for then.
+    express_takeover_seconds: float = 5.0
+    # One express claim takes at most this many messages (fairly across tenants), and the
+    # express process runs this many claims at once.
+    express_claim_limit: int = 50
+    express_concurrency: int = 2
+    # The express process looks for due express messages this often without a NOTIFY
+    # (provider retries, requeued claims, a lost LISTEN connection).
+    express_poll_seconds: float = 1.0
+
     bulk_max_recipients: int = 10000
 
     # Daily send quota (plan table): a campaign step beyond today's quota is deferred to the

@@ -89,7 +89,10 @@ async def test_bulk_sends_around_a_redis_restart_are_all_sent(
     assert sent_to == Counter(ours)  # each exactly once (the fake also logs other tenants')
 
 
-@pytest.mark.parametrize("harness", [{"retry_base_seconds": 2.0}], indirect=True)
+# The workers' path (express lane off): `dispatch` claims the single send itself.
+@pytest.mark.parametrize(
+    "harness", [{"retry_base_seconds": 2.0, "express_max_recipients": 0}], indirect=True
+)
 async def test_claims_during_a_redis_outage_cost_no_attempt_and_retry_soon(
     harness: Harness,
 ) -> None:

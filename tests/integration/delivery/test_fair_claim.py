@@ -11,7 +11,10 @@ from tests.fakes.dns_server import FakeDns
 from tests.integration.delivery.conftest import Harness, verify_sender_domain
 
 
-@pytest.mark.parametrize("harness", [{"claim_limit": 10}], indirect=True)
+# The express lane off: the workers' fair claim alone (test_express_lane.py has both lanes).
+@pytest.mark.parametrize(
+    "harness", [{"claim_limit": 10, "express_max_recipients": 0}], indirect=True
+)
 async def test_a_bulks_work_item_also_claims_another_tenants_message(
     harness: Harness, fake_dns: FakeDns, unique: str
 ) -> None:

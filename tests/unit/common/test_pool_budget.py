@@ -35,7 +35,7 @@ def test_the_dev_stack_fits_its_share_of_a_default_postgres() -> None:
     from scripts.dev.stack import dev_settings
 
     def max_size(svc: str, proc: str) -> int:
-        override = dev_settings(svc).get("PM_DB_POOL_MAX")  # the stack's own per-service cap
+        override = dev_settings(svc, proc).get("PM_DB_POOL_MAX")  # the stack's own cap
         return int(override) if override else pool_budget(proc).max_size
 
     worst = sum(max_size(svc, proc) for svc, proc in _processes() if svc in SCHEMA_SERVICES)

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 # Process kinds that are not queue consumers; every other process is scaled by KEDA.
-NON_CONSUMERS = frozenset({"api", "relay", "runner", "reconciler", "smtp"})
+# (`express`: delivery's express lane, woken by NOTIFY, claims from Postgres.)
+NON_CONSUMERS = frozenset({"api", "relay", "runner", "reconciler", "smtp", "express"})
 # The sh wrapper that loads the Vault Agent-rendered AppRole file before the process.
 VAULT_WRAPPER = [
     "/bin/sh",
