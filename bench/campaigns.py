@@ -4,8 +4,10 @@
    events written to the outbox), synchronously (`POST /contacts/import`) and as a job
    (`POST /contacts/imports`: stored, then run in 5,000-row chunks as the worker does), vs
    the same rows COPYed into a scratch table `LIKE contacts INCLUDING ALL` (the same indexes:
-   issue 15's baseline, target >= 0.6x) and into a bare scratch table (the retired baseline,
-   printed for comparison), all measured in the same round.
+   issue 15's baseline, target >= 0.6x), into that table plus the same contact.created
+   envelopes COPYed into `LIKE outbox INCLUDING ALL` in one transaction (the two tables the
+   import writes: a like-for-like ratio, printed beside it) and into a bare scratch table
+   (the retired baseline, printed for comparison), all measured in the same round.
 2. runner: a campaign of 20,000 recipients; the runner claims, renders, logs and enqueues
    every `email.requested` while the outbox relay publishes them; time from start to the
    last broker confirm, vs raw publishing of 20,000 messages of the same size with confirms
@@ -116,6 +118,58 @@ async def copy_like_contacts(conn: asyncpg.Connection, rows: list[dict]) -> floa
     return elapsed
 
 
+async def copy_like_contacts_and_outbox(conn: asyncpg.Connection, rows: list[dict]) -> float:
+    """(b) plus the import's other write in the same transaction: one contact.created
+    envelope per row COPYed into `LIKE outbox INCLUDING ALL` (its indexes). The same two
+    tables the import writes, with nothing checked or built: a like-for-like baseline,
+    printed beside the issue's (b)."""
+    await conn.execute(
+        "DROP TABLE IF EXISTS scratch_like, scratch_outbox;"
+        " CREATE TABLE scratch_like (LIKE contacts INCLUDING ALL);"
+        " CREATE TABLE scratch_outbox (LIKE outbox INCLUDING ALL)"
+    )
+    records = [
+        ("bench-like", "live", *r[:6], orjson.loads(r[6]), r[7]) for r in scratch_records(rows)
+    ]
+    events = [
+        (
+            UUID(int=(1 << 64) + i),
+            "contact.created",
+            "contact.created",
+            "bench-like",
+            orjson.dumps(
+                {
+                    "id": str(UUID(int=(1 << 64) + i)),
+                    "type": "contact.created",
+                    "source": "/services/campaigns",
+                    "subject": f"contacts/{UUID(int=i + 1)}",
+                    "tenant_id": "bench-like",
+                    "mode": "live",
+                    "data": {
+                        "contact_id": str(UUID(int=i + 1)),
+                        "email": r["email"],
+                        "contact_tags": r["tags"],
+                    },
+                }
+            ).decode(),
+        )
+        for i, r in enumerate(rows)
+    ]
+    t0 = time.perf_counter()
+    async with conn.transaction():
+        await conn.copy_records_to_table(
+            "scratch_like", records=records, columns=["tenant_id", "mode", *ImportRow._fields]
+        )
+        await conn.copy_records_to_table(
+            "scratch_outbox",
+            records=events,
+            columns=["id", "event_type", "routing_key", "tenant_id", "payload"],
+        )
+    elapsed = time.perf_counter() - t0
+    await conn.execute("DROP TABLE scratch_like, scratch_outbox")
+    return elapsed
+
+
 async def bench_import(pool: asyncpg.Pool, dsn: str) -> list[dict[str, float]]:
     """Rounds of: bare COPY, COPY into a contacts-like table, the import (empty tables each
     time, so every round measures the same work)."""
@@ -137,6 +191,7 @@ async def bench_import(pool: asyncpg.Pool, dsn: str) -> list[dict[str, float]]:
             await pool.execute("VACUUM ANALYZE contacts")
             bare_s = await copy_bare(conn, rows)
             like_s = await copy_like_contacts(conn, rows)
+            both_s = await copy_like_contacts_and_outbox(conn, rows)
             owner = TenantScope(f"bench-{i}", "live")
             t0 = time.perf_counter()
             report = await service.import_contacts(
@@ -160,7 +215,13 @@ async def bench_import(pool: asyncpg.Pool, dsn: str) -> list[dict[str, float]]:
             done = await service.get_import(pool, owner, UUID(str(job["id"])))
             assert done["created"] == IMPORT_N, done["failed"]
             rounds.append(
-                {"bare_s": bare_s, "like_s": like_s, "import_s": import_s, "job_s": job_s}
+                {
+                    "bare_s": bare_s,
+                    "like_s": like_s,
+                    "both_s": both_s,
+                    "import_s": import_s,
+                    "job_s": job_s,
+                }
             )
     finally:
         await conn.close()
@@ -304,17 +365,20 @@ async def main() -> None:
     job_like_ratios = [r["like_s"] / r["job_s"] for r in rounds]
     job_bare_ratios = [r["bare_s"] / r["job_s"] for r in rounds]
     run_ratio = raw_s / run_s
-    bare_s, like_s, import_s, job_s = (median([r[k] for r in rounds]) for k in rounds[0])
+    both_ratios = [r["both_s"] / r["import_s"] for r in rounds]
+    job_both_ratios = [r["both_s"] / r["job_s"] for r in rounds]
+    bare_s, like_s, both_s, import_s, job_s = (median([r[k] for r in rounds]) for k in rounds[0])
     print(f"bench/campaigns.py  import N={IMPORT_N} x {len(rounds)} rounds, campaign N={RUN_N}")
     print("  import = parse JSON body + check rows + look up existing emails + COPY into")
     print("  contacts + one contact.created event per row COPYed into the outbox, one commit.")
     print("  Each round: empty contacts/outbox; baselines measured in the same round.")
     print(f"  (a) COPY into a bare scratch table:           {IMPORT_N / bare_s:>9,.0f} rows/s")
     print(f"  (b) COPY into LIKE contacts INCLUDING ALL:    {IMPORT_N / like_s:>9,.0f} rows/s")
+    print(f"  (c) (b) + the events COPYed into LIKE outbox: {IMPORT_N / both_s:>9,.0f} rows/s")
     print(f"  import (synchronous):                         {IMPORT_N / import_s:>9,.0f} rows/s")
     print(f"  import job (submit + chunks):                 {IMPORT_N / job_s:>9,.0f} rows/s")
     print(
-        f"  medians: bare {bare_s:.2f} s, like-contacts {like_s:.2f} s,"
+        f"  medians: bare {bare_s:.2f} s, like-contacts {like_s:.2f} s, + outbox {both_s:.2f} s,"
         f" import {import_s:.2f} s, job {job_s:.2f} s"
     )
     print(
@@ -322,6 +386,10 @@ async def main() -> None:
         + verdict("import / COPY into LIKE contacts (issue 15's target)", median(like_ratios), 0.6)
     )
     print("  " + verdict("import job / COPY into LIKE contacts", median(job_like_ratios), 0.6))
+    print(
+        f"  like for like, (c) the same two tables: import {median(both_ratios):.2f}x,"
+        f" job {median(job_both_ratios):.2f}x"
+    )
     print(
         f"  retired baseline, bare COPY: import {median(bare_ratios):.2f}x,"
         f" job {median(job_bare_ratios):.2f}x"
@@ -344,6 +412,8 @@ async def main() -> None:
                 "import_vs_like_contacts": like_ratios,
                 "job_vs_like_contacts": job_like_ratios,
                 "job_vs_bare": job_bare_ratios,
+                "import_vs_contacts_and_outbox": both_ratios,
+                "job_vs_contacts_and_outbox": job_both_ratios,
                 "raw_s": raw_s,
                 "wire_s": wire_s,
                 "run_s": run_s,
