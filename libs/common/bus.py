@@ -385,30 +385,21 @@ class EventBus:
 
     async def _process(self, sub: Subscription, message: RabbitMessage) -> None:
         raw = message.raw_message
-        headers: dict[str, Any] = dict(raw.headers or {})
-        attempt = int(headers.get(ATTEMPT_HEADER, 0) or 0) + 1
         try:
             event = _parse(sub, raw.body)
         except ValueError as exc:
-            await self._dead_letter(sub, raw, headers, attempt, f"unparseable event: {exc}")
-            await message.ack()
-            HANDLED.labels(sub.queue, "dead_lettered").inc()
-            return
-        try:
-            await self._handle(sub, event)
-        except PermanentError as exc:
-            await self._dead_letter(sub, raw, headers, attempt, _describe(exc))
-            HANDLED.labels(sub.queue, "dead_lettered").inc()
-        except Exception as exc:
-            if attempt < sub.max_attempts:
-                await self._schedule_retry(sub, raw, headers, attempt, exc)
-                HANDLED.labels(sub.queue, "retried").inc()
-            else:
-                await self._dead_letter(sub, raw, headers, attempt, _describe(exc))
-                HANDLED.labels(sub.queue, "dead_lettered").inc()
+            await self._dead_letter_unparseable(sub, raw, exc)
         else:
-            HANDLED.labels(sub.queue, "ok").inc()
+            await self._handle_one(sub, raw, event)
         await message.ack()
+
+    async def _dead_letter_unparseable(
+        self, sub: Subscription, raw: IncomingMessage, exc: ValueError
+    ) -> None:
+        headers: dict[str, Any] = dict(raw.headers or {})
+        attempt = int(headers.get(ATTEMPT_HEADER, 0) or 0) + 1
+        await self._dead_letter(sub, raw, headers, attempt, f"unparseable event: {exc}")
+        HANDLED.labels(sub.queue, "dead_lettered").inc()
 
     async def _process_batch(self, sub: Subscription, messages: list[IncomingMessage]) -> None:
         """Handle a batch of messages of a batch subscription and settle every one of them."""
@@ -418,11 +409,8 @@ class EventBus:
             try:
                 event = _parse(sub, message.body)
             except ValueError as exc:
-                headers: dict[str, Any] = dict(message.headers or {})
-                attempt = int(headers.get(ATTEMPT_HEADER, 0) or 0) + 1
-                await self._dead_letter(sub, message, headers, attempt, f"unparseable event: {exc}")
+                await self._dead_letter_unparseable(sub, message, exc)
                 await _settle(message)
-                HANDLED.labels(sub.queue, "dead_lettered").inc()
                 continue
             batch.append((message, event))
         if not batch:
@@ -477,25 +465,29 @@ class EventBus:
     async def _settle_one(
         self, sub: Subscription, message: IncomingMessage, event: Envelope
     ) -> None:
-        """A message of a failed batch: handled alone, then done, retried or dead-lettered
-        as `_process` does it."""
-        headers: dict[str, Any] = dict(message.headers or {})
+        """A message of a failed batch: handled alone, as `_process` handles one."""
+        await self._handle_one(sub, message, event)
+        await _settle(message)
+
+    async def _handle_one(self, sub: Subscription, raw: IncomingMessage, event: Envelope) -> None:
+        """Handle one event; on failure make its retry or dead letter durable (the caller
+        acks the message after this returns)."""
+        headers: dict[str, Any] = dict(raw.headers or {})
         attempt = int(headers.get(ATTEMPT_HEADER, 0) or 0) + 1
         try:
             await self._handle(sub, event)
         except PermanentError as exc:
-            await self._dead_letter(sub, message, headers, attempt, _describe(exc))
+            await self._dead_letter(sub, raw, headers, attempt, _describe(exc))
             HANDLED.labels(sub.queue, "dead_lettered").inc()
         except Exception as exc:
             if attempt < sub.max_attempts:
-                await self._schedule_retry(sub, message, headers, attempt, exc)
+                await self._schedule_retry(sub, raw, headers, attempt, exc)
                 HANDLED.labels(sub.queue, "retried").inc()
             else:
-                await self._dead_letter(sub, message, headers, attempt, _describe(exc))
+                await self._dead_letter(sub, raw, headers, attempt, _describe(exc))
                 HANDLED.labels(sub.queue, "dead_lettered").inc()
         else:
             HANDLED.labels(sub.queue, "ok").inc()
-        await _settle(message)
 
     async def _handle(self, sub: Subscription, event: Envelope) -> None:
         if not sub.inbox:
