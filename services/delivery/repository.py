@@ -235,16 +235,7 @@ WITH RECURSIVE {no_flush}, tenants AS (
 ), chosen AS (
     SELECT id FROM offered ORDER BY turn, id
     LIMIT CASE WHEN (SELECT yes FROM alone) THEN $5::int ELSE $1::int END
-), claimed AS (
-    UPDATE messages m SET status = 'sending', attempts = attempts + 1,
-        lease_until = now() + make_interval(secs => $2), call_started_at = NULL,
-        updated_at = now()
-    FROM chosen, no_flush WHERE m.id = chosen.id
-    RETURNING m.*
-)
-SELECT {columns} FROM claimed JOIN contents c ON c.id = claimed.content_id
-ORDER BY claimed.id
-"""
+)"""
 # A claim's commit does not wait for the WAL flush (`synchronous_commit` off for its own
 # transaction, set inside the statement: no extra round trip). Safe: a claim lost in a
 # Postgres crash leaves its messages `queued`, never sent, because nothing reaches a provider
@@ -253,17 +244,31 @@ ORDER BY claimed.id
 # Claims run as statements of their own: inside a caller's transaction the setting would
 # last to that transaction's end.
 _NO_FLUSH = "no_flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off)"
-_CLAIM_FAIR = _CLAIM_FAIR_TEMPLATE.format(
-    no_flush=_NO_FLUSH,
-    lane="(m.lane = 'bulk' OR m.next_attempt_at < now() - make_interval(secs => $6::float8))",
-    columns=_CLAIMED_COLUMNS,
+# Every claim ends alike: the `chosen` ids leased as `sending`, returned with their content.
+_CLAIM_TAIL = f"""
+, claimed AS (
+    UPDATE messages m SET status = 'sending', attempts = attempts + 1,
+        lease_until = now() + make_interval(secs => $2), call_started_at = NULL,
+        updated_at = now()
+    FROM chosen, no_flush WHERE m.id = chosen.id
+    RETURNING m.*
+)
+SELECT {_CLAIMED_COLUMNS} FROM claimed JOIN contents c ON c.id = claimed.content_id
+ORDER BY claimed.id
+"""
+_CLAIM_FAIR = (
+    _CLAIM_FAIR_TEMPLATE.format(
+        no_flush=_NO_FLUSH,
+        lane="(m.lane = 'bulk' OR m.next_attempt_at < now() - make_interval(secs => $6::float8))",
+    )
+    + _CLAIM_TAIL
 )
 # The express lane's poll: `lane = 'express'` is the partial index's predicate, so with
 # current statistics the planner reads only `messages_queued_express`. Statistics taken
 # before a bulk's backlog arrived can make it walk `messages_due` through that backlog (55 ms
 # for 100,000 messages): the lane's NOTIFY path claims by id instead (`_CLAIM_LISTED`).
-_CLAIM_EXPRESS = _CLAIM_FAIR_TEMPLATE.format(
-    no_flush=_NO_FLUSH, lane="m.lane = 'express'", columns=_CLAIMED_COLUMNS
+_CLAIM_EXPRESS = (
+    _CLAIM_FAIR_TEMPLATE.format(no_flush=_NO_FLUSH, lane="m.lane = 'express'") + _CLAIM_TAIL
 )
 
 
@@ -304,22 +309,16 @@ async def claim_express(
 
 # The express lane's claim of the messages a NOTIFY named (by primary key: no plan can make it
 # read a bulk backlog, whatever the statistics say about queued messages).
-_CLAIM_LISTED = f"""
+_CLAIM_LISTED = (
+    f"""
 WITH {_NO_FLUSH}, chosen AS (
     SELECT id FROM messages WHERE id = ANY($1::text[]) AND status = 'queued'
       AND lane = 'express' AND next_attempt_at <= now()
     ORDER BY id
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE messages m SET status = 'sending', attempts = attempts + 1,
-        lease_until = now() + make_interval(secs => $2), call_started_at = NULL,
-        updated_at = now()
-    FROM chosen, no_flush WHERE m.id = chosen.id
-    RETURNING m.*
+)"""
+    + _CLAIM_TAIL
 )
-SELECT {_CLAIMED_COLUMNS} FROM claimed JOIN contents c ON c.id = claimed.content_id
-ORDER BY claimed.id
-"""
 
 
 async def claim_listed(
