@@ -206,3 +206,28 @@ def test_spec_states_the_constraints_the_code_enforces(committed_spec: dict[str,
     # Any X-Request-Id is accepted (an unusable one is replaced), so the spec limits none.
     request_id = committed_spec["components"]["parameters"]["RequestId"]["schema"]
     assert request_id == {"type": "string"}
+
+
+def test_every_link_names_a_field_the_create_answers(committed_spec: dict[str, Any]) -> None:
+    """A link's `$response.body#/data/<field>` must exist in the create's answer: the
+    stateful fuzz followed `DeleteSuppression` with `data.id`, which a suppression lacks."""
+    schemas = committed_spec["components"]["schemas"]
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = schemas[node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    links = 0
+    for path, item in committed_spec["paths"].items():
+        created = item.get("post", {}).get("responses", {}).get("201", {})
+        if "links" not in created:
+            continue
+        envelope = resolve(created["content"]["application/json"]["schema"])
+        fields = set(resolve(envelope["properties"]["data"]).get("properties", {}))
+        for name, link in created["links"].items():
+            for expression in link["parameters"].values():
+                found = re.fullmatch(r"\$response\.body#/data/(\w+)", expression)
+                assert found and found.group(1) in fields, (path, name, expression)
+                links += 1
+    assert links >= 30, links
