@@ -34,7 +34,14 @@ def setup(bus: EventBus, dispatcher: Dispatcher) -> None:
     @bus.subscribe_batch("fanout", FANOUT_PATTERNS, inbox=False, max_batch=FANOUT_BATCH)
     async def fan_out(events: list[Envelope], _conn: asyncpg.Connection | None) -> None:
         """Fan events out to the tenant's subscribed webhook endpoints."""
-        await asyncio.gather(*(dispatcher.fan_out(event) for event in events))
+        # Every fan-out finishes before a failure is raised: the batch's messages are then
+        # retried one by one, never beside a fan-out of the same event still running.
+        outcomes = await asyncio.gather(
+            *(dispatcher.fan_out(event) for event in events), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     # A queue of its own: the stream never waits behind webhook fan-out, nor slows it.
     # Consumed in batches: what arrived while the previous batch committed is appended in
