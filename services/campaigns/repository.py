@@ -601,9 +601,8 @@ async def recipient_states(conn: asyncpg.Pool, campaign_id: UUID) -> dict[str, i
 
 
 async def requested_count(conn: asyncpg.Pool, campaign_id: UUID) -> int:
-    n: int = await conn.fetchval(
-        "SELECT count(*) FROM campaign_sends WHERE campaign_id = $1", campaign_id
-    )
+    """Sends requested so far (a counter its trigger keeps: migration 000300)."""
+    n: int = await conn.fetchval("SELECT requested_sends FROM campaigns WHERE id = $1", campaign_id)
     return n
 
 
