@@ -157,6 +157,7 @@ module PenguinMails
       @headers = headers
       @connections = 0
       @failures = 0
+      @open_retries = 0
       super() { |yielder| run(yielder) }
     end
 
@@ -248,11 +249,21 @@ module PenguinMails
       @in_caller = false
     end
 
+    # Whether a failure may be followed by another attempt: always when reconnecting; else only
+    # while opening the one connection, within max_retries like any call.
+    def may_retry?
+      return true if @reconnect
+      return false if @connections.positive? || @open_retries >= @core.max_retries
+
+      @open_retries += 1
+      true
+    end
+
     # How long to wait (seconds) before reconnecting; nil: stop. Raises what must surface.
     def after(started, exc)
       case exc
       when PenguinMailsError
-        raise exc unless @reconnect && exc.status && @core.retryable?(exc.status)
+        raise exc unless exc.status && @core.retryable?(exc.status) && may_retry?
 
         retry_after = exc.respond_to?(:retry_after) ? exc.retry_after : nil
         retry_after ||= @core.parse_retry_after(exc.headers["retry-after"]) # a 503's
@@ -268,7 +279,7 @@ module PenguinMails
         # Ended at once, again and again: back off rather than spin.
         wait = monotonic - started < 1.0 ? @core.backoff(@failures) : 0.0
       else
-        unless @reconnect
+        unless may_retry?
           raise APITimeoutError.new("Event stream: #{exc.message}", code: "timeout") if TIMEOUTS.any? { |k| exc.is_a?(k) }
 
           raise APIConnectionError.new("Event stream: #{exc.message}", code: "connection_error")
@@ -303,8 +314,8 @@ module PenguinMails
       # types: catalog types or patterns ("email.*"); campaign_ids / contact_tags narrow as
       # webhook endpoint filters do; last_event_id resumes after that event (ConflictError
       # event_stream_cursor_expired when older than the stream keeps, 24 h at least);
-      # reconnect: false ends the iteration when the server ends the stream and raises
-      # connection errors; read_timeout (seconds) of silence replaces the connection;
+      # reconnect: false makes one connection (opened with max_retries, like any call), ends
+      # the iteration when the server ends it and raises a later failure; read_timeout (seconds) of silence replaces the connection;
       # on_connect.call on every (re)connection, on_reconnect.call(reason, delay) before each
       # reconnection.
       def stream(types: nil, campaign_ids: nil, contact_tags: nil, last_event_id: nil, reconnect: true,

@@ -172,8 +172,9 @@ export interface EventStreamOptions {
   /** Resume after this event (a 409 `event_stream_cursor_expired` ConflictError when it is
    * older than the stream keeps: 24 h at least). */
   lastEventId?: string | null;
-  /** Reconnect after a server end, a dropped connection, a 429 or a 5xx (default true);
-   * false: the iteration ends when the server ends the stream, and errors surface. */
+  /** Reconnect after a server end, a dropped connection, a 429 or a 5xx (default true).
+   * false: one connection, opened with the client's `maxRetries` like any call; the iteration
+   * ends when the server ends it, and a later failure surfaces. */
   reconnect?: boolean;
   /** Milliseconds without a byte (heartbeats included) after which the connection is taken
    * for dead and replaced; default 60 000. */
@@ -220,6 +221,7 @@ export class EventStream implements AsyncIterable<StreamEvent> {
   readonly readTimeout: number;
   private readonly query: Record<string, string | undefined>;
   private failures = 0;
+  private openRetries = 0;
   private iterating = false;
 
   constructor(
@@ -356,12 +358,21 @@ export class EventStream implements AsyncIterable<StreamEvent> {
     return null;
   }
 
+  /** Whether a failure may be followed by another attempt: always when reconnecting; else only
+   * while opening the one connection, within `maxRetries` like any call. */
+  private mayRetry(): boolean {
+    if (this.reconnect) return true;
+    if (this.connections > 0 || this.openRetries >= this.core.maxRetries) return false;
+    this.openRetries += 1;
+    return true;
+  }
+
   /** How long to wait (ms) before reconnecting; null: stop. Throws what must surface. */
   private after(started: number, exc: unknown): number | null {
     let wait: number;
     let reason: string;
     if (exc instanceof PenguinMailsError) {
-      if (!(this.reconnect && exc.status !== undefined && retryable(exc.status))) throw exc;
+      if (!(exc.status !== undefined && retryable(exc.status) && this.mayRetry())) throw exc;
       let retryAfter = exc instanceof RateLimitError ? exc.retryAfter : null;
       if (retryAfter === null && exc.headers) retryAfter = parseRetryAfter(exc.headers); // a 503's
       // As every call of the SDK: a wait longer than a minute is the caller's decision.
@@ -369,7 +380,7 @@ export class EventStream implements AsyncIterable<StreamEvent> {
       wait = retryAfter ?? backoff(this.failures);
       reason = exc.message;
     } else if (exc instanceof Lost) {
-      if (!this.reconnect) {
+      if (!this.mayRetry()) {
         const ErrorClass = exc.timedOut ? APITimeoutError : APIConnectionError;
         throw new ErrorClass(`Event stream: ${exc.message}`, {
           code: exc.timedOut ? 'timeout' : 'connection_error',
