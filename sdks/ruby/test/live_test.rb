@@ -9,6 +9,7 @@ require "base64"
 require "json"
 require "net/http"
 require "securerandom"
+require "timeout"
 require "penguinmails"
 
 %w[PENGUINMAILS_BASE_URL PENGUINMAILS_API_KEY PM_SDK_TEST_PROXY_URL].each do |name|
@@ -29,6 +30,20 @@ module RequestCounter
   end
 end
 Net::HTTP.prepend(RequestCounter)
+
+# The Last-Event-ID each event stream request carried, in order.
+module StreamRequests
+  @sent = []
+  class << self
+    attr_reader :sent
+  end
+
+  def request(req, *args, &block)
+    StreamRequests.sent << [req.path, req["Last-Event-ID"]] if req.path.start_with?("/api/v1/events/stream")
+    super
+  end
+end
+Net::HTTP.prepend(StreamRequests)
 
 class LiveTest < Minitest::Test
   PROXY = ENV.fetch("PM_SDK_TEST_PROXY_URL")
@@ -184,6 +199,161 @@ class LiveTest < Minitest::Test
     assert_raises(PenguinMails::WebhookVerificationError) { PenguinMails::Webhook.verify(body, headers, "short") }
     stale = headers.merge("webhook-timestamp" => (now - 3600).to_s)
     assert_raises(PenguinMails::WebhookVerificationError) { PenguinMails::Webhook.verify(body, stale, raw) }
+  end
+
+  def trigger(type)
+    client.events.trigger(type: type)["id"]
+  end
+
+  # The tenant's plan allows 20 requests a minute, shared by the suites: a stream may have to
+  # wait out a 429 (it reconnects after its Retry-After), a test result for none of these.
+  def rate_limited?(reason)
+    reason.start_with?("Rate limit")
+  end
+
+  def no_reconnect
+    ->(reason, _delay) { flunk "reconnected: #{reason}" unless rate_limited?(reason) }
+  end
+
+  def test_event_stream_delivers_a_triggered_event_and_moves_its_resume_point
+    sent = []
+    # The stream is open: what is emitted now reaches it.
+    stream = client.events.stream(types: "email.opened", on_connect: -> { sent << trigger("email.opened") if sent.empty? })
+    assert_kind_of Enumerator, stream
+    event = stream.next
+    assert_equal [sent[0], "email.opened"], [event.id, event.type]
+    assert_equal sent[0], event.json["id"]
+    assert event.json["data"]["email"], event.data
+    # Not finished with it until the loop asks for the next one: the resume point is still
+    # the stream head the server named on connect (none while the store was empty).
+    refute_equal event.id, stream.last_event_id
+    assert_equal 1, stream.connections
+  end
+
+  def test_event_stream_types_filter_and_resume_with_last_event_id
+    ids = []
+    on_connect = lambda do
+      next unless ids.empty?
+
+      %w[email.clicked email.opened email.clicked email.clicked].each { |type| ids << trigger(type) }
+    end
+    first = client.events.stream(types: ["email.clicked"], on_connect: on_connect)
+    got = []
+    Timeout.timeout(60) do
+      first.each do |event|
+        assert_equal "email.clicked", event.type # never the email.opened between them
+        got << event.id if ids.include?(event.id)
+        break if got.size == 3
+      end
+    end
+    assert_equal [ids[0], ids[2], ids[3]].sort, got.sort
+    # Done with the first two; the block was still on the third when it broke.
+    assert_equal got[1], first.last_event_id
+
+    meanwhile = trigger("email.clicked") # while no stream is open
+    resumed = client.events.stream(types: "email.clicked", last_event_id: first.last_event_id)
+    seen = []
+    Timeout.timeout(60) do
+      resumed.each do |event|
+        seen << event.id
+        break if event.id == meanwhile
+      end
+    end
+    # Everything after the resume point, in order: the unfinished third one, then the one
+    # emitted while disconnected; nothing before it, nothing twice.
+    assert_equal [got[2], meanwhile], seen.select { |id| (ids + [meanwhile]).include?(id) }
+    assert_equal seen.uniq, seen
+    assert_equal got[2], resumed.last_event_id
+  end
+
+  def test_event_stream_reconnects_by_itself_with_last_event_id
+    # The test stack ends streams after 4 s (PM_EVENTS_STREAM_MAX_SECONDS).
+    first = nil
+    second = nil
+    reasons = []
+    on_reconnect = lambda do |reason, delay|
+      reasons << [reason, delay] unless rate_limited?(reason)
+      next if second || first.nil? # after the first connection only
+
+      # Emitted and stored before the reconnection: only the resume replays it.
+      second = trigger("email.opened")
+      sleep 1.5
+    end
+    stream = client.events.stream(types: "email.opened", on_connect: -> { first ||= trigger("email.opened") },
+                                  on_reconnect: on_reconnect)
+    StreamRequests.sent.clear
+    seen = []
+    Timeout.timeout(60) do
+      stream.each do |event|
+        seen << event.id
+        break if second && event.id == second
+      end
+    end
+    assert_equal [first, second], seen.select { |id| [first, second].include?(id) }
+    assert_nil StreamRequests.sent.first[1]
+    assert_equal first, StreamRequests.sent.last[1] # the connection that brought the second
+    assert_includes StreamRequests.sent.last[0], "types=email.opened"
+    assert_equal ["the server ended the stream", 0.0], reasons[0]
+    assert_operator stream.connections, :>=, 2
+  end
+
+  def test_event_stream_block_form_ends_with_the_server_when_reconnect_is_false
+    sent = nil
+    # Once streamed, the event is stored: the stream's head is at least there.
+    client.events.stream(types: "email.opened", on_connect: -> { sent ||= trigger("email.opened") }).each do |e|
+      break if e.id == sent
+    end
+    result = client.events.stream(types: "email.bounced", reconnect: false) { |e| assert_equal "email.bounced", e.type }
+    assert_kind_of PenguinMails::EventStream, result
+    assert_equal 1, result.connections
+    # No event, yet a resume point: the head the server named on connect.
+    assert_match(/\A[0-9a-f-]{36}\z/, result.last_event_id)
+  end
+
+  def test_event_stream_passes_the_blocks_own_errors_through
+    sent = nil
+    err = assert_raises(PenguinMails::APIError) do
+      swallowed = ->(reason, _delay) { flunk "swallowed and reconnected: #{reason}" if reason == "mine" }
+      client.events.stream(types: "email.opened", on_connect: -> { sent ||= trigger("email.opened") },
+                           on_reconnect: swallowed) do |event|
+        # A 503 of your own is yours: the stream neither swallows it nor reconnects.
+        raise PenguinMails::APIError.new("mine", status: 503) if event.id == sent
+      end
+    end
+    assert_equal "mine", err.message
+  end
+
+  def test_event_stream_replaces_a_silent_connection_after_read_timeout
+    # Heartbeats come every second in the test stack: 0.3 s of silence times out.
+    reasons = []
+    catch(:stop) do
+      client.events.stream(types: "email.bounced", read_timeout: 0.3, on_reconnect: lambda { |reason, delay|
+        next if rate_limited?(reason)
+
+        reasons << reason
+        assert_operator delay, :>, 0
+        throw :stop
+      }) { |event| flunk "no event expected, got #{event.type}" }
+    end
+    assert_equal ["connection lost (Net::ReadTimeout)"], reasons
+    assert_raises(PenguinMails::APITimeoutError) do
+      client.events.stream(types: "email.bounced", read_timeout: 0.3, reconnect: false) { |e| flunk e.type }
+    end
+  end
+
+  def test_event_stream_refusals_raise_the_mapped_errors_without_reconnecting
+    first = ->(**kw) { client.events.stream(on_reconnect: no_reconnect, **kw).next }
+    assert_raises(PenguinMails::ValidationError) { first.call(types: "email.teleported") }
+    assert_raises(PenguinMails::ValidationError) { first.call(last_event_id: "not-an-event-id") }
+    expired = assert_raises(PenguinMails::ConflictError) { first.call(last_event_id: SecureRandom.uuid) }
+    assert_equal 409, expired.status
+    assert_equal "event_stream_cursor_expired", expired.code
+    # A 429 whose Retry-After is beyond a minute (a key over its hourly quota) is the
+    # caller's decision, as for every call.
+    limited = PenguinMails::Client.new(api_key: ENV.fetch("PM_SDK_TEST_LIMITED_KEY"))
+    waited = ->(reason, _delay) { flunk "waits an hour: #{reason}" }
+    err = assert_raises(PenguinMails::RateLimitError) { limited.events.stream(on_reconnect: waited).next }
+    assert_operator err.retry_after, :>, 60
   end
 
   def test_api_keys_with_an_access_token
