@@ -194,6 +194,10 @@ module PenguinMails
       http.open_timeout = @core.timeout
       http.write_timeout = @core.timeout
       http.read_timeout = @read_timeout # per read: heartbeats keep a live stream under it
+      # Net::HTTP would send a GET again by itself after a read timeout or a reset, with the
+      # Last-Event-ID of when it was built: a stream that moved on since would get events
+      # twice. Reconnecting is this class's job.
+      http.max_retries = 0
       http.start do |conn|
         conn.request(Net::HTTP::Get.new(uri, headers)) do |response|
           refuse(response) unless response.code.to_i == 200
