@@ -21,6 +21,7 @@ from penguinmails import (
     APIConnectionError,
     AsyncPenguinMails,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     PenguinMails,
     PenguinMailsError,
@@ -250,6 +251,26 @@ def test_event_stream_delivers_a_triggered_event_and_moves_its_resume_point(
     assert stream.last_event_id != event.id
     with pytest.raises(ValidationError):
         next(iter(client.events.stream(types="email.teleported")))
+
+
+def test_event_stream_refusals_raise_without_reconnecting(client: PenguinMails) -> None:
+    def no_reconnect(reason: str, delay: float) -> None:
+        # The suites' tenant allows 20 requests a minute: waiting out a short 429 is no failure.
+        assert "Rate limit" in reason, f"reconnected: {reason}"
+
+    with pytest.raises(ConflictError) as expired:
+        next(iter(client.events.stream(last_event_id=str(uuid.uuid4()), on_reconnect=no_reconnect)))
+    assert (expired.value.status, expired.value.code) == (409, "event_stream_cursor_expired")
+
+    def waited(reason: str, delay: float) -> None:
+        raise AssertionError(f"waits {delay} s: {reason}")
+
+    # A 429 whose Retry-After is beyond a minute (a key over its hourly quota) is the caller's
+    # decision, as for every call.
+    limited = PenguinMails(api_key=ENV["PM_SDK_TEST_LIMITED_KEY"])
+    with pytest.raises(RateLimitError) as refused:
+        next(iter(limited.events.stream(on_reconnect=waited)))
+    assert refused.value.retry_after is not None and refused.value.retry_after > 60
 
 
 def test_async_event_stream_delivers_a_triggered_event() -> None:
