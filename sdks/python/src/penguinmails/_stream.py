@@ -129,12 +129,15 @@ class _StreamState:
         self.last_event_id = event.id or self.last_event_id
         self._failures = 0
 
-    def _may_retry(self) -> bool:
+    def _may_retry(self, retry_after: float | None = None) -> bool:
         """Whether a failure may be followed by another attempt: always when reconnecting;
-        else only while opening the one connection, within `max_retries` like any call."""
+        else only while opening the one connection, as any call is retried (`max_retries`
+        times, and not for a Retry-After beyond a minute)."""
         if self.reconnect:
             return True
         if self.connections or self._open_retries >= self._core.config.max_retries:
+            return False
+        if retry_after is not None and retry_after > MAX_RETRY_AFTER:
             return False
         self._open_retries += 1
         return True
@@ -142,13 +145,11 @@ class _StreamState:
     def _after(self, started: float, exc: Exception | None) -> float | None:
         """How long to wait before reconnecting (None: stop; raises what must surface)."""
         if isinstance(exc, PenguinMailsError):
-            if not (exc.status is not None and _retryable(exc.status) and self._may_retry()):
-                raise exc
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is None and exc.headers is not None:
                 retry_after = parse_retry_after(exc.headers)  # a 503's
-            # As every call of the SDK: a wait longer than a minute is the caller's decision.
-            if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+            retryable = exc.status is not None and _retryable(exc.status)
+            if not (retryable and self._may_retry(retry_after)):
                 raise exc
             wait = retry_after if retry_after is not None else backoff(self._failures)
             reason = str(exc)
@@ -176,9 +177,9 @@ class EventStream(_StreamState):
     `types` are catalog types or patterns (`email.*`); `campaign_ids` / `contact_tags` narrow
     as webhook endpoint filters do; `last_event_id` resumes after that event (a 409
     `event_stream_cursor_expired` ConflictError when it is older than the stream keeps).
-    `reconnect=False` makes one connection (opened with `max_retries`, like any call) and ends
-    the iteration when the server ends it. A 429 asking to wait more than a minute raises
-    `RateLimitError`, as every call does. `last_event_id` is
+    `reconnect=False` makes one connection (opened with the retries of any call: `max_retries`,
+    a Retry-After of at most a minute) and ends the iteration when the server ends it.
+    `last_event_id` is
     the resume point: the last event your loop finished with (it asked for the next one).
     `on_connect()` is called on every (re)connection, `on_reconnect(reason, delay)` before
     each reconnection.

@@ -254,10 +254,12 @@ module PenguinMails
     end
 
     # Whether a failure may be followed by another attempt: always when reconnecting; else only
-    # while opening the one connection, within max_retries like any call.
-    def may_retry?
+    # while opening the one connection, as any call is retried (max_retries times, and not
+    # for a Retry-After beyond a minute).
+    def may_retry?(retry_after = nil)
       return true if @reconnect
       return false if @connections.positive? || @open_retries >= @core.max_retries
+      return false if retry_after && retry_after > MAX_RETRY_AFTER
 
       @open_retries += 1
       true
@@ -267,13 +269,11 @@ module PenguinMails
     def after(started, exc)
       case exc
       when PenguinMailsError
-        raise exc unless exc.status && @core.retryable?(exc.status) && may_retry?
-
         retry_after = exc.respond_to?(:retry_after) ? exc.retry_after : nil
         retry_after ||= @core.parse_retry_after(exc.headers["retry-after"]) # a 503's
-        # As every call of the SDK: a wait longer than a minute is the caller's decision.
-        raise exc if retry_after && retry_after > MAX_RETRY_AFTER
+        raise exc unless exc.status && @core.retryable?(exc.status) && may_retry?(retry_after)
 
+        # Reconnecting, the server's Retry-After is waited however long (on_reconnect says so).
         wait = retry_after || @core.backoff(@failures)
         reason = exc.message
       when nil
@@ -318,8 +318,8 @@ module PenguinMails
       # types: catalog types or patterns ("email.*"); campaign_ids / contact_tags narrow as
       # webhook endpoint filters do; last_event_id resumes after that event (ConflictError
       # event_stream_cursor_expired when older than the stream keeps, 24 h at least);
-      # reconnect: false makes one connection (opened with max_retries, like any call), ends
-      # the iteration when the server ends it and raises a later failure; read_timeout (seconds) of silence replaces the connection;
+      # reconnect: false makes one connection (opened with the retries of any call), ends the
+      # iteration when the server ends it and raises a later failure; read_timeout (seconds) of silence replaces the connection;
       # on_connect.call on every (re)connection, on_reconnect.call(reason, delay) before each
       # reconnection.
       def stream(types: nil, campaign_ids: nil, contact_tags: nil, last_event_id: nil, reconnect: true,

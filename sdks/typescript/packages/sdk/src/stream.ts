@@ -172,8 +172,9 @@ export interface EventStreamOptions {
   /** Resume after this event (a 409 `event_stream_cursor_expired` ConflictError when it is
    * older than the stream keeps: 24 h at least). */
   lastEventId?: string | null;
-  /** Reconnect after a server end, a dropped connection, a 429 or a 5xx (default true).
-   * false: one connection, opened with the client's `maxRetries` like any call; the iteration
+  /** Reconnect after a server end, a dropped connection, a 429 or a 5xx (default true; the
+   * server's `Retry-After` is waited, however long). false: one connection, opened with the
+   * retries of any call (`maxRetries`, a `Retry-After` of at most a minute); the iteration
    * ends when the server ends it, and a later failure surfaces. */
   reconnect?: boolean;
   /** Milliseconds without a byte (heartbeats included) after which the connection is taken
@@ -243,6 +244,7 @@ export class EventStream implements AsyncIterable<StreamEvent> {
     this.iterating = true;
     try {
       for (;;) {
+        if (this.aborted()) return;
         const started = Date.now();
         let error: unknown = null;
         try {
@@ -359,10 +361,12 @@ export class EventStream implements AsyncIterable<StreamEvent> {
   }
 
   /** Whether a failure may be followed by another attempt: always when reconnecting; else only
-   * while opening the one connection, within `maxRetries` like any call. */
-  private mayRetry(): boolean {
+   * while opening the one connection, as any call is retried (`maxRetries` times, and not for
+   * a `Retry-After` beyond a minute). */
+  private mayRetry(retryAfter: number | null = null): boolean {
     if (this.reconnect) return true;
     if (this.connections > 0 || this.openRetries >= this.core.maxRetries) return false;
+    if (retryAfter !== null && retryAfter > MAX_RETRY_AFTER_MS) return false;
     this.openRetries += 1;
     return true;
   }
@@ -372,11 +376,10 @@ export class EventStream implements AsyncIterable<StreamEvent> {
     let wait: number;
     let reason: string;
     if (exc instanceof PenguinMailsError) {
-      if (!(exc.status !== undefined && retryable(exc.status) && this.mayRetry())) throw exc;
       let retryAfter = exc instanceof RateLimitError ? exc.retryAfter : null;
       if (retryAfter === null && exc.headers) retryAfter = parseRetryAfter(exc.headers); // a 503's
-      // As every call of the SDK: a wait longer than a minute is the caller's decision.
-      if (retryAfter !== null && retryAfter > MAX_RETRY_AFTER_MS) throw exc;
+      if (!(exc.status !== undefined && retryable(exc.status) && this.mayRetry(retryAfter))) throw exc;
+      // Reconnecting, the server's Retry-After is waited however long (onReconnect says how long).
       wait = retryAfter ?? backoff(this.failures);
       reason = exc.message;
     } else if (exc instanceof Lost) {
@@ -405,6 +408,7 @@ export class EventStream implements AsyncIterable<StreamEvent> {
   /** Waits, unless the signal aborts first (false). */
   private sleep(ms: number): Promise<boolean> {
     const signal = this.options.signal;
+    if (signal?.aborted) return Promise.resolve(false);
     return new Promise((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
