@@ -692,6 +692,23 @@ describe('live event stream: client.events.stream()', () => {
 });
 
 describe('packaging', () => {
+  test("the global fetch is called as browsers require (a this of globalThis, or none)", async () => {
+    const real = globalThis.fetch;
+    let calls = 0;
+    globalThis.fetch = function (url, init) {
+      calls += 1;
+      if (this !== undefined && this !== globalThis) throw new TypeError('Illegal invocation');
+      return real(url, init);
+    };
+    try {
+      const client = new PenguinMails();
+      assert.ok((await client.events.listTypes()).length > 0);
+      assert.ok(calls >= 1); // more when a 429 was retried
+    } finally {
+      globalThis.fetch = real;
+    }
+  });
+
   test('the CommonJS build exports the same API', () => {
     const require = createRequire(import.meta.url);
     const cjs = require('@penguinmails/sdk');

@@ -158,7 +158,9 @@ export class Transport {
     this.timeout = options.timeout ?? 60_000;
     const f = options.fetch ?? (globalThis as any).fetch;
     if (!f) throw new PenguinMailsError('No fetch implementation: pass `fetch` in the options');
-    this.fetchImpl = f;
+    // Called as `this.fetchImpl(...)`: a browser's own fetch refuses any `this` but the window
+    // ("Illegal invocation"), so the global one is bound to it.
+    this.fetchImpl = options.fetch ? f : f.bind(globalThis);
     this.defaultHeaders = options.defaultHeaders ?? {};
   }
 
