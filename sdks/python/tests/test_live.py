@@ -21,6 +21,7 @@ from penguinmails import (
     APIConnectionError,
     AsyncPenguinMails,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     PenguinMails,
     PenguinMailsError,
@@ -250,6 +251,38 @@ def test_event_stream_delivers_a_triggered_event_and_moves_its_resume_point(
     assert stream.last_event_id != event.id
     with pytest.raises(ValidationError):
         next(iter(client.events.stream(types="email.teleported")))
+
+
+def test_event_stream_refusals_raise_without_reconnecting(client: PenguinMails) -> None:
+    def no_reconnect(reason: str, delay: float) -> None:
+        # The suites' tenant allows 20 requests a minute: waiting out a short 429 is no failure.
+        assert "Rate limit" in reason, f"reconnected: {reason}"
+
+    with pytest.raises(ConflictError) as expired:
+        next(iter(client.events.stream(last_event_id=str(uuid.uuid4()), on_reconnect=no_reconnect)))
+    assert (expired.value.status, expired.value.code) == (409, "event_stream_cursor_expired")
+
+    # A 429: a reconnecting stream waits the server's Retry-After, however long (here the rest
+    # of the hour: a key over its hourly quota); a reconnect=False one is opened as any call,
+    # which does not wait more than a minute.
+    class Waits(Exception):
+        pass
+
+    def waits(reason: str, delay: float) -> None:
+        raise Waits(reason, delay)  # rather than wait that long
+
+    limited = PenguinMails(api_key=ENV["PM_SDK_TEST_LIMITED_KEY"])
+    with pytest.raises(Waits) as waited:
+        next(iter(limited.events.stream(on_reconnect=waits)))
+    reason, delay = waited.value.args
+    assert "Rate limit" in reason and delay > 60, waited.value.args
+
+    def retried(reason: str, delay: float) -> None:
+        raise AssertionError(f"retried: {reason}")
+
+    with pytest.raises(RateLimitError) as refused:
+        next(iter(limited.events.stream(reconnect=False, on_reconnect=retried)))
+    assert refused.value.retry_after is not None and refused.value.retry_after > 60
 
 
 def test_async_event_stream_delivers_a_triggered_event() -> None:

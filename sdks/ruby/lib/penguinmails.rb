@@ -9,6 +9,7 @@ require_relative "penguinmails/errors"
 require_relative "penguinmails/webhook"
 require_relative "penguinmails/client"
 require_relative "penguinmails/generated/resources"
+require_relative "penguinmails/stream"
 
 module PenguinMails
   # The API client: PenguinMails::Client.new(api_key:, base_url:), one reader per resource.

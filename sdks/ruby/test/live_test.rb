@@ -9,6 +9,7 @@ require "base64"
 require "json"
 require "net/http"
 require "securerandom"
+require "timeout"
 require "penguinmails"
 
 %w[PENGUINMAILS_BASE_URL PENGUINMAILS_API_KEY PM_SDK_TEST_PROXY_URL].each do |name|
@@ -29,6 +30,20 @@ module RequestCounter
   end
 end
 Net::HTTP.prepend(RequestCounter)
+
+# The Last-Event-ID each event stream request carried, in order.
+module StreamRequests
+  @sent = []
+  class << self
+    attr_reader :sent
+  end
+
+  def request(req, *args, &block)
+    StreamRequests.sent << [req.path, req["Last-Event-ID"]] if req.path.start_with?("/api/v1/events/stream")
+    super
+  end
+end
+Net::HTTP.prepend(StreamRequests)
 
 class LiveTest < Minitest::Test
   PROXY = ENV.fetch("PM_SDK_TEST_PROXY_URL")
@@ -184,6 +199,156 @@ class LiveTest < Minitest::Test
     assert_raises(PenguinMails::WebhookVerificationError) { PenguinMails::Webhook.verify(body, headers, "short") }
     stale = headers.merge("webhook-timestamp" => (now - 3600).to_s)
     assert_raises(PenguinMails::WebhookVerificationError) { PenguinMails::Webhook.verify(body, stale, raw) }
+  end
+
+  def trigger(type)
+    client.events.trigger(type: type)["id"]
+  end
+
+  # The tenant's plan allows 20 requests a minute, shared by the suites: a stream may have to
+  # wait out a 429 (it reconnects after its Retry-After), a test result for none of these.
+  def rate_limited?(reason)
+    reason.start_with?("Rate limit")
+  end
+
+  def no_reconnect
+    ->(reason, _delay) { flunk "reconnected: #{reason}" unless rate_limited?(reason) }
+  end
+
+  # The stream tests share the tenant's 20 requests a minute with the rest of the suites:
+  # each stream and trigger counts, so every one of them serves several checks.
+  def test_event_stream_delivers_filters_and_resumes_with_last_event_id
+    ids = []
+    on_connect = lambda do # the stream is open: what is emitted now reaches it
+      %w[email.clicked email.opened email.clicked].each { |type| ids << trigger(type) } if ids.empty?
+    end
+    first = client.events.stream(types: ["email.clicked"], on_connect: on_connect)
+    assert_kind_of Enumerator, first
+    ours = lambda do
+      Timeout.timeout(60) do
+        loop do
+          event = first.next
+          assert_equal "email.clicked", event.type # never the email.opened between them
+          break event if ids.include?(event.id)
+        end
+      end
+    end
+    one = ours.call
+    assert_equal ids[0], one.id
+    assert_equal [ids[0], "email.clicked"], [one.json["id"], one.json["type"]]
+    assert one.json["data"]["email"], one.data
+    # Not finished with it until the loop asks for the next one: the resume point is still
+    # the stream head the server named on connect (none while the store was empty).
+    refute_equal one.id, first.last_event_id
+    two = ours.call
+    assert_equal ids[2], two.id
+    assert_equal one.id, first.last_event_id # done with the first; the second is in hand
+
+    meanwhile = trigger("email.clicked") # while no stream reads
+    resumed = client.events.stream(types: "email.clicked", last_event_id: first.last_event_id,
+                                   on_reconnect: ->(reason, _d) { flunk "swallowed: #{reason}" if reason == "mine" })
+    seen = []
+    err = assert_raises(PenguinMails::APIError) do
+      Timeout.timeout(60) do
+        resumed.each do |event|
+          seen << event.id
+          # A 503 of your own block's is yours: the stream neither swallows it nor reconnects.
+          raise PenguinMails::APIError.new("mine", status: 503) if event.id == meanwhile
+        end
+      end
+    end
+    assert_equal "mine", err.message
+    # Everything after the resume point, in order: the unfinished second one, then the one
+    # emitted while disconnected; nothing before it, nothing twice.
+    assert_equal [two.id, meanwhile], seen.select { |id| (ids + [meanwhile]).include?(id) }
+    assert_equal seen.uniq, seen
+    assert_equal two.id, resumed.last_event_id # the block raised on the last one: not done
+  end
+
+  def test_event_stream_reconnects_by_itself_with_last_event_id
+    # The test stack ends streams after 4 s (PM_EVENTS_STREAM_MAX_SECONDS).
+    first = nil
+    second = nil
+    reasons = []
+    on_reconnect = lambda do |reason, delay|
+      reasons << [reason, delay] unless rate_limited?(reason)
+      next if second || first.nil? # after the first connection only
+
+      # Emitted and stored before the reconnection: only the resume replays it.
+      second = trigger("email.opened")
+      sleep 1.5
+    end
+    stream = client.events.stream(types: "email.opened", on_connect: -> { first ||= trigger("email.opened") },
+                                  on_reconnect: on_reconnect)
+    StreamRequests.sent.clear
+    seen = []
+    Timeout.timeout(60) do
+      stream.each do |event|
+        seen << event.id
+        break if second && event.id == second
+      end
+    end
+    assert_equal [first, second], seen.select { |id| [first, second].include?(id) }
+    assert_nil StreamRequests.sent.first[1]
+    assert_equal first, StreamRequests.sent.last[1] # the connection that brought the second
+    assert_includes StreamRequests.sent.last[0], "types=email.opened"
+    assert_equal ["the server ended the stream", 0.0], reasons[0]
+    assert_operator stream.connections, :>=, 2
+
+    # reconnect: false, block form: it returns when the server ends the stream.
+    result = client.events.stream(types: "email.bounced", reconnect: false) { |e| assert_equal "email.bounced", e.type }
+    assert_kind_of PenguinMails::EventStream, result
+    assert_equal 1, result.connections
+    # No event, yet a resume point: the head the server named on connect (the events above
+    # are stored).
+    assert_match(/\A[0-9a-f-]{36}\z/, result.last_event_id)
+  end
+
+  def test_event_stream_replaces_a_silent_connection_after_read_timeout
+    # Heartbeats come every second in the test stack: 0.3 s of silence times out.
+    reasons = []
+    watch = client.events.stream(types: "email.bounced", read_timeout: 0.3, on_reconnect: lambda { |reason, delay|
+      next if rate_limited?(reason)
+
+      reasons << reason
+      assert_operator delay, :>, 0
+      throw :stop
+    })
+    catch(:stop) { watch.each { |event| flunk "no event expected, got #{event.type}" } }
+    assert_equal ["connection lost (Net::ReadTimeout)"], reasons
+    assert_equal 1, watch.connections
+    once = client.events.stream(types: "email.bounced", read_timeout: 0.3, reconnect: false)
+    assert_raises(PenguinMails::APITimeoutError) { once.each { |e| flunk e.type } }
+    # One connection: Net::HTTP did not send the GET again by itself after the timeout.
+    assert_equal 1, once.connections
+  end
+
+  def test_event_stream_refusals_raise_the_mapped_errors_without_reconnecting
+    first = ->(**kw) { client.events.stream(on_reconnect: no_reconnect, **kw).next }
+    assert_raises(PenguinMails::ValidationError) { first.call(types: "email.teleported") }
+    assert_raises(PenguinMails::ValidationError) { first.call(last_event_id: "not-an-event-id") }
+    expired = assert_raises(PenguinMails::ConflictError) { first.call(last_event_id: SecureRandom.uuid) }
+    assert_equal 409, expired.status
+    assert_equal "event_stream_cursor_expired", expired.code
+    # A 429: a reconnecting stream waits the server's Retry-After, however long (here the
+    # rest of the hour: a key over its hourly quota); a reconnect: false one is opened as any
+    # call, which does not wait more than a minute.
+    limited = PenguinMails::Client.new(api_key: ENV.fetch("PM_SDK_TEST_LIMITED_KEY"))
+    waits = []
+    catch(:stop) do
+      limited.events.stream(on_reconnect: lambda { |reason, delay|
+        waits << [reason, delay]
+        throw :stop # rather than wait that long
+      }) { |event| flunk "no event expected, got #{event.type}" }
+    end
+    assert_equal 1, waits.size
+    assert rate_limited?(waits[0][0]), waits[0][0]
+    assert_operator waits[0][1], :>, 60
+    retried = ->(reason, _delay) { flunk "retried: #{reason}" }
+    err = assert_raises(PenguinMails::RateLimitError) do
+      limited.events.stream(reconnect: false, on_reconnect: retried).next
+    end
+    assert_operator err.retry_after, :>, 60
   end
 
   def test_api_keys_with_an_access_token

@@ -9,11 +9,14 @@ import { describe, test } from 'node:test';
 
 import {
   APIConnectionError,
+  APITimeoutError,
   AuthenticationError,
+  ConflictError,
   NotFoundError,
   PenguinMails,
   PenguinMailsError,
   RateLimitError,
+  SSEDecoder,
   ValidationError,
   WebhookVerificationError,
   signWebhook,
@@ -460,12 +463,259 @@ describe('account routes with an access token', () => {
   });
 });
 
+describe('live event stream: SSE framing', () => {
+  const bytes = (text) => new TextEncoder().encode(text);
+  // Every block the decoder completes, the body fed in the given pieces, then ended.
+  const decodeAll = (pieces) => {
+    const decoder = new SSEDecoder();
+    const out = [];
+    for (const piece of pieces) out.push(...decoder.decode(piece));
+    out.push(...decoder.end());
+    return out;
+  };
+  const BODY = bytes(
+    '\uFEFFretry: 2000\r\nid: head\r\n: connected\r\n\r\n' + // the opening frame, CRLF
+      ': heartbeat\n\n' + // a comment alone: nothing
+      'id: e1\nevent: email.opened\ndata: {"name": "Zoë 🐧"}\ndata:second line\ndata\n\n' +
+      'event: email.clicked\rdata:  two spaces keep one\r\r' + // CR only; id persists
+      'id: bad\u0000id\nretry: soon\nfoo: bar\ndata: x\n\n' + // NUL id, bad retry, unknown field
+      'id: e3\nevent: email.sent\ndata: unfinished', // the body ends mid-block: dropped
+  );
+  const EXPECTED = [
+    { id: 'head', event: '', data: '', retry: 2000 },
+    { id: 'e1', event: 'email.opened', data: '{"name": "Zoë 🐧"}\nsecond line\n' },
+    { id: 'e1', event: 'email.clicked', data: ' two spaces keep one' },
+    { id: 'e1', event: '', data: 'x' },
+  ];
+
+  test('blocks, comments, multi-line data, CRLF / LF / CR, BOM, id and retry rules', () => {
+    assert.deepEqual(decodeAll([BODY]), EXPECTED);
+  });
+
+  test('the same blocks whatever the chunking: mid-line, mid-CRLF and mid-UTF-8 splits', () => {
+    assert.deepEqual(decodeAll(Array.from(BODY, (b) => Uint8Array.of(b))), EXPECTED); // byte by byte
+    for (let i = 1; i < BODY.length; i++) {
+      assert.deepEqual(decodeAll([BODY.slice(0, i), BODY.slice(i)]), EXPECTED, `split at byte ${i}`);
+    }
+    // A CR ending one chunk and the LF starting the next are one line end, not two (which
+    // would end the block early).
+    assert.deepEqual(decodeAll([bytes('data: a\r'), bytes('\ndata: b\r'), bytes('\n\r\n')]), [
+      { id: '', event: '', data: 'a\nb' },
+    ]);
+    // A 4-byte character split over three chunks.
+    const penguin = bytes('data: 🐧\n\n');
+    assert.deepEqual(decodeAll([penguin.slice(0, 7), penguin.slice(7, 8), penguin.slice(8)]), [
+      { id: '', event: '', data: '🐧' },
+    ]);
+  });
+});
+
+describe('live event stream: client.events.stream()', () => {
+  const client = new PenguinMails();
+  const trigger = async (type) => (await client.events.trigger({ type })).id;
+  // The tenant's plan allows 20 requests a minute, shared by the suites: a stream may have
+  // to wait out a 429 (it reconnects after its Retry-After), a test result for none of these.
+  const rateLimited = (reason) => reason.startsWith('Rate limit');
+
+  // The stream tests share the tenant's 20 requests a minute with the rest of the suites:
+  // each stream and trigger counts, so every one of them serves several checks.
+  test('a triggered event arrives; types filters; lastEventId resumes, none missed, none repeated', async () => {
+    const ids = [];
+    let triggering = null;
+    const first = client.events.stream({
+      types: ['email.clicked'],
+      onConnect: () => {
+        // The stream is open: what is emitted now reaches it.
+        triggering ??= (async () => {
+          for (const type of ['email.clicked', 'email.opened', 'email.clicked']) ids.push(await trigger(type));
+        })();
+      },
+      signal: AbortSignal.timeout(60_000),
+    });
+    const events = first[Symbol.asyncIterator]();
+    const ours = async () => {
+      for (;;) {
+        const { value: event, done } = await events.next();
+        assert.ok(!done, 'the stream ended');
+        assert.equal(event.type, 'email.clicked'); // never the email.opened between them
+        await triggering;
+        if (ids.includes(event.id)) return event;
+      }
+    };
+    const one = await ours();
+    assert.equal(one.id, ids[0]);
+    assert.equal(one.json().id, ids[0]);
+    assert.equal(one.json().type, 'email.clicked');
+    assert.ok(one.json().data.email, one.data);
+    // Not finished with it until the loop asks for the next one: the resume point is still
+    // the stream head the server named on connect (none while the store was empty).
+    assert.notEqual(first.lastEventId, one.id);
+    const two = await ours();
+    assert.equal(two.id, ids[2]);
+    assert.equal(first.lastEventId, one.id); // done with the first; the second is in hand
+    await events.return();
+    assert.equal(first.connections, 1);
+
+    const meanwhile = await trigger('email.clicked'); // while no stream is open
+    const resumed = client.events.stream({
+      types: 'email.clicked',
+      lastEventId: first.lastEventId,
+      signal: AbortSignal.timeout(60_000),
+    });
+    const seen = [];
+    for await (const event of resumed) {
+      seen.push(event.id);
+      if (event.id === meanwhile) break;
+    }
+    // Everything after the resume point, in order: the unfinished second one, then the one
+    // emitted while disconnected; nothing before it, nothing twice.
+    assert.deepEqual(seen.filter((id) => [...ids, meanwhile].includes(id)), [two.id, meanwhile]);
+    assert.equal(new Set(seen).size, seen.length);
+    assert.equal(resumed.lastEventId, two.id); // the loop broke on the last one: not done
+  });
+
+  test('a 503 is waited out (its Retry-After); after the server ends the stream it reconnects with Last-Event-ID', async () => {
+    // The test stack ends streams after 4 s (PM_EVENTS_STREAM_MAX_SECONDS).
+    const requests = [];
+    let stream = null;
+    let second = null;
+    const watched = new PenguinMails({
+      fetch: async (url, init) => {
+        requests.push({ url, lastEventId: init.headers['Last-Event-ID'] });
+        if (requests.length === 1) {
+          const body = { success: false, error: { code: 'service_unavailable', message: 'Upstream down' } };
+          return new Response(JSON.stringify(body), { status: 503, headers: { 'Retry-After': '1' } });
+        }
+        if (stream.connections > 0 && !second) {
+          // Emitted and stored before the reconnection: only the resume replays it.
+          second = await trigger('email.opened');
+          await sleep(1500);
+        }
+        return fetch(url, init);
+      },
+    });
+    let first = null;
+    const reasons = [];
+    stream = watched.events.stream({
+      types: 'email.opened',
+      onConnect: () => {
+        first ??= trigger('email.opened');
+      },
+      onReconnect: (reason, delay) => rateLimited(reason) || reasons.push([reason, delay]),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const seen = [];
+    for await (const event of stream) {
+      seen.push(event.id);
+      if (second && event.id === second) break;
+    }
+    const firstId = await first;
+    assert.deepEqual(seen.filter((id) => id === firstId || id === second), [firstId, second]);
+    assert.equal(requests[0].lastEventId, undefined);
+    assert.equal(requests.at(-1).lastEventId, firstId); // the connection that brought the second
+    assert.match(requests.at(-1).url, /types=email\.opened/);
+    assert.deepEqual(reasons.slice(0, 2), [
+      ['Upstream down', 1000],
+      ['the server ended the stream', 0],
+    ]);
+    assert.ok(stream.connections >= 2);
+  });
+
+  test('reconnect: false ends the iteration when the server ends the stream', async () => {
+    const stream = client.events.stream({ types: 'email.bounced', reconnect: false });
+    const started = Date.now();
+    for await (const event of stream) assert.equal(event.type, 'email.bounced');
+    assert.equal(stream.connections, 1);
+    assert.ok(Date.now() - started < 30_000);
+    // No event, yet a resume point: the head the server named on connect (the events of the
+    // tests above are stored).
+    assert.match(stream.lastEventId, /^[0-9a-f-]{36}$/);
+  });
+
+  test('a silent connection is replaced after readTimeout; the signal ends the iteration', async () => {
+    // Heartbeats come every second in the test stack: 300 ms of silence times out.
+    const controller = new AbortController();
+    const reasons = [];
+    const stream = client.events.stream({
+      types: 'email.bounced',
+      readTimeout: 300,
+      signal: controller.signal,
+      onReconnect: (reason, delay) => {
+        if (rateLimited(reason)) return;
+        reasons.push(reason);
+        assert.ok(delay > 0);
+        controller.abort();
+      },
+    });
+    for await (const event of stream) assert.fail(`no event expected, got ${event.type}`);
+    assert.deepEqual(reasons, ['connection lost (read timed out after 300 ms)']);
+    const once = client.events.stream({ types: 'email.bounced', readTimeout: 300, reconnect: false });
+    await assert.rejects(async () => {
+      for await (const event of once) assert.fail(`no event expected, got ${event.type}`);
+    }, APITimeoutError);
+  });
+
+  test('refusals surface as the mapped errors, without reconnecting', async () => {
+    const noReconnect = (reason) => rateLimited(reason) || assert.fail(`reconnected: ${reason}`);
+    const first = (options) => client.events.stream({ onReconnect: noReconnect, ...options })[Symbol.asyncIterator]().next();
+    await assert.rejects(first({ types: 'email.teleported' }), ValidationError);
+    await assert.rejects(first({ lastEventId: 'not-an-event-id' }), ValidationError);
+    const expired = await first({ lastEventId: randomUUID() }).catch((e) => e);
+    assert.ok(expired instanceof ConflictError, String(expired));
+    assert.equal(expired.status, 409);
+    assert.equal(expired.code, 'event_stream_cursor_expired');
+    // A 429: a reconnecting stream waits the server's Retry-After, however long (here the
+    // rest of the hour: a key over its hourly quota); a reconnect: false one is opened as any
+    // call, which does not wait more than a minute.
+    const limited = new PenguinMails({ apiKey: env.PM_SDK_TEST_LIMITED_KEY });
+    const controller = new AbortController();
+    const waits = [];
+    const patient = limited.events.stream({
+      signal: controller.signal,
+      onReconnect: (reason, delay) => {
+        waits.push([reason, delay]);
+        controller.abort(); // rather than wait that long
+      },
+    });
+    for await (const event of patient) assert.fail(`no event expected, got ${event.type}`);
+    assert.equal(waits.length, 1);
+    assert.ok(rateLimited(waits[0][0]), waits[0][0]);
+    assert.ok(waits[0][1] > 60_000, `waits ${waits[0][1]} ms`);
+    const error = await limited.events
+      .stream({ reconnect: false, onReconnect: (reason) => assert.fail(`retried: ${reason}`) })
+      [Symbol.asyncIterator]()
+      .next()
+      .catch((e) => e);
+    assert.ok(error instanceof RateLimitError, String(error));
+    assert.ok(error.retryAfter > 60_000);
+  });
+});
+
 describe('packaging', () => {
+  test("the global fetch is called as browsers require (a this of globalThis, or none)", async () => {
+    const real = globalThis.fetch;
+    let calls = 0;
+    globalThis.fetch = function (url, init) {
+      calls += 1;
+      if (this !== undefined && this !== globalThis) throw new TypeError('Illegal invocation');
+      return real(url, init);
+    };
+    try {
+      const client = new PenguinMails();
+      assert.ok((await client.events.listTypes()).length > 0);
+      assert.ok(calls >= 1); // more when a 429 was retried
+    } finally {
+      globalThis.fetch = real;
+    }
+  });
+
   test('the CommonJS build exports the same API', () => {
     const require = createRequire(import.meta.url);
     const cjs = require('@penguinmails/sdk');
     assert.equal(typeof cjs.PenguinMails, 'function');
     assert.equal(typeof cjs.RateLimitError, 'function');
     assert.equal(typeof new cjs.PenguinMails({ apiKey: 'x' }).emails.sendBulk, 'function');
+    assert.equal(typeof new cjs.PenguinMails({ apiKey: 'x' }).events.stream, 'function');
+    assert.equal(typeof cjs.SSEDecoder, 'function');
   });
 });

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
-from ._core import _retryable, backoff, parse_retry_after
+from ._core import MAX_RETRY_AFTER, _retryable, backoff, parse_retry_after
 from ._errors import APIConnectionError, PenguinMailsError, error_for
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class _StreamState:
         self.on_reconnect = on_reconnect
         self.connections = 0
         self._failures = 0
+        self._open_retries = 0
 
     def _request(self) -> dict[str, Any]:
         call = self._core._prepare(
@@ -128,18 +129,32 @@ class _StreamState:
         self.last_event_id = event.id or self.last_event_id
         self._failures = 0
 
+    def _may_retry(self, retry_after: float | None = None) -> bool:
+        """Whether a failure may be followed by another attempt: always when reconnecting;
+        else only while opening the one connection, as any call is retried (`max_retries`
+        times, and not for a Retry-After beyond a minute)."""
+        if self.reconnect:
+            return True
+        if self.connections or self._open_retries >= self._core.config.max_retries:
+            return False
+        if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+            return False
+        self._open_retries += 1
+        return True
+
     def _after(self, started: float, exc: Exception | None) -> float | None:
         """How long to wait before reconnecting (None: stop; raises what must surface)."""
         if isinstance(exc, PenguinMailsError):
-            if not (self.reconnect and exc.status is not None and _retryable(exc.status)):
-                raise exc
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is None and exc.headers is not None:
                 retry_after = parse_retry_after(exc.headers)  # a 503's
+            retryable = exc.status is not None and _retryable(exc.status)
+            if not (retryable and self._may_retry(retry_after)):
+                raise exc
             wait = retry_after if retry_after is not None else backoff(self._failures)
             reason = str(exc)
         elif isinstance(exc, httpx.TransportError):
-            if not self.reconnect:
+            if not self._may_retry():
                 raise APIConnectionError(f"Event stream: {exc}", code="connection_error") from exc
             wait = backoff(self._failures)
             reason = f"connection lost ({type(exc).__name__})"
@@ -162,7 +177,9 @@ class EventStream(_StreamState):
     `types` are catalog types or patterns (`email.*`); `campaign_ids` / `contact_tags` narrow
     as webhook endpoint filters do; `last_event_id` resumes after that event (a 409
     `event_stream_cursor_expired` ConflictError when it is older than the stream keeps).
-    `reconnect=False` ends the iteration when the server ends the stream. `last_event_id` is
+    `reconnect=False` makes one connection (opened with the retries of any call: `max_retries`,
+    a Retry-After of at most a minute) and ends the iteration when the server ends it.
+    `last_event_id` is
     the resume point: the last event your loop finished with (it asked for the next one).
     `on_connect()` is called on every (re)connection, `on_reconnect(reason, delay)` before
     each reconnection.

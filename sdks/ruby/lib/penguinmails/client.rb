@@ -36,15 +36,7 @@ module PenguinMails
 
     # One call: [data, meta] of the envelope, or a typed error after the retries.
     def send_request(method, path, body: nil, query: nil, auth: :key, idempotent: false, options: {})
-      uri = URI(base_url + path)
-      params = encode_query(query)
-      uri.query = URI.encode_www_form(params) unless params.empty?
-      headers = {
-        "Accept" => "application/json",
-        "User-Agent" => "penguinmails-ruby/#{VERSION}"
-      }.merge(@default_headers)
-      credential = credential_for(auth)
-      headers["Authorization"] = "Bearer #{credential}" if credential
+      uri, headers = prepare(path, query: query, auth: auth)
       # One key per call, reused by every retry: the API answers a retry with the stored result.
       key = options[:idempotency_key] || (idempotent ? SecureRandom.uuid : nil)
       headers["Idempotency-Key"] = key if key
@@ -88,9 +80,41 @@ module PenguinMails
       end
     end
 
+    # The URI and headers (credentials, User-Agent, default headers) of a call: what
+    # send_request sends, and what the event stream opens its connections with.
+    def prepare(path, query: nil, auth: :key)
+      uri = URI(base_url + path)
+      params = encode_query(query)
+      uri.query = URI.encode_www_form(params) unless params.empty?
+      headers = {
+        "Accept" => "application/json",
+        "User-Agent" => "penguinmails-ruby/#{VERSION}"
+      }.merge(@default_headers)
+      credential = credential_for(auth)
+      headers["Authorization"] = "Bearer #{credential}" if credential
+      [uri, headers]
+    end
+
     # 0.5 s, 1 s, 2 s ... capped at 8 s, minus up to 25 % of jitter.
     def backoff(retry_number)
       [0.5 * (2**retry_number), 8.0].min * (1 - (0.25 * rand))
+    end
+
+    # Seconds a Retry-After header asks for (seconds or an HTTP date), or nil.
+    def parse_retry_after(raw)
+      return nil if raw.nil? || raw.empty?
+
+      Float(raw, exception: false)&.then { |s| [s, 0.0].max } ||
+        begin
+          [Time.httpdate(raw) - Time.now, 0.0].max
+        rescue ArgumentError
+          nil
+        end
+    end
+
+    # Statuses worth another attempt: 408, 429 and 5xx but 501.
+    def retryable?(status)
+      [408, 429].include?(status) || (status >= 500 && status != 501)
     end
 
     private
@@ -136,21 +160,6 @@ module PenguinMails
 
         Array(value).map { |v| [key.to_s, v.respond_to?(:iso8601) ? v.iso8601 : v.to_s] }
       end
-    end
-
-    def parse_retry_after(raw)
-      return nil if raw.nil? || raw.empty?
-
-      Float(raw, exception: false)&.then { |s| [s, 0.0].max } ||
-        begin
-          [Time.httpdate(raw) - Time.now, 0.0].max
-        rescue ArgumentError
-          nil
-        end
-    end
-
-    def retryable?(status)
-      [408, 429].include?(status) || (status >= 500 && status != 501)
     end
   end
 

@@ -115,7 +115,7 @@ function uuid4(): string {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /** Longest `Retry-After` the SDK waits inside one call; longer waits surface as errors. */
-const MAX_RETRY_AFTER_MS = 60_000;
+export const MAX_RETRY_AFTER_MS = 60_000;
 
 /** Milliseconds a `Retry-After` header asks for (seconds or an HTTP date), or null. */
 export function parseRetryAfter(headers: Headers): number | null {
@@ -135,7 +135,8 @@ export function backoff(retry: number): number {
   return base * (1 - 0.25 * Math.random());
 }
 
-function retryable(status: number): boolean {
+/** Statuses worth another attempt: 408, 429 and 5xx but 501. */
+export function retryable(status: number): boolean {
   return status === 408 || status === 429 || (status >= 500 && status !== 501);
 }
 
@@ -145,7 +146,8 @@ export class Transport {
   readonly baseUrl: string;
   readonly maxRetries: number;
   readonly timeout: number;
-  private readonly fetchImpl: typeof fetch;
+  /** The fetch implementation in use (the option, else the global one). */
+  readonly fetchImpl: typeof fetch;
   private readonly defaultHeaders: Record<string, string>;
 
   constructor(options: ClientOptions = {}) {
@@ -156,7 +158,9 @@ export class Transport {
     this.timeout = options.timeout ?? 60_000;
     const f = options.fetch ?? (globalThis as any).fetch;
     if (!f) throw new PenguinMailsError('No fetch implementation: pass `fetch` in the options');
-    this.fetchImpl = f;
+    // Called as `this.fetchImpl(...)`: a browser's own fetch refuses any `this` but the window
+    // ("Illegal invocation"), so the global one is bound to it.
+    this.fetchImpl = options.fetch ? f : f.bind(globalThis);
     this.defaultHeaders = options.defaultHeaders ?? {};
   }
 
@@ -188,7 +192,9 @@ export class Transport {
     return new PagePromise<T>(this, op, options);
   }
 
-  async send(op: Operation, options: RequestOptions = {}): Promise<{ data: unknown; meta: ResponseMeta }> {
+  /** The URL and headers (credentials, User-Agent, default headers) of a call: what `send`
+   * sends, and what the event stream opens its connections with. */
+  prepare(op: Operation): { url: string; headers: Record<string, string> } {
     const url = this.buildUrl(op.path, op.query);
     const headers: Record<string, string> = {
       Accept: 'application/json',
@@ -197,6 +203,11 @@ export class Transport {
     };
     const credential = this.credential(op.auth ?? 'key');
     if (credential) headers.Authorization = `Bearer ${credential}`;
+    return { url, headers };
+  }
+
+  async send(op: Operation, options: RequestOptions = {}): Promise<{ data: unknown; meta: ResponseMeta }> {
+    const { url, headers } = this.prepare(op);
     let body: string | undefined;
     if (op.body !== undefined) {
       headers['Content-Type'] = 'application/json';
