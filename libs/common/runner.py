@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -217,6 +218,8 @@ def run_cli(
     if ns.what in commands:
         return commands[ns.what](settings, ns.args)
     settings.process_kind = ns.what  # its row of the connection budget (db.POOL_BUDGET)
+    if nice := settings.nice_for(ns.what):
+        os.nice(nice)  # background work yields the CPU to processes answering callers
     # uvloop (uvicorn[standard] brings it): what uvicorn would pick if it made the loop
     # itself; here the runner makes it, so it must ask. Lower per-request latency and CPU
     # for every process (gateway hop, relays, consumers).

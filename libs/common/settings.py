@@ -36,6 +36,12 @@ def default_port(service: str, process: str) -> int:
     return base + SERVICE_NAMES.index(service)
 
 
+# Processes that work through a backlog (consumers, relays, the campaign runner, billing's
+# reconciler) run at a lower CPU priority than those answering callers, so that on a shared
+# host a drain of 100,000 events does not multiply the API's latency (bench/drain.py).
+BACKGROUND_KINDS = frozenset({"worker", "relay", "runner", "reconciler"})
+BACKGROUND_NICE = 10
+
 # Seconds between a robust AMQP connection's attempts to come back after the broker went away
 # (aio-pika's default is 5 s). Every connection of ours uses it, so consumers and relays are
 # consuming again within about a second of the broker's return (issue 16's 10 s target); a
@@ -68,6 +74,11 @@ class ServiceSettings(BaseSettings):
     # The process kind (api, worker, relay, ...), set by the runner: selects the row of
     # libs.common.db.POOL_BUDGET. PM_DB_POOL_MIN / PM_DB_POOL_MAX override that row.
     process_kind: str = "command"
+    # Niceness this process adds to itself at start (os.nice; docs/scheduling.md "CPU
+    # priority"): None = its kind's default, BACKGROUND_NICE for the kinds that work through a
+    # backlog (worker, relay, runner, reconciler), 0 for those that answer callers (api,
+    # express, smtp). 0 turns it off.
+    process_nice: int | None = Field(default=None, ge=0, le=19)
     db_pool_min: int | None = None
     db_pool_max: int | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -152,6 +163,11 @@ class ServiceSettings(BaseSettings):
             self.db_pool_min if self.db_pool_min is not None else row.min_size,
             self.db_pool_max if self.db_pool_max is not None else row.max_size,
         )
+
+    def nice_for(self, process: str) -> int:
+        if self.process_nice is not None:
+            return self.process_nice
+        return BACKGROUND_NICE if process in BACKGROUND_KINDS else 0
 
     def port_for(self, process: str) -> int:
         return self.http_port or default_port(self.service_name, process)

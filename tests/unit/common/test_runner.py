@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from libs.common.runner import run_cli
-from libs.common.settings import ServiceSettings
+from libs.common.settings import BACKGROUND_NICE, ServiceSettings
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_processes_run_on_uvloop() -> None:
@@ -19,3 +25,42 @@ def test_processes_run_on_uvloop() -> None:
 
     assert run_cli("probe", ServiceSettings, {"probe": probe}, argv=["probe"]) == 0
     assert seen == [uvloop.Loop]
+
+
+def _added_nice(kind: str, **env: str) -> int:
+    """The niceness a `kind` process adds to itself at start (run in a child: os.nice cannot
+    be undone in this one)."""
+    code = (
+        "import os\n"
+        "from libs.common.runner import run_cli\n"
+        "from libs.common.settings import ServiceSettings\n"
+        "async def probe(_settings):\n"
+        "    print(os.getpriority(os.PRIO_PROCESS, 0))\n"
+        f"run_cli('probe', ServiceSettings, {{{kind!r}: probe}}, argv=[{kind!r}])\n"
+    )
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**child_env, "PYTHONPATH": str(REPO), **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1]) - os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_background_processes_yield_the_cpu_to_those_answering_callers() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    background = min(BACKGROUND_NICE, 19 - base)  # the kernel caps niceness at 19
+    for kind in ("worker", "relay", "runner", "reconciler"):
+        assert _added_nice(kind) == background, kind
+    for kind in ("api", "express", "smtp"):
+        assert _added_nice(kind) == 0, kind
+
+
+def test_process_nice_overrides_the_kinds_default() -> None:
+    assert _added_nice("worker", PM_PROCESS_NICE="0") == 0
+    assert _added_nice("api", PM_PROCESS_NICE="3") == min(
+        3, 19 - os.getpriority(os.PRIO_PROCESS, 0)
+    )
