@@ -155,6 +155,7 @@ async def main() -> None:
     arrivals: list[tuple[float, float, str]] = []
     readers: list[asyncio.Task[None]] = []
     stored_lag: list[float] = []
+    relay_lag: list[float] = []
     stored_lag_all: list[float] = []
     stored_at: dict[str, float] = {}
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -226,6 +227,15 @@ async def main() -> None:
                 )
             ]
         )
+        # The relay's share: insert (just before the commit) -> broker confirm.
+        relay_lag = [
+            float(r["lag"])
+            for r in await pool.fetch(
+                "SELECT extract(epoch FROM published_at - created_at) AS lag FROM outbox"
+                " WHERE published_at IS NOT NULL AND created_at >= to_timestamp($1)",
+                measured_from,
+            )
+        ]
         peaks = peak_rss({f"webhooks {name}": p.pid for name, p in zip(ports, procs, strict=True)})
         # CPU seconds of each process over the whole run (less sensitive to the host's load
         # than rates): the worker's covers both of its queues (fan-out and stream).
@@ -277,6 +287,8 @@ async def main() -> None:
     print(f"  webhooks (commit -> at the receiver):     {summary(hooks)}")
     if stored_lag and pushed:
         print(f"  of which commit -> stored in stream_events: {summary(stored_lag)}")
+        if relay_lag:
+            print(f"    of which commit -> published by the relay: {summary(relay_lag)}")
         print(f"  and stored -> on the open stream:            {summary(pushed)}")
     print("  " + memory_line(peaks))
     print("  CPU seconds over the run: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
