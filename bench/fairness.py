@@ -31,7 +31,8 @@ Run: `uv run python -m bench.fairness` (needs the OpenBao dev server of `make in
 BENCH_FAIRNESS_N (default 100000), BENCH_FAIRNESS_K (default 40); the worker's settings:
 BENCH_FAIRNESS_CLAIM_LIMIT (200), BENCH_FAIRNESS_CLAIM_LIMIT_ALONE (1000),
 BENCH_FAIRNESS_PREFETCH (32), BENCH_FAIRNESS_SEND_CONCURRENCY (2),
-BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS (10).
+BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS (10); BENCH_FAIRNESS_PROCESS_NICE (unset: each kind's
+niceness as deployed; 0: the worker and relay at the express lane's priority).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ SLOTS = os.environ.get("BENCH_FAIRNESS_SEND_CONCURRENCY", "2")  # PM_SEND_CONCUR
 EXPRESS = os.environ.get("BENCH_FAIRNESS_EXPRESS_MAX_RECIPIENTS", "10")
 SMALL_PROVIDER = os.environ.get("BENCH_FAIRNESS_SMALL_PROVIDER", "mailgun")
 assert SMALL_PROVIDER in ("mailgun", "postmark"), SMALL_PROVIDER
+# The processes' niceness; unset: each kind's, as deployed (docs/scheduling.md "CPU
+# priority": the worker and relay at +10, api and express at 0); 0: all at the same.
+NICE = os.environ.get("BENCH_FAIRNESS_PROCESS_NICE", "")
 POSTMARK_TOKEN = "pm-server-token"  # the standalone fake's (tests/fakes/postmark.py)
 PER_CALL = 10_000
 BATCH_SIZE = 1000
@@ -224,7 +228,7 @@ async def main() -> None:
         PM_DNS_RESOLVERS=dns.address, PYTHONPATH=str(REPO),
         PM_CLAIM_LIMIT=CLAIM_LIMIT, PM_CLAIM_LIMIT_ALONE=CLAIM_LIMIT_ALONE,
         PM_CONSUMER_PREFETCH=PREFETCH, PM_SEND_CONCURRENCY=SLOTS,
-        PM_EXPRESS_MAX_RECIPIENTS=EXPRESS,
+        PM_EXPRESS_MAX_RECIPIENTS=EXPRESS, **({"PM_PROCESS_NICE": NICE} if NICE else {}),
     )  # fmt: skip
     # The lane off: no express process (also how main's code, which has none, is measured).
     kinds = ("api", "relay", "worker") + (("express",) if EXPRESS != "0" else ())
@@ -307,7 +311,8 @@ async def main() -> None:
           f"{PER_CALL:,}, batch_size {BATCH_SIZE}); small tenant: {K} single sends, one per "
           f"{INTERVAL} s; one worker, claim limit {CLAIM_LIMIT} ({CLAIM_LIMIT_ALONE} alone), "
           f"prefetch {PREFETCH}, send slots {SLOTS}; express lane: sends of at most {EXPRESS} "
-          f"recipients (0: off); the small tenant's provider: {SMALL_PROVIDER}")  # fmt: skip
+          f"recipients (0: off); the small tenant's provider: {SMALL_PROVIDER}; worker and relay"
+          f" at nice +{NICE or '10 (as deployed)'}")  # fmt: skip
     print(f"  big bulk accepted in {accepted:.1f} s, drained (last provider request) after "
           f"{drained:.1f} s")  # fmt: skip
     print(f"  small tenant, idle system:        {summary(idle)}  ({len(idle)} sends)")
