@@ -218,6 +218,22 @@ _RELAY_ERRORS = (
 )
 
 
+# The next batch: due pending rows in publishing order (priority, then creation order). The
+# ORDER BY names `outbox.created_at`, the column: a bare `created_at` is the output alias (the
+# due time, for the lag metric), which no index holds, so every claim read and sorted all
+# pending rows (79 ms per claim at 13,500 pending, spilling to disk) instead of walking
+# outbox_pending_idx, and claimed in another order than `_in_tenant_order` checks against.
+_CLAIM = (
+    "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
+    " tenant_id, priority, created_at AS committed_at,"
+    " greatest(created_at, not_before) AS created_at FROM outbox"
+    " WHERE published_at IS NULL"
+    " AND (not_before IS NULL OR not_before <= now())"
+    " ORDER BY outbox.priority DESC, outbox.created_at"
+    " LIMIT $1"
+    " FOR UPDATE SKIP LOCKED"
+)
+
 # The smallest batch a relay shrinks to when confirms time out.
 _MIN_BATCH = 10
 # How soon a relay claims again after leaving rows behind another claim's.
@@ -304,17 +320,7 @@ class OutboxRelay:
                 # One claim at a time in this relay, up to its publishes being queued on the
                 # channel (in claim order): the confirm waits overlap, the claims never race.
                 async with self._claim_lock:
-                    claimed = await conn.fetch(
-                        "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
-                        " tenant_id, priority, created_at AS committed_at,"
-                        " greatest(created_at, not_before) AS created_at FROM outbox"
-                        " WHERE published_at IS NULL"
-                        " AND (not_before IS NULL OR not_before <= now())"
-                        " ORDER BY priority DESC, created_at"
-                        " LIMIT $1"
-                        " FOR UPDATE SKIP LOCKED",
-                        self.batch_limit,
-                    )
+                    claimed = await conn.fetch(_CLAIM, self.batch_limit)
                     if not claimed:
                         _DEFERRED.set(0)
                         return 0

@@ -458,3 +458,50 @@ async def _later_event_waits(
             await claim.rollback()  # the other claim gave the first row up
             await eventually(lambda: len(seen.ids(tenant)) >= 2, timeout=30)
     assert seen.ids(tenant) == first + second
+
+
+async def test_a_scheduled_command_once_due_goes_in_creation_order_and_holds_nothing_up(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """A tenant's command scheduled for later, and one written after it for now: once both
+    are due the earlier-written one is claimed first, the order `_in_tenant_order` checks
+    against. The claim once sorted by the due time (its output alias) instead: with room for
+    one row it claimed the later-written command, held it back behind the earlier pending
+    one, and claimed the same row again and again, publishing nothing."""
+    from typing import ClassVar
+
+    from libs.common.commands import Command, make_command
+    from libs.common.outbox import enqueue_commands
+
+    class Ping(Command):
+        command_type: ClassVar[str] = "t.ping"
+        queue: ClassVar[str] = f"t{unique}.ping"
+        n: int
+
+    tenant = f"t_{unique}"
+
+    def ping(n: int) -> Envelope:
+        return make_command(Ping(n=n), tenant_id=tenant, source="/t")
+
+    scheduled, now = ping(1), ping(2)
+    async with own_outbox(test_database, f"outbox_due_{unique}") as (schema, pool):
+        async with pool.acquire() as conn, conn.transaction():
+            later = await conn.fetchval("SELECT now() + interval '1 hour'")
+            await enqueue_commands(conn, Ping.queue, [(scheduled, later)])
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue_commands(conn, Ping.queue, [(now, None)])
+        # Now due, at a time after the second was written.
+        await pool.execute(
+            "UPDATE outbox SET not_before = clock_timestamp() WHERE id = $1", scheduled.id
+        )
+        relay = OutboxRelay(pool, schema, amqp_url, batch_size=1)
+        await relay.connect()
+        try:
+            published = [await relay.publish_batch() for _ in range(3)]
+        finally:
+            await relay.close()
+        order = await pool.fetch(
+            "SELECT id FROM outbox WHERE published_at IS NOT NULL ORDER BY published_at"
+        )
+        assert published == [1, 1, 0]
+        assert [r["id"] for r in order] == [scheduled.id, now.id]
