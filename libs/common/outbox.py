@@ -347,17 +347,16 @@ class OutboxRelay:
                     # On the channel before the claim lock goes: these rows go out before
                     # any later claim's.
                     try:
-                        written, confirms = await _write_publishes(amqp, frames, len(rows))
+                        written, confirmed = await _write_publishes(amqp, frames, len(rows))
                     except BaseException:
                         _end(spans)
                         raise
                     sent = [r["id"] for r in rows]
                     self._sent.update(sent)
                 try:
-                    await self._confirmed(written, confirms)
+                    await self._confirmed(written, confirmed)
                 finally:
-                    for c in confirms:
-                        c.cancel()  # after a failure: the broker's late answer is ignored
+                    confirmed.cancel()  # after a failure: the broker's late answers are ignored
                     _end(spans)
                 await conn.execute(
                     "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
@@ -389,14 +388,14 @@ class OutboxRelay:
             )
 
     async def _confirmed(
-        self, written: asyncio.Future[Any], confirms: Sequence[asyncio.Future[Any]]
+        self, written: asyncio.Future[Any], confirmed: asyncio.Future[Any]
     ) -> None:
-        """Wait for a batch's broker confirms. A nack fails its confirmation with aiormq's
-        DeliveryError, a closed channel all of them, and a broker too slow raises
+        """Wait for a batch's broker confirms (`_write_publishes`). A nack fails the batch with
+        aiormq's DeliveryError, a closed channel with its reason, and a broker too slow raises
         TimeoutError: the batch is not marked (and the next claim is smaller)."""
         async with asyncio.timeout(_CONFIRM_SECONDS):
             await written
-            await asyncio.gather(*confirms)
+            await confirmed
 
     def _frames(
         self, amqp: aiormq.abc.AbstractChannel, rows: Sequence[asyncpg.Record]
@@ -583,28 +582,74 @@ def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
     return frame
 
 
+class _Confirms:
+    """The broker's answers to one batch's publishes, counted: `future` resolves once every
+    publish is acked, and fails at the first nack or when the channel closes. Each publish's
+    entry in aiormq's `confirmations` is a `_Confirm` of it: aiormq answers a confirmation
+    with done(), cancelled(), set_result(frame) or set_exception(error), as it does its own
+    futures, so a batch needs no future, callbacks and store entry per message."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+        self.future = future
+        self.left = count
+
+    def ack(self) -> None:
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class _Confirm:
+    """One publish's place in aiormq's `Channel.confirmations` (see `_Confirms`)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: _Confirms) -> None:
+        self.batch = batch
+
+    def done(self) -> bool:
+        return self.batch.future.done()
+
+    def cancelled(self) -> bool:
+        # Asked only of a confirmation already done, to log a late answer: an answer after
+        # the batch failed or timed out is expected (aiormq logs it at debug level).
+        return self.batch.future.done()
+
+    def set_result(self, _frame: object) -> None:
+        self.batch.ack()
+
+    def set_exception(self, error: BaseException) -> None:
+        self.batch.fail(error)
+
+
 async def _write_publishes(
     amqp: aiormq.abc.AbstractChannel, frames: bytes, count: int
-) -> tuple[asyncio.Future[Any], list[asyncio.Future[Any]]]:
+) -> tuple[asyncio.Future[Any], asyncio.Future[None]]:
     """Put `count` publishes, marshalled as `frames`, on the channel in one write; returns the
-    write's drain future and each publish's broker confirmation, in order.
+    write's drain future and the batch's confirmation (`_Confirms`): resolved once the broker
+    acked every publish, failed by a nack (aiormq's DeliveryError) or a closed channel.
 
     What aiormq's `basic_publish` does per message (take the channel lock, number the
     delivery, register its confirmation, queue its frames), done once for the batch: one
-    socket write instead of one per message, and no task, lock or timeout per message. It
-    touches aiormq's channel internals (`delivery_tag`, `confirmations`, `write_queue`),
-    pinned by uv.lock; the relay tests go through it. Confirmations are aiormq's own
-    futures: an ack resolves one, a nack fails it with DeliveryError, a closed channel fails
-    them all."""
+    socket write instead of one per message, and no task, lock, timeout or future per
+    message. It touches aiormq's channel internals (`delivery_tag`, `confirmations`,
+    `write_queue`), pinned by uv.lock; the relay tests go through it."""
     ch: Any = amqp
     if not ch.publisher_confirms:
         raise RuntimeError("the relay publishes with publisher confirms only")
+    loop = asyncio.get_running_loop()
+    batch = _Confirms(loop.create_future(), count)
     async with ch.lock:
         first = ch.delivery_tag + 1
-        confirms = [ch.create_future() for _ in range(count)]
-        written: asyncio.Future[Any] = ch.create_future()
-        for tag, confirm in enumerate(confirms, first):
-            ch.confirmations[tag] = confirm
+        written: asyncio.Future[Any] = ch.create_future()  # failed too if the channel closes
+        for tag in range(first, first + count):
+            ch.confirmations[tag] = _Confirm(batch)
         try:
             ch.delivery_tag = first + count - 1
             await ch.write_queue.put(
@@ -613,12 +658,27 @@ async def _write_publishes(
         except BaseException:
             # Not queued: the broker has not seen these publishes; their numbers are free.
             ch.delivery_tag = first - 1
-            for tag, confirm in enumerate(confirms, first):
+            for tag in range(first, first + count):
                 ch.confirmations.pop(tag, None)
-                confirm.cancel()
             written.cancel()
+            batch.future.cancel()
             raise
-    return written, confirms
+    # A closed channel answers none of them: fail the batch with the channel's reason.
+    closing: asyncio.Future[Any] = ch.closing
+
+    def on_close(closed: asyncio.Future[Any]) -> None:
+        error = None if closed.cancelled() else closed.exception()
+        if not closed.cancelled():
+            batch.fail(error or aiormq.exceptions.ChannelInvalidStateError("channel closed"))
+
+    def on_confirmed(_: asyncio.Future[None]) -> None:
+        closing.remove_done_callback(on_close)
+        closing.cancel()  # stops our observer (the channel's own future if already closed:
+        # done, so untouched)
+
+    closing.add_done_callback(on_close)
+    batch.future.add_done_callback(on_confirmed)
+    return written, batch.future
 
 
 def _end(spans: Iterable[trace.Span]) -> None:

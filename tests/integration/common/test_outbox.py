@@ -129,11 +129,11 @@ class SlowConfirmRelay(OutboxRelay):
             self.published_by = [*self.published_by, limit]
         return n
 
-    async def _confirmed(self, written, confirms):
+    async def _confirmed(self, written, confirmed):
         if _claiming.get() > self.ceiling:
             self.timed_out += 1
             raise TimeoutError
-        await super()._confirmed(written, confirms)
+        await super()._confirmed(written, confirmed)
 
 
 @contextlib.asynccontextmanager
@@ -599,3 +599,30 @@ async def test_an_event_larger_than_a_frame_arrives_whole_with_the_relays_proper
             assert message.content_type == "application/cloudevents+json"
             assert message.delivery_mode == 2
         assert len(by_id[str(big.id)].body) > 300_000
+
+
+async def test_a_channel_closed_under_a_batch_fails_it_at_once_unmarked(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """The broker closes the channel under a batch (here: its exchange was deleted, a 404):
+    the batch fails with the channel's reason, not after the confirm time-out, and its rows
+    stay pending for the next claim."""
+    import aio_pika
+
+    tenant = f"t_{unique}"
+    exchange = f"t{unique}.gone"
+    async with own_outbox(test_database, f"outbox_closed_{unique}") as (schema, pool):
+        await commit_events(pool, tenant, 0, 3)
+        relay = OutboxRelay(pool, schema, amqp_url, exchange=exchange)
+        await relay.connect()
+        connection = await aio_pika.connect_robust(amqp_url)
+        try:
+            async with connection:
+                channel = await connection.channel()
+                await channel.exchange_delete(exchange)
+            with pytest.raises(aiormq.exceptions.AMQPError) as failed:
+                await relay.publish_batch()
+            assert not isinstance(failed.value, TimeoutError)
+        finally:
+            await relay.close()
+        assert await unpublished(pool, tenant) == 3
