@@ -667,14 +667,17 @@ async def _write_publishes(
     closing: asyncio.Future[Any] = ch.closing
 
     def on_close(closed: asyncio.Future[Any]) -> None:
+        # Removed before our own cancel (on_confirmed): any end of the channel fails the batch.
         error = None if closed.cancelled() else closed.exception()
-        if not closed.cancelled():
-            batch.fail(error or aiormq.exceptions.ChannelInvalidStateError("channel closed"))
+        batch.fail(error or aiormq.exceptions.ChannelInvalidStateError("channel closed"))
 
-    def on_confirmed(_: asyncio.Future[None]) -> None:
+    def on_confirmed(done: asyncio.Future[None]) -> None:
         closing.remove_done_callback(on_close)
-        closing.cancel()  # stops our observer (the channel's own future if already closed:
-        # done, so untouched)
+        # Stops our observer (if the channel had closed already, `closing` is its own future:
+        # done, so a cancel leaves it be).
+        closing.cancel()
+        if not done.cancelled():
+            done.exception()  # retrieved: a caller that failed on `written` never awaits it
 
     closing.add_done_callback(on_close)
     batch.future.add_done_callback(on_confirmed)
