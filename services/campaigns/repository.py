@@ -642,7 +642,7 @@ class SendRecord(NamedTuple):
     contact_id: UUID
     step: int
     request_id: str
-    event_id: UUID
+    event_id: UUID | str  # the event's id (text, as `stamp_events` makes it)
     email: str
 
 

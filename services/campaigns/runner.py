@@ -36,6 +36,7 @@ from libs.common.events import (
     Envelope,
     make_event,
     new_event_id,
+    stamp_events,
 )
 from services.campaigns import repository as repo
 from services.campaigns.repository import RecipientAdvance, SendRecord
@@ -185,9 +186,30 @@ class CampaignRunner:
         settings = campaign["settings"]
         # analytics_enabled: false turns open and click tracking off.
         tracking = settings.get("analytics_enabled", True)
-        sends: list[SendRecord] = []
+        sent: list[tuple[UUID, int, str, str]] = []  # contact, step, request id, email
         advances: list[RecipientAdvance] = []
-        events = []
+        # One validated email.requested per batch: each recipient's event is stamped from it
+        # (`stamp_events`: a fresh id and the recipient's fields), not a pydantic model and
+        # envelope per recipient; `enqueue_copy` writes the stamped dicts as they are.
+        template = _requested(
+            EmailRequested(
+                request_id="",
+                to="",
+                from_=campaign["from_email"],
+                from_name=campaign["from_name"],
+                reply_to=campaign["reply_to"],
+                campaign_id=str(cid),
+                category=settings.get("category", "marketing"),
+                track_opens=tracking and settings.get("track_opens", True),
+                track_clicks=tracking and settings.get("track_clicks", True),
+                mode=campaign["mode"],
+                prerendered=True,
+            ),
+            campaign["tenant_id"],
+            f"campaigns/{cid}",
+        )
+        subject = f"campaigns/{cid}"
+        items: list[tuple[str, dict[str, Any]]] = []
         live = [r for r in rows if r["email"] is not None and r["contact_status"] == "active"]
         rendered = await render_many(
             [
@@ -219,31 +241,22 @@ class CampaignRunner:
                 STEPS.labels("failed").inc()
                 continue
             request_id = request_id_for(cid, contact_id, number)
-            event = _requested(
-                EmailRequested(
-                    request_id=request_id,
-                    to=r["email"],
-                    from_=campaign["from_email"],
-                    from_name=campaign["from_name"],
-                    reply_to=campaign["reply_to"],
-                    subject=content.subject,
-                    html=content.html,
-                    text=content.text,
-                    campaign_id=str(cid),
-                    contact_id=str(contact_id),
-                    step=number,
-                    category=settings.get("category", "marketing"),
-                    track_opens=tracking and settings.get("track_opens", True),
-                    track_clicks=tracking and settings.get("track_clicks", True),
-                    tags=list(r["tags"] or []),
-                    mode=campaign["mode"],
-                    prerendered=True,
-                ),
-                campaign["tenant_id"],
-                f"campaigns/{cid}",
+            items.append(
+                (
+                    subject,
+                    {
+                        "request_id": request_id,
+                        "to": r["email"],
+                        "subject": content.subject,
+                        "html": content.html,
+                        "text": content.text,
+                        "contact_id": str(contact_id),
+                        "step": number,
+                        "tags": list(r["tags"] or []),
+                    },
+                )
             )
-            events.append(event)
-            sends.append(SendRecord(contact_id, number, request_id, event.id, r["email"]))
+            sent.append((contact_id, number, request_id, r["email"]))
             if number < len(steps):
                 due = now + timedelta(days=float(steps[number]["delay_days"]))
                 advances.append(
@@ -251,6 +264,11 @@ class CampaignRunner:
                 )
             else:
                 advances.append(RecipientAdvance(contact_id, number, now, "done", None, True))
+        events = list(stamp_events(template, items))
+        sends = [
+            SendRecord(contact_id, number, request_id, event["id"], email)
+            for (contact_id, number, request_id, email), event in zip(sent, events, strict=True)
+        ]
         await repo.record_sends(conn, cid, sends, advances, now)
         # One COPY for the batch's events (the same rows as INSERTs; a fraction of the cost).
         await outbox.enqueue_copy(conn, events)

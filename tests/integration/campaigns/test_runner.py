@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 
-from libs.common.events import EmailReplied, EmailUnsubscribed, make_event
+from libs.common.events import EmailReplied, EmailUnsubscribed, Envelope, make_event
 from services.campaigns.runner import CampaignRunner
 from tests.conftest import ServiceProcess
 from tests.integration.campaigns.conftest import eventually, publish
@@ -98,6 +98,16 @@ async def test_two_step_sequence_goes_only_to_contacts_who_did_not_reply(
     assert first["data"]["html"] == f"<p>Hi {name}</p>"
     # Rendered here, so delivery must not evaluate contact data as a template again.
     assert first["data"]["prerendered"] is True
+    # Stamped from one model per batch: each event is exactly what its own model would write
+    # (every field, aliases, types), its send logged under its id.
+    for event in step1:
+        envelope = Envelope.model_validate(event)
+        assert envelope.payload().model_dump(mode="json", by_alias=True) == event["data"]
+        assert envelope.subject == f"campaigns/{cid}" and envelope.type == "email.requested"
+    logged = await campaigns_pool.fetch(
+        "SELECT event_id::text AS id FROM campaign_sends WHERE campaign_id = $1", UUID(cid)
+    )
+    assert sorted(r["id"] for r in logged) == sorted(e["id"] for e in step1)
 
     # Two contacts reply to step 1 (as delivery reports it on pm.events).
     repliers = [c["id"] for c in contacts[:2]]

@@ -7,7 +7,9 @@ import contextlib
 import contextvars
 from collections.abc import AsyncIterator
 
+import aiormq
 import asyncpg
+import orjson
 import pytest
 
 from libs.common.events import ContactCreated, Envelope, make_event
@@ -127,11 +129,11 @@ class SlowConfirmRelay(OutboxRelay):
             self.published_by = [*self.published_by, limit]
         return n
 
-    async def _publish_row(self, amqp, row):
+    async def _confirmed(self, written, confirmed):
         if _claiming.get() > self.ceiling:
             self.timed_out += 1
             raise TimeoutError
-        await super()._publish_row(amqp, row)
+        await super()._confirmed(written, confirmed)
 
 
 @contextlib.asynccontextmanager
@@ -170,7 +172,13 @@ async def test_a_relay_whose_confirms_time_out_shrinks_its_batches_and_publishes
         relay = SlowConfirmRelay(pool, schema, amqp_url, batch_size=500, poll_interval=0.2)
         ids = await commit_events(pool, tenant, 0, 300)
         async with running(relay):
-            await eventually(lambda: set(seen.ids(tenant)) >= set(ids), timeout=60)
+            # Marked published, not only seen: a batch whose confirms timed out was on the
+            # wire already (the broker may route it), and is published again.
+            async def drained() -> bool:
+                return await unpublished(pool, tenant) == 0
+
+            await eventually(drained, timeout=60)
+            await eventually(lambda: set(seen.ids(tenant)) >= set(ids), timeout=10)
         # Batches of 500, 250, 125 and 62 timed out (their rows stayed unpublished, released
         # by the rollback); once small enough the broker kept up, and every event went out.
         assert relay.timed_out > 0
@@ -458,3 +466,163 @@ async def _later_event_waits(
             await claim.rollback()  # the other claim gave the first row up
             await eventually(lambda: len(seen.ids(tenant)) >= 2, timeout=30)
     assert seen.ids(tenant) == first + second
+
+
+async def test_a_scheduled_command_once_due_goes_in_creation_order_and_holds_nothing_up(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """A tenant's command scheduled for later, and one written after it for now: once both
+    are due the earlier-written one is claimed first, the order `_in_tenant_order` checks
+    against. The claim once sorted by the due time (its output alias) instead: with room for
+    one row it claimed the later-written command, held it back behind the earlier pending
+    one, and claimed the same row again and again, publishing nothing."""
+    from typing import ClassVar
+
+    from libs.common.commands import Command, make_command
+    from libs.common.outbox import enqueue_commands
+
+    class Ping(Command):
+        command_type: ClassVar[str] = "t.ping"
+        queue: ClassVar[str] = f"t{unique}.ping"
+        n: int
+
+    tenant = f"t_{unique}"
+
+    def ping(n: int) -> Envelope:
+        return make_command(Ping(n=n), tenant_id=tenant, source="/t")
+
+    scheduled, now = ping(1), ping(2)
+    async with own_outbox(test_database, f"outbox_due_{unique}") as (schema, pool):
+        async with pool.acquire() as conn, conn.transaction():
+            later = await conn.fetchval("SELECT now() + interval '1 hour'")
+            await enqueue_commands(conn, Ping.queue, [(scheduled, later)])
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue_commands(conn, Ping.queue, [(now, None)])
+        # Now due, at a time after the second was written.
+        await pool.execute(
+            "UPDATE outbox SET not_before = clock_timestamp() WHERE id = $1", scheduled.id
+        )
+        relay = OutboxRelay(pool, schema, amqp_url, batch_size=1)
+        await relay.connect()
+        try:
+            published = [await relay.publish_batch() for _ in range(3)]
+        finally:
+            await relay.close()
+        order = await pool.fetch(
+            "SELECT id FROM outbox WHERE published_at IS NOT NULL ORDER BY published_at"
+        )
+        assert published == [1, 1, 0]
+        assert [r["id"] for r in order] == [scheduled.id, now.id]
+
+
+async def test_a_batch_the_broker_nacks_is_not_marked_published(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """A batch goes out in one write and is confirmed publish by publish: a broker nack of
+    any of its messages (here a queue that rejects what it has no room for) fails the batch,
+    whose rows stay pending with the reason, for the next claim to publish again."""
+    from typing import ClassVar
+
+    import aio_pika
+
+    from libs.common.commands import Command, direct_exchange, make_command
+    from libs.common.outbox import enqueue_commands
+
+    class Ping(Command):
+        command_type: ClassVar[str] = "t.ping"
+        queue: ClassVar[str] = f"t{unique}.ping"
+        n: int
+
+    tenant = f"t_{unique}"
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with (
+        connection,
+        own_outbox(test_database, f"outbox_nack_{unique}") as (schema, pool),
+    ):
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            direct_exchange(Ping.queue), aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        queue = await channel.declare_queue(
+            Ping.queue,
+            exclusive=True,
+            arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+        )
+        await queue.bind(exchange, routing_key=Ping.queue)
+        async with pool.acquire() as conn, conn.transaction():
+            commands = [make_command(Ping(n=n), tenant_id=tenant, source="/t") for n in range(3)]
+            await enqueue_commands(conn, Ping.queue, [(c, None) for c in commands])
+        relay = OutboxRelay(pool, schema, amqp_url)
+        await relay.connect()
+        try:
+            with pytest.raises(aiormq.exceptions.DeliveryError):
+                await relay.publish_batch()
+        finally:
+            await relay.close()
+        rows = await pool.fetch("SELECT published_at, attempts, last_error FROM outbox")
+        assert len(rows) == 3
+        assert all(r["published_at"] is None and r["attempts"] == 1 for r in rows)
+        assert all(r["last_error"].startswith("DeliveryError") for r in rows)
+
+
+async def test_an_event_larger_than_a_frame_arrives_whole_with_the_relays_properties(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """The relay marshals its publishes itself: a body beyond the broker's frame size (128
+    KiB) is split over several body frames and arrives whole, beside small ones, each with
+    its id, type, content type and persistence."""
+    tenant = f"t_{unique}"
+    big = make_event(
+        ContactCreated(
+            contact_id="ct_big", email="big@example.com", contact_tags=["x" * 1000] * 300
+        ),
+        tenant_id=tenant,
+        source="/services/keys",
+    )
+    small = [contact_event(tenant, i) for i in range(3)]
+    async with own_outbox(test_database, f"outbox_big_{unique}") as (schema, pool):
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue_many(conn, [small[0], big, *small[1:]])
+        async with Collector(amqp_url, "contact.created") as seen:
+            relay = OutboxRelay(pool, schema, amqp_url)
+            await relay.connect()
+            try:
+                assert await relay.publish_batch() == 4
+                await eventually(lambda: len(seen.ids(tenant)) == 4, timeout=10)
+            finally:
+                await relay.close()
+        by_id = {m.message_id: m for m in seen.messages}
+        for event in [big, *small]:
+            message = by_id[str(event.id)]
+            assert orjson.loads(message.body) == event.model_dump(mode="json")
+            assert message.type == "contact.created"
+            assert message.content_type == "application/cloudevents+json"
+            assert message.delivery_mode == 2
+        assert len(by_id[str(big.id)].body) > 300_000
+
+
+async def test_a_channel_closed_under_a_batch_fails_it_at_once_unmarked(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """The broker closes the channel under a batch (here: its exchange was deleted, a 404):
+    the batch fails with the channel's reason, not after the confirm time-out, and its rows
+    stay pending for the next claim."""
+    import aio_pika
+
+    tenant = f"t_{unique}"
+    exchange = f"t{unique}.gone"
+    async with own_outbox(test_database, f"outbox_closed_{unique}") as (schema, pool):
+        await commit_events(pool, tenant, 0, 3)
+        relay = OutboxRelay(pool, schema, amqp_url, exchange=exchange)
+        await relay.connect()
+        connection = await aio_pika.connect_robust(amqp_url)
+        try:
+            async with connection:
+                channel = await connection.channel()
+                await channel.exchange_delete(exchange)
+            with pytest.raises(aiormq.exceptions.AMQPError) as failed:
+                await relay.publish_batch()
+            assert not isinstance(failed.value, TimeoutError)
+        finally:
+            await relay.close()
+        assert await unpublished(pool, tenant) == 3
