@@ -8,9 +8,9 @@
 --   trigger on campaign_sends (whatever code inserts them), instead of counting the
 --   campaign's sends (12,500 index entries at 5,000 recipients and 2.5 steps).
 
--- migrate:up
-CREATE INDEX campaign_recipients_state_idx ON campaign_recipients (campaign_id, state);
+-- The index is built by 000301, without blocking the runner's writes.
 
+-- migrate:up
 ALTER TABLE campaigns ADD COLUMN requested_sends bigint NOT NULL DEFAULT 0;
 
 UPDATE campaigns c SET requested_sends = s.n
@@ -34,4 +34,3 @@ CREATE TRIGGER campaign_sends_count_trg
 DROP TRIGGER campaign_sends_count_trg ON campaign_sends;
 DROP FUNCTION count_campaign_sends();
 ALTER TABLE campaigns DROP COLUMN requested_sends;
-DROP INDEX campaign_recipients_state_idx;

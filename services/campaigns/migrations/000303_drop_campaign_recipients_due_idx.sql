@@ -1,4 +1,4 @@
--- Replaced by campaign_recipients_due_order_idx (000291), which has its columns first.
+-- Replaced by campaign_recipients_due_order_idx (000302), which has its columns first.
 
 -- migrate:up transaction:false
 DROP INDEX CONCURRENTLY IF EXISTS campaign_recipients_due_idx;

@@ -4,7 +4,7 @@
 -- joined every pending recipient with its contact and sorted them all (EXPLAIN ANALYZE at
 -- 20,000 pending: 20,000 contact look-ups, an external merge sort, 73 ms per batch; the work
 -- grew with the campaign). With contact_id in the index the claim walks it in order and
--- stops after the batch. Replaces campaign_recipients_due_idx (000292), whose queries
+-- stops after the batch. Replaces campaign_recipients_due_idx (000303), whose queries
 -- (next due, first steps pending) use this one's leading columns.
 
 -- migrate:up transaction:false
