@@ -48,6 +48,9 @@ def _env(fakes: dict[str, Any], creds_path: str, vault_dev: Any, dns: FakeDns) -
         # a claim takes a work item's worth, and every work item held may send at once.
         "PM_SEND_CONCURRENCY": str(PREFETCH),
         "PM_CLAIM_LIMIT": str(BATCH),
+        # Also when the tenant is alone in the queue (run on its own, it is: a claim would
+        # then take 1,000, all 10,000 would be sent in the answered calls and none held).
+        "PM_CLAIM_LIMIT_ALONE": str(BATCH),
         "PM_SEND_LEASE_SECONDS": "3",
         "PM_SWEEP_INTERVAL_SECONDS": "0.5",
     }
@@ -61,6 +64,22 @@ async def _counts(conn: asyncpg.Connection, batch_id: str) -> dict[str, int]:
         batch_id,
     )
     return {r["s"]: r["n"] for r in rows}
+
+
+async def _until_held(
+    mailgun: Any, worker: Any, conn: asyncpg.Connection, batch_id: str, seconds: float = 60
+) -> None:
+    """Until the fake provider holds one call per work item the worker may handle at once;
+    fails with the batch's state when it does not come to that."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while mailgun.held < PREFETCH:
+        assert worker.proc.poll() is None, worker.logs()
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"{mailgun.held} provider calls held, not {PREFETCH}:"
+                f" {await _counts(conn, batch_id)}"
+            )
+        await asyncio.sleep(0.05)
 
 
 def _headers(tenant: str) -> dict[str, str]:
@@ -171,9 +190,7 @@ async def test_worker_killed_mid_bulk_send_each_recipient_gets_one_request(
     try:
         # Freeze: every work item the worker holds is a provider call the fake is holding.
         # Nothing can move then, so the kill lands with requests in flight, not in between.
-        while mailgun.held < PREFETCH:
-            assert first.proc.poll() is None, first.logs()
-            await asyncio.sleep(0.05)
+        await _until_held(mailgun, first, conn, batch_id)
         in_flight = {x for req in mailgun.requests()[ANSWERED_BEFORE_KILL:] for x in req.recipients}
         counts = await _counts(conn, batch_id)
         assert counts.get("sending+started") == len(in_flight) == PREFETCH * BATCH, counts
@@ -237,7 +254,11 @@ async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing
 
     n, batch = 2_000, 100
     tenant = f"t_{unique}"
-    env = {**_env(reset_fakes, creds_path, vault_dev, fake_dns), "PM_CLAIM_LIMIT": str(batch)}
+    env = {
+        **_env(reset_fakes, creds_path, vault_dev, fake_dns),
+        "PM_CLAIM_LIMIT": str(batch),
+        "PM_CLAIM_LIMIT_ALONE": str(batch),
+    }
     api, _relay, first = await _start_pipeline(
         processes, env, reset_fakes, creds_path, vault_dev, tenant, fake_dns
     )
@@ -251,9 +272,8 @@ async def test_worker_sigterm_mid_bulk_send_finishes_in_flight_and_loses_nothing
 
     conn = await asyncpg.connect(service_dsn("delivery"))
     try:
-        while mailgun.held < PREFETCH:  # the worker's every work item is an in-flight call
-            assert first.proc.poll() is None, first.logs()
-            await asyncio.sleep(0.05)
+        # The worker's every work item is an in-flight call.
+        await _until_held(mailgun, first, conn, batch_id)
         first.proc.terminate()
         await asyncio.sleep(0.5)  # SIGTERM lands while the calls are still held
         mailgun.hold.set()  # the provider answers: the in-flight calls complete
