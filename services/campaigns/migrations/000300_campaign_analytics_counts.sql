@@ -11,6 +11,10 @@
 -- The index is built by 000301, without blocking the runner's writes.
 
 -- migrate:up
+-- No send may commit between the backfill's count and the trigger's creation (the counter
+-- would miss it for good): inserts wait for this transaction, reads do not.
+LOCK TABLE campaign_sends IN SHARE ROW EXCLUSIVE MODE;
+
 ALTER TABLE campaigns ADD COLUMN requested_sends bigint NOT NULL DEFAULT 0;
 
 UPDATE campaigns c SET requested_sends = s.n
