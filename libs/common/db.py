@@ -81,7 +81,7 @@ def pool_budget(process: str) -> PoolBudget:
     return POOL_BUDGET.get(process, POOL_BUDGET["command"])
 
 
-class PooledConnection(asyncpg.Connection):
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
     """A pool's connection, handed back without asyncpg's reset query (`pg_advisory_unlock_all();
     CLOSE ALL; UNLISTEN *; RESET ALL`): a second round trip on every release, which doubled the
     wall and client CPU time of a one-statement `pool.fetchval` (170-200 µs -> 92 µs here) and

@@ -23,7 +23,7 @@ async def one_connection(test_database: str) -> AsyncIterator[asyncpg.Pool]:
 async def test_a_release_sends_no_reset_query(one_connection: asyncpg.Pool) -> None:
     sent: list[str] = []
     async with one_connection.acquire() as conn:
-        conn._con.add_query_logger(lambda record: sent.append(record.query))  # type: ignore[attr-defined]
+        conn._con.add_query_logger(lambda record: sent.append(record.query))
         await conn.fetchval("SELECT 1")
     # asyncpg's default would have sent `SELECT pg_advisory_unlock_all(); ... RESET ALL;` here.
     assert sent == ["SELECT 1"]
