@@ -4,7 +4,8 @@ and the API's latency while they drain.
 Stack: real processes as `make up` runs them, on a database and vhost of their own: keys api
 + gateway (the tenant on the internal `unlimited` plan, so limits don't shape figures),
 campaigns api / worker / relay, the delivery worker (its `delivery.contacts` read model) and
-the webhooks worker (`webhooks.fanout`, `webhooks.stream`): every consumer of `contact.*`.
+the webhooks worker (`webhooks.fanout`) and stream consumer (`webhooks.stream`): every
+consumer of `contact.*`.
 
 1. idle: contact-list probes through the gateway, one at a time (the list, a status filter, a
    tag filter, in turn) for `BENCH_DRAIN_IDLE_SECONDS`: the idle p95.
@@ -72,7 +73,7 @@ CONTACT_TYPES = ("contact.created", "contact.updated", "contact.deleted")
 CONSUMERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "delivery.contacts": ("delivery worker", CONTACT_TYPES),
     "webhooks.fanout": ("webhooks worker", tuple(deliverable_types())),
-    "webhooks.stream": ("webhooks worker", tuple(deliverable_types())),
+    "webhooks.stream": ("webhooks stream", tuple(deliverable_types())),
 }
 TERMINAL = ("ok", "duplicate", "dead_lettered")
 # The background processes' niceness; unset: the platform's (libs/common/settings.py
@@ -157,7 +158,7 @@ async def main() -> None:
         **({"PM_PROCESS_NICE": NICE} if NICE else {}),
     }
     programs = [("campaigns", "api"), ("campaigns", "worker"), ("campaigns", "relay"),
-                ("delivery", "worker"), ("webhooks", "worker")]  # fmt: skip
+                ("delivery", "worker"), ("webhooks", "worker"), ("webhooks", "stream")]  # fmt: skip
     ports = {f"{svc} {proc}": free_port() for svc, proc in programs}
     procs = [
         spawn(

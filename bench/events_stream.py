@@ -1,13 +1,14 @@
 """Event stream latency: event committed -> delivered on an open stream, against the webhooks
 engine's latency for the same events in the same run.
 
-Setup: real `python -m services.webhooks api|worker|relay` on a database and vhost of their
-own. 100 tenants (BENCH_STREAM_TENANTS) each hold one open `GET /api/v1/events/stream`
+Setup: real `python -m services.webhooks api|worker|stream|relay` on a database and vhost of
+their own. 100 tenants (BENCH_STREAM_TENANTS) each hold one open `GET /api/v1/events/stream`
 (signed principals as the gateway forwards them; the gateway's relay adds one hop, measured
 by bench/gateway.py). 10 of them also have a webhook endpoint on a local receiver.
 Load: every 100 ms one transaction commits one `email.opened` per tenant into the webhooks
 outbox (10 events/s per tenant, 1,000/s in all), as any service publishes a fact; the relay
-publishes, the worker's fan-out consumer stores and notifies, the API pushes it.
+publishes, the stream consumer (the `stream` process) stores and notifies, the API pushes it;
+the worker fans the same events out to webhook endpoints.
 
 Latency = arrival at the reader (or the receiver) - the event's `created` (stamped just
 before the commit). Printed: stream p50/p99 (target p99 <= 100 ms), webhook p50/p99 for the
@@ -16,6 +17,10 @@ Throughput: the rate events were committed (offered, 1,000/s), published by the 
 stored in `stream_events` (count over the span from first to last), and stored / offered
 (1.00 when the stream keeps up; below when the pipeline falls behind) and stored / published
 (the stream consumer's share: 1.00 when it keeps up with the relay).
+
+Every process runs at the bench's own CPU priority (BENCH_STREAM_PROCESS_NICE, default 0: the
+bench's readers and producer stand in for other hosts); empty: each kind's niceness as
+deployed (the relay and both consumers at +10, docs/scheduling.md "CPU priority").
 
 Run: `uv run python -m bench.events_stream` (needs the OpenBao dev server of `make infra`).
 """
@@ -64,6 +69,7 @@ WITH_WEBHOOK = int(os.environ.get("BENCH_STREAM_WEBHOOK_TENANTS", "10"))
 RATE = int(os.environ.get("BENCH_STREAM_RATE", "10"))  # events/s per tenant
 SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "20"))
 WARMUP = float(os.environ.get("BENCH_STREAM_WARMUP_SECONDS", "3"))
+NICE = os.environ.get("BENCH_STREAM_PROCESS_NICE", "0")
 SIGNING_KEY = generate_private_key()  # the bench's own Ed25519 principal key
 
 
@@ -134,16 +140,14 @@ async def main() -> None:
             )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
     env.update(
-        # At the bench's own priority: its fakes and load stand in for other hosts, and its
-        # readers and producer run in this process (the platform's niceness: bench/drain.py).
-        PM_PROCESS_NICE="0",
+        **({"PM_PROCESS_NICE": NICE} if NICE else {}),
         PM_DATABASE_URL=service_dsn("webhooks"), PM_AMQP_URL=amqp_url, PM_VAULT_ADDR=VAULT_ADDR,
         PM_VAULT_TOKEN=token, PM_WEBHOOKS_ALLOW_HTTP="true", PM_LOG_LEVEL="WARNING",
         PM_WEBHOOKS_ALLOWED_NETWORKS='["127.0.0.0/8"]',
         PM_PRINCIPAL_PUBLIC_KEYS=public_keys_of(SIGNING_KEY),
         PM_DB_POOL_MAX="5", PYTHONPATH=str(REPO),  # a shared Postgres: few connections
     )  # fmt: skip
-    ports = {name: free_port() for name in ("api", "worker", "relay")}
+    ports = {name: free_port() for name in ("api", "worker", "stream", "relay")}
     procs = [
         spawn(
             ["-m", "services.webhooks", name],
@@ -238,8 +242,9 @@ async def main() -> None:
         ]
         peaks = peak_rss({f"webhooks {name}": p.pid for name, p in zip(ports, procs, strict=True)})
         # CPU seconds of each process over the whole run (less sensitive to the host's load
-        # than rates): the worker's covers both of its queues (fan-out and stream).
+        # than rates).
         cpu = {name: cpu_seconds(p.pid) for name, p in zip(ports, procs, strict=True)}
+        cpu["bench (readers and producer)"] = cpu_seconds(os.getpid())
     finally:
         for task in readers:
             task.cancel()

@@ -2,10 +2,11 @@
 the end (10 minutes by default) of a constant load, compared.
 
 Processes (real, as `make up` runs them): keys api + gateway in front of an upstream built
-like every service (bench/gateway.py's), and a webhooks worker + relay fanning events out to 3
-local receivers. Load: `BENCH_SOAK_CONCURRENCY` clients through the gateway without pause
-(rotating over several API keys), and `BENCH_SOAK_RATE` events/s committed to the webhooks
-outbox (each delivered to 3 endpoints and appended to the event stream).
+like every service (bench/gateway.py's), and a webhooks worker, stream consumer and relay
+fanning events out to 3 local receivers and into the event stream. Load:
+`BENCH_SOAK_CONCURRENCY` clients through the gateway without pause (rotating over several API
+keys), and `BENCH_SOAK_RATE` events/s committed to the webhooks outbox (each delivered to 3
+endpoints and appended to the event stream).
 
 Target (issue 21): no process grows: RSS at the end <= 1.1x RSS at 1 minute (allocator
 warm-up and caches fill in the first minute; a leak keeps growing after it).
@@ -134,7 +135,11 @@ async def main() -> None:
                 {**wh_env, "PM_HTTP_PORT": str(port)},
                 f"soak-webhooks-{name}",
             )
-            for name, port in (("worker", free_port()), ("relay", free_port()))
+            for name, port in (
+                ("worker", free_port()),
+                ("stream", free_port()),
+                ("relay", free_port()),
+            )
         },
     }
     counts = {"ok": 0, "errors": 0, "events": 0}

@@ -68,6 +68,8 @@ POOL_BUDGET: dict[str, PoolBudget] = {
     # Delivery's express lane: the LISTEN session (one, held) + the claims and settles of
     # its claim loops (short statements; no connection is held over a provider call).
     "express": PoolBudget(1, 2),
+    # The webhooks event stream's consumer: one batch at a time, stored in one statement.
+    "stream": PoolBudget(1, 1),
     # The inbox's inbound SMTP listener: one ingest transaction per message.
     "smtp": PoolBudget(1, 2),
     # One-shot commands (migrate, create-tenant, reconcile-once, ...) and anything unnamed.

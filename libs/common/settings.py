@@ -36,10 +36,11 @@ def default_port(service: str, process: str) -> int:
     return base + SERVICE_NAMES.index(service)
 
 
-# Processes that work through a backlog (consumers, relays, the campaign runner, billing's
-# reconciler) run at a lower CPU priority than those answering callers, so that on a shared
-# host a drain of 100,000 events does not multiply the API's latency (bench/drain.py).
-BACKGROUND_KINDS = frozenset({"worker", "relay", "runner", "reconciler"})
+# Processes that work through a backlog (consumers, webhooks' stream consumer among them,
+# relays, the campaign runner, billing's reconciler) run at a lower CPU priority than those
+# answering callers, so that on a shared host a drain of 100,000 events does not multiply the
+# API's latency (bench/drain.py).
+BACKGROUND_KINDS = frozenset({"worker", "relay", "runner", "reconciler", "stream"})
 BACKGROUND_NICE = 10
 
 # Seconds between a robust AMQP connection's attempts to come back after the broker went away

@@ -337,7 +337,12 @@ def dev_settings(service: str, process: str | None = None) -> dict[str, str]:
             if svc != "gateway"
         }
     if service == "webhooks":
+        # The stream process's connection comes out of the worker's pool (4 -> 3), whose queue
+        # it was, so the stack stays within its share of a default Postgres
+        # (docs/operations.md "Connection budget").
+        pools = {"PM_DB_POOL_MAX": "3"} if process == "worker" else {}
         return {
+            **pools,
             "PM_WEBHOOKS_ALLOW_HTTP": "true",
             "PM_WEBHOOKS_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]',
         }

@@ -80,7 +80,10 @@ def _subscriptions(service: str) -> list[dict[str, Any]]:
     except ModuleNotFoundError:
         return []
     bus = _RecordingBus(service)
-    consumers.setup(bus, None)
+    # `setup`, and the `setup_<name>` of consumers that run in a process of their own
+    # (webhooks' `setup_stream`).
+    for name in sorted(n for n in vars(consumers) if n == "setup" or n.startswith("setup_")):
+        getattr(consumers, name)(bus, None)
     return bus.queues
 
 

@@ -1,4 +1,5 @@
-"""Processes of the webhooks service: `python -m services.webhooks api|worker|relay|migrate`."""
+"""Processes of the webhooks service:
+`python -m services.webhooks api|worker|stream|relay|migrate`."""
 
 import sys
 
@@ -12,7 +13,7 @@ from libs.common.runner import (
 )
 from services.webhooks.api import create_api
 from services.webhooks.settings import WebhooksSettings
-from services.webhooks.worker import run_worker
+from services.webhooks.worker import run_stream, run_worker
 
 
 async def api(settings: WebhooksSettings) -> None:
@@ -22,6 +23,7 @@ async def api(settings: WebhooksSettings) -> None:
 PROCESSES: dict[str, Process] = {
     "api": api,
     "worker": run_worker,
+    "stream": run_stream,
     "relay": relay_process("webhooks"),
 }
 COMMANDS: dict[str, Command] = {"migrate": migrate_command("webhooks")}

@@ -1,8 +1,8 @@
 """The real stack the SDK suites and the CLI's tests run against: gateway, keys, campaigns
-(api, relay, worker), delivery and webhooks (api, worker, relay) processes (their own RabbitMQ
-vhost, and their own database beside the session's keys platform), one tenant with API keys,
-a webhook receiver and the proxy/inspection server of harness.py. Module-scoped: the suites
-of one module share it."""
+(api, relay, worker), delivery and webhooks (api, worker, stream, relay) processes (their own
+RabbitMQ vhost, and their own database beside the session's keys platform), one tenant with
+API keys, a webhook receiver and the proxy/inspection server of harness.py. Module-scoped: the
+suites of one module share it."""
 
 from __future__ import annotations
 
@@ -133,6 +133,8 @@ def sdk_stack(
         delivery,
         webhooks,
         ServiceProcess("webhooks", "worker", webhooks_env, free_port()),
+        # Stores events for `GET /api/v1/events/stream` (`events tail`, `listen`, SDK streams).
+        ServiceProcess("webhooks", "stream", webhooks_env, free_port()),
         # Publishes triggered events (`penguinmails trigger`) from the webhooks outbox.
         ServiceProcess("webhooks", "relay", webhooks_env, free_port()),
     ]

@@ -1,5 +1,5 @@
 """The `penguinmails` CLI driven as a subprocess against the real stack of conftest.py
-(gateway, keys, campaigns api/relay/worker, delivery, webhooks api/worker/relay): sign-in and
+(gateway, keys, campaigns api/relay/worker, delivery, webhooks api/worker/stream/relay): sign-in and
 keys, `trigger`, `events tail` across the server's stream time limit (4 s here) and across CLI
 runs, `listen --forward-to` a real local receiver (its deliveries verified with the
 `standardwebhooks` library, like a real endpoint's with the same secret), and

@@ -1,5 +1,5 @@
 """The whole product behind one real gateway: keys, campaigns (api, relay, worker, runner),
-delivery (api, relay, worker), webhooks (api, relay, worker), inbox (api, relay, worker and
+delivery (api, relay, worker), webhooks (api, relay, worker, stream), inbox (api, relay, worker and
 its SMTP listener: replies to sent mail make threads), billing (against the fake Stripe). For
 tests that send the
 documented request bodies the way an integrator does (issue 15).
@@ -141,6 +141,7 @@ def stack(
         webhooks,
         start("webhooks", "relay", webhooks_env),
         start("webhooks", "worker", webhooks_env),
+        start("webhooks", "stream", webhooks_env),
         inbox,
         start("inbox", "relay", inbox_env),
         start("inbox", "worker", inbox_env),

@@ -1,5 +1,5 @@
 """The event catalog, the event stream and test triggers through a real gateway, in front of
-real keys and webhooks processes (api, worker, relay) on RabbitMQ, Postgres and OpenBao.
+real keys and webhooks processes (api, worker, stream, relay) on RabbitMQ, Postgres and OpenBao.
 
 The gateway here has a 2-second upstream timeout: a stream outliving it proves streams are
 relayed without the total timeout, unbuffered (each event arrives while the stream stays
@@ -50,7 +50,7 @@ def stream_vhost(amqp_url: str) -> Iterator[str]:
 def gw(
     keys_vault: dict[str, str], vault_dev: Any, stream_vhost: str, test_database: str
 ) -> Iterator[str]:
-    """keys api (sign-up, API keys), webhooks api/worker/relay and a gateway in front."""
+    """keys api (sign-up, API keys), webhooks api/worker/stream/relay and a gateway in front."""
     # Sign-up throttles lifted and Redis keys of its own, as the platform stack has them: with
     # the defaults (10 sign-ups per address per 15 min, namespace `pm`), a third run within
     # 15 minutes, or another session's, was 429 login_throttled.
@@ -78,6 +78,7 @@ def gw(
         keys,
         webhooks,
         ServiceProcess("webhooks", "worker", env, free_port()),
+        ServiceProcess("webhooks", "stream", env, free_port()),
         ServiceProcess("webhooks", "relay", env, free_port()),
     ]
     gateway = ServiceProcess(

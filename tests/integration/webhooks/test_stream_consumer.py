@@ -1,5 +1,5 @@
 """The stream consumer (queue `webhooks.stream`, consumed in batches) against the real
-RabbitMQ and Postgres, in the worker's engine: a backlog is stored in batches, each event
+RabbitMQ and Postgres, as the `stream` process runs it: a backlog is stored in batches, each event
 once even when delivered twice, each tenant's events numbered in the order they were
 published, and a commit that fails loses nothing."""
 
@@ -17,7 +17,7 @@ from libs.common.events import Envelope
 from libs.common.resources import Resources
 from services.webhooks import repository as repo
 from services.webhooks.settings import WebhooksSettings
-from services.webhooks.worker import Engine
+from services.webhooks.worker import stream_bus
 from tests.integration.common.amqp_tools import eventually, publish_all
 from tests.integration.webhooks.conftest import opened
 
@@ -25,30 +25,30 @@ STREAM_QUEUE = "webhooks.stream"
 
 
 @pytest.fixture
-async def backlogged_engine(
+async def backlogged_stream(
     base_settings: WebhooksSettings, amqp_url: str
 ) -> AsyncIterator[Callable[[list[Envelope]], Any]]:
-    """`await start(events)`: publish `events` while the engine's queues exist but nobody
-    consumes them (a backlog), then start the engine."""
+    """`await start(events)`: publish `events` while the stream's queue exists but nobody
+    consumes it (a backlog), then start the stream consumer."""
     settings = base_settings.model_copy(update={"retry_delays_ms": [200, 400]})
-    resources = Resources(settings, schema="webhooks", vault=True, amqp=False)
+    resources = Resources(settings, schema="webhooks", amqp=False)
     await resources.open()
-    engine = Engine.build(settings, resources)
+    bus = stream_bus(settings, resources)
     started = False
 
     async def start(events: list[Envelope]) -> None:
         nonlocal started
-        await engine.bus.broker.connect()
-        await engine.bus.declare_topology()
+        await bus.broker.connect()
+        await bus.declare_topology()
         await publish_all(amqp_url, events)
-        await engine.start()
+        await bus.start()
         started = True
 
     yield start
     if started:
-        await engine.stop(drain_seconds=2)
+        await bus.stop()
     else:
-        await engine.bus.broker.stop()
+        await bus.broker.stop()
     await resources.close()
 
 
@@ -62,12 +62,12 @@ async def _stored(pool: asyncpg.Pool, tenant: str) -> list[asyncpg.Record]:
 
 
 async def test_a_backlog_is_stored_in_batches_once_each_in_each_tenants_order(
-    backlogged_engine: Callable[[list[Envelope]], Any], wh_pool: asyncpg.Pool, unique: str
+    backlogged_stream: Callable[[list[Envelope]], Any], wh_pool: asyncpg.Pool, unique: str
 ) -> None:
     tenants = [f"{unique}_{i}" for i in range(3)]
     events = [opened(tenants[i % 3], i) for i in range(150)]
     # Ten of them delivered twice (a relay republishing a batch whose commit it missed).
-    await backlogged_engine([*events, *events[20:30]])
+    await backlogged_stream([*events, *events[20:30]])
     for tenant in tenants:
         mine = [e.id for e in events if e.tenant_id == tenant]
         await eventually(functools.partial(_count_is, wh_pool, tenant, len(mine)), timeout=30)
@@ -80,7 +80,7 @@ async def test_a_backlog_is_stored_in_batches_once_each_in_each_tenants_order(
 
 
 async def test_a_failed_commit_loses_nothing(
-    backlogged_engine: Callable[[list[Envelope]], Any],
+    backlogged_stream: Callable[[list[Envelope]], Any],
     wh_pool: asyncpg.Pool,
     amqp_url: str,
     unique: str,
@@ -101,7 +101,7 @@ async def test_a_failed_commit_loses_nothing(
     )
     try:
         events = [opened(refused if i % 2 else other, i) for i in range(40)]
-        await backlogged_engine(events)
+        await backlogged_stream(events)
         mine = [e.id for e in events if e.tenant_id == other]
         await eventually(lambda: _count_is(wh_pool, other, len(mine)), timeout=30)
         assert await _stored(wh_pool, refused) == []
