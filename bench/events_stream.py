@@ -70,6 +70,7 @@ RATE = int(os.environ.get("BENCH_STREAM_RATE", "10"))  # events/s per tenant
 SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "20"))
 WARMUP = float(os.environ.get("BENCH_STREAM_WARMUP_SECONDS", "3"))
 NICE = os.environ.get("BENCH_STREAM_PROCESS_NICE", "0")
+DUMP = os.environ.get("BENCH_STREAM_DUMP", "")  # a file for every event's stamps (JSON)
 SIGNING_KEY = generate_private_key()  # the bench's own Ed25519 principal key
 
 
@@ -221,6 +222,21 @@ async def main() -> None:
         stored_lag_all = [float(r["lag"]) for r in rows]
         stored_lag = [float(r["lag"]) for r in rows if r["measured"]]
         stored_at = {r["id"]: float(r["stored"]) for r in rows}
+        if DUMP:  # each event's stamps, to see which bursts make the tail and where
+            published_at = {
+                r["id"]: float(r["at"])
+                for r in await pool.fetch(
+                    "SELECT id::text AS id, extract(epoch FROM published_at) AS at FROM outbox"
+                    " WHERE published_at IS NOT NULL"
+                )
+            }
+            samples = [
+                {"id": i, "created": c, "published": published_at.get(i),
+                 "stored": stored_at.get(i), "arrived": at}
+                for at, c, i in arrivals
+            ]  # fmt: skip
+            with open(DUMP, "wb") as out:
+                out.write(orjson.dumps(samples))
         stored_rate = _rate(list(stored_at.values()))
         published = _rate(
             [
