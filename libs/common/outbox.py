@@ -25,6 +25,7 @@ consumers deduplicate on it (see `libs.common.inbox`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import io
@@ -228,7 +229,7 @@ _RELAY_ERRORS = (
 # pending rows (79 ms per claim at 13,500 pending, spilling to disk) instead of walking
 # outbox_pending_idx, and claimed in another order than `_in_tenant_order` checks against.
 _CLAIM = (
-    "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
+    "SELECT id, routing_key, exchange, payload::text AS payload, headers::text AS headers,"
     " tenant_id, priority, created_at AS committed_at,"
     " greatest(created_at, not_before) AS created_at FROM outbox"
     " WHERE published_at IS NULL"
@@ -401,32 +402,47 @@ class OutboxRelay:
         self, amqp: aiormq.abc.AbstractChannel, rows: Sequence[asyncpg.Record]
     ) -> tuple[list[trace.Span], bytes]:
         """The wire frames of the rows' publishes (method, content header, body), as one
-        buffer, and each row's producer span (ended by the caller once it is confirmed)."""
-        spans: list[trace.Span] = []
+        buffer, and their producer spans (ended by the caller once they are confirmed).
+
+        One span per group of rows that one transaction wrote to one destination (the same
+        stored trace context, exchange and routing key: a bulk COPY's 1,000 facts), with
+        `messaging.batch.message_count` (the bus's batch consumer spans do the same); a
+        group of one names its message. A span per row cost ~45 µs of the relay's ~55 µs
+        per event (bench/delivery.py)."""
+        groups: dict[tuple[str | None, str, str], tuple[trace.Span, dict[str, Any]]] = {}
         out: list[bytes] = []
         channel: int = amqp.number
         max_body: int = amqp.max_content_size  # type: ignore[attr-defined]
         try:
+            sizes = collections.Counter(_group_key(self.exchange_name, row) for row in rows)
             for row in rows:
-                stored: dict[str, Any] = row["headers"] or {}
-                exchange = self.exchange_name if row["exchange"] is None else _command_exchange(row)
-                routing_key: str = row["routing_key"]
-                # The publish span is a child of the request that wrote the row, and becomes
-                # the parent of the consumer's span: one trace from HTTP through outbox and
-                # broker.
-                span = tracer.start_span(
-                    f"{routing_key} publish",
-                    context=propagate.extract(stored),
-                    kind=trace.SpanKind.PRODUCER,
-                    attributes={
+                key = _group_key(self.exchange_name, row)
+                _, exchange, routing_key = key
+                group = groups.get(key)
+                if group is None:
+                    stored: dict[str, Any] = _stored_headers(row["headers"])
+                    count = sizes[key]
+                    attributes: dict[str, Any] = {
                         "messaging.system": "rabbitmq",
                         "messaging.destination.name": exchange or routing_key,
-                        "messaging.message.id": str(row["id"]),
-                    },
-                )
-                spans.append(span)
-                headers: dict[str, Any] = dict(stored)
-                propagate.inject(headers, context=trace.set_span_in_context(span))
+                    }
+                    if count == 1:
+                        attributes["messaging.message.id"] = str(row["id"])
+                    else:
+                        attributes["messaging.batch.message_count"] = count
+                    # The publish span is a child of the request that wrote the rows, and
+                    # becomes the parent of the consumers' spans: one trace from HTTP through
+                    # outbox and broker.
+                    span = tracer.start_span(
+                        f"{routing_key} publish",
+                        context=propagate.extract(stored),
+                        kind=trace.SpanKind.PRODUCER,
+                        attributes=attributes,
+                    )
+                    injected: dict[str, Any] = dict(stored)
+                    propagate.inject(injected, context=trace.set_span_in_context(span))
+                    group = groups[key] = (span, injected)
+                headers = group[1]
                 body = _json_bytes(row["payload"])
                 out.append(_method_frame(channel, exchange, routing_key))
                 out.append(
@@ -447,9 +463,9 @@ class OutboxRelay:
                 for lo in range(0, len(body), max_body):
                     out.append(pamqp.frame.marshal(ContentBody(body[lo : lo + max_body]), channel))
         except BaseException:
-            _end(spans)
+            _end(span for span, _ in groups.values())
             raise
-        return spans, b"".join(out)
+        return [span for span, _ in groups.values()], b"".join(out)
 
     async def purge_published(self) -> int:
         result: str = await self.pool.execute(
@@ -682,6 +698,21 @@ async def _write_publishes(
     closing.add_done_callback(on_close)
     batch.future.add_done_callback(on_confirmed)
     return written, batch.future
+
+
+def _group_key(events_exchange: str, row: Mapping[str, Any]) -> tuple[str | None, str, str]:
+    """The rows one producer span covers: the same stored trace context (as the claim reads
+    it, text), destination exchange and routing key."""
+    exchange = events_exchange if row["exchange"] is None else _command_exchange(row)
+    return row["headers"], exchange, row["routing_key"]
+
+
+def _stored_headers(text: str | None) -> dict[str, Any]:
+    """The trace headers the writing transaction stored with its rows (`headers::text`)."""
+    if not text:
+        return {}
+    headers: dict[str, Any] = orjson.loads(text) or {}
+    return headers
 
 
 def _end(spans: Iterable[trace.Span]) -> None:
