@@ -44,7 +44,6 @@ import pamqp.frame
 from aiormq.abc import ChannelFrame
 from opentelemetry import propagate, trace
 from pamqp import commands as spec
-from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -409,7 +408,7 @@ class OutboxRelay:
         `messaging.batch.message_count` (the bus's batch consumer spans do the same); a
         group of one names its message. A span per row cost ~45 µs of the relay's ~55 µs
         per event (bench/delivery.py)."""
-        groups: dict[tuple[str | None, str, str], tuple[trace.Span, dict[str, Any]]] = {}
+        groups: dict[tuple[str | None, str, str], tuple[trace.Span, _HeaderFrames]] = {}
         out: list[bytes] = []
         channel: int = amqp.number
         max_body: int = amqp.max_content_size  # type: ignore[attr-defined]
@@ -441,27 +440,12 @@ class OutboxRelay:
                     )
                     injected: dict[str, Any] = dict(stored)
                     propagate.inject(injected, context=trace.set_span_in_context(span))
-                    group = groups[key] = (span, injected)
-                headers = group[1]
+                    group = groups[key] = (span, _HeaderFrames(channel, injected, routing_key))
                 body = _json_bytes(row["payload"])
                 out.append(_method_frame(channel, exchange, routing_key))
-                out.append(
-                    pamqp.frame.marshal(
-                        ContentHeader(
-                            properties=spec.Basic.Properties(
-                                message_id=str(row["id"]),
-                                content_type="application/cloudevents+json",
-                                delivery_mode=2,  # persistent
-                                headers=headers,
-                                message_type=routing_key,
-                            ),
-                            body_size=len(body),
-                        ),
-                        channel,
-                    )
-                )
+                out.append(group[1].frame(str(row["id"]), len(body)))
                 for lo in range(0, len(body), max_body):
-                    out.append(pamqp.frame.marshal(ContentBody(body[lo : lo + max_body]), channel))
+                    out.append(_body_frame(channel, body[lo : lo + max_body]))
         except BaseException:
             _end(span for span, _ in groups.values())
             raise
@@ -596,6 +580,73 @@ def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
             spec.Basic.Publish(exchange=exchange, routing_key=routing_key), channel
         )
     return frame
+
+
+def _content_header(
+    channel: int, headers: Mapping[str, Any], routing_key: str, message_id: str, body_size: int
+) -> bytes:
+    """A publish's content header frame, as pamqp marshals it: the relay's properties."""
+    return pamqp.frame.marshal(
+        ContentHeader(
+            properties=spec.Basic.Properties(
+                message_id=message_id,
+                content_type="application/cloudevents+json",
+                delivery_mode=2,  # persistent
+                headers=dict(headers),
+                message_type=routing_key,
+            ),
+            body_size=body_size,
+        ),
+        channel,
+    )
+
+
+class _HeaderFrames:
+    """The content header frames of a group of publishes that differ only in message id and
+    body size (the same trace headers and routing key): marshalled by pamqp once per id
+    length, then copied with the row's id and size in place (~6 us per publish less).
+
+    Frame layout (AMQP 0-9-1 4.2.3, 4.2.6.1): type, channel, payload size (7 bytes); class,
+    weight, body size (8 bytes from offset 11), property flags and properties in spec order,
+    `message_id` then `type` last of those set; frame end. An id of the template's length
+    leaves every size and offset unchanged."""
+
+    __slots__ = ("_templates", "channel", "headers", "routing_key")
+
+    def __init__(self, channel: int, headers: Mapping[str, Any], routing_key: str) -> None:
+        self.channel = channel
+        self.headers = headers
+        self.routing_key = routing_key
+        # id length -> (frame before the body size, between it and the id, after the id)
+        self._templates: dict[int, tuple[bytes, bytes, bytes]] = {}
+
+    def frame(self, message_id: str, body_size: int) -> bytes:
+        raw = message_id.encode()
+        parts = self._templates.get(len(raw))
+        if parts is None:
+            if len(raw) != len(message_id) or len(raw) > 255:
+                return _content_header(
+                    self.channel, self.headers, self.routing_key, message_id, body_size
+                )
+            sample = "0" * len(raw)
+            frame = _content_header(self.channel, self.headers, self.routing_key, sample, 0)
+            # After the id: the type (short string) and the frame end.
+            end = len(frame) - (1 + len(self.routing_key.encode()) + 1)
+            start = end - len(raw)
+            if frame[start - 1] != len(raw) or frame[start:end] != sample.encode():
+                return _content_header(
+                    self.channel, self.headers, self.routing_key, message_id, body_size
+                )
+            parts = self._templates[len(raw)] = (frame[:11], frame[19:start], frame[end:])
+        head, middle, tail = parts
+        return b"".join((head, body_size.to_bytes(8, "big"), middle, raw, tail))
+
+
+def _body_frame(channel: int, chunk: bytes) -> bytes:
+    """A content body frame (AMQP 0-9-1 4.2.3): type 3, channel, size, payload, frame end."""
+    return b"".join(
+        (b"\x03", channel.to_bytes(2, "big"), len(chunk).to_bytes(4, "big"), chunk, b"\xce")
+    )
 
 
 class _Confirms:
