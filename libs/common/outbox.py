@@ -25,6 +25,7 @@ consumers deduplicate on it (see `libs.common.inbox`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import io
@@ -43,7 +44,6 @@ import pamqp.frame
 from aiormq.abc import ChannelFrame
 from opentelemetry import propagate, trace
 from pamqp import commands as spec
-from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -228,7 +228,7 @@ _RELAY_ERRORS = (
 # pending rows (79 ms per claim at 13,500 pending, spilling to disk) instead of walking
 # outbox_pending_idx, and claimed in another order than `_in_tenant_order` checks against.
 _CLAIM = (
-    "SELECT id, routing_key, exchange, payload::text AS payload, headers,"
+    "SELECT id, routing_key, exchange, payload::text AS payload, headers::text AS headers,"
     " tenant_id, priority, created_at AS committed_at,"
     " greatest(created_at, not_before) AS created_at FROM outbox"
     " WHERE published_at IS NULL"
@@ -401,55 +401,55 @@ class OutboxRelay:
         self, amqp: aiormq.abc.AbstractChannel, rows: Sequence[asyncpg.Record]
     ) -> tuple[list[trace.Span], bytes]:
         """The wire frames of the rows' publishes (method, content header, body), as one
-        buffer, and each row's producer span (ended by the caller once it is confirmed)."""
-        spans: list[trace.Span] = []
+        buffer, and their producer spans (ended by the caller once they are confirmed).
+
+        One span per group of rows that one transaction wrote to one destination (the same
+        stored trace context, exchange and routing key: a bulk COPY's 1,000 facts), with
+        `messaging.batch.message_count` (the bus's batch consumer spans do the same); a
+        group of one names its message. A span per row cost ~45 µs of the relay's ~55 µs
+        per event (bench/delivery.py)."""
+        groups: dict[tuple[str | None, str, str], tuple[trace.Span, _HeaderFrames]] = {}
         out: list[bytes] = []
         channel: int = amqp.number
         max_body: int = amqp.max_content_size  # type: ignore[attr-defined]
         try:
+            sizes = collections.Counter(_group_key(self.exchange_name, row) for row in rows)
             for row in rows:
-                stored: dict[str, Any] = row["headers"] or {}
-                exchange = self.exchange_name if row["exchange"] is None else _command_exchange(row)
-                routing_key: str = row["routing_key"]
-                # The publish span is a child of the request that wrote the row, and becomes
-                # the parent of the consumer's span: one trace from HTTP through outbox and
-                # broker.
-                span = tracer.start_span(
-                    f"{routing_key} publish",
-                    context=propagate.extract(stored),
-                    kind=trace.SpanKind.PRODUCER,
-                    attributes={
+                key = _group_key(self.exchange_name, row)
+                _, exchange, routing_key = key
+                group = groups.get(key)
+                if group is None:
+                    stored: dict[str, Any] = _stored_headers(row["headers"])
+                    count = sizes[key]
+                    attributes: dict[str, Any] = {
                         "messaging.system": "rabbitmq",
                         "messaging.destination.name": exchange or routing_key,
-                        "messaging.message.id": str(row["id"]),
-                    },
-                )
-                spans.append(span)
-                headers: dict[str, Any] = dict(stored)
-                propagate.inject(headers, context=trace.set_span_in_context(span))
+                    }
+                    if count == 1:
+                        attributes["messaging.message.id"] = str(row["id"])
+                    else:
+                        attributes["messaging.batch.message_count"] = count
+                    # The publish span is a child of the request that wrote the rows, and
+                    # becomes the parent of the consumers' spans: one trace from HTTP through
+                    # outbox and broker.
+                    span = tracer.start_span(
+                        f"{routing_key} publish",
+                        context=propagate.extract(stored),
+                        kind=trace.SpanKind.PRODUCER,
+                        attributes=attributes,
+                    )
+                    injected: dict[str, Any] = dict(stored)
+                    propagate.inject(injected, context=trace.set_span_in_context(span))
+                    group = groups[key] = (span, _HeaderFrames(channel, injected, routing_key))
                 body = _json_bytes(row["payload"])
                 out.append(_method_frame(channel, exchange, routing_key))
-                out.append(
-                    pamqp.frame.marshal(
-                        ContentHeader(
-                            properties=spec.Basic.Properties(
-                                message_id=str(row["id"]),
-                                content_type="application/cloudevents+json",
-                                delivery_mode=2,  # persistent
-                                headers=headers,
-                                message_type=routing_key,
-                            ),
-                            body_size=len(body),
-                        ),
-                        channel,
-                    )
-                )
+                out.append(group[1].frame(str(row["id"]), len(body)))
                 for lo in range(0, len(body), max_body):
-                    out.append(pamqp.frame.marshal(ContentBody(body[lo : lo + max_body]), channel))
+                    out.append(_body_frame(channel, body[lo : lo + max_body]))
         except BaseException:
-            _end(spans)
+            _end(span for span, _ in groups.values())
             raise
-        return spans, b"".join(out)
+        return [span for span, _ in groups.values()], b"".join(out)
 
     async def purge_published(self) -> int:
         result: str = await self.pool.execute(
@@ -582,6 +582,73 @@ def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
     return frame
 
 
+def _content_header(
+    channel: int, headers: Mapping[str, Any], routing_key: str, message_id: str, body_size: int
+) -> bytes:
+    """A publish's content header frame, as pamqp marshals it: the relay's properties."""
+    return pamqp.frame.marshal(
+        ContentHeader(
+            properties=spec.Basic.Properties(
+                message_id=message_id,
+                content_type="application/cloudevents+json",
+                delivery_mode=2,  # persistent
+                headers=dict(headers),
+                message_type=routing_key,
+            ),
+            body_size=body_size,
+        ),
+        channel,
+    )
+
+
+class _HeaderFrames:
+    """The content header frames of a group of publishes that differ only in message id and
+    body size (the same trace headers and routing key): marshalled by pamqp once per id
+    length, then copied with the row's id and size in place (~6 us per publish less).
+
+    Frame layout (AMQP 0-9-1 4.2.3, 4.2.6.1): type, channel, payload size (7 bytes); class,
+    weight, body size (8 bytes from offset 11), property flags and properties in spec order,
+    `message_id` then `type` last of those set; frame end. An id of the template's length
+    leaves every size and offset unchanged."""
+
+    __slots__ = ("_templates", "channel", "headers", "routing_key")
+
+    def __init__(self, channel: int, headers: Mapping[str, Any], routing_key: str) -> None:
+        self.channel = channel
+        self.headers = headers
+        self.routing_key = routing_key
+        # id length -> (frame before the body size, between it and the id, after the id)
+        self._templates: dict[int, tuple[bytes, bytes, bytes]] = {}
+
+    def frame(self, message_id: str, body_size: int) -> bytes:
+        raw = message_id.encode()
+        parts = self._templates.get(len(raw))
+        if parts is None:
+            if len(raw) != len(message_id) or len(raw) > 255:
+                return _content_header(
+                    self.channel, self.headers, self.routing_key, message_id, body_size
+                )
+            sample = "0" * len(raw)
+            frame = _content_header(self.channel, self.headers, self.routing_key, sample, 0)
+            # After the id: the type (short string) and the frame end.
+            end = len(frame) - (1 + len(self.routing_key.encode()) + 1)
+            start = end - len(raw)
+            if frame[start - 1] != len(raw) or frame[start:end] != sample.encode():
+                return _content_header(
+                    self.channel, self.headers, self.routing_key, message_id, body_size
+                )
+            parts = self._templates[len(raw)] = (frame[:11], frame[19:start], frame[end:])
+        head, middle, tail = parts
+        return b"".join((head, body_size.to_bytes(8, "big"), middle, raw, tail))
+
+
+def _body_frame(channel: int, chunk: bytes) -> bytes:
+    """A content body frame (AMQP 0-9-1 4.2.3): type 3, channel, size, payload, frame end."""
+    return b"".join(
+        (b"\x03", channel.to_bytes(2, "big"), len(chunk).to_bytes(4, "big"), chunk, b"\xce")
+    )
+
+
 class _Confirms:
     """The broker's answers to one batch's publishes, counted: `future` resolves once every
     publish is acked, and fails at the first nack or when the channel closes. Each publish's
@@ -682,6 +749,21 @@ async def _write_publishes(
     closing.add_done_callback(on_close)
     batch.future.add_done_callback(on_confirmed)
     return written, batch.future
+
+
+def _group_key(events_exchange: str, row: Mapping[str, Any]) -> tuple[str | None, str, str]:
+    """The rows one producer span covers: the same stored trace context (as the claim reads
+    it, text), destination exchange and routing key."""
+    exchange = events_exchange if row["exchange"] is None else _command_exchange(row)
+    return row["headers"], exchange, row["routing_key"]
+
+
+def _stored_headers(text: str | None) -> dict[str, Any]:
+    """The trace headers the writing transaction stored with its rows (`headers::text`)."""
+    if not text:
+        return {}
+    headers: dict[str, Any] = orjson.loads(text) or {}
+    return headers
 
 
 def _end(spans: Iterable[trace.Span]) -> None:

@@ -384,16 +384,23 @@ async def mark_call_started(conn: asyncpg.Connection, ids: Sequence[str], provid
 
 
 async def mark_sent(
-    conn: asyncpg.Connection, ids: Sequence[str], provider_ids: Sequence[str | None], provider: str
+    conn: asyncpg.Connection,
+    ids: Sequence[str],
+    provider_ids: Sequence[str | None],
+    provider: str,
+    at: datetime,
 ) -> None:
+    """Accepted by the provider at `at`: the row is the message's `sent` record (`sent_at`,
+    `provider`, `provider_message_id`; the timeline's `sent` entry, `timeline_of`)."""
     await conn.execute(
         "UPDATE messages m SET status = 'sent', provider = $3, provider_message_id = u.pid,"
-        " lease_until = NULL, last_error = NULL, updated_at = now()"
+        " sent_at = $4, lease_until = NULL, last_error = NULL, updated_at = now()"
         " FROM unnest($1::text[], $2::text[]) AS u(id, pid)"
         " WHERE m.id = u.id AND m.status = 'sending'",
         list(ids),
         list(provider_ids),
         provider,
+        at,
     )
 
 

@@ -1213,12 +1213,9 @@ class DeliveryService:
         sent: dict[Mode, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         fails: dict[Mode, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         simulated: list[NormalizedEvent] = []
+        # A sent message's timeline entry is its row (`mark_sent`: `sent_at`), not a
+        # `message_events` row: 1,000 inserts and foreign-key checks fewer per provider call.
         for r, m, res in accepted:
-            timeline.append(
-                repo.TimelineRow(
-                    r["id"], tenant_id, "sent", provider, res.provider_message_id, {}, now
-                )
-            )
             fields = _email_fields(
                 r,
                 provider_message_id=res.provider_message_id,
@@ -1253,6 +1250,7 @@ class DeliveryService:
                     [r["id"] for r, _, _ in accepted],
                     [res.provider_message_id for _, _, res in accepted],
                     provider or "",
+                    now,
                 )
             if failed:
                 await repo.mark_failed(
@@ -1568,16 +1566,7 @@ class DeliveryService:
             "provider_message_id": None,
             "details": {},
         }
-        out["timeline"] = [queued] + [
-            {
-                "status": e["status"],
-                "occurred_at": e["occurred_at"],
-                "provider": e["provider"],
-                "provider_message_id": e["provider_message_id"],
-                "details": e["detail"] or {},
-            }
-            for e in events
-        ]
+        out["timeline"] = [queued, *_timeline(row, events)]
         return out
 
     async def list_emails(
@@ -1651,6 +1640,35 @@ def _summary(r: Any) -> dict[str, Any]:
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
     }
+
+
+def _timeline(row: Any, events: Sequence[Any]) -> list[dict[str, Any]]:
+    """A message's timeline after `queued`: its `message_events` rows (in `occurred_at`
+    order) and its `sent` entry, read from the row (`sent_at`, migration 000315) where the
+    events' order puts it: after the entries before it, ahead of those at or after it (a
+    `sent` row was written before them). Messages sent before 000315 have a `sent` row."""
+    entries = [
+        {
+            "status": e["status"],
+            "occurred_at": e["occurred_at"],
+            "provider": e["provider"],
+            "provider_message_id": e["provider_message_id"],
+            "details": e["detail"] or {},
+        }
+        for e in events
+    ]
+    sent_at = row["sent_at"]
+    if sent_at is not None:
+        at = sum(1 for e in entries if e["occurred_at"] < sent_at)
+        sent = {
+            "status": "sent",
+            "occurred_at": sent_at,
+            "provider": row["provider"],
+            "provider_message_id": row["provider_message_id"],
+            "details": {},
+        }
+        entries.insert(at, sent)
+    return entries
 
 
 def _effective_from(row: Any, mode: str) -> str | None:

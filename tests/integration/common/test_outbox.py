@@ -601,6 +601,58 @@ async def test_an_event_larger_than_a_frame_arrives_whole_with_the_relays_proper
         assert len(by_id[str(big.id)].body) > 300_000
 
 
+async def test_one_producer_span_covers_the_rows_one_transaction_wrote(
+    test_database: str, amqp_url: str, unique: str
+) -> None:
+    """The relay's publish span is per group of rows with one stored trace context and one
+    destination (a bulk write's facts), not per row: a child of the writer's span, counting
+    its messages (`messaging.batch.message_count`), and the parent every message of the
+    group names in its `traceparent`. A group of one names its message."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from libs.common.telemetry import configure_tracing
+
+    exporter = InMemorySpanExporter()
+    configure_tracing("outbox-tests", None).add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = trace.get_tracer("test")
+    tenant = f"t_{unique}"
+    bulk = [contact_event(tenant, i) for i in range(3)]
+    single = contact_event(tenant, 3)
+    async with own_outbox(test_database, f"outbox_spans_{unique}") as (schema, pool):
+        writers = {}
+        for name, events in (("bulk", bulk), ("single", [single])):
+            with tracer.start_as_current_span(f"POST /{name}") as span:
+                writers[name] = span.get_span_context()
+                async with pool.acquire() as conn, conn.transaction():
+                    await enqueue_many(conn, events)
+        async with Collector(amqp_url, "contact.created") as seen:
+            relay = OutboxRelay(pool, schema, amqp_url)
+            await relay.connect()
+            try:
+                assert await relay.publish_batch() == 4
+                await eventually(lambda: len(seen.ids(tenant)) == 4, timeout=10)
+            finally:
+                await relay.close()
+        parents = {m.message_id: str((m.headers or {})["traceparent"]) for m in seen.messages}
+    spans = [s for s in exporter.get_finished_spans() if s.name == "contact.created publish"]
+    exporter.shutdown()
+    by_writer = {
+        name: [s for s in spans if s.parent is not None and s.parent.span_id == ctx.span_id]
+        for name, ctx in writers.items()
+    }
+    assert len(spans) == 2 and [len(v) for v in by_writer.values()] == [1, 1]
+    [group], [alone] = by_writer["bulk"], by_writer["single"]
+    assert (group.attributes or {})["messaging.batch.message_count"] == 3
+    assert (alone.attributes or {})["messaging.message.id"] == str(single.id)
+    for published, events in ((group, bulk), (alone, [single])):
+        ctx, parent = published.get_span_context(), published.parent
+        assert ctx is not None and parent is not None and ctx.trace_id == parent.trace_id
+        for e in events:
+            assert parents[str(e.id)].startswith(f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-")
+
+
 async def test_a_channel_closed_under_a_batch_fails_it_at_once_unmarked(
     test_database: str, amqp_url: str, unique: str
 ) -> None:

@@ -4,8 +4,10 @@ backoff, circuit breaker and failover, suppression, test-mode sandbox."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
@@ -26,6 +28,37 @@ async def test_postmark_single_send_is_the_documented_request(harness: Harness) 
     email = await _email(harness, mid)
     assert email["status"] == "sent" and email["provider"] == "postmark"
     assert [t["status"] for t in email["timeline"]] == ["queued", "sent"]
+
+
+async def test_a_sent_message_is_recorded_on_its_row(
+    harness: Harness, delivery_pool: asyncpg.Pool
+) -> None:
+    """The `sent` record is the message row (`sent_at`, provider, provider message id), at the
+    `email.sent` fact's time: no `message_events` row (and foreign-key check) per message."""
+    mid = await harness.send(to="grace@example.com", variables={"name": "Grace"})
+    await harness.drain()
+    row = await delivery_pool.fetchrow(
+        "SELECT sent_at, provider, provider_message_id FROM messages WHERE id = $1", mid
+    )
+    rows = await delivery_pool.fetchval(
+        "SELECT count(*) FROM message_events WHERE message_id = $1", mid
+    )
+    fact = orjson.loads(
+        await delivery_pool.fetchval(
+            "SELECT payload::text FROM outbox WHERE event_type = 'email.sent'"
+            " AND payload->'data'->>'message_id' = $1",
+            mid,
+        )
+    )["data"]
+    assert row["sent_at"] is not None and rows == 0
+    email = await _email(harness, mid)
+    assert [t["status"] for t in email["timeline"]] == ["queued", "sent"]
+    sent = email["timeline"][1]
+    assert sent["provider"] == row["provider"] == fact["provider"] is not None
+    assert sent["provider_message_id"] == row["provider_message_id"]
+    assert sent["provider_message_id"] == fact["provider_message_id"]
+    at = datetime.fromisoformat(sent["occurred_at"].replace("Z", "+00:00"))
+    assert at == row["sent_at"] == datetime.fromisoformat(fact["occurred_at"])
 
 
 async def test_each_provider_gets_its_wire_format(
@@ -173,6 +206,8 @@ async def test_test_mode_only_reaches_the_sandbox(
     r = await harness.client.get(f"/api/v1/emails/{mid}", headers=harness.headers(mode="test"))
     email = r.json()["data"]
     assert email["provider"] == "sandbox" and email["status"] == "delivered"
+    # The sandbox's `delivered` is written in the transaction that records the send: after it.
+    assert [t["status"] for t in email["timeline"]] == ["queued", "sent", "delivered"]
     assert (tmp_path / harness.tenant / f"{mid}.eml").exists()
     assert reset_fakes["postmark"].recipients() == []
     # Live credentials do not see test-mode mail.

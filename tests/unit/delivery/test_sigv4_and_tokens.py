@@ -48,3 +48,15 @@ def test_tokens_round_trip_and_reject_tampering() -> None:
         TokenSigner("j" * 32).verify(token, "c")  # another key
     with pytest.raises(InvalidToken):
         signer.verify("c.garbage", "c")
+
+
+def test_tokens_keep_their_exact_form() -> None:
+    """Links in mail already sent must keep verifying: the signer's output is pinned (values
+    from the HMAC-object implementation the one-shot HMAC replaced)."""
+    signer = TokenSigner("k" * 32)
+    assert signer.sign(TrackingToken("o", "msg_1")) == "o.msg_1..U7QTB0G7ryAgl0o1ZMRwZg"
+    assert (
+        signer.sign(TrackingToken("c", "msg_1", "https://acme.example.com/x?a=1&b=ü"))
+        == "c.msg_1.aHR0cHM6Ly9hY21lLmV4YW1wbGUuY29tL3g_YT0xJmI9w7w.BJZpRQdwW4v2bzzUIqPhKg"
+    )
+    assert signer.sign(TrackingToken("u", "msg_2")) == "u.msg_2..EcDDNSsb1_RII27XxcCAnw"
