@@ -5,8 +5,11 @@ Setup: real `python -m services.webhooks api|worker|stream|relay` on a database 
 their own. 100 tenants (BENCH_STREAM_TENANTS) each hold one open `GET /api/v1/events/stream`
 (signed principals as the gateway forwards them; the gateway's relay adds one hop, measured
 by bench/gateway.py). 10 of them also have a webhook endpoint on a local receiver.
-Load: every 100 ms one transaction commits one `email.opened` per tenant into the webhooks
-outbox (10 events/s per tenant, 1,000/s in all), as any service publishes a fact; the relay
+Load: 10 `email.opened` per second per tenant (1,000/s in all) committed into the webhooks
+outbox, as any service publishes a fact: by default every 10 ms one transaction commits the
+events of 10 of the tenants (BENCH_STREAM_GROUPS=10: tenants commit independently of each
+other); BENCH_STREAM_GROUPS=1 commits every tenant's event in one transaction every 100 ms, a
+burst of 100 that each stage works through in turn (what the bench did before). The relay
 publishes, the stream consumer (the `stream` process) stores and notifies, the API pushes it;
 the worker fans the same events out to webhook endpoints.
 
@@ -69,6 +72,10 @@ WITH_WEBHOOK = int(os.environ.get("BENCH_STREAM_WEBHOOK_TENANTS", "10"))
 RATE = int(os.environ.get("BENCH_STREAM_RATE", "10"))  # events/s per tenant
 SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "20"))
 WARMUP = float(os.environ.get("BENCH_STREAM_WARMUP_SECONDS", "3"))
+# Commits per 1/RATE s, each with its share of the tenants' events: independent tenants commit
+# independently (10: every 10 ms, 10 tenants' events); 1: all in one transaction, a burst of
+# TENANTS events that every stage then works through one after the other.
+GROUPS = int(os.environ.get("BENCH_STREAM_GROUPS", "10"))
 NICE = os.environ.get("BENCH_STREAM_PROCESS_NICE", "0")
 DUMP = os.environ.get("BENCH_STREAM_DUMP", "")  # a file for every event's stamps (JSON)
 SIGNING_KEY = generate_private_key()  # the bench's own Ed25519 principal key
@@ -179,18 +186,21 @@ async def main() -> None:
             ]
             await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 60)
 
-            interval = 1 / RATE
-            ticks = int((WARMUP + SECONDS) * RATE)
+            # GROUPS transactions per period of 1/RATE s, evenly spaced, each committing the
+            # events of its share of the tenants (GROUPS=1: all tenants' in one transaction).
+            interval = 1 / RATE / GROUPS
+            ticks = int((WARMUP + SECONDS) * RATE) * GROUPS
             measured_from = time.time() + WARMUP
             t0 = time.perf_counter()
             for tick in range(ticks):
+                group = tick % GROUPS
                 async with pool.acquire() as conn, conn.transaction():
                     await outbox.enqueue(
                         conn,
                         *(
                             make_event(
                                 EmailOpened(
-                                    message_id=f"em_{tick}_{i}",
+                                    message_id=f"em_{tick // GROUPS}_{i}",
                                     to="u@example.com",
                                     user_agent="Mozilla/5.0 (iPhone)",
                                 ),
@@ -198,16 +208,17 @@ async def main() -> None:
                                 source="/bench",
                             )
                             for i, t in enumerate(tenants)
+                            if i % GROUPS == group
                         ),
                     )
                 await asyncio.sleep(max(0.0, t0 + (tick + 1) * interval - time.perf_counter()))
-            offered = ticks * TENANTS / (time.perf_counter() - t0)
+            offered = ticks // GROUPS * TENANTS / (time.perf_counter() - t0)
             load = os.getloadavg()  # the machine's load while the events went in
-            expected = ticks * TENANTS
+            expected = ticks // GROUPS * TENANTS
             deadline = time.monotonic() + 60
             while len(arrivals) < expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            webhook_expected = ticks * WITH_WEBHOOK
+            webhook_expected = ticks // GROUPS * WITH_WEBHOOK
             while receiver.count < webhook_expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
         # Where the time goes: committed -> stored in the stream table (relay, broker, the
@@ -278,7 +289,8 @@ async def main() -> None:
     hooks = [r.at - _created(r.body) for r in received if _created(r.body) >= measured_from]
     print(
         f"bench/events_stream.py  {TENANTS} tenants x 1 stream x {RATE} events/s, {SECONDS:.0f} s"
-        f" measured ({WITH_WEBHOOK} tenants also with a webhook endpoint)"
+        f" measured ({WITH_WEBHOOK} tenants also with a webhook endpoint); {GROUPS * RATE}"
+        f" commits/s of {TENANTS // GROUPS} tenants' events each"
     )
     print(f"  stream arrivals: {len(arrivals)} of {expected} (all phases),"
           f" webhook arrivals: {receiver.count} of {webhook_expected}")  # fmt: skip
