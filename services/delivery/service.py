@@ -361,9 +361,9 @@ class DeliveryService:
             str(req.to), req.variables, req.contact_id, campaign_id=req.campaign_id
         )
         async with self.pool.acquire() as conn, conn.transaction():
-            ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
+            ids, now = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
             # Counted last: the tenant's counter row stays locked only until the commit.
-            quota = await self._charge_quota(conn, scope, plan, len(ids))
+            quota = await self._charge_quota(conn, scope, plan, len(ids), now)
         return ids[0], quota
 
     async def send_bulk(
@@ -399,7 +399,7 @@ class DeliveryService:
         }
         async with self.pool.acquire() as conn, conn.transaction():
             await repo.insert_batch(conn, batch)
-            await self._enqueue(
+            _, now = await self._enqueue(
                 conn,
                 content,
                 options,
@@ -409,7 +409,7 @@ class DeliveryService:
                 req.delay_between_batches,
             )
             # Whole or not at all: a bulk send passing the quota is refused entirely.
-            quota = await self._charge_quota(conn, scope, plan, len(recipients))
+            quota = await self._charge_quota(conn, scope, plan, len(recipients), now)
         chunks = -(-len(recipients) // req.batch_size)
         return batch["id"], len(recipients), chunks, quota
 
@@ -470,7 +470,7 @@ class DeliveryService:
             # The runner sends the contact's tags as the message's tags.
             list(data.tags) if data.campaign_id and data.contact_id else None,
         )
-        ids = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
+        ids, _ = await self._enqueue(conn, content, options, [recipient], None, 1, 0)
         if ids:
             await self._charge_campaign_quota(conn, scope, ids[0])
         return ids[0] if ids else None
@@ -478,7 +478,7 @@ class DeliveryService:
     # ------------------------------------------------------------ daily send quota
 
     async def _charge_quota(
-        self, conn: asyncpg.Connection, scope: TenantScope, plan: str, n: int
+        self, conn: asyncpg.Connection, scope: TenantScope, plan: str, n: int, now: datetime
     ) -> QuotaState | None:
         """Count `n` accepted emails on today's (UTC) quota of the principal's plan, or
         refuse the whole accept (429, the transaction rolls back). Test mode counts apart,
@@ -487,7 +487,6 @@ class DeliveryService:
         limit = limits_for(plan).daily_sends
         if limit is None or n == 0:
             return None
-        now = await repo.transaction_time(conn)
         day = now.astimezone(UTC).date()
         reset = _next_midnight(now)
         count = await repo.take_daily_sends(conn, scope, day, n, limit)
@@ -724,14 +723,22 @@ class DeliveryService:
         batch_id: str | None,
         chunk_size: int,
         delay: int,
-    ) -> list[str]:
+    ) -> tuple[list[str], datetime]:
+        """The messages' ids (none: the request was accepted before) and the transaction's
+        time. An express send's accept is on its latency path: what it reads is one round
+        trip (`repo.accept_context`), a single message one INSERT."""
         await repo.insert_content(conn, content)
+        # Express for a small send due now from a tenant with a small backlog (a tenant
+        # sending a flood of single emails fills its backlog and moves to the bulk lane, so
+        # the express lane stays small); bulk for the rest.
+        small = not delay and len(recipients) <= self.settings.express_max_recipients
+        unknown = [r.to for r in recipients if r.contact_tags is None]
         # The transaction's timestamp is every message's `created_at`: a message due exactly
         # then is its work item's job; the sweeper takes it only if that is long overdue.
-        now = await repo.transaction_time(conn)
-        lane = await self._lane(conn, o.scope.tenant_id, len(recipients), delay)
-        unknown = [r.to for r in recipients if r.contact_tags is None]
-        known_tags = await repo.tags_of_recipients(conn, o.scope, unknown) if unknown else {}
+        now, backlogged, known_tags = await repo.accept_context(
+            conn, o.scope, self.settings.express_max_backlog if small else None, unknown
+        )
+        lane: repo.Lane = "express" if small and not backlogged else "bulk"
         rows: list[repo.MessageRow] = []
         for i, r in enumerate(recipients):
             due = now + timedelta(seconds=delay * (i // chunk_size)) if delay else now
@@ -761,9 +768,9 @@ class DeliveryService:
                     lane=lane,
                 )
             )
-        if len(rows) == 1 and rows[0].request_id is not None:
+        if len(rows) == 1:  # one round trip (a COPY is two)
             if not await repo.insert_message(conn, rows[0]):
-                return []
+                return [], now
         else:
             await repo.copy_messages(conn, rows)
         ids = [row.id for row in rows]
@@ -788,19 +795,7 @@ class DeliveryService:
                 batch_id,
             )
         await outbox.enqueue_copy(conn, queued_events(o.scope, rows, now))
-        return ids
-
-    async def _lane(
-        self, conn: asyncpg.Connection, tenant_id: str, recipients: int, delay: int
-    ) -> repo.Lane:
-        """Express for a small send due now from a tenant with a small backlog (a tenant
-        sending a flood of single emails fills its backlog and moves to the bulk lane, so
-        the express lane stays small); bulk for the rest."""
-        if delay or recipients > self.settings.express_max_recipients:
-            return "bulk"
-        if await repo.queued_at_least(conn, tenant_id, self.settings.express_max_backlog):
-            return "bulk"
-        return "express"
+        return ids, now
 
     # ------------------------------------------------------------ sending
 
