@@ -329,26 +329,14 @@ async def claim_listed(
     return await conn.fetch(_CLAIM_LISTED, list(ids), lease_seconds)
 
 
-async def queued_at_least(conn: asyncpg.Connection, tenant_id: str, count: int) -> bool:
-    """Whether the tenant has `count` or more queued messages (reads at most `count` index
-    entries of `messages_queued_tenant`)."""
-    found: int = await conn.fetchval(
-        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE tenant_id = $1 AND status = 'queued'"
-        " LIMIT $2) q",
-        tenant_id,
-        count,
-    )
-    return found >= count
-
-
 async def accept_context(
     conn: asyncpg.Connection, scope: TenantScope, backlog: int | None, emails: Sequence[str]
 ) -> tuple[datetime, bool, dict[str, list[str]]]:
     """What an accept reads, in one round trip (each is one more wait for a busy server's
     CPU, on an express send's path too): the transaction time (`now()`, which column defaults
-    also use); whether the tenant has `backlog` or more queued messages (as
-    `queued_at_least`; None: not asked, False); the known tags of `emails` (as
-    `tags_of_recipients`)."""
+    also use); whether the tenant has `backlog` or more queued messages (reading at most
+    `backlog` entries of `messages_queued_tenant`; None: not asked, False); the known tags of
+    `emails` by lower-cased address."""
     row = await conn.fetchrow(
         "SELECT now() AS now,"
         " CASE WHEN $3::int IS NULL THEN false ELSE (SELECT count(*) FROM (SELECT 1 FROM"
@@ -860,20 +848,6 @@ async def apply_contact_tags(conn: asyncpg.Connection, rows: Sequence[ContactTag
         " event_time = excluded.event_time WHERE contact_tags.event_time <= excluded.event_time",
         rows,
     )
-
-
-async def tags_of_recipients(
-    conn: asyncpg.Connection, scope: TenantScope, emails: Sequence[str]
-) -> dict[str, list[str]]:
-    """Known tags by lower-cased address."""
-    rows = await conn.fetch(
-        "SELECT email_key, tags FROM contact_tags WHERE tenant_id = $1 AND mode = $2"
-        " AND email_key = ANY($3::text[])",
-        scope.tenant_id,
-        scope.mode,
-        [e.lower() for e in emails],
-    )
-    return {r["email_key"]: list(r["tags"]) for r in rows}
 
 
 # ---------------------------------------------------------------- sending settings
