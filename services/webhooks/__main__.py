@@ -10,10 +10,12 @@ from libs.common.runner import (
     relay_process,
     run_cli,
     run_process,
+    worker_process,
 )
 from services.webhooks.api import create_api
+from services.webhooks.consumers import setup_stream
 from services.webhooks.settings import WebhooksSettings
-from services.webhooks.worker import run_stream, run_worker
+from services.webhooks.worker import run_worker
 
 
 async def api(settings: WebhooksSettings) -> None:
@@ -23,7 +25,9 @@ async def api(settings: WebhooksSettings) -> None:
 PROCESSES: dict[str, Process] = {
     "api": api,
     "worker": run_worker,
-    "stream": run_stream,
+    # The event stream's consumer in a process of its own: its latency does not depend on how
+    # busy webhook fan-out is (docs/webhooks.md "Event stream"). Postgres and RabbitMQ only.
+    "stream": worker_process(setup_stream, schema="webhooks", process="stream"),
     "relay": relay_process("webhooks"),
 }
 COMMANDS: dict[str, Command] = {"migrate": migrate_command("webhooks")}

@@ -1,6 +1,4 @@
-"""The `worker` process (event fan-out consumer, attempt consumer, sweeper, outcome writer) and
-the `stream` process (the event stream's consumer: queue `webhooks.stream` into
-`stream_events`)."""
+"""The `worker` process: event fan-out consumer, attempt consumer, sweeper, outcome writer."""
 
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ from libs.common.resources import Resources
 from libs.common.runner import run_process
 from services.webhooks.address_guard import parse_networks
 from services.webhooks.attempt_queue import AttemptQueue
-from services.webhooks.consumers import setup, setup_stream
+from services.webhooks.consumers import setup
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.secret_store import SecretStore
 from services.webhooks.service import AttemptContext
@@ -47,7 +45,14 @@ class Engine:
         )
         queue = AttemptQueue(settings.amqp_url, prefetch=settings.webhooks_attempt_prefetch)
         dispatcher = Dispatcher(settings, resources.pool, ctx, queue)
-        bus = _bus(settings, resources)
+        bus = EventBus(
+            service="webhooks",
+            amqp_url=settings.amqp_url,
+            pool=resources.pool,
+            exchange=settings.events_exchange,
+            retry_delays_ms=settings.retry_delays_ms,
+            prefetch=settings.consumer_prefetch,
+        )
         setup(bus, dispatcher)
         return cls(settings, transport, queue, dispatcher, bus)
 
@@ -90,50 +95,5 @@ async def run_worker(settings: WebhooksSettings) -> None:
     )
     try:
         await run_process(settings, "worker", app, body)
-    finally:
-        await resources.close()
-
-
-def _bus(settings: WebhooksSettings, resources: Resources) -> EventBus:
-    return EventBus(
-        service="webhooks",
-        amqp_url=settings.amqp_url,
-        pool=resources.pool,
-        exchange=settings.events_exchange,
-        retry_delays_ms=settings.retry_delays_ms,
-        prefetch=settings.consumer_prefetch,
-    )
-
-
-def stream_bus(settings: WebhooksSettings, resources: Resources) -> EventBus:
-    """The `stream` process's bus: the event stream's consumer (queue `webhooks.stream`) only
-    (also what the integration tests run in-process)."""
-    bus = _bus(settings, resources)
-    setup_stream(bus, resources.pool)
-    return bus
-
-
-async def run_stream(settings: WebhooksSettings) -> None:
-    """Append every deliverable event to its tenant's stream, in a process of its own: the
-    stream's latency does not depend on how busy webhook fan-out is (docs/webhooks.md "Event
-    stream"). Needs Postgres and RabbitMQ only; no Vault, no endpoint ever called."""
-    resources = Resources(settings, schema="webhooks", amqp=False)
-    await resources.open()
-    bus = stream_bus(settings, resources)
-
-    async def body(stop: asyncio.Event) -> None:
-        await bus.start()
-        try:
-            await stop.wait()
-        finally:
-            await bus.stop()
-
-    app = create_app(
-        settings,
-        process="stream",
-        readiness={**resources.readiness(), "rabbitmq": bus.is_ready},
-    )
-    try:
-        await run_process(settings, "stream", app, body)
     finally:
         await resources.close()

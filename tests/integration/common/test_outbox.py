@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 from collections.abc import AsyncIterator
 
+import aio_pika
 import aiormq
 import asyncpg
 import orjson
@@ -565,6 +566,21 @@ async def test_a_batch_the_broker_nacks_is_not_marked_published(
         assert all(r["last_error"].startswith("DeliveryError") for r in rows)
 
 
+async def _one_batch(
+    pool: asyncpg.Pool, schema: str, amqp_url: str, tenant: str, n: int
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """What a relay's first batch publishes of `tenant`'s `n` pending events, as received."""
+    async with Collector(amqp_url, "contact.created") as seen:
+        relay = OutboxRelay(pool, schema, amqp_url)
+        await relay.connect()
+        try:
+            assert await relay.publish_batch() == n
+            await eventually(lambda: len(seen.ids(tenant)) == n, timeout=10)
+        finally:
+            await relay.close()
+    return seen.messages
+
+
 async def test_an_event_larger_than_a_frame_arrives_whole_with_the_relays_properties(
     test_database: str, amqp_url: str, unique: str
 ) -> None:
@@ -583,15 +599,7 @@ async def test_an_event_larger_than_a_frame_arrives_whole_with_the_relays_proper
     async with own_outbox(test_database, f"outbox_big_{unique}") as (schema, pool):
         async with pool.acquire() as conn, conn.transaction():
             await enqueue_many(conn, [small[0], big, *small[1:]])
-        async with Collector(amqp_url, "contact.created") as seen:
-            relay = OutboxRelay(pool, schema, amqp_url)
-            await relay.connect()
-            try:
-                assert await relay.publish_batch() == 4
-                await eventually(lambda: len(seen.ids(tenant)) == 4, timeout=10)
-            finally:
-                await relay.close()
-        by_id = {m.message_id: m for m in seen.messages}
+        by_id = {m.message_id: m for m in await _one_batch(pool, schema, amqp_url, tenant, 4)}
         for event in [big, *small]:
             message = by_id[str(event.id)]
             assert orjson.loads(message.body) == event.model_dump(mode="json")
@@ -627,15 +635,8 @@ async def test_one_producer_span_covers_the_rows_one_transaction_wrote(
                 writers[name] = span.get_span_context()
                 async with pool.acquire() as conn, conn.transaction():
                     await enqueue_many(conn, events)
-        async with Collector(amqp_url, "contact.created") as seen:
-            relay = OutboxRelay(pool, schema, amqp_url)
-            await relay.connect()
-            try:
-                assert await relay.publish_batch() == 4
-                await eventually(lambda: len(seen.ids(tenant)) == 4, timeout=10)
-            finally:
-                await relay.close()
-        parents = {m.message_id: str((m.headers or {})["traceparent"]) for m in seen.messages}
+        received = await _one_batch(pool, schema, amqp_url, tenant, 4)
+        parents = {m.message_id: str((m.headers or {})["traceparent"]) for m in received}
     spans = [s for s in exporter.get_finished_spans() if s.name == "contact.created publish"]
     exporter.shutdown()
     by_writer = {

@@ -12,12 +12,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from libs.common.bus import dlq_depth
+from libs.common.bus import EventBus, dlq_depth
 from libs.common.events import Envelope
 from libs.common.resources import Resources
 from services.webhooks import repository as repo
+from services.webhooks.consumers import setup_stream
 from services.webhooks.settings import WebhooksSettings
-from services.webhooks.worker import stream_bus
 from tests.integration.common.amqp_tools import eventually, publish_all
 from tests.integration.webhooks.conftest import opened
 
@@ -33,7 +33,16 @@ async def backlogged_stream(
     settings = base_settings.model_copy(update={"retry_delays_ms": [200, 400]})
     resources = Resources(settings, schema="webhooks", amqp=False)
     await resources.open()
-    bus = stream_bus(settings, resources)
+    # As the `stream` process (libs.common.runner.worker_process) builds its bus.
+    bus = EventBus(
+        service="webhooks",
+        amqp_url=settings.amqp_url,
+        pool=resources.pool,
+        exchange=settings.events_exchange,
+        retry_delays_ms=settings.retry_delays_ms,
+        prefetch=settings.consumer_prefetch,
+    )
+    setup_stream(bus, resources)
     started = False
 
     async def start(events: list[Envelope]) -> None:
