@@ -15,7 +15,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import redis
 from libs.common.db import migrate
 from libs.common.provision import provision_database, provision_vault
 from libs.common.signing_keys import public_keys_of
+from tests.ports import free_port
 
 ADMIN_DSN = os.environ.get("PM_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = f"pm_bench_{os.getpid()}"
@@ -234,12 +234,6 @@ _VAULT_ADDR_FILE = REPO / ".dev" / "vault-addr"
 VAULT_ADDR = os.environ.get("PM_BENCH_VAULT_ADDR") or (
     _VAULT_ADDR_FILE.read_text().strip() if _VAULT_ADDR_FILE.is_file() else "http://127.0.0.1:8200"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 from libs.common.db import create_pool, migrate, pool_budget
 from libs.common.settings import SCHEMA_SERVICES
 from tests.fixtures_infra import *  # noqa: F403  (vault_dev)
+from tests.ports import free_port as free_port  # the stacks and fixtures import it from here
 
 REPO = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("PM_TEST_PG_HOST", "127.0.0.1")
@@ -201,14 +201,6 @@ class ServiceProcess:
         if self.proc.poll() is None:
             self.kill()
         self._log.close()
-
-
-def free_port() -> int:
-    """A port nobody listens on now (the kernel's pick, so parallel sessions do not clash)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

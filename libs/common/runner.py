@@ -49,6 +49,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+async def _serve(server: uvicorn.Server) -> None:
+    """uvicorn exits the interpreter (`sys.exit`) when it cannot bind its port or its
+    lifespan startup fails. Raised inside a task, that SystemExit left the loop at once and
+    the runner's teardown then waited forever on the body it had never told to stop: the
+    process hung, port taken, instead of failing. Here it is an error like any other:
+    `run_process` stops the body and exits non-zero."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise RuntimeError(
+            f"the HTTP server did not start on {server.config.host}:{server.config.port}"
+            f" (uvicorn exit {exc.code}; its error is logged above)"
+        ) from None
+
+
 async def run_process(
     settings: ServiceSettings, process: str, app: FastAPI, body: Body | None = None
 ) -> None:
@@ -67,7 +82,7 @@ async def run_process(
         lifespan="on",
     )
     server = _Server(config)
-    server_task = asyncio.create_task(server.serve(), name="http")
+    server_task = asyncio.create_task(_serve(server), name="http")
     body_task = asyncio.create_task(body(stop), name="body") if body else None
     waiters: list[asyncio.Task[Any]] = [server_task, asyncio.create_task(stop.wait())]
     if body_task:

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import smtplib
-import socket
 import time
 from typing import Any
 
@@ -24,17 +23,12 @@ from tests.integration.inbox.conftest import (
     Harness,
     inbox_settings,
 )
+from tests.ports import free_port
 from tests.unit.inbox import mail
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _types(h: Harness, subject: str) -> list[str]:
@@ -48,7 +42,7 @@ async def test_a_reply_by_smtp_threads_and_emits_email_replied(harness: Harness)
     h = harness
     mid, header = await h.sent()
     settings = inbox_settings(h.service.settings.inbound_credentials_path)
-    settings.inbound_smtp_port = _free_port()
+    settings.inbound_smtp_port = free_port()
     server = await serve_smtp(settings, h.service)
     raw = mail.reply(to=f"Alice <{h.sender}>", in_reply_to=header, references=header)
     huge = mail.reply(text="x" * (settings.inbound_max_bytes + 10))
@@ -397,7 +391,7 @@ async def test_starttls_is_offered_when_a_certificate_is_configured(
     _, header = await h.sent()
     settings = inbox_settings(
         h.service.settings.inbound_credentials_path,
-        inbound_smtp_port=_free_port(),
+        inbound_smtp_port=free_port(),
         inbound_smtp_tls_cert=str(tmp_path / "cert.pem"),
         inbound_smtp_tls_key=str(tmp_path / "key.pem"),
     )

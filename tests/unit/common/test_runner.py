@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,35 @@ def test_a_process_starts_with_its_startup_heap_frozen() -> None:
     )
     frozen, tracked = map(int, done.stdout.split()[-2:])
     assert frozen > 10 * tracked  # the imports frozen; what the collector still walks is new
+
+
+def test_a_process_whose_port_is_taken_stops_its_body_and_exits() -> None:
+    """uvicorn's sys.exit on a failed bind used to leave the process hung (its body never
+    told to stop); it must fail, so that a supervisor or a test sees it and starts another."""
+    code = (
+        "from fastapi import FastAPI\n"
+        "from libs.common.runner import run_cli, run_process\n"
+        "from libs.common.settings import ServiceSettings\n"
+        "async def body(stop):\n"
+        "    await stop.wait()\n"
+        "    print('body stopped', flush=True)\n"
+        "async def probe(settings):\n"
+        "    await run_process(settings, 'probe', FastAPI(), body)\n"
+        "run_cli('probe', ServiceSettings, {'probe': probe}, argv=['probe'])\n"
+    )
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**child_env, "PYTHONPATH": str(REPO), "PM_HTTP_PORT": str(port)},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,  # the old behaviour: no exit at all
+        )
+    assert done.returncode != 0
+    assert "body stopped" in done.stdout
+    assert f"did not start on 127.0.0.1:{port}" in done.stderr

@@ -4,7 +4,6 @@ live-mode send of `make up` produces can be listed and read (CLI, page, JSON).""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import httpx
@@ -15,13 +14,7 @@ from starlette.testclient import TestClient
 from scripts.dev.mail_capture import MailStore, _SmtpHandler, http_app, print_list, print_message
 from services.delivery.connectors.base import OutgoingEmail
 from services.delivery.connectors.smtp import SmtpConnector
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.ports import free_port
 
 
 def _email(i: int) -> OutgoingEmail:
@@ -48,7 +41,7 @@ async def _send(port: int, emails: list[OutgoingEmail]) -> None:
 @pytest.fixture
 def captured(tmp_path: Path) -> MailStore:
     store = MailStore(tmp_path / "mail")
-    port = _free_port()
+    port = free_port()
     smtp = Controller(_SmtpHandler(store), hostname="127.0.0.1", port=port)
     smtp.start()
     try:
