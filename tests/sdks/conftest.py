@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from libs.common.plans import limits_for
 from libs.common.principal import SCOPES
 from tests.conftest import (
     REDIS_URL,
@@ -29,7 +30,7 @@ from tests.conftest import (
     service_env,
 )
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.integration.keys.platform_stack import NAMESPACE, Platform
+from tests.integration.keys.platform_stack import NAMESPACE, Platform, set_plan
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
 from tests.integration.keys.platform_stack import platform as platform
 from tests.sdks.harness import SdkTestServer
@@ -71,17 +72,32 @@ def sdk_vhost(amqp_url: str) -> Iterator[str]:
     _rabbitmqctl("delete_vhost", own)
 
 
-def _exhaust_hourly_quota(key_id: str) -> None:
-    """Put one key over its plan's hourly quota, for this hour and the next (so that no
-    retry can land in a fresh hour): the counters the gateway's rate-limit script reads
-    (services/gateway/ratelimit.py). Its 429s then carry a Retry-After beyond what the SDKs
-    wait inside one call, so they surface as RateLimitError after their retries."""
+# The stack's tenant is on the internal `unlimited` plan: the suites and the CLI's tests
+# share it, and on a public plan's per-minute bucket their calls met 429s that a test then
+# counted as tries of its own.
+STACK_PLAN = "unlimited"
+# How long the limited key is kept waiting: beyond what the SDKs wait inside one call
+# (a minute) at any time of the hour, however long the suites run.
+LIMITED_FOR_MS = 2 * 3_600_000
+
+
+def _put_in_debt(key_id: str) -> None:
+    """Leave one key's per-minute bucket (services/gateway/ratelimit.py) LIMITED_FOR_MS of
+    refill in debt, so that every call with it gets a 429 whose Retry-After is about two
+    hours and surfaces as RateLimitError after the SDKs' retries. A refused call takes no
+    token from the tenant's bucket, so the suites' own key is not slowed down. (An hourly
+    quota filled up would do the same, except in an hour's last minute, when its
+    Retry-After is under a minute and the SDKs wait it out.)"""
+    limits = limits_for(STACK_PLAN)
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        now_ms = int(time.time() * 1000)
-        hour = now_ms - now_ms % 3_600_000
-        for start in (hour, hour + 3_600_000):
-            client.set(f"{NAMESPACE}:rl:h:api_key:{key_id}:{start}", 10**9, px=2 * 3_600_000)
+        bucket = f"{NAMESPACE}:rl:m:api_key:{key_id}"
+        debt = limits.per_minute * LIMITED_FOR_MS / 60_000
+        client.hset(
+            bucket,
+            mapping={"t": repr(-debt), "ts": int(time.time() * 1000), "c": limits.per_minute},
+        )
+        client.pexpire(bucket, 2 * LIMITED_FOR_MS)
     finally:
         client.close()
 
@@ -155,7 +171,7 @@ def sdk_stack(
     try:
         for p in processes:
             p.wait_ready(120)
-        yield new_tenant(gateway.url, control, receiver)
+        yield new_tenant(platform, gateway.url, control, receiver)
     finally:
         control.stop()
         receiver.stop()
@@ -163,7 +179,22 @@ def sdk_stack(
             p.close()
 
 
-def new_tenant(gw: str, control: SdkTestServer, receiver: WebhookReceiver) -> SdkStack:
+def _await_plan(http: httpx.Client, key: str) -> None:
+    """Until the gateway applies STACK_PLAN (it learns of the change from the keys service's
+    event): its rate-limit headers then carry the plan's per-minute limit."""
+    want = str(limits_for(STACK_PLAN).per_minute)
+    deadline = time.monotonic() + 60
+    while True:
+        r = http.get("/api/v1/events/types", headers={"Authorization": f"Bearer {key}"})
+        if r.headers.get("X-RateLimit-Limit") == want:
+            return
+        assert time.monotonic() < deadline, f"the gateway never saw the {STACK_PLAN} plan"
+        time.sleep(0.5)
+
+
+def new_tenant(
+    platform: Platform, gw: str, control: SdkTestServer, receiver: WebhookReceiver
+) -> SdkStack:
     email = f"sdk-{uuid.uuid4().hex[:10]}@example.com"
     with httpx.Client(base_url=gw, timeout=60) as http:
         r = http.post(
@@ -172,6 +203,7 @@ def new_tenant(gw: str, control: SdkTestServer, receiver: WebhookReceiver) -> Sd
         )
         assert r.status_code == 201, r.text
         token = r.json()["data"]["access_token"]
+        set_plan(platform, r.json()["data"]["tenant"]["id"], STACK_PLAN)
         keys = []
         for name in ("sdk suites", "rate limited"):
             r = http.post(
@@ -181,7 +213,8 @@ def new_tenant(gw: str, control: SdkTestServer, receiver: WebhookReceiver) -> Sd
             )
             assert r.status_code == 201, r.text
             keys.append(r.json()["data"])
-    _exhaust_hourly_quota(keys[1]["id"])
+        _await_plan(http, keys[0]["key"])
+    _put_in_debt(keys[1]["id"])
     return SdkStack(
         gateway=gw,
         email=email,

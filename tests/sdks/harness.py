@@ -7,7 +7,7 @@
   retried POST is shown to create one object. A 429 or 503 answer (nothing was done: rate
   limited, or a dependency down) is passed on and the drop stays armed for the client's
   retry: losing it would lose no work, and the retry would be a first execution, not a
-  replay (the SDK suites' free-plan tenant meets its 20 requests a minute often);
+  replay;
 * `GET /__sdk_test/log`: what went through the proxy (method, path, Idempotency-Key,
   status, whether the gateway replayed a stored answer);
 * `GET /__sdk_test/webhooks?path=/hooks/node`: the deliveries a real WebhookReceiver

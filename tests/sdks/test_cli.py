@@ -26,6 +26,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import REPO
 from tests.fakes.webhook_receiver import Received, Reply, WebhookReceiver
+from tests.integration.keys.platform_stack import Platform
 from tests.sdks.conftest import SdkStack, new_tenant
 
 SAFETY = 90.0  # seconds: how long a step may take before the test gives up (not a measure)
@@ -126,11 +127,11 @@ def client(sdk_stack: SdkStack) -> PenguinMails:
 
 
 @pytest.fixture
-def own_tenant(sdk_stack: SdkStack) -> SdkStack:
+def own_tenant(sdk_stack: SdkStack, platform: Platform) -> SdkStack:
     """The stack with a tenant of its own, for the stream tests: a new stream starts at the
     head, so a shared tenant's stream may carry an earlier test's event stored only after this
     test connected (late, not lost), which would break their exact order assertions."""
-    return new_tenant(sdk_stack.gateway, sdk_stack.control, sdk_stack.receiver)
+    return new_tenant(platform, sdk_stack.gateway, sdk_stack.control, sdk_stack.receiver)
 
 
 def _trigger(client: PenguinMails, event_type: str) -> str:

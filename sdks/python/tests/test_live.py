@@ -150,8 +150,8 @@ def test_a_lost_post_answer_is_retried_with_the_same_key_creating_one_object() -
     lost = [r for r in log if r["dropped"]][-1]
     assert lost["status"] == 201  # the lost answer: the contact was created then
     assert lost["idempotency_key"]
-    # Every try carried the same key; a try answered 429 or 503 (nothing done, the free plan's
-    # 20 requests a minute) may come before or after the lost one; the last is the replay.
+    # Every try carried the same key; a try answered 429 or 503 (nothing done: rate limited, or
+    # a dependency down) may come before or after the lost one; the last is the replay.
     tries = [r for r in log if r["idempotency_key"] == lost["idempotency_key"]]
     assert [r for r in tries if r["dropped"]] == [lost]
     assert tries[-1]["replayed"]
@@ -255,16 +255,16 @@ def test_event_stream_delivers_a_triggered_event_and_moves_its_resume_point(
 
 def test_event_stream_refusals_raise_without_reconnecting(client: PenguinMails) -> None:
     def no_reconnect(reason: str, delay: float) -> None:
-        # The suites' tenant allows 20 requests a minute: waiting out a short 429 is no failure.
+        # Waiting out a short 429 (the server asked for it) is no reconnection.
         assert "Rate limit" in reason, f"reconnected: {reason}"
 
     with pytest.raises(ConflictError) as expired:
         next(iter(client.events.stream(last_event_id=str(uuid.uuid4()), on_reconnect=no_reconnect)))
     assert (expired.value.status, expired.value.code) == (409, "event_stream_cursor_expired")
 
-    # A 429: a reconnecting stream waits the server's Retry-After, however long (here the rest
-    # of the hour: a key over its hourly quota); a reconnect=False one is opened as any call,
-    # which does not wait more than a minute.
+    # A 429: a reconnecting stream waits the server's Retry-After, however long (here about two
+    # hours: a key whose bucket the stack left in debt); a reconnect=False one is opened as any
+    # call, which does not wait more than a minute.
     class Waits(Exception):
         pass
 

@@ -149,8 +149,8 @@ class LiveTest < Minitest::Test
     assert lost
     assert_equal 201, lost["status"] # the lost answer: the contact was created then
     assert lost["idempotency_key"]
-    # Every try carried the same key; a try answered 429 or 503 (nothing done, the free plan's
-    # 20 requests a minute) may come before or after the lost one; the last is the replay.
+    # Every try carried the same key; a try answered 429 or 503 (nothing done: rate limited, or
+    # a dependency down) may come before or after the lost one; the last is the replay.
     tries = posts.select { |r| r["idempotency_key"] == lost["idempotency_key"] }
     assert_equal [lost], tries.select { |r| r["dropped"] }
     assert tries.last["replayed"]
@@ -205,8 +205,8 @@ class LiveTest < Minitest::Test
     client.events.trigger(type: type)["id"]
   end
 
-  # The tenant's plan allows 20 requests a minute, shared by the suites: a stream may have to
-  # wait out a 429 (it reconnects after its Retry-After), a test result for none of these.
+  # A stream that waits out a short 429 (it reconnects after its Retry-After, as the server
+  # asked) has not reconnected on its own: a test result for none of these.
   def rate_limited?(reason)
     reason.start_with?("Rate limit")
   end
@@ -215,8 +215,6 @@ class LiveTest < Minitest::Test
     ->(reason, _delay) { flunk "reconnected: #{reason}" unless rate_limited?(reason) }
   end
 
-  # The stream tests share the tenant's 20 requests a minute with the rest of the suites:
-  # each stream and trigger counts, so every one of them serves several checks.
   def test_event_stream_delivers_filters_and_resumes_with_last_event_id
     ids = []
     on_connect = lambda do # the stream is open: what is emitted now reaches it
@@ -330,9 +328,9 @@ class LiveTest < Minitest::Test
     expired = assert_raises(PenguinMails::ConflictError) { first.call(last_event_id: SecureRandom.uuid) }
     assert_equal 409, expired.status
     assert_equal "event_stream_cursor_expired", expired.code
-    # A 429: a reconnecting stream waits the server's Retry-After, however long (here the
-    # rest of the hour: a key over its hourly quota); a reconnect: false one is opened as any
-    # call, which does not wait more than a minute.
+    # A 429: a reconnecting stream waits the server's Retry-After, however long (here about
+    # two hours: a key whose bucket the stack left in debt); a reconnect: false one is opened
+    # as any call, which does not wait more than a minute.
     limited = PenguinMails::Client.new(api_key: ENV.fetch("PM_SDK_TEST_LIMITED_KEY"))
     waits = []
     catch(:stop) do

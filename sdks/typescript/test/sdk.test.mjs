@@ -331,8 +331,8 @@ describe('idempotent retries', () => {
     assert.ok(lost);
     assert.equal(lost.status, 201); // the lost answer: the contact was created then
     assert.ok(lost.idempotency_key);
-    // Every try carried the same key; a try answered 429 or 503 (nothing done, the free plan's
-    // 20 requests a minute) may come before or after the lost one; the last is the replay.
+    // Every try carried the same key; a try answered 429 or 503 (nothing done: rate limited, or
+    // a dependency down) may come before or after the lost one; the last is the replay.
     const tries = log.filter((r) => r.idempotency_key === lost.idempotency_key);
     assert.deepEqual(tries.filter((r) => r.dropped), [lost]);
     assert.equal(tries.at(-1).replayed, true);
@@ -513,12 +513,10 @@ describe('live event stream: SSE framing', () => {
 describe('live event stream: client.events.stream()', () => {
   const client = new PenguinMails();
   const trigger = async (type) => (await client.events.trigger({ type })).id;
-  // The tenant's plan allows 20 requests a minute, shared by the suites: a stream may have
-  // to wait out a 429 (it reconnects after its Retry-After), a test result for none of these.
+  // A stream that waits out a short 429 (it reconnects after its Retry-After, as the server
+  // asked) has not reconnected on its own: a test result for none of these.
   const rateLimited = (reason) => reason.startsWith('Rate limit');
 
-  // The stream tests share the tenant's 20 requests a minute with the rest of the suites:
-  // each stream and trigger counts, so every one of them serves several checks.
   test('a triggered event arrives; types filters; lastEventId resumes, none missed, none repeated', async () => {
     const ids = [];
     let triggering = null;
@@ -664,9 +662,9 @@ describe('live event stream: client.events.stream()', () => {
     assert.ok(expired instanceof ConflictError, String(expired));
     assert.equal(expired.status, 409);
     assert.equal(expired.code, 'event_stream_cursor_expired');
-    // A 429: a reconnecting stream waits the server's Retry-After, however long (here the
-    // rest of the hour: a key over its hourly quota); a reconnect: false one is opened as any
-    // call, which does not wait more than a minute.
+    // A 429: a reconnecting stream waits the server's Retry-After, however long (here about
+    // two hours: a key whose bucket the stack left in debt); a reconnect: false one is opened
+    // as any call, which does not wait more than a minute.
     const limited = new PenguinMails({ apiKey: env.PM_SDK_TEST_LIMITED_KEY });
     const controller = new AbortController();
     const waits = [];
