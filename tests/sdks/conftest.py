@@ -30,7 +30,7 @@ from tests.conftest import (
     service_env,
 )
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.integration.keys.platform_stack import NAMESPACE, Platform, set_plan
+from tests.integration.keys.platform_stack import NAMESPACE, Platform, await_plan, set_plan
 from tests.integration.keys.platform_stack import keys_vault as keys_vault
 from tests.integration.keys.platform_stack import platform as platform
 from tests.sdks.harness import SdkTestServer
@@ -179,19 +179,6 @@ def sdk_stack(
             p.close()
 
 
-def _await_plan(http: httpx.Client, key: str) -> None:
-    """Until the gateway applies STACK_PLAN (it learns of the change from the keys service's
-    event): its rate-limit headers then carry the plan's per-minute limit."""
-    want = str(limits_for(STACK_PLAN).per_minute)
-    deadline = time.monotonic() + 60
-    while True:
-        r = http.get("/api/v1/events/types", headers={"Authorization": f"Bearer {key}"})
-        if r.headers.get("X-RateLimit-Limit") == want:
-            return
-        assert time.monotonic() < deadline, f"the gateway never saw the {STACK_PLAN} plan"
-        time.sleep(0.5)
-
-
 def new_tenant(
     platform: Platform, gw: str, control: SdkTestServer, receiver: WebhookReceiver
 ) -> SdkStack:
@@ -213,7 +200,7 @@ def new_tenant(
             )
             assert r.status_code == 201, r.text
             keys.append(r.json()["data"])
-        _await_plan(http, keys[0]["key"])
+        await_plan(gw, {"Authorization": f"Bearer {keys[0]['key']}"}, STACK_PLAN)
     _put_in_debt(keys[1]["id"])
     return SdkStack(
         gateway=gw,

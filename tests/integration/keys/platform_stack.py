@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from libs.common.plans import limits_for
 from libs.common.principal import SCOPES
 from libs.common.provision import provision_vault
 from tests.conftest import REPO, ServiceProcess, free_port, service_env
@@ -233,3 +234,17 @@ def set_plan(platform: Platform, tenant_id: str, plan: str) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def await_plan(gw: str, headers: dict[str, str], plan: str) -> None:
+    """Until the gateway applies `plan` to the caller of `headers` (it learns of a change
+    from the keys service's event): its rate-limit headers then carry the plan's limit."""
+    want = str(limits_for(plan).per_minute)
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=gw, timeout=30) as client:
+        while (
+            client.get("/api/v1/events/types", headers=headers).headers.get("X-RateLimit-Limit")
+            != want
+        ):
+            assert time.monotonic() < deadline, f"the gateway never saw the {plan} plan"
+            time.sleep(0.5)
