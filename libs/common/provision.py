@@ -113,6 +113,12 @@ async def provision_database(
         for svc in services:
             await _ensure_role(admin, role_name(svc), roles[svc], passwords.get(svc))
         await admin.execute(f"REVOKE CONNECT ON DATABASE {db_ident} FROM PUBLIC")
+        # No JIT in the platform's database: its statements are short OLTP ones, and one whose
+        # estimated cost passes `jit_above_cost` (delivery's fair claim over an analyzed
+        # 20,000-message backlog: the planner cannot size its LIMITs) compiled ~60 ms of LLVM
+        # code on every execution of a ~35 ms statement (docs/sending.md). A database default:
+        # it holds behind PgBouncer too, which refuses unknown startup parameters.
+        await admin.execute(f"ALTER DATABASE {db_ident} SET jit = off")
         for svc in services:
             await admin.execute(f"GRANT CONNECT ON DATABASE {db_ident} TO {roles[svc]}")
             await admin.execute(f"ALTER ROLE {roles[svc]} SET search_path = {schemas[svc]}")

@@ -35,12 +35,13 @@ STATUS_ORDER = (
     "complained",
 )
 
+# What a claim returns of each message (its content comes once per tenant and claim, from
+# `send_policy`: a bulk's 1,000 rows share one content, which the claim used to join, return
+# and decode 1,000 times).
 _CLAIMED_COLUMNS = """
-    claimed.id, claimed.tenant_id, claimed.mode, claimed.content_id, claimed.batch_id,
-    claimed.campaign_id, claimed.contact_id, claimed.step, claimed.to_email, claimed.variables,
-    claimed.category, claimed.tags, claimed.metadata, claimed.track_opens, claimed.track_clicks,
-    claimed.attempts, claimed.provider, claimed.contact_tags, claimed.request_id, claimed.lane,
-    c.from_email, c.subject, c.html, c.text_body, c.reply_to, c.literal
+    m.id, m.tenant_id, m.mode, m.content_id, m.campaign_id, m.contact_id, m.step, m.to_email,
+    m.variables, m.category, m.tags, m.metadata, m.track_opens, m.track_clicks, m.attempts,
+    m.contact_tags, m.request_id, m.lane
 """
 
 
@@ -244,17 +245,19 @@ WITH RECURSIVE {no_flush}, tenants AS (
 # Claims run as statements of their own: inside a caller's transaction the setting would
 # last to that transaction's end.
 _NO_FLUSH = "no_flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off)"
-# Every claim ends alike: the `chosen` ids leased as `sending`, returned with their content.
+# Every claim ends alike: the `chosen` ids leased as `sending`, returned without their content.
+# The update finds them by primary key (`= ANY(ARRAY(...))`): joined to `chosen`, whose size
+# the planner cannot know (a LIMIT of a CASE), it hashed a sequential scan of the whole table,
+# a cost growing with the backlog on every claim.
 _CLAIM_TAIL = f"""
 , claimed AS (
     UPDATE messages m SET status = 'sending', attempts = attempts + 1,
         lease_until = now() + make_interval(secs => $2), call_started_at = NULL,
         updated_at = now()
-    FROM chosen, no_flush WHERE m.id = chosen.id
-    RETURNING m.*
+    FROM no_flush WHERE m.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING {_CLAIMED_COLUMNS}
 )
-SELECT {_CLAIMED_COLUMNS} FROM claimed JOIN contents c ON c.id = claimed.content_id
-ORDER BY claimed.id
+SELECT * FROM claimed ORDER BY id
 """
 _CLAIM_FAIR = (
     _CLAIM_FAIR_TEMPLATE.format(
@@ -617,12 +620,33 @@ async def learn_tenant_plan(
     )
 
 
+class ClaimedContent(NamedTuple):
+    """A claimed message's content, as `send_policy` reads it once per tenant and claim."""
+
+    from_email: str
+    subject: str
+    html: str | None
+    text_body: str | None
+    reply_to: str | None
+    literal: bool
+
+
+class SendPolicy(NamedTuple):
+    """What a send of one tenant's claimed messages checks and needs (`send_policy`)."""
+
+    suppressed: dict[str, str]
+    rules: list[dict[str, Any]]
+    caps: list[dict[str, Any]]
+    contents: dict[str, ClaimedContent]
+
+
 async def send_policy(
-    conn: asyncpg.Connection, tenant_id: str, emails: Iterable[str]
-) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
+    conn: asyncpg.Connection, tenant_id: str, emails: Iterable[str], content_ids: Iterable[str]
+) -> SendPolicy:
     """What a send of the tenant's claimed messages checks, in one round trip: the
     suppressed addresses among `emails` (lowercased -> reason), the routing rules (as
-    `routing_rules`) and the sending caps (as `sending_caps`)."""
+    `routing_rules`), the sending caps (as `sending_caps`), and the tenant's contents among
+    `content_ids` (each once, however many messages share it)."""
     row = await conn.fetchrow(
         "SELECT"
         " (SELECT coalesce(jsonb_object_agg(email, reason), '{}') FROM suppressions"
@@ -631,11 +655,16 @@ async def send_policy(
         "  (SELECT id, category, sending_domain, primary_provider, secondary_provider, priority,"
         "   created_at FROM routing_rules WHERE tenant_id = $1) r) AS rules,"
         " (SELECT coalesce(jsonb_agg(c), '[]') FROM"
-        "  (SELECT scope, value, daily_limit FROM sending_caps WHERE tenant_id = $1) c) AS caps",
+        "  (SELECT scope, value, daily_limit FROM sending_caps WHERE tenant_id = $1) c) AS caps,"
+        " (SELECT coalesce(jsonb_object_agg(id, jsonb_build_array(from_email, subject, html,"
+        "   text_body, reply_to, literal)), '{}') FROM contents"
+        "  WHERE tenant_id = $1 AND id = ANY($3::text[])) AS contents",
         tenant_id,
         [e.lower() for e in emails],
+        list(set(content_ids)),
     )
-    return row["suppressed"], row["rules"], row["caps"]
+    contents = {k: ClaimedContent(*v) for k, v in row["contents"].items()}
+    return SendPolicy(row["suppressed"], row["rules"], row["caps"], contents)
 
 
 async def routing_rules(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:

@@ -943,17 +943,20 @@ class DeliveryService:
 
     async def _send_tenant(self, tenant_id: str, rows: list[asyncpg.Record]) -> None:
         async with self.pool.acquire() as conn:
-            suppressed, rules, caps = await repo.send_policy(
-                conn, tenant_id, [r["to_email"] for r in rows]
+            suppressed, rules, caps, stored = await repo.send_policy(
+                conn, tenant_id, [r["to_email"] for r in rows], [r["content_id"] for r in rows]
             )
+        # One Content per stored content: its messages share it (and its slot template's cache
+        # entry, `content._slot_content`).
+        contents = {cid: Content(cid, *c) for cid, c in stored.items()}
         failed = [
             (r, f"suppressed: {suppressed[r['to_email'].lower()]}")
             for r in rows
             if r["to_email"].lower() in suppressed
         ]
         rows = [r for r in rows if r["to_email"].lower() not in suppressed]
-        rows, deferred = await self._apply_caps(tenant_id, rows, caps)
-        rendered, not_rendered = await self._render_rows(rows, failed)
+        rows, deferred = await self._apply_caps(tenant_id, rows, caps, contents)
+        rendered, not_rendered = await self._render_rows(rows, contents, failed)
         if failed or deferred or not_rendered:
             tomorrow = _seconds_to_next_utc_day()
             await self._settle(
@@ -973,7 +976,11 @@ class DeliveryService:
             await self._send_routed(tenant_id, primary, secondary, items)
 
     async def _apply_caps(
-        self, tenant_id: str, rows: list[asyncpg.Record], caps: Sequence[Mapping[str, Any]]
+        self,
+        tenant_id: str,
+        rows: list[asyncpg.Record],
+        caps: Sequence[Mapping[str, Any]],
+        contents: Mapping[str, Content],
     ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         if not caps or self.redis is None:
             return rows, []
@@ -982,7 +989,7 @@ class DeliveryService:
         ok: list[asyncpg.Record] = []
         deferred: list[asyncpg.Record] = []
         for r in rows:
-            mailbox = _address(r["from_email"])
+            mailbox = _address(contents[r["content_id"]].from_email)
             checks = [
                 (s, v)
                 for s, v in (("mailbox", mailbox), ("domain", mailbox.rpartition("@")[2]))
@@ -1002,11 +1009,14 @@ class DeliveryService:
         return ok, deferred
 
     async def _render_rows(
-        self, rows: list[asyncpg.Record], failed: list[tuple[asyncpg.Record, str]]
+        self,
+        rows: list[asyncpg.Record],
+        contents: Mapping[str, Content],
+        failed: list[tuple[asyncpg.Record, str]],
     ) -> tuple[list[tuple[asyncpg.Record, OutgoingEmail]], list[asyncpg.Record]]:
         """Render every row (templates in one pool call); a row whose template fails or hits
         a limit goes to `failed` alone. Also returns rows not reached in time."""
-        specs = [self._spec(r) for r in rows]
+        specs = [(contents[r["content_id"]], self._spec(r)) for r in rows]
         jobs = [(i, j) for i, (c, m) in enumerate(specs) if (j := Renderer.job(c, m)) is not None]
         results = await self.render_pool.render(
             [j for _, j in jobs], deadline=time.monotonic() + RENDER_BATCH_SECONDS
@@ -1027,17 +1037,9 @@ class DeliveryService:
                 failed.append((r, str(exc)))
         return rendered, late
 
-    def _spec(self, r: asyncpg.Record) -> tuple[Content, MessageSpec]:
-        content = Content(
-            r["content_id"],
-            r["from_email"],
-            r["subject"],
-            r["html"],
-            r["text_body"],
-            r["reply_to"],
-            r["literal"],
-        )
-        spec = MessageSpec(
+    @staticmethod
+    def _spec(r: asyncpg.Record) -> MessageSpec:
+        return MessageSpec(
             r["id"],
             r["tenant_id"],
             r["to_email"],
@@ -1048,7 +1050,6 @@ class DeliveryService:
             r["track_opens"],
             r["track_clicks"],
         )
-        return content, spec
 
     def _route(
         self, r: asyncpg.Record, m: OutgoingEmail, rules: Sequence[Mapping[str, Any]]

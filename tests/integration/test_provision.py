@@ -68,6 +68,17 @@ async def test_each_role_works_in_its_own_schema(provisioned: str) -> None:
             await conn.close()
 
 
+async def test_service_sessions_never_jit_compile(provisioned: str) -> None:
+    """The database's default: short statements whose estimated cost passes jit_above_cost
+    (delivery's fair claim) compiled tens of ms of LLVM code on every execution."""
+    for svc in SCHEMA_SERVICES:
+        conn = await _connect_as(svc)
+        try:
+            assert await conn.fetchval("SHOW jit") == "off"
+        finally:
+            await conn.close()
+
+
 async def test_a_role_cannot_touch_another_services_schema(provisioned: str) -> None:
     campaigns = await _connect_as("campaigns")
     try:

@@ -4,6 +4,10 @@ tenant's message until it has drained."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
 from services.delivery import repository as repo
@@ -121,3 +125,53 @@ async def test_a_tenant_alone_in_the_queue_is_claimed_in_larger_batches(harness:
             "SELECT DISTINCT status FROM messages WHERE batch_id = $1", batch_id
         )
     assert [s["status"] for s in statuses] == ["sent"]
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+async def test_a_claim_finds_its_messages_by_key_whatever_the_backlog(harness: Harness) -> None:
+    """The claim's update finds the chosen messages by primary key. Joined to them (a number
+    the planner cannot know: a LIMIT of a CASE) it hashed a sequential scan of every message,
+    a cost growing with the backlog on each claim of it."""
+    h = harness
+    now = datetime.now(UTC)
+    async with h.service.pool.acquire() as conn:
+        tx = conn.transaction()  # rolled back: the backlog never reaches other tests' claims
+        await tx.start()
+        try:
+            content_id = f"cnt_{h.tenant}"
+            await repo.insert_content(
+                conn,
+                {"id": content_id, "tenant_id": h.tenant, "from_email": "team@acme.example.com",
+                 "subject": "s", "html": None, "text_body": "t", "template_id": None,
+                 "reply_to": None},
+            )  # fmt: skip
+            await repo.copy_messages(
+                conn,
+                [
+                    repo.MessageRow(
+                        id=f"msg_{h.tenant}_{i}", tenant_id=h.tenant, mode="live",
+                        content_id=content_id, batch_id=None, request_id=None, campaign_id=None,
+                        contact_id=None, step=None, to_email=f"b{i}@example.com", variables={},
+                        category="marketing", tags=[], metadata={}, track_opens=True,
+                        track_clicks=True, status="queued", next_attempt_at=now, contact_tags=[],
+                    )
+                    for i in range(5000)
+                ],
+            )  # fmt: skip
+            await conn.execute("ANALYZE messages")
+            plan = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) " + repo._CLAIM_FAIR, 200, 60.0, 200, None, 1000, 5.0
+            )
+        finally:
+            await tx.rollback()
+    nodes = [
+        (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
+        for n in _plan_nodes(plan[0]["Plan"])
+    ]
+    assert not [n for n in nodes if n[0] == "Seq Scan"], nodes
+    assert "messages_pkey" in {index for _, _, index in nodes}, nodes
