@@ -16,14 +16,18 @@ or has more than doubled (in pages) since its statistics were taken. Doubling bo
 ANALYZEs of a table to one per doubling (a dozen from empty to 100,000 rows), and each costs
 a sample of at most 30,000 rows (default_statistics_target 100), not a pass over the table.
 `SKIP_LOCKED`: when another session is analyzing or vacuuming the table, it is already
-being done.
+being done. Best effort: the write it follows has committed, so a failed look-up or ANALYZE is
+logged and never fails the caller (an import job would otherwise wait for its takeover).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 # Below this many pages (8 kB each) the planner's defaults cost nothing worth an ANALYZE.
 MIN_PAGES = 16
@@ -51,9 +55,16 @@ async def analyze_grown(
 ) -> list[str]:
     """ANALYZE each of `tables` that outgrew its statistics (see `grown_tables`); returns
     those analyzed. Call it after committing a bulk write, not inside the transaction."""
-    grown = await grown_tables(conn, tables)
-    if grown:
-        # Names come from pg_class for the caller's own constants, quoted as identifiers.
-        names = ", ".join('"' + name.replace('"', '""') + '"' for name in grown)
-        await conn.execute(f"ANALYZE (SKIP_LOCKED) {names}")
+    try:
+        grown = await grown_tables(conn, tables)
+        if grown:
+            # Names come from pg_class for the caller's own constants, quoted as identifiers.
+            names = ", ".join('"' + name.replace('"', '""') + '"' for name in grown)
+            await conn.execute(f"ANALYZE (SKIP_LOCKED) {names}")
+    except asyncpg.PostgresError as exc:
+        log.warning(
+            "statistics: ANALYZE after a bulk write failed",
+            extra={"tables": list(tables), "error": f"{type(exc).__name__}: {exc}"},
+        )
+        return []
     return grown
