@@ -56,6 +56,7 @@ from libs.common.http import (
     register_error_code,
 )
 from libs.common.pagination import ListParams, Page
+from libs.common.statistics import analyze_grown
 from libs.common.templating import LIMIT_ERROR_CODE, LIMIT_ERROR_MEANING
 from libs.common.tenancy import TenantScope
 from services.campaigns import repository as repo
@@ -481,6 +482,9 @@ class _ImportBatch:
 
 # How many of an import's first addresses are looked up before it COPYs optimistically.
 IMPORT_PROBE_ROWS = 200
+# The tables an import grows, ANALYZEd once committed when they outgrew their statistics
+# (libs.common.statistics): the contact lists' and the relay's plans follow their size.
+IMPORT_TABLES = ("contacts", "outbox")
 
 
 def _raw_emails(items: list[Any]) -> list[str]:
@@ -537,7 +541,9 @@ async def import_contacts(
         )
     async with pool.acquire() as conn, conn.transaction():
         with gc_paused():
-            return await import_rows(conn, owner, items)
+            report = await import_rows(conn, owner, items)
+    await analyze_grown(pool, IMPORT_TABLES)
+    return report
 
 
 async def import_rows(
@@ -1493,6 +1499,9 @@ async def run_import(
                 e["row"] += done  # 1-based within the whole import
             done += len(items)
             await repo.advance_import(conn, import_id, done, report)
+        # The chunk's rows are in: plans of the tables it grew (the contact lists, the
+        # relay's claims) follow their size instead of waiting for autovacuum.
+        await analyze_grown(pool, IMPORT_TABLES)
     async with pool.acquire() as conn, conn.transaction():
         row = await repo.complete_import(conn, import_id)
         await outbox.enqueue(

@@ -32,6 +32,7 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from libs.common.events import Envelope, read_scope_of
+from libs.common.statistics import analyze_grown
 from services.webhooks import repository as repo
 from services.webhooks.payloads import LATEST_VERSION, deliverable_types, webhook_body
 from services.webhooks.service import event_mode
@@ -85,6 +86,10 @@ async def store_event(pool: asyncpg.Pool, event: Envelope) -> int | None:
     return await repo.append_stream_event(pool, *item)
 
 
+# The table a burst of events grows (ANALYZEd when it outgrew its statistics).
+STREAM_TABLES = ("stream_events",)
+
+
 async def store_events(pool: asyncpg.Pool, events: list[Envelope]) -> None:
     """Append a batch of events (the stream consumer's, `EventBus.subscribe_batch`) in one
     transaction: one commit for the lot, rows in arrival order, so a tenant's events are
@@ -99,6 +104,9 @@ async def store_events(pool: asyncpg.Pool, events: list[Envelope]) -> None:
             items.append(item)
     if items:
         await repo.append_stream_events(pool, items)
+        # A burst grows the stream by thousands of rows a second: keep its statistics (and
+        # so the batch statement's plan) in step with its size (libs.common.statistics).
+        await analyze_grown(pool, STREAM_TABLES)
 
 
 # ------------------------------------------------------------------ what a reader wants

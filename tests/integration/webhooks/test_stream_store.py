@@ -13,8 +13,10 @@ import orjson
 import pytest
 
 from libs.common.events import EmailOpened, make_event
+from libs.common.statistics import grown_tables
 from services.webhooks import repository as repo
 from services.webhooks.stream import (
+    STREAM_TABLES,
     ReaderLimits,
     StreamFilter,
     StreamHub,
@@ -74,6 +76,22 @@ async def test_batched_appends_keep_each_tenants_order_and_skip_redeliveries(
     assert await repo.stream_seq_of(wh_pool, tenants[1], "live", good.id) is None
     await store_events(wh_pool, [good])
     assert await repo.stream_seq_of(wh_pool, tenants[1], "live", good.id) == 21
+
+
+async def test_a_burst_leaves_the_store_described_by_its_statistics(wh_pool, unique) -> None:
+    """Batches that grow the store ANALYZE it once it outgrew its statistics, so the batch
+    statement's plan follows the store's size (a plan made while it was empty hash-joined
+    every batch against a scan of every stored event). The test server runs without
+    autovacuum: nothing else analyzes."""
+    events = [_opened(unique, n) for n in range(2_000)]
+    for start in range(0, len(events), 500):
+        await store_events(wh_pool, events[start : start + 500])
+    assert await grown_tables(wh_pool, STREAM_TABLES) == []
+    described, rows = await wh_pool.fetchrow(
+        "SELECT (SELECT reltuples FROM pg_class WHERE oid = 'stream_events'::regclass),"
+        " (SELECT count(*) FROM stream_events)"
+    )
+    assert described >= rows / 2, (described, rows)
 
 
 async def test_a_batch_notifies_each_stored_event_in_number_order(wh_pool, unique) -> None:
