@@ -70,7 +70,7 @@ async def _baseline(amqp_url: str, queue: str) -> tuple[float, float]:
         arrived: list[aiormq.abc.DeliveredMessage] = []
         wake = asyncio.Event()
 
-        def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             arrived.append(message)
             wake.set()
 
