@@ -37,11 +37,11 @@ import asyncio
 import contextlib
 import logging
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 import aio_pika
 import aio_pika.abc
@@ -407,7 +407,7 @@ class EventBus:
     async def _process_batch(self, sub: Subscription, messages: list[Delivery]) -> None:
         """Handle a batch of messages of a batch subscription and settle every one of them."""
         batch: list[tuple[Delivery, Envelope]] = []
-        seen: set[str] = set()
+        seen: set[UUID] = set()
         for message in messages:
             try:
                 event = _parse(sub, message.body)
@@ -423,8 +423,8 @@ class EventBus:
         for _, event in batch:
             # The same event twice in one batch (a redelivery beside its first delivery):
             # handled once, both messages acked with the batch.
-            if str(event.id) not in seen:
-                seen.add(str(event.id))
+            if event.id not in seen:
+                seen.add(event.id)
                 events.append(event)
         with tracer.start_as_current_span(
             f"{sub.queue} process",
@@ -596,7 +596,7 @@ class _BatchConsumer:
         self._pending: list[Delivery] = []
         self._arrived = asyncio.Event()
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
-        self._tag = f"pm-batch.{sub.queue}.{uuid.uuid4().hex}"
+        self._tag = f"pm-batch.{sub.queue}.{uuid4().hex}"
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
