@@ -25,9 +25,10 @@ one commits) and hand them to one handler call, in arrival order, without duplic
 one transaction (and one multi-row inbox claim) for the lot, then one `ack(multiple)`.
 If the batch fails, its messages are handled one by one through the path of a single
 message (retry queues, then the DLQ), so a poison message is isolated and the rest commit.
-They run on aio-pika beside FastStream (same connection, a channel of their own): FastStream
-handles one message per call, and its per-message middleware and dependency resolution were
-most of a consumer's CPU at 1,000 events/s (docs/scheduling.md).
+They run beside FastStream (same connection, an aio-pika robust channel of their own, consumed
+on the aiormq channel under it: no aio-pika message per delivery): FastStream handles one
+message per call, and its per-message middleware and dependency resolution were most of a
+consumer's CPU at 1,000 events/s (docs/scheduling.md).
 """
 
 from __future__ import annotations
