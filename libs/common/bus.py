@@ -25,9 +25,10 @@ one commits) and hand them to one handler call, in arrival order, without duplic
 one transaction (and one multi-row inbox claim) for the lot, then one `ack(multiple)`.
 If the batch fails, its messages are handled one by one through the path of a single
 message (retry queues, then the DLQ), so a poison message is isolated and the rest commit.
-They run on aio-pika beside FastStream (same connection, a channel of their own): FastStream
-handles one message per call, and its per-message middleware and dependency resolution were
-most of a consumer's CPU at 1,000 events/s (docs/scheduling.md).
+They run beside FastStream (same connection, an aio-pika robust channel of their own, consumed
+on the aiormq channel under it: no aio-pika message per delivery): FastStream handles one
+message per call, and its per-message middleware and dependency resolution were most of a
+consumer's CPU at 1,000 events/s (docs/scheduling.md).
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 import aio_pika
 import aio_pika.abc
-import aio_pika.exceptions
+import aiormq.abc
 import asyncpg
 from faststream import AckPolicy
 from faststream.rabbit import (
@@ -78,6 +80,8 @@ tracer = trace.get_tracer("pm.bus")
 HANDLED = Counter("pm_events_handled_total", "Events handled", ["queue", "outcome"])
 
 IncomingMessage = aio_pika.abc.AbstractIncomingMessage
+# A delivery as aiormq parsed it (the batch consumers' messages).
+Delivery = aiormq.abc.DeliveredMessage
 Handler = Callable[[Envelope, asyncpg.Connection | None], Awaitable[None]]
 # A batch handler: the events of one batch, in arrival order, and the inbox transaction's
 # connection (None without the inbox). It stores them all or raises.
@@ -401,16 +405,17 @@ class EventBus:
         await self._dead_letter(sub, raw, headers, attempt, f"unparseable event: {exc}")
         HANDLED.labels(sub.queue, "dead_lettered").inc()
 
-    async def _process_batch(self, sub: Subscription, messages: list[IncomingMessage]) -> None:
+    async def _process_batch(self, sub: Subscription, messages: list[Delivery]) -> None:
         """Handle a batch of messages of a batch subscription and settle every one of them."""
-        batch: list[tuple[IncomingMessage, Envelope]] = []
-        seen: set[str] = set()
+        batch: list[tuple[Delivery, Envelope]] = []
+        seen: set[UUID] = set()
         for message in messages:
             try:
                 event = _parse(sub, message.body)
             except ValueError as exc:
-                await self._dead_letter_unparseable(sub, message, exc)
-                await _settle(message)
+                raw = aio_pika.IncomingMessage(message)
+                await self._dead_letter_unparseable(sub, raw, exc)
+                await _settle(raw)
                 continue
             batch.append((message, event))
         if not batch:
@@ -419,8 +424,8 @@ class EventBus:
         for _, event in batch:
             # The same event twice in one batch (a redelivery beside its first delivery):
             # handled once, both messages acked with the batch.
-            if str(event.id) not in seen:
-                seen.add(str(event.id))
+            if event.id not in seen:
+                seen.add(event.id)
                 events.append(event)
         with tracer.start_as_current_span(
             f"{sub.queue} process",
@@ -438,16 +443,17 @@ class EventBus:
             try:
                 await self._handle_batch(sub, events)
             except Exception as exc:
-                # Which message fails? Each goes its own way, as a single message would.
+                # Which message fails? Each goes its own way, as a single message would
+                # (an aio-pika message of its own, for its headers and its ack).
                 log.warning(
                     "batch failed; handling its messages one by one",
                     extra={"queue": sub.queue, "size": len(batch), "error": _describe(exc)},
                 )
                 for message, event in batch:
-                    await self._settle_one(sub, message, event)
+                    await self._settle_one(sub, aio_pika.IncomingMessage(message), event)
                 return
         HANDLED.labels(sub.queue, "ok").inc(len(events))
-        await _settle_all([message for message, _ in batch])
+        await _settle_through([message for message, _ in batch])
 
     async def _handle_batch(self, sub: Subscription, events: list[Envelope]) -> None:
         assert sub.batch_handler is not None
@@ -563,11 +569,11 @@ class EventBus:
         )
 
 
-def _producer_links(messages: Iterable[IncomingMessage]) -> list[trace.Link]:
+def _producer_links(messages: Iterable[Delivery]) -> list[trace.Link]:
     links = []
     for message in messages:
         context = trace.get_current_span(
-            extract_trace_context(dict(message.headers or {}))
+            extract_trace_context(message.header.properties.headers or {})
         ).get_span_context()
         if context.is_valid:
             links.append(trace.Link(context))
@@ -576,42 +582,73 @@ def _producer_links(messages: Iterable[IncomingMessage]) -> list[trace.Link]:
 
 class _BatchConsumer:
     """Consumes one batch subscription's queue on a channel of its own (prefetch twice the
-    batch) and hands `EventBus._process_batch` what arrived, one batch at a time, in order."""
+    batch) and hands `EventBus._process_batch` what arrived, one batch at a time, in order.
+
+    It consumes on the aiormq channel under aio-pika's: a delivery is appended as aiormq
+    parsed it, with no aio-pika message (its properties copied, a second task) per message,
+    which was most of the stream consumer's receive cost (docs/scheduling.md). The robust
+    channel restores the queue after a channel or connection loss (FastStream's connection)
+    and this consumer consumes again on the new channel (`reopen_callbacks`); what arrived
+    on the lost channel is dropped unacked: the broker delivers it again."""
 
     def __init__(self, bus: EventBus, sub: Subscription) -> None:
         self.bus = bus
         self.sub = sub
-        self._pending: list[IncomingMessage] = []
+        self._pending: list[Delivery] = []
         self._arrived = asyncio.Event()
-        self._queue: aio_pika.abc.AbstractQueue | None = None
-        self._tag: str | None = None
+        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._tag = f"pm-batch.{sub.queue}.{uuid4().hex}"
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
-        # The broker's own connection (FastStream's channel manager; its reconnects restore
-        # this channel and consumer); a channel of our own for the prefetch.
+        # The broker's own connection (FastStream's channel manager: its reconnects restore
+        # this channel and the queue); a channel of our own for the prefetch.
         manager = self.bus.broker.config.channel_manager
-        channel: aio_pika.abc.AbstractChannel = await manager.get_channel(
-            Channel(prefetch_count=2 * self.sub.max_batch)
-        )
-        self._queue = await channel.declare_queue(
+        self._channel = await manager.get_channel(Channel(prefetch_count=2 * self.sub.max_batch))
+        await self._channel.declare_queue(
             self.sub.queue, durable=True, arguments={"x-queue-type": "quorum"}
         )
+        self._channel.reopen_callbacks.add(self._on_reopen)
         self._task = asyncio.create_task(self._run(), name=f"batch-consumer {self.sub.queue}")
-        self._tag = await self._queue.consume(self._on_message, no_ack=False)
+        await self._consume()
+
+    async def _consume(self) -> None:
+        assert self._channel is not None
+        underlay = await self._channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+        await underlay.basic_consume(self.sub.queue, self._on_message, consumer_tag=self._tag)
+
+    async def _on_reopen(self, _channel: object) -> None:
+        # Unacked deliveries of the lost channel come again on the new one.
+        self._pending = [m for m in self._pending if not m.channel.is_closed]
+        if self._stopping:
+            return
+        try:
+            await self._consume()
+        except Exception:
+            log.exception("batch consumer: consuming again on the reopened channel failed")
+
+    def _on_cancel(self, _frame: object) -> None:
+        # The broker cancelled the consumer (its queue deleted): consume again; a queue that
+        # is gone closes the channel, whose restore declares the queue and consumes again.
+        if not self._stopping:
+            task = asyncio.create_task(self._consume())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._queue is not None and self._tag is not None:
+        if self._channel is not None:
+            self._channel.reopen_callbacks.discard(self._on_reopen)
             with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
+                underlay = await self._channel.get_underlay_channel()
+                await underlay.basic_cancel(self._tag)
         self._arrived.set()
         if self._task is not None:
             await self._task
 
-    async def _on_message(self, message: IncomingMessage) -> None:
-        # No await before the append: aio-pika runs one task per delivery, in delivery
+    async def _on_message(self, message: Delivery) -> None:
+        # No await before the append: aiormq runs one task per delivery, in delivery
         # order, so the list keeps the queue's order.
         self._pending.append(message)
         self._arrived.set()
@@ -633,10 +670,7 @@ class _BatchConsumer:
                 # A retry or DLQ publish failed (broker away): what is not settled goes back
                 # to the queue now, before a later `ack(multiple)` could cover it.
                 log.exception("batch consumer: settling a batch failed; requeued")
-                for message in batch:
-                    if not message.processed:
-                        with contextlib.suppress(Exception):
-                            await message.nack(requeue=True)
+                await _settle_through(batch, requeue=True)
 
 
 async def _settle(message: IncomingMessage) -> None:
@@ -646,23 +680,25 @@ async def _settle(message: IncomingMessage) -> None:
         log.warning("ack failed (%s); the message will be redelivered", exc)
 
 
-async def _settle_all(messages: list[IncomingMessage]) -> None:
-    """Ack a batch: one `ack(multiple)` when its messages came on one channel (every earlier
-    message of that channel is settled already: batches go one at a time, in order)."""
-    last = messages[-1]
-    try:
-        channel = last.channel
-        one_channel = all(m.channel is channel for m in messages)
-    except aio_pika.exceptions.ChannelInvalidStateError:
-        one_channel = False  # a channel lost meanwhile: its messages come back anyway
-    if not one_channel:
-        for message in messages:
-            await _settle(message)
-        return
-    try:
-        await last.ack(multiple=True)
-    except Exception as exc:
-        log.warning("ack failed (%s); the batch will be redelivered", exc)
+async def _settle_through(messages: list[Delivery], *, requeue: bool = False) -> None:
+    """Settle a batch: on each channel its messages came on, one `ack(multiple)` through its
+    last one (every earlier delivery of that channel is settled already: batches go one at a
+    time, in order; a message of the batch settled alone is not covered twice), or with
+    `requeue` one `nack(multiple, requeue)`: what is not settled yet goes back to the queue.
+    A channel lost meanwhile is skipped: the broker delivers its messages again."""
+    last: dict[aiormq.abc.AbstractChannel, int] = {}
+    for message in messages:
+        last[message.channel] = message.delivery_tag or 0
+    for channel, tag in last.items():
+        if channel.is_closed:
+            continue
+        try:
+            if requeue:
+                await channel.basic_nack(tag, multiple=True, requeue=True)
+            else:
+                await channel.basic_ack(tag, multiple=True)
+        except Exception as exc:
+            log.warning("settling a batch failed (%s); it will be redelivered", exc)
 
 
 def _parse(sub: Subscription, body: bytes) -> Envelope:

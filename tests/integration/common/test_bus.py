@@ -15,6 +15,7 @@ import pytest
 from libs.common.bus import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
+    HANDLED,
     EventBus,
     PermanentError,
     dlq_depth,
@@ -22,7 +23,12 @@ from libs.common.bus import (
     replay_dlq,
 )
 from libs.common.events import ContactUpdated, Envelope, make_event
-from tests.integration.common.amqp_tools import eventually, publish_all, publish_raw
+from tests.integration.common.amqp_tools import (
+    eventually,
+    publish_all,
+    publish_raw,
+    relay_message,
+)
 
 
 def updated(tenant: str, contact: str = "ct_1") -> Envelope:
@@ -357,3 +363,96 @@ async def test_a_batch_span_links_every_message_producer_span(
     counts = [(s.attributes or {}).get("messaging.batch.message_count") for s in spans]
     assert sum(c for c in counts if isinstance(c, int)) >= len(events)
     exporter.shutdown()
+
+
+def _handled(queue: str, outcome: str) -> float:
+    value: float = HANDLED.labels(queue, outcome)._value.get()
+    return value
+
+
+@pytest.mark.parametrize("lost", ["channel", "connection"])
+async def test_a_batch_whose_channel_is_lost_is_redelivered_and_consuming_resumes(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str, lost: str
+) -> None:
+    """The consumer's channel (or the whole connection) is lost while a batch is in the
+    database: the batch commits but is not acked, so the broker delivers its messages again
+    (the inbox skips them), and the consumer consumes on the reopened channel (FastStream's
+    connection reconnects by itself): everything is stored once, later events too."""
+    tenant = f"t_{unique}"
+    in_database = asyncio.Event()
+    release = asyncio.Event()
+    first: list[Envelope] = []
+
+    @bus.subscribe_batch("lost", ["contact.updated"], max_batch=20)
+    async def handle(events: list[Envelope], conn: asyncpg.Connection | None) -> None:
+        assert conn is not None
+        if not first:
+            first.extend(events)
+            in_database.set()
+            await release.wait()
+        await conn.executemany(
+            "INSERT INTO test_effects (event_id, consumer) VALUES ($1, 'lost')",
+            [(e.id,) for e in events],
+        )
+
+    events = [updated(tenant, f"ct_{i}") for i in range(30)]
+    await _backlog(bus, amqp_url, events)
+    queue = bus.subscriptions[0].queue
+    duplicates = _handled(queue, "duplicate")
+    await bus.start()
+    try:
+        await asyncio.wait_for(in_database.wait(), 10)
+        consumer = bus._batch_consumers[0]._channel
+        assert consumer is not None
+        channel = await consumer.get_underlay_channel()
+        if lost == "channel":
+            # The broker closes a channel that acks a delivery tag it never used.
+            await channel.basic_ack(10**6)
+        else:
+            await channel.connection.close()
+        await eventually(lambda: channel.is_closed, timeout=10)
+    finally:
+        release.set()
+
+    later = [updated(tenant, f"ct_later_{i}") for i in range(5)]
+    await publish_all(amqp_url, later)
+    for e in [*events, *later]:
+        await eventually(functools.partial(count_effects, keys_pool, e), timeout=20)
+    await eventually(lambda: _handled(queue, "duplicate") - duplicates >= len(first), timeout=10)
+    for e in [*events, *later]:
+        assert await count_effects(keys_pool, e) == 1
+
+
+async def test_a_batch_consumer_cancelled_by_the_broker_consumes_again(
+    bus: EventBus, amqp_url: str, keys_pool: asyncpg.Pool, effects: str, unique: str
+) -> None:
+    """The queue is deleted under the consumer (the broker cancels it): the queue is declared
+    again with its channel, and the consumer consumes from it."""
+    tenant = f"t_{unique}"
+    handled: list[str] = []
+
+    @bus.subscribe_batch("cancelled", ["contact.updated"], max_batch=20)
+    async def handle(events: list[Envelope], conn: asyncpg.Connection | None) -> None:
+        handled.extend(str(e.id) for e in events)
+
+    await bus.start()
+    queue = bus.subscriptions[0].queue
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+        await eventually(lambda: _declared(amqp_url, queue), timeout=20, interval=0.2)
+        event = updated(tenant)
+        # The new queue has none of the old one's bindings: straight to it.
+        await channel.default_exchange.publish(relay_message(event), routing_key=queue)
+    await eventually(lambda: str(event.id) in handled, timeout=20)
+
+
+async def _declared(amqp_url: str, queue: str) -> bool:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        try:
+            await (await connection.channel()).declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+    return True
