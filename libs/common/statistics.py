@@ -61,7 +61,9 @@ async def analyze_grown(
             # Names come from pg_class for the caller's own constants, quoted as identifiers.
             names = ", ".join('"' + name.replace('"', '""') + '"' for name in grown)
             await conn.execute(f"ANALYZE (SKIP_LOCKED) {names}")
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        # Any database failure, a lost connection too: the stream's batch (no inbox) would
+        # otherwise be handled again message by message and stored twice.
         log.warning(
             "statistics: ANALYZE after a bulk write failed",
             extra={"tables": list(tables), "error": f"{type(exc).__name__}: {exc}"},

@@ -73,3 +73,17 @@ async def test_a_failed_analyze_never_fails_the_write_it_follows(
     its takeover. A table that does not exist stands in for any database error."""
     await add(keys_pool, table, 0, 2_000)
     assert await analyze_grown(keys_pool, [table, "no_such_table"]) == []
+
+
+async def test_a_lost_connection_never_fails_the_write_it_follows(
+    keys_pool: asyncpg.Pool, table: str
+) -> None:
+    """A connection lost between the write and its ANALYZE: the caller's write stands (the
+    event stream has no inbox: a raise here would store its batch a second time)."""
+    await add(keys_pool, table, 0, 2_000)
+    conn = await keys_pool.acquire()
+    try:
+        conn.terminate()
+        assert await analyze_grown(conn, [table]) == []
+    finally:
+        await keys_pool.release(conn)
