@@ -129,6 +129,18 @@ def relay_process(schema: str) -> Process:
     return run
 
 
+def bus_for(settings: ServiceSettings, resources: Resources) -> EventBus:
+    """A consumer process's bus: its service's settings, its schema's pool for the inbox."""
+    return EventBus(
+        service=settings.service_name,
+        amqp_url=settings.amqp_url,
+        pool=resources.pool if resources.schema else None,
+        exchange=settings.events_exchange,
+        retry_delays_ms=settings.retry_delays_ms,
+        prefetch=settings.consumer_prefetch,
+    )
+
+
 async def serve_bus(
     settings: ServiceSettings,
     resources: Resources,
@@ -143,14 +155,7 @@ async def serve_bus(
     timeout) and only completed messages are acknowledged (the rest are redelivered); the
     background bodies see `stop` and finish their round.
     """
-    bus = EventBus(
-        service=settings.service_name,
-        amqp_url=settings.amqp_url,
-        pool=resources.pool if resources.schema else None,
-        exchange=settings.events_exchange,
-        retry_delays_ms=settings.retry_delays_ms,
-        prefetch=settings.consumer_prefetch,
-    )
+    bus = bus_for(settings, resources)
     register(bus)
 
     async def body(stop: asyncio.Event) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from libs.common.app import create_app
 from libs.common.bus import EventBus
 from libs.common.resources import Resources
-from libs.common.runner import run_process
+from libs.common.runner import bus_for, run_process
 from services.webhooks.address_guard import parse_networks
 from services.webhooks.attempt_queue import AttemptQueue
 from services.webhooks.consumers import setup
@@ -45,14 +45,7 @@ class Engine:
         )
         queue = AttemptQueue(settings.amqp_url, prefetch=settings.webhooks_attempt_prefetch)
         dispatcher = Dispatcher(settings, resources.pool, ctx, queue)
-        bus = EventBus(
-            service="webhooks",
-            amqp_url=settings.amqp_url,
-            pool=resources.pool,
-            exchange=settings.events_exchange,
-            retry_delays_ms=settings.retry_delays_ms,
-            prefetch=settings.consumer_prefetch,
-        )
+        bus = bus_for(settings, resources)
         setup(bus, dispatcher)
         return cls(settings, transport, queue, dispatcher, bus)
 

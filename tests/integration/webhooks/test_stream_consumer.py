@@ -12,9 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from libs.common.bus import EventBus, dlq_depth
+from libs.common.bus import dlq_depth
 from libs.common.events import Envelope
 from libs.common.resources import Resources
+from libs.common.runner import bus_for
 from services.webhooks import repository as repo
 from services.webhooks.consumers import setup_stream
 from services.webhooks.settings import WebhooksSettings
@@ -34,14 +35,7 @@ async def backlogged_stream(
     resources = Resources(settings, schema="webhooks", amqp=False)
     await resources.open()
     # As the `stream` process (libs.common.runner.worker_process) builds its bus.
-    bus = EventBus(
-        service="webhooks",
-        amqp_url=settings.amqp_url,
-        pool=resources.pool,
-        exchange=settings.events_exchange,
-        retry_delays_ms=settings.retry_delays_ms,
-        prefetch=settings.consumer_prefetch,
-    )
+    bus = bus_for(settings, resources)
     setup_stream(bus, resources)
     started = False
 
